@@ -1,0 +1,273 @@
+"""Checkpoints: loading what people actually have, and saving training state that survives crashes.
+
+Loading (:func:`load_model`) accepts
+  * the official ECA-Net container ``{'epoch', 'arch', 'state_dict', 'best_prec1', 'optimizer'}`` whose
+    keys carry DataParallel's ``module.`` prefix (the released ``eca_resnet50_k3557.pth.tar``);
+  * a bare state_dict, torchvision-reference files (``{'model': ...}``) and this project's checkpoints;
+  * keys prefixed ``module.`` (DataParallel/DDP) or ``_orig_mod.`` (torch.compile), in any combination.
+The network is read off the weights: family, depth and attention from the key structure, the number of
+classes from the classifier, and every ECA layer's kernel size from its weight's shape. The ``arch``
+a file claims is only a hint (one released file says ``se_resnet50`` while holding an ECA-ResNet-50).
+
+Saving (:func:`save_checkpoint`) is atomic: temporary file, fsync, rename, fsync of the directory. A crash
+or a full disk during a save never damages the previous checkpoint.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+import re
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+from torch import nn
+
+import models
+from models.resnet import RESNET_SPECS, BasicBlock, Bottleneck
+
+from .errors import CheckpointError
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_FORMAT = "ecanet-checkpoint"
+CHECKPOINT_VERSION = 1
+WRAPPER_PREFIXES = ("module.", "_orig_mod.")  # DataParallel/DDP, torch.compile
+SHOW_KEYS = 5  # how many offending keys an error message names
+
+
+class CheckpointSaveError(RuntimeError):
+    """Writing a checkpoint failed (disk full, permissions); the previous checkpoint is untouched."""
+
+
+# ----------------------------------------------------------------------------------------------- reading
+
+def read_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> Any:
+    """``torch.load`` with errors a user can act on (missing, truncated, not a checkpoint).
+
+    Loads with ``weights_only=True``: tensors and plain containers only, never arbitrary pickled code.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"checkpoint {path} does not exist. Check the path given to --resume/--weights.")
+    if path.is_dir():
+        raise CheckpointError(f"checkpoint {path} is a directory. Give the checkpoint file inside it "
+                              f"(e.g. {path / 'last.pth'}), or use '--resume auto --output {path}'.")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"checkpoint {path} is empty (0 bytes): it was probably cut off while "
+                              f"being written. Use an earlier checkpoint.")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except (zipfile.BadZipFile, EOFError, pickle.UnpicklingError, RuntimeError, ValueError, OSError,
+            AttributeError, KeyError, IndexError, TypeError) as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(
+            f"{path} is not a readable PyTorch checkpoint ({reason[:200]}). It may be truncated (an "
+            f"interrupted copy or download) or a different kind of file. Re-download or re-copy it, or "
+            f"point --resume/--weights at another checkpoint.") from exc
+
+
+def strip_wrapper_prefixes(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Remove ``module.`` and ``_orig_mod.`` prefixes (any order, any repetition) from every key."""
+    out = {}
+    for key, value in state_dict.items():
+        stripped = True
+        while stripped:
+            stripped = False
+            for prefix in WRAPPER_PREFIXES:
+                if key.startswith(prefix):
+                    key, stripped = key[len(prefix):], True
+        out[key] = value
+    return out
+
+
+def extract_state_dict(obj: Any, source: str = "checkpoint") -> dict[str, torch.Tensor]:
+    """The model weights inside a loaded checkpoint object, with wrapper prefixes removed."""
+    if isinstance(obj, Mapping):
+        for container_key in ("state_dict", "model", "model_state_dict"):
+            inner = obj.get(container_key)
+            if isinstance(inner, Mapping) and inner and all(isinstance(v, torch.Tensor) for v in inner.values()):
+                return strip_wrapper_prefixes(inner)
+        if obj and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items()):
+            return strip_wrapper_prefixes(obj)
+    raise CheckpointError(
+        f"{source} holds no model weights: expected a state_dict (name -> tensor) or a dict with a "
+        f"'state_dict' entry (the official ECA-Net format); found {_describe(obj)}. Point --resume/--weights "
+        f"at a model checkpoint.")
+
+
+def _describe(obj: Any) -> str:
+    if isinstance(obj, Mapping):
+        keys = list(obj)[:8]
+        return f"a dict with keys {keys}" + (" ..." if len(obj) > 8 else "")
+    return f"a {type(obj).__name__}"
+
+
+# ------------------------------------------------------------------------------------ reading the network
+
+@dataclass(frozen=True)
+class NetworkSpec:
+    """What a state_dict says about its network."""
+
+    arch: str
+    num_classes: int
+    eca_kernel_sizes: dict[str, int]
+
+    @property
+    def kernel_string(self) -> str:
+        """Per-stage kernel sizes in the release's notation (``'3557'``), when each stage is uniform."""
+        if not self.eca_kernel_sizes:
+            return ""
+        stages: dict[str, list[int]] = {}
+        for name, k in self.eca_kernel_sizes.items():
+            stage = name.split(".")[0] if name.startswith("layer") else "all"
+            stages.setdefault(stage, []).append(k)
+        if all(len(set(v)) == 1 for v in stages.values()) and "all" not in stages:
+            return "".join(str(v[0]) if v[0] < 10 else f"({v[0]})" for v in stages.values())
+        return "".join(sorted({str(k) for k in self.eca_kernel_sizes.values()}))
+
+
+_LAYER_BLOCK = re.compile(r"^layer(\d+)\.(\d+)\.")
+
+
+def infer_network(state_dict: Mapping[str, torch.Tensor], source: str = "checkpoint") -> NetworkSpec:
+    """Read architecture, number of classes and ECA kernel sizes off a (prefix-free) state_dict."""
+    keys = set(state_dict)
+    eca = {k[: -len(".conv.weight")]: int(v.shape[-1]) for k, v in state_dict.items()
+           if k.endswith(".conv.weight") and v.dim() == 3 and tuple(v.shape[:2]) == (1, 1)}
+    has_se = any(k.endswith(".se.fc1.weight") for k in keys)
+    prefix = "eca_" if eca else "se_" if has_se else ""
+
+    if "fc.weight" in keys and "layer1.0.conv1.weight" in keys:
+        blocks: dict[int, set[int]] = {}
+        for key in keys:
+            match = _LAYER_BLOCK.match(key)
+            if match:
+                blocks.setdefault(int(match.group(1)), set()).add(int(match.group(2)))
+        layers = tuple(len(blocks.get(i, ())) for i in range(1, 5))
+        block = Bottleneck if "layer1.0.conv3.weight" in keys else BasicBlock
+        depth = next((d for d, (b, lay) in RESNET_SPECS.items() if b is block and lay == layers), None)
+        if depth is None:
+            raise CheckpointError(
+                f"{source} holds a ResNet with {layers} {block.__name__}s per stage, which matches none of "
+                f"ResNet-18/34/50/101/152. ecanet cannot build it.")
+        arch, num_classes = f"{prefix}resnet{depth}", int(state_dict["fc.weight"].shape[0])
+    elif "classifier.1.weight" in keys and "features.0.0.weight" in keys:
+        arch, num_classes = f"{prefix}mobilenet_v2", int(state_dict["classifier.1.weight"].shape[0])
+    else:
+        sample = sorted(keys)[:SHOW_KEYS]
+        raise CheckpointError(
+            f"{source} does not look like any network ecanet knows (no ResNet 'layer1.0.conv1.weight'/"
+            f"'fc.weight', no MobileNetV2 'features.0.0.weight'/'classifier.1.weight'; first keys: {sample}). "
+            f"Known architectures: {', '.join(models.list_models())}.")
+    if not models.is_model(arch):
+        raise CheckpointError(f"{source} holds a {arch}, which ecanet does not register. "
+                              f"Known architectures: {', '.join(models.list_models())}.")
+    return NetworkSpec(arch, num_classes, eca)
+
+
+def check_state_dict(model: nn.Module, state_dict: Mapping[str, torch.Tensor], source: str) -> None:
+    """Raise a :class:`CheckpointError` naming the first missing / unexpected / mismatched keys."""
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in expected]
+    mismatched = [f"{k}: file {tuple(state_dict[k].shape)} vs model {tuple(expected[k].shape)}"
+                  for k in expected if k in state_dict and state_dict[k].shape != expected[k].shape]
+    if not (missing or unexpected or mismatched):
+        return
+    parts = []
+    for label, items in (("missing", missing), ("unexpected", unexpected), ("shape-mismatched", mismatched)):
+        if items:
+            more = f" (+{len(items) - SHOW_KEYS} more)" if len(items) > SHOW_KEYS else ""
+            parts.append(f"{len(items)} {label}: {', '.join(items[:SHOW_KEYS])}{more}")
+    raise CheckpointError(f"{source} does not fit the network: " + "; ".join(parts) +
+                          ". Check -a/--ksize/--num-classes, or let ecanet infer them by leaving them out.")
+
+
+def build_from_spec(spec: NetworkSpec) -> nn.Module:
+    model = models.create_model(spec.arch, num_classes=spec.num_classes)
+    if spec.eca_kernel_sizes:
+        models.set_eca_kernel_sizes(model, spec.eca_kernel_sizes)
+    return model
+
+
+def load_model(path: str | os.PathLike, arch: str | None = None, map_location: Any = "cpu",
+               strict_arch: bool = False) -> nn.Module:
+    """Build the network a checkpoint describes and load its weights strictly.
+
+    Args:
+        path: an official ECA-Net file, a bare state_dict, or an ecanet checkpoint.
+        arch: the architecture you expect (optional). The weights decide: if they hold another network,
+            a warning is logged and the weights' network is built, or, with ``strict_arch``, a
+            :class:`CheckpointError` is raised.
+        map_location: passed to ``torch.load``.
+        strict_arch: raise instead of warning when ``arch`` disagrees with the weights.
+
+    Returns:
+        The model, in eval mode, with every ECA layer's kernel size read off the weights.
+    """
+    obj = read_checkpoint(path, map_location)
+    source = str(path)
+    state_dict = extract_state_dict(obj, source)
+    spec = infer_network(state_dict, source)
+    claimed = obj.get("arch") if isinstance(obj, Mapping) else None
+    if isinstance(claimed, str) and claimed != spec.arch:
+        log.warning("%s says arch '%s' but its weights are a %s (k %s); loading it as %s", source, claimed,
+                    spec.arch, spec.kernel_string or "-", spec.arch)
+    if arch is not None and arch != spec.arch:
+        message = (f"{source} holds a {spec.arch} (read off its weights; {spec.num_classes} classes"
+                   f"{', ECA kernel sizes ' + spec.kernel_string if spec.kernel_string else ''}), not a {arch}.")
+        if strict_arch:
+            raise CheckpointError(message + f" Pass -a {spec.arch}, or leave -a out to evaluate whatever "
+                                            f"the file holds, or pick the checkpoint of a {arch}.")
+        log.warning("%s Loading it as %s.", message, spec.arch)
+    model = build_from_spec(spec)
+    check_state_dict(model, state_dict, source)
+    model.load_state_dict(state_dict, strict=True)
+    return model.eval()
+
+
+# ----------------------------------------------------------------------------------------------- writing
+
+def save_checkpoint(state: Mapping[str, Any], path: str | os.PathLike) -> None:
+    """Write ``state`` to ``path`` atomically: temporary file in the same directory, fsync, rename.
+
+    Raises :class:`CheckpointSaveError` if anything fails; ``path`` then still holds the previous
+    checkpoint (or nothing), never a partial file.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(dict(state), f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp_name, path)
+        _fsync_directory(path.parent)
+    except BaseException as exc:
+        try:
+            os.unlink(tmp_name)
+        except FileNotFoundError:
+            pass
+        if isinstance(exc, (OSError, RuntimeError)):
+            raise CheckpointSaveError(f"could not write checkpoint {path}: {exc}") from exc
+        raise
+
+
+def _fsync_directory(directory: Path) -> None:
+    # Make the rename itself durable (POSIX); not possible on every platform/filesystem.
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

@@ -1,0 +1,34 @@
+"""Errors a user can fix, and the process exit codes every ecanet command uses.
+
+A :class:`UserError` is bad input (a path, an option, a file): the command line prints its message, one
+paragraph naming the problem and the fix, and exits with :data:`EXIT_USAGE`, without a traceback unless
+``--debug`` is given.
+"""
+from __future__ import annotations
+
+EXIT_OK = 0
+EXIT_FAILURE = 1      # an unexpected error (a bug, or the environment): traceback printed
+EXIT_USAGE = 2        # bad input: options, data, checkpoint (argparse uses 2 as well)
+EXIT_DIVERGED = 3     # the loss became NaN/inf; the last good checkpoint is intact
+EXIT_SAVE_FAILED = 4  # a checkpoint could not be written (disk full, permissions); training stopped
+# Preempted (SIGTERM/SIGUSR1): a checkpoint was saved; requeue the job and resume with `--resume auto`.
+# 75 is EX_TEMPFAIL of sysexits.h: "temporary failure, the user is invited to retry".
+EXIT_PREEMPTED = 75
+
+
+class UserError(Exception):
+    """Bad input that the user can fix. ``str(error)`` is the whole message: the problem and the fix."""
+
+    exit_code = EXIT_USAGE
+
+
+class ConfigError(UserError):
+    """Conflicting, impossible or unknown options or config keys."""
+
+
+class DataError(UserError):
+    """A dataset directory that is missing, empty or inconsistent, or too many unreadable images."""
+
+
+class CheckpointError(UserError):
+    """A file that is not a checkpoint, is truncated, or does not fit the requested network."""

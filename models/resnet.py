@@ -1,0 +1,176 @@
+"""ResNet-18/34/50/101/152 (He et al., 2016; torchvision's v1 stem) with a pluggable channel attention.
+
+One code path builds ResNet, ECA-ResNet and SE-ResNet. Module names and order reproduce the official
+ECA-Net code (``BangguWu/ECANet/models/eca_resnet.py``) and torchvision's ``resnet*``, so
+``state_dict()`` keys equal those of the released checkpoints and of torchvision's weights. As in the
+official code the attention sits after ``bn2`` (BasicBlock) / ``bn3`` (Bottleneck), before the residual add.
+"""
+from __future__ import annotations
+
+import math
+from typing import Sequence, Type, Union
+
+import torch
+from torch import nn
+
+from .attention import AttentionKind, create_attention, scale_add_relu
+from .eca_module import parse_kernel_sizes
+
+STEM_CHANNELS = 64
+STAGE_WIDTHS = (64, 128, 256, 512)  # planes of each stage; the block's output is planes * expansion
+
+
+def conv3x3(in_planes: int, out_planes: int, stride: int = 1) -> nn.Conv2d:
+    return nn.Conv2d(in_planes, out_planes, kernel_size=3, stride=stride, padding=1, bias=False)
+
+
+def conv1x1(in_planes: int, out_planes: int, stride: int = 1) -> nn.Conv2d:
+    return nn.Conv2d(in_planes, out_planes, kernel_size=1, stride=stride, bias=False)
+
+
+class _AttentionBlock(nn.Module):
+    """Holds the block's attention under its kind's name (``self.eca`` / ``self.se``) for the official keys."""
+
+    attention_name: str | None = None
+
+    def _add_attention(self, kind: AttentionKind, channels: int, k_size: int | None) -> None:
+        module = create_attention(kind, channels, k_size)
+        self.attention_name = kind if module is not None else None
+        if module is not None:
+            self.add_module(kind, module)
+
+    @property
+    def attention(self) -> nn.Module | None:
+        return self._modules[self.attention_name] if self.attention_name else None
+
+
+class BasicBlock(_AttentionBlock):
+    expansion = 1
+
+    def __init__(self, inplanes: int, planes: int, stride: int = 1, downsample: nn.Module | None = None,
+                 attention: AttentionKind = None, k_size: int | None = None) -> None:
+        super().__init__()
+        self.conv1 = conv3x3(inplanes, planes, stride)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.relu = nn.ReLU(inplace=True)
+        self.conv2 = conv3x3(planes, planes)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self._add_attention(attention, planes, k_size)
+        self.downsample = downsample
+        self.stride = stride
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return scale_add_relu(self.attention, out, identity)
+
+
+class Bottleneck(_AttentionBlock):
+    expansion = 4
+
+    def __init__(self, inplanes: int, planes: int, stride: int = 1, downsample: nn.Module | None = None,
+                 attention: AttentionKind = None, k_size: int | None = None) -> None:
+        super().__init__()
+        self.conv1 = conv1x1(inplanes, planes)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.conv2 = conv3x3(planes, planes, stride)  # stride on the 3x3, as torchvision and the official code
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.conv3 = conv1x1(planes, planes * self.expansion)
+        self.bn3 = nn.BatchNorm2d(planes * self.expansion)
+        self.relu = nn.ReLU(inplace=True)
+        self._add_attention(attention, planes * self.expansion, k_size)
+        self.downsample = downsample
+        self.stride = stride
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.relu(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(out))
+        return scale_add_relu(self.attention, out, identity)
+
+
+Block = Union[Type[BasicBlock], Type[Bottleneck]]
+
+
+class ResNet(nn.Module):
+    """ResNet with a per-block channel attention.
+
+    Args:
+        block: BasicBlock or Bottleneck.
+        layers: blocks per stage, e.g. (3, 4, 6, 3) for ResNet-50.
+        num_classes: outputs of the classifier.
+        attention: ``'eca'``, ``'se'`` or None.
+        k_size: ECA kernel sizes, anything :func:`parse_kernel_sizes` accepts (per stage; default adaptive).
+    """
+
+    def __init__(self, block: Block, layers: Sequence[int], num_classes: int = 1000,
+                 attention: AttentionKind = None, k_size: object = None) -> None:
+        super().__init__()
+        stage_k = parse_kernel_sizes(k_size, len(layers)) if attention == "eca" else [None] * len(layers)
+        if attention != "eca" and k_size is not None:
+            raise ValueError("k_size applies to ECA networks only")
+        self.inplanes = STEM_CHANNELS
+        self.conv1 = nn.Conv2d(3, STEM_CHANNELS, kernel_size=7, stride=2, padding=3, bias=False)
+        self.bn1 = nn.BatchNorm2d(STEM_CHANNELS)
+        self.relu = nn.ReLU(inplace=True)
+        self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
+        for i, (planes, blocks, k) in enumerate(zip(STAGE_WIDTHS, layers, stage_k)):
+            stride = 1 if i == 0 else 2
+            setattr(self, f"layer{i + 1}", self._make_layer(block, planes, blocks, stride, attention, k))
+        # Adaptive pooling (the official builders also replace AvgPool2d(7) by it): any input size works.
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(STAGE_WIDTHS[-1] * block.expansion, num_classes)
+        self._init_weights()
+
+    def _make_layer(self, block: Block, planes: int, blocks: int, stride: int, attention: AttentionKind,
+                    k_size: int | None) -> nn.Sequential:
+        downsample = None
+        if stride != 1 or self.inplanes != planes * block.expansion:
+            downsample = nn.Sequential(conv1x1(self.inplanes, planes * block.expansion, stride),
+                                       nn.BatchNorm2d(planes * block.expansion))
+        layers = [block(self.inplanes, planes, stride, downsample, attention, k_size)]
+        self.inplanes = planes * block.expansion
+        layers += [block(self.inplanes, planes, attention=attention, k_size=k_size) for _ in range(1, blocks)]
+        return nn.Sequential(*layers)
+
+    def _init_weights(self) -> None:
+        # The official code's initialisation: He-normal with fan = k*k*out_channels for every Conv2d, BN
+        # weight 1 and bias 0; Linear and ECA's Conv1d keep PyTorch's defaults.
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                fan_out = m.kernel_size[0] * m.kernel_size[1] * m.out_channels
+                nn.init.normal_(m.weight, 0.0, math.sqrt(2.0 / fan_out))
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))  # (B, 64, H/4, W/4)
+        x = self.layer1(x)
+        x = self.layer2(x)
+        x = self.layer3(x)
+        return self.layer4(x)                                  # (B, 512 * expansion, H/32, W/32)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:       # x: (B, 3, H, W)
+        x = torch.flatten(self.avgpool(self.forward_features(x)), 1)  # (B, 512 * expansion)
+        return self.fc(x)                                      # (B, num_classes)
+
+
+# depth -> (block, blocks per stage), He et al. 2016, Table 1.
+RESNET_SPECS: dict[int, tuple[Block, tuple[int, int, int, int]]] = {
+    18: (BasicBlock, (2, 2, 2, 2)),
+    34: (BasicBlock, (3, 4, 6, 3)),
+    50: (Bottleneck, (3, 4, 6, 3)),
+    101: (Bottleneck, (3, 4, 23, 3)),
+    152: (Bottleneck, (3, 8, 36, 3)),
+}
+
+
+def build_resnet(depth: int, attention: AttentionKind = None, num_classes: int = 1000,
+                 k_size: object = None) -> ResNet:
+    block, layers = RESNET_SPECS[depth]
+    return ResNet(block, layers, num_classes=num_classes, attention=attention, k_size=k_size)

@@ -1,0 +1,59 @@
+"""Shared test helpers: the official state-dict layouts and small generated ImageFolders."""
+from __future__ import annotations
+
+import os
+import re
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = Path(__file__).resolve().parent / "data"
+OFFICIAL_DIR = DATA / "official_state_dicts"
+
+if str(ROOT) not in sys.path:  # main.py, light_main.py and paras_flops.py live at the top level
+    sys.path.insert(0, str(ROOT))
+
+_DTYPES = {"float32": torch.float32, "int64": torch.int64}
+
+
+def official_layouts() -> dict[str, Path]:
+    """{'eca_resnet50_k3557': path, ...} for every released checkpoint."""
+    return {p.stem: p for p in sorted(OFFICIAL_DIR.glob("*.tsv"))}
+
+
+def read_layout(path: Path) -> tuple[list[tuple[str, tuple[int, ...], torch.dtype]], int]:
+    """The (key, shape, dtype) rows of an official layout file, and its stated parameter count."""
+    rows, params = [], None
+    for line in path.read_text().splitlines():
+        if line.startswith("#"):
+            params = int(re.search(r"(\d+) parameters", line).group(1))
+            continue
+        key, shape, dtype = line.split("\t")
+        dims = () if shape == "scalar" else tuple(int(d) for d in shape.split("x"))
+        rows.append((key, dims, _DTYPES[dtype]))
+    return rows, params
+
+
+def official_state_dict(path: Path, seed: int = 0) -> dict[str, torch.Tensor]:
+    """A state_dict with the official keys (``module.`` prefix kept), shapes and dtypes, random values."""
+    gen = torch.Generator().manual_seed(seed)
+    out = {}
+    for key, shape, dtype in read_layout(path)[0]:
+        if dtype.is_floating_point:
+            value = torch.randn(shape, generator=gen, dtype=dtype)
+            if key.endswith("running_var"):
+                value = value.abs() + 0.5
+        else:
+            value = torch.randint(0, 1000, shape, generator=gen, dtype=dtype)
+        out[key] = value
+    return out
+
+
+@pytest.fixture(autouse=True)
+def _quiet_threads():
+    # Two CPU cores: keep intra-op threads at the machine's count, and never oversubscribe.
+    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+    yield
