@@ -271,3 +271,115 @@ def _fsync_directory(directory: Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+# ------------------------------------------------------------------------------------ training state
+
+LAST_CHECKPOINT = "last.pth"
+BEST_CHECKPOINT = "best.pth"
+
+
+def capture_rng_state() -> dict[str, Any]:
+    """This process's RNG states (python, numpy, torch CPU and current CUDA device), loadable weights-only."""
+    import random
+
+    import numpy as np
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    state: dict[str, Any] = {
+        "python": random.getstate(),
+        "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype("int64")), "pos": int(pos),
+                  "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state()
+    return state
+
+
+def restore_rng_state(state: Mapping[str, Any]) -> None:
+    import random
+
+    import numpy as np
+    python = state["python"]
+    random.setstate((python[0], tuple(python[1]), python[2]))
+    npy = state["numpy"]
+    np.random.set_state((npy["kind"], npy["keys"].numpy().astype("uint32"), npy["pos"], npy["has_gauss"],
+                         npy["cached_gaussian"]))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["cuda"])
+
+
+def library_versions() -> dict[str, str]:
+    import platform
+
+    import torchvision
+
+    from . import __version__
+    return {"ecanet": __version__, "torch": str(torch.__version__), "torchvision": str(torchvision.__version__),
+            "python": platform.python_version()}
+
+
+def is_training_checkpoint(obj: Any) -> bool:
+    return isinstance(obj, Mapping) and obj.get("format") == CHECKPOINT_FORMAT and "optimizer" in obj
+
+
+def find_resume_checkpoint(run_dir: str | os.PathLike) -> Path | None:
+    """The newest training checkpoint (highest global step) in ``run_dir``, or None."""
+    run_dir = Path(run_dir)
+    best: tuple[int, bool, float, Path] | None = None
+    for path in run_dir.glob("*.pth"):
+        try:
+            obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except Exception as exc:  # noqa: BLE001 - an unreadable file is skipped, loudly
+            log.warning("ignoring unreadable file %s while looking for a checkpoint (%s)", path, exc)
+            continue
+        if is_training_checkpoint(obj):
+            # newest = highest global step; on a tie prefer last.pth, then the most recently written
+            key = (int(obj.get("global_step", 0)), path.name == LAST_CHECKPOINT, path.stat().st_mtime, path)
+            best = key if best is None or key[:3] > best[:3] else best
+    return best[3] if best else None
+
+
+def check_resumable(obj: Any, path: str | os.PathLike, arch: str, eca_kernel_sizes: Mapping[str, int] | None,
+                    num_classes: int | None) -> None:
+    """Refuse to continue training from a checkpoint of another network (a clear, early error).
+
+    ``eca_kernel_sizes`` / ``num_classes`` None: not checked (yet).
+    """
+    if not is_training_checkpoint(obj):
+        raise CheckpointError(
+            f"{path} holds weights but no training state (optimizer, schedule, epoch), so training cannot "
+            f"continue from it. To start a new run from these weights use --weights {path}; to evaluate "
+            f"them use -e --resume {path}.")
+    if obj.get("arch") != arch:
+        raise CheckpointError(f"{path} is a checkpoint of {obj.get('arch')}, but this run trains {arch}. "
+                              f"Pass -a {obj.get('arch')} (and its --ksize) or another --output/--resume.")
+    saved_k = dict(obj.get("eca_kernel_sizes") or {})
+    if eca_kernel_sizes is not None and saved_k != dict(eca_kernel_sizes):
+        saved = NetworkSpec(arch, num_classes, saved_k).kernel_string
+        raise CheckpointError(f"{path} was trained with ECA kernel sizes {saved or saved_k}, not the ones "
+                              f"this run builds. Pass --ksize {saved} to resume it.")
+    if num_classes is not None and int(obj.get("num_classes", num_classes)) != num_classes:
+        raise CheckpointError(f"{path} has {obj.get('num_classes')} classes; the dataset has {num_classes}. "
+                              f"Resume on the dataset it was trained on.")
+
+
+def copy_checkpoint(src: str | os.PathLike, dst: str | os.PathLike) -> None:
+    """Atomically copy a checkpoint file (e.g. last.pth -> best.pth)."""
+    import shutil
+    dst = Path(dst)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent)
+    os.close(fd)
+    try:
+        shutil.copyfile(src, tmp_name)
+        with open(tmp_name, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp_name, dst)
+        _fsync_directory(dst.parent)
+    except OSError as exc:
+        try:
+            os.unlink(tmp_name)
+        except FileNotFoundError:
+            pass
+        raise CheckpointSaveError(f"could not write checkpoint {dst}: {exc}") from exc

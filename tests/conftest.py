@@ -57,3 +57,35 @@ def _quiet_threads():
     # Two CPU cores: keep intra-op threads at the machine's count, and never oversubscribe.
     torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
     yield
+
+
+# ---------------------------------------------------------------------------------- training fixtures
+
+# A tiny, fast training set-up: 32x32 images, batch 8, no worker processes, deterministic.
+SMALL_RUN = ["-b", "8", "--img-size", "32", "--val-resize", "32", "-j", "0", "--seed", "3", "-p", "2",
+             "--deterministic"]
+
+
+@pytest.fixture(scope="session")
+def image_folder(tmp_path_factory) -> Path:
+    """3 classes x (16 train + 5 val) 32x32 JPEGs: 15 validation images, an odd number."""
+    from imagefolder import make_image_folder
+    return make_image_folder(tmp_path_factory.mktemp("imagefolder"))
+
+
+def run_main(argv, defaults=None) -> int:
+    """main.py's main() in this process (fast: no interpreter start-up)."""
+    import main
+    return main.main([str(a) for a in argv], defaults)
+
+
+def run_script(script: str, argv, timeout: float = 300, **kwargs):
+    """A real process: ``python script argv``; returns the CompletedProcess (text output)."""
+    import subprocess
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.run([sys.executable, str(ROOT / script), *map(str, argv)], capture_output=True, text=True,
+                          timeout=timeout, env=env, cwd=kwargs.pop("cwd", ROOT), **kwargs)
+
+
+def state_dicts_equal(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

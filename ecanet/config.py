@@ -1,0 +1,294 @@
+"""The command line of main.py / light_main.py, and flat YAML configs whose keys are its long options.
+
+Precedence: built-in defaults < the entry point's recipe defaults (light_main.py) < ``--config FILE`` <
+options on the command line. An unknown key or a value of the wrong type in a config file is an error
+that names the key. The resolved configuration is written to the run directory as ``config.yaml``.
+"""
+from __future__ import annotations
+
+import argparse
+import difflib
+import os
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import yaml
+
+from .errors import ConfigError
+
+AMP_CHOICES = ("off", "bf16", "fp16")
+SCHEDULES = ("step", "cosine")
+AUGMENTATIONS = ("rrc", "crop")
+DECODERS = ("cpu", "gpu")
+ECA_IMPLEMENTATIONS = ("auto", "fused", "plain")
+DEVICES = ("auto", "cuda", "cpu")
+MAX_AUTO_WORKERS = 16  # the official scripts' -j default
+
+# Options that are written to / read from config files under another name than their dest.
+_POSITIONAL_DATA = "data"
+
+
+def _add_data_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("data")
+    g.add_argument("data", metavar="DATA", nargs="?", default=None,
+                   help="dataset root holding train/ and val/ class folders (ImageNet layout)")
+    g.add_argument("-j", "--workers", type=int, default=None, metavar="N",
+                   help=f"data-loading processes per GPU (default: CPU cores / processes, at most "
+                        f"{MAX_AUTO_WORKERS})")
+    g.add_argument("--img-size", type=int, default=224, metavar="PX",
+                   help="training and validation crop size (paper: 224)")
+    g.add_argument("--val-resize", type=int, default=256, metavar="PX",
+                   help="validation images are resized to this, then center-cropped to --img-size "
+                        "(paper: 256)")
+    g.add_argument("--augment", choices=AUGMENTATIONS, default="rrc",
+                   help="training crop: 'rrc' = RandomResizedCrop (paper); 'crop' = resize to --img-size "
+                        "then RandomCrop with --crop-padding (small images)")
+    g.add_argument("--min-crop-scale", type=float, default=0.08, metavar="S",
+                   help="smallest area fraction of RandomResizedCrop (default 0.08, torchvision's)")
+    g.add_argument("--crop-padding", type=int, default=4, metavar="PX", help="padding of --augment crop")
+    g.add_argument("--hflip", type=float, default=0.5, metavar="P", help="horizontal-flip probability")
+    g.add_argument("--random-erasing", type=float, default=0.0, metavar="P",
+                   help="RandomErasing probability (Zhong et al. 2020); 0 = off (paper)")
+    g.add_argument("--mean", type=float, nargs=3, default=None, metavar=("R", "G", "B"),
+                   help="normalisation mean (default: ImageNet's)")
+    g.add_argument("--std", type=float, nargs=3, default=None, metavar=("R", "G", "B"),
+                   help="normalisation std (default: ImageNet's)")
+    g.add_argument("--decode", choices=DECODERS, default="cpu",
+                   help="where JPEGs are decoded and augmented: 'cpu' (PIL in workers) or 'gpu' "
+                        "(nvJPEG + augmentation on the GPU)")
+    g.add_argument("--synthetic", action="store_true",
+                   help="random images on the device instead of DATA (throughput measurements)")
+    g.add_argument("--synthetic-size", type=int, default=12_800, metavar="N",
+                   help="images per epoch with --synthetic")
+
+
+def _add_model_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("model")
+    g.add_argument("-a", "--arch", default=None, metavar="ARCH",
+                   help="architecture, e.g. eca_resnet50 (see `python paras_flops.py --all`)")
+    g.add_argument("--ksize", default=None, metavar="K",
+                   help="ECA kernel sizes: one digit per stage as in the official code ('3557'), "
+                        "'3,5,5,7', one value, or 'adaptive' (default: the paper's psi(C))")
+    g.add_argument("--num-classes", type=int, default=None, metavar="N",
+                   help="classifier outputs (default: the number of class folders)")
+    g.add_argument("--weights", default=None, metavar="PATH",
+                   help="initialise from these weights (any format load_model reads); with -e, "
+                        "evaluate them")
+    g.add_argument("--pretrained", action="store_true",
+                   help="(official flag) not supported: ecanet downloads nothing; use --weights PATH")
+    g.add_argument("--eca-impl", choices=ECA_IMPLEMENTATIONS, default="auto",
+                   help="ECA implementation: fused Triton kernels on CUDA ('auto'/'fused') or plain "
+                        "PyTorch")
+
+
+def _add_optim_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("optimisation (defaults: the paper's ResNet recipe)")
+    g.add_argument("--epochs", type=int, default=100, metavar="N", help="total epochs")
+    g.add_argument("--start-epoch", type=int, default=0, metavar="N",
+                   help="(official flag) first epoch of a fresh run; --resume sets it from the checkpoint")
+    g.add_argument("-b", "--batch-size", type=int, default=256, metavar="N", help="images per GPU/process")
+    g.add_argument("--val-batch-size", type=int, default=None, metavar="N",
+                   help="validation images per process (default: --batch-size)")
+    g.add_argument("--lr", "--learning-rate", type=float, default=0.1, metavar="LR",
+                   help="learning rate for a global batch of --lr-base-batch images; scaled linearly "
+                        "to the actual global batch (batch size x processes)")
+    g.add_argument("--lr-base-batch", type=int, default=256, metavar="N",
+                   help="global batch the --lr refers to (linear scaling rule, Goyal et al. 2017)")
+    g.add_argument("--momentum", type=float, default=0.9, metavar="M")
+    g.add_argument("--nesterov", action="store_true", help="Nesterov momentum")
+    g.add_argument("--weight-decay", "--wd", type=float, default=1e-4, metavar="W")
+    g.add_argument("--no-wd-bn-bias", action="store_true",
+                   help="no weight decay on BatchNorm parameters and biases")
+    g.add_argument("--sched", choices=SCHEDULES, default="step",
+                   help="'step': lr x --lr-decay-rate every --lr-decay-epochs (paper); 'cosine' to 0 "
+                        "(or --min-lr)")
+    g.add_argument("--lr-decay-epochs", type=float, default=30, metavar="E",
+                   help="step schedule period in epochs (paper ResNets: 30)")
+    g.add_argument("--lr-decay-rate", type=float, default=0.1, metavar="G",
+                   help="step schedule factor (paper ResNets: 0.1)")
+    g.add_argument("--min-lr", type=float, default=0.0, metavar="LR", help="floor of the cosine schedule")
+    g.add_argument("--warmup-epochs", type=float, default=0.0, metavar="E",
+                   help="linear warm-up from 0 over this many epochs (0 = off, paper)")
+    g.add_argument("--label-smoothing", type=float, default=0.0, metavar="EPS", help="0 = off (paper)")
+    g.add_argument("--ema", action="store_true",
+                   help="keep an exponential moving average of the weights, evaluated alongside")
+    g.add_argument("--ema-decay", type=float, default=0.9999, metavar="D", help="EMA decay per step")
+    g.add_argument("--clip-grad-norm", type=float, default=0.0, metavar="N", help="0 = off")
+
+
+def _add_speed_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("speed and distribution")
+    g.add_argument("--device", choices=DEVICES, default="auto", help="'auto': CUDA when available")
+    g.add_argument("--amp", choices=AMP_CHOICES, default="off",
+                   help="mixed precision: bf16 autocast, fp16 autocast + gradient scaler, or off (paper)")
+    g.add_argument("--channels-last", action="store_true", help="NHWC memory format (faster on GPUs)")
+    g.add_argument("--compile", action="store_true", help="torch.compile the model")
+    g.add_argument("--sync-bn", action="store_true", help="SyncBatchNorm across processes")
+    g.add_argument("--deterministic", action="store_true",
+                   help="deterministic algorithms (bit-identical resume on CPU; slower on GPU)")
+    g.add_argument("--seed", type=int, default=None, metavar="N",
+                   help="random seed (default: drawn at random and recorded in config.yaml)")
+    g.add_argument("--dist-backend", default="auto", metavar="NAME",
+                   help="'auto': NCCL on CUDA, gloo on CPU")
+    g.add_argument("--dist-url", default="env://", metavar="URL",
+                   help="rendezvous (torchrun and srun set the environment; keep env://)")
+    g.add_argument("--world-size", type=int, default=None, metavar="N",
+                   help="(official flag) processes in all; launch with torchrun/srun instead")
+    g.add_argument("--gpu", type=int, default=None, metavar="I",
+                   help="(official flag) GPU index for a single-process run")
+
+
+def _add_run_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("run, checkpoints and logging")
+    g.add_argument("--config", default=None, metavar="YAML",
+                   help="flat YAML file whose keys are these long options; the command line overrides it")
+    g.add_argument("--output", default=None, metavar="DIR",
+                   help="run directory (default: runs/<arch>-<timestamp>)")
+    g.add_argument("--action", default="", metavar="TEXT",
+                   help="(official flag) suffix of the default run directory name")
+    g.add_argument("--resume", default=None, metavar="PATH|auto",
+                   help="continue training from a checkpoint; 'auto' = the newest one in --output "
+                        "(starts fresh if there is none); with -e: the weights to evaluate")
+    g.add_argument("-e", "--evaluate", action="store_true",
+                   help="only evaluate (--resume/--weights PATH) on DATA/val")
+    g.add_argument("--save-every-steps", type=int, default=0, metavar="N",
+                   help="also checkpoint every N training steps (0 = only at epoch ends)")
+    g.add_argument("-p", "--print-freq", type=int, default=50, metavar="N",
+                   help="log/progress update every N steps (the only host syncs inside an epoch)")
+    g.add_argument("--debug", action="store_true", help="show Python tracebacks for input errors")
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Show a default only where it says something (not None/False) and the help text has none yet."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if action.default in (None, False, "") or "default" in text or action.default is argparse.SUPPRESS:
+            return text
+        return super()._get_help_string(action)
+
+
+def build_parser(prog: str | None = None, description: str | None = None) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=prog, description=description or "Train or evaluate ECA-Net and baselines on ImageNet-layout data.",
+        formatter_class=_HelpFormatter,
+        epilog="Config files: flat YAML, keys = long option names (e.g. 'batch-size: 256'); command-line "
+               "options override them. Exit codes: 0 ok, 1 unexpected error, 2 bad input, 3 loss became "
+               "NaN/inf, 4 checkpoint could not be written, 75 preempted (checkpoint saved; rerun with "
+               "--resume auto).")
+    _add_data_options(parser)
+    _add_model_options(parser)
+    _add_optim_options(parser)
+    _add_speed_options(parser)
+    _add_run_options(parser)
+    return parser
+
+
+def _option_table(parser: argparse.ArgumentParser) -> dict[str, argparse.Action]:
+    """Config key (long option name without dashes, or 'data') -> argparse action."""
+    table: dict[str, argparse.Action] = {}
+    for action in parser._actions:  # argparse has no public API for this
+        if not action.option_strings:
+            if action.dest == _POSITIONAL_DATA:
+                table[_POSITIONAL_DATA] = action
+            continue
+        for opt in action.option_strings:
+            if opt.startswith("--"):
+                table[opt[2:]] = action
+    table.pop("help", None)
+    table.pop("config", None)
+    return table
+
+
+def _coerce(key: str, value: Any, action: argparse.Action) -> Any:
+    """Check and convert one config value to what the option would produce."""
+    if isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction)):
+        if not isinstance(value, bool):
+            raise ConfigError(f"config key '{key}' is a switch and takes true or false, got {value!r}.")
+        return value
+    if value is None:
+        return None
+    convert = action.type or str
+    if action.nargs not in (None, "?"):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"config key '{key}' takes a list, got {value!r}.")
+        items = list(value)
+        if isinstance(action.nargs, int) and len(items) != action.nargs:
+            raise ConfigError(f"config key '{key}' takes {action.nargs} values, got {len(items)}.")
+        return [_coerce_scalar(key, v, convert, action) for v in items]
+    return _coerce_scalar(key, value, convert, action)
+
+
+def _coerce_scalar(key: str, value: Any, convert: Any, action: argparse.Action) -> Any:
+    type_name = getattr(convert, "__name__", str(convert))
+    if isinstance(value, (dict, list, bool)) or (convert is int and isinstance(value, float)
+                                                  and not value.is_integer()):
+        raise ConfigError(f"config key '{key}' must be a {type_name}, got {value!r}.")
+    try:
+        out = convert(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"config key '{key}' must be a {type_name}, got {value!r}.") from None
+    if action.choices is not None and out not in action.choices:
+        raise ConfigError(f"config key '{key}' must be one of {', '.join(map(str, action.choices))}; "
+                          f"got {value!r}.")
+    return out
+
+
+def load_config_file(path: str | os.PathLike, parser: argparse.ArgumentParser) -> dict[str, Any]:
+    """Read a flat YAML config and return ``{dest: value}``, checking every key and type."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist. Check --config (configs/ holds the recipes).")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {path} is not valid YAML: {exc}. Fix the file.") from None
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"config file {path} must be a flat mapping of option: value, "
+                          f"got a {type(raw).__name__}.")
+    table = _option_table(parser)
+    values: dict[str, Any] = {}
+    for key, value in raw.items():
+        name = str(key).replace("_", "-")
+        action = table.get(name) or table.get(str(key))
+        if action is None:
+            close = difflib.get_close_matches(name, table, n=3)
+            hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+            raise ConfigError(f"config file {path}: unknown key '{key}'.{hint} Keys are the long options "
+                              f"of --help without the dashes.")
+        values[action.dest] = _coerce(str(key), value, action)
+    return values
+
+
+def parse_config(argv: Sequence[str] | None = None, defaults: Mapping[str, Any] | None = None,
+                 prog: str | None = None, description: str | None = None) -> argparse.Namespace:
+    """Parse ``argv`` over ``defaults`` and an optional ``--config`` file."""
+    parser = build_parser(prog, description)
+    if defaults:
+        parser.set_defaults(**dict(defaults))
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--config", default=None)
+    known, _ = pre.parse_known_args(argv)
+    if known.config:
+        parser.set_defaults(**load_config_file(known.config, parser))
+    return parser.parse_args(argv)
+
+
+def config_to_yaml_dict(args: argparse.Namespace, parser: argparse.ArgumentParser | None = None) -> dict[str, Any]:
+    """The resolved configuration keyed by long option names, as written to ``config.yaml``."""
+    parser = parser or build_parser()
+    out: dict[str, Any] = {}
+    for key, action in _option_table(parser).items():
+        if action.dest in vars(args) and key not in out and not _is_alias(key, action):
+            out[key] = getattr(args, action.dest)
+    return out
+
+
+def _is_alias(key: str, action: argparse.Action) -> bool:
+    longs = [o[2:] for o in action.option_strings if o.startswith("--")]
+    return bool(longs) and key != longs[0]
+
+
+def write_config(args: argparse.Namespace, path: str | os.PathLike) -> None:
+    data = config_to_yaml_dict(args)
+    Path(path).write_text(yaml.safe_dump(data, sort_keys=False))

@@ -1,0 +1,281 @@
+"""Data: ImageFolder datasets with the paper's transforms, resumable samplers, loaders, synthetic data.
+
+Reproducibility: every training sample's augmentation is seeded by (run seed, epoch, sample index), not by
+which worker happens to load it. Together with the index-order sampler this makes an epoch's batches a
+pure function of (seed, epoch), so a run resumed in the middle of an epoch sees exactly the batches
+it had not yet seen, in the same order, with the same crops, for any number of workers.
+
+Unreadable images are skipped (the next image stands in, so batch shapes never change) with a warning
+naming the file; the count is returned with every sample so the trainer can report it per epoch.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import torch
+from PIL import Image, UnidentifiedImageError
+from torch.utils.data import DataLoader, Dataset, Sampler
+from torchvision import datasets, transforms
+
+from .errors import ConfigError, DataError
+
+log = logging.getLogger(__name__)
+
+# ImageNet statistics (torchvision's, used by the official ECA-Net scripts).
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+MAX_SKIPPED_PER_SAMPLE = 64       # give up after this many unreadable files in a row
+MAX_BAD_IMAGE_FRACTION = 0.01     # stop the run when more than 1% of an epoch's images are unreadable
+PREFETCH_BATCHES_PER_WORKER = 4
+_SEED_MIX = 0x9E3779B97F4A7C15    # 2^64 / golden ratio: spreads (seed, epoch) over 64-bit seeds
+_SEED_MASK = (1 << 63) - 1
+
+
+def sample_seed(base_seed: int, epoch: int, index: int) -> int:
+    """The augmentation seed of one sample in one epoch (independent of workers and batch position)."""
+    return ((base_seed * _SEED_MIX + epoch) * _SEED_MIX + index) & _SEED_MASK
+
+
+# ------------------------------------------------------------------------------------------- transforms
+
+def build_train_transform(img_size: int = 224, augment: str = "rrc", min_crop_scale: float = 0.08,
+                          crop_padding: int = 4, hflip: float = 0.5, random_erasing: float = 0.0,
+                          mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD
+                          ) -> transforms.Compose:
+    """The paper's training transform (RandomResizedCrop(224) + flip, Section 4.1) or a pad-and-crop one."""
+    if augment == "rrc":
+        crop: list[Any] = [transforms.RandomResizedCrop(img_size, scale=(min_crop_scale, 1.0))]
+    elif augment == "crop":
+        crop = [transforms.Resize(img_size), transforms.RandomCrop(img_size, padding=crop_padding)]
+    else:
+        raise ConfigError(f"unknown --augment {augment!r}; use 'rrc' or 'crop'.")
+    steps = crop + ([transforms.RandomHorizontalFlip(hflip)] if hflip > 0 else [])
+    steps += [transforms.ToTensor(), transforms.Normalize(mean, std)]
+    if random_erasing > 0:
+        steps.append(transforms.RandomErasing(p=random_erasing))
+    return transforms.Compose(steps)
+
+
+def build_val_transform(img_size: int = 224, val_resize: int = 256, mean: Sequence[float] = IMAGENET_MEAN,
+                        std: Sequence[float] = IMAGENET_STD) -> transforms.Compose:
+    """The paper's evaluation transform: Resize(256) + CenterCrop(224) (single crop)."""
+    return transforms.Compose([transforms.Resize(val_resize), transforms.CenterCrop(img_size),
+                               transforms.ToTensor(), transforms.Normalize(mean, std)])
+
+
+# ------------------------------------------------------------------------------------------------ datasets
+
+class RobustImageFolder(datasets.ImageFolder):
+    """``ImageFolder`` whose items are ``(image, target, skipped)``; unreadable files are skipped.
+
+    The key may be an index or ``(index, seed)``; with a seed, the transform's randomness is drawn from
+    a generator seeded with it (torchvision's transforms use the global torch RNG, so it is forked).
+    """
+
+    def __getitem__(self, key: int | tuple[int, int]) -> tuple[Any, int, int]:
+        """``(image, target, unreadable)``: ``unreadable`` is 1 when the requested file could not be read
+        and the next readable image stands in for it (each broken file is counted once per epoch)."""
+        index, seed = key if isinstance(key, tuple) else (key, None)
+        for offset in range(MAX_SKIPPED_PER_SAMPLE):
+            path, target = self.samples[(index + offset) % len(self.samples)]
+            try:
+                image = self.loader(path)
+            except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as exc:
+                if offset == 0:
+                    log.warning("skipping unreadable image %s (%s)", path, exc)
+                continue
+            if self.transform is not None:
+                if seed is None:
+                    image = self.transform(image)
+                else:
+                    with torch.random.fork_rng(devices=[]):
+                        torch.manual_seed(seed)
+                        image = self.transform(image)
+            if self.target_transform is not None:
+                target = self.target_transform(target)
+            return image, target, int(offset > 0)
+        raise DataError(f"{MAX_SKIPPED_PER_SAMPLE} unreadable images in a row in {self.root} (from "
+                        f"{self.samples[index][0]}). The dataset looks damaged; check or re-extract it.")
+
+
+def pil_rgb_loader(path: str) -> Image.Image:
+    """Open an image and decode it fully now (so truncated files fail here, not in a transform)."""
+    with open(path, "rb") as f:
+        image = Image.open(f)
+        return image.convert("RGB")
+
+
+def check_split_dir(root: Path, split: str) -> Path:
+    path = root / split
+    if not root.is_dir():
+        raise DataError(f"dataset directory {root} does not exist. Pass the folder that holds train/ and "
+                        f"val/ (ImageNet layout: DATA/train/<class>/*.JPEG, DATA/val/<class>/*.JPEG).")
+    if not path.is_dir():
+        raise DataError(f"{path} does not exist. DATA must hold train/ and val/ with one folder per class "
+                        f"(for ImageNet, sort the validation images into class folders first, e.g. with "
+                        f"the valprep.sh script of the ImageNet community).")
+    if not any(p.is_dir() for p in path.iterdir()):
+        raise DataError(f"{path} holds no class folders. Put each class's images in its own sub-folder "
+                        f"({path}/<class>/<image>).")
+    return path
+
+
+def build_image_folder(root: Path, split: str, transform: Any) -> RobustImageFolder:
+    path = check_split_dir(root, split)
+    try:
+        return RobustImageFolder(str(path), transform=transform, loader=pil_rgb_loader)
+    except (FileNotFoundError, RuntimeError) as exc:  # torchvision: "Found no valid file for the classes"
+        raise DataError(f"{path} holds no images ({str(exc).splitlines()[0]}). Put images with a usual "
+                        f"extension (.jpg, .jpeg, .png, ...) into its class folders.") from None
+
+
+def check_same_classes(train: datasets.ImageFolder, val: datasets.ImageFolder) -> None:
+    if train.classes == val.classes:
+        return
+    only_train = sorted(set(train.classes) - set(val.classes))
+    only_val = sorted(set(val.classes) - set(train.classes))
+    raise DataError(
+        f"train/ and val/ have different class folders ({len(train.classes)} vs {len(val.classes)}; only in "
+        f"train: {only_train[:5]}{' ...' if len(only_train) > 5 else ''}; only in val: {only_val[:5]}"
+        f"{' ...' if len(only_val) > 5 else ''}). Labels are folder indices, so both splits need the same "
+        f"class folders: add the missing ones (an empty folder is not enough) or remove the extras.")
+
+
+# ------------------------------------------------------------------------------------------------ samplers
+
+class ResumableSampler(Sampler):
+    """Yields ``(index, augmentation seed)`` for one rank's share of an epoch, from any position.
+
+    The order is a permutation drawn from (seed, epoch); like DistributedSampler it is padded to a
+    multiple of the world size and rank r takes every world_size-th index starting at r. Call
+    :meth:`set_epoch` before each epoch, with ``start_sample`` > 0 to skip what was already trained on.
+    """
+
+    def __init__(self, num_samples: int, seed: int, rank: int = 0, world_size: int = 1,
+                 shuffle: bool = True) -> None:
+        self.num_samples, self.seed, self.rank, self.world_size = num_samples, seed, rank, world_size
+        self.shuffle = shuffle
+        self.per_rank = math.ceil(num_samples / world_size)
+        self.epoch, self.start_sample = 0, 0
+
+    def set_epoch(self, epoch: int, start_sample: int = 0) -> None:
+        self.epoch, self.start_sample = epoch, start_sample
+
+    def _rank_indices(self) -> list[int]:
+        if self.shuffle:
+            g = torch.Generator().manual_seed(self.seed * 10_007 + self.epoch)
+            order = torch.randperm(self.num_samples, generator=g).tolist()
+        else:
+            order = list(range(self.num_samples))
+        order += order[: self.per_rank * self.world_size - len(order)]  # pad, as DistributedSampler
+        return order[self.rank::self.world_size]
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        for index in self._rank_indices()[self.start_sample:]:
+            yield index, sample_seed(self.seed, self.epoch, index)
+
+    def __len__(self) -> int:
+        return self.per_rank - self.start_sample
+
+
+class ShardSampler(Sampler):
+    """Evaluation: rank r takes indices r, r + W, r + 2W, ... with no padding, so every image counts once."""
+
+    def __init__(self, num_samples: int, rank: int = 0, world_size: int = 1) -> None:
+        self.indices = list(range(rank, num_samples, world_size))
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+
+# ------------------------------------------------------------------------------------------------- loaders
+
+def default_workers(local_world_size: int) -> int:
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(0, min(16, cpus // max(1, local_world_size) - 1))
+
+
+def make_loader(dataset: Dataset, sampler: Sampler, batch_size: int, workers: int, pin_memory: bool,
+                drop_last: bool) -> DataLoader:
+    kwargs: dict[str, Any] = {}
+    if workers > 0:
+        kwargs.update(persistent_workers=True, prefetch_factor=PREFETCH_BATCHES_PER_WORKER)
+    # The loader gets a generator of its own so that creating an iterator never draws from the global
+    # RNG (which would shift dropout's random numbers between a fresh and a resumed run).
+    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
+                      pin_memory=pin_memory, drop_last=drop_last, generator=torch.Generator(), **kwargs)
+
+
+@dataclass
+class DataBundle:
+    """Everything the trainer needs from the data side."""
+
+    train_loader: Any
+    val_loader: Any
+    train_sampler: ResumableSampler | None
+    num_classes: int
+    classes: list[str]
+    train_size: int
+    val_size: int
+    steps_per_epoch: int
+
+
+class SyntheticLoader:
+    """Random images and labels already on the device: measures the model, not the input pipeline."""
+
+    def __init__(self, batch_size: int, img_size: int, num_classes: int, steps: int, device: torch.device,
+                 channels_last: bool, seed: int = 0) -> None:
+        g = torch.Generator(device="cpu").manual_seed(seed)
+        images = torch.randn(batch_size, 3, img_size, img_size, generator=g)
+        self.images = images.to(device, memory_format=torch.channels_last if channels_last else
+                                torch.contiguous_format)
+        self.targets = torch.randint(0, num_classes, (batch_size,), generator=g).to(device)
+        self.skipped = torch.zeros(batch_size, dtype=torch.int64)
+        self.steps = steps
+        self.start_step = 0
+
+    def set_epoch(self, epoch: int, start_sample: int = 0) -> None:
+        self.start_step = start_sample // self.images.shape[0]
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        for _ in range(self.start_step, self.steps):
+            yield self.images, self.targets, self.skipped
+
+    def __len__(self) -> int:
+        return self.steps - self.start_step
+
+
+def build_data(root: str | os.PathLike | None, *, batch_size: int, val_batch_size: int, workers: int,
+               seed: int, rank: int, world_size: int, device: torch.device, train_transform: Any,
+               val_transform: Any, evaluate_only: bool = False) -> DataBundle:
+    """ImageFolder loaders for ``root/train`` and ``root/val``, sharded over ``world_size`` ranks."""
+    if root is None:
+        raise ConfigError("no dataset given. Pass DATA (a folder with train/ and val/ class folders), e.g. "
+                          "'python main.py /data/imagenet -a eca_resnet50', or use --synthetic.")
+    root = Path(root)
+    val_set = build_image_folder(root, "val", val_transform)
+    train_set = None if evaluate_only else build_image_folder(root, "train", train_transform)
+    if train_set is not None:
+        check_same_classes(train_set, val_set)
+    pin = device.type == "cuda"
+    val_loader = make_loader(val_set, ShardSampler(len(val_set), rank, world_size), val_batch_size, workers,
+                             pin, drop_last=False)
+    train_loader, train_sampler, steps = None, None, 0
+    if train_set is not None:
+        train_sampler = ResumableSampler(len(train_set), seed, rank, world_size)
+        steps = train_sampler.per_rank // batch_size
+        if steps == 0:
+            raise ConfigError(f"--batch-size {batch_size} is larger than each process's share of the "
+                              f"{len(train_set)} training images ({train_sampler.per_rank}); use a smaller "
+                              f"batch size or fewer processes.")
+        train_loader = make_loader(train_set, train_sampler, batch_size, workers, pin, drop_last=True)
+    return DataBundle(train_loader, val_loader, train_sampler, len(val_set.classes), list(val_set.classes),
+                      len(train_set) if train_set is not None else 0, len(val_set), steps)

@@ -1,0 +1,260 @@
+"""The training step loop and evaluation, with explicit arguments (no global state).
+
+Inside an epoch nothing waits for the GPU except every ``print_freq`` steps: losses and correct counts
+are summed on the device, a non-finite loss is remembered on the device (the first step it happened),
+and only at those sync points are they read, agreed on by all ranks and shown.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from .data import MAX_BAD_IMAGE_FRACTION
+from .distributed import DistInfo, all_reduce_sum, any_rank
+from .errors import DataError
+from .metrics import MetricsLogger, RunningTotals, format_duration
+
+log = logging.getLogger(__name__)
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss became NaN or infinite; raised at the next sync point, before anything is saved."""
+
+    def __init__(self, step: int, epoch: int, lr: float) -> None:
+        super().__init__(f"the loss became NaN/inf at global step {step} (epoch {epoch + 1}, learning rate "
+                         f"{lr:.6g}). Training stopped; the last checkpoint was saved before this and is "
+                         f"intact. Lower --lr, add --warmup-epochs, use --amp bf16 instead of fp16, or "
+                         f"--clip-grad-norm, then resume from it.")
+        self.step, self.epoch, self.lr = step, epoch, lr
+
+
+@dataclass
+class Precision:
+    """How the step computes: autocast dtype (None = fp32), gradient scaler (fp16), memory format."""
+
+    amp_dtype: torch.dtype | None = None
+    scaler: torch.amp.GradScaler | None = None
+    channels_last: bool = False
+
+    def autocast(self, device: torch.device) -> contextlib.AbstractContextManager:
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device.type, dtype=self.amp_dtype)
+
+    def to_device(self, images: torch.Tensor, target: torch.Tensor, device: torch.device
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+        fmt = torch.channels_last if self.channels_last else torch.contiguous_format
+        return (images.to(device, non_blocking=True, memory_format=fmt),
+                target.to(device, non_blocking=True))
+
+
+@dataclass
+class EpochPosition:
+    """Where training is: completed epochs, steps inside the current epoch, global step."""
+
+    epoch: int = 0
+    step_in_epoch: int = 0
+    global_step: int = 0
+
+
+@dataclass
+class EpochResult:
+    loss: float
+    top1: float
+    top5: float
+    images: int
+    seconds: float
+    skipped_images: int
+    preempted: bool = False
+    position: EpochPosition = field(default_factory=EpochPosition)
+
+    @property
+    def images_per_s(self) -> float:
+        return self.images / self.seconds if self.seconds > 0 else math.nan
+
+
+@dataclass
+class EvalResult:
+    loss: float
+    top1: float
+    top5: float
+    images: int
+    seconds: float
+    skipped_images: int = 0
+
+    @property
+    def images_per_s(self) -> float:
+        return self.images / self.seconds if self.seconds > 0 else math.nan
+
+
+def _use_tqdm(info: DistInfo) -> bool:
+    return info.is_main and sys.stderr.isatty()
+
+
+def train_one_epoch(model: nn.Module, criterion: nn.Module, optimizer: torch.optim.Optimizer,
+                    scheduler: torch.optim.lr_scheduler.LRScheduler, loader: Iterable, *,
+                    device: torch.device, info: DistInfo, position: EpochPosition, steps_per_epoch: int,
+                    epochs: int, precision: Precision, totals: RunningTotals,
+                    ema: torch.optim.swa_utils.AveragedModel | None = None, ema_source: nn.Module | None = None,
+                    clip_grad_norm: float = 0.0, print_freq: int = 50,
+                    should_stop: Callable[[], bool] | None = None, save_every_steps: int = 0,
+                    save_step_checkpoint: Callable[[EpochPosition, RunningTotals, int], None] | None = None,
+                    metrics: MetricsLogger | None = None) -> EpochResult:
+    """Train from ``position`` to the end of the epoch (or until ``should_stop()``), in place.
+
+    Args:
+        model: the network, possibly wrapped in DDP and/or compiled.
+        loader: yields ``(images, targets, skipped)`` for the steps still to do in this epoch.
+        position: advanced in place after every step.
+        totals: running sums of this epoch (restored from a checkpoint when resuming mid-epoch).
+        ema, ema_source: the weight EMA and the unwrapped model it follows.
+        should_stop: polled after every step (preemption); all ranks get the same answer.
+        save_step_checkpoint: called every ``save_every_steps`` global steps, after the non-finite check.
+    """
+    model.train()
+    epoch, start_step = position.epoch, position.step_in_epoch
+    first_bad_step = torch.full((), -1, dtype=torch.int64, device=device)  # on device: no sync per step
+    step_counter = torch.full((), position.global_step, dtype=torch.int64, device=device)
+    skipped, batch_size = 0, 0
+    images_at_start, t_start = totals.count, time.perf_counter()
+    t_last, images_last = t_start, totals.count
+    bar = tqdm(total=steps_per_epoch, initial=start_step, desc=f"epoch {epoch + 1}/{epochs}",
+               dynamic_ncols=True, leave=False) if _use_tqdm(info) else None
+    preempted = False
+
+    def sync_point(final: bool) -> None:
+        nonlocal t_last, images_last
+        bad = int(first_bad_step.item())  # the host sync of this interval
+        if any_rank(bad >= 0, info):
+            step = bad if bad >= 0 else position.global_step
+            raise NonFiniteLossError(step, epoch, _lr_at(scheduler, step))
+        epoch_images = steps_per_epoch * batch_size  # this rank's share of the epoch
+        if any_rank(skipped > MAX_BAD_IMAGE_FRACTION * epoch_images, info):
+            raise DataError(f"more than {MAX_BAD_IMAGE_FRACTION:.0%} of epoch {epoch + 1}'s images are "
+                            f"unreadable ({skipped} so far on rank {info.rank}; the warnings above name "
+                            f"them). Fix or remove the broken files and resume; the last checkpoint is "
+                            f"intact.")
+        now = time.perf_counter()
+        rate = (totals.count - images_last) / max(now - t_last, 1e-9) * info.world_size
+        t_last, images_last = now, totals.count
+        if not info.is_main:
+            return
+        s = totals.summary()
+        lr = optimizer.param_groups[0]["lr"]
+        if bar is not None:
+            bar.set_postfix(loss=f"{s['loss']:.4f}", top1=f"{s['top1']:.2f}", lr=f"{lr:.4g}",
+                            img_s=f"{rate:,.0f}", refresh=False)
+        elif not final:
+            done = position.step_in_epoch
+            eta = (steps_per_epoch - done) * (now - t_start) / max(1, done - start_step)
+            log.info("epoch %d/%d step %d/%d  loss %.4f  top1 %.2f  lr %.4g  %s img/s  eta %s", epoch + 1,
+                     epochs, done, steps_per_epoch, s["loss"], s["top1"], lr, f"{rate:,.0f}",
+                     format_duration(eta))
+        if metrics is not None:
+            metrics.scalar("train_step/loss", s["loss"], position.global_step)
+            metrics.scalar("train_step/lr", lr, position.global_step)
+            metrics.scalar("train_step/images_per_s", rate, position.global_step)
+
+    for images, target, skipped_batch in loader:
+        batch_size = images.shape[0]
+        images, target = precision.to_device(images, target, device)
+        with precision.autocast(device):
+            logits = model(images)
+            loss = criterion(logits, target)
+        optimizer.zero_grad(set_to_none=True)
+        _backward_and_step(loss, model, optimizer, precision.scaler, clip_grad_norm)
+        scheduler.step()
+        if ema is not None:
+            ema.update_parameters(ema_source)
+        totals.update(loss, logits, target)
+        first_bad_step = torch.where((first_bad_step < 0) & ~torch.isfinite(loss.detach()), step_counter,
+                                     first_bad_step)
+        step_counter += 1
+        skipped += int(skipped_batch.sum())  # a CPU tensor from the loader: no GPU sync
+        position.step_in_epoch += 1
+        position.global_step += 1
+        if bar is not None:
+            bar.update(1)
+        last = position.step_in_epoch >= steps_per_epoch
+        if position.step_in_epoch % print_freq == 0 or last:
+            sync_point(final=last)
+        if should_stop is not None and should_stop():
+            if position.step_in_epoch % print_freq != 0 and not last:
+                sync_point(final=True)  # never save a checkpoint after a non-finite loss
+            preempted = not last
+            break
+        if save_every_steps and save_step_checkpoint is not None and position.global_step % save_every_steps == 0 \
+                and not last:
+            if position.step_in_epoch % print_freq != 0:
+                sync_point(final=False)
+            save_step_checkpoint(position, totals, skipped)
+    if bar is not None:
+        bar.close()
+    seconds = time.perf_counter() - t_start
+    s = totals.summary()
+    return EpochResult(s["loss"], s["top1"], s["top5"], (totals.count - images_at_start) * info.world_size,
+                       seconds, skipped, preempted, position)
+
+
+def _lr_at(scheduler: torch.optim.lr_scheduler.LRScheduler, step: int) -> float:
+    """The learning rate the scheduler gives (gave) at a global step."""
+    lambdas = getattr(scheduler, "lr_lambdas", None)
+    if lambdas:
+        return scheduler.base_lrs[0] * lambdas[0](step)
+    return scheduler.get_last_lr()[0]
+
+
+def _backward_and_step(loss: torch.Tensor, model: nn.Module, optimizer: torch.optim.Optimizer,
+                       scaler: torch.amp.GradScaler | None, clip_grad_norm: float) -> None:
+    if scaler is not None:
+        scaler.scale(loss).backward()
+        if clip_grad_norm > 0:
+            scaler.unscale_(optimizer)
+            nn.utils.clip_grad_norm_(model.parameters(), clip_grad_norm)
+        scaler.step(optimizer)
+        scaler.update()
+        return
+    loss.backward()
+    if clip_grad_norm > 0:
+        nn.utils.clip_grad_norm_(model.parameters(), clip_grad_norm)
+    optimizer.step()
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, criterion: nn.Module, loader: Iterable, *, device: torch.device,
+             info: DistInfo, precision: Precision, desc: str = "eval") -> EvalResult:
+    """Loss, top-1 and top-5 over the whole loader, summed over all ranks (each image counted once).
+
+    ``model`` should be the unwrapped network: evaluation runs no collective per batch, so ranks may
+    hold different numbers of batches (the validation set need not divide by the world size).
+    """
+    model.eval()
+    totals = RunningTotals(device)
+    skipped = 0
+    t0 = time.perf_counter()
+    batches = tqdm(loader, desc=desc, dynamic_ncols=True, leave=False) if _use_tqdm(info) else loader
+    for images, target, skipped_batch in batches:
+        images, target = precision.to_device(images, target, device)
+        with precision.autocast(device):
+            logits = model(images)
+        loss = criterion(logits.float(), target)
+        totals.update(loss, logits, target)
+        skipped += int(skipped_batch.sum())
+    packed = torch.cat([totals.loss_sum.view(1), totals.correct.double(),
+                        torch.tensor([totals.count, skipped], dtype=torch.float64, device=device)])
+    loss_sum, correct1, correct5, count, skipped_all = all_reduce_sum(packed, info).tolist()
+    seconds = time.perf_counter() - t0
+    count = int(count)
+    if count == 0:
+        return EvalResult(math.nan, math.nan, math.nan, 0, seconds, int(skipped_all))
+    return EvalResult(loss_sum / count, 100.0 * correct1 / count, 100.0 * correct5 / count, count, seconds,
+                      int(skipped_all))

@@ -1,0 +1,116 @@
+"""Metrics: top-k counts that stay on the device, and the run's records (JSON lines + TensorBoard).
+
+Every record goes to ``metrics.jsonl`` (one JSON object per line, with an ``event`` field: ``"epoch"``,
+``"eval"``, ``"summary"``, ...) and its numbers to TensorBoard under ``<group>/<name>``. Only rank 0
+writes; other ranks get a logger that does nothing.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import torch
+
+log = logging.getLogger(__name__)
+
+
+@torch.no_grad()
+def topk_correct(logits: torch.Tensor, target: torch.Tensor, topk: Sequence[int] = (1, 5)) -> torch.Tensor:
+    """Number of samples whose target is among the top-k logits, for each k: a (len(topk),) tensor.
+
+    Counts, not percentages, so they can be summed over batches and ranks exactly; no host sync.
+    """
+    maxk = min(max(topk), logits.shape[1])
+    pred = logits.topk(maxk, dim=1).indices               # (B, maxk)
+    hit = pred.eq(target[:, None])                         # (B, maxk)
+    return torch.stack([hit[:, : min(k, maxk)].sum() for k in topk])  # (len(topk),)
+
+
+class RunningTotals:
+    """Sums of loss, correct counts and images, kept on the device; read (one host sync) when needed."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+        self.correct = torch.zeros(2, dtype=torch.int64, device=device)  # top-1, top-5
+        self.count = 0                                                     # host-side: no sync needed
+
+    def update(self, loss: torch.Tensor, logits: torch.Tensor, target: torch.Tensor) -> None:
+        n = target.shape[0]
+        self.loss_sum += loss.detach().double() * n
+        self.correct += topk_correct(logits.detach(), target)
+        self.count += n
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"loss_sum": self.loss_sum.cpu(), "correct": self.correct.cpu(), "count": self.count}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.loss_sum.copy_(state["loss_sum"])
+        self.correct.copy_(state["correct"])
+        self.count = int(state["count"])
+
+    def summary(self) -> dict[str, float]:
+        if self.count == 0:
+            return {"loss": math.nan, "top1": math.nan, "top5": math.nan}
+        correct = self.correct.tolist()
+        return {"loss": self.loss_sum.item() / self.count, "top1": 100.0 * correct[0] / self.count,
+                "top5": 100.0 * correct[1] / self.count}
+
+
+class MetricsLogger:
+    """Rank 0's records: ``metrics.jsonl`` and TensorBoard events in the run directory."""
+
+    def __init__(self, run_dir: Path | None, enabled: bool = True, tensorboard: bool = True) -> None:
+        self.enabled = enabled and run_dir is not None
+        self.path = run_dir / "metrics.jsonl" if self.enabled else None
+        self.writer = None
+        if self.enabled and tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+                self.writer = SummaryWriter(log_dir=str(run_dir / "tensorboard"))
+            except ImportError:  # tensorboard is a requirement, but keep training without it
+                log.warning("tensorboard is not installed; curves go to metrics.jsonl only")
+
+    def record(self, event: str, values: Mapping[str, Any], step: int | None = None) -> None:
+        """Append one JSON line and add its numbers to TensorBoard (group = ``event``)."""
+        if not self.enabled:
+            return
+        line = {"event": event, "time": round(time.time(), 3), **values}
+        with open(self.path, "a") as f:
+            f.write(json.dumps(line, default=_jsonable) + "\n")
+        if self.writer is not None and step is not None:
+            for key, value in values.items():
+                if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+                    self.writer.add_scalar(f"{event}/{key}", value, step)
+
+    def scalar(self, tag: str, value: float, step: int) -> None:
+        if self.writer is not None:
+            self.writer.add_scalar(tag, value, step)
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, torch.Tensor):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    return str(value)
+
+
+def read_metrics(path: str | Path, event: str | None = "epoch") -> list[dict[str, Any]]:
+    """The records of a ``metrics.jsonl`` (only those of ``event``, unless None)."""
+    rows = [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+    return [r for r in rows if event is None or r.get("event") == event]
+
+
+def format_duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    hours, rem = divmod(seconds, 3600)
+    minutes, secs = divmod(rem, 60)
+    return f"{hours}h{minutes:02d}m{secs:02d}s" if hours else f"{minutes}m{secs:02d}s"

@@ -1,0 +1,168 @@
+"""Bad input ends with one clear message naming the problem and the fix, exit code 2, no traceback, and
+nothing already saved is lost; broken images are skipped and counted, too many of them stop the run."""
+from __future__ import annotations
+
+import shutil
+
+import pytest
+import torch
+
+from ecanet.errors import EXIT_USAGE
+from ecanet.metrics import read_metrics
+from imagefolder import make_image_folder
+from conftest import SMALL_RUN, run_main, run_script
+
+
+def _fails_cleanly(argv, capsys, *phrases, defaults=None) -> str:
+    assert run_main(argv, defaults) == EXIT_USAGE
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    message = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(message) == 1, err[-2000:]
+    for phrase in phrases:
+        assert phrase in message[0], message[0]
+    return message[0]
+
+
+@pytest.fixture
+def dataset(tmp_path):
+    return make_image_folder(tmp_path / "data", classes=2, train_per_class=8, val_per_class=3)
+
+
+def test_missing_data_directory(tmp_path, capsys):
+    _fails_cleanly([tmp_path / "nope", *SMALL_RUN], capsys, "does not exist", "train/ and val/")
+
+
+@pytest.mark.parametrize("split", ["train", "val"])
+def test_missing_split(dataset, capsys, split):
+    shutil.rmtree(dataset / split)
+    _fails_cleanly([dataset, *SMALL_RUN], capsys, f"{split} does not exist", "one folder per class")
+
+
+def test_split_without_class_folders(dataset, capsys):
+    shutil.rmtree(dataset / "train")
+    (dataset / "train").mkdir()
+    _fails_cleanly([dataset, *SMALL_RUN], capsys, "holds no class folders", "sub-folder")
+
+
+def test_class_folders_without_images(dataset, capsys):
+    for image in (dataset / "val").rglob("*.jpg"):
+        image.unlink()
+    _fails_cleanly([dataset, *SMALL_RUN], capsys, "holds no images", "extension")
+
+
+def test_train_and_val_with_different_classes(dataset, capsys):
+    (dataset / "val" / "circle0").rename(dataset / "val" / "ellipse0")
+    _fails_cleanly([dataset, *SMALL_RUN], capsys, "different class folders", "only in train: ['circle0']",
+                   "only in val: ['ellipse0']")
+
+
+@pytest.mark.parametrize(("options", "phrases"), [
+    (["--amp", "fp16"], ["--amp fp16 needs a CUDA GPU", "--amp bf16"]),
+    (["-b", "0"], ["--batch-size must be a positive number"]),
+    (["-a", "eca_resnet51"], ["unknown architecture 'eca_resnet51'", "eca_resnet50", "mobilenet_v2"]),
+    (["-a", "resnet50", "--ksize", "3557"], ["has no ECA layers"]),
+    (["-a", "eca_resnet50", "--ksize", "35"], ["--ksize '35'", "4 stages"]),
+    (["--pretrained"], ["--weights PATH"]),
+    (["-e"], ["-e --resume PATH"]),
+    (["--resume", "auto"], ["--output"]),
+    (["--decode", "gpu"], ["needs a CUDA GPU"]),
+])
+def test_impossible_options(dataset, capsys, options, phrases):
+    _fails_cleanly([dataset, *SMALL_RUN, *options], capsys, *phrases)
+
+
+def test_unknown_config_key(dataset, tmp_path, capsys):
+    (tmp_path / "c.yaml").write_text("epoch: 3\n")
+    _fails_cleanly([dataset, "--config", tmp_path / "c.yaml"], capsys, "unknown key 'epoch'", "'epochs'")
+
+
+@pytest.fixture
+def finished_run(dataset, tmp_path):
+    out = tmp_path / "run"
+    assert run_main([dataset, *SMALL_RUN, "-a", "resnet18", "--epochs", "1", "--output", out]) == 0
+    return out
+
+
+def _snapshot(run_dir):
+    return {p.name: p.read_bytes() for p in sorted(run_dir.glob("*.pth"))}
+
+
+def test_checkpoint_of_another_architecture(dataset, finished_run, capsys):
+    before = _snapshot(finished_run)
+    _fails_cleanly([dataset, *SMALL_RUN, "-a", "eca_resnet18", "--epochs", "2", "--output", finished_run,
+                    "--resume", "auto"], capsys, "checkpoint of resnet18", "-a resnet18")
+    _fails_cleanly([dataset, *SMALL_RUN, "-a", "resnet50", "-e", "--resume", finished_run / "last.pth"],
+                   capsys, "holds a resnet18", "not a resnet50")
+    assert _snapshot(finished_run) == before
+
+
+def test_new_run_in_a_directory_with_checkpoints_is_refused(dataset, finished_run, capsys):
+    before = _snapshot(finished_run)
+    _fails_cleanly([dataset, *SMALL_RUN, "-a", "resnet18", "--epochs", "1", "--output", finished_run], capsys,
+                   "already holds checkpoints", "--resume auto")
+    assert _snapshot(finished_run) == before
+
+
+def test_not_a_checkpoint_and_truncated_checkpoint(dataset, finished_run, tmp_path, capsys):
+    text = tmp_path / "notes.pth"
+    text.write_text("hello")
+    _fails_cleanly([dataset, *SMALL_RUN, "-e", "--resume", text], capsys, "not a readable PyTorch checkpoint")
+    data = (finished_run / "last.pth").read_bytes()
+    cut = tmp_path / "cut.pth"
+    cut.write_bytes(data[: len(data) // 3])
+    _fails_cleanly([dataset, *SMALL_RUN, "-a", "resnet18", "--resume", cut, "--output", tmp_path / "r2"], capsys,
+                   "truncated")
+    _fails_cleanly([dataset, *SMALL_RUN, "-e", "--resume", tmp_path / "missing.pth"], capsys, "does not exist")
+
+
+def test_weights_only_file_cannot_be_resumed(dataset, finished_run, tmp_path, capsys):
+    bare = tmp_path / "bare.pth"
+    torch.save(torch.load(finished_run / "last.pth", weights_only=True)["state_dict"], bare)
+    _fails_cleanly([dataset, *SMALL_RUN, "-a", "resnet18", "--resume", bare, "--output", tmp_path / "r3"],
+                   capsys, "no training state", "--weights")
+
+
+@pytest.mark.slow
+def test_real_process_exit_code_and_no_traceback(tmp_path):
+    proc = run_script("main.py", [tmp_path / "missing", "-a", "eca_resnet50"])
+    assert proc.returncode == EXIT_USAGE
+    assert "Traceback" not in proc.stderr and proc.stderr.startswith("error:")
+    assert "does not exist" in proc.stderr
+    debug = run_script("main.py", [tmp_path / "missing", "--debug"])
+    assert debug.returncode == EXIT_USAGE and "Traceback" in debug.stderr  # --debug shows where
+
+
+# ------------------------------------------------------------------------------------------ broken images
+
+def _break(path, how):
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2] if how == "truncate" else b"not an image at all")
+
+
+def _corrupt_dataset(root, bad: int):
+    data = make_image_folder(root, classes=4, train_per_class=60, val_per_class=2, size=24)
+    images = sorted((data / "train").rglob("*.jpg"))
+    for i, path in enumerate(images[7: 7 + bad]):
+        _break(path, "truncate" if i % 2 else "garbage")
+    return data, images[7: 7 + bad]
+
+
+def test_a_few_corrupt_jpegs_are_skipped_and_counted(tmp_path, caplog):
+    data, broken = _corrupt_dataset(tmp_path / "d", bad=2)  # 2 of 240 = 0.8 %
+    out = tmp_path / "run"
+    assert run_main([data, *SMALL_RUN, "-b", "16", "-a", "resnet18", "--epochs", "1", "--output", out]) == 0
+    record = read_metrics(out / "metrics.jsonl")[0]
+    assert record["skipped_images"] == 2
+    for path in broken:
+        assert str(path) in caplog.text
+    assert "2 unreadable images skipped" in caplog.text
+
+
+def test_more_than_one_percent_corrupt_stops_the_run(tmp_path, capsys):
+    data, _ = _corrupt_dataset(tmp_path / "d", bad=5)  # 5 of 240 > 1 %
+    out = tmp_path / "run"
+    message = _fails_cleanly([data, *SMALL_RUN, "-b", "16", "-a", "resnet18", "--epochs", "1", "--output", out],
+                             capsys, "more than 1%", "unreadable")
+    assert "Fix or remove" in message
+    assert not list(out.glob("*.pth"))

@@ -1,0 +1,93 @@
+"""Command line and config files: the official command, YAML keys = long options, CLI overrides, errors."""
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from ecanet.config import build_parser, config_to_yaml_dict, load_config_file, parse_config, write_config
+from ecanet.errors import ConfigError
+from conftest import ROOT
+
+CONFIGS = sorted((ROOT / "configs").glob("*.yaml"))
+
+
+def test_the_official_command_line_parses():
+    # python main.py DATA -a eca_resnet50 --ksize 3557 [-b 256] [--lr 0.1] [--epochs 100] [-j 16]
+    #                [--resume PATH] [-e] [--seed N] [-p N]   (official README / main.py)
+    args = parse_config(["-a", "eca_resnet50", "--ksize", "3557", "./datasets/ILSVRC2012/images", "-b", "256",
+                         "--lr", "0.1", "--epochs", "100", "-j", "16", "--resume", "ckpt.pth.tar", "-e",
+                         "--seed", "7", "-p", "10"])
+    assert (args.data, args.arch, args.ksize, args.batch_size, args.lr, args.epochs, args.workers) == \
+        ("./datasets/ILSVRC2012/images", "eca_resnet50", "3557", 256, 0.1, 100, 16)
+    assert (args.resume, args.evaluate, args.seed, args.print_freq) == ("ckpt.pth.tar", True, 7, 10)
+    assert parse_config(["--learning-rate", "0.2", "--wd", "5e-5", "x"]).weight_decay == 5e-5
+
+
+def test_paper_defaults():
+    args = parse_config(["DATA"])
+    assert (args.batch_size, args.lr, args.lr_base_batch, args.momentum, args.weight_decay, args.epochs) == \
+        (256, 0.1, 256, 0.9, 1e-4, 100)
+    assert (args.sched, args.lr_decay_epochs, args.lr_decay_rate, args.amp) == ("step", 30, 0.1, "off")
+    assert (args.img_size, args.val_resize, args.augment) == (224, 256, "rrc")
+
+
+def test_config_file_and_command_line_override(tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("arch: eca_resnet18\nbatch-size: 32\nlr: 0.05\nweight_decay: 5e-5\nchannels-last: true\n"
+                   "ksize: 3577\nmean: [0.5, 0.5, 0.5]\ndata: /somewhere\n")
+    args = parse_config(["--config", str(cfg), "-b", "64"])
+    assert (args.arch, args.batch_size, args.lr, args.weight_decay) == ("eca_resnet18", 64, 0.05, 5e-5)
+    assert args.channels_last is True and args.ksize == "3577" and args.mean == [0.5, 0.5, 0.5]
+    assert args.data == "/somewhere"
+    assert parse_config(["--config", str(cfg), "/elsewhere"]).data == "/elsewhere"
+
+
+def test_unknown_key_is_named_with_a_suggestion(tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("batch-sise: 32\n")
+    with pytest.raises(ConfigError, match=r"unknown key 'batch-sise'.*'batch-size'"):
+        parse_config(["--config", str(cfg)])
+
+
+@pytest.mark.parametrize(("text", "key"), [("lr: fast\n", "lr"), ("epochs: 1.5\n", "epochs"),
+                                           ("channels-last: 1\n", "channels-last"), ("amp: fp8\n", "amp"),
+                                           ("batch-size: [1, 2]\n", "batch-size"), ("mean: 0.5\n", "mean")])
+def test_wrong_types_are_named(tmp_path, text, key):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(text)
+    with pytest.raises(ConfigError, match=f"'{key}'"):
+        parse_config(["--config", str(cfg)])
+
+
+def test_missing_and_malformed_files(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        parse_config(["--config", str(tmp_path / "none.yaml")])
+    (tmp_path / "list.yaml").write_text("- 1\n- 2\n")
+    with pytest.raises(ConfigError, match="flat mapping"):
+        parse_config(["--config", str(tmp_path / "list.yaml")])
+
+
+def test_resolved_config_round_trips(tmp_path):
+    args = parse_config(["DATA", "-a", "eca_resnet50", "--ksize", "3557", "--amp", "bf16", "--ema"])
+    write_config(args, tmp_path / "config.yaml")
+    saved = yaml.safe_load((tmp_path / "config.yaml").read_text())
+    assert saved["batch-size"] == 256 and saved["amp"] == "bf16" and "learning-rate" not in saved
+    again = parse_config(["--config", str(tmp_path / "config.yaml")])
+    assert config_to_yaml_dict(again) == config_to_yaml_dict(args)
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=[p.name for p in CONFIGS])
+def test_every_shipped_config_is_valid(path):
+    values = load_config_file(path, build_parser())
+    assert values, path
+    text = path.read_text()
+    assert "#" in text  # every recipe says where its values come from
+
+
+def test_light_main_has_the_mobilenet_recipe():
+    from light_main import MOBILENET_RECIPE
+    args = parse_config(["DATA"], defaults=MOBILENET_RECIPE)
+    assert (args.arch, args.batch_size, args.lr, args.lr_base_batch, args.weight_decay, args.epochs) == \
+        ("eca_mobilenet_v2", 96, 0.045, 96, 4e-5, 400)
+    assert (args.sched, args.lr_decay_epochs, args.lr_decay_rate) == ("step", 1, 0.98)
+    assert parse_config(["DATA", "--lr", "0.09"], defaults=MOBILENET_RECIPE).lr == 0.09

@@ -1,0 +1,123 @@
+"""main.py end to end on CPU: training, run directory, torchrun (gloo), evaluation of checkpoints."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+import yaml
+
+from ecanet.metrics import read_metrics
+from conftest import ROOT, SMALL_RUN, run_main, run_script
+
+
+@pytest.fixture(scope="module")
+def trained_run(image_folder, tmp_path_factory):
+    out = tmp_path_factory.mktemp("run") / "r"
+    assert run_main([image_folder, "-a", "eca_resnet18", "--ksize", "3577", "--epochs", "2", "--output", out,
+                     *SMALL_RUN]) == 0
+    return out
+
+
+def test_two_epoch_run_writes_a_complete_run_directory(trained_run):
+    names = {p.name for p in trained_run.iterdir()}
+    assert {"config.yaml", "metrics.jsonl", "last.pth", "best.pth", "train.log", "tensorboard"} <= names
+    epochs = read_metrics(trained_run / "metrics.jsonl")
+    assert [r["epoch"] for r in epochs] == [1, 2]
+    for r in epochs:
+        assert 0 <= r["val_top1"] <= 100 and r["images_per_s"] > 0 and r["skipped_images"] == 0
+    assert read_metrics(trained_run / "metrics.jsonl", "summary")[0]["epochs"] == 2
+    config = yaml.safe_load((trained_run / "config.yaml").read_text())
+    assert config["arch"] == "eca_resnet18" and config["ksize"] == "3577" and config["seed"] == 3
+    assert any(p.name.startswith("events.out.tfevents") for p in (trained_run / "tensorboard").iterdir())
+    ckpt = torch.load(trained_run / "last.pth", weights_only=True)
+    assert ckpt["epoch"] == 2 and ckpt["arch"] == "eca_resnet18" and ckpt["global_step"] == 12
+    assert set(ckpt["eca_kernel_sizes"].values()) == {3, 5, 7}
+    assert not any(k.startswith(("module.", "_orig_mod.")) for k in ckpt["state_dict"])
+    assert {"torch", "torchvision", "ecanet"} <= set(ckpt["versions"])
+
+
+def test_evaluating_the_checkpoint_reproduces_the_logged_top1(trained_run, image_folder, tmp_path):
+    logged = read_metrics(trained_run / "metrics.jsonl")[-1]["val_top1"]
+    # -e with no -a: the network is read off the checkpoint
+    assert run_main([image_folder, "-e", "--resume", trained_run / "last.pth", "--output", tmp_path,
+                     *SMALL_RUN]) == 0
+    evaluated = read_metrics(tmp_path / "metrics.jsonl", "eval")[0]
+    assert evaluated["val_top1"] == pytest.approx(logged, abs=1e-9)
+    assert evaluated["images"] == 15
+
+
+def test_an_official_format_file_evaluates_without_flags(trained_run, image_folder, tmp_path):
+    # The released container: {'epoch', 'arch', 'state_dict' with 'module.' keys, 'best_prec1', 'optimizer'},
+    # here even with a wrong 'arch' field, as one released file has.
+    sd = torch.load(trained_run / "last.pth", weights_only=True)["state_dict"]
+    official = tmp_path / "eca_resnet18_k3577.pth.tar"
+    torch.save({"epoch": 2, "arch": "se_resnet18", "state_dict": {"module." + k: v for k, v in sd.items()},
+                "best_prec1": 0.0, "optimizer": {}}, official)
+    assert run_main([image_folder, "-e", "--resume", official, "--output", tmp_path, *SMALL_RUN]) == 0
+    assert run_main([image_folder, "-a", "eca_resnet18", "-e", "--weights", official, "--output", tmp_path,
+                     *SMALL_RUN]) == 0
+    results = read_metrics(tmp_path / "metrics.jsonl", "eval")
+    logged = read_metrics(trained_run / "metrics.jsonl")[-1]["val_top1"]
+    assert [r["val_top1"] for r in results] == pytest.approx([logged, logged])
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes_and_exact_ddp_evaluation(image_folder, tmp_path):
+    out = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
+           str(ROOT / "main.py"), str(image_folder), "-a", "resnet18", "--epochs", "2", "--output", str(out),
+           *SMALL_RUN]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=ROOT,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ckpt = torch.load(out / "last.pth", weights_only=True)
+    assert ckpt["world_size"] == 2 and len(ckpt["rng"]) == 2
+    assert ckpt["global_step"] == 2 * (16 * 3 // 2 // 8)  # 48 images over 2 ranks, batch 8 each
+    assert "2 process(es) x batch 8 = 16" in proc.stderr
+    # Evaluation under DDP counts each of the 15 validation images exactly once (15 is odd).
+    eval_cmd = [str(image_folder), "-e", "--resume", str(out / "last.pth"), *SMALL_RUN]
+    one = subprocess.run([sys.executable, str(ROOT / "main.py"), *eval_cmd, "--output", str(tmp_path / "e1")],
+                         capture_output=True, text=True, timeout=300, cwd=ROOT)
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                          "--master_port", "29518", str(ROOT / "main.py"), *eval_cmd, "--output",
+                          str(tmp_path / "e2")], capture_output=True, text=True, timeout=300, cwd=ROOT,
+                         env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert one.returncode == 0 and two.returncode == 0, two.stderr[-3000:]
+    r1 = read_metrics(tmp_path / "e1" / "metrics.jsonl", "eval")[0]
+    r2 = read_metrics(tmp_path / "e2" / "metrics.jsonl", "eval")[0]
+    assert r1["images"] == r2["images"] == 15
+    assert r1["val_top1"] == r2["val_top1"] and r1["val_top5"] == r2["val_top5"]
+    assert r1["val_loss"] == pytest.approx(r2["val_loss"], rel=1e-6)
+
+
+@pytest.mark.slow
+def test_light_main_trains_eca_mobilenet_v2(image_folder, tmp_path):
+    proc = run_script("light_main.py", [image_folder, "--epochs", "1", "--output", tmp_path / "m", *SMALL_RUN])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    config = yaml.safe_load((tmp_path / "m" / "config.yaml").read_text())
+    assert (config["arch"], config["lr"], config["lr-base-batch"], config["lr-decay-rate"]) == \
+        ("eca_mobilenet_v2", 0.045, 96, 0.98)
+    assert "lr 0.00375" in proc.stderr  # 0.045 x (8 images / 96): the linear scaling rule
+
+
+def test_synthetic_data_and_schedule(tmp_path):
+    out = tmp_path / "syn"
+    assert run_main(["--synthetic", "--synthetic-size", "64", "--num-classes", "10", "-a", "resnet18",
+                     "--epochs", "2", "-b", "16", "--img-size", "32", "--output", out, "--sched", "cosine",
+                     "--warmup-epochs", "1", "--lr", "0.4", "--lr-base-batch", "16", "-p", "1"]) == 0
+    rows = read_metrics(out / "metrics.jsonl")
+    # cosine with one warm-up epoch (4 steps): lr after epoch 1 = warm-up end; after epoch 2 it has decayed
+    assert rows[0]["lr"] == pytest.approx(0.4, rel=1e-6)
+    assert rows[1]["lr"] < 0.4 * 0.5
+
+
+def test_help_lists_the_options():
+    proc = run_script("main.py", ["--help"])
+    assert proc.returncode == 0
+    for option in ("--ksize", "--amp", "--channels-last", "--compile", "--resume", "--config", "--sync-bn",
+                   "--save-every-steps", "--ema", "--label-smoothing", "--decode"):
+        assert option in proc.stdout
