@@ -19,6 +19,7 @@ import os
 import random
 import sys
 import time
+import warnings
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -31,7 +32,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 import models
 from ecanet import checkpoint as ckpt
 from ecanet.config import config_to_yaml_dict, parse_config, write_config
-from ecanet.data import (IMAGENET_MEAN, IMAGENET_STD, SyntheticLoader, build_data, build_train_transform,
+from ecanet.data import (IMAGENET_MEAN, IMAGENET_STD, GpuDecodeOptions, SyntheticLoader, build_data, build_train_transform,
                          build_val_transform, default_workers)
 from ecanet.distributed import (DistInfo, PreemptionHandler, all_gather_objects, any_rank, barrier,
                                 broadcast_object, cleanup, init_distributed)
@@ -111,6 +112,9 @@ def validate_options(args: argparse.Namespace) -> None:
                           "in use. On the CPU use --amp bf16 or --amp off.")
     if args.decode == "gpu" and not wants_cuda:
         raise ConfigError("--decode gpu decodes JPEGs with nvJPEG and needs a CUDA GPU. Use --decode cpu.")
+    if args.decode == "gpu" and (args.augment != "rrc" or args.random_erasing > 0):
+        raise ConfigError("--decode gpu implements the paper's augmentation (RandomResizedCrop + flip) only; "
+                          "use --decode cpu for --augment crop or --random-erasing.")
     if args.evaluate and not (args.resume or args.weights):
         raise ConfigError("-e/--evaluate needs the weights to evaluate: -e --resume PATH (or --weights PATH).")
     if args.evaluate and args.resume == "auto" and not args.output:
@@ -178,7 +182,7 @@ def evaluate_only(args: argparse.Namespace, info: DistInfo, precision: Precision
     data = build_data(args.data, batch_size=args.batch_size, val_batch_size=args.val_batch_size or args.batch_size,
                       workers=args.workers, seed=args.seed, rank=info.rank, world_size=info.world_size,
                       device=info.device, train_transform=None, val_transform=_val_transform(args),
-                      evaluate_only=True)
+                      evaluate_only=True, gpu_decode=_gpu_decode_options(args))
     out_features = _num_outputs(model)
     if out_features != data.num_classes:
         raise UserError(f"{path} has {out_features} output classes but {args.data}/val has {data.num_classes} "
@@ -212,6 +216,13 @@ def _normalisation(args: argparse.Namespace) -> dict[str, Sequence[float]]:
 
 def _val_transform(args: argparse.Namespace) -> Any:
     return build_val_transform(args.img_size, args.val_resize, **_normalisation(args))
+
+
+def _gpu_decode_options(args: argparse.Namespace) -> GpuDecodeOptions | None:
+    if args.decode != "gpu":
+        return None
+    return GpuDecodeOptions(args.img_size, args.val_resize, args.min_crop_scale, args.hflip, **_normalisation(args),
+                            channels_last=args.channels_last)
 
 
 def _train_transform(args: argparse.Namespace) -> Any:
@@ -270,6 +281,9 @@ class Trainer:
 
     def _wrap(self, model: nn.Module) -> nn.Module:
         if self.info.distributed:
+            # The ECA weight (1, 1, k) gets gradients whose strides differ from the parameter's only on its
+            # size-1 dimensions (the same memory layout); DDP warns about it once. Nothing to fix.
+            warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
             device_ids = [self.info.device.index] if self.info.device.type == "cuda" else None
             # broadcast_buffers=False: no extra collective per step; rank 0's BN statistics are sent to
             # every rank before each evaluation and checkpoint (sync_buffers) instead.
@@ -389,7 +403,7 @@ def _train_in(run_dir: Path, resume_path: Path | None, resume_obj: Any, args: ar
         data = build_data(args.data, batch_size=args.batch_size, val_batch_size=args.val_batch_size or args.batch_size,
                           workers=args.workers, seed=args.seed, rank=info.rank, world_size=info.world_size,
                           device=info.device, train_transform=_train_transform(args),
-                          val_transform=_val_transform(args))
+                          val_transform=_val_transform(args), gpu_decode=_gpu_decode_options(args))
     if args.num_classes is not None and args.num_classes != data.num_classes:
         raise ConfigError(f"--num-classes {args.num_classes} but DATA has {data.num_classes} class folders.")
     trainer = Trainer(args, info, run_dir, data, precision)
@@ -491,15 +505,24 @@ def _epoch_loop(args: argparse.Namespace, info: DistInfo, trainer: Trainer, metr
                  f"{record['images_per_s_per_gpu']:,.0f}", format_duration(result.seconds), skip_text)
         trainer.save("epoch", is_best=is_best)
     total = time.perf_counter() - t_run
-    summary = {"epochs": trainer.position.epoch, "best_top1": trainer.best_top1,
+    summary = {"arch": args.arch, "epochs": trainer.position.epoch, "best_top1": trainer.best_top1,
                "final_top1": last_eval.top1 if last_eval else math.nan,
-               "final_top5": last_eval.top5 if last_eval else math.nan, "wall_time_s": total,
+               "final_top5": last_eval.top5 if last_eval else math.nan,
+               "final_loss": last_eval.loss if last_eval else math.nan, "wall_time_s": total,
                "parameters": models.count_parameters(trainer.model)}
     metrics.record("summary", summary)
-    log.info("done: best top-1 %.3f, final top-1 %.3f top-5 %.3f, %s this session; run directory %s "
-             "(TensorBoard: tensorboard --logdir %s)", summary["best_top1"], summary["final_top1"],
-             summary["final_top5"], format_duration(total), trainer.run_dir, trainer.run_dir / "tensorboard")
+    log.info("results\n%s\nrun directory: %s\nTensorBoard:   tensorboard --logdir %s", results_table(summary),
+             trainer.run_dir, trainer.run_dir / "tensorboard")
     return EXIT_OK
+
+
+def results_table(summary: Mapping[str, Any]) -> str:
+    """A small markdown table of a finished run."""
+    header = "| arch | parameters | epochs | val top-1 | val top-5 | best top-1 | val loss | time |"
+    row = (f"| {summary['arch']} | {summary['parameters']:,} | {summary['epochs']} | {summary['final_top1']:.2f} | "
+           f"{summary['final_top5']:.2f} | {summary['best_top1']:.2f} | {summary['final_loss']:.4f} | "
+           f"{format_duration(summary['wall_time_s'])} |")
+    return "\n".join([header, "|" + "---|" * 8, row])
 
 
 # ------------------------------------------------------------------------------------------------ main

@@ -204,8 +204,8 @@ def default_workers(local_world_size: int) -> int:
 
 
 def make_loader(dataset: Dataset, sampler: Sampler, batch_size: int, workers: int, pin_memory: bool,
-                drop_last: bool) -> DataLoader:
-    kwargs: dict[str, Any] = {}
+                drop_last: bool, collate_fn: Any = None) -> DataLoader:
+    kwargs: dict[str, Any] = {"collate_fn": collate_fn} if collate_fn is not None else {}
     if workers > 0:
         kwargs.update(persistent_workers=True, prefetch_factor=PREFETCH_BATCHES_PER_WORKER)
     # The loader gets a generator of its own so that creating an iterator never draws from the global
@@ -253,21 +253,55 @@ class SyntheticLoader:
         return self.steps - self.start_step
 
 
+@dataclass
+class GpuDecodeOptions:
+    """``--decode gpu``: what the GPU side needs (see ecanet.gpu_decode)."""
+
+    img_size: int
+    val_resize: int
+    min_crop_scale: float
+    hflip: float
+    mean: Sequence[float]
+    std: Sequence[float]
+    channels_last: bool
+
+
+def _gpu_image_folder(root: Path, split: str, train: bool, options: GpuDecodeOptions) -> Dataset:
+    from .gpu_decode import EncodedImageFolder
+    path = check_split_dir(root, split)
+    try:
+        return EncodedImageFolder(str(path), train, options.img_size, options.val_resize,
+                                  options.min_crop_scale, options.hflip)
+    except (FileNotFoundError, RuntimeError) as exc:
+        raise DataError(f"{path} holds no images ({str(exc).splitlines()[0]}).") from None
+
+
 def build_data(root: str | os.PathLike | None, *, batch_size: int, val_batch_size: int, workers: int,
                seed: int, rank: int, world_size: int, device: torch.device, train_transform: Any,
-               val_transform: Any, evaluate_only: bool = False) -> DataBundle:
-    """ImageFolder loaders for ``root/train`` and ``root/val``, sharded over ``world_size`` ranks."""
+               val_transform: Any, evaluate_only: bool = False,
+               gpu_decode: GpuDecodeOptions | None = None) -> DataBundle:
+    """ImageFolder loaders for ``root/train`` and ``root/val``, sharded over ``world_size`` ranks.
+
+    With ``gpu_decode``, workers only read bytes and draw crop boxes; the GPU decodes and augments.
+    """
     if root is None:
         raise ConfigError("no dataset given. Pass DATA (a folder with train/ and val/ class folders), e.g. "
                           "'python main.py /data/imagenet -a eca_resnet50', or use --synthetic.")
     root = Path(root)
-    val_set = build_image_folder(root, "val", val_transform)
-    train_set = None if evaluate_only else build_image_folder(root, "train", train_transform)
+    if gpu_decode is None:
+        val_set = build_image_folder(root, "val", val_transform)
+        train_set = None if evaluate_only else build_image_folder(root, "train", train_transform)
+        collate = None
+    else:
+        from .gpu_decode import collate_encoded
+        val_set = _gpu_image_folder(root, "val", False, gpu_decode)
+        train_set = None if evaluate_only else _gpu_image_folder(root, "train", True, gpu_decode)
+        collate = collate_encoded
     if train_set is not None:
         check_same_classes(train_set, val_set)
     pin = device.type == "cuda"
     val_loader = make_loader(val_set, ShardSampler(len(val_set), rank, world_size), val_batch_size, workers,
-                             pin, drop_last=False)
+                             pin, drop_last=False, collate_fn=collate)
     train_loader, train_sampler, steps = None, None, 0
     if train_set is not None:
         train_sampler = ResumableSampler(len(train_set), seed, rank, world_size)
@@ -276,6 +310,12 @@ def build_data(root: str | os.PathLike | None, *, batch_size: int, val_batch_siz
             raise ConfigError(f"--batch-size {batch_size} is larger than each process's share of the "
                               f"{len(train_set)} training images ({train_sampler.per_rank}); use a smaller "
                               f"batch size or fewer processes.")
-        train_loader = make_loader(train_set, train_sampler, batch_size, workers, pin, drop_last=True)
+        train_loader = make_loader(train_set, train_sampler, batch_size, workers, pin, drop_last=True,
+                                   collate_fn=collate)
+    if gpu_decode is not None:
+        from .gpu_decode import GpuAugment, GpuDecodeLoader
+        augment = GpuAugment(gpu_decode.img_size, gpu_decode.mean, gpu_decode.std, device, gpu_decode.channels_last)
+        val_loader = GpuDecodeLoader(val_loader, augment)
+        train_loader = GpuDecodeLoader(train_loader, augment) if train_loader is not None else None
     return DataBundle(train_loader, val_loader, train_sampler, len(val_set.classes), list(val_set.classes),
                       len(train_set) if train_set is not None else 0, len(val_set), steps)

@@ -2,13 +2,101 @@
 
 The module is parameter-for-parameter the official ``eca_layer``: its only parameter is
 ``conv.weight`` of shape (1, 1, k), so the released checkpoints load into it unchanged.
+
+Two implementations compute the same function (issue 7): ``"plain"``, the PyTorch code below, and
+``"fused"``, Triton kernels in :mod:`models.eca_fused` that fuse the rescale with the residual add and ReLU.
+:func:`set_eca_implementation` (or the environment variable ``ECANET_ECA_IMPL``) picks one; the default
+``"auto"`` runs the fused kernels on CUDA tensors when Triton imports, and the plain code everywhere else.
 """
 from __future__ import annotations
 
+import contextlib
+import logging
 import math
+import os
+from typing import Iterator
 
 import torch
 from torch import nn
+
+logger = logging.getLogger(__name__)
+
+ECA_IMPLEMENTATIONS: tuple[str, ...] = ("auto", "fused", "plain")
+ECA_IMPL_ENV_VAR = "ECANET_ECA_IMPL"
+
+try:  # Triton ships with CUDA builds of PyTorch; without it (CPU builds) only the plain code runs.
+    from . import eca_fused
+    _FUSED_IMPORT_ERROR: str | None = None
+except ImportError as exc:
+    eca_fused = None
+    _FUSED_IMPORT_ERROR = f"{type(exc).__name__}: {exc}"
+    logger.debug("fused ECA unavailable (%s); the plain implementation runs", _FUSED_IMPORT_ERROR)
+except Exception as exc:  # noqa: BLE001 -- a broken Triton install must not break `import models`
+    eca_fused = None
+    _FUSED_IMPORT_ERROR = f"{type(exc).__name__}: {exc}"
+    logger.warning("fused ECA failed to load (%s); the plain implementation runs", _FUSED_IMPORT_ERROR)
+
+
+def _checked_implementation(name: str) -> str:
+    impl = str(name).strip().lower()
+    if impl not in ECA_IMPLEMENTATIONS:
+        raise ValueError(f"unknown ECA implementation {name!r}; choose one of {', '.join(ECA_IMPLEMENTATIONS)}")
+    return impl
+
+
+_implementation = _checked_implementation(os.environ.get(ECA_IMPL_ENV_VAR, "auto"))
+
+
+def set_eca_implementation(impl: str) -> None:
+    """Select the ECA implementation for every :class:`EcaModule`: ``"auto"``, ``"fused"`` or ``"plain"``.
+
+    ``"auto"`` (the default, or ``$ECANET_ECA_IMPL``): fused on CUDA tensors when Triton imports, else plain.
+    ``"fused"``: the Triton kernels, an error where they cannot run (no Triton; a CPU tensor outside
+    Triton's interpreter). ``"plain"``: the PyTorch code. Under both ``"auto"`` and ``"fused"``, inputs the
+    kernels do not take (float64, mismatched shapes, empty tensors) run the plain code.
+    """
+    global _implementation
+    _implementation = _checked_implementation(impl)
+
+
+def get_eca_implementation() -> str:
+    """The current choice of :func:`set_eca_implementation`."""
+    return _implementation
+
+
+@contextlib.contextmanager
+def eca_implementation(impl: str) -> Iterator[None]:
+    """``with eca_implementation("plain"): ...`` runs the block under that implementation, then restores."""
+    previous = get_eca_implementation()
+    set_eca_implementation(impl)
+    try:
+        yield
+    finally:
+        set_eca_implementation(previous)
+
+
+def fused_eca_available() -> bool:
+    """Whether the fused kernels imported (Triton present); CUDA is still needed to run them."""
+    return eca_fused is not None
+
+
+def _use_fused(x: torch.Tensor, identity: torch.Tensor | None = None) -> bool:
+    """Whether this call runs the fused kernels under the current implementation choice."""
+    if _implementation == "plain" or not isinstance(x, torch.Tensor):  # e.g. a torch.fx Proxy
+        return False
+    if eca_fused is None:
+        if _implementation == "fused":
+            raise RuntimeError(f"ECA implementation 'fused' needs Triton, which failed to import: "
+                               f"{_FUSED_IMPORT_ERROR}")
+        return False
+    if not x.is_cuda:
+        if _implementation == "auto":
+            return False
+        if not eca_fused.INTERPRETER:
+            raise RuntimeError("ECA implementation 'fused' needs a CUDA tensor (or TRITON_INTERPRET=1 set "
+                               "before models is imported); use 'auto' to fall back to the plain code")
+    return eca_fused.supports(x, identity)
+
 
 # The paper's constants for the adaptive kernel size psi(C) (Eq. 12/13): gamma = 2, b = 1.
 DEFAULT_GAMMA = 2
@@ -56,10 +144,14 @@ class EcaModule(nn.Module):
         return torch.sigmoid(y.transpose(-1, -2).unsqueeze(-1))  # (B, C, 1, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (B, C, H, W)
+        if _use_fused(x):
+            return eca_fused.eca_scale(x, self.conv.weight)
         return x * self.attention_weights(x)
 
     def scale_add_relu(self, x: torch.Tensor, identity: torch.Tensor) -> torch.Tensor:
-        """``relu(x * w + identity)``: ECA followed by a residual block's add and ReLU."""
+        """``relu(x * w + identity)``: ECA followed by a residual block's add and ReLU (fused on GPUs)."""
+        if _use_fused(x, identity):
+            return eca_fused.eca_scale_add_relu(x, self.conv.weight, identity)
         out = self(x)
         out += identity
         return torch.relu_(out)

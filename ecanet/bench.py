@@ -1,0 +1,425 @@
+"""Timing on synthetic data: model throughput, and the ECA layer against its memory floor (issue 7).
+
+:func:`measure_throughput` times whole training or inference steps of a model; :func:`measure_eca_layer`
+times one ECA layer (fused or plain) and compares it with the time its unavoidable memory traffic takes at
+the copy bandwidth :func:`measure_copy_bandwidth` measures. ``scripts/benchmark.py`` is the command line.
+
+Every figure is a median of ``repeats`` timed runs after a warm-up, taken with CUDA events (wall clock
+with ``time.perf_counter`` on a CPU), on data already on the device, so no input pipeline is timed.
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import dataclasses
+import logging
+import statistics
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Iterator, Sequence
+
+import torch
+from torch import nn
+
+from models.eca_module import EcaModule, adaptive_kernel_size, eca_implementation, parse_kernel_sizes
+from models.resnet import RESNET_SPECS, STAGE_WIDTHS
+
+logger = logging.getLogger(__name__)
+
+GIB = 2 ** 30
+NUM_IMAGE_CHANNELS = 3
+DEFAULT_NUM_CLASSES = 1000
+# The training step's optimiser: SGD with the ImageNet recipe's momentum and weight decay. The learning rate
+# is small so that random labels do not drive the loss to inf/NaN during a benchmark.
+SGD_MOMENTUM = 0.9
+SGD_WEIGHT_DECAY = 1e-4
+BENCH_LR = 1e-3
+# ResNet's stem divides the input side by 4 (stride-2 conv, stride-2 max-pool); stages 2-4 halve it again.
+STEM_REDUCTION = 4
+COPY_BENCH_BYTES = GIB           # buffer size of the bandwidth measurement: far beyond any L2 cache
+MICRO_WARMUP_ITERS = 5
+MICRO_TIMED_ITERS = 20
+
+# Tensor-sized passes over HBM (N elements each way) that the ECA variants cannot avoid, (forward, backward),
+# for an implementation that cannot keep a sample's activation on chip (see measure_eca_layer):
+FLOOR_PASSES: dict[str, tuple[int, int]] = {
+    # relu(x * s + identity): fwd reads x (mean), x and identity, writes out; bwd reads grad, out, x and
+    # writes d identity (pass A), reads it again and writes dx (pass C).
+    "tail": (4, 6),
+    # x * s (the ECA module alone): fwd reads x twice, writes out; bwd reads grad and x, then grad, writes dx.
+    "layer": (3, 4),
+    # relu(x + identity), the tail of a block without attention (ResNet-50): fwd reads x and identity,
+    # writes out; bwd reads grad and out, writes the gradient shared by x and identity.
+    "no-attention tail": (3, 3),
+}
+
+
+# ----------------------------------------------------------------------------------------------------
+# Timing helpers
+# ----------------------------------------------------------------------------------------------------
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _time_ms(fn: Callable[[], object], iters: int, device: torch.device) -> float:
+    """Mean milliseconds per call of ``fn`` over ``iters`` back-to-back calls."""
+    if device.type == "cuda":
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        for _ in range(iters):
+            fn()
+        end.record()
+        end.synchronize()
+        return start.elapsed_time(end) / iters
+    _synchronize(device)
+    t0 = time.perf_counter()
+    for _ in range(iters):
+        fn()
+    _synchronize(device)
+    return (time.perf_counter() - t0) * 1e3 / iters
+
+
+def _median_ms(fn: Callable[[], object], *, warmup: int, iters: int, repeats: int,
+               device: torch.device) -> tuple[float, list[float]]:
+    for _ in range(warmup):
+        fn()
+    _synchronize(device)
+    runs = [_time_ms(fn, iters, device) for _ in range(repeats)]
+    return statistics.median(runs), runs
+
+
+def _autocast(device: torch.device, amp_dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
+    if amp_dtype is None or amp_dtype == torch.float32:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=amp_dtype)
+
+
+def _reset_peak_memory(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def _peak_memory_gib(device: torch.device) -> float:
+    return torch.cuda.max_memory_allocated(device) / GIB if device.type == "cuda" else 0.0
+
+
+@contextlib.contextmanager
+def _cudnn_benchmark(enabled: bool) -> Iterator[None]:
+    previous = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = enabled
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.benchmark = previous
+
+
+def dtype_name(dtype: torch.dtype | None) -> str:
+    """'bfloat16', 'float32', ... ('none' for None)."""
+    return "none" if dtype is None else str(dtype).removeprefix("torch.")
+
+
+# ----------------------------------------------------------------------------------------------------
+# Model throughput
+# ----------------------------------------------------------------------------------------------------
+@dataclass
+class ThroughputResult:
+    """Images per second of training or inference steps; medians over ``repeats`` timed runs."""
+
+    images_per_s: float                 # batch_size / step_ms_median
+    step_ms_median: float
+    peak_memory_gib: float              # torch.cuda.max_memory_allocated over warm-up and timing
+    batch_size: int
+    img_size: int
+    train: bool
+    compiled: bool
+    amp_dtype: str
+    channels_last: bool
+    warmup_s: float                     # wall clock of the warm-up steps, torch.compile included
+    step_ms_all: list[float] = field(default_factory=list)      # one mean step time per repeat
+    images_per_s_all: list[float] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def _num_classes(model: nn.Module) -> int:
+    """Outputs of the model's last nn.Linear (the classifier), else ImageNet's 1000."""
+    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    return linears[-1].out_features if linears else DEFAULT_NUM_CLASSES
+
+
+def _train_step(forward: Callable[[torch.Tensor], torch.Tensor], model: nn.Module, images: torch.Tensor,
+                targets: torch.Tensor, amp_dtype: torch.dtype | None) -> Callable[[], None]:
+    """forward, cross-entropy, backward, SGD step (momentum 0.9); fp16 adds a GradScaler, as training would."""
+    optimizer = torch.optim.SGD(model.parameters(), lr=BENCH_LR, momentum=SGD_MOMENTUM,
+                                weight_decay=SGD_WEIGHT_DECAY)
+    criterion = nn.CrossEntropyLoss()
+    scaler = torch.amp.GradScaler(images.device.type) if amp_dtype == torch.float16 else None
+
+    def step() -> None:
+        with _autocast(images.device, amp_dtype):
+            loss = criterion(forward(images), targets)
+        optimizer.zero_grad(set_to_none=True)
+        if scaler is None:
+            loss.backward()
+            optimizer.step()
+        else:
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+    return step
+
+
+def _infer_step(forward: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor,
+                amp_dtype: torch.dtype | None) -> Callable[[], None]:
+    def step() -> None:
+        with torch.inference_mode(), _autocast(images.device, amp_dtype):
+            forward(images)
+    return step
+
+
+def measure_throughput(model: nn.Module, *, batch_size: int, img_size: int = 224, train: bool,
+                       amp_dtype: torch.dtype | None = torch.bfloat16, channels_last: bool = True,
+                       compile: bool = False, warmup_steps: int = 10, timed_steps: int = 30, repeats: int = 3,
+                       device: str | torch.device = "cuda", cudnn_benchmark: bool = True) -> ThroughputResult:
+    """Images/s of training (forward, cross-entropy, backward, SGD step) or inference steps.
+
+    The model is moved to ``device`` (and to channels_last) in place and put in train/eval mode for the
+    measurement (its previous mode is restored); the optimiser state lives only inside this call, so one
+    model can be measured repeatedly. Inputs are random images and labels made once, on the device.
+    ``compile`` wraps the model in ``torch.compile`` (default mode) after ``torch._dynamo.reset()``, so
+    earlier compilations neither count against the recompile limit nor leak into this one; the optimiser
+    step stays eager. Peak memory counts from the start of the warm-up.
+    """
+    device = torch.device(device)
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    was_training = model.training
+    model.to(device=device, memory_format=memory_format).train(train)
+    images = torch.randn(batch_size, NUM_IMAGE_CHANNELS, img_size, img_size, device=device)
+    images = images.contiguous(memory_format=memory_format)
+    if compile:
+        torch._dynamo.reset()
+    forward = torch.compile(model) if compile else model
+    if train:
+        targets = torch.randint(0, _num_classes(model), (batch_size,), device=device)
+        step = _train_step(forward, model, images, targets, amp_dtype)
+    else:
+        step = _infer_step(forward, images, amp_dtype)
+
+    try:
+        with _cudnn_benchmark(cudnn_benchmark):
+            _reset_peak_memory(device)
+            t0 = time.perf_counter()
+            for _ in range(warmup_steps):
+                step()
+            _synchronize(device)
+            warmup_s = time.perf_counter() - t0
+            step_ms, runs = _median_ms(step, warmup=0, iters=timed_steps, repeats=repeats, device=device)
+            peak = _peak_memory_gib(device)
+    finally:
+        model.train(was_training)
+        model.zero_grad(set_to_none=True)
+    logger.info("%s %s%s: %.1f img/s (%.2f ms/step, peak %.2f GiB)", type(model).__name__,
+                "train" if train else "infer", " compiled" if compile else "", batch_size * 1e3 / step_ms,
+                step_ms, peak)
+    return ThroughputResult(
+        images_per_s=batch_size * 1e3 / step_ms, step_ms_median=step_ms, peak_memory_gib=peak,
+        batch_size=batch_size, img_size=img_size, train=train, compiled=compile, amp_dtype=dtype_name(amp_dtype),
+        channels_last=channels_last, warmup_s=warmup_s, step_ms_all=runs,
+        images_per_s_all=[batch_size * 1e3 / ms for ms in runs])
+
+
+# ----------------------------------------------------------------------------------------------------
+# The ECA layer against its memory floor
+# ----------------------------------------------------------------------------------------------------
+def measure_copy_bandwidth(device: str | torch.device = "cuda", nbytes: int = COPY_BENCH_BYTES,
+                           iters: int = MICRO_TIMED_ITERS, repeats: int = 3) -> float:
+    """Device-to-device copy bandwidth in bytes/s: (bytes read + bytes written) / time of ``b.copy_(a)``."""
+    device = torch.device(device)
+    src = torch.empty(nbytes, dtype=torch.uint8, device=device)
+    dst = torch.empty_like(src)
+    ms, _ = _median_ms(lambda: dst.copy_(src), warmup=MICRO_WARMUP_ITERS, iters=iters, repeats=repeats,
+                       device=device)
+    return 2 * nbytes / (ms * 1e-3)
+
+
+@dataclass(frozen=True)
+class EcaShape:
+    """One ECA layer's input in a network: shape (B, C, H, W), kernel size, and how many layers have it."""
+
+    shape: tuple[int, int, int, int]
+    k_size: int
+    count: int = 1
+
+
+def resnet_eca_shapes(depth: int = 50, batch_size: int = 256, img_size: int = 224,
+                      k_size: object = "3557") -> list[EcaShape]:
+    """The ECA inputs of ECA-ResNet-``depth``, one entry per stage (56x56 ... 7x7 at 224 px)."""
+    block, layers = RESNET_SPECS[depth]
+    shapes = []
+    for stage, (planes, blocks, k) in enumerate(zip(STAGE_WIDTHS, layers, parse_kernel_sizes(k_size, len(layers)))):
+        side = -(-img_size // (STEM_REDUCTION << stage))          # ceil: every stride-2 layer pads
+        channels = planes * block.expansion
+        shapes.append(EcaShape((batch_size, channels, side, side), k or adaptive_kernel_size(channels), blocks))
+    return shapes
+
+
+@dataclass
+class EcaLayerResult:
+    """Times of one ECA variant against the time its unavoidable traffic takes at copy bandwidth."""
+
+    shape: tuple[int, int, int, int]
+    k_size: int
+    dtype: str
+    channels_last: bool
+    variant: str                        # a key of FLOOR_PASSES
+    impl: str                           # 'fused', 'plain' or 'none' (the no-attention tail)
+    forward_ms: float
+    forward_backward_ms: float
+    floor_forward_ms: float
+    floor_forward_backward_ms: float
+    floor_bytes_forward: int
+    floor_bytes_backward: int
+    copy_bandwidth_gb_s: float
+
+    @property
+    def forward_vs_floor(self) -> float:
+        return self.forward_ms / self.floor_forward_ms
+
+    @property
+    def forward_backward_vs_floor(self) -> float:
+        return self.forward_backward_ms / self.floor_forward_backward_ms
+
+    def to_dict(self) -> dict:
+        return {**dataclasses.asdict(self), "forward_vs_floor": self.forward_vs_floor,
+                "forward_backward_vs_floor": self.forward_backward_vs_floor}
+
+
+def eca_floor_bytes(shape: Sequence[int], dtype: torch.dtype, variant: str) -> tuple[int, int]:
+    """(forward, backward) bytes that ``variant`` must move through HBM: FLOOR_PASSES x N x element size.
+
+    The global mean couples every pixel of a (sample, channel) to every output, so an implementation that
+    cannot keep a sample's activation on chip reads x once for the mean and again to scale it; the
+    backward likewise needs sum_hw(grad * x) before it can write dx. The (B, C) vectors and the conv weight
+    are negligible and not counted.
+    """
+    forward_passes, backward_passes = FLOOR_PASSES[variant]
+    nbytes = torch.Size(shape).numel() * torch.empty((), dtype=dtype).element_size()
+    return forward_passes * nbytes, backward_passes * nbytes
+
+
+def _eca_call(variant: str, module: EcaModule | None) -> Callable[..., torch.Tensor]:
+    if variant == "tail":
+        return lambda x, identity: module.scale_add_relu(x, identity)
+    if variant == "layer":
+        return lambda x, identity: module(x)
+    return lambda x, identity: torch.relu_(x + identity)   # ResNet's tail: models.attention.scale_add_relu
+
+
+def measure_eca_layer(shape: Sequence[int], *, k_size: int = 3, dtype: torch.dtype = torch.bfloat16,
+                      channels_last: bool = True, variant: str = "tail", impl: str = "fused",
+                      device: str | torch.device = "cuda", copy_bandwidth: float | None = None,
+                      warmup: int = MICRO_WARMUP_ITERS, iters: int = MICRO_TIMED_ITERS,
+                      repeats: int = 3) -> EcaLayerResult:
+    """Forward and forward+backward milliseconds of one ECA layer (or a block tail) on random data.
+
+    Variants (see FLOOR_PASSES): ``'tail'`` is ``EcaModule.scale_add_relu(x, identity)`` =
+    relu(x * s + identity), what every ECA-ResNet block ends with; ``'layer'`` is ``EcaModule(x)`` = x * s;
+    ``'no-attention tail'`` is relu(x + identity), ResNet's own tail, the cost ECA adds to (``impl`` is
+    ignored for it). ``impl`` is ``'fused'`` or ``'plain'`` (:func:`models.eca_module.set_eca_implementation`).
+    Low-precision dtypes run under autocast, as in mixed-precision training (the plain path's conv1d needs it).
+    The backward is ``torch.autograd.grad`` of x, identity and the conv weight, which allocates fresh
+    gradients each call instead of accumulating into ``.grad``.
+
+    The floor is :func:`eca_floor_bytes` over ``copy_bandwidth`` (bytes/s; measured with
+    :func:`measure_copy_bandwidth` when None).
+    """
+    device = torch.device(device)
+    copy_bandwidth = copy_bandwidth or measure_copy_bandwidth(device)
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    B, C, H, W = shape
+    make = lambda: torch.randn(B, C, H, W, device=device, dtype=dtype).contiguous(memory_format=memory_format)  # noqa: E731
+    x, identity, grad = make(), make(), make()
+    module = EcaModule(C, k_size).to(device) if variant != "no-attention tail" else None
+    call = _eca_call(variant, module)
+    amp = dtype if dtype != torch.float32 else None
+    x_req, identity_req = x.detach().requires_grad_(), identity.detach().requires_grad_()
+    inputs = [x_req, identity_req] if variant != "layer" else [x_req]
+    params = list(module.parameters()) if module is not None else []
+
+    def forward() -> None:
+        with torch.no_grad(), _autocast(device, amp):
+            call(x, identity)
+
+    def forward_backward() -> None:
+        with _autocast(device, amp):
+            out = call(x_req, identity_req)
+        torch.autograd.grad(out, inputs + params, grad)
+
+    impl_used = impl if module is not None else "none"
+    context = eca_implementation(impl) if module is not None else contextlib.nullcontext()
+    with context:
+        forward_ms, _ = _median_ms(forward, warmup=warmup, iters=iters, repeats=repeats, device=device)
+        fwd_bwd_ms, _ = _median_ms(forward_backward, warmup=warmup, iters=iters, repeats=repeats, device=device)
+    floor_fwd, floor_bwd = eca_floor_bytes(shape, dtype, variant)
+    return EcaLayerResult(
+        shape=tuple(shape), k_size=k_size, dtype=dtype_name(dtype), channels_last=channels_last, variant=variant,
+        impl=impl_used, forward_ms=forward_ms, forward_backward_ms=fwd_bwd_ms,
+        floor_forward_ms=floor_fwd / copy_bandwidth * 1e3,
+        floor_forward_backward_ms=(floor_fwd + floor_bwd) / copy_bandwidth * 1e3,
+        floor_bytes_forward=floor_fwd, floor_bytes_backward=floor_bwd, copy_bandwidth_gb_s=copy_bandwidth / 1e9)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Same training run, two implementations: the loss curves must agree to within low-precision noise
+# ----------------------------------------------------------------------------------------------------
+LOSS_CURVE_LR = 0.02
+LOSS_CURVE_DISTINCT_BATCHES = 4   # a small fixed set of random batches, cycled, so the loss must fall
+
+
+def loss_curves(model: nn.Module, impls: Sequence[str] = ("fused", "plain"), *, steps: int = 30,
+                batch_size: int = 32, img_size: int = 224, amp_dtype: torch.dtype | None = torch.bfloat16,
+                channels_last: bool = True, device: str | torch.device = "cuda", seed: int = 0
+                ) -> dict[str, list[float]]:
+    """The training loss per step of copies of ``model``, one per ECA implementation, on the same data.
+
+    Every run starts from the same weights and sees the same fixed batches (random images and labels,
+    cycled) under SGD (lr 0.02, momentum 0.9); cuDNN runs deterministic algorithms, so the curves differ
+    only through the ECA implementation.
+    """
+    device = torch.device(device)
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    generator = torch.Generator(device="cpu").manual_seed(seed)
+    num_classes = _num_classes(model)
+    batches = [(torch.randn(batch_size, NUM_IMAGE_CHANNELS, img_size, img_size, generator=generator),
+                torch.randint(0, num_classes, (batch_size,), generator=generator))
+               for _ in range(LOSS_CURVE_DISTINCT_BATCHES)]
+    batches = [(x.to(device).contiguous(memory_format=memory_format), y.to(device)) for x, y in batches]
+    curves = {}
+    previous = (torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
+    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
+    try:
+        for impl in impls:
+            replica = copy.deepcopy(model).to(device=device, memory_format=memory_format).train()
+            optimizer = torch.optim.SGD(replica.parameters(), lr=LOSS_CURVE_LR, momentum=SGD_MOMENTUM)
+            losses = []
+            with eca_implementation(impl):
+                for step in range(steps):
+                    images, targets = batches[step % len(batches)]
+                    with _autocast(device, amp_dtype):
+                        loss = nn.functional.cross_entropy(replica(images), targets)
+                    optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    optimizer.step()
+                    losses.append(loss.item())
+            curves[impl] = losses
+            del replica, optimizer
+    finally:
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = previous
+    return curves
+
+
+def max_relative_difference(curve: Sequence[float], reference: Sequence[float]) -> float:
+    """max over steps of |curve - reference| / |reference|."""
+    return max(abs(a - b) / max(abs(b), 1e-12) for a, b in zip(curve, reference))

@@ -1,0 +1,164 @@
+"""Parameters and compute of the ECA-Net models, in SI units and in the paper's units.
+
+The command line of :mod:`ecanet.flops`, which does the counting:
+
+    python paras_flops.py -a eca_resnet50 --ksize 3557     # one model, in detail
+    python paras_flops.py --all --markdown                 # the README's model table
+    python paras_flops.py --all --json costs.json          # every number, exact, as JSON
+    python paras_flops.py -a eca_resnet50 --bench          # GPU latency and throughput (bf16)
+"""
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import torch
+
+import models
+from ecanet import flops
+from ecanet.errors import EXIT_OK, ConfigError, UserError
+
+PROG = "paras_flops.py"
+log = logging.getLogger("paras_flops")
+
+DEFAULT_ARCH = "eca_resnet50"
+RELEASED = "released"
+STDOUT = "-"
+# --bench: the issue's two operating points; ECA costs far more on a GPU than its FLOPs suggest.
+LATENCY_BATCH = 1
+THROUGHPUT_BATCH = 256
+BENCH_HEADERS = ("model", "mode", "latency, batch 1 (ms)", "throughput, batch 256 (img/s)", "peak memory (GiB)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Parameters and compute (thop MACs and torch FLOPs) of ecanet's networks for one image, "
+                    "each figure in decimal SI units and in the paper's units (value / 1024^k, as the official "
+                    "paras_flops.py printed it, e.g. ECA-ResNet-50: 25.56 M params = 24.37M in the paper).",
+        epilog="MACs: thop multiply-accumulates of convolutions and linear layers plus its charges for BatchNorm "
+               "and average pooling (the ECA/SE pooling charged as the official nn.AdaptiveAvgPool2d). "
+               "FLOPs: torch.utils.flop_counter, 2 x MACs of convolutions and matrix multiplies only. "
+               "See docs/flops.md.")
+    parser.add_argument("-a", "--arch", metavar="ARCH", default=None,
+                        help=f"network to count (default {DEFAULT_ARCH}); one of: {', '.join(models.list_models())}")
+    parser.add_argument("--ksize", default=RELEASED, metavar="K",
+                        help="ECA kernel sizes: 'released' (default: the released checkpoint's, e.g. 3557 for "
+                             "eca_resnet50), 'adaptive' (the paper's psi(C)), one digit per stage ('3557') or "
+                             "one odd int for every layer")
+    parser.add_argument("--img-size", type=int, default=flops.DEFAULT_IMG_SIZE, metavar="PX",
+                        help="input height and width (default %(default)s)")
+    parser.add_argument("--num-classes", type=int, default=flops.DEFAULT_NUM_CLASSES, metavar="N",
+                        help="classifier outputs (default %(default)s)")
+    parser.add_argument("--all", action="store_true",
+                        help="one table for every registered network, as released (ECA kernel sizes of the "
+                             "released checkpoints)")
+    parser.add_argument("--json", metavar="PATH", type=str, default=None,
+                        help="also write every figure, exact, as JSON to PATH ('-': to stdout instead of the table)")
+    parser.add_argument("--markdown", action="store_true", help="print a markdown table (the README's)")
+    parser.add_argument("--bench", action="store_true",
+                        help="also measure forward latency (batch 1) and throughput (batch 256), bf16, eager and "
+                             "compiled; needs a CUDA GPU")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
+    return parser
+
+
+def _selected(args: argparse.Namespace) -> list[tuple[str, object]]:
+    """The (arch, k_size) pairs to count."""
+    if args.all:
+        return flops.released_models()
+    arch = args.arch or DEFAULT_ARCH
+    return [(arch, flops.released_k_size(arch) if args.ksize == RELEASED else args.ksize)]
+
+
+def _check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    if args.all and (args.arch is not None or args.ksize != RELEASED):
+        parser.error("--all counts every network as released; leave out -a/--arch and --ksize")
+    if args.json == STDOUT and (args.markdown or args.bench):
+        parser.error("--json - writes JSON alone to stdout; give --json a file to combine it with "
+                     "--markdown or --bench")
+    if args.img_size < flops.MIN_IMG_SIZE:
+        parser.error(f"--img-size must be at least {flops.MIN_IMG_SIZE}, got {args.img_size}")
+    if args.num_classes < 1:
+        parser.error(f"--num-classes must be at least 1, got {args.num_classes}")
+
+
+def _import_bench() -> Callable[..., Any]:
+    """``ecanet.bench.measure_throughput``, checked before any counting so a bad --bench fails at once."""
+    if not torch.cuda.is_available():
+        raise ConfigError("--bench needs a CUDA GPU and torch.cuda.is_available() is False here; "
+                          "leave out --bench to count parameters and FLOPs")
+    try:
+        from ecanet.bench import measure_throughput
+    except ImportError as error:
+        raise ConfigError(f"--bench needs ecanet.bench.measure_throughput, which could not be imported ({error})") \
+            from None
+    return measure_throughput
+
+
+def _bench_rows(measure_throughput: Callable[..., Any], selected: Sequence[tuple[str, object]], img_size: int,
+                num_classes: int) -> list[tuple[str, ...]]:
+    rows = []
+    for arch, k_size in selected:
+        model = flops.build_model(arch, k_size, num_classes, device="cuda")
+        for compiled in (False, True):
+            log.info("benchmarking %s (%s)", arch, "compiled" if compiled else "eager")
+            measure = functools.partial(measure_throughput, model, img_size=img_size, train=False,
+                                        amp_dtype=torch.bfloat16, compile=compiled)
+            latency = measure(batch_size=LATENCY_BATCH)
+            throughput = measure(batch_size=THROUGHPUT_BATCH)
+            rows.append((arch, "compiled" if compiled else "eager", f"{latency.step_ms_median:.2f}",
+                         f"{throughput.images_per_s:,.0f}", f"{throughput.peak_memory_gib:.2f}"))
+    return rows
+
+
+def run(args: argparse.Namespace) -> int:
+    measure_throughput = _import_bench() if args.bench else None
+    selected = _selected(args)
+    costs = []
+    for arch, k_size in selected:
+        log.info("counting %s (k_size %s) at %dx%d", arch, "builder default" if k_size is None else k_size,
+                 args.img_size, args.img_size)
+        costs.append(flops.model_cost(arch, k_size, args.img_size, args.num_classes))
+    if args.json is not None:
+        text = json.dumps(flops.costs_to_json(costs), indent=2)
+        if args.json == STDOUT:
+            print(text)
+        else:
+            try:
+                Path(args.json).write_text(text + "\n")
+            except OSError as error:
+                raise ConfigError(f"cannot write --json {args.json}: {error}") from None
+            log.info("wrote %s", args.json)
+    if args.json != STDOUT:
+        if args.markdown or args.all:
+            print(flops.format_table(costs, markdown=args.markdown))
+        else:
+            print(flops.format_report(costs[0]))
+    if measure_throughput is not None:
+        rows = _bench_rows(measure_throughput, selected, args.img_size, args.num_classes)
+        print()
+        print(flops.render_table(BENCH_HEADERS, rows, markdown=args.markdown))
+    return EXIT_OK
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, stream=sys.stderr,
+                        format=f"{PROG}: %(message)s")
+    _check_args(parser, args)
+    try:
+        return run(args)
+    except UserError as error:
+        log.error("error: %s", error)
+        return error.exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

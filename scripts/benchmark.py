@@ -1,0 +1,398 @@
+#!/usr/bin/env python3
+"""Benchmarks of issue 7: model throughput (eager and compiled) and the ECA layer against its memory floor.
+
+    python scripts/benchmark.py --archs eca_resnet50 resnet50 --torchvision resnet50        # train + infer
+    python scripts/benchmark.py --archs eca_resnet50 resnet50 --cases train-compiled        # one case
+    python scripts/benchmark.py --eca-micro                                                 # the ECA layer
+    python scripts/benchmark.py --loss-curve 30                                             # fused vs plain
+
+Synthetic data already on the device; medians of ``--repeats`` timed runs after warm-up (ecanet.bench).
+Each ECA network is measured with every ``--eca-impl`` so the kernels' effect is visible, and its row is
+compared with its baseline (``eca_resnet50`` with ``resnet50``). Tables go to stdout as markdown; ``--json``
+collects every number with the GPU, versions and date, rewritten after each measurement so an interrupted
+run keeps what it measured.
+
+Suites (``SUITES``) are independent: each reads its own options and adds a section to the report; a new
+one (e.g. a data-loader benchmark) is a function and an entry there.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import logging
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import torch  # noqa: E402
+
+import models  # noqa: E402
+from ecanet import bench  # noqa: E402
+from models.eca_module import eca_implementation, fused_eca_available  # noqa: E402
+
+log = logging.getLogger("benchmark")
+
+CASES = ("train-eager", "train-compiled", "infer-eager", "infer-compiled")
+AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}
+MICRO_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+RELEASED = "released"
+ECA_PREFIX = "eca_"
+# Issue 7's targets: eca_resnet50 (k3557, fused) over ecanet's resnet50, same run; absolute on an H200.
+TARGET_RATIOS = {"train-compiled": 0.95, "train-eager": 0.90, "infer-eager": 0.93}
+TARGET_H200_COMPILED_TRAIN_IMG_S = 6500
+TARGET_LAYER_VS_FLOOR = 1.5
+MICRO_VARIANTS = (("tail", "fused"), ("tail", "plain"), ("no-attention tail", "none"),
+                  ("layer", "fused"), ("layer", "plain"))
+
+
+# ----------------------------------------------------------------------------------------------------
+# Report: markdown to stdout, JSON to a file
+# ----------------------------------------------------------------------------------------------------
+def environment() -> dict:
+    """GPU, library versions, date and commit: what a number means nothing without."""
+    env = {"date_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+           "torch": torch.__version__, "cuda": torch.version.cuda, "cudnn": torch.backends.cudnn.version(),
+           "python": platform.python_version(), "command": " ".join(sys.argv),
+           "eca_fused_available": fused_eca_available()}
+    try:
+        import triton
+        env["triton"] = triton.__version__
+    except ImportError:
+        env["triton"] = None
+    if torch.cuda.is_available():
+        env["gpu"] = torch.cuda.get_device_name()
+        env["gpu_count"] = torch.cuda.device_count()
+    try:
+        env["git_commit"] = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
+                                           text=True, timeout=10).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        env["git_commit"] = None
+    return env
+
+
+class Report:
+    """Sections of results; the JSON file is rewritten whenever one changes."""
+
+    def __init__(self, path: str | None, args: argparse.Namespace) -> None:
+        self.path = Path(path) if path else None
+        self.data = {"environment": environment(), "args": vars(args)}
+
+    def set(self, key: str, value: object) -> None:
+        self.data[key] = value
+        if self.path is not None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.path.write_text(json.dumps(self.data, indent=2, default=str) + "\n")
+
+
+def markdown_table(headers: tuple[str, ...], rows: list[tuple]) -> str:
+    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Suite: model throughput
+# ----------------------------------------------------------------------------------------------------
+def _cases(args: argparse.Namespace) -> list[str]:
+    if args.cases:
+        return args.cases
+    compiled = {"off": ("eager",), "on": ("compiled",), "both": ("eager", "compiled")}[args.compile]
+    return [f"{mode}-{how}" for how in compiled for mode in args.modes]
+
+
+def _model_builders(args: argparse.Namespace) -> list[tuple[str, str | None, Callable]]:
+    """(label, ECA implementation or None, builder) for every network row of one case."""
+    builders = []
+    for arch in args.archs:
+        if arch.startswith(ECA_PREFIX):
+            k_size = models.RELEASED_KERNEL_SIZES.get(arch) if args.ksize == RELEASED else args.ksize
+            for impl in args.eca_impl:
+                builders.append((arch, impl, lambda arch=arch, k=k_size: models.create_model(arch, k_size=k)))
+        else:
+            builders.append((arch, None, lambda arch=arch: models.create_model(arch)))
+    for name in args.torchvision:
+        import torchvision
+        builders.append((f"torchvision {name}", None, lambda name=name: torchvision.models.get_model(name)))
+    return builders
+
+
+def _with_ratios(records: list[dict]) -> None:
+    """Adds 'vs_baseline': an ECA row's img/s over its baseline's (eca_resnet50 -> resnet50), same case."""
+    base = {(r["model"], r["case"]): r.get("images_per_s") for r in records if r["eca_impl"] is None}
+    for r in records:
+        if r["model"].startswith(ECA_PREFIX) and r.get("images_per_s"):
+            reference = base.get((r["model"].removeprefix(ECA_PREFIX), r["case"]))
+            r["vs_baseline"] = r["images_per_s"] / reference if reference else None
+
+
+def run_models(args: argparse.Namespace, report: Report) -> str | None:
+    if not args.archs and not args.torchvision:
+        return None
+    records: list[dict] = []
+    for case in _cases(args):
+        mode, how = case.split("-")
+        for label, impl, build in _model_builders(args):
+            if impl == "fused" and not fused_eca_available():
+                log.warning("skipping %s fused: Triton is not available", label)
+                continue
+            log.info("%s %s%s", case, label, f" ({impl})" if impl else "")
+            record = {"model": label, "eca_impl": impl, "case": case}
+            try:
+                model = build()
+                with eca_implementation(impl or "auto"):
+                    result = bench.measure_throughput(
+                        model, batch_size=args.batch_size, img_size=args.img_size, train=mode == "train",
+                        amp_dtype=AMP_DTYPES[args.amp], channels_last=args.channels_last,
+                        compile=how == "compiled", warmup_steps=args.warmup_steps, timed_steps=args.timed_steps,
+                        repeats=args.repeats, device=args.device)
+                record.update(result.to_dict())
+            except Exception as error:  # noqa: BLE001 -- one failed row must not lose the others
+                log.exception("%s %s failed", case, label)
+                record["error"] = f"{type(error).__name__}: {error}"
+            finally:
+                model = None
+                if torch.cuda.is_available():
+                    torch.cuda.empty_cache()
+            records.append(record)
+            _with_ratios(records)
+            report.set("models", records)
+    return _models_markdown(records, report.data["environment"].get("gpu", ""))
+
+
+def _models_markdown(records: list[dict], gpu: str) -> str:
+    rows = []
+    for r in records:
+        if "error" in r:
+            rows.append((r["model"], r["eca_impl"] or "-", r["case"], "error", r["error"][:60], "", ""))
+            continue
+        ratio = r.get("vs_baseline")
+        rows.append((r["model"], r["eca_impl"] or "-", r["case"], f"{r['images_per_s']:,.0f}",
+                     f"{r['step_ms_median']:.1f}", f"{r['peak_memory_gib']:.2f}",
+                     f"{ratio:.3f}x" if ratio else ""))
+    table = markdown_table(("model", "ECA impl", "case", "img/s", "ms/step", "peak GiB", "vs baseline"), rows)
+    return table + "\n\n" + _targets_markdown(records, gpu)
+
+
+def _targets_markdown(records: list[dict], gpu: str) -> str:
+    """Issue 7's targets for eca_resnet50 (fused) against resnet50, where both were measured."""
+    lines = []
+    for r in records:
+        if r["model"] == "eca_resnet50" and r["eca_impl"] == "fused" and r.get("vs_baseline"):
+            target = TARGET_RATIOS.get(r["case"])
+            if target is not None:
+                verdict = "met" if r["vs_baseline"] >= target else "NOT met"
+                lines.append(f"- {r['case']}: {r['vs_baseline']:.3f}x (target >= {target:.2f}x): {verdict}")
+            if r["case"] == "train-compiled" and "H200" in gpu:
+                verdict = "met" if r["images_per_s"] >= TARGET_H200_COMPILED_TRAIN_IMG_S else "NOT met"
+                lines.append(f"- train-compiled on {gpu}: {r['images_per_s']:,.0f} img/s "
+                             f"(target >= {TARGET_H200_COMPILED_TRAIN_IMG_S:,}): {verdict}")
+    return "Targets (eca_resnet50 fused vs resnet50):\n" + "\n".join(lines) if lines else ""
+
+
+# ----------------------------------------------------------------------------------------------------
+# Suite: the ECA layer against its memory floor
+# ----------------------------------------------------------------------------------------------------
+def run_eca_micro(args: argparse.Namespace, report: Report) -> str | None:
+    if not args.eca_micro:
+        return None
+    k_size = models.RELEASED_KERNEL_SIZES["eca_resnet50"] if args.ksize == RELEASED else args.ksize
+    shapes = bench.resnet_eca_shapes(50, args.batch_size, args.img_size, k_size)
+    bandwidth = bench.measure_copy_bandwidth(args.device)
+    dtype = MICRO_DTYPES[args.amp]
+    results: list[bench.EcaLayerResult] = []
+    for eca_shape in shapes:
+        for variant, impl in MICRO_VARIANTS:
+            if impl == "fused" and not fused_eca_available():
+                continue
+            try:
+                results.append(bench.measure_eca_layer(
+                    eca_shape.shape, k_size=eca_shape.k_size, dtype=dtype, channels_last=args.channels_last,
+                    variant=variant, impl=impl, device=args.device, copy_bandwidth=bandwidth,
+                    repeats=args.repeats))
+            except Exception:  # noqa: BLE001
+                log.exception("ECA microbenchmark %s %s %s failed", eca_shape.shape, variant, impl)
+            report.set("eca_micro", {"copy_bandwidth_gb_s": bandwidth / 1e9,
+                                     "results": [r.to_dict() for r in results],
+                                     "per_step": _eca_cost_per_step(results, shapes)})
+    rows = [("x".join(map(str, r.shape)), r.k_size, r.variant, r.impl, f"{r.forward_ms:.3f}",
+             f"{r.forward_backward_ms:.3f}", f"{r.floor_forward_ms:.3f}", f"{r.floor_forward_backward_ms:.3f}",
+             f"{r.forward_backward_vs_floor:.2f}x") for r in results]
+    table = markdown_table(("shape", "k", "variant", "impl", "fwd ms", "fwd+bwd ms", "floor fwd ms",
+                            "floor fwd+bwd ms", "fwd+bwd / floor"), rows)
+    per_step = _eca_cost_per_step(results, shapes)
+    summary = [f"Copy bandwidth (read + write): {bandwidth / 1e12:.2f} TB/s. Target: fused tail fwd+bwd "
+               f"<= {TARGET_LAYER_VS_FLOOR}x floor.",
+               "ECA's cost in one ResNet-50 step (sum over its 16 layers of tail minus no-attention tail):"]
+    summary += [f"- {impl}: {v['train_ms']:.2f} ms train (fwd+bwd), {v['infer_ms']:.2f} ms inference (fwd)"
+                for impl, v in per_step.items()]
+    return table + "\n\n" + "\n".join(summary)
+
+
+def _eca_cost_per_step(results: list[bench.EcaLayerResult], shapes: list[bench.EcaShape]) -> dict:
+    """Per implementation: sum over the network's ECA layers of (tail - no-attention tail) times."""
+    by_key = {(r.shape, r.variant, r.impl): r for r in results}
+    costs = {}
+    for impl in ("fused", "plain"):
+        train = infer = 0.0
+        for s in shapes:
+            tail, base = by_key.get((s.shape, "tail", impl)), by_key.get((s.shape, "no-attention tail", "none"))
+            if tail is None or base is None:
+                break
+            train += s.count * (tail.forward_backward_ms - base.forward_backward_ms)
+            infer += s.count * (tail.forward_ms - base.forward_ms)
+        else:
+            costs[impl] = {"train_ms": train, "infer_ms": infer}
+    return costs
+
+
+# ----------------------------------------------------------------------------------------------------
+# Suite: the same short training run with each implementation
+# ----------------------------------------------------------------------------------------------------
+# The ECA implementations agree when their curves are no further apart than the same (plain) model's
+# curves in the two memory layouts, whose only difference is the order of floating-point sums.
+NOISE_REFERENCE = "plain, NCHW"
+LOSS_CURVE_NOISE_FACTOR = 2.0
+LOSS_CURVE_MIN_LIMIT = 1e-4    # relative; should the two layouts happen to give identical curves
+
+
+def run_loss_curve(args: argparse.Namespace, report: Report) -> str | None:
+    if not args.loss_curve:
+        return None
+    impls = [impl for impl in args.eca_impl if impl != "fused" or fused_eca_available()]
+    if len(impls) < 2:
+        log.warning("--loss-curve compares implementations; only %s available", impls)
+        return None
+    torch.manual_seed(args.seed)
+    model = models.create_model(args.loss_arch, k_size=models.RELEASED_KERNEL_SIZES.get(args.loss_arch))
+    options = dict(steps=args.loss_curve, batch_size=args.loss_batch_size, img_size=args.img_size,
+                   amp_dtype=AMP_DTYPES[args.amp], device=args.device, seed=args.seed)
+    curves = bench.loss_curves(model, impls, channels_last=args.channels_last, **options)
+    reference = impls[-1]
+    curves[NOISE_REFERENCE] = bench.loss_curves(model, [reference], channels_last=False, **options)[reference]
+    diffs = {name: bench.max_relative_difference(curve, curves[reference])
+             for name, curve in curves.items() if name != reference}
+    noise = diffs[NOISE_REFERENCE]
+    limit = max(LOSS_CURVE_NOISE_FACTOR * noise, LOSS_CURVE_MIN_LIMIT)
+    report.set("loss_curve", {"arch": args.loss_arch, "curves": curves, "reference": reference,
+                              "max_relative_difference": diffs, "noise_factor": LOSS_CURVE_NOISE_FACTOR})
+    names = list(curves)
+    rows = [(step, *(f"{curves[name][step]:.4f}" for name in names)) for step in range(args.loss_curve)]
+    verdicts = [f"- {name} vs {reference}: max relative difference {d:.2e} "
+                f"({'OK' if d <= limit else 'CHECK'}: noise ({NOISE_REFERENCE} vs {reference}) is {noise:.2e}; "
+                f"limit {limit:.2e})"
+                for name, d in diffs.items() if name != NOISE_REFERENCE]
+    return markdown_table(("step", *names), rows) + "\n\n" + "\n".join(verdicts)
+
+
+# ----------------------------------------------------------------------------------------------------
+# --summarize: one report from the JSON files of several runs (scripts/gpu_check.sh)
+# ----------------------------------------------------------------------------------------------------
+def summarize(paths: list[str]) -> str:
+    """Merges the sections of several ``--json`` files into one short markdown summary."""
+    runs = [json.loads(Path(path).read_text()) for path in paths]
+    env = runs[0]["environment"] if runs else {}
+    parts = [f"# Summary: {env.get('gpu', '?')}, torch {env.get('torch')}, triton {env.get('triton')}, "
+             f"{env.get('date_utc')}, commit {env.get('git_commit')}"]
+    for run in runs:
+        if "loss_curve" in run:
+            lc = run["loss_curve"]
+            diffs = ", ".join(f"{name} {d:.2e}" for name, d in lc["max_relative_difference"].items())
+            parts.append(f"Loss curves ({lc['arch']}, {len(lc['curves'][lc['reference']])} steps): max relative "
+                         f"difference to {lc['reference']}: {diffs} (agreement: within {lc['noise_factor']:g}x "
+                         f"the '{NOISE_REFERENCE}' difference)")
+        if "eca_micro" in run:
+            micro = run["eca_micro"]
+            rows = [(r["shape"] if isinstance(r["shape"], str) else "x".join(map(str, r["shape"])), r["variant"],
+                     r["impl"], f"{r['forward_backward_ms']:.3f}", f"{r['floor_forward_backward_ms']:.3f}",
+                     f"{r['forward_backward_vs_floor']:.2f}x") for r in micro["results"] if r["impl"] != "none"]
+            parts.append(f"ECA layer (copy bandwidth {micro['copy_bandwidth_gb_s'] / 1e3:.2f} TB/s):\n\n"
+                         + markdown_table(("shape", "variant", "impl", "fwd+bwd ms", "floor ms", "vs floor"), rows))
+            parts.append("ECA cost per ResNet-50 step: " + "; ".join(
+                f"{impl} {v['train_ms']:.2f} ms train, {v['infer_ms']:.2f} ms infer"
+                for impl, v in micro.get("per_step", {}).items()))
+    records = [record for run in runs for record in run.get("models", [])]
+    if records:
+        _with_ratios(records)
+        parts.append(_models_markdown(records, env.get("gpu", "")))
+    return "\n\n".join(parts)
+
+
+SUITES: tuple[tuple[str, Callable[[argparse.Namespace, Report], str | None]], ...] = (
+    ("Loss curves, same data and weights", run_loss_curve),
+    ("ECA layer against its memory floor", run_eca_micro),
+    ("Throughput", run_models),
+)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Command line
+# ----------------------------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    what = parser.add_argument_group("what to measure")
+    what.add_argument("--archs", nargs="*", default=[], metavar="ARCH",
+                      help=f"ecanet networks, e.g. eca_resnet50 resnet50 ({', '.join(models.list_models())})")
+    what.add_argument("--torchvision", nargs="*", default=[], metavar="NAME",
+                      help="torchvision networks as outside references, e.g. resnet50")
+    what.add_argument("--eca-micro", action="store_true",
+                      help="the ECA layer alone, on ResNet-50's four ECA shapes, against its memory floor")
+    what.add_argument("--loss-curve", type=int, default=0, metavar="STEPS",
+                      help="train --loss-arch for STEPS steps with each --eca-impl and compare the losses")
+    what.add_argument("--loss-arch", default="eca_resnet50", metavar="ARCH")
+    what.add_argument("--loss-batch-size", type=int, default=32, metavar="N")
+
+    how = parser.add_argument_group("how")
+    how.add_argument("--modes", nargs="+", choices=("train", "infer"), default=["train", "infer"])
+    how.add_argument("--compile", choices=("off", "on", "both"), default="off",
+                     help="eager, torch.compile'd or both, for every mode (default %(default)s)")
+    how.add_argument("--cases", nargs="+", choices=CASES, default=None,
+                     help="explicit cases in this order, instead of --modes x --compile")
+    how.add_argument("--eca-impl", nargs="+", choices=("fused", "plain"), default=["fused", "plain"],
+                     help="ECA implementations to measure each ECA network with")
+    how.add_argument("--ksize", default=RELEASED, help="ECA kernel sizes ('released': 3557 for eca_resnet50)")
+    how.add_argument("--batch-size", type=int, default=256)
+    how.add_argument("--img-size", type=int, default=224)
+    how.add_argument("--amp", choices=tuple(AMP_DTYPES), default="bf16",
+                     help="autocast dtype (fp32: no autocast); the microbenchmark's tensors' dtype")
+    how.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True)
+    how.add_argument("--repeats", type=int, default=3, help="timed repeats; the median is reported")
+    how.add_argument("--warmup-steps", type=int, default=10)
+    how.add_argument("--timed-steps", type=int, default=30, help="steps per timed repeat")
+    how.add_argument("--device", default="cuda")
+    how.add_argument("--seed", type=int, default=0)
+
+    parser.add_argument("--json", metavar="PATH", default=None, help="write every number here")
+    parser.add_argument("--summarize", nargs="+", metavar="JSON", default=None,
+                        help="measure nothing: print one summary of these --json files")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    args = build_parser().parse_args(argv)
+    if args.summarize:
+        print(summarize(args.summarize))
+        return 0
+    report = Report(args.json, args)
+    env = report.data["environment"]
+    print(f"# {env.get('gpu', args.device)}, torch {env['torch']}, triton {env['triton']}, {env['date_utc']}",
+          flush=True)
+    for title, suite in SUITES:
+        t0 = time.perf_counter()
+        section = suite(args, report)
+        if section is not None:
+            print(f"\n## {title} ({time.perf_counter() - t0:.0f} s)\n\n{section}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,258 @@
+#!/usr/bin/env python3
+"""Plot a metric per epoch (validation top-1 by default) for training runs, one colour per network.
+
+    .venv/bin/python scripts/plot_runs.py runs/fmnist/* --output docs/val_top1.png
+
+Each run directory holds the trainer's ``metrics.jsonl`` (one JSON object per line; the lines with
+``"event": "epoch"`` carry ``epoch``, ``val_top1``, ``val_top5``, ``val_loss``, ``train_loss``, ...; other
+events are ignored) and ``config.yaml`` (its ``arch`` names the network). Runs of the same network (several
+seeds) are drawn as their mean with a band over the seeds: min-max by default, or mean +- one standard
+deviation. ``--label`` names the runs instead of ``arch``, one label per run in the order given. A directory
+without ``metrics.jsonl`` stands for the run directories directly inside it.
+
+Exit codes: 0 plot written, 2 bad input (no such run, no data for the metric, matplotlib missing).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import yaml
+
+log = logging.getLogger("plot_runs")
+
+EXIT_OK = 0
+EXIT_USAGE = 2  # bad input the user can fix; the same code as ecanet.errors.EXIT_USAGE and argparse
+
+METRICS_FILE = "metrics.jsonl"
+CONFIG_FILE = "config.yaml"
+EPOCH_EVENT = "epoch"
+GROUP_KEY = "arch"
+FIGURE_SIZE_IN = (7.0, 4.5)   # width, height in inches
+FIGURE_DPI = 120              # 840 x 540 pixels
+BAND_ALPHA = 0.2              # opacity of the band around each mean line
+BANDS = ("minmax", "std", "none")
+
+
+class PlotError(Exception):
+    """Bad input the user can fix; ``str(error)`` is the whole message. Exit code :data:`EXIT_USAGE`."""
+
+
+@dataclass
+class Run:
+    """One run's metric per completed epoch."""
+
+    path: Path
+    label: str
+    values: dict[int, float]  # epoch (1-based) -> metric
+
+
+@dataclass
+class Curve:
+    """The runs of one label, summarised per epoch."""
+
+    label: str
+    runs: int
+    epochs: list[int]
+    mean: list[float]
+    low: list[float]   # lower edge of the band
+    high: list[float]  # upper edge of the band
+
+
+# ------------------------------------------------------------------------------------------- reading
+
+def expand_run_dirs(paths: Sequence[Path]) -> list[Path]:
+    """The run directories: each path that holds metrics.jsonl, else its sub-directories that do."""
+    runs: list[Path] = []
+    for path in paths:
+        if not path.is_dir():
+            raise PlotError(f"{path} is not a directory; pass run directories (each with {METRICS_FILE}).")
+        if (path / METRICS_FILE).is_file():
+            runs.append(path)
+            continue
+        children = sorted(p for p in path.iterdir() if (p / METRICS_FILE).is_file())
+        if not children:
+            raise PlotError(f"{path} holds no {METRICS_FILE}, nor do its sub-directories; is it a run "
+                            f"directory of main.py?")
+        runs.extend(children)
+    return runs
+
+
+def read_metric(path: Path, metric: str) -> dict[int, float]:
+    """``{epoch: value}`` from the epoch lines of a metrics.jsonl. A resumed run may repeat an epoch: the
+    last line wins. A line that is not JSON (a run killed while writing) is skipped with a warning."""
+    values: dict[int, float] = {}
+    with path.open() as lines:
+        for number, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except ValueError:
+                log.warning("%s:%d is not JSON; skipped", path, number)
+                continue
+            if not isinstance(record, dict) or record.get("event") != EPOCH_EVENT:
+                continue
+            value = record.get(metric)
+            if isinstance(record.get("epoch"), int) and isinstance(value, (int, float)):
+                values[record["epoch"]] = float(value)
+    return values
+
+
+def run_label(run_dir: Path) -> str:
+    """The run's network, ``arch`` of its config.yaml; the directory name when there is none."""
+    config_path = run_dir / CONFIG_FILE
+    try:
+        config = yaml.safe_load(config_path.read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        log.warning("%s unreadable (%s); labelling the run by its directory name", config_path, exc)
+        return run_dir.name
+    label = config.get(GROUP_KEY) if isinstance(config, dict) else None
+    if not label:
+        log.warning("%s has no '%s'; labelling the run by its directory name", config_path, GROUP_KEY)
+        return run_dir.name
+    return str(label)
+
+
+def load_runs(run_dirs: Sequence[Path], metric: str, labels: Sequence[str] | None) -> list[Run]:
+    """Every run with at least one epoch of ``metric``; an error if none has any."""
+    if labels and len(labels) != len(run_dirs):
+        raise PlotError(f"--label was given {len(labels)} times for {len(run_dirs)} runs; give it once per "
+                        f"run, in the order of the runs, or not at all.")
+    runs = []
+    for i, run_dir in enumerate(run_dirs):
+        values = read_metric(run_dir / METRICS_FILE, metric)
+        if not values:
+            log.warning("%s has no epoch with '%s' yet; left out", run_dir, metric)
+            continue
+        runs.append(Run(run_dir, labels[i] if labels else run_label(run_dir), values))
+    if not runs:
+        raise PlotError(f"none of the runs has an epoch line with '{metric}' in its {METRICS_FILE}; check "
+                        f"--metric (e.g. val_top1, val_top5, val_loss, train_loss).")
+    return runs
+
+
+# ------------------------------------------------------------------------------------------ grouping
+
+def summarise(label: str, runs: Sequence[Run], band: str) -> Curve:
+    """Mean and band per epoch over the runs that reached that epoch."""
+    epochs = sorted({epoch for run in runs for epoch in run.values})
+    mean, low, high = [], [], []
+    for epoch in epochs:
+        values = [run.values[epoch] for run in runs if epoch in run.values]
+        m = sum(values) / len(values)
+        if band == "minmax":
+            lo, hi = min(values), max(values)
+        elif band == "std":
+            sd = math.sqrt(sum((v - m) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else 0.0
+            lo, hi = m - sd, m + sd
+        else:
+            lo = hi = m
+        mean.append(m)
+        low.append(lo)
+        high.append(hi)
+    return Curve(label, len(runs), epochs, mean, low, high)
+
+
+def group_runs(runs: Sequence[Run], band: str) -> list[Curve]:
+    """One curve per label, in the order the labels first appear."""
+    by_label: dict[str, list[Run]] = {}
+    for run in runs:
+        by_label.setdefault(run.label, []).append(run)
+    return [summarise(label, members, band) for label, members in by_label.items()]
+
+
+# ------------------------------------------------------------------------------------------- drawing
+
+def import_pyplot():
+    """matplotlib's pyplot on the file-only Agg backend, or a :class:`PlotError` saying how to install it."""
+    try:
+        import matplotlib
+    except ImportError:
+        raise PlotError("plot_runs.py needs matplotlib, which is not installed in this Python "
+                        f"({sys.executable}). Install it with `{sys.executable} -m pip install "
+                        "'matplotlib>=3.6'` (or re-run `make venv` once requirements.txt lists "
+                        "it).") from None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt
+
+
+BAND_NAMES = {"minmax": "band: min-max over runs", "std": "band: mean +- 1 std over runs", "none": ""}
+
+
+def draw(curves: Sequence[Curve], metric: str, title: str | None, band: str, output: Path) -> None:
+    """Write the PNG: one colour per curve, its band, a legend with the number of runs and last value."""
+    plt = import_pyplot()
+    fig, ax = plt.subplots(figsize=FIGURE_SIZE_IN)
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for i, curve in enumerate(curves):
+        colour = colours[i % len(colours)]
+        runs = f"{curve.runs} run{'s' if curve.runs > 1 else ''}"
+        ax.plot(curve.epochs, curve.mean, color=colour, marker="o", markersize=3,
+                label=f"{curve.label} ({runs}; last {curve.mean[-1]:.4g})")
+        if band != "none" and curve.runs > 1:
+            ax.fill_between(curve.epochs, curve.low, curve.high, color=colour, alpha=BAND_ALPHA, linewidth=0)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(metric)
+    ax.set_title(title or f"{metric} per epoch")
+    ax.grid(True, alpha=0.3)
+    legend_title = BAND_NAMES[band] if any(c.runs > 1 for c in curves) else None
+    ax.legend(title=legend_title, fontsize="small", title_fontsize="small")
+    if all(float(e).is_integer() for c in curves for e in c.epochs):
+        ax.xaxis.get_major_locator().set_params(integer=True)
+    fig.tight_layout()
+    output.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(output, dpi=FIGURE_DPI)
+    plt.close(fig)
+
+
+# ---------------------------------------------------------------------------------------------- main
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="plot_runs.py",
+        description="Plot a metric per epoch from runs' metrics.jsonl: one colour per network (config.yaml's "
+                    "'arch'), mean over the runs (seeds) with a band.",
+        epilog="Example: plot_runs.py runs/fmnist/* --output docs/val_top1.png --title 'Fashion-MNIST'. "
+               "Exit codes: 0 written, 2 bad input.")
+    parser.add_argument("runs", nargs="+", type=Path,
+                        help="run directories (each with metrics.jsonl and config.yaml), or folders of them")
+    parser.add_argument("--output", "-o", type=Path, required=True, help="PNG file to write")
+    parser.add_argument("--metric", default="val_top1",
+                        help="key of the epoch lines to plot (default: %(default)s)")
+    parser.add_argument("--title", help="plot title (default: '<metric> per epoch')")
+    parser.add_argument("--label", action="append", metavar="LABEL",
+                        help="legend label of a run instead of its arch; give it once per run, in order")
+    parser.add_argument("--band", choices=BANDS, default="minmax",
+                        help="spread drawn around the mean of runs with the same label "
+                             "(default: %(default)s)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command line entry point; returns the exit code."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s")
+    try:
+        runs = load_runs(expand_run_dirs(args.runs), args.metric, args.label)
+        curves = group_runs(runs, args.band)
+        draw(curves, args.metric, args.title, args.band, args.output)
+    except PlotError as exc:
+        log.error("%s", exc)
+        return EXIT_USAGE
+    for curve in curves:
+        log.info("%s: %d run(s), %d epochs, last %s %.4g (band %.4g..%.4g)", curve.label, curve.runs,
+                 len(curve.epochs), args.metric, curve.mean[-1], curve.low[-1], curve.high[-1])
+    log.info("wrote %s", args.output)
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

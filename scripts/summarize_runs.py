@@ -1,0 +1,96 @@
+#!/usr/bin/env python
+"""A markdown table of finished runs, grouped by network (mean +- std over seeds).
+
+    python scripts/summarize_runs.py runs/fmnist/*            # prints the table
+    python scripts/summarize_runs.py runs/fmnist/* --json out.json
+
+Reads each run directory's ``metrics.jsonl`` (epoch lines and the final summary line) and ``config.yaml``.
+Columns: final validation top-1 and top-5 (last epoch), the EMA's top-1 when the run kept one, parameters,
+wall time of the run, mean training images/s over the epochs after the first (the first includes warm-up
+and compilation), and peak GPU memory.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from ecanet.metrics import format_duration, read_metrics  # noqa: E402
+
+
+def run_dirs(paths: Sequence[Path]) -> list[Path]:
+    """Run directories; a folder without metrics.jsonl stands for the runs inside it."""
+    out = []
+    for path in paths:
+        if (path / "metrics.jsonl").is_file():
+            out.append(path)
+        else:
+            out += sorted(p for p in path.iterdir() if (p / "metrics.jsonl").is_file())
+    return out
+
+
+def load_run(path: Path) -> dict[str, Any]:
+    epochs = read_metrics(path / "metrics.jsonl")
+    summaries = read_metrics(path / "metrics.jsonl", "summary")
+    if not epochs or not summaries:
+        raise SystemExit(f"error: {path} has no finished run (metrics.jsonl lacks epoch or summary lines)")
+    config = yaml.safe_load((path / "config.yaml").read_text())
+    last, summary = epochs[-1], summaries[-1]
+    steady = epochs[1:] or epochs
+    return {"arch": config["arch"], "seed": config.get("seed"), "top1": last["val_top1"], "top5": last["val_top5"],
+            "ema_top1": last.get("ema_val_top1"), "params": summary["parameters"],
+            "wall_s": summary["wall_time_s"], "img_s": statistics.mean(e["images_per_s"] for e in steady),
+            "peak_gib": max(e.get("peak_memory_gib", 0.0) for e in epochs), "epochs": last["epoch"]}
+
+
+def _mean_std(values: list[float]) -> str:
+    if len(values) == 1:
+        return f"{values[0]:.2f}"
+    return f"{statistics.mean(values):.2f} +- {statistics.stdev(values):.2f}"
+
+
+def table(runs: list[dict[str, Any]]) -> str:
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for run in runs:
+        groups.setdefault(run["arch"], []).append(run)
+    lines = ["| network | runs (seeds) | epochs | val top-1 (%) | val top-5 (%) | EMA top-1 (%) | parameters | "
+             "wall time / run | train img/s | peak GPU memory |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for arch, group in groups.items():
+        ema = [r["ema_top1"] for r in group if r["ema_top1"] is not None]
+        lines.append(
+            f"| {arch} | {len(group)} ({', '.join(str(r['seed']) for r in group)}) | {group[0]['epochs']} | "
+            f"{_mean_std([r['top1'] for r in group])} | {_mean_std([r['top5'] for r in group])} | "
+            f"{_mean_std(ema) if ema else '-'} | {group[0]['params']:,} | "
+            f"{format_duration(statistics.mean(r['wall_s'] for r in group))} | "
+            f"{statistics.mean(r['img_s'] for r in group):,.0f} | "
+            f"{max(r['peak_gib'] for r in group):.1f} GiB |")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("runs", nargs="+", type=Path, help="run directories, or folders of them")
+    parser.add_argument("--json", type=Path, help="also write the per-run figures as JSON")
+    args = parser.parse_args(argv)
+    runs = [load_run(p) for p in run_dirs(args.runs)]
+    if not runs:
+        print("error: no run directories with metrics.jsonl found", file=sys.stderr)
+        return 2
+    print(table(runs))
+    if args.json:
+        args.json.write_text(json.dumps(runs, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,484 @@
+"""Issue 7: the fused ECA (models/eca_fused.py) computes the plain function, and one switch selects it.
+
+CPU, in CI: the switch (function and ``ECANET_ECA_IMPL``); the CPU path is the original code bit for bit;
+the fused backward formulas against autograd in float64; the Triton kernels under Triton's interpreter
+(tests named ``interpreter``, run in a subprocess because ``TRITON_INTERPRET`` must be set before Triton
+is imported); the kernels compiling for sm_90 (no GPU needed); the benchmark helpers.
+GPU: fused against plain in float64 on the issue's shapes (odd H, W; C not a power of two; batch 1), both
+layouts, fp32/bf16/fp16; autocast; ``torch.compile(fullgraph=True)``; a short training run.
+"""
+from __future__ import annotations
+
+import copy
+import os
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+import models
+from models import eca_module
+from models.eca_module import EcaModule, eca_implementation, get_eca_implementation, set_eca_implementation
+
+ROOT = Path(__file__).resolve().parents[1]
+INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
+HAS_TRITON = eca_module.fused_eca_available()
+HAS_CUDA = torch.cuda.is_available()
+
+needs_triton = pytest.mark.skipif(not HAS_TRITON, reason="Triton is not installed")
+interpreter_only = pytest.mark.skipif(not (INTERPRETED and HAS_TRITON),
+                                      reason="runs in test_triton_interpreter's subprocess")
+
+
+def gpu_test(fn):
+    """Marked ``gpu`` and skipped without CUDA (or without Triton)."""
+    return pytest.mark.gpu(pytest.mark.skipif(not (HAS_CUDA and HAS_TRITON), reason="needs a CUDA GPU and Triton")(fn))
+
+
+# Largest admissible max|fused - reference| / max|reference| per dtype (issue 7: 1e-5 fp32, 1e-2 bf16).
+TOLERANCE = {torch.float32: 1e-5, torch.bfloat16: 1e-2, torch.float16: 2e-3}
+# Pre-activations closer to 0 than this are pushed away, so the ReLU mask cannot flip between a
+# low-precision fused run and its float64 reference (one flipped element is an O(1) gradient error).
+RELU_MARGIN = 0.05
+
+
+def max_rel_err(actual: torch.Tensor, reference: torch.Tensor) -> float:
+    reference = reference.double()
+    return ((actual.double() - reference).abs().max() / reference.abs().max().clamp_min(1e-30)).item()
+
+
+def norm_rel_err(actual: torch.Tensor, reference: torch.Tensor) -> float:
+    """||actual - reference|| / ||reference||: for whole blocks in bf16, where max errors are noisy."""
+    reference = reference.double()
+    return ((actual.double() - reference).norm() / reference.norm().clamp_min(1e-30)).item()
+
+
+def _original_eca(module: EcaModule, x: torch.Tensor) -> torch.Tensor:
+    """EcaModule.forward as it was before issue 7, for the bit-for-bit check of the plain path."""
+    y = x.mean(dim=(2, 3), keepdim=True)
+    y = module.conv(y.squeeze(-1).transpose(-1, -2))
+    return x * torch.sigmoid(y.transpose(-1, -2).unsqueeze(-1))
+
+
+# ----------------------------------------------------------------------------------------------------
+# Inputs shared by the interpreter and GPU tests
+# ----------------------------------------------------------------------------------------------------
+def make_inputs(shape, dtype, channels_last, k, with_identity, device="cpu", seed=0):
+    """x, identity (or None), grad, weight (1, 1, k): random, with the ReLU's inputs kept off 0."""
+    gen = torch.Generator().manual_seed(seed)
+    layout = torch.channels_last if channels_last else torch.contiguous_format
+    x, identity, grad = (torch.randn(shape, generator=gen).to(dtype) for _ in range(3))
+    weight = torch.randn(1, 1, k, generator=gen)
+    if with_identity:
+        identity = _off_zero(x, identity, weight)
+    move = lambda t: t.to(device).contiguous(memory_format=layout)  # noqa: E731
+    return move(x), (move(identity) if with_identity else None), move(grad), weight.to(device)
+
+
+def _off_zero(x: torch.Tensor, identity: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    from models.eca_fused import reference_forward
+    x64, id64 = x.double(), identity.double()
+    gate = reference_forward(x64, weight.double(), None)[1][:, :, None, None]
+    pre = x64 * gate + id64
+    push = torch.where(pre >= 0, 2 * RELU_MARGIN, -2 * RELU_MARGIN)
+    id64 = torch.where(pre.abs() < RELU_MARGIN, id64 + push, id64)
+    identity = id64.to(identity.dtype)
+    assert ((x64 * gate + identity.double()).abs() > RELU_MARGIN / 2).all()
+    return identity
+
+
+def fused_vs_float64_plain(shape, dtype, channels_last, k, with_identity, device):
+    """Max relative errors of the fused module (dtype) against the plain one in float64, by output."""
+    x, identity, grad, weight = make_inputs(shape, dtype, channels_last, k, with_identity, device)
+    results = {}
+    for impl, run_dtype in (("plain", torch.float64), ("fused", None)):
+        module = EcaModule(shape[1], k).to(device)
+        with torch.no_grad():
+            module.conv.weight.copy_(weight)
+        module = module.to(run_dtype) if run_dtype else module
+        cast = (lambda t: t.to(run_dtype)) if run_dtype else (lambda t: t)  # noqa: E731
+        xi = cast(x).detach().requires_grad_()
+        ii = cast(identity).detach().requires_grad_() if with_identity else None
+        with eca_implementation(impl):
+            out = module.scale_add_relu(xi, ii) if with_identity else module(xi)
+        wrt = [xi, module.conv.weight] + ([ii] if with_identity else [])
+        grads = torch.autograd.grad(out, wrt, cast(grad))
+        results[impl] = dict(zip(["out", "x", "weight", "identity"], [out, *grads]))
+    fused, plain = results["fused"], results["plain"]
+    layout = torch.channels_last if channels_last else torch.contiguous_format
+    assert fused["out"].dtype == dtype and fused["out"].is_contiguous(memory_format=layout)
+    return {name: max_rel_err(fused[name], plain[name]) for name in fused}
+
+
+# ----------------------------------------------------------------------------------------------------
+# CPU: the switch and the plain path
+# ----------------------------------------------------------------------------------------------------
+def test_switch_sets_gets_and_restores():
+    before = get_eca_implementation()
+    assert before in eca_module.ECA_IMPLEMENTATIONS
+    try:
+        set_eca_implementation("PLAIN")
+        assert get_eca_implementation() == "plain"
+        with pytest.raises(RuntimeError, match="boom"), eca_implementation("auto"):
+            assert get_eca_implementation() == "auto"
+            raise RuntimeError("boom")
+        assert get_eca_implementation() == "plain"
+        with pytest.raises(ValueError, match="unknown ECA implementation"):
+            set_eca_implementation("triton")
+    finally:
+        set_eca_implementation(before)
+
+
+def test_switch_reads_the_environment():
+    # One fresh interpreter reloading the module per value: the variable is read at import.
+    code = """
+import importlib, os
+import models.eca_module as m
+for value in ("plain", "Fused", "auto", "bogus"):
+    os.environ[m.ECA_IMPL_ENV_VAR] = value
+    try:
+        print(importlib.reload(m).get_eca_implementation())
+    except ValueError as error:
+        print("ValueError", error)
+"""
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [
+        "plain", "fused", "auto",
+        "ValueError unknown ECA implementation 'bogus'; choose one of auto, fused, plain"]
+
+
+@pytest.mark.parametrize("impl", ["auto", "plain"])
+@pytest.mark.parametrize("tail", [True, False])
+def test_cpu_runs_the_original_code_bit_for_bit(impl, tail):
+    torch.manual_seed(0)
+    module = EcaModule(24, 5)
+    x, identity, grad = (torch.randn(2, 24, 7, 5, requires_grad=True) for _ in range(3))
+
+    def original():
+        out = _original_eca(module, x)
+        if tail:  # the pre-issue-7 scale_add_relu
+            out += identity
+            out = torch.relu_(out)
+        return out
+
+    with eca_implementation(impl):
+        out = module.scale_add_relu(x, identity) if tail else module(x)
+    expected = original()
+    wrt = [x, identity, module.conv.weight] if tail else [x, module.conv.weight]
+    assert torch.equal(out, expected)
+    for got, want in zip(torch.autograd.grad(out, wrt, grad), torch.autograd.grad(expected, wrt, grad)):
+        assert torch.equal(got, want)
+
+
+@needs_triton
+@pytest.mark.skipif(INTERPRETED, reason="under the interpreter 'fused' runs on the CPU")
+def test_fused_on_a_cpu_tensor_is_an_error_not_a_silent_fallback():
+    with eca_implementation("fused"), pytest.raises(RuntimeError, match="CUDA tensor"):
+        EcaModule(8, 3)(torch.randn(1, 8, 4, 4))
+
+
+@needs_triton
+def test_supports_only_what_the_kernels_take():
+    from models.eca_fused import supports
+    x = torch.randn(2, 8, 3, 3)
+    assert supports(x) and supports(x.half(), x.half()) and supports(x.bfloat16())
+    assert not supports(x.double())
+    assert not supports(x, torch.randn(2, 8, 1, 1))          # a broadcast identity
+    assert not supports(x[0])                                 # not (B, C, H, W)
+    assert not supports(torch.randn(0, 8, 3, 3))
+
+
+# ----------------------------------------------------------------------------------------------------
+# CPU: the fused formulas, stated in PyTorch, against autograd (float64)
+# ----------------------------------------------------------------------------------------------------
+@needs_triton
+@pytest.mark.parametrize("shape", [(2, 7, 5, 3), (1, 16, 4, 4), (3, 5, 1, 1)])
+@pytest.mark.parametrize("k", [1, 3, 7])
+@pytest.mark.parametrize("with_identity", [True, False])
+def test_reference_formulas_match_autograd(shape, k, with_identity):
+    from models.eca_fused import reference_backward, reference_forward
+    x, identity, grad, weight = make_inputs(shape, torch.float64, False, k, with_identity)
+    module = EcaModule(shape[1], k).double()
+    with torch.no_grad():
+        module.conv.weight.copy_(weight)
+    xi = x.clone().requires_grad_()
+    ii = identity.clone().requires_grad_() if with_identity else None
+    with eca_implementation("plain"):
+        out = module.scale_add_relu(xi, ii) if with_identity else module(xi)
+        gate = module.attention_weights(x)[:, :, 0, 0]
+    wrt = [xi, module.conv.weight] + ([ii] if with_identity else [])
+    expected = torch.autograd.grad(out, wrt, grad)
+
+    ref_out, ref_gate, ref_mean = reference_forward(x, weight.double(), identity)
+    torch.testing.assert_close(ref_out, out, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(ref_gate, gate, rtol=1e-12, atol=1e-12)
+    dx, dw, di = reference_backward(grad, x, weight.double(), ref_gate, ref_mean, ref_out if with_identity else None)
+    for got, want in zip([dx, dw] + ([di] if with_identity else []), expected):
+        torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
+
+
+# ----------------------------------------------------------------------------------------------------
+# CPU: the Triton kernels, interpreted (in a subprocess) and compiled for sm_90
+# ----------------------------------------------------------------------------------------------------
+@needs_triton
+@pytest.mark.skipif(INTERPRETED, reason="this is the subprocess's parent")
+def test_triton_interpreter():
+    env = {**os.environ, "TRITON_INTERPRET": "1", eca_module.ECA_IMPL_ENV_VAR: "auto"}
+    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-k", "interpreter",
+                             str(Path(__file__).resolve())], cwd=ROOT, env=env, capture_output=True, text=True,
+                            timeout=600)
+    assert result.returncode == 0, result.stdout[-5000:] + result.stderr[-2000:]
+    assert " passed" in result.stdout and "failed" not in result.stdout
+
+
+# Shapes for the interpreter: several C-blocks (C > 128 channels, > 256 gate channels, so taps cross
+# block edges), H*W splits, odd sizes, batch 1, k from 1 to 9.
+INTERPRETER_CASES = [
+    # shape, dtype, channels_last, k, with_identity
+    ((2, 300, 5, 7), torch.float32, True, 5, True),
+    ((2, 300, 5, 7), torch.float32, False, 3, True),
+    ((1, 24, 16, 16), torch.float32, True, 7, True),
+    ((1, 24, 16, 16), torch.float32, False, 9, False),
+    ((3, 10, 1, 1), torch.float32, True, 3, True),
+    ((2, 40, 9, 11), torch.bfloat16, True, 3, True),
+    ((2, 40, 9, 11), torch.float16, False, 5, True),
+    ((2, 40, 9, 11), torch.bfloat16, False, 1, False),
+]
+
+
+@interpreter_only
+@pytest.mark.parametrize(("shape", "dtype", "channels_last", "k", "with_identity"), INTERPRETER_CASES)
+def test_interpreter_ops_match_reference(shape, dtype, channels_last, k, with_identity):
+    from models.eca_fused import eca_backward, eca_forward, reference_backward, reference_forward
+    x, identity, grad, weight = make_inputs(shape, dtype, channels_last, k, with_identity)
+    out, gate, mean = eca_forward(x, weight, identity)
+    d64 = lambda t: None if t is None else t.double()  # noqa: E731
+    ref_out, ref_gate, ref_mean = reference_forward(d64(x), d64(weight), d64(identity))
+    assert max_rel_err(out, ref_out) < TOLERANCE[dtype]
+    assert max_rel_err(gate, ref_gate) < 1e-6 and max_rel_err(mean, ref_mean) < 1e-6
+    dx, dw, di = eca_backward(grad, x, weight, gate, mean, out if with_identity else None)
+    ref_dx, ref_dw, ref_di = reference_backward(d64(grad), d64(x), d64(weight), ref_gate, ref_mean,
+                                                ref_out if with_identity else None)
+    assert max_rel_err(dx, ref_dx) < TOLERANCE[dtype]
+    assert max_rel_err(dw, ref_dw) < 1e-5
+    assert (max_rel_err(di, ref_di) < TOLERANCE[dtype]) if with_identity else di.numel() == 0
+
+
+@interpreter_only
+@pytest.mark.parametrize(("channels_last", "with_identity"), [(True, True), (False, True), (True, False)])
+def test_interpreter_module_gradients_match_float64_plain(channels_last, with_identity):
+    errors = fused_vs_float64_plain((2, 36, 7, 5), torch.float32, channels_last, 5, with_identity, "cpu")
+    assert max(errors.values()) < TOLERANCE[torch.float32], errors
+
+
+@interpreter_only
+def test_interpreter_takes_other_layouts_and_mixed_dtypes():
+    module = EcaModule(16, 3)
+    x = torch.randn(2, 16, 6, 10)[:, :, :, ::2]                 # neither contiguous nor channels_last
+    identity = torch.randn(2, 16, 6, 5, dtype=torch.float64)    # cast to x's dtype, as `out += identity`
+    with eca_implementation("fused"):
+        fused = module.scale_add_relu(x, identity)
+    with eca_implementation("plain"):
+        plain = module.scale_add_relu(x, identity)
+    assert fused.dtype == plain.dtype == torch.float32
+    assert max_rel_err(fused, plain) < TOLERANCE[torch.float32]
+
+
+@interpreter_only
+def test_interpreter_opcheck():
+    from models.eca_fused import eca_forward
+    x = torch.randn(2, 24, 5, 7, requires_grad=True)
+    weight = torch.randn(1, 1, 3, requires_grad=True)
+    identity = torch.randn(2, 24, 5, 7, requires_grad=True)
+    channels_last = lambda t: t.detach().contiguous(memory_format=torch.channels_last).requires_grad_()  # noqa: E731
+    for args in [(x, weight, identity), (x, weight, None), (channels_last(x), weight, channels_last(identity))]:
+        torch.library.opcheck(eca_forward, args)
+
+
+@interpreter_only
+def test_interpreter_compiles_without_graph_breaks():
+    torch.manual_seed(0)
+    block = models.create_model("eca_resnet50", num_classes=5).layer1[0].to(memory_format=torch.channels_last)
+    x = torch.randn(2, 64, 9, 7).contiguous(memory_format=torch.channels_last)
+    results = []
+    for impl, compiled in (("plain", False), ("fused", True)):
+        torch._dynamo.reset()
+        with eca_implementation(impl):
+            run = torch.compile(block, fullgraph=True, backend="aot_eager") if compiled else block
+            xi = x.clone().requires_grad_()
+            out = run(xi)
+            grads = torch.autograd.grad(out, [xi, block.eca.conv.weight], torch.ones_like(out))
+        results.append((out, *grads))
+    for fused, plain in zip(*results):
+        assert max_rel_err(fused, plain) < 1e-5
+
+
+@interpreter_only
+def test_interpreter_training_steps_match_plain():
+    torch.manual_seed(0)
+    model = models.create_model("eca_resnet18", num_classes=5)
+    # 64 px, batch 4: at 32 px, batch 2 the last stage is 1x1 and BatchNorm over 2 values makes the plain
+    # network itself turn 1e-7 input noise into 2e-4 differences in the loss.
+    images, labels = torch.randn(4, 3, 64, 64), torch.tensor([1, 3, 0, 4])
+    losses = {}
+    for impl in ("plain", "fused"):
+        replica = copy.deepcopy(model).train()
+        optimizer = torch.optim.SGD(replica.parameters(), lr=0.1, momentum=0.9)
+        losses[impl] = []
+        with eca_implementation(impl):
+            for _ in range(2):
+                loss = nn.functional.cross_entropy(replica(images), labels)
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+                losses[impl].append(loss.item())
+    torch.testing.assert_close(losses["fused"], losses["plain"], rtol=1e-5, atol=1e-6)
+
+
+@needs_triton
+@pytest.mark.skipif(INTERPRETED, reason="compiles with the real Triton compiler")
+def test_kernels_compile_for_sm90():
+    """Triton's real compiler (ptxas included) accepts every kernel for Hopper, without a GPU."""
+    import triton
+    from models import eca_fused as F
+    try:
+        from triton.backends.compiler import GPUTarget
+        from triton.compiler import ASTSource
+    except ImportError:
+        pytest.skip(f"this Triton ({triton.__version__}) has no GPUTarget/ASTSource")
+    meta = {"CHANNELS_LAST": True, "BLOCK_P": 32, "BLOCK_C": 128}
+    big = {"x_ptr": "*bf16", "grad_ptr": "*bf16", "out_ptr": "*bf16", "grad_pre_ptr": "*bf16",
+           "identity_ptr": "*bf16", "partial_ptr": "*fp32", "scale_ptr": "*fp32", "shift_ptr": "*fp32",
+           "B": "i32", "C": "i32", "P": "i32", "tiles_per_split": "i32"}
+    small = {"partial_ptr": "*fp32", "weight_ptr": "*fp32", "mean_ptr": "*fp32", "gate_ptr": "*fp32",
+             "shift_ptr": "*fp32", "weight_partial_ptr": "*fp32", "B": "i32", "C": "i32", "num_splits": "i32",
+             "inv_p": "fp32"}
+    gate = {"K": 5, "PAD": 2, "BLOCK_C": 256}
+    kernels = [(F._channel_sum_kernel, big, meta), (F._backward_reduce_kernel, big, {**meta, "RELU": True}),
+               (F._channel_affine_kernel, big, {**meta, "HAS_SHIFT": False, "HAS_IDENTITY": True, "RELU": True}),
+               (F._gate_forward_kernel, small, gate), (F._gate_backward_kernel, small, gate)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for kernel, types, constants in kernels:
+            signature = {name: "constexpr" if name in constants else types[name] for name in kernel.arg_names}
+            try:
+                source = ASTSource(fn=kernel, signature=signature, constexprs=constants)
+            except (TypeError, KeyError) as error:
+                pytest.skip(f"this Triton's ASTSource takes another signature format ({error})")
+            compiled = triton.compile(source, target=GPUTarget("cuda", 90, 32))
+            assert compiled.asm["cubin"]
+
+
+# ----------------------------------------------------------------------------------------------------
+# CPU: the benchmark helpers
+# ----------------------------------------------------------------------------------------------------
+def test_throughput_helper_on_cpu():
+    from ecanet.bench import measure_throughput
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                          nn.Linear(4, 3)).eval()
+    for train in (True, False):
+        result = measure_throughput(model, batch_size=2, img_size=16, train=train, amp_dtype=None,
+                                    warmup_steps=1, timed_steps=1, repeats=2, device="cpu")
+        assert result.images_per_s > 0 and len(result.step_ms_all) == 2
+        assert result.images_per_s == pytest.approx(2e3 / result.step_ms_median)
+    assert not model.training                   # the caller's mode is restored
+    assert all(p.grad is None for p in model.parameters())
+
+
+def test_memory_floor_and_resnet50_shapes():
+    from ecanet.bench import eca_floor_bytes, measure_eca_layer, resnet_eca_shapes
+    shapes = resnet_eca_shapes(50, 256, 224, "3557")
+    assert [(s.shape, s.k_size, s.count) for s in shapes] == [
+        ((256, 256, 56, 56), 3, 3), ((256, 512, 28, 28), 5, 4), ((256, 1024, 14, 14), 5, 6),
+        ((256, 2048, 7, 7), 7, 3)]
+    n_bytes = 256 * 256 * 56 * 56 * 2                       # the issue's 411 MB bf16 activation
+    assert eca_floor_bytes((256, 256, 56, 56), torch.bfloat16, "layer") == (3 * n_bytes, 4 * n_bytes)
+    assert eca_floor_bytes((256, 256, 56, 56), torch.bfloat16, "tail") == (4 * n_bytes, 6 * n_bytes)
+    result = measure_eca_layer((2, 8, 5, 5), k_size=3, dtype=torch.float32, variant="tail", impl="plain",
+                               device="cpu", copy_bandwidth=1e10, warmup=1, iters=2, repeats=1)
+    assert result.forward_ms > 0 and result.floor_forward_ms == pytest.approx(4 * 400 * 4 / 1e10 * 1e3)
+
+
+# ----------------------------------------------------------------------------------------------------
+# GPU
+# ----------------------------------------------------------------------------------------------------
+GPU_SHAPES = [(3, 120, 7, 9), (1, 256, 56, 56), (2, 2048, 7, 7), (5, 1000, 13, 11)]
+
+
+@pytest.mark.parametrize("shape", GPU_SHAPES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("channels_last", [True, False])
+@pytest.mark.parametrize("with_identity", [True, False])
+@gpu_test
+def test_gpu_fused_matches_float64_plain(shape, dtype, channels_last, with_identity):
+    k = 3 + 2 * (shape[1] % 3)                                   # 3, 5 or 7
+    errors = fused_vs_float64_plain(shape, dtype, channels_last, k, with_identity, "cuda")
+    assert max(errors.values()) < TOLERANCE[dtype], errors
+
+
+@gpu_test
+@pytest.mark.parametrize("channels_last", [True, False])
+def test_gpu_float16(channels_last):
+    errors = fused_vs_float64_plain((2, 200, 15, 9), torch.float16, channels_last, 5, True, "cuda")
+    assert max(errors.values()) < TOLERANCE[torch.float16], errors
+
+
+@gpu_test
+def test_gpu_autocast_block_compiles_without_graph_breaks():
+    """A Bottleneck under bf16 autocast: eager fused == compiled fused (fullgraph) ~= eager plain."""
+    torch.manual_seed(0)
+    block = models.create_model("eca_resnet50").layer2[1].cuda().to(memory_format=torch.channels_last)
+    x = torch.randn(8, 512, 28, 28, device="cuda").contiguous(memory_format=torch.channels_last)
+    results = {}
+    for name, impl, compiled in (("plain", "plain", False), ("fused", "fused", False),
+                                 ("compiled", "fused", True)):
+        torch._dynamo.reset()
+        with eca_implementation(impl):
+            run = torch.compile(block, fullgraph=True) if compiled else block
+            xi = x.clone().requires_grad_()
+            with torch.autocast("cuda", dtype=torch.bfloat16):
+                out = run(xi)
+            # d(out^2)/d out = 2 out vanishes where the ReLU mask could flip between bf16 computations.
+            grads = torch.autograd.grad(out.float().square().sum(), [xi, block.eca.conv.weight])
+        results[name] = (out, *grads)
+    for name in ("fused", "compiled"):
+        errors = [norm_rel_err(got, want) for got, want in zip(results[name], results["plain"])]
+        assert max(errors) < 2e-2, (name, errors)
+    assert results["compiled"][0].is_contiguous(memory_format=torch.channels_last)
+
+
+@gpu_test
+def test_gpu_training_steps_match_plain():
+    """Five fp32 SGD steps of ECA-ResNet-18: the same losses (deterministic cuDNN, no TF32).
+
+    The tolerance is fp32 reordering noise: in this setting (run on the CPU with the interpreter) the plain
+    model alone gives losses 5.5e-3 apart between NHWC and NCHW, and fused vs plain 8e-4 apart.
+    """
+    flags = (torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark, torch.backends.cudnn.allow_tf32)
+    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark, torch.backends.cudnn.allow_tf32 = \
+        True, False, False
+    try:
+        torch.manual_seed(0)
+        model = models.create_model("eca_resnet18", num_classes=10)
+        images = torch.randn(16, 3, 64, 64, device="cuda").contiguous(memory_format=torch.channels_last)
+        labels = torch.randint(0, 10, (16,), device="cuda")
+        losses = {}
+        for impl in ("plain", "fused"):
+            replica = copy.deepcopy(model).cuda().to(memory_format=torch.channels_last).train()
+            optimizer = torch.optim.SGD(replica.parameters(), lr=0.02, momentum=0.9)
+            losses[impl] = []
+            with eca_implementation(impl):
+                for _ in range(5):
+                    loss = nn.functional.cross_entropy(replica(images), labels)
+                    optimizer.zero_grad()
+                    loss.backward()
+                    optimizer.step()
+                    losses[impl].append(loss.item())
+        torch.testing.assert_close(losses["fused"], losses["plain"], rtol=1e-2, atol=1e-3)
+    finally:
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark, torch.backends.cudnn.allow_tf32 = flags
