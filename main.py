@@ -182,7 +182,8 @@ def evaluate_only(args: argparse.Namespace, info: DistInfo, precision: Precision
     data = build_data(args.data, batch_size=args.batch_size, val_batch_size=args.val_batch_size or args.batch_size,
                       workers=args.workers, seed=args.seed, rank=info.rank, world_size=info.world_size,
                       device=info.device, train_transform=None, val_transform=_val_transform(args),
-                      evaluate_only=True, gpu_decode=_gpu_decode_options(args))
+                      evaluate_only=True, gpu_decode=_gpu_decode_options(args),
+                      device_normalize=_device_normalize(args))
     out_features = _num_outputs(model)
     if out_features != data.num_classes:
         raise UserError(f"{path} has {out_features} output classes but {args.data}/val has {data.num_classes} "
@@ -215,7 +216,12 @@ def _normalisation(args: argparse.Namespace) -> dict[str, Sequence[float]]:
 
 
 def _val_transform(args: argparse.Namespace) -> Any:
-    return build_val_transform(args.img_size, args.val_resize, **_normalisation(args))
+    return build_val_transform(args.img_size, args.val_resize, **_normalisation(args), uint8=True)
+
+
+def _device_normalize(args: argparse.Namespace) -> tuple[Sequence[float], Sequence[float], bool]:
+    norm = _normalisation(args)
+    return norm["mean"], norm["std"], args.channels_last
 
 
 def _gpu_decode_options(args: argparse.Namespace) -> GpuDecodeOptions | None:
@@ -227,7 +233,7 @@ def _gpu_decode_options(args: argparse.Namespace) -> GpuDecodeOptions | None:
 
 def _train_transform(args: argparse.Namespace) -> Any:
     return build_train_transform(args.img_size, args.augment, args.min_crop_scale, args.crop_padding,
-                                 args.hflip, args.random_erasing, **_normalisation(args))
+                                 args.hflip, args.random_erasing, **_normalisation(args), uint8=True)
 
 
 # --------------------------------------------------------------------------------------------- training
@@ -403,7 +409,8 @@ def _train_in(run_dir: Path, resume_path: Path | None, resume_obj: Any, args: ar
         data = build_data(args.data, batch_size=args.batch_size, val_batch_size=args.val_batch_size or args.batch_size,
                           workers=args.workers, seed=args.seed, rank=info.rank, world_size=info.world_size,
                           device=info.device, train_transform=_train_transform(args),
-                          val_transform=_val_transform(args), gpu_decode=_gpu_decode_options(args))
+                          val_transform=_val_transform(args), gpu_decode=_gpu_decode_options(args),
+                          device_normalize=_device_normalize(args))
     if args.num_classes is not None and args.num_classes != data.num_classes:
         raise ConfigError(f"--num-classes {args.num_classes} but DATA has {data.num_classes} class folders.")
     trainer = Trainer(args, info, run_dir, data, precision)
@@ -491,7 +498,7 @@ def _epoch_loop(args: argparse.Namespace, info: DistInfo, trainer: Trainer, metr
             "train_loss": result.loss, "train_top1": result.top1, "val_loss": val.loss, "val_top1": val.top1,
             "val_top5": val.top5, "best_top1": trainer.best_top1, "epoch_time_s": result.seconds,
             "images_per_s": result.images_per_s, "images_per_s_per_gpu": result.images_per_s / info.world_size,
-            "val_images_per_s": val.images_per_s, "skipped_images": trainer.skipped_in_epoch + val.skipped_images,
+            "val_images": val.images, "val_images_per_s": val.images_per_s, "skipped_images": trainer.skipped_in_epoch + val.skipped_images,
             "peak_memory_gib": peak_gib,
         }
         if ema_val is not None:

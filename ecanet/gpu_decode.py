@@ -12,9 +12,10 @@ instead and travel as raw pixels; the rest of the path is the same.
 """
 from __future__ import annotations
 
+import collections
+import concurrent.futures
 import io
 import logging
-import queue
 import threading
 from dataclasses import dataclass
 from typing import Any, Iterator, Sequence
@@ -30,7 +31,8 @@ log = logging.getLogger(__name__)
 
 JPEG_MAGIC = b"\xff\xd8"
 RRC_RATIO = [3 / 4, 4 / 3]   # RandomResizedCrop's default aspect-ratio range (torchvision)
-PREFETCH_BATCHES = 2         # batches decoded ahead on the side stream
+PREFETCH_BATCHES = 2         # batches decoded ahead of the training step, beyond one per decode thread
+DECODE_THREADS = 4           # batches decoded at once (nvJPEG's Huffman stage runs on the CPU)
 MAX_SKIPPED_PER_SAMPLE = 64
 
 
@@ -173,12 +175,15 @@ class GpuAugment:
         plan_rows = plans.tolist()  # a CPU tensor: no device sync
         crops = []
         for image, (top, left, h, w, _, resize_h, resize_w) in zip(images, plan_rows):
-            x = image[None].float()                                                    # (1, 3, H, W)
             if resize_h:  # evaluation: resize the whole image, then cut the centre
-                x = F.interpolate(x, size=(resize_h, resize_w), mode="bilinear", antialias=True)
+                x = F.interpolate(image[None].float(), size=(resize_h, resize_w), mode="bilinear",
+                                  antialias=True)                                      # (1, 3, rh, rw)
+            else:         # training: cut first, convert only the crop
+                x = image[None]                                                        # (1, 3, H, W) uint8
             crop = x[:, :, top:top + h, left:left + w]                                 # (1, 3, h, w)
             if crop.numel() == 0:  # a stand-in image smaller than the planned box
                 crop = x
+            crop = crop.float()
             if tuple(crop.shape[-2:]) != size:
                 crop = F.interpolate(crop, size=size, mode="bilinear", align_corners=False, antialias=True)
             crops.append(crop)
@@ -195,59 +200,56 @@ class GpuAugment:
 
 class GpuDecodeLoader:
     """Wraps a DataLoader of :class:`EncodedImageFolder` batches; yields ``(images, targets, unreadable)``
-    with images decoded and augmented on the GPU, one batch ahead on a side stream."""
+    with images decoded and augmented on the GPU.
 
-    def __init__(self, loader: Any, augment: GpuAugment) -> None:
-        self.loader, self.augment = loader, augment
+    ``decode_threads`` batches are decoded at once, each by a thread with its own CUDA stream: nvJPEG's
+    Huffman decoding of baseline JPEGs runs on the CPU (in C++, without the GIL), so one thread would cap
+    the pipeline at one core's decoding speed. Batches come out in order; the consumer's stream waits for
+    each batch's event, so decoding overlaps the training steps.
+    """
+
+    def __init__(self, loader: Any, augment: GpuAugment, decode_threads: int = DECODE_THREADS) -> None:
+        self.loader, self.augment, self.decode_threads = loader, augment, max(1, decode_threads)
         self.batch_size = loader.batch_size
         self.sampler = loader.sampler
+        self._local = threading.local()
 
     def __len__(self) -> int:
         return len(self.loader)
 
+    def _process(self, batch: tuple) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.cuda.Event]:
+        payloads, targets, unreadable, plans = batch
+        device = self.augment.device
+        stream = getattr(self._local, "stream", None)
+        if stream is None:
+            stream = self._local.stream = torch.cuda.Stream(device)
+        with torch.cuda.device(device), torch.cuda.stream(stream):
+            images = self.augment(payloads, plans)
+            targets = targets.to(device, non_blocking=True)
+            event = torch.cuda.Event()
+            event.record(stream)
+        return images, targets, unreadable, event
+
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
         device = self.augment.device
-        side = torch.cuda.Stream(device)
-        ready: queue.Queue = queue.Queue(maxsize=PREFETCH_BATCHES)
-        stop = threading.Event()
-        done = object()
-
-        def produce() -> None:
+        in_flight: collections.deque = collections.deque()
+        batches = iter(self.loader)
+        with concurrent.futures.ThreadPoolExecutor(self.decode_threads, thread_name_prefix="gpu-decode") as pool:
             try:
-                with torch.cuda.device(device), torch.cuda.stream(side):
-                    for payloads, targets, unreadable, plans in self.loader:
-                        if stop.is_set():
-                            return
-                        images = self.augment(payloads, plans)
-                        targets_dev = targets.to(device, non_blocking=True)
-                        event = torch.cuda.Event()
-                        event.record(side)
-                        ready.put((images, targets_dev, unreadable, event))
-            except BaseException as exc:  # re-raised in the consumer
-                ready.put(exc)
-                return
-            ready.put(done)
-
-        thread = threading.Thread(target=produce, name="gpu-decode", daemon=True)
-        thread.start()
-        try:
-            while True:
-                item = ready.get()
-                if item is done:
-                    return
-                if isinstance(item, BaseException):
-                    raise item
-                images, targets, unreadable, event = item
-                current = torch.cuda.current_stream(device)
-                current.wait_event(event)
-                images.record_stream(current)  # the allocator must not reuse them before the step is done
-                targets.record_stream(current)
-                yield images, targets, unreadable
-        finally:
-            stop.set()
-            while thread.is_alive():
-                try:
-                    ready.get(timeout=0.1)
-                except queue.Empty:
-                    pass
-            thread.join()
+                while True:
+                    while len(in_flight) < self.decode_threads + PREFETCH_BATCHES:
+                        batch = next(batches, None)
+                        if batch is None:
+                            break
+                        in_flight.append(pool.submit(self._process, batch))
+                    if not in_flight:
+                        return
+                    images, targets, unreadable, event = in_flight.popleft().result()
+                    current = torch.cuda.current_stream(device)
+                    current.wait_event(event)
+                    images.record_stream(current)  # the allocator must not reuse them before the step is done
+                    targets.record_stream(current)
+                    yield images, targets, unreadable
+            finally:
+                for future in in_flight:
+                    future.cancel()

@@ -54,6 +54,19 @@ def scale_add_relu(attention: nn.Module | None, x: torch.Tensor, identity: torch
     return torch.relu_(out)
 
 
+def bn_scale_add_relu(bn: nn.Module, attention: nn.Module | None, x: torch.Tensor,
+                      identity: torch.Tensor) -> torch.Tensor:
+    """``relu(attention(bn(x)) + identity)``: a residual block's tail from its last convolution's output.
+
+    An attention module with a ``bn_scale_add_relu`` (the ECA module) does it all, so it can share work
+    with the BatchNorm; otherwise BN runs, then :func:`scale_add_relu`.
+    """
+    fused = getattr(attention, "bn_scale_add_relu", None) if attention is not None else None
+    if fused is not None:
+        return fused(bn, x, identity)
+    return scale_add_relu(attention, bn(x), identity)
+
+
 def create_attention(kind: AttentionKind, channels: int, k_size: int | None = None) -> nn.Module | None:
     """Build the attention module of one block; None for a plain block.
 

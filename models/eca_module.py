@@ -156,8 +156,83 @@ class EcaModule(nn.Module):
         out += identity
         return torch.relu_(out)
 
+    def bn_scale_add_relu(self, bn: nn.Module, x: torch.Tensor, identity: torch.Tensor) -> torch.Tensor:
+        """``relu(ECA(bn(x)) + identity)``: a residual block's tail from its last convolution's output.
+
+        Under ``torch.compile`` (implementation ``"auto"``) this is written out so that Inductor can fuse
+        BatchNorm's statistics with ECA's pooling and BN's affine map with the rescale, add and ReLU
+        (:func:`bn_eca_add_relu_decomposed`); otherwise ``bn`` runs as a module, then :meth:`scale_add_relu`.
+        """
+        if _implementation == "auto" and _compiling() and _decomposable_bn(bn, x):
+            return bn_eca_add_relu_decomposed(x, bn, self.conv.weight, identity)
+        return self.scale_add_relu(bn(x), identity)
+
     def extra_repr(self) -> str:
         return f"channels={self.channels}, k_size={self.k_size}"
+
+
+def _compiling() -> bool:
+    is_compiling = getattr(getattr(torch, "compiler", None), "is_compiling", None)
+    return bool(is_compiling and is_compiling())
+
+
+def _decomposable_bn(bn: nn.Module, x: torch.Tensor) -> bool:
+    """A plain affine BatchNorm2d with running statistics and a fixed momentum (not SyncBatchNorm)."""
+    return (type(bn) is nn.BatchNorm2d and bn.affine and bn.track_running_stats and x.dim() == 4
+            and (not bn.training or bn.momentum is not None))
+
+
+def _channel_conv(y: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """ECA's 1-D convolution across channels, ``conv1d(y, weight, padding=(k-1)//2)`` for y (B, C), written
+    as k shifted multiply-adds: under torch.compile these fuse into one small kernel (forward and backward)
+    instead of cuDNN calls on a (B, 1, C) tensor."""
+    k = weight.shape[-1]
+    pad = (k - 1) // 2
+    padded = nn.functional.pad(y, (pad, pad))                     # (B, C + k - 1)
+    taps = weight.reshape(k)
+    channels = y.shape[1]
+    out = padded[:, 0:channels] * taps[0]
+    for j in range(1, k):
+        out = out + padded[:, j:j + channels] * taps[j]
+    return out                                                    # (B, C)
+
+
+def bn_eca_add_relu_decomposed(x: torch.Tensor, bn: nn.BatchNorm2d, weight: torch.Tensor,
+                               identity: torch.Tensor) -> torch.Tensor:
+    """``relu(ECA(BN(x)) + identity)`` as one reduction and one pointwise expression, for torch.compile.
+
+    BatchNorm (batch statistics in training, running ones in eval) and ECA (Eq. 9-11) share their
+    reduction: the per-(sample, channel) sums of x and x^2 over H, W give BN's per-channel mean and
+    variance and, because BN is affine per channel, ECA's pooled input too: mean_hw(a * x + c) =
+    a * mean_hw(x) + c with a = gamma / sqrt(var + eps), c = beta - mean * a. What is left is one pointwise
+    map, relu(x * (a * w) + c * w + identity). Inductor turns this into the passes BatchNorm + add + ReLU
+    need alone (and autograd's backward likewise), where the module-by-module form adds ECA's passes.
+    Running statistics are updated as ``nn.BatchNorm2d`` does (unbiased variance, ``momentum``).
+    """
+    b, c, h, w = x.shape
+    hw = h * w
+    compute = torch.promote_types(x.dtype, torch.float32)  # bf16/fp16 activations: fp32 arithmetic
+    xf = x.to(compute)
+    s1 = xf.sum(dim=(2, 3))                                       # (B, C)
+    if bn.training:
+        count = b * hw
+        mean = s1.sum(0) / count                                  # (C,)
+        var = ((xf * xf).sum(dim=(2, 3)).sum(0) / count - mean * mean).clamp_min(0.0)  # (C,) biased
+        with torch.no_grad():
+            bn.running_mean.mul_(1.0 - bn.momentum).add_(mean.detach(), alpha=bn.momentum)
+            bn.running_var.mul_(1.0 - bn.momentum).add_(var.detach() * (count / max(count - 1, 1)),
+                                                          alpha=bn.momentum)
+            bn.num_batches_tracked.add_(1)
+    else:
+        mean, var = bn.running_mean, bn.running_var
+    a = bn.weight * torch.rsqrt(var + bn.eps)                     # (C,)
+    shift = bn.bias - mean * a                                    # (C,)
+    pooled = s1 / hw * a + shift                                  # (B, C): mean over H, W of BN(x)
+    gate = torch.sigmoid(_channel_conv(pooled, weight.to(compute)))  # (B, C)
+    scale = (a * gate)[:, :, None, None]                          # (B, C, 1, 1)
+    offset = (shift * gate)[:, :, None, None]                     # (B, C, 1, 1)
+    out = torch.relu(xf * scale + offset + identity.to(compute))  # (B, C, H, W)
+    return out.to(torch.promote_types(x.dtype, identity.dtype))
 
 
 def parse_kernel_sizes(k_size: object, num_stages: int) -> list[int | None]:

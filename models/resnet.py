@@ -13,7 +13,7 @@ from typing import Sequence, Type, Union
 import torch
 from torch import nn
 
-from .attention import AttentionKind, create_attention, scale_add_relu
+from .attention import AttentionKind, bn_scale_add_relu, create_attention
 from .eca_module import parse_kernel_sizes
 
 STEM_CHANNELS = 64
@@ -62,8 +62,7 @@ class BasicBlock(_AttentionBlock):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         identity = x if self.downsample is None else self.downsample(x)
         out = self.relu(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
-        return scale_add_relu(self.attention, out, identity)
+        return bn_scale_add_relu(self.bn2, self.attention, self.conv2(out), identity)
 
 
 class Bottleneck(_AttentionBlock):
@@ -87,8 +86,7 @@ class Bottleneck(_AttentionBlock):
         identity = x if self.downsample is None else self.downsample(x)
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.relu(self.bn2(self.conv2(out)))
-        out = self.bn3(self.conv3(out))
-        return scale_add_relu(self.attention, out, identity)
+        return bn_scale_add_relu(self.bn3, self.attention, self.conv3(out), identity)
 
 
 Block = Union[Type[BasicBlock], Type[Bottleneck]]

@@ -6,8 +6,9 @@
 
 Reads each run directory's ``metrics.jsonl`` (epoch lines and the final summary line) and ``config.yaml``.
 Columns: final validation top-1 and top-5 (last epoch), the EMA's top-1 when the run kept one, parameters,
-wall time of the run, mean training images/s over the epochs after the first (the first includes warm-up
-and compilation), and peak GPU memory.
+the run's time in training and evaluation (the sum over epochs of training time and validation time; a run
+resumed after a preemption counts each epoch once, and start-up is excluded), mean training images/s over
+the epochs after the first (the first includes warm-up and compilation), and peak GPU memory.
 """
 from __future__ import annotations
 
@@ -33,12 +34,20 @@ def run_dirs(paths: Sequence[Path]) -> list[Path]:
     for path in paths:
         if (path / "metrics.jsonl").is_file():
             out.append(path)
-        else:
+        elif path.is_dir():
             out += sorted(p for p in path.iterdir() if (p / "metrics.jsonl").is_file())
     return out
 
 
-def load_run(path: Path) -> dict[str, Any]:
+def _epoch_seconds(epoch: dict[str, Any], val_images: int | None) -> float:
+    """Training plus validation time of one epoch record."""
+    images = epoch.get("val_images", val_images)
+    if images is None:
+        raise SystemExit("error: epoch records without 'val_images' (older runs): pass --val-images N")
+    return epoch["epoch_time_s"] + images / epoch["val_images_per_s"]
+
+
+def load_run(path: Path, val_images: int | None = None) -> dict[str, Any]:
     epochs = read_metrics(path / "metrics.jsonl")
     summaries = read_metrics(path / "metrics.jsonl", "summary")
     if not epochs or not summaries:
@@ -48,7 +57,7 @@ def load_run(path: Path) -> dict[str, Any]:
     steady = epochs[1:] or epochs
     return {"arch": config["arch"], "seed": config.get("seed"), "top1": last["val_top1"], "top5": last["val_top5"],
             "ema_top1": last.get("ema_val_top1"), "params": summary["parameters"],
-            "wall_s": summary["wall_time_s"], "img_s": statistics.mean(e["images_per_s"] for e in steady),
+            "wall_s": sum(_epoch_seconds(e, val_images) for e in epochs), "img_s": statistics.mean(e["images_per_s"] for e in steady),
             "peak_gib": max(e.get("peak_memory_gib", 0.0) for e in epochs), "epochs": last["epoch"]}
 
 
@@ -63,7 +72,7 @@ def table(runs: list[dict[str, Any]]) -> str:
     for run in runs:
         groups.setdefault(run["arch"], []).append(run)
     lines = ["| network | runs (seeds) | epochs | val top-1 (%) | val top-5 (%) | EMA top-1 (%) | parameters | "
-             "wall time / run | train img/s | peak GPU memory |",
+             "train + eval time / run | train img/s | peak GPU memory |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for arch, group in groups.items():
         ema = [r["ema_top1"] for r in group if r["ema_top1"] is not None]
@@ -81,8 +90,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs", nargs="+", type=Path, help="run directories, or folders of them")
     parser.add_argument("--json", type=Path, help="also write the per-run figures as JSON")
+    parser.add_argument("--val-images", type=int, default=None,
+                        help="validation images per epoch, for records that do not say (older runs)")
     args = parser.parse_args(argv)
-    runs = [load_run(p) for p in run_dirs(args.runs)]
+    runs = [load_run(p, args.val_images) for p in run_dirs(args.runs)]
     if not runs:
         print("error: no run directories with metrics.jsonl found", file=sys.stderr)
         return 2

@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# One GPU, one go, what docs/benchmarks.md reports for one GPU (STEPS picks; default all, ~9 min on an H200):
+#   throughput  eca_resnet50 (k3557) against resnet50, batch 256, bf16, channels_last, same run: train and
+#               inference eager, train compiled; ECA implementation 'auto' (what ecanet runs: fused Triton
+#               kernels in eager mode, the decomposed BN+ECA form under torch.compile), and 'fused' compiled
+#   loader      the input pipeline alone on a generated ImageNet-like JPEG folder: CPU vs GPU decoding
+#   main        main.py, eca_resnet50, bf16 + channels_last + compile, 3 epochs: synthetic data, then the
+#               JPEG folder with --decode cpu and --decode gpu (images/s, peak memory)
+#
+#   OUT=/some/dir STEPS="loader main" bash scripts/gpu_bench.sh
+set -uo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+OUT=${OUT:-gpu_bench_out}
+PY=${PYTHON:-python3}
+JPEGS=${JPEGS:-/tmp/jpegs-imagenet-like}
+STEPS=${STEPS:-"throughput loader main"}
+WORKERS=${WORKERS:-$(( $(nproc) - 1 ))}
+mkdir -p "$OUT"
+export PYTHONUNBUFFERED=1
+BENCH=(scripts/benchmark.py --batch-size 256 --amp bf16 --channels-last --repeats 3)
+has() { [[ " $STEPS " == *" $1 "* ]]; }
+
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+if has throughput; then
+    echo "=== throughput"
+    timeout 330 "$PY" "${BENCH[@]}" --archs eca_resnet50 resnet50 --eca-impl auto \
+        --cases train-eager infer-eager train-compiled --json "$OUT/throughput.json" 2>&1 | grep -vE " INFO "
+    timeout 100 "$PY" "${BENCH[@]}" --archs eca_resnet50 --eca-impl fused --cases train-compiled \
+        --json "$OUT/throughput_fused_compiled.json" 2>&1 | grep -vE " INFO "
+fi
+if has loader || has main; then
+    [ -d "$JPEGS" ] || "$PY" scripts/make_jpeg_folder.py "$JPEGS" --classes 100 --train-per-class 200 --val-per-class 10
+fi
+if has loader; then
+    echo "=== input pipeline alone ($WORKERS workers)"
+    timeout 150 "$PY" scripts/benchmark.py --loader cpu gpu --data "$JPEGS" --batch-size 256 --loader-batches 40 \
+        --repeats 3 --workers "$WORKERS" --json "$OUT/loader.json" 2>&1 | grep -vE " INFO "
+fi
+if has main; then
+    for source in synthetic cpu gpu; do
+        echo "=== main.py, one GPU, bf16 + channels_last + compile, data: $source ($WORKERS workers)"
+        if [ "$source" = synthetic ]; then data=(--synthetic --synthetic-size 21000 --num-classes 100)
+        else data=("$JPEGS" --decode "$source"); fi
+        timeout 200 "$PY" main.py "${data[@]}" -a eca_resnet50 --ksize 3557 -b 256 --amp bf16 --channels-last \
+            --compile --epochs 3 -p 20 --workers "$WORKERS" --output "/tmp/main-$source" 2>&1 \
+            | grep -E "epoch [0-9]+/[0-9]+:|error|Error"
+        cp "/tmp/main-$source/metrics.jsonl" "$OUT/main_${source}_metrics.jsonl" 2>/dev/null
+    done
+fi
