@@ -14,15 +14,17 @@ or a full disk during a save never damages the previous checkpoint.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import pickle
 import re
+import shutil
 import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, BinaryIO, Iterator, Mapping
 
 import torch
 from torch import nn
@@ -38,6 +40,7 @@ CHECKPOINT_FORMAT = "ecanet-checkpoint"
 CHECKPOINT_VERSION = 1
 WRAPPER_PREFIXES = ("module.", "_orig_mod.")  # DataParallel/DDP, torch.compile
 SHOW_KEYS = 5  # how many offending keys an error message names
+COPY_CHUNK_BYTES = 16 * 2**20
 
 
 class CheckpointSaveError(RuntimeError):
@@ -233,30 +236,36 @@ def load_model(path: str | os.PathLike, arch: str | None = None, map_location: A
 
 # ----------------------------------------------------------------------------------------------- writing
 
+@contextlib.contextmanager
+def _atomic_file(path: Path) -> Iterator[BinaryIO]:
+    """A file to write ``path`` through: a temporary file in the same directory that is fsynced and renamed
+    over ``path`` only if the block completes. On any error the temporary file is removed and ``path`` is
+    untouched; I/O errors become :class:`CheckpointSaveError`."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp_name, path)
+        _fsync_directory(path.parent)
+    except BaseException as exc:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp_name)
+        if isinstance(exc, (OSError, RuntimeError)):
+            raise CheckpointSaveError(f"could not write checkpoint {path}: {exc}") from exc
+        raise
+
+
 def save_checkpoint(state: Mapping[str, Any], path: str | os.PathLike) -> None:
     """Write ``state`` to ``path`` atomically: temporary file in the same directory, fsync, rename.
 
     Raises :class:`CheckpointSaveError` if anything fails; ``path`` then still holds the previous
     checkpoint (or nothing), never a partial file.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(dict(state), f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp_name, path)
-        _fsync_directory(path.parent)
-    except BaseException as exc:
-        try:
-            os.unlink(tmp_name)
-        except FileNotFoundError:
-            pass
-        if isinstance(exc, (OSError, RuntimeError)):
-            raise CheckpointSaveError(f"could not write checkpoint {path}: {exc}") from exc
-        raise
+    with _atomic_file(Path(path)) as f:
+        torch.save(dict(state), f)
 
 
 def _fsync_directory(directory: Path) -> None:
@@ -367,19 +376,5 @@ def check_resumable(obj: Any, path: str | os.PathLike, arch: str, eca_kernel_siz
 
 def copy_checkpoint(src: str | os.PathLike, dst: str | os.PathLike) -> None:
     """Atomically copy a checkpoint file (e.g. last.pth -> best.pth)."""
-    import shutil
-    dst = Path(dst)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent)
-    os.close(fd)
-    try:
-        shutil.copyfile(src, tmp_name)
-        with open(tmp_name, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp_name, dst)
-        _fsync_directory(dst.parent)
-    except OSError as exc:
-        try:
-            os.unlink(tmp_name)
-        except FileNotFoundError:
-            pass
-        raise CheckpointSaveError(f"could not write checkpoint {dst}: {exc}") from exc
+    with _atomic_file(Path(dst)) as f, open(src, "rb") as source:
+        shutil.copyfileobj(source, f, COPY_CHUNK_BYTES)

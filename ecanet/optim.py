@@ -12,7 +12,7 @@ linear warm-up, no weight decay on BN and bias, an EMA of the weights.
 from __future__ import annotations
 
 import math
-from typing import Callable, Iterable
+from typing import Callable
 
 import torch
 from torch import nn
@@ -74,7 +74,3 @@ def build_scheduler(optimizer: torch.optim.Optimizer, factor: Callable[[int], fl
 def build_ema(model: nn.Module, decay: float) -> AveragedModel:
     """An exponential moving average of parameters and buffers (torch.optim.swa_utils)."""
     return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
-
-
-def trainable(parameters: Iterable[nn.Parameter]) -> list[nn.Parameter]:
-    return [p for p in parameters if p.requires_grad]

@@ -136,7 +136,7 @@ def count_parameters(model: nn.Module) -> int:
 
 
 __all__ = [
-    "ATTENTION_KINDS", "EcaModule", "MobileNetV2", "RELEASED_KERNEL_SIZES", "ResNet", "SqueezeExcitation",
+    "ATTENTION_KINDS", "EcaModule", "MobileNetV2", "RELEASED_KERNEL_SIZES", "RESNET_SPECS", "ResNet", "SqueezeExcitation",
     "UnknownModelError", "adaptive_kernel_size", "build_resnet", "count_parameters", "create_attention",
     "create_model", "eca_kernel_sizes", "is_model", "list_models", "parse_kernel_sizes", "register_model",
     "scale_add_relu", "set_eca_kernel_sizes",

@@ -19,6 +19,16 @@ if str(ROOT) not in sys.path:  # main.py, light_main.py and paras_flops.py live 
 _DTYPES = {"float32": torch.float32, "int64": torch.int64}
 
 
+def load_script(name: str):
+    """Import ``scripts/<name>.py`` as a module (scripts/ is not a package)."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up here
+    spec.loader.exec_module(module)
+    return module
+
+
 def official_layouts() -> dict[str, Path]:
     """{'eca_resnet50_k3557': path, ...} for every released checkpoint."""
     return {p.stem: p for p in sorted(OFFICIAL_DIR.glob("*.tsv"))}

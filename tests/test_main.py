@@ -1,7 +1,6 @@
 """main.py end to end on CPU: training, run directory, torchrun (gloo), evaluation of checkpoints."""
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys

@@ -1,29 +1,20 @@
 """scripts/plot_runs.py on synthetic runs: grouping by arch, bands, the PNG, and bad input."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import logging
-import sys
 from pathlib import Path
 
 import pytest
+
+from conftest import load_script
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "plot_runs.py"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 EPOCHS = 4
 
-
-def _load_script():
-    spec = importlib.util.spec_from_file_location("plot_runs", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up here
-    spec.loader.exec_module(module)
-    return module
-
-
-plot = _load_script()
+plot = load_script("plot_runs")
 
 
 def val_top1(arch: str, seed: int, epoch: int) -> float:

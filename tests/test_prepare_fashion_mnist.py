@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import importlib.util
 import logging
 import struct
 import subprocess
@@ -20,6 +19,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from conftest import load_script
+
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "prepare_fashion_mnist.py"
 DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
@@ -29,15 +30,9 @@ VAL_COUNT = 13
 ROWS, COLS = 28, 28
 
 
-def _load_script():
-    spec = importlib.util.spec_from_file_location("prepare_fashion_mnist", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up here
-    spec.loader.exec_module(module)
-    return module
 
 
-prep = _load_script()
+prep = load_script("prepare_fashion_mnist")
 CLASSES = prep.FASHION_MNIST.classes
 
 
