@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime
 import logging
 import os
+import re
 import signal
 import subprocess
 from dataclasses import dataclass
@@ -65,7 +66,16 @@ def _slurm_master_addr() -> str:
             return hosts[0]
     except (OSError, subprocess.CalledProcessError):
         pass
-    return nodelist.split(",")[0].split("[")[0] or "127.0.0.1"
+    return _first_host(nodelist) or "127.0.0.1"
+
+
+def _first_host(nodelist: str) -> str:
+    """The first host of a SLURM node list without scontrol: 'gpu[03-04,07],cpu1' -> 'gpu03'."""
+    match = re.match(r"([^,\[]+)(?:\[([^\]]+)\])?", nodelist.strip())
+    if not match:
+        return ""
+    prefix, ranges = match.group(1), match.group(2)
+    return prefix + ranges.split(",")[0].split("-")[0] if ranges else prefix
 
 
 def _read_launcher_env() -> tuple[int, int, int, int]:

@@ -1,0 +1,62 @@
+"""Launcher environments: torchrun's variables, SLURM's (srun, one task per GPU), and single processes."""
+from __future__ import annotations
+
+import pytest
+
+from ecanet import distributed
+from ecanet.errors import ConfigError
+
+LAUNCH_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "SLURM_NTASKS", "SLURM_PROCID",
+               "SLURM_LOCALID", "SLURM_NTASKS_PER_NODE", "SLURM_JOB_NODELIST", "SLURM_NODELIST", "MASTER_ADDR",
+               "MASTER_PORT")
+
+
+@pytest.fixture
+def clean_env(monkeypatch):
+    for name in LAUNCH_VARS:
+        monkeypatch.delenv(name, raising=False)
+    return monkeypatch
+
+
+def test_single_process(clean_env):
+    assert distributed._read_launcher_env() == (0, 1, 0, 1)
+    info = distributed.init_distributed(device="cpu")
+    assert (info.rank, info.world_size, info.distributed, info.is_main) == (0, 1, False, True)
+
+
+def test_torchrun_variables_win(clean_env):
+    for name, value in {"RANK": "5", "WORLD_SIZE": "8", "LOCAL_RANK": "1", "LOCAL_WORLD_SIZE": "4",
+                        "SLURM_NTASKS": "16", "SLURM_PROCID": "9"}.items():
+        clean_env.setenv(name, value)
+    assert distributed._read_launcher_env() == (5, 8, 1, 4)
+
+
+def test_slurm_srun_one_task_per_gpu(clean_env):
+    for name, value in {"SLURM_NTASKS": "16", "SLURM_PROCID": "11", "SLURM_LOCALID": "3",
+                        "SLURM_NTASKS_PER_NODE": "8(x2)", "SLURM_JOB_NODELIST": "gpu17,gpu18"}.items():
+        clean_env.setenv(name, value)
+    clean_env.setattr(distributed, "_slurm_master_addr", lambda: "gpu17")  # scontrol is not installed here
+    assert distributed._read_launcher_env() == (11, 16, 3, 8)
+    import os
+    assert os.environ["MASTER_ADDR"] == "gpu17" and os.environ["MASTER_PORT"] == "29500"
+
+
+def test_slurm_master_address_without_scontrol(clean_env):
+    clean_env.setenv("PATH", "/nonexistent")
+    for nodelist, first in (("node[03-04]", "node03"), ("gpu[7,9-12],cpu1", "gpu7"), ("a100-17,a100-18", "a100-17"),
+                            ("single", "single")):
+        clean_env.setenv("SLURM_JOB_NODELIST", nodelist)
+        assert distributed._slurm_master_addr() == first
+
+
+def test_world_size_flag_without_a_launcher(clean_env):
+    with pytest.raises(ConfigError, match="torchrun --nproc_per_node 4"):
+        distributed.init_distributed(device="cpu", world_size_flag=4)
+
+
+def test_cuda_requested_without_a_gpu(clean_env):
+    import torch
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    with pytest.raises(ConfigError, match="no CUDA GPU is visible"):
+        distributed.resolve_device("cuda")
