@@ -117,12 +117,10 @@ def validate_options(args: argparse.Namespace) -> None:
                           "use --decode cpu for --augment crop or --random-erasing.")
     if args.evaluate and not (args.resume or args.weights):
         raise ConfigError("-e/--evaluate needs the weights to evaluate: -e --resume PATH (or --weights PATH).")
-    if args.evaluate and args.resume == "auto" and not args.output:
-        raise ConfigError("-e --resume auto needs --output DIR (the run whose newest checkpoint to evaluate).")
-    if not args.evaluate and args.resume == "auto" and not args.output:
-        raise ConfigError("--resume auto continues the run in --output DIR; pass the same --output the run "
-                          "was started with (e.g. --output runs/my-run --resume auto; a job scheduler can "
-                          "use one command for the first start and every requeue).")
+    if args.resume == "auto" and not args.output:
+        raise ConfigError("--resume auto takes the newest checkpoint of the run in --output DIR; pass the same "
+                          "--output the run was started with (e.g. --output runs/my-run --resume auto: a job "
+                          "scheduler can use one command for the first start and every requeue).")
     if args.resume and args.resume != "auto" and args.weights and not args.evaluate:
         raise ConfigError("--resume continues a run with its own weights; --weights starts a new run from "
                           "weights. Give one of them.")
