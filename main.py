@@ -32,8 +32,8 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 import models
 from ecanet import checkpoint as ckpt
 from ecanet.config import config_to_yaml_dict, parse_config, write_config
-from ecanet.data import (IMAGENET_MEAN, IMAGENET_STD, GpuDecodeOptions, SyntheticLoader, build_data, build_train_transform,
-                         build_val_transform, default_workers)
+from ecanet.data import (IMAGENET_MEAN, IMAGENET_STD, NO_DATASET_MESSAGE, DataBundle, GpuDecodeOptions,
+                         SyntheticLoader, build_data, build_train_transform, build_val_transform, default_workers)
 from ecanet.distributed import (DistInfo, PreemptionHandler, all_gather_objects, any_rank, barrier,
                                 broadcast_object, cleanup, init_distributed)
 from ecanet.engine import EpochPosition, NonFiniteLossError, Precision, evaluate, train_one_epoch
@@ -125,8 +125,7 @@ def validate_options(args: argparse.Namespace) -> None:
         raise ConfigError("--resume continues a run with its own weights; --weights starts a new run from "
                           "weights. Give one of them.")
     if not (args.data or args.synthetic):
-        raise ConfigError("no dataset given. Pass DATA (a folder with train/ and val/ class folders), e.g. "
-                          "'python main.py /data/imagenet -a eca_resnet50', or --synthetic.")
+        raise ConfigError(NO_DATASET_MESSAGE)
     if args.ema and not 0 < args.ema_decay < 1:
         raise ConfigError(f"--ema-decay must be between 0 and 1, got {args.ema_decay}.")
     if args.ksize is not None:
@@ -432,12 +431,14 @@ def _train_in(run_dir: Path, resume_path: Path | None, resume_obj: Any, args: ar
         metrics.close()
 
 
-def synthetic_data(args: argparse.Namespace, info: DistInfo) -> Any:
-    from ecanet.data import DataBundle
+def synthetic_data(args: argparse.Namespace, info: DistInfo) -> DataBundle:
     num_classes = args.num_classes or 1000
     steps = max(1, args.synthetic_size // (args.batch_size * info.world_size))
-    make = lambda n: SyntheticLoader(args.batch_size, args.img_size, num_classes, n, info.device,  # noqa: E731
-                                     args.channels_last, seed=args.seed + info.rank)
+
+    def make(num_steps: int) -> SyntheticLoader:
+        return SyntheticLoader(args.batch_size, args.img_size, num_classes, num_steps, info.device, args.channels_last,
+                               seed=args.seed + info.rank)
+
     return DataBundle(make(steps), make(SYNTHETIC_VAL_BATCHES), None, num_classes,
                       [str(i) for i in range(num_classes)], steps * args.batch_size * info.world_size,
                       SYNTHETIC_VAL_BATCHES * args.batch_size * info.world_size, steps)

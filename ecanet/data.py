@@ -15,7 +15,7 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import torch
 from PIL import Image, UnidentifiedImageError
@@ -32,6 +32,8 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 MAX_SKIPPED_PER_SAMPLE = 64       # give up after this many unreadable files in a row
 MAX_BAD_IMAGE_FRACTION = 0.01     # stop the run when more than 1% of an epoch's images are unreadable
 PREFETCH_BATCHES_PER_WORKER = 4
+NO_DATASET_MESSAGE = ("no dataset given. Pass DATA (a folder with train/ and val/ class folders), e.g. "
+                      "'python main.py /data/imagenet -a eca_resnet50', or use --synthetic.")
 _SEED_MIX = 0x9E3779B97F4A7C15    # 2^64 / golden ratio: spreads (seed, epoch) over 64-bit seeds
 _SEED_MASK = (1 << 63) - 1
 
@@ -99,37 +101,45 @@ class DeviceLoader:
 
 # ------------------------------------------------------------------------------------------------ datasets
 
+UNREADABLE_ERRORS = (OSError, UnidentifiedImageError, ValueError, SyntaxError)  # what PIL raises for broken files
+
+
+def load_readable(dataset: datasets.DatasetFolder, index: int, read: Callable[[str], Any]) -> tuple[Any, int, int]:
+    """``(read(path), target, unreadable)`` for sample ``index``, or, when its file cannot be read, for the
+    next readable sample (so batch shapes never change). ``unreadable`` is 1 in that case and the file is
+    named in a warning: each broken file is counted once per epoch."""
+    for offset in range(MAX_SKIPPED_PER_SAMPLE):
+        path, target = dataset.samples[(index + offset) % len(dataset.samples)]
+        try:
+            return read(path), target, int(offset > 0)
+        except UNREADABLE_ERRORS as exc:
+            if offset == 0:
+                log.warning("skipping unreadable image %s (%s)", path, exc)
+    raise DataError(f"{MAX_SKIPPED_PER_SAMPLE} unreadable images in a row in {dataset.root} (from "
+                    f"{dataset.samples[index][0]}). The dataset looks damaged; check or re-extract it.")
+
+
 class RobustImageFolder(datasets.ImageFolder):
-    """``ImageFolder`` whose items are ``(image, target, skipped)``; unreadable files are skipped.
+    """``ImageFolder`` whose items are ``(image, target, unreadable)``; unreadable files are skipped
+    (:func:`load_readable`).
 
     The key may be an index or ``(index, seed)``; with a seed, the transform's randomness is drawn from
     a generator seeded with it (torchvision's transforms use the global torch RNG, so it is forked).
     """
 
     def __getitem__(self, key: int | tuple[int, int]) -> tuple[Any, int, int]:
-        """``(image, target, unreadable)``: ``unreadable`` is 1 when the requested file could not be read
-        and the next readable image stands in for it (each broken file is counted once per epoch)."""
         index, seed = key if isinstance(key, tuple) else (key, None)
-        for offset in range(MAX_SKIPPED_PER_SAMPLE):
-            path, target = self.samples[(index + offset) % len(self.samples)]
-            try:
-                image = self.loader(path)
-            except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as exc:
-                if offset == 0:
-                    log.warning("skipping unreadable image %s (%s)", path, exc)
-                continue
-            if self.transform is not None:
-                if seed is None:
+        image, target, unreadable = load_readable(self, index, self.loader)
+        if self.transform is not None:
+            if seed is None:
+                image = self.transform(image)
+            else:
+                with torch.random.fork_rng(devices=[]):
+                    torch.manual_seed(seed)
                     image = self.transform(image)
-                else:
-                    with torch.random.fork_rng(devices=[]):
-                        torch.manual_seed(seed)
-                        image = self.transform(image)
-            if self.target_transform is not None:
-                target = self.target_transform(target)
-            return image, target, int(offset > 0)
-        raise DataError(f"{MAX_SKIPPED_PER_SAMPLE} unreadable images in a row in {self.root} (from "
-                        f"{self.samples[index][0]}). The dataset looks damaged; check or re-extract it.")
+        if self.target_transform is not None:
+            target = self.target_transform(target)
+        return image, target, unreadable
 
 
 def pil_rgb_loader(path: str) -> Image.Image:
@@ -154,9 +164,14 @@ def check_split_dir(root: Path, split: str) -> Path:
     return path
 
 
-def build_image_folder(root: Path, split: str, transform: Any) -> RobustImageFolder:
+def build_image_folder(root: Path, split: str, transform: Any = None,
+                       make: Callable[[str], datasets.ImageFolder] | None = None) -> datasets.ImageFolder:
+    """``root/split`` as a :class:`RobustImageFolder` with ``transform`` (or as ``make(path)``), with the
+    errors a user can act on when the folder is missing, has no class folders or no images."""
     path = check_split_dir(root, split)
     try:
+        if make is not None:
+            return make(str(path))
         return RobustImageFolder(str(path), transform=transform, loader=pil_rgb_loader)
     except (FileNotFoundError, RuntimeError) as exc:  # torchvision: "Found no valid file for the classes"
         raise DataError(f"{path} holds no images ({str(exc).splitlines()[0]}). Put images with a usual "
@@ -297,12 +312,8 @@ class GpuDecodeOptions:
 
 def _gpu_image_folder(root: Path, split: str, train: bool, options: GpuDecodeOptions) -> Dataset:
     from .gpu_decode import EncodedImageFolder
-    path = check_split_dir(root, split)
-    try:
-        return EncodedImageFolder(str(path), train, options.img_size, options.val_resize,
-                                  options.min_crop_scale, options.hflip)
-    except (FileNotFoundError, RuntimeError) as exc:
-        raise DataError(f"{path} holds no images ({str(exc).splitlines()[0]}).") from None
+    return build_image_folder(root, split, make=lambda path: EncodedImageFolder(
+        path, train, options.img_size, options.val_resize, options.min_crop_scale, options.hflip))
 
 
 def build_data(root: str | os.PathLike | None, *, batch_size: int, val_batch_size: int, workers: int,
@@ -317,8 +328,7 @@ def build_data(root: str | os.PathLike | None, *, batch_size: int, val_batch_siz
     are wrapped in :class:`DeviceLoader`.
     """
     if root is None:
-        raise ConfigError("no dataset given. Pass DATA (a folder with train/ and val/ class folders), e.g. "
-                          "'python main.py /data/imagenet -a eca_resnet50', or use --synthetic.")
+        raise ConfigError(NO_DATASET_MESSAGE)
     root = Path(root)
     if gpu_decode is None:
         val_set = build_image_folder(root, "val", val_transform)

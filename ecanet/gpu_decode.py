@@ -23,9 +23,11 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from torchvision import datasets
 from torchvision.transforms import RandomResizedCrop
+
+from .data import UNREADABLE_ERRORS, load_readable
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +35,6 @@ JPEG_MAGIC = b"\xff\xd8"
 RRC_RATIO = [3 / 4, 4 / 3]   # RandomResizedCrop's default aspect-ratio range (torchvision)
 PREFETCH_BATCHES = 2         # batches decoded ahead of the training step, beyond one per decode thread
 DECODE_THREADS = 4           # batches decoded at once (nvJPEG's Huffman stage runs on the CPU)
-MAX_SKIPPED_PER_SAMPLE = 64
 
 
 @dataclass
@@ -89,20 +90,12 @@ class EncodedImageFolder(datasets.ImageFolder):
 
     def __getitem__(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, int, int, torch.Tensor]:
         index, seed = key if isinstance(key, tuple) else (key, 0)
-        for offset in range(MAX_SKIPPED_PER_SAMPLE):
-            path, target = self.samples[(index + offset) % len(self.samples)]
-            try:
-                payload, header = read_payload(path)
-            except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as exc:
-                if offset == 0:
-                    log.warning("skipping unreadable image %s (%s)", path, exc)
-                continue
-            if self.train:
-                plan = train_crop_plan(header, seed, self.min_crop_scale, self.hflip)
-            else:
-                plan = val_crop_plan(*header.size, self.img_size, self.val_resize)
-            return payload, target, int(offset > 0), plan.as_tensor()
-        raise OSError(f"{MAX_SKIPPED_PER_SAMPLE} unreadable images in a row from {self.samples[index][0]}")
+        (payload, header), target, unreadable = load_readable(self, index, read_payload)
+        if self.train:
+            plan = train_crop_plan(header, seed, self.min_crop_scale, self.hflip)
+        else:
+            plan = val_crop_plan(*header.size, self.img_size, self.val_resize)
+        return payload, target, unreadable, plan.as_tensor()
 
 
 def read_payload(path: str) -> tuple[torch.Tensor, Image.Image]:
@@ -165,7 +158,7 @@ class GpuAugment:
             with Image.open(io.BytesIO(payload.numpy().tobytes())) as image:
                 rgb = np.array(image.convert("RGB"))
             return torch.from_numpy(rgb).permute(2, 0, 1).to(self.device)
-        except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as exc:
+        except UNREADABLE_ERRORS as exc:
             log.warning("a JPEG in this batch cannot be decoded (%s); a grey image stands in for it", exc)
             return torch.full((3, self.img_size, self.img_size), 128, dtype=torch.uint8, device=self.device)
 
