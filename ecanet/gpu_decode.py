@@ -1,14 +1,30 @@
 """The GPU half of the input pipeline (``--decode gpu``): workers read bytes, the GPU decodes and augments.
 
-CPU workers do only what is cheap: read the file, read its size from the header, and draw the sample's
-crop box and flip (seeded per sample exactly like the CPU path, see :func:`ecanet.data.sample_seed`). The
-GPU decodes the whole batch with nvJPEG (``torchvision.io.decode_jpeg(..., device="cuda")``), cuts each
-crop, resizes it (bilinear, antialiased), flips, normalises and stacks: the training step receives a
-ready ``(B, 3, S, S)`` tensor. Decoding runs on a side CUDA stream in a background thread, one batch
-ahead, so it overlaps the previous training step.
+For its share of the images (``gpu_share``, ``--gpu-decode-share``) a CPU worker does only
+what is cheap: read the file, read its size from the header, and draw the sample's crop box and flip
+(seeded per sample exactly like the CPU path, see :func:`ecanet.data.sample_seed`). The GPU decodes those
+with nvJPEG (``torchvision.io.decode_jpeg(..., device="cuda")``, batched; on A100/H100/H200 the JPEG
+hardware engines), cuts each crop, resizes it (bilinear, antialiased) and flips. The rest of the images
+are decoded and cropped by the worker with PIL, exactly as ``--decode cpu`` does, and travel as ready
+``S x S`` crops. The two halves are merged, normalised and stacked on the GPU: the training step receives
+a ready ``(B, 3, S, S)`` tensor. Decoding runs on side CUDA streams in background threads, ahead of the
+training step.
 
-Non-JPEG files (PNG, ...) and JPEGs nvJPEG refuses (e.g. CMYK) are decoded on the CPU in the worker
-instead and travel as raw pixels; the rest of the path is the same.
+Why a split exists: where the GPU's JPEG decoding is the slower side (GPUs without JPEG engines, or
+many GPUs sharing one host's cores less than it), the CPU workers can take part of the work, as DALI's
+``hw_decoder_load`` does. On an H200 with 16 cores the JPEG engines are much faster than the cores
+(loader alone: 15,037 img/s with everything on the GPU, 6,012 with everything on the CPU; mixed shares in
+between, docs/benchmarks.md), so the default sends every image to the GPU. Which images go where depends
+on the sample index only.
+
+Non-JPEG files (PNG, ...) and JPEGs in modes nvJPEG cannot decode (e.g. CMYK) in the GPU share are
+decoded and cropped by the worker instead, exactly like the CPU share, and travel as ready crops too.
+
+Each batch crosses from a worker to the main process as six tensors (:data:`EncodedBatch`): all its JPEG
+files concatenated into one byte tensor, their sizes, the stacked ready crops, the plans, the targets and
+the unreadable flags. Every tensor sent costs a shared-memory segment and a file descriptor, and the
+pin-memory thread pins each one separately: with one tensor per image the same loader delivered 4,280
+img/s instead of 15,037 (H200 host, 16 cores, ~106 kB JPEGs, 2026-11-21).
 """
 from __future__ import annotations
 
@@ -26,15 +42,19 @@ import torch.nn.functional as F
 from PIL import Image
 from torchvision import datasets
 from torchvision.transforms import RandomResizedCrop
+from torchvision.transforms import functional as TF
 
-from .data import UNREADABLE_ERRORS, load_readable
+from .data import DEFAULT_GPU_DECODE_SHARE, UNREADABLE_ERRORS, load_readable, pil_rgb_loader, seeded_cpu_rng
 
 log = logging.getLogger(__name__)
 
 JPEG_MAGIC = b"\xff\xd8"
+NVJPEG_MODES = ("RGB", "L")  # JPEG colour modes decoded on the GPU; others (CMYK, ...) the worker decodes
+READY_COLUMN = 7             # the plan column that is 1 when the row's image is a crop made on the CPU
 RRC_RATIO = [3 / 4, 4 / 3]   # RandomResizedCrop's default aspect-ratio range (torchvision)
 PREFETCH_BATCHES = 2         # batches decoded ahead of the training step, beyond one per decode thread
-DECODE_THREADS = 4           # batches decoded at once (nvJPEG's Huffman stage runs on the CPU)
+DECODE_THREADS = 4           # batches in flight in the decode threads (training speed with 1, 2, 4: same)
+_GOLDEN_FRACTION = 0.6180339887498949  # Weyl sequence: any run of indices is split close to the share
 
 
 @dataclass
@@ -50,9 +70,26 @@ class CropPlan:
     resize_h: int = 0
     resize_w: int = 0
 
-    def as_tensor(self) -> torch.Tensor:
-        return torch.tensor([self.top, self.left, self.height, self.width, int(self.flip), self.resize_h,
-                             self.resize_w], dtype=torch.int32)
+    def as_tensor(self, ready: bool = False) -> torch.Tensor:
+        """(8,): the fields in order, then 1 when the payload is already the final crop (made on the CPU,
+        flipped already: its flip field is then 0 so that the GPU does not flip it again)."""
+        return torch.tensor([self.top, self.left, self.height, self.width, int(self.flip and not ready),
+                             self.resize_h, self.resize_w, int(ready)], dtype=torch.int32)
+
+    def apply(self, image: Image.Image, img_size: int) -> Image.Image:
+        """The crop on the CPU with torchvision's PIL functions: what ``RandomResizedCrop`` + flip (training)
+        or ``Resize`` + ``CenterCrop`` (evaluation) of the ``--decode cpu`` path compute, pixel for pixel."""
+        if self.resize_h:
+            image = TF.resize(image, [self.resize_h, self.resize_w])
+            return TF.crop(image, self.top, self.left, self.height, self.width)
+        image = TF.resized_crop(image, self.top, self.left, self.height, self.width, [img_size, img_size])
+        return TF.hflip(image) if self.flip else image
+
+
+def decoded_on_gpu(index: int, gpu_share: float) -> bool:
+    """Whether sample ``index`` goes to nvJPEG (else a CPU worker decodes it): a fixed, well-spread
+    ``gpu_share`` of the indices."""
+    return (index * _GOLDEN_FRACTION) % 1.0 < gpu_share
 
 
 def train_crop_plan(image: Image.Image, seed: int, min_scale: float, hflip: float) -> CropPlan:
@@ -62,8 +99,7 @@ def train_crop_plan(image: Image.Image, seed: int, min_scale: float, hflip: floa
     order, so ``--decode gpu`` and ``--decode cpu`` cut the same boxes. Only the header of ``image`` is
     read (its size).
     """
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    with seeded_cpu_rng(seed):
         top, left, h, w = RandomResizedCrop.get_params(image, (min_scale, 1.0), RRC_RATIO)
         flip = hflip > 0 and bool(torch.rand(1) < hflip)
     return CropPlan(top, left, h, w, flip)
@@ -79,46 +115,75 @@ def val_crop_plan(width: int, height: int, img_size: int, val_resize: int) -> Cr
 
 
 class EncodedImageFolder(datasets.ImageFolder):
-    """Items are ``(payload, target, unreadable, plan)``: the file's JPEG bytes (or, for other formats,
-    decoded RGB pixels) as a uint8 tensor, and the (5,) crop plan drawn from the sample's seed."""
+    """Items are ``(payload, target, unreadable, plan)`` with the (8,) crop plan drawn from the sample's seed
+    (:meth:`CropPlan.as_tensor`). For the ``gpu_share`` of the samples whose file is a JPEG nvJPEG decodes,
+    the payload is the file's bytes (1-D uint8), to be decoded and cropped on the GPU; for all others it is
+    the final (3, S, S) uint8 crop, made here with PIL (the plan's ready column says which)."""
 
     def __init__(self, root: str, train: bool, img_size: int, val_resize: int, min_crop_scale: float = 0.08,
-                 hflip: float = 0.5) -> None:
+                 hflip: float = 0.5, gpu_share: float = DEFAULT_GPU_DECODE_SHARE) -> None:
         super().__init__(root)
         self.train, self.img_size, self.val_resize = train, img_size, val_resize
-        self.min_crop_scale, self.hflip = min_crop_scale, hflip
+        self.min_crop_scale, self.hflip, self.gpu_share = min_crop_scale, hflip, gpu_share
 
     def __getitem__(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, int, int, torch.Tensor]:
         index, seed = key if isinstance(key, tuple) else (key, 0)
-        (payload, header), target, unreadable = load_readable(self, index, read_payload)
+        on_gpu = decoded_on_gpu(index, self.gpu_share)
+        (payload, header), target, unreadable = load_readable(self, index, read_payload if on_gpu else read_image)
         if self.train:
             plan = train_crop_plan(header, seed, self.min_crop_scale, self.hflip)
         else:
             plan = val_crop_plan(*header.size, self.img_size, self.val_resize)
-        return payload, target, unreadable, plan.as_tensor()
+        if isinstance(payload, torch.Tensor):  # JPEG bytes, for nvJPEG
+            return payload, target, unreadable, plan.as_tensor()
+        crop = TF.pil_to_tensor(plan.apply(payload, self.img_size))                   # (3, S, S) uint8
+        return crop, target, unreadable, plan.as_tensor(ready=True)
 
 
-def read_payload(path: str) -> tuple[torch.Tensor, Image.Image]:
-    """A baseline RGB/greyscale JPEG as its bytes (decoded later on the GPU), anything else as decoded
-    RGB pixels (3, H, W); plus the PIL image of its header (size and mode; pixels not decoded)."""
+def read_image(path: str) -> tuple[Image.Image, Image.Image]:
+    """The decoded RGB image (for the CPU share), twice: as the payload and as the header."""
+    image = pil_rgb_loader(path)
+    return image, image
+
+
+def read_payload(path: str) -> tuple[torch.Tensor | Image.Image, Image.Image]:
+    """A baseline RGB/greyscale JPEG as its bytes (1-D uint8, decoded later on the GPU) and the PIL image
+    of its header (size and mode; pixels not decoded). Anything else (PNG, CMYK JPEG, ...) is decoded here
+    to RGB, as :func:`read_image` does, and returned twice: the worker crops it like the CPU share. Decoding
+    here, inside :func:`load_readable`, means a broken file is skipped like any unreadable one."""
     with open(path, "rb") as f:
         data = f.read()
     image = Image.open(io.BytesIO(data))  # parses the header only
-    if data[:2] == JPEG_MAGIC and image.mode in ("RGB", "L"):
+    if data[:2] == JPEG_MAGIC and image.mode in NVJPEG_MODES:
         return torch.frombuffer(bytearray(data), dtype=torch.uint8), image
-    rgb = np.array(image.convert("RGB"))                                     # (H, W, 3)
-    return torch.from_numpy(rgb).permute(2, 0, 1).contiguous(), image        # (3, H, W)
+    rgb = image.convert("RGB")
+    return rgb, rgb
 
 
-def collate_encoded(batch: Sequence[tuple[torch.Tensor, int, int, torch.Tensor]]) -> tuple[list[torch.Tensor],
-                                                                                              torch.Tensor,
-                                                                                              torch.Tensor,
-                                                                                              torch.Tensor]:
-    payloads = [item[0] for item in batch]
-    targets = torch.tensor([item[1] for item in batch], dtype=torch.int64)
-    unreadable = torch.tensor([item[2] for item in batch], dtype=torch.int64)
-    plans = torch.stack([item[3] for item in batch])  # (B, 5)
-    return payloads, targets, unreadable, plans
+EncodedBatch = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
+"""``(jpeg_bytes, jpeg_sizes, ready, plans, targets, unreadable)``, one batch of B images as six tensors:
+
+- ``jpeg_bytes`` (N,) uint8: the JPEG files of the G rows decoded on the GPU (plan column
+  :data:`READY_COLUMN` is 0), concatenated in batch order; empty when G is 0.
+- ``jpeg_sizes`` (G,) int64: their lengths in bytes, to split ``jpeg_bytes`` back into files.
+- ``ready`` (R, 3, S, S) uint8: the crops made on the CPU, rows in batch order; (0, 3, 0, 0) when R is 0.
+- ``plans`` (B, 8) int32 (:meth:`CropPlan.as_tensor`), ``targets`` (B,) int64, ``unreadable`` (B,) int64.
+"""
+
+
+def collate_encoded(batch: Sequence[tuple[torch.Tensor, int, int, torch.Tensor]]) -> EncodedBatch:
+    """The :data:`EncodedBatch` of a list of :class:`EncodedImageFolder` items: a fixed six tensors however
+    large the batch, so that crossing to the main process and pinning cost the same few operations."""
+    plans = torch.stack([item[3] for item in batch])                                   # (B, 8) int32
+    is_ready = plans[:, READY_COLUMN].tolist()
+    jpegs = [item[0] for item, done in zip(batch, is_ready) if not done]
+    crops = [item[0] for item, done in zip(batch, is_ready) if done]
+    jpeg_bytes = torch.cat(jpegs) if jpegs else torch.empty(0, dtype=torch.uint8)     # (N,) uint8
+    jpeg_sizes = torch.tensor([len(jpeg) for jpeg in jpegs], dtype=torch.int64)       # (G,)
+    ready = torch.stack(crops) if crops else torch.empty(0, 3, 0, 0, dtype=torch.uint8)  # (R, 3, S, S)
+    targets = torch.tensor([item[1] for item in batch], dtype=torch.int64)            # (B,)
+    unreadable = torch.tensor([item[2] for item in batch], dtype=torch.int64)         # (B,)
+    return jpeg_bytes, jpeg_sizes, ready, plans, targets, unreadable
 
 
 class GpuAugment:
@@ -132,42 +197,62 @@ class GpuAugment:
         self.scale = (1.0 / (255.0 * torch.tensor(std, device=device))).view(1, 3, 1, 1)      # (1, 3, 1, 1)
         self.shift = (-torch.tensor(mean, device=device) / torch.tensor(std, device=device)).view(1, 3, 1, 1)
 
-    def decode(self, payloads: list[torch.Tensor]) -> list[torch.Tensor]:
-        """uint8 (3, H, W) images on the device: JPEG bytes through nvJPEG (one batched call), pixels copied."""
-        jpeg_idx = [i for i, p in enumerate(payloads) if p.dim() == 1]
-        images: list[torch.Tensor | None] = [None] * len(payloads)
-        if jpeg_idx:
-            try:
-                decoded = self._decode_jpeg([payloads[i] for i in jpeg_idx], mode=self._rgb, device=self.device)
-            except RuntimeError:  # one bad file fails the batched call: decode one by one
-                decoded = [self._decode_one(payloads[i]) for i in jpeg_idx]
-            for i, image in zip(jpeg_idx, decoded):
-                images[i] = image
-        for i, p in enumerate(payloads):
-            if images[i] is None:
-                images[i] = p.to(self.device, non_blocking=True)
-        return images  # type: ignore[return-value]
+    def decode(self, jpegs: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        """uint8 (3, H, W) images on the device from 1-D JPEG byte tensors: nvJPEG, one batched call."""
+        try:
+            return self._decode_jpeg(list(jpegs), mode=self._rgb, device=self.device)
+        except RuntimeError:  # one bad file fails the batched call: decode one by one
+            return [self._decode_one(jpeg) for jpeg in jpegs]
 
-    def _decode_one(self, payload: torch.Tensor) -> torch.Tensor:
+    def _decode_one(self, jpeg: torch.Tensor) -> torch.Tensor:
         """nvJPEG, else PIL on the CPU, else a grey image (logged): a broken file never stops the batch."""
         try:
-            return self._decode_jpeg(payload, mode=self._rgb, device=self.device)
+            return self._decode_jpeg(jpeg, mode=self._rgb, device=self.device)
         except RuntimeError:
             pass
         try:
-            with Image.open(io.BytesIO(payload.numpy().tobytes())) as image:
+            with Image.open(io.BytesIO(jpeg.numpy().tobytes())) as image:
                 rgb = np.array(image.convert("RGB"))
             return torch.from_numpy(rgb).permute(2, 0, 1).to(self.device)
         except UNREADABLE_ERRORS as exc:
             log.warning("a JPEG in this batch cannot be decoded (%s); a grey image stands in for it", exc)
             return torch.full((3, self.img_size, self.img_size), 128, dtype=torch.uint8, device=self.device)
 
-    def __call__(self, payloads: list[torch.Tensor], plans: torch.Tensor) -> torch.Tensor:
-        images = self.decode(payloads)
-        size = (self.img_size, self.img_size)
+    def __call__(self, jpeg_bytes: torch.Tensor, jpeg_sizes: torch.Tensor, ready: torch.Tensor,
+                 plans: torch.Tensor) -> torch.Tensor:
+        """The normalised (B, 3, S, S) batch from the first four tensors of an :data:`EncodedBatch`:
+        ``jpeg_bytes`` (N,) and ``jpeg_sizes`` (G,) for the rows decoded here, ``ready`` (R, 3, S, S) uint8
+        for the crops already made on the CPU, ``plans`` (B, 8) from :meth:`CropPlan.as_tensor`."""
         plan_rows = plans.tolist()  # a CPU tensor: no device sync
+        gpu_rows = [i for i, row in enumerate(plan_rows) if not row[READY_COLUMN]]
+        assert len(gpu_rows) == len(jpeg_sizes) and len(gpu_rows) + len(ready) == len(plan_rows)
+        size = (self.img_size, self.img_size)
+        out = torch.empty(len(plan_rows), 3, *size, device=self.device)                # (B, 3, S, S)
+        if len(gpu_rows) < len(plan_rows):
+            cpu_rows = torch.tensor([i for i, row in enumerate(plan_rows) if row[READY_COLUMN]], device=self.device)
+            out.index_copy_(0, cpu_rows, ready.to(self.device, non_blocking=True).float())
+        if gpu_rows:
+            jpegs = torch.split(jpeg_bytes, jpeg_sizes.tolist())                        # G views of (n_i,)
+            crops = self._crop_on_gpu(jpegs, [plan_rows[i] for i in gpu_rows], size)
+            if len(gpu_rows) == len(plan_rows):
+                out = crops
+            else:
+                out.index_copy_(0, torch.tensor(gpu_rows, device=self.device), crops)
+        flip = plans[:, 4].bool()  # CPU-made crops are flipped already: their plans say no flip
+        if bool(flip.any()):
+            flip_dev = flip.to(self.device, non_blocking=True)
+            out = torch.where(flip_dev.view(-1, 1, 1, 1), out.flip(-1), out)
+        out = torch.addcmul(self.shift, out, self.scale)                               # (x/255 - mean)/std
+        if self.channels_last:
+            out = out.contiguous(memory_format=torch.channels_last)
+        return out
+
+    def _crop_on_gpu(self, jpegs: Sequence[torch.Tensor], plan_rows: list[list[int]], size: tuple[int, int]
+                     ) -> torch.Tensor:
+        """Decode and cut the crops of the GPU share: (G, 3, S, S) float in 0..255, not yet flipped."""
+        images = self.decode(jpegs)
         crops = []
-        for image, (top, left, h, w, _, resize_h, resize_w) in zip(images, plan_rows):
+        for image, (top, left, h, w, _, resize_h, resize_w, _) in zip(images, plan_rows):
             if resize_h:  # evaluation: resize the whole image, then cut the centre
                 x = F.interpolate(image[None].float(), size=(resize_h, resize_w), mode="bilinear",
                                   antialias=True)                                      # (1, 3, rh, rw)
@@ -180,25 +265,17 @@ class GpuAugment:
             if tuple(crop.shape[-2:]) != size:
                 crop = F.interpolate(crop, size=size, mode="bilinear", align_corners=False, antialias=True)
             crops.append(crop)
-        out = torch.cat(crops)                                                          # (B, 3, S, S), 0..255
-        flip = plans[:, 4].bool()
-        if bool(flip.any()):
-            flip_dev = flip.to(self.device, non_blocking=True)
-            out = torch.where(flip_dev.view(-1, 1, 1, 1), out.flip(-1), out)
-        out = torch.addcmul(self.shift, out, self.scale)                               # (x/255 - mean)/std
-        if self.channels_last:
-            out = out.contiguous(memory_format=torch.channels_last)
-        return out
+        return torch.cat(crops)                                                         # (G, 3, S, S), 0..255
 
 
 class GpuDecodeLoader:
     """Wraps a DataLoader of :class:`EncodedImageFolder` batches; yields ``(images, targets, unreadable)``
     with images decoded and augmented on the GPU.
 
-    ``decode_threads`` batches are decoded at once, each by a thread with its own CUDA stream: nvJPEG's
-    Huffman decoding of baseline JPEGs runs on the CPU (in C++, without the GIL), so one thread would cap
-    the pipeline at one core's decoding speed. Batches come out in order; the consumer's stream waits for
-    each batch's event, so decoding overlaps the training steps.
+    ``decode_threads`` batches are prepared at once, each by a thread with its own CUDA stream (torchvision
+    runs one nvJPEG call at a time per process, but the threads overlap one batch's decoding with another's
+    cropping and copying). Batches come out in order; the consumer's stream waits for each batch's event,
+    so decoding overlaps the training steps.
     """
 
     def __init__(self, loader: Any, augment: GpuAugment, decode_threads: int = DECODE_THREADS) -> None:
@@ -210,14 +287,14 @@ class GpuDecodeLoader:
     def __len__(self) -> int:
         return len(self.loader)
 
-    def _process(self, batch: tuple) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.cuda.Event]:
-        payloads, targets, unreadable, plans = batch
+    def _process(self, batch: EncodedBatch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.cuda.Event]:
+        jpeg_bytes, jpeg_sizes, ready, plans, targets, unreadable = batch
         device = self.augment.device
         stream = getattr(self._local, "stream", None)
         if stream is None:
             stream = self._local.stream = torch.cuda.Stream(device)
         with torch.cuda.device(device), torch.cuda.stream(stream):
-            images = self.augment(payloads, plans)
+            images = self.augment(jpeg_bytes, jpeg_sizes, ready, plans)
             targets = targets.to(device, non_blocking=True)
             event = torch.cuda.Event()
             event.record(stream)

@@ -336,8 +336,9 @@ def run_loader(args: argparse.Namespace, report: Report) -> str | None:
     """Images/s the training loader delivers to the GPU, ready for the model, with no model running.
 
     'cpu': PIL decoding and the paper's RandomResizedCrop + flip in worker processes, uint8 batches copied
-    to the GPU and normalised there (what main.py does with --decode cpu). 'gpu': workers read bytes and
-    draw crop boxes, nvJPEG decodes on the GPU, crop/resize/flip/normalise on the GPU (--decode gpu).
+    to the GPU and normalised there (what main.py does with --decode cpu). 'gpu' (--decode gpu), once per
+    --gpu-decode-share F: for that fraction of the images workers read bytes and draw crop boxes and the GPU
+    decodes (nvJPEG), crops and resizes; workers decode and crop the rest; flip and normalise on the GPU.
     """
     if not args.loader:
         return None
@@ -347,8 +348,11 @@ def run_loader(args: argparse.Namespace, report: Report) -> str | None:
     workers = args.workers if args.workers is not None else default_workers(1)
     sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
     records = []
-    for decoder in args.loader:
-        gpu = GpuDecodeOptions(args.img_size, 256, 0.08, 0.5, IMAGENET_MEAN, IMAGENET_STD, args.channels_last)
+    cases = [(decoder, share) for decoder in args.loader
+             for share in (args.gpu_decode_share if decoder == "gpu" else [None])]
+    for decoder, share in cases:
+        gpu = GpuDecodeOptions(args.img_size, 256, 0.08, 0.5, IMAGENET_MEAN, IMAGENET_STD, args.channels_last,
+                               gpu_share=share if share is not None else 1.0)
         data = build_data(args.data, batch_size=args.batch_size, val_batch_size=args.batch_size, workers=workers,
                           seed=args.seed, rank=0, world_size=1, device=device,
                           train_transform=build_train_transform(args.img_size, uint8=True),
@@ -370,14 +374,15 @@ def run_loader(args: argparse.Namespace, report: Report) -> str | None:
             if repeat:
                 rates.append((batches - 1) * args.batch_size / (time.perf_counter() - t0))
         rates.sort()
-        record = {"decode": decoder, "workers": workers, "batch_size": args.batch_size, "img_size": args.img_size,
+        record = {"decode": decoder, "gpu_decode_share": share, "workers": workers, "batch_size": args.batch_size, "img_size": args.img_size,
                   "images_per_s": rates[len(rates) // 2], "all_images_per_s": rates}
         records.append(record)
         report.set("loader", records)
-        log.info("loader %s: %.0f img/s", decoder, record["images_per_s"])
+        log.info("loader %s (gpu share %s): %.0f img/s", decoder, share, record["images_per_s"])
         del data
-    rows = [(r["decode"], r["workers"], r["batch_size"], f"{r['images_per_s']:,.0f}") for r in records]
-    return markdown_table(("decode", "workers", "batch", "img/s (median)"), rows)
+    rows = [(r["decode"], "-" if r["gpu_decode_share"] is None else f"{r['gpu_decode_share']:g}", r["workers"],
+             r["batch_size"], f"{r['images_per_s']:,.0f}") for r in records]
+    return markdown_table(("decode", "share to nvJPEG", "workers", "batch", "img/s (median)"), rows)
 
 
 SUITES: tuple[tuple[str, Callable[[argparse.Namespace, Report], str | None]], ...] = (
@@ -407,6 +412,8 @@ def build_parser() -> argparse.ArgumentParser:
     what.add_argument("--loader", nargs="+", choices=("cpu", "gpu"), default=[],
                       help="time the training input pipeline alone on --data (JPEG ImageFolder)")
     what.add_argument("--data", default=None, metavar="DIR", help="ImageFolder root for --loader")
+    what.add_argument("--gpu-decode-share", nargs="+", type=float, default=[1.0, 0.5], metavar="F",
+                      help="for --loader gpu: the fractions of images nvJPEG decodes (the rest by CPU workers)")
     what.add_argument("--loader-batches", type=int, default=50, metavar="N", help="timed batches per repeat")
     what.add_argument("--workers", type=int, default=None, metavar="N", help="loader workers (default: auto)")
     what.add_argument("--loss-batch-size", type=int, default=32, metavar="N")

@@ -3,11 +3,13 @@
 #   throughput  eca_resnet50 (k3557) against resnet50, batch 256, bf16, channels_last, same run: train and
 #               inference eager, train compiled; ECA implementation 'auto' (what ecanet runs: fused Triton
 #               kernels in eager mode, the decomposed BN+ECA form under torch.compile), and 'fused' compiled
-#   loader      the input pipeline alone on a generated ImageNet-like JPEG folder: CPU vs GPU decoding
-#   main        main.py, eca_resnet50, bf16 + channels_last + compile, 3 epochs: synthetic data, then the
-#               JPEG folder with --decode cpu and --decode gpu (images/s, peak memory)
+#   loader      the input pipeline alone on a generated ImageNet-like JPEG folder: CPU vs GPU decoding,
+#               the latter with each --gpu-decode-share in SHARES (default "1 0.65 0.5 0.35")
+#   main        main.py, eca_resnet50, bf16 + channels_last + compile, 3 epochs, for each data source in
+#               SOURCES (default "synthetic cpu gpu"): synthetic data, then the JPEG folder with --decode cpu
+#               and --decode gpu (images/s, peak memory)
 #
-#   OUT=/some/dir STEPS="loader main" bash scripts/gpu_bench.sh
+#   OUT=/some/dir STEPS="loader main" SOURCES="synthetic gpu" bash scripts/gpu_bench.sh
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 OUT=${OUT:-gpu_bench_out}
@@ -15,6 +17,8 @@ PY=${PYTHON:-python3}
 JPEGS=${JPEGS:-/tmp/jpegs-imagenet-like}
 STEPS=${STEPS:-"throughput loader main"}
 WORKERS=${WORKERS:-$(( $(nproc) - 1 ))}
+SHARES=${SHARES:-"1 0.65 0.5 0.35"}
+SOURCES=${SOURCES:-"synthetic cpu gpu"}
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
 BENCH=(scripts/benchmark.py --batch-size 256 --amp bf16 --channels-last --repeats 3)
@@ -33,11 +37,13 @@ if has loader || has main; then
 fi
 if has loader; then
     echo "=== input pipeline alone ($WORKERS workers)"
-    timeout 150 "$PY" scripts/benchmark.py --loader cpu gpu --data "$JPEGS" --batch-size 256 --loader-batches 40 \
-        --repeats 3 --workers "$WORKERS" --json "$OUT/loader.json" 2>&1 | grep -vE " INFO "
+    # shellcheck disable=SC2086
+    timeout 200 "$PY" scripts/benchmark.py --loader cpu gpu --gpu-decode-share $SHARES --data "$JPEGS" \
+        --batch-size 256 --loader-batches 40 --repeats 3 --workers "$WORKERS" --json "$OUT/loader.json" 2>&1 \
+        | grep -vE " INFO "
 fi
 if has main; then
-    for source in synthetic cpu gpu; do
+    for source in $SOURCES; do
         echo "=== main.py, one GPU, bf16 + channels_last + compile, data: $source ($WORKERS workers)"
         if [ "$source" = synthetic ]; then data=(--synthetic --synthetic-size 21000 --num-classes 100)
         else data=("$JPEGS" --decode "$source"); fi

@@ -43,6 +43,6 @@ for job in "${jobs[@]}"; do
     slot=$(( slot + 1 ))
 done
 for pid in "${pids[@]}"; do wait "$pid" || status=1; done
-"$PY" scripts/summarize_runs.py "$RUNS"/*-s* --json "$RUNS/summary.json" | tee "$RUNS/results.md"
-"$PY" scripts/plot_runs.py "$RUNS"/*-s* --output "$RUNS/val_top1.png" --title "Fashion-MNIST test top-1" || true
+"$PY" scripts/summarize_runs.py "$RUNS"/*-s*/ --json "$RUNS/summary.json" | tee "$RUNS/results.md"
+"$PY" scripts/plot_runs.py "$RUNS"/*-s*/ --output "$RUNS/val_top1.png" --title "Fashion-MNIST test top-1" || true
 exit $status

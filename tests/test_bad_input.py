@@ -67,6 +67,7 @@ def test_train_and_val_with_different_classes(dataset, capsys):
     (["-e"], ["-e --resume PATH"]),
     (["--resume", "auto"], ["--output"]),
     (["--decode", "gpu"], ["needs a CUDA GPU"]),
+    (["--gpu-decode-share", "1.5"], ["--gpu-decode-share must be a fraction between 0 and 1"]),
 ])
 def test_impossible_options(dataset, capsys, options, phrases):
     _fails_cleanly([dataset, *SMALL_RUN, *options], capsys, *phrases)

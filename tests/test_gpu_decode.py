@@ -9,8 +9,8 @@ from PIL import Image
 
 from ecanet.data import (IMAGENET_MEAN, IMAGENET_STD, RobustImageFolder, build_train_transform,
                          build_val_transform, pil_rgb_loader, sample_seed)
-from ecanet.gpu_decode import (EncodedImageFolder, GpuAugment, collate_encoded, read_payload, train_crop_plan,
-                               val_crop_plan)
+from ecanet.gpu_decode import (READY_COLUMN, EncodedImageFolder, GpuAugment, collate_encoded, decoded_on_gpu,
+                               read_payload, train_crop_plan, val_crop_plan)
 
 IMG = 64
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -39,13 +39,13 @@ def photo_folder(tmp_path_factory):
     return root
 
 
-def _gpu_path_on_cpu(folder, train: bool, seed: int = 11) -> tuple[torch.Tensor, torch.Tensor]:
-    dataset = EncodedImageFolder(str(folder), train, IMG, 73, min_crop_scale=0.08, hflip=0.5)
+def _gpu_path_on_cpu(folder, train: bool, seed: int = 11, gpu_share: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+    dataset = EncodedImageFolder(str(folder), train, IMG, 73, min_crop_scale=0.08, hflip=0.5, gpu_share=gpu_share)
     items = [dataset[(i, sample_seed(seed, 0, i))] for i in range(len(dataset))]
-    payloads, targets, unreadable, plans = collate_encoded(items)
+    jpeg_bytes, jpeg_sizes, ready, plans, targets, unreadable = collate_encoded(items)
     assert unreadable.sum() == 0
     augment = GpuAugment(IMG, IMAGENET_MEAN, IMAGENET_STD, torch.device("cpu"))
-    return augment(payloads, plans), targets
+    return augment(jpeg_bytes, jpeg_sizes, ready, plans), targets
 
 
 def _cpu_path(folder, train: bool, seed: int = 11) -> torch.Tensor:
@@ -64,6 +64,32 @@ def test_gpu_path_computes_what_the_cpu_path_computes(photo_folder, split):
     # bilinear both): a mean difference of a few 1/255 steps. A wrong box or a missed flip is ~0.5.
     diff = (gpu_style - cpu_style).abs().mean(dim=(1, 2, 3))
     assert diff.max() < 0.06, diff
+
+
+@pytest.mark.parametrize("split", ["train", "val"])
+def test_cpu_share_makes_the_cpu_paths_crops_exactly(photo_folder, split):
+    """With gpu_share 0 every crop is made in the worker with PIL: the --decode cpu pipeline's pixels."""
+    train = split == "train"
+    all_cpu, _ = _gpu_path_on_cpu(photo_folder / split, train, gpu_share=0.0)
+    assert torch.allclose(all_cpu, _cpu_path(photo_folder / split, train), atol=1e-5)
+
+
+def test_split_batches_merge_in_order(photo_folder):
+    """Half the images from each side: each row equals the same row made entirely on one side."""
+    mixed, targets = _gpu_path_on_cpu(photo_folder / "train", True, gpu_share=0.5)
+    all_gpu, targets_gpu = _gpu_path_on_cpu(photo_folder / "train", True, gpu_share=1.0)
+    all_cpu, _ = _gpu_path_on_cpu(photo_folder / "train", True, gpu_share=0.0)
+    on_gpu = torch.tensor([decoded_on_gpu(i, 0.5) for i in range(len(mixed))])
+    assert 0 < int(on_gpu.sum()) < len(mixed)
+    assert torch.equal(mixed[on_gpu], all_gpu[on_gpu]) and torch.equal(mixed[~on_gpu], all_cpu[~on_gpu])
+    assert torch.equal(targets, targets_gpu)
+
+
+def test_gpu_share_is_the_fraction_of_indices_sent_to_nvjpeg():
+    for share in (0.0, 0.3, 0.5, 0.65, 1.0):
+        for start in (0, 12_345):
+            sent = sum(decoded_on_gpu(i, share) for i in range(start, start + 1000))
+            assert abs(sent - 1000 * share) <= 3, (share, sent)
 
 
 def test_crop_plans_follow_the_sample_seed(photo_folder):
@@ -85,11 +111,60 @@ def test_val_plan_is_resize_then_center_crop():
     assert (plan.top, plan.left, plan.height, plan.width, plan.flip) == (16, 58, 224, 224, False)
 
 
-def test_payloads(photo_folder):
+def test_payloads(photo_folder, tmp_path):
+    """JPEGs nvJPEG decodes travel as bytes; PNGs and CMYK JPEGs are decoded in the worker, as on the CPU path."""
     jpeg, header = read_payload(str(photo_folder / "train" / "class0" / "0.jpg"))
     assert jpeg.dim() == 1 and jpeg[:2].tolist() == [0xFF, 0xD8] and header.size == (120, 90)
-    png, header = read_payload(str(photo_folder / "train" / "class0" / "3.png"))
-    assert png.shape == (3, 90, 120) and png.dtype == torch.uint8
+    grey, header = read_payload(str(photo_folder / "train" / "class1" / "3.jpg"))
+    assert isinstance(grey, torch.Tensor) and grey.dim() == 1 and header.mode == "L"
+    cmyk_path = tmp_path / "cmyk.jpg"
+    Image.open(photo_folder / "train" / "class0" / "0.jpg").convert("CMYK").save(cmyk_path, quality=92)
+    for path in (photo_folder / "train" / "class0" / "3.png", cmyk_path):
+        image, header = read_payload(str(path))
+        assert isinstance(image, Image.Image) and image.mode == "RGB" and header is image
+        assert np.array_equal(np.array(image), np.array(pil_rgb_loader(str(path))))
+
+
+def test_collate_sends_six_tensors_and_the_files_bytes(photo_folder):
+    """A batch crosses process boundaries as six tensors, whatever its size; the JPEG rows' bytes split
+    back into the files, and a PNG in the GPU share arrives as the CPU path's crop."""
+    folder = photo_folder / "train"
+    seed = 11
+    dataset = EncodedImageFolder(str(folder), True, IMG, 73, gpu_share=1.0)
+    batch = collate_encoded([dataset[(i, sample_seed(seed, 0, i))] for i in range(len(dataset))])
+    assert len(batch) == 6 and all(isinstance(t, torch.Tensor) for t in batch)
+    jpeg_bytes, jpeg_sizes, ready, plans, targets, unreadable = batch
+    assert jpeg_bytes.dtype == torch.uint8 and jpeg_bytes.dim() == 1 and jpeg_sizes.dtype == torch.int64
+    assert plans.shape == (12, 8) and targets.shape == unreadable.shape == (12,)
+    paths = [path for path, _ in dataset.samples]
+    ready_rows = [i for i in range(len(paths)) if plans[i, READY_COLUMN]]
+    assert [paths[i] for i in ready_rows] == [str(folder / "class0" / "3.png")]
+    jpeg_paths = [path for i, path in enumerate(paths) if i not in ready_rows]
+    files = torch.split(jpeg_bytes, jpeg_sizes.tolist())
+    assert [bytes(f.numpy()) for f in files] == [open(path, "rb").read() for path in jpeg_paths]
+    assert ready.shape == (1, 3, IMG, IMG) and ready.dtype == torch.uint8
+    png_row = ready_rows[0]
+    cpu_crop = RobustImageFolder(str(folder), transform=build_train_transform(IMG, "rrc", 0.08, uint8=True),
+                                 loader=pil_rgb_loader)[(png_row, sample_seed(seed, 0, png_row))][0]
+    assert torch.equal(ready[0], cpu_crop)
+    assert plans[png_row, 4] == 0  # flipped already in the worker
+
+    nothing_ready = collate_encoded([dataset[i] for i in range(3)])
+    assert nothing_ready[2].shape == (0, 3, 0, 0) and len(nothing_ready[1]) == 3
+    all_ready = collate_encoded([EncodedImageFolder(str(folder), True, IMG, 73, gpu_share=0.0)[i] for i in range(3)])
+    assert all_ready[0].shape == (0,) and all_ready[1].shape == (0,) and all_ready[2].shape == (3, 3, IMG, IMG)
+
+
+def test_batches_without_ready_crops_match_the_mixed_batch(photo_folder):
+    """Only JPEG rows (nothing made on the CPU) go through the same crops as in a batch with ready rows."""
+    dataset = EncodedImageFolder(str(photo_folder / "val"), False, IMG, 73, gpu_share=1.0)
+    items = [dataset[i] for i in range(len(dataset))]
+    augment = GpuAugment(IMG, IMAGENET_MEAN, IMAGENET_STD, torch.device("cpu"))
+    mixed = augment(*collate_encoded(items)[:4])
+    jpeg_rows = [i for i, item in enumerate(items) if not item[3][READY_COLUMN]]
+    assert len(jpeg_rows) == len(items) - 1
+    only_jpegs = augment(*collate_encoded([items[i] for i in jpeg_rows])[:4])
+    assert torch.equal(only_jpegs, mixed[jpeg_rows])
 
 
 def test_unreadable_files_are_skipped_and_counted(photo_folder, tmp_path):
@@ -97,9 +172,14 @@ def test_unreadable_files_are_skipped_and_counted(photo_folder, tmp_path):
     root = tmp_path / "t"
     shutil.copytree(photo_folder / "train", root)
     (root / "class1" / "0.jpg").write_bytes(b"garbage")
-    dataset = EncodedImageFolder(str(root), True, IMG, 73)
-    flags = [dataset[(i, 0)][2] for i in range(len(dataset))]
-    assert sum(flags) == 1
+    png = root / "class0" / "3.png"
+    png.write_bytes(png.read_bytes()[:200])  # its header still opens; decoding it fails
+    for share in (0.0, 1.0):  # a broken file is skipped on both sides of the split
+        dataset = EncodedImageFolder(str(root), True, IMG, 73, gpu_share=share)
+        items = [dataset[(i, 0)] for i in range(len(dataset))]
+        # the truncated PNG (index 3) is skipped to the garbage JPEG (index 4), then to the next file
+        assert [item[2] for item in items] == [0, 0, 0, 1, 1] + [0] * 7
+        assert collate_encoded(items)[5].sum() == 2
 
 
 @needs_cuda
@@ -118,9 +198,10 @@ def test_nvjpeg_matches_cpu_decoding_within_jpeg_tolerance(photo_folder):
 
 
 @needs_cuda
-def test_gpu_loader_end_to_end(photo_folder):
+@pytest.mark.parametrize("gpu_share", [1.0, 0.5])
+def test_gpu_loader_end_to_end(photo_folder, gpu_share):
     from ecanet.data import GpuDecodeOptions, build_data
-    options = GpuDecodeOptions(IMG, 73, 0.08, 0.5, IMAGENET_MEAN, IMAGENET_STD, channels_last=True)
+    options = GpuDecodeOptions(IMG, 73, 0.08, 0.5, IMAGENET_MEAN, IMAGENET_STD, channels_last=True, gpu_share=gpu_share)
     data = build_data(photo_folder, batch_size=4, val_batch_size=5, workers=2, seed=11, rank=0, world_size=1,
                       device=torch.device("cuda"), train_transform=None, val_transform=None, gpu_decode=options)
     data.train_sampler.set_epoch(0)
