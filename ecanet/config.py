@@ -56,6 +56,7 @@ def _add_data_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--decode", choices=DECODERS, default="cpu",
                    help="where JPEGs are decoded and augmented: 'cpu' (PIL in workers) or 'gpu' "
                         "(nvJPEG + augmentation on the GPU)")
+    # default: ecanet.data.DEFAULT_GPU_DECODE_SHARE (not imported: this module stays free of torch)
     g.add_argument("--gpu-decode-share", type=float, default=1.0, metavar="F",
                    help="with --decode gpu: the fraction of images nvJPEG decodes; CPU workers decode and crop "
                         "the rest, both at once. Lower it where the GPU's decoding is the slower side (default "

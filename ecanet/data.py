@@ -144,7 +144,8 @@ class RobustImageFolder(datasets.ImageFolder):
     (:func:`load_readable`).
 
     The key may be an index or ``(index, seed)``; with a seed, the transform's randomness is drawn from
-    a generator seeded with it (torchvision's transforms use the global torch RNG, so it is forked).
+    the global CPU generator seeded with it and restored afterwards (:func:`seeded_cpu_rng`; torchvision's
+    transforms draw from that generator).
     """
 
     def __getitem__(self, key: int | tuple[int, int]) -> tuple[Any, int, int]:
@@ -344,7 +345,8 @@ def build_data(root: str | os.PathLike | None, *, batch_size: int, val_batch_siz
                device_normalize: tuple[Sequence[float], Sequence[float], bool] | None = None) -> DataBundle:
     """ImageFolder loaders for ``root/train`` and ``root/val``, sharded over ``world_size`` ranks.
 
-    With ``gpu_decode``, workers only read bytes and draw crop boxes; the GPU decodes and augments. With
+    With ``gpu_decode``, workers read bytes and draw crop boxes for the images the GPU decodes and augments
+    (``gpu_decode.gpu_share`` of them), and decode and crop the others themselves. With
     ``device_normalize`` = (mean, std, channels_last) the transforms end in uint8 tensors and the loaders
     are wrapped in :class:`DeviceLoader`.
     """

@@ -1,4 +1,4 @@
-"""The GPU half of the input pipeline (``--decode gpu``): workers read bytes, the GPU decodes and augments.
+"""The GPU half of the input pipeline (``--decode gpu``): the GPU decodes and augments what workers read.
 
 For its share of the images (``gpu_share``, ``--gpu-decode-share``) a CPU worker does only
 what is cheap: read the file, read its size from the header, and draw the sample's crop box and flip
@@ -10,12 +10,15 @@ are decoded and cropped by the worker with PIL, exactly as ``--decode cpu`` does
 a ready ``(B, 3, S, S)`` tensor. Decoding runs on side CUDA streams in background threads, ahead of the
 training step.
 
-Why a split exists: where the GPU's JPEG decoding is the slower side (GPUs without JPEG engines, or
-many GPUs sharing one host's cores less than it), the CPU workers can take part of the work, as DALI's
-``hw_decoder_load`` does. On an H200 with 16 cores the JPEG engines are much faster than the cores
-(loader alone: 15,037 img/s with everything on the GPU, 6,012 with everything on the CPU; mixed shares in
-between, docs/benchmarks.md), so the default sends every image to the GPU. Which images go where depends
-on the sample index only.
+Why a split exists: where the GPU's JPEG decoding is the slower side (GPUs without JPEG engines, or hosts
+with many cores per GPU), the CPU workers can take part of the work, as DALI's ``hw_decoder_load`` does. On
+an H200 with 16 cores the JPEG engines are much faster than the cores (loader alone: 15,037 img/s with
+every image on the GPU, 6,012-6,953 with ``--decode cpu``, mixed shares in between; docs/benchmarks.md), so
+the default sends every image to the GPU. Which images go where depends on the sample index only.
+
+Broken files: one whose header cannot be read is skipped and counted by the worker on either side. A JPEG
+whose header reads but whose data nvJPEG and PIL both reject only surfaces on the GPU side; it is replaced
+by a grey image with a logged warning and is not in the per-epoch count of unreadable images.
 
 Non-JPEG files (PNG, ...) and JPEGs in modes nvJPEG cannot decode (e.g. CMYK) in the GPU share are
 decoded and cropped by the worker instead, exactly like the CPU share, and travel as ready crops too.
@@ -227,17 +230,19 @@ class GpuAugment:
         gpu_rows = [i for i, row in enumerate(plan_rows) if not row[READY_COLUMN]]
         assert len(gpu_rows) == len(jpeg_sizes) and len(gpu_rows) + len(ready) == len(plan_rows)
         size = (self.img_size, self.img_size)
-        out = torch.empty(len(plan_rows), 3, *size, device=self.device)                # (B, 3, S, S)
-        if len(gpu_rows) < len(plan_rows):
-            cpu_rows = torch.tensor([i for i, row in enumerate(plan_rows) if row[READY_COLUMN]], device=self.device)
-            out.index_copy_(0, cpu_rows, ready.to(self.device, non_blocking=True).float())
+        ready_rows = [i for i, row in enumerate(plan_rows) if row[READY_COLUMN]]
+        parts = []  # (batch rows, their (n, 3, S, S) float images in 0..255)
+        if ready_rows:
+            parts.append((ready_rows, ready.to(self.device, non_blocking=True).float()))
         if gpu_rows:
             jpegs = torch.split(jpeg_bytes, jpeg_sizes.tolist())                        # G views of (n_i,)
-            crops = self._crop_on_gpu(jpegs, [plan_rows[i] for i in gpu_rows], size)
-            if len(gpu_rows) == len(plan_rows):
-                out = crops
-            else:
-                out.index_copy_(0, torch.tensor(gpu_rows, device=self.device), crops)
+            parts.append((gpu_rows, self._crop_on_gpu(jpegs, [plan_rows[i] for i in gpu_rows], size)))
+        if len(parts) == 1:
+            out = parts[0][1]                                                           # (B, 3, S, S)
+        else:  # a split batch: put each part's rows back in batch order
+            out = torch.empty(len(plan_rows), 3, *size, device=self.device)            # (B, 3, S, S)
+            for rows, images in parts:
+                out.index_copy_(0, torch.tensor(rows, device=self.device), images)
         flip = plans[:, 4].bool()  # CPU-made crops are flipped already: their plans say no flip
         if bool(flip.any()):
             flip_dev = flip.to(self.device, non_blocking=True)

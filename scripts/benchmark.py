@@ -342,8 +342,8 @@ def run_loader(args: argparse.Namespace, report: Report) -> str | None:
     """
     if not args.loader:
         return None
-    from ecanet.data import (IMAGENET_MEAN, IMAGENET_STD, GpuDecodeOptions, build_data, build_train_transform,
-                             build_val_transform, default_workers)
+    from ecanet.data import (DEFAULT_GPU_DECODE_SHARE, IMAGENET_MEAN, IMAGENET_STD, GpuDecodeOptions, build_data,
+                             build_train_transform, build_val_transform, default_workers)
     device = torch.device(args.device)
     workers = args.workers if args.workers is not None else default_workers(1)
     sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
@@ -352,7 +352,7 @@ def run_loader(args: argparse.Namespace, report: Report) -> str | None:
              for share in (args.gpu_decode_share if decoder == "gpu" else [None])]
     for decoder, share in cases:
         gpu = GpuDecodeOptions(args.img_size, 256, 0.08, 0.5, IMAGENET_MEAN, IMAGENET_STD, args.channels_last,
-                               gpu_share=share if share is not None else 1.0)
+                               gpu_share=share if share is not None else DEFAULT_GPU_DECODE_SHARE)
         data = build_data(args.data, batch_size=args.batch_size, val_batch_size=args.batch_size, workers=workers,
                           seed=args.seed, rank=0, world_size=1, device=device,
                           train_transform=build_train_transform(args.img_size, uint8=True),
@@ -412,7 +412,7 @@ def build_parser() -> argparse.ArgumentParser:
     what.add_argument("--loader", nargs="+", choices=("cpu", "gpu"), default=[],
                       help="time the training input pipeline alone on --data (JPEG ImageFolder)")
     what.add_argument("--data", default=None, metavar="DIR", help="ImageFolder root for --loader")
-    what.add_argument("--gpu-decode-share", nargs="+", type=float, default=[1.0, 0.5], metavar="F",
+    what.add_argument("--gpu-decode-share", nargs="+", type=float, default=[1.0, 0.6, 0.45, 0.3], metavar="F",
                       help="for --loader gpu: the fractions of images nvJPEG decodes (the rest by CPU workers)")
     what.add_argument("--loader-batches", type=int, default=50, metavar="N", help="timed batches per repeat")
     what.add_argument("--workers", type=int, default=None, metavar="N", help="loader workers (default: auto)")
@@ -446,7 +446,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if any(not 0.0 <= share <= 1.0 for share in args.gpu_decode_share):
+        parser.error(f"--gpu-decode-share takes fractions between 0 and 1, got {args.gpu_decode_share}.")
     if args.summarize:
         print(summarize(args.summarize))
         return 0

@@ -4,7 +4,7 @@
 #               inference eager, train compiled; ECA implementation 'auto' (what ecanet runs: fused Triton
 #               kernels in eager mode, the decomposed BN+ECA form under torch.compile), and 'fused' compiled
 #   loader      the input pipeline alone on a generated ImageNet-like JPEG folder: CPU vs GPU decoding,
-#               the latter with each --gpu-decode-share in SHARES (default "1 0.65 0.5 0.35")
+#               the latter with each --gpu-decode-share in SHARES (default "1 0.6 0.45 0.3")
 #   main        main.py, eca_resnet50, bf16 + channels_last + compile, 3 epochs, for each data source in
 #               SOURCES (default "synthetic cpu gpu"): synthetic data, then the JPEG folder with --decode cpu
 #               and --decode gpu (images/s, peak memory)
@@ -17,7 +17,8 @@ PY=${PYTHON:-python3}
 JPEGS=${JPEGS:-/tmp/jpegs-imagenet-like}
 STEPS=${STEPS:-"throughput loader main"}
 WORKERS=${WORKERS:-$(( $(nproc) - 1 ))}
-SHARES=${SHARES:-"1 0.65 0.5 0.35"}
+SHARES=${SHARES:-"1 0.6 0.45 0.3"}
+MAIN_SHARE=${MAIN_SHARE:-1}   # --gpu-decode-share of the main.py --decode gpu run
 SOURCES=${SOURCES:-"synthetic cpu gpu"}
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
@@ -46,7 +47,7 @@ if has main; then
     for source in $SOURCES; do
         echo "=== main.py, one GPU, bf16 + channels_last + compile, data: $source ($WORKERS workers)"
         if [ "$source" = synthetic ]; then data=(--synthetic --synthetic-size 21000 --num-classes 100)
-        else data=("$JPEGS" --decode "$source"); fi
+        else data=("$JPEGS" --decode "$source" --gpu-decode-share "$MAIN_SHARE"); fi
         timeout 200 "$PY" main.py "${data[@]}" -a eca_resnet50 --ksize 3557 -b 256 --amp bf16 --channels-last \
             --compile --epochs 3 -p 20 --workers "$WORKERS" --output "/tmp/main-$source" 2>&1 \
             | grep -E "epoch [0-9]+/[0-9]+:|error|Error"
