@@ -112,6 +112,8 @@ def validate_options(args: argparse.Namespace) -> None:
                           "in use. On the CPU use --amp bf16 or --amp off.")
     if args.decode == "gpu" and not wants_cuda:
         raise ConfigError("--decode gpu decodes JPEGs with nvJPEG and needs a CUDA GPU. Use --decode cpu.")
+    if args.gpu_decode_threads < 1:
+        raise ConfigError(f"--gpu-decode-threads must be at least 1, got {args.gpu_decode_threads}.")
     if not 0.0 <= args.gpu_decode_share <= 1.0:
         raise ConfigError(f"--gpu-decode-share must be a fraction between 0 and 1, got {args.gpu_decode_share}.")
     if args.decode == "gpu" and (args.augment != "rrc" or args.random_erasing > 0):
@@ -227,7 +229,8 @@ def _gpu_decode_options(args: argparse.Namespace) -> GpuDecodeOptions | None:
     if args.decode != "gpu":
         return None
     return GpuDecodeOptions(args.img_size, args.val_resize, args.min_crop_scale, args.hflip, **_normalisation(args),
-                            channels_last=args.channels_last, gpu_share=args.gpu_decode_share)
+                            channels_last=args.channels_last, gpu_share=args.gpu_decode_share,
+                            decode_threads=args.gpu_decode_threads)
 
 
 def _train_transform(args: argparse.Namespace) -> Any:

@@ -56,11 +56,14 @@ def _add_data_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--decode", choices=DECODERS, default="cpu",
                    help="where JPEGs are decoded and augmented: 'cpu' (PIL in workers) or 'gpu' "
                         "(nvJPEG + augmentation on the GPU)")
-    # default: ecanet.data.DEFAULT_GPU_DECODE_SHARE (not imported: this module stays free of torch)
+    # defaults: ecanet.data.DEFAULT_GPU_DECODE_SHARE / _THREADS (not imported: this module stays free of torch)
     g.add_argument("--gpu-decode-share", type=float, default=1.0, metavar="F",
                    help="with --decode gpu: the fraction of images nvJPEG decodes; CPU workers decode and crop "
                         "the rest, both at once. Lower it where the GPU's decoding is the slower side (default "
                         "1: on an H200 with 16 cores nvJPEG alone was fastest, docs/benchmarks.md)")
+    g.add_argument("--gpu-decode-threads", type=int, default=4, metavar="N",
+                   help="with --decode gpu: batches prepared at once by the main process's decode threads "
+                        "(default 4; 1, 2 and 4 trained at the same speed on an H200, docs/benchmarks.md)")
     g.add_argument("--synthetic", action="store_true",
                    help="random images on the device instead of DATA (throughput measurements)")
     g.add_argument("--synthetic-size", type=int, default=12_800, metavar="N",

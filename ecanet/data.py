@@ -34,6 +34,7 @@ MAX_SKIPPED_PER_SAMPLE = 64       # give up after this many unreadable files in 
 MAX_BAD_IMAGE_FRACTION = 0.01     # stop the run when more than 1% of an epoch's images are unreadable
 PREFETCH_BATCHES_PER_WORKER = 4
 DEFAULT_GPU_DECODE_SHARE = 1.0    # --decode gpu: fraction of images nvJPEG decodes, the rest by CPU workers
+DEFAULT_GPU_DECODE_THREADS = 4    # --decode gpu: batches in flight in the main process's decode threads
 NO_DATASET_MESSAGE = ("no dataset given. Pass DATA (a folder with train/ and val/ class folders), e.g. "
                       "'python main.py /data/imagenet -a eca_resnet50', or use --synthetic.")
 _SEED_MIX = 0x9E3779B97F4A7C15    # 2^64 / golden ratio: spreads (seed, epoch) over 64-bit seeds
@@ -329,6 +330,7 @@ class GpuDecodeOptions:
     std: Sequence[float]
     channels_last: bool
     gpu_share: float = DEFAULT_GPU_DECODE_SHARE
+    decode_threads: int = DEFAULT_GPU_DECODE_THREADS
 
 
 def _gpu_image_folder(root: Path, split: str, train: bool, options: GpuDecodeOptions) -> Dataset:
@@ -385,7 +387,8 @@ def build_data(root: str | os.PathLike | None, *, batch_size: int, val_batch_siz
     if gpu_decode is not None:
         from .gpu_decode import GpuAugment, GpuDecodeLoader
         augment = GpuAugment(gpu_decode.img_size, gpu_decode.mean, gpu_decode.std, device, gpu_decode.channels_last)
-        val_loader = GpuDecodeLoader(val_loader, augment)
-        train_loader = GpuDecodeLoader(train_loader, augment) if train_loader is not None else None
+        val_loader = GpuDecodeLoader(val_loader, augment, gpu_decode.decode_threads)
+        if train_loader is not None:
+            train_loader = GpuDecodeLoader(train_loader, augment, gpu_decode.decode_threads)
     return DataBundle(train_loader, val_loader, train_sampler, len(val_set.classes), list(val_set.classes),
                       len(train_set) if train_set is not None else 0, len(val_set), steps)

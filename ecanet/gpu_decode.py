@@ -47,7 +47,7 @@ from torchvision import datasets
 from torchvision.transforms import RandomResizedCrop
 from torchvision.transforms import functional as TF
 
-from .data import DEFAULT_GPU_DECODE_SHARE, UNREADABLE_ERRORS, load_readable, pil_rgb_loader, seeded_cpu_rng
+from .data import DEFAULT_GPU_DECODE_SHARE, DEFAULT_GPU_DECODE_THREADS, UNREADABLE_ERRORS, load_readable, pil_rgb_loader, seeded_cpu_rng
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +56,6 @@ NVJPEG_MODES = ("RGB", "L")  # JPEG colour modes decoded on the GPU; others (CMY
 READY_COLUMN = 7             # the plan column that is 1 when the row's image is a crop made on the CPU
 RRC_RATIO = [3 / 4, 4 / 3]   # RandomResizedCrop's default aspect-ratio range (torchvision)
 PREFETCH_BATCHES = 2         # batches decoded ahead of the training step, beyond one per decode thread
-DECODE_THREADS = 4           # batches in flight in the decode threads (training speed with 1, 2, 4: same)
 _GOLDEN_FRACTION = 0.6180339887498949  # Weyl sequence: any run of indices is split close to the share
 
 
@@ -283,7 +282,7 @@ class GpuDecodeLoader:
     so decoding overlaps the training steps.
     """
 
-    def __init__(self, loader: Any, augment: GpuAugment, decode_threads: int = DECODE_THREADS) -> None:
+    def __init__(self, loader: Any, augment: GpuAugment, decode_threads: int = DEFAULT_GPU_DECODE_THREADS) -> None:
         self.loader, self.augment, self.decode_threads = loader, augment, max(1, decode_threads)
         self.batch_size = loader.batch_size
         self.sampler = loader.sampler

@@ -68,6 +68,7 @@ def test_train_and_val_with_different_classes(dataset, capsys):
     (["--resume", "auto"], ["--output"]),
     (["--decode", "gpu"], ["needs a CUDA GPU"]),
     (["--gpu-decode-share", "1.5"], ["--gpu-decode-share must be a fraction between 0 and 1"]),
+    (["--gpu-decode-threads", "0"], ["--gpu-decode-threads must be at least 1"]),
 ])
 def test_impossible_options(dataset, capsys, options, phrases):
     _fails_cleanly([dataset, *SMALL_RUN, *options], capsys, *phrases)
