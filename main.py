@@ -185,12 +185,12 @@ def evaluate_only(args: argparse.Namespace, info: DistInfo, precision: Precision
                       device=info.device, train_transform=None, val_transform=_val_transform(args),
                       evaluate_only=True, gpu_decode=_gpu_decode_options(args),
                       device_normalize=_device_normalize(args))
-    out_features = _num_outputs(model)
-    if out_features != data.num_classes:
-        raise UserError(f"{path} has {out_features} output classes but {args.data}/val has {data.num_classes} "
+    spec = ckpt.infer_network(model.state_dict())
+    if spec.num_classes != data.num_classes:
+        raise UserError(f"{path} has {spec.num_classes} output classes but {args.data}/val has {data.num_classes} "
                         f"class folders. Evaluate it on the dataset it was trained for.")
     model.to(info.device, memory_format=torch.channels_last if args.channels_last else torch.contiguous_format)
-    arch_name = ckpt.infer_network(model.state_dict()).arch
+    arch_name = spec.arch
     log.info("evaluating %s (%s, %s parameters) on %d images of %s", path, arch_name,
              f"{models.count_parameters(model):,}", data.val_size, Path(args.data) / "val")
     result = evaluate(model, nn.CrossEntropyLoss(), data.val_loader, device=info.device, info=info,
@@ -205,11 +205,6 @@ def evaluate_only(args: argparse.Namespace, info: DistInfo, precision: Precision
                                "images_per_s": result.images_per_s})
         logger.close()
     return EXIT_OK
-
-
-def _num_outputs(model: nn.Module) -> int:
-    head = model.fc if hasattr(model, "fc") else model.classifier[-1]
-    return head.out_features
 
 
 def _normalisation(args: argparse.Namespace) -> dict[str, Sequence[float]]:
@@ -457,7 +452,7 @@ def _epoch_loop(args: argparse.Namespace, info: DistInfo, trainer: Trainer, metr
     t_run = time.perf_counter()
     last_eval = None
 
-    def save_step(position: EpochPosition, totals: RunningTotals, skipped: int) -> None:
+    def save_step(skipped: int) -> None:
         trainer.skipped_in_epoch = skipped
         trainer.save("step")
 
@@ -543,8 +538,6 @@ def run(args: argparse.Namespace) -> int:
     info = init_distributed(args.device, args.dist_backend, args.gpu, args.world_size)
     try:
         setup_logging(info, args.debug)
-        if info.device.type == "cpu" and args.amp == "fp16":
-            raise ConfigError("--amp fp16 needs a CUDA GPU; use --amp bf16 or off on the CPU.")
         if args.workers is None:
             args.workers = default_workers(info.local_world_size)
         if args.seed is None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
+import functools
 import logging
 import statistics
 import time
@@ -21,6 +22,7 @@ from typing import Callable, Iterator, Sequence
 import torch
 from torch import nn
 
+from models.attention import scale_add_relu
 from models.eca_module import EcaModule, adaptive_kernel_size, eca_implementation, parse_kernel_sizes
 from models.resnet import RESNET_SPECS, STAGE_WIDTHS
 
@@ -310,11 +312,10 @@ def eca_floor_bytes(shape: Sequence[int], dtype: torch.dtype, variant: str) -> t
 
 
 def _eca_call(variant: str, module: EcaModule | None) -> Callable[..., torch.Tensor]:
-    if variant == "tail":
-        return lambda x, identity: module.scale_add_relu(x, identity)
     if variant == "layer":
         return lambda x, identity: module(x)
-    return lambda x, identity: torch.relu_(x + identity)   # ResNet's tail: models.attention.scale_add_relu
+    # ResNet's block tail, with ("tail") or without ("no-attention tail") the ECA module
+    return functools.partial(scale_add_relu, module if variant == "tail" else None)
 
 
 def measure_eca_layer(shape: Sequence[int], *, k_size: int = 3, dtype: torch.dtype = torch.bfloat16,

@@ -23,6 +23,8 @@ DECODERS = ("cpu", "gpu")
 ECA_IMPLEMENTATIONS = ("auto", "fused", "plain")
 DEVICES = ("auto", "cuda", "cpu")
 MAX_AUTO_WORKERS = 16  # the official scripts' -j default
+DEFAULT_GPU_DECODE_SHARE = 1.0    # --decode gpu: fraction of images nvJPEG decodes, the rest by CPU workers
+DEFAULT_GPU_DECODE_THREADS = 4    # --decode gpu: batches in flight in the main process's decode threads
 
 # Options that are written to / read from config files under another name than their dest.
 _POSITIONAL_DATA = "data"
@@ -56,12 +58,11 @@ def _add_data_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--decode", choices=DECODERS, default="cpu",
                    help="where JPEGs are decoded and augmented: 'cpu' (PIL in workers) or 'gpu' "
                         "(nvJPEG + augmentation on the GPU)")
-    # defaults: ecanet.data.DEFAULT_GPU_DECODE_SHARE / _THREADS (not imported: this module stays free of torch)
-    g.add_argument("--gpu-decode-share", type=float, default=1.0, metavar="F",
+    g.add_argument("--gpu-decode-share", type=float, default=DEFAULT_GPU_DECODE_SHARE, metavar="F",
                    help="with --decode gpu: the fraction of images nvJPEG decodes; CPU workers decode and crop "
                         "the rest, both at once. Lower it where the GPU's decoding is the slower side (default "
                         "1: on an H200 with 16 cores nvJPEG alone was fastest, docs/benchmarks.md)")
-    g.add_argument("--gpu-decode-threads", type=int, default=4, metavar="N",
+    g.add_argument("--gpu-decode-threads", type=int, default=DEFAULT_GPU_DECODE_THREADS, metavar="N",
                    help="with --decode gpu: batches prepared at once by the main process's decode threads "
                         "(default 4; 1, 2 and 4 trained at the same speed on an H200, docs/benchmarks.md)")
     g.add_argument("--synthetic", action="store_true",

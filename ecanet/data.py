@@ -23,6 +23,7 @@ from PIL import Image, UnidentifiedImageError
 from torch.utils.data import DataLoader, Dataset, Sampler
 from torchvision import datasets, transforms
 
+from .config import DEFAULT_GPU_DECODE_SHARE, DEFAULT_GPU_DECODE_THREADS, MAX_AUTO_WORKERS
 from .errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
@@ -33,8 +34,6 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 MAX_SKIPPED_PER_SAMPLE = 64       # give up after this many unreadable files in a row
 MAX_BAD_IMAGE_FRACTION = 0.01     # stop the run when more than 1% of an epoch's images are unreadable
 PREFETCH_BATCHES_PER_WORKER = 4
-DEFAULT_GPU_DECODE_SHARE = 1.0    # --decode gpu: fraction of images nvJPEG decodes, the rest by CPU workers
-DEFAULT_GPU_DECODE_THREADS = 4    # --decode gpu: batches in flight in the main process's decode threads
 NO_DATASET_MESSAGE = ("no dataset given. Pass DATA (a folder with train/ and val/ class folders), e.g. "
                       "'python main.py /data/imagenet -a eca_resnet50', or use --synthetic.")
 _SEED_MIX = 0x9E3779B97F4A7C15    # 2^64 / golden ratio: spreads (seed, epoch) over 64-bit seeds
@@ -105,7 +104,6 @@ class DeviceLoader:
     def __init__(self, loader: DataLoader, mean: Sequence[float], std: Sequence[float], device: torch.device,
                  channels_last: bool = False) -> None:
         self.loader, self.device = loader, device
-        self.batch_size = loader.batch_size
         self.mean = torch.tensor(mean, dtype=torch.float32, device=device).view(1, -1, 1, 1)  # (1, 3, 1, 1)
         self.std = torch.tensor(std, dtype=torch.float32, device=device).view(1, -1, 1, 1)    # (1, 3, 1, 1)
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
@@ -221,10 +219,8 @@ class ResumableSampler(Sampler):
     :meth:`set_epoch` before each epoch, with ``start_sample`` > 0 to skip what was already trained on.
     """
 
-    def __init__(self, num_samples: int, seed: int, rank: int = 0, world_size: int = 1,
-                 shuffle: bool = True) -> None:
+    def __init__(self, num_samples: int, seed: int, rank: int = 0, world_size: int = 1) -> None:
         self.num_samples, self.seed, self.rank, self.world_size = num_samples, seed, rank, world_size
-        self.shuffle = shuffle
         self.per_rank = math.ceil(num_samples / world_size)
         self.epoch, self.start_sample = 0, 0
 
@@ -232,11 +228,8 @@ class ResumableSampler(Sampler):
         self.epoch, self.start_sample = epoch, start_sample
 
     def _rank_indices(self) -> list[int]:
-        if self.shuffle:
-            g = torch.Generator().manual_seed(self.seed * 10_007 + self.epoch)
-            order = torch.randperm(self.num_samples, generator=g).tolist()
-        else:
-            order = list(range(self.num_samples))
+        g = torch.Generator().manual_seed(self.seed * 10_007 + self.epoch)
+        order = torch.randperm(self.num_samples, generator=g).tolist()
         order += order[: self.per_rank * self.world_size - len(order)]  # pad, as DistributedSampler
         return order[self.rank::self.world_size]
 
@@ -265,7 +258,7 @@ class ShardSampler(Sampler):
 
 def default_workers(local_world_size: int) -> int:
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(0, min(16, cpus // max(1, local_world_size) - 1))
+    return max(0, min(MAX_AUTO_WORKERS, cpus // max(1, local_world_size) - 1))
 
 
 def make_loader(dataset: Dataset, sampler: Sampler, batch_size: int, workers: int, pin_memory: bool,

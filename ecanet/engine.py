@@ -11,7 +11,7 @@ import logging
 import math
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Iterable
 
 import torch
@@ -75,7 +75,6 @@ class EpochResult:
     seconds: float
     skipped_images: int
     preempted: bool = False
-    position: EpochPosition = field(default_factory=EpochPosition)
 
     @property
     def images_per_s(self) -> float:
@@ -107,7 +106,7 @@ def train_one_epoch(model: nn.Module, criterion: nn.Module, optimizer: torch.opt
                     ema: torch.optim.swa_utils.AveragedModel | None = None, ema_source: nn.Module | None = None,
                     clip_grad_norm: float = 0.0, print_freq: int = 50,
                     should_stop: Callable[[], bool] | None = None, save_every_steps: int = 0,
-                    save_step_checkpoint: Callable[[EpochPosition, RunningTotals, int], None] | None = None,
+                    save_step_checkpoint: Callable[[int], None] | None = None,
                     metrics: MetricsLogger | None = None) -> EpochResult:
     """Train from ``position`` to the end of the epoch (or until ``should_stop()``), in place.
 
@@ -118,7 +117,8 @@ def train_one_epoch(model: nn.Module, criterion: nn.Module, optimizer: torch.opt
         totals: running sums of this epoch (restored from a checkpoint when resuming mid-epoch).
         ema, ema_source: the weight EMA and the unwrapped model it follows.
         should_stop: polled after every step (preemption); all ranks get the same answer.
-        save_step_checkpoint: called every ``save_every_steps`` global steps, after the non-finite check.
+        save_step_checkpoint: called every ``save_every_steps`` global steps, after the non-finite check, with
+            the number of images skipped so far in this epoch (the position and totals are the caller's objects).
     """
     model.train()
     epoch, start_step = position.epoch, position.step_in_epoch
@@ -196,13 +196,13 @@ def train_one_epoch(model: nn.Module, criterion: nn.Module, optimizer: torch.opt
                 and not last:
             if position.step_in_epoch % print_freq != 0:
                 sync_point(final=False)
-            save_step_checkpoint(position, totals, skipped)
+            save_step_checkpoint(skipped)
     if bar is not None:
         bar.close()
     seconds = time.perf_counter() - t_start
     s = totals.summary()
     return EpochResult(s["loss"], s["top1"], s["top5"], (totals.count - images_at_start) * info.world_size,
-                       seconds, skipped, preempted, position)
+                       seconds, skipped, preempted)
 
 
 def _lr_at(scheduler: torch.optim.lr_scheduler.LRScheduler, step: int) -> float:

@@ -47,11 +47,7 @@ from models import EcaModule, SqueezeExcitation
 
 from .errors import ConfigError
 
-try:  # issue 7's switch between the plain ECA code and fused GPU kernels (models/eca_module.py)
-    from models.eca_module import eca_implementation
-except ImportError:  # a models package without fused kernels runs the plain code only
-    def eca_implementation(impl: str) -> contextlib.AbstractContextManager[None]:
-        return contextlib.nullcontext()
+from models.eca_module import eca_implementation
 
 with warnings.catch_warnings():
     # thop 0.1.1 imports distutils.version.LooseVersion, deprecated since Python 3.10.

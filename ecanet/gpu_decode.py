@@ -47,7 +47,8 @@ from torchvision import datasets
 from torchvision.transforms import RandomResizedCrop
 from torchvision.transforms import functional as TF
 
-from .data import DEFAULT_GPU_DECODE_SHARE, DEFAULT_GPU_DECODE_THREADS, UNREADABLE_ERRORS, load_readable, pil_rgb_loader, seeded_cpu_rng
+from .config import DEFAULT_GPU_DECODE_SHARE, DEFAULT_GPU_DECODE_THREADS
+from .data import UNREADABLE_ERRORS, load_readable, pil_rgb_loader, seeded_cpu_rng
 
 log = logging.getLogger(__name__)
 
@@ -284,8 +285,6 @@ class GpuDecodeLoader:
 
     def __init__(self, loader: Any, augment: GpuAugment, decode_threads: int = DEFAULT_GPU_DECODE_THREADS) -> None:
         self.loader, self.augment, self.decode_threads = loader, augment, max(1, decode_threads)
-        self.batch_size = loader.batch_size
-        self.sampler = loader.sampler
         self._local = threading.local()
 
     def __len__(self) -> int:

@@ -104,8 +104,20 @@ def _jsonable(value: Any) -> Any:
 
 
 def read_metrics(path: str | Path, event: str | None = "epoch") -> list[dict[str, Any]]:
-    """The records of a ``metrics.jsonl`` (only those of ``event``, unless None)."""
-    rows = [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+    """The records of a ``metrics.jsonl`` (only those of ``event``, unless None). A line that is not a JSON
+    record (a run killed while writing it) is skipped with a warning."""
+    rows = []
+    for number, line in enumerate(Path(path).read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except ValueError:
+            record = None
+        if not isinstance(record, dict):
+            log.warning("%s:%d is not JSON (or not a record); skipped", path, number)
+            continue
+        rows.append(record)
     return [r for r in rows if event is None or r.get("event") == event]
 
 

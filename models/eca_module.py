@@ -163,17 +163,12 @@ class EcaModule(nn.Module):
         BatchNorm's statistics with ECA's pooling and BN's affine map with the rescale, add and ReLU
         (:func:`bn_eca_add_relu_decomposed`); otherwise ``bn`` runs as a module, then :meth:`scale_add_relu`.
         """
-        if _implementation == "auto" and _compiling() and _decomposable_bn(bn, x):
+        if _implementation == "auto" and torch.compiler.is_compiling() and _decomposable_bn(bn, x):
             return bn_eca_add_relu_decomposed(x, bn, self.conv.weight, identity)
         return self.scale_add_relu(bn(x), identity)
 
     def extra_repr(self) -> str:
         return f"channels={self.channels}, k_size={self.k_size}"
-
-
-def _compiling() -> bool:
-    is_compiling = getattr(getattr(torch, "compiler", None), "is_compiling", None)
-    return bool(is_compiling and is_compiling())
 
 
 def _decomposable_bn(bn: nn.Module, x: torch.Tensor) -> bool:

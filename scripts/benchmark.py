@@ -342,8 +342,8 @@ def run_loader(args: argparse.Namespace, report: Report) -> str | None:
     """
     if not args.loader:
         return None
-    from ecanet.data import (DEFAULT_GPU_DECODE_SHARE, IMAGENET_MEAN, IMAGENET_STD, GpuDecodeOptions, build_data,
-                             build_train_transform, build_val_transform, default_workers)
+    from ecanet.data import (IMAGENET_MEAN, IMAGENET_STD, GpuDecodeOptions, build_data, build_train_transform,
+                             build_val_transform, default_workers)
     device = torch.device(args.device)
     workers = args.workers if args.workers is not None else default_workers(1)
     sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
@@ -351,13 +351,15 @@ def run_loader(args: argparse.Namespace, report: Report) -> str | None:
     cases = [(decoder, share) for decoder in args.loader
              for share in (args.gpu_decode_share if decoder == "gpu" else [None])]
     for decoder, share in cases:
-        gpu = GpuDecodeOptions(args.img_size, 256, 0.08, 0.5, IMAGENET_MEAN, IMAGENET_STD, args.channels_last,
-                               gpu_share=share if share is not None else DEFAULT_GPU_DECODE_SHARE)
+        # the paper's evaluation resize and main.py's defaults for the crop scale and flip
+        gpu = None if share is None else GpuDecodeOptions(
+            args.img_size, val_resize=256, min_crop_scale=0.08, hflip=0.5, mean=IMAGENET_MEAN, std=IMAGENET_STD,
+            channels_last=args.channels_last, gpu_share=share)
         data = build_data(args.data, batch_size=args.batch_size, val_batch_size=args.batch_size, workers=workers,
                           seed=args.seed, rank=0, world_size=1, device=device,
                           train_transform=build_train_transform(args.img_size, uint8=True),
                           val_transform=build_val_transform(args.img_size, uint8=True),
-                          gpu_decode=gpu if decoder == "gpu" else None,
+                          gpu_decode=gpu,
                           device_normalize=(IMAGENET_MEAN, IMAGENET_STD, args.channels_last))
         rates = []
         for repeat in range(args.repeats + 1):  # the first pass starts the workers: not timed

@@ -15,15 +15,20 @@ Exit codes: 0 plot written, 2 bad input (no such run, no data for the metric, ma
 from __future__ import annotations
 
 import argparse
-import json
 import logging
-import math
+import statistics
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
 import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from ecanet.metrics import read_metrics  # noqa: E402
 
 log = logging.getLogger("plot_runs")
 
@@ -48,7 +53,6 @@ class PlotError(Exception):
 class Run:
     """One run's metric per completed epoch."""
 
-    path: Path
     label: str
     values: dict[int, float]  # epoch (1-based) -> metric
 
@@ -88,20 +92,10 @@ def read_metric(path: Path, metric: str) -> dict[int, float]:
     """``{epoch: value}`` from the epoch lines of a metrics.jsonl. A resumed run may repeat an epoch: the
     last line wins. A line that is not JSON (a run killed while writing) is skipped with a warning."""
     values: dict[int, float] = {}
-    with path.open() as lines:
-        for number, line in enumerate(lines, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except ValueError:
-                log.warning("%s:%d is not JSON; skipped", path, number)
-                continue
-            if not isinstance(record, dict) or record.get("event") != EPOCH_EVENT:
-                continue
-            value = record.get(metric)
-            if isinstance(record.get("epoch"), int) and isinstance(value, (int, float)):
-                values[record["epoch"]] = float(value)
+    for record in read_metrics(path, EPOCH_EVENT):
+        value = record.get(metric)
+        if isinstance(record.get("epoch"), int) and isinstance(value, (int, float)):
+            values[record["epoch"]] = float(value)
     return values
 
 
@@ -131,7 +125,7 @@ def load_runs(run_dirs: Sequence[Path], metric: str, labels: Sequence[str] | Non
         if not values:
             log.warning("%s has no epoch with '%s' yet; left out", run_dir, metric)
             continue
-        runs.append(Run(run_dir, labels[i] if labels else run_label(run_dir), values))
+        runs.append(Run(labels[i] if labels else run_label(run_dir), values))
     if not runs:
         raise PlotError(f"none of the runs has an epoch line with '{metric}' in its {METRICS_FILE}; check "
                         f"--metric (e.g. val_top1, val_top5, val_loss, train_loss).")
@@ -146,11 +140,11 @@ def summarise(label: str, runs: Sequence[Run], band: str) -> Curve:
     mean, low, high = [], [], []
     for epoch in epochs:
         values = [run.values[epoch] for run in runs if epoch in run.values]
-        m = sum(values) / len(values)
+        m = statistics.fmean(values)
         if band == "minmax":
             lo, hi = min(values), max(values)
         elif band == "std":
-            sd = math.sqrt(sum((v - m) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else 0.0
+            sd = statistics.stdev(values) if len(values) > 1 else 0.0  # sample standard deviation
             lo, hi = m - sd, m + sd
         else:
             lo = hi = m
@@ -205,8 +199,7 @@ def draw(curves: Sequence[Curve], metric: str, title: str | None, band: str, out
     ax.grid(True, alpha=0.3)
     legend_title = BAND_NAMES[band] if any(c.runs > 1 for c in curves) else None
     ax.legend(title=legend_title, fontsize="small", title_fontsize="small")
-    if all(float(e).is_integer() for c in curves for e in c.epochs):
-        ax.xaxis.get_major_locator().set_params(integer=True)
+    ax.xaxis.get_major_locator().set_params(integer=True)  # epochs are whole numbers
     fig.tight_layout()
     output.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(output, dpi=FIGURE_DPI)

@@ -37,16 +37,16 @@ for mode in $MODES; do
     done
 done
 "$PY" - "$OUT" <<'PYEOF'
-import json, sys
+import sys
 from pathlib import Path
+from ecanet.metrics import read_metrics
 out = Path(sys.argv[1])
 rows = {}
 for run in sorted(out.glob("*-n*")):
     if not (run / "metrics.jsonl").is_file():
         continue
     mode, n = run.name.rsplit("-n", 1)
-    epochs = [json.loads(l) for l in (run / "metrics.jsonl").read_text().splitlines() if '"epoch"' in l]
-    epochs = [e for e in epochs if e.get("event") == "epoch"]
+    epochs = read_metrics(run / "metrics.jsonl")
     if epochs:
         rows.setdefault(mode, {})[int(n)] = epochs[-1]
 print("| data | GPUs | img/s per GPU | img/s total | scaling efficiency | peak memory |")

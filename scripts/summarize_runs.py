@@ -48,8 +48,9 @@ def _epoch_seconds(epoch: dict[str, Any], val_images: int | None) -> float:
 
 
 def load_run(path: Path, val_images: int | None = None) -> dict[str, Any]:
-    epochs = read_metrics(path / "metrics.jsonl")
-    summaries = read_metrics(path / "metrics.jsonl", "summary")
+    records = read_metrics(path / "metrics.jsonl", event=None)
+    epochs = [r for r in records if r.get("event") == "epoch"]
+    summaries = [r for r in records if r.get("event") == "summary"]
     if not epochs or not summaries:
         raise SystemExit(f"error: {path} has no finished run (metrics.jsonl lacks epoch or summary lines)")
     config = yaml.safe_load((path / "config.yaml").read_text())

@@ -318,6 +318,24 @@ def test_interpreter_compiles_without_graph_breaks():
         assert max_rel_err(fused, plain) < 1e-5
 
 
+def _losses_per_implementation(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, lr: float,
+                               steps: int) -> dict[str, list[float]]:
+    """The training losses of ``steps`` SGD steps from the same weights, once with each ECA implementation."""
+    losses = {}
+    for impl in ("plain", "fused"):
+        replica = copy.deepcopy(model).train()
+        optimizer = torch.optim.SGD(replica.parameters(), lr=lr, momentum=0.9)
+        losses[impl] = []
+        with eca_implementation(impl):
+            for _ in range(steps):
+                loss = nn.functional.cross_entropy(replica(images), labels)
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+                losses[impl].append(loss.item())
+    return losses
+
+
 @interpreter_only
 def test_interpreter_training_steps_match_plain():
     torch.manual_seed(0)
@@ -325,18 +343,7 @@ def test_interpreter_training_steps_match_plain():
     # 64 px, batch 4: at 32 px, batch 2 the last stage is 1x1 and BatchNorm over 2 values makes the plain
     # network itself turn 1e-7 input noise into 2e-4 differences in the loss.
     images, labels = torch.randn(4, 3, 64, 64), torch.tensor([1, 3, 0, 4])
-    losses = {}
-    for impl in ("plain", "fused"):
-        replica = copy.deepcopy(model).train()
-        optimizer = torch.optim.SGD(replica.parameters(), lr=0.1, momentum=0.9)
-        losses[impl] = []
-        with eca_implementation(impl):
-            for _ in range(2):
-                loss = nn.functional.cross_entropy(replica(images), labels)
-                optimizer.zero_grad()
-                loss.backward()
-                optimizer.step()
-                losses[impl].append(loss.item())
+    losses = _losses_per_implementation(model, images, labels, lr=0.1, steps=2)
     torch.testing.assert_close(losses["fused"], losses["plain"], rtol=1e-5, atol=1e-6)
 
 
@@ -467,18 +474,8 @@ def test_gpu_training_steps_match_plain():
         model = models.create_model("eca_resnet18", num_classes=10)
         images = torch.randn(16, 3, 64, 64, device="cuda").contiguous(memory_format=torch.channels_last)
         labels = torch.randint(0, 10, (16,), device="cuda")
-        losses = {}
-        for impl in ("plain", "fused"):
-            replica = copy.deepcopy(model).cuda().to(memory_format=torch.channels_last).train()
-            optimizer = torch.optim.SGD(replica.parameters(), lr=0.02, momentum=0.9)
-            losses[impl] = []
-            with eca_implementation(impl):
-                for _ in range(5):
-                    loss = nn.functional.cross_entropy(replica(images), labels)
-                    optimizer.zero_grad()
-                    loss.backward()
-                    optimizer.step()
-                    losses[impl].append(loss.item())
+        losses = _losses_per_implementation(model.cuda().to(memory_format=torch.channels_last), images, labels,
+                                            lr=0.02, steps=5)
         torch.testing.assert_close(losses["fused"], losses["plain"], rtol=1e-2, atol=1e-3)
     finally:
         torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark, torch.backends.cudnn.allow_tf32 = flags

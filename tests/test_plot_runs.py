@@ -9,8 +9,6 @@ import pytest
 
 from conftest import load_script
 
-ROOT = Path(__file__).resolve().parents[1]
-SCRIPT = ROOT / "scripts" / "plot_runs.py"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 EPOCHS = 4
 
