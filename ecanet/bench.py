@@ -181,6 +181,31 @@ def _infer_step(forward: Callable[[torch.Tensor], torch.Tensor], images: torch.T
     return step
 
 
+@contextlib.contextmanager
+def _prepared_step(model: nn.Module, *, batch_size: int, img_size: int, train: bool,
+                   amp_dtype: torch.dtype | None, channels_last: bool, compile: bool,
+                   device: torch.device) -> Iterator[Callable[[], None]]:
+    """A training or inference step of ``model`` on synthetic data; restores the model's mode afterwards."""
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    was_training = model.training
+    model.to(device=device, memory_format=memory_format).train(train)
+    images = torch.randn(batch_size, NUM_IMAGE_CHANNELS, img_size, img_size, device=device)
+    images = images.contiguous(memory_format=memory_format)
+    if compile:
+        torch._dynamo.reset()
+    forward = torch.compile(model) if compile else model
+    if train:
+        targets = torch.randint(0, _num_classes(model), (batch_size,), device=device)
+        step = _train_step(forward, model, images, targets, amp_dtype)
+    else:
+        step = _infer_step(forward, images, amp_dtype)
+    try:
+        yield step
+    finally:
+        model.train(was_training)
+        model.zero_grad(set_to_none=True)
+
+
 def measure_throughput(model: nn.Module, *, batch_size: int, img_size: int = 224, train: bool,
                        amp_dtype: torch.dtype | None = torch.bfloat16, channels_last: bool = True,
                        compile: bool = False, warmup_steps: int = 10, timed_steps: int = 30, repeats: int = 3,
@@ -195,33 +220,17 @@ def measure_throughput(model: nn.Module, *, batch_size: int, img_size: int = 224
     step stays eager. Peak memory counts from the start of the warm-up.
     """
     device = torch.device(device)
-    memory_format = torch.channels_last if channels_last else torch.contiguous_format
-    was_training = model.training
-    model.to(device=device, memory_format=memory_format).train(train)
-    images = torch.randn(batch_size, NUM_IMAGE_CHANNELS, img_size, img_size, device=device)
-    images = images.contiguous(memory_format=memory_format)
-    if compile:
-        torch._dynamo.reset()
-    forward = torch.compile(model) if compile else model
-    if train:
-        targets = torch.randint(0, _num_classes(model), (batch_size,), device=device)
-        step = _train_step(forward, model, images, targets, amp_dtype)
-    else:
-        step = _infer_step(forward, images, amp_dtype)
-
-    try:
-        with _cudnn_benchmark(cudnn_benchmark):
-            _reset_peak_memory(device)
-            t0 = time.perf_counter()
-            for _ in range(warmup_steps):
-                step()
-            _synchronize(device)
-            warmup_s = time.perf_counter() - t0
-            step_ms, runs = _median_ms(step, warmup=0, iters=timed_steps, repeats=repeats, device=device)
-            peak = _peak_memory_gib(device)
-    finally:
-        model.train(was_training)
-        model.zero_grad(set_to_none=True)
+    with _prepared_step(model, batch_size=batch_size, img_size=img_size, train=train, amp_dtype=amp_dtype,
+                        channels_last=channels_last, compile=compile, device=device) as step, \
+            _cudnn_benchmark(cudnn_benchmark):
+        _reset_peak_memory(device)
+        t0 = time.perf_counter()
+        for _ in range(warmup_steps):
+            step()
+        _synchronize(device)
+        warmup_s = time.perf_counter() - t0
+        step_ms, runs = _median_ms(step, warmup=0, iters=timed_steps, repeats=repeats, device=device)
+        peak = _peak_memory_gib(device)
     logger.info("%s %s%s: %.1f img/s (%.2f ms/step, peak %.2f GiB)", type(model).__name__,
                 "train" if train else "infer", " compiled" if compile else "", batch_size * 1e3 / step_ms,
                 step_ms, peak)
@@ -230,6 +239,101 @@ def measure_throughput(model: nn.Module, *, batch_size: int, img_size: int = 224
         batch_size=batch_size, img_size=img_size, train=train, compiled=compile, amp_dtype=dtype_name(amp_dtype),
         channels_last=channels_last, warmup_s=warmup_s, step_ms_all=runs,
         images_per_s_all=[batch_size * 1e3 / ms for ms in runs])
+
+
+# ----------------------------------------------------------------------------------------------------
+# Where a step's GPU time goes
+# ----------------------------------------------------------------------------------------------------
+# Kernel families, matched in this order against the lower-cased kernel name (first match wins).
+KERNEL_FAMILIES: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("ecanet Triton (fused ECA)", ("_channel_sum_kernel", "_backward_reduce_kernel", "_channel_affine_kernel",
+                                   "_gate_forward_kernel", "_gate_backward_kernel")),
+    ("Inductor reduction", ("triton_red_", "triton_per_")),
+    ("Inductor pointwise", ("triton_poi_",)),
+    ("Inductor template/other", ("triton_",)),
+    ("convolution / GEMM (cuDNN, cuBLAS, CUTLASS)", ("conv", "xmma", "cutlass", "cudnn", "gemm", "nvjet", "sm90_",
+                                                    "sm80_", "dgrad", "wgrad", "fprop", "nhwc", "implicit")),
+    ("optimizer (foreach)", ("multi_tensor_apply", "foreach")),
+    ("batch norm (eager)", ("batch_norm", "batchnorm", "bn_")),
+    ("memcpy / memset", ("memcpy", "memset")),
+)
+OTHER_FAMILY = "other (eager elementwise, reductions)"
+
+
+def kernel_family(name: str) -> str:
+    """The family of a CUDA kernel, by its name (``KERNEL_FAMILIES``)."""
+    lowered = name.lower()
+    for family, patterns in KERNEL_FAMILIES:
+        if any(pattern in lowered for pattern in patterns):
+            return family
+    return OTHER_FAMILY
+
+
+@dataclass
+class KernelStat:
+    name: str
+    family: str
+    calls_per_step: float
+    ms_per_step: float
+
+
+@dataclass
+class StepProfile:
+    """GPU kernel time of one step, from torch.profiler over ``steps`` steps after warm-up."""
+
+    step_ms: float                       # wall clock per step (CUDA events), without the profiler
+    kernel_ms: float                     # sum of kernel durations per step: step_ms - kernel_ms is idle GPU
+    kernels_per_step: float
+    kernels: list[KernelStat]            # by time, largest first
+
+    def families(self) -> dict[str, tuple[float, float]]:
+        """family -> (kernel launches per step, ms per step), largest time first."""
+        totals: dict[str, list[float]] = {}
+        for k in self.kernels:
+            entry = totals.setdefault(k.family, [0.0, 0.0])
+            entry[0] += k.calls_per_step
+            entry[1] += k.ms_per_step
+        return dict(sorted(((f, (c, t)) for f, (c, t) in totals.items()), key=lambda item: -item[1][1]))
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self) | {"families": self.families()}
+
+
+def profile_step(model: nn.Module, *, batch_size: int, img_size: int = 224, train: bool,
+                 amp_dtype: torch.dtype | None = torch.bfloat16, channels_last: bool = True,
+                 compile: bool = False, warmup_steps: int = 10, steps: int = 5,
+                 device: str | torch.device = "cuda") -> StepProfile:
+    """Which CUDA kernels one training or inference step runs and how long each takes (torch.profiler).
+
+    Same step as :func:`measure_throughput`. The step is also timed without the profiler, so the gap
+    between wall clock and summed kernel time (launch overhead, idle GPU) shows too. On a CPU the
+    "kernels" are PyTorch's operators and their times are self CPU times.
+    """
+    from torch.profiler import ProfilerActivity, profile
+
+    device = torch.device(device)
+    on_gpu = device.type == "cuda"
+    with _prepared_step(model, batch_size=batch_size, img_size=img_size, train=train, amp_dtype=amp_dtype,
+                        channels_last=channels_last, compile=compile, device=device) as step, \
+            _cudnn_benchmark(True):
+        step_ms, _ = _median_ms(step, warmup=warmup_steps, iters=steps, repeats=1, device=device)
+        with profile(activities=[ProfilerActivity.CUDA if on_gpu else ProfilerActivity.CPU]) as prof:
+            for _ in range(steps):
+                step()
+            _synchronize(device)
+    wanted = torch.autograd.DeviceType.CUDA if on_gpu else torch.autograd.DeviceType.CPU
+    totals: dict[str, list[float]] = {}
+    for event in prof.events():
+        if event.device_type != wanted:
+            continue
+        entry = totals.setdefault(event.name, [0.0, 0.0])
+        entry[0] += 1
+        # A kernel event spans its run on the GPU; an operator's own time excludes the operators it calls.
+        entry[1] += (event.time_range.elapsed_us() if on_gpu else event.self_cpu_time_total) / 1e3  # us -> ms
+    kernels = sorted((KernelStat(name, kernel_family(name), calls / steps, ms / steps)
+                      for name, (calls, ms) in totals.items()), key=lambda k: -k.ms_per_step)
+    return StepProfile(step_ms=step_ms, kernel_ms=sum(k.ms_per_step for k in kernels),
+                       kernels_per_step=sum(k.calls_per_step for k in kernels), kernels=kernels)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -381,13 +485,13 @@ LOSS_CURVE_DISTINCT_BATCHES = 4   # a small fixed set of random batches, cycled,
 
 def loss_curves(model: nn.Module, impls: Sequence[str] = ("fused", "plain"), *, steps: int = 30,
                 batch_size: int = 32, img_size: int = 224, amp_dtype: torch.dtype | None = torch.bfloat16,
-                channels_last: bool = True, device: str | torch.device = "cuda", seed: int = 0
-                ) -> dict[str, list[float]]:
+                channels_last: bool = True, device: str | torch.device = "cuda", seed: int = 0,
+                compile: bool = False) -> dict[str, list[float]]:
     """The training loss per step of copies of ``model``, one per ECA implementation, on the same data.
 
     Every run starts from the same weights and sees the same fixed batches (random images and labels,
     cycled) under SGD (lr 0.02, momentum 0.9); cuDNN runs deterministic algorithms, so the curves differ
-    only through the ECA implementation.
+    only through the ECA implementation (and, with ``compile``, through torch.compile's code).
     """
     device = torch.device(device)
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
@@ -404,12 +508,15 @@ def loss_curves(model: nn.Module, impls: Sequence[str] = ("fused", "plain"), *, 
         for impl in impls:
             replica = copy.deepcopy(model).to(device=device, memory_format=memory_format).train()
             optimizer = torch.optim.SGD(replica.parameters(), lr=LOSS_CURVE_LR, momentum=SGD_MOMENTUM)
+            if compile:
+                torch._dynamo.reset()
+            forward = torch.compile(replica) if compile else replica
             losses = []
             with eca_implementation(impl):
                 for step in range(steps):
                     images, targets = batches[step % len(batches)]
                     with _autocast(device, amp_dtype):
-                        loss = nn.functional.cross_entropy(replica(images), targets)
+                        loss = nn.functional.cross_entropy(forward(images), targets)
                     optimizer.zero_grad(set_to_none=True)
                     loss.backward()
                     optimizer.step()

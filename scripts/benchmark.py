@@ -5,6 +5,8 @@
     python scripts/benchmark.py --archs eca_resnet50 resnet50 --cases train-compiled        # one case
     python scripts/benchmark.py --eca-micro                                                 # the ECA layer
     python scripts/benchmark.py --loss-curve 30                                             # fused vs plain
+    python scripts/benchmark.py --archs eca_resnet50 resnet50 --eca-impl auto --cases train-compiled \
+        --profile 5                                                # where the GPU time goes, by kernel
 
 Synthetic data already on the device; medians of ``--repeats`` timed runs after warm-up (ecanet.bench).
 Each ECA network is measured with every ``--eca-impl`` so the kernels' effect is visible, and its row is
@@ -263,6 +265,7 @@ def _eca_cost_per_step(results: list[bench.EcaLayerResult], shapes: list[bench.E
 # The ECA implementations agree when their curves are no further apart than the same (plain) model's
 # curves in the two memory layouts, whose only difference is the order of floating-point sums.
 NOISE_REFERENCE = "plain, NCHW"
+COMPILED_CURVE = "auto, torch.compile"
 LOSS_CURVE_NOISE_FACTOR = 2.0
 LOSS_CURVE_MIN_LIMIT = 1e-4    # relative; should the two layouts happen to give identical curves
 
@@ -279,6 +282,9 @@ def run_loss_curve(args: argparse.Namespace, report: Report) -> str | None:
     options = dict(steps=args.loss_curve, batch_size=args.loss_batch_size, img_size=args.img_size,
                    amp_dtype=AMP_DTYPES[args.amp], device=args.device, seed=args.seed)
     curves = bench.loss_curves(model, impls, channels_last=args.channels_last, **options)
+    if args.compile != "off":   # ecanet's default under torch.compile: the written-out BN+ECA tail
+        curves[COMPILED_CURVE] = bench.loss_curves(model, ["auto"], channels_last=args.channels_last,
+                                                   compile=True, **options)["auto"]
     reference = impls[-1]
     curves[NOISE_REFERENCE] = bench.loss_curves(model, [reference], channels_last=False, **options)[reference]
     diffs = {name: bench.max_relative_difference(curve, curves[reference])
@@ -376,8 +382,8 @@ def run_loader(args: argparse.Namespace, report: Report) -> str | None:
             if repeat:
                 rates.append((batches - 1) * args.batch_size / (time.perf_counter() - t0))
         rates.sort()
-        record = {"decode": decoder, "gpu_decode_share": share, "workers": workers, "batch_size": args.batch_size, "img_size": args.img_size,
-                  "images_per_s": rates[len(rates) // 2], "all_images_per_s": rates}
+        record = {"decode": decoder, "gpu_decode_share": share, "workers": workers, "batch_size": args.batch_size,
+                  "img_size": args.img_size, "images_per_s": rates[len(rates) // 2], "all_images_per_s": rates}
         records.append(record)
         report.set("loader", records)
         log.info("loader %s (gpu share %s): %.0f img/s", decoder, share, record["images_per_s"])
@@ -387,10 +393,52 @@ def run_loader(args: argparse.Namespace, report: Report) -> str | None:
     return markdown_table(("decode", "share to nvJPEG", "workers", "batch", "img/s (median)"), rows)
 
 
+# ----------------------------------------------------------------------------------------------------
+# Suite: where a step's GPU time goes (torch.profiler)
+# ----------------------------------------------------------------------------------------------------
+def run_profile(args: argparse.Namespace, report: Report) -> str | None:
+    """Kernel time per step by family for every network and case, then each network's largest kernels."""
+    if not args.profile or not (args.archs or args.torchvision):
+        return None
+    records: list[dict] = []
+    sections = []
+    for case in _cases(args):
+        mode, how = case.split("-")
+        for label, impl, build in _model_builders(args):
+            name = f"{label}{f' ({impl})' if impl else ''}, {case}"
+            log.info("profiling %s", name)
+            try:
+                with eca_implementation(impl or "auto"):
+                    result = bench.profile_step(
+                        build(), batch_size=args.batch_size, img_size=args.img_size, train=mode == "train",
+                        amp_dtype=AMP_DTYPES[args.amp], channels_last=args.channels_last,
+                        compile=how == "compiled", warmup_steps=args.warmup_steps, steps=args.profile,
+                        device=args.device)
+            except Exception as error:  # noqa: BLE001 -- one failed row must not lose the others
+                log.exception("profiling %s failed", name)
+                records.append({"model": label, "eca_impl": impl, "case": case, "error": str(error)})
+                continue
+            finally:
+                if torch.cuda.is_available():
+                    torch.cuda.empty_cache()
+            records.append({"model": label, "eca_impl": impl, "case": case} | result.to_dict())
+            report.set("profile", records)
+            sections.append(f"### {name}: {result.step_ms:.2f} ms/step wall, {result.kernel_ms:.2f} ms in "
+                            f"{result.kernels_per_step:.0f} kernels\n\n" + markdown_table(
+                                ("family", "kernels/step", "ms/step"),
+                                [(f, f"{c:.0f}", f"{t:.3f}") for f, (c, t) in result.families().items()])
+                            + "\n\n" + markdown_table(
+                                ("kernel", "family", "calls/step", "ms/step"),
+                                [(k.name[:90], k.family, f"{k.calls_per_step:.0f}", f"{k.ms_per_step:.3f}")
+                                 for k in result.kernels[:args.profile_top]]))
+    return "\n\n".join(sections) if sections else None
+
+
 SUITES: tuple[tuple[str, Callable[[argparse.Namespace, Report], str | None]], ...] = (
     ("Loss curves, same data and weights", run_loss_curve),
     ("ECA layer against its memory floor", run_eca_micro),
     ("Throughput", run_models),
+    ("Kernel time per step", run_profile),
     ("Input pipeline alone", run_loader),
 )
 
@@ -409,7 +457,8 @@ def build_parser() -> argparse.ArgumentParser:
     what.add_argument("--eca-micro", action="store_true",
                       help="the ECA layer alone, on ResNet-50's four ECA shapes, against its memory floor")
     what.add_argument("--loss-curve", type=int, default=0, metavar="STEPS",
-                      help="train --loss-arch for STEPS steps with each --eca-impl and compare the losses")
+                      help="train --loss-arch for STEPS steps with each --eca-impl and compare the losses "
+                           "(with --compile on/both, also 'auto' under torch.compile)")
     what.add_argument("--loss-arch", default="eca_resnet50", metavar="ARCH")
     what.add_argument("--loader", nargs="+", choices=("cpu", "gpu"), default=[],
                       help="time the training input pipeline alone on --data (JPEG ImageFolder)")
@@ -419,6 +468,10 @@ def build_parser() -> argparse.ArgumentParser:
     what.add_argument("--loader-batches", type=int, default=50, metavar="N", help="timed batches per repeat")
     what.add_argument("--workers", type=int, default=None, metavar="N", help="loader workers (default: auto)")
     what.add_argument("--loss-batch-size", type=int, default=32, metavar="N")
+    what.add_argument("--profile", type=int, default=0, metavar="STEPS",
+                      help="also profile STEPS steps of every network and case with torch.profiler: GPU time "
+                           "by kernel family and the largest kernels")
+    what.add_argument("--profile-top", type=int, default=25, metavar="N", help="kernels listed per profile")
 
     how = parser.add_argument_group("how")
     how.add_argument("--modes", nargs="+", choices=("train", "infer"), default=["train", "infer"])

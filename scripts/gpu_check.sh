@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Issue 7 on one CUDA GPU, in one go (about 8 minutes on an H100/H200):
 #   1. the fused ECA's GPU tests (tests/test_eca_fused.py)
-#   2. a short training run, fused vs plain: the two loss curves
+#   2. a short training run with each ECA implementation (auto also compiled): the loss curves
 #   3. the ECA layer against its memory floor, on ResNet-50's four ECA shapes
 #   4. throughput, batch 256, bf16 autocast, channels_last: eca_resnet50 (fused and plain), resnet50 and
 #      torchvision's resnet50, train and inference eager; then train compiled (most important rows first)
@@ -93,15 +93,16 @@ else
     echo "pytest is not installed: running the GPU tests with a minimal runner"
     step pytest 60 "$PY" "$MINI_RUNNER"
 fi
-# 2. Same weights, same batches, 30 SGD steps of eca_resnet50 with each implementation (and plain in NCHW,
-#    the noise reference).
-step loss_curve 40 "$PY" "${BENCH[@]}" --loss-curve 30 --loss-batch-size 32 --json "$OUT/loss_curve.json"
+# 2. Same weights, same batches, 30 SGD steps of eca_resnet50 with each implementation, 'auto' also compiled
+#    (and plain in NCHW, the noise reference).
+step loss_curve 90 "$PY" "${BENCH[@]}" --loss-curve 30 --loss-batch-size 32 --eca-impl auto fused plain \
+    --compile on --json "$OUT/loss_curve.json"
 # 3. The ECA layer and block tail against the memory floor.
 step eca_micro 45 "$PY" "${BENCH[@]}" --eca-micro --json "$OUT/eca_micro.json"
 # 4. Throughput: eager first (cheap), then the compiled rows of the target ratio, then the rest.
 step eager 90 "$PY" "${BENCH[@]}" --archs eca_resnet50 resnet50 --torchvision resnet50 \
     --cases train-eager infer-eager --json "$OUT/eager.json"
-step compiled 150 "$PY" "${BENCH[@]}" --archs eca_resnet50 resnet50 --eca-impl fused \
+step compiled 150 "$PY" "${BENCH[@]}" --archs eca_resnet50 resnet50 --eca-impl auto \
     --cases train-compiled --json "$OUT/compiled.json"
 step compiled_plain 80 "$PY" "${BENCH[@]}" --archs eca_resnet50 --eca-impl plain \
     --cases train-compiled --json "$OUT/compiled_plain.json"

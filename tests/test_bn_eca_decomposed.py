@@ -52,10 +52,52 @@ def test_decomposed_tail_is_the_module_tail(shape, k, training):
         torch.testing.assert_close(getattr(bn, name), getattr(bn_ref, name), rtol=1e-12, atol=1e-12)
 
 
+def test_large_mean_activations_do_not_lose_the_variance():
+    """Sums of squares around a per-channel sample (not around 0): float32 activations with mean 1000 and
+    standard deviation 0.01 still give BatchNorm's output, as the float64 modules compute it. (Without the
+    shift, E[x^2] - mean^2 cancels to noise here: the output was off by 4.9.)"""
+    bn, eca = _modules(8, 3)
+    torch.manual_seed(1)
+    x = 1000 + 0.01 * torch.randn(4, 8, 5, 5)
+    identity = torch.randn(4, 8, 5, 5)
+    bn32 = copy.deepcopy(bn).float()
+    out = bn_eca_add_relu_decomposed(x, bn32, eca.conv.weight.float(), identity)
+    with eca_implementation("plain"):
+        ref = eca.scale_add_relu(bn(x.double()), identity.double())
+    torch.testing.assert_close(out.double(), ref, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(bn32.running_var.double(), bn.running_var, rtol=1e-5, atol=1e-9)
+
+
+def test_bf16_tail_keeps_dtypes_and_matches_float64():
+    """Activations in bf16 (as under autocast): out and the gradients of x and identity come back in bf16,
+    the parameters' gradients in float32, all within bf16 rounding of the float64 computation."""
+    bn, eca = _modules(24, 5)
+    shape = (3, 24, 7, 5)
+    torch.manual_seed(2)
+    x64, id64, grad64 = torch.randn(shape, dtype=torch.float64), torch.randn(shape, dtype=torch.float64), \
+        torch.randn(shape, dtype=torch.float64)
+    results = {}
+    for dtype in (torch.float64, torch.bfloat16):
+        bn_d, eca_d = copy.deepcopy(bn).float(), copy.deepcopy(eca).float()
+        if dtype == torch.float64:
+            bn_d, eca_d = bn_d.double(), eca_d.double()
+        x = x64.to(dtype, copy=True).requires_grad_()
+        identity = id64.to(dtype, copy=True).requires_grad_()
+        out = bn_eca_add_relu_decomposed(x, bn_d, eca_d.conv.weight, identity)
+        out.backward(grad64.to(dtype))
+        results[dtype] = (out, x.grad, identity.grad, bn_d.weight.grad, eca_d.conv.weight.grad)
+    low, high = results[torch.bfloat16], results[torch.float64]
+    assert [t.dtype for t in low] == [torch.bfloat16] * 3 + [torch.float32] * 2
+    for mine, reference in zip(low, high):
+        scale = reference.abs().max()
+        assert (mine.double() - reference).abs().max() <= 2e-2 * scale
+
+
 def test_compiled_block_takes_the_decomposed_form_and_matches_eager():
     torch.manual_seed(0)
     block = models.resnet.Bottleneck(16, 4, attention="eca", k_size=3).double().train()
-    x = torch.randn(2, 16, 6, 5, dtype=torch.float64)
+    x = torch.randn(2, 16, 6, 5, dtype=torch.float64, requires_grad=True)
+    x_ref = x.detach().clone().requires_grad_()
     eager = copy.deepcopy(block)
     calls = {"n": 0}
     real = models.eca_module.bn_eca_add_relu_decomposed
@@ -73,9 +115,16 @@ def test_compiled_block_takes_the_decomposed_form_and_matches_eager():
         models.eca_module.bn_eca_add_relu_decomposed = real
     assert calls["n"] >= 1  # traced through the decomposed form
     with eca_implementation("plain"):
-        ref = eager(x)
+        ref = eager(x_ref)
     torch.testing.assert_close(out, ref, rtol=1e-10, atol=1e-10)
     torch.testing.assert_close(block.bn3.running_var, eager.bn3.running_var, rtol=1e-12, atol=1e-12)
+    grad = torch.randn_like(ref)
+    out.backward(grad)   # the written-out backward, traced by the compiler
+    ref.backward(grad)
+    torch.testing.assert_close(x.grad, x_ref.grad, rtol=1e-9, atol=1e-9)
+    for name in ("bn3.weight", "bn3.bias", "eca.conv.weight", "conv3.weight"):
+        torch.testing.assert_close(block.get_parameter(name).grad, eager.get_parameter(name).grad,
+                                   rtol=1e-9, atol=1e-9)
 
 
 def test_eager_and_plain_never_take_the_decomposed_form(monkeypatch):

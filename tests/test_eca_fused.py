@@ -397,6 +397,38 @@ def test_throughput_helper_on_cpu():
     assert all(p.grad is None for p in model.parameters())
 
 
+def test_profile_helper_on_cpu_attributes_the_step():
+    """On a CPU the profile lists PyTorch's operators; the convolutions are found, the model's mode restored."""
+    from ecanet.bench import profile_step
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+                          nn.Flatten(), nn.Linear(4, 3)).eval()
+    result = profile_step(model, batch_size=2, img_size=16, train=True, amp_dtype=None, warmup_steps=1,
+                          steps=2, device="cpu")
+    families = result.families()
+    assert "convolution / GEMM (cuDNN, cuBLAS, CUTLASS)" in families
+    assert result.kernels_per_step == pytest.approx(sum(k.calls_per_step for k in result.kernels))
+    assert result.kernel_ms == pytest.approx(sum(t for _, t in families.values()))
+    assert [k.ms_per_step for k in result.kernels] == sorted((k.ms_per_step for k in result.kernels), reverse=True)
+    assert not model.training
+
+
+@pytest.mark.parametrize(("name", "family"), [
+    # names as torch.profiler reported them for compiled ResNet-50 training on an H200 (2026-11-21)
+    ("triton_red_fused__native_batch_norm_legit_functional_8", "Inductor reduction"),
+    ("triton_per_fused__to_copy_mul_sum_78", "Inductor reduction"),
+    ("triton_poi_fused__native_batch_norm_legit_functional_relu_5", "Inductor pointwise"),
+    ("sm90_xmma_fprop_implicit_gemm_bf16bf16_bf16f32_f32_nhwckrsc_nhwc_tilesize128x128x64_warpgroupsize1x1x1_g1_"
+     "execute_segment_k_off_kernel__5x_cudnn", "convolution / GEMM (cuDNN, cuBLAS, CUTLASS)"),
+    ("nvjet_sm90_tst_256x128_64x4_1x2_h_bz_coopA_TNT", "convolution / GEMM (cuDNN, cuBLAS, CUTLASS)"),  # cuBLAS
+    ("void at::native::vectorized_elementwise_kernel<4, ...>", "other (eager elementwise, reductions)"),
+    ("void at::native::(anonymous namespace)::multi_tensor_apply_kernel<...>", "optimizer (foreach)"),
+    ("_channel_sum_kernel", "ecanet Triton (fused ECA)"),
+])
+def test_kernel_families(name, family):
+    from ecanet.bench import kernel_family
+    assert kernel_family(name) == family
+
+
 def test_memory_floor_and_resnet50_shapes():
     from ecanet.bench import eca_floor_bytes, measure_eca_layer, resnet_eca_shapes
     shapes = resnet_eca_shapes(50, 256, 224, "3557")
