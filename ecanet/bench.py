@@ -251,10 +251,10 @@ KERNEL_FAMILIES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("Inductor reduction", ("triton_red_", "triton_per_")),
     ("Inductor pointwise", ("triton_poi_",)),
     ("Inductor template/other", ("triton_",)),
+    ("batch norm (eager)", ("batch_norm", "batchnorm", "bn_fw", "bn_bw")),   # before cuDNN's convolutions
     ("convolution / GEMM (cuDNN, cuBLAS, CUTLASS)", ("conv", "xmma", "cutlass", "cudnn", "gemm", "nvjet", "sm90_",
-                                                    "sm80_", "dgrad", "wgrad", "fprop", "nhwc", "implicit")),
+                                                    "sm80_", "dgrad", "wgrad", "fprop", "implicit", "splitkreduce")),
     ("optimizer (foreach)", ("multi_tensor_apply", "foreach")),
-    ("batch norm (eager)", ("batch_norm", "batchnorm", "bn_")),
     ("memcpy / memset", ("memcpy", "memset")),
 )
 OTHER_FAMILY = "other (eager elementwise, reductions)"
@@ -282,8 +282,8 @@ class StepProfile:
     """GPU kernel time of one step, from torch.profiler over ``steps`` steps after warm-up."""
 
     step_ms: float                       # wall clock per step (CUDA events), without the profiler
-    kernel_ms: float                     # sum of kernel durations per step: step_ms - kernel_ms is idle GPU
-    kernels_per_step: float
+    kernel_ms: float                     # sum of kernel durations per step, all streams (CPU: operators' self time)
+    kernels_per_step: float              # kernels, copies and memsets (CPU: operators, nested ones included)
     kernels: list[KernelStat]            # by time, largest first
 
     def families(self) -> dict[str, tuple[float, float]]:
@@ -301,13 +301,14 @@ class StepProfile:
 
 def profile_step(model: nn.Module, *, batch_size: int, img_size: int = 224, train: bool,
                  amp_dtype: torch.dtype | None = torch.bfloat16, channels_last: bool = True,
-                 compile: bool = False, warmup_steps: int = 10, steps: int = 5,
-                 device: str | torch.device = "cuda") -> StepProfile:
+                 compile: bool = False, warmup_steps: int = 10, steps: int = 5, timed_steps: int = 30,
+                 repeats: int = 3, device: str | torch.device = "cuda") -> StepProfile:
     """Which CUDA kernels one training or inference step runs and how long each takes (torch.profiler).
 
-    Same step as :func:`measure_throughput`. The step is also timed without the profiler, so the gap
-    between wall clock and summed kernel time (launch overhead, idle GPU) shows too. On a CPU the
-    "kernels" are PyTorch's operators and their times are self CPU times.
+    Same step as :func:`measure_throughput`. The step is also timed without the profiler (median of
+    ``repeats`` runs of ``timed_steps`` steps), so the gap between wall clock and summed kernel time shows
+    too; on one stream that gap is time the GPU waits (launches, the CPU). On a CPU the "kernels" are
+    PyTorch's operators and their times are self CPU times.
     """
     from torch.profiler import ProfilerActivity, profile
 
@@ -316,7 +317,7 @@ def profile_step(model: nn.Module, *, batch_size: int, img_size: int = 224, trai
     with _prepared_step(model, batch_size=batch_size, img_size=img_size, train=train, amp_dtype=amp_dtype,
                         channels_last=channels_last, compile=compile, device=device) as step, \
             _cudnn_benchmark(True):
-        step_ms, _ = _median_ms(step, warmup=warmup_steps, iters=steps, repeats=1, device=device)
+        step_ms, _ = _median_ms(step, warmup=warmup_steps, iters=timed_steps, repeats=repeats, device=device)
         with profile(activities=[ProfilerActivity.CUDA if on_gpu else ProfilerActivity.CPU]) as prof:
             for _ in range(steps):
                 step()

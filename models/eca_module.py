@@ -18,6 +18,7 @@ from typing import Iterator
 
 import torch
 from torch import nn
+from torch.autograd.function import once_differentiable
 
 logger = logging.getLogger(__name__)
 
@@ -203,7 +204,8 @@ class _BnEcaAddReluTraining(torch.autograd.Function):
     """``relu(ECA(BN(x)) + identity)`` with BatchNorm on batch statistics, both directions written out.
 
     Forward (per sample b and channel c, P = H * W pixels, n = B * P; ``xc = x - shift[c]``, where the
-    shift is a sample of each channel so that the sums below do not cancel; every statistic is of xc):
+    shift is the first sample's mean of each channel, so that the sums below do not cancel when a channel's
+    mean is large against its spread; every statistic is of xc):
 
         s1 = sum_p xc,  s2 = sum_p xc^2                             (B, C)  one reduction over x
         mu = sum_b s1 / n,  var = sum_b s2 / n - mu^2,  r = (var + eps)^-1/2          (C,)
@@ -221,10 +223,11 @@ class _BnEcaAddReluTraining(torch.autograd.Function):
         dx = G' S + (dm a / P + dmu / n) + xc * 2 dvar / n                        one pointwise pass
 
     Autograd derives the same numbers from the forward alone, but Inductor then keeps a (B, C, H, W)
-    boolean ReLU mask from the forward and G' in float32 (measured on an H200: 6,301 img/s for
-    eca_resnet50 compiled against 6,642 with this function; docs/benchmarks.md). Written out, G' stays
-    in the activations' dtype and the ReLU mask is read from ``out``, which the next layer keeps anyway.
-    Arithmetic is float32 (float64 for float64 inputs); outputs have the inputs' dtypes.
+    boolean ReLU mask from the forward and G' in float32 (measured on an H200: compiled eca_resnet50 at
+    0.946x of resnet50 that way, 0.990x with this function; docs/benchmarks.md). Written out, G' stays in
+    the activations' dtype and the ReLU mask is read from ``out``, which the next layer keeps anyway.
+    Arithmetic is float32 (float64 for float64 inputs); outputs have the inputs' dtypes. The backward is
+    not itself differentiable (no double backward).
     """
 
     @staticmethod
@@ -233,8 +236,10 @@ class _BnEcaAddReluTraining(torch.autograd.Function):
         batch, _, height, width = x.shape
         pixels = height * width
         count = batch * pixels
+        if count == 1:  # as nn.BatchNorm2d: one value per channel has no batch variance
+            raise ValueError(f"Expected more than 1 value per channel when training, got input size {tuple(x.shape)}")
         compute = torch.promote_types(x.dtype, torch.float32)
-        shift = x[0, :, 0, 0].detach().to(compute)                  # (C,) one sample per channel
+        shift = x[0].detach().to(compute).mean(dim=(1, 2))         # (C,) the first sample's channel means
         xc = x.to(compute) - shift[:, None, None]                   # (B, C, H, W), fused into each pass
         s1 = xc.sum(dim=(2, 3))                                     # (B, C)
         s2 = (xc * xc).sum(dim=(2, 3))                              # (B, C)
@@ -257,6 +262,7 @@ class _BnEcaAddReluTraining(torch.autograd.Function):
         return out, batchmean, batchvar
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, grad_out: torch.Tensor, _grad_mean: torch.Tensor, _grad_var: torch.Tensor):
         x, out, shift, s1, mu, var_unclamped, r, a, h, m, g, gamma, taps = ctx.saved_tensors
         _, weight_shape, weight_dtype, identity_dtype = ctx.meta

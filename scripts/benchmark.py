@@ -413,7 +413,7 @@ def run_profile(args: argparse.Namespace, report: Report) -> str | None:
                         build(), batch_size=args.batch_size, img_size=args.img_size, train=mode == "train",
                         amp_dtype=AMP_DTYPES[args.amp], channels_last=args.channels_last,
                         compile=how == "compiled", warmup_steps=args.warmup_steps, steps=args.profile,
-                        device=args.device)
+                        timed_steps=args.timed_steps, repeats=args.repeats, device=args.device)
             except Exception as error:  # noqa: BLE001 -- one failed row must not lose the others
                 log.exception("profiling %s failed", name)
                 records.append({"model": label, "eca_impl": impl, "case": case, "error": str(error)})

@@ -403,11 +403,12 @@ def test_profile_helper_on_cpu_attributes_the_step():
     model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
                           nn.Flatten(), nn.Linear(4, 3)).eval()
     result = profile_step(model, batch_size=2, img_size=16, train=True, amp_dtype=None, warmup_steps=1,
-                          steps=2, device="cpu")
+                          steps=2, timed_steps=2, repeats=1, device="cpu")
     families = result.families()
     assert "convolution / GEMM (cuDNN, cuBLAS, CUTLASS)" in families
-    assert result.kernels_per_step == pytest.approx(sum(k.calls_per_step for k in result.kernels))
-    assert result.kernel_ms == pytest.approx(sum(t for _, t in families.values()))
+    assert families["convolution / GEMM (cuDNN, cuBLAS, CUTLASS)"][0] >= 2   # forward and backward, per step
+    # milliseconds per step on both sides (the profiler's own overhead inflates the operators' times)
+    assert 0 < result.kernel_ms <= 20 * result.step_ms and result.step_ms > 0
     assert [k.ms_per_step for k in result.kernels] == sorted((k.ms_per_step for k in result.kernels), reverse=True)
     assert not model.training
 
@@ -423,6 +424,10 @@ def test_profile_helper_on_cpu_attributes_the_step():
     ("void at::native::vectorized_elementwise_kernel<4, ...>", "other (eager elementwise, reductions)"),
     ("void at::native::(anonymous namespace)::multi_tensor_apply_kernel<...>", "optimizer (foreach)"),
     ("_channel_sum_kernel", "ecanet Triton (fused ECA)"),
+    ("void bn_fw_tr_1C11_kernel_NCHW<__nv_bfloat16, float, float, 512, true, 1, true>", "batch norm (eager)"),
+    ("void at::native::max_pool_forward_nhwc<float, float>(...)", "other (eager elementwise, reductions)"),
+    ("void cublasLt::splitKreduce_kernel<32, 16, int, float, float, ...>",
+     "convolution / GEMM (cuDNN, cuBLAS, CUTLASS)"),
 ])
 def test_kernel_families(name, family):
     from ecanet.bench import kernel_family
