@@ -57,11 +57,12 @@ def _add_data_options(p: argparse.ArgumentParser) -> None:
                    help="normalisation std (default: ImageNet's)")
     g.add_argument("--decode", choices=DECODERS, default="cpu",
                    help="where JPEGs are decoded and augmented: 'cpu' (PIL in workers) or 'gpu' "
-                        "(nvJPEG + augmentation on the GPU)")
+                        "(nvJPEG + augmentation on the GPU). 'gpu' helps where CPU cores are short, but nvJPEG "
+                        "slows down while training keeps the GPU busy (docs/benchmarks.md)")
     g.add_argument("--gpu-decode-share", type=float, default=DEFAULT_GPU_DECODE_SHARE, metavar="F",
                    help="with --decode gpu: the fraction of images nvJPEG decodes; CPU workers decode and crop "
                         "the rest, both at once. Lower it where the GPU's decoding is the slower side (default "
-                        "1: on an H200 with 16 cores nvJPEG alone was fastest, docs/benchmarks.md)")
+                        "1: on an idle H200 with 16 cores nvJPEG alone was fastest, docs/benchmarks.md)")
     g.add_argument("--gpu-decode-threads", type=int, default=DEFAULT_GPU_DECODE_THREADS, metavar="N",
                    help="with --decode gpu: batches prepared at once by the main process's decode threads "
                         "(default 4; 1, 2 and 4 trained at the same speed on an H200, docs/benchmarks.md)")
