@@ -26,6 +26,8 @@ from models.attention import scale_add_relu
 from models.eca_module import EcaModule, adaptive_kernel_size, eca_implementation, parse_kernel_sizes
 from models.resnet import RESNET_SPECS, STAGE_WIDTHS
 
+from .engine import _backward_and_step
+
 logger = logging.getLogger(__name__)
 
 GIB = 2 ** 30
@@ -107,13 +109,25 @@ def _peak_memory_gib(device: torch.device) -> float:
 
 
 @contextlib.contextmanager
-def _cudnn_benchmark(enabled: bool) -> Iterator[None]:
-    previous = torch.backends.cudnn.benchmark
-    torch.backends.cudnn.benchmark = enabled
+def _cudnn_flags(benchmark: bool, deterministic: bool | None = None) -> Iterator[None]:
+    """Set cuDNN's ``benchmark`` (and ``deterministic``, unless None) for the block, then restore them."""
+    previous = (torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic)
+    torch.backends.cudnn.benchmark = benchmark
+    if deterministic is not None:
+        torch.backends.cudnn.deterministic = deterministic
     try:
         yield
     finally:
-        torch.backends.cudnn.benchmark = previous
+        torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = previous
+
+
+def _fresh_compile(model: nn.Module, compile: bool) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``torch.compile(model)`` after ``torch._dynamo.reset()`` (so earlier compilations neither count against
+    the recompile limit nor leak into this one), or the model itself."""
+    if not compile:
+        return model
+    torch._dynamo.reset()
+    return torch.compile(model)
 
 
 def dtype_name(dtype: torch.dtype | None) -> str:
@@ -163,13 +177,7 @@ def _train_step(forward: Callable[[torch.Tensor], torch.Tensor], model: nn.Modul
         with _autocast(images.device, amp_dtype):
             loss = criterion(forward(images), targets)
         optimizer.zero_grad(set_to_none=True)
-        if scaler is None:
-            loss.backward()
-            optimizer.step()
-        else:
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
+        _backward_and_step(loss, model, optimizer, scaler, clip_grad_norm=0.0)  # what main.py's steps do
     return step
 
 
@@ -191,9 +199,7 @@ def _prepared_step(model: nn.Module, *, batch_size: int, img_size: int, train: b
     model.to(device=device, memory_format=memory_format).train(train)
     images = torch.randn(batch_size, NUM_IMAGE_CHANNELS, img_size, img_size, device=device)
     images = images.contiguous(memory_format=memory_format)
-    if compile:
-        torch._dynamo.reset()
-    forward = torch.compile(model) if compile else model
+    forward = _fresh_compile(model, compile)
     if train:
         targets = torch.randint(0, _num_classes(model), (batch_size,), device=device)
         step = _train_step(forward, model, images, targets, amp_dtype)
@@ -222,7 +228,7 @@ def measure_throughput(model: nn.Module, *, batch_size: int, img_size: int = 224
     device = torch.device(device)
     with _prepared_step(model, batch_size=batch_size, img_size=img_size, train=train, amp_dtype=amp_dtype,
                         channels_last=channels_last, compile=compile, device=device) as step, \
-            _cudnn_benchmark(cudnn_benchmark):
+            _cudnn_flags(cudnn_benchmark):
         _reset_peak_memory(device)
         t0 = time.perf_counter()
         for _ in range(warmup_steps):
@@ -316,7 +322,7 @@ def profile_step(model: nn.Module, *, batch_size: int, img_size: int = 224, trai
     on_gpu = device.type == "cuda"
     with _prepared_step(model, batch_size=batch_size, img_size=img_size, train=train, amp_dtype=amp_dtype,
                         channels_last=channels_last, compile=compile, device=device) as step, \
-            _cudnn_benchmark(True):
+            _cudnn_flags(True):
         step_ms, _ = _median_ms(step, warmup=warmup_steps, iters=timed_steps, repeats=repeats, device=device)
         with profile(activities=[ProfilerActivity.CUDA if on_gpu else ProfilerActivity.CPU]) as prof:
             for _ in range(steps):
@@ -503,15 +509,11 @@ def loss_curves(model: nn.Module, impls: Sequence[str] = ("fused", "plain"), *, 
                for _ in range(LOSS_CURVE_DISTINCT_BATCHES)]
     batches = [(x.to(device).contiguous(memory_format=memory_format), y.to(device)) for x, y in batches]
     curves = {}
-    previous = (torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
-    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
-    try:
+    with _cudnn_flags(benchmark=False, deterministic=True):
         for impl in impls:
             replica = copy.deepcopy(model).to(device=device, memory_format=memory_format).train()
             optimizer = torch.optim.SGD(replica.parameters(), lr=LOSS_CURVE_LR, momentum=SGD_MOMENTUM)
-            if compile:
-                torch._dynamo.reset()
-            forward = torch.compile(replica) if compile else replica
+            forward = _fresh_compile(replica, compile)
             losses = []
             with eca_implementation(impl):
                 for step in range(steps):
@@ -524,8 +526,6 @@ def loss_curves(model: nn.Module, impls: Sequence[str] = ("fused", "plain"), *, 
                     losses.append(loss.item())
             curves[impl] = losses
             del replica, optimizer
-    finally:
-        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = previous
     return curves
 
 

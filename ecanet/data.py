@@ -113,8 +113,8 @@ class DeviceLoader:
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
         for images, targets, unreadable in self.loader:  # images: (B, 3, H, W) uint8
-            images = images.to(self.device, non_blocking=True).to(memory_format=self.memory_format)
-            images = images.float().div_(255).sub_(self.mean).div_(self.std)
+            images = images.to(self.device, non_blocking=True).to(torch.float32, memory_format=self.memory_format)
+            images = images.div_(255).sub_(self.mean).div_(self.std)
             yield images, targets.to(self.device, non_blocking=True), unreadable
 
 
@@ -263,13 +263,14 @@ def default_workers(local_world_size: int) -> int:
 
 def make_loader(dataset: Dataset, sampler: Sampler, batch_size: int, workers: int, pin_memory: bool,
                 drop_last: bool, collate_fn: Any = None) -> DataLoader:
-    kwargs: dict[str, Any] = {"collate_fn": collate_fn} if collate_fn is not None else {}
+    kwargs: dict[str, Any] = {}
     if workers > 0:
         kwargs.update(persistent_workers=True, prefetch_factor=PREFETCH_BATCHES_PER_WORKER)
     # The loader gets a generator of its own so that creating an iterator never draws from the global
     # RNG (which would shift dropout's random numbers between a fresh and a resumed run).
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
-                      pin_memory=pin_memory, drop_last=drop_last, generator=torch.Generator(), **kwargs)
+                      pin_memory=pin_memory, drop_last=drop_last, collate_fn=collate_fn, generator=torch.Generator(),
+                      **kwargs)
 
 
 @dataclass

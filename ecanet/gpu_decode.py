@@ -247,10 +247,9 @@ class GpuAugment:
         if bool(flip.any()):
             flip_dev = flip.to(self.device, non_blocking=True)
             out = torch.where(flip_dev.view(-1, 1, 1, 1), out.flip(-1), out)
-        out = torch.addcmul(self.shift, out, self.scale)                               # (x/255 - mean)/std
-        if self.channels_last:
-            out = out.contiguous(memory_format=torch.channels_last)
-        return out
+        layout = torch.channels_last if self.channels_last else torch.contiguous_format
+        # (x/255 - mean)/std, written straight into the layout the model wants
+        return torch.addcmul(self.shift, out, self.scale, out=torch.empty_like(out, memory_format=layout))
 
     def _crop_on_gpu(self, jpegs: Sequence[torch.Tensor], plan_rows: list[list[int]], size: tuple[int, int]
                      ) -> torch.Tensor:

@@ -11,7 +11,7 @@ import logging
 import math
 import time
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import torch
 
@@ -119,6 +119,13 @@ def read_metrics(path: str | Path, event: str | None = "epoch") -> list[dict[str
             continue
         rows.append(record)
     return [r for r in rows if event is None or r.get("event") == event]
+
+
+def markdown_table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
+    """A markdown table: one header line, a ``|---|`` rule, one line per row (cells as ``str``)."""
+    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+    return "\n".join(lines)
 
 
 def format_duration(seconds: float) -> str:

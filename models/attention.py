@@ -61,7 +61,7 @@ def bn_scale_add_relu(bn: nn.Module, attention: nn.Module | None, x: torch.Tenso
     An attention module with a ``bn_scale_add_relu`` (the ECA module) does it all, so it can share work
     with the BatchNorm; otherwise BN runs, then :func:`scale_add_relu`.
     """
-    fused = getattr(attention, "bn_scale_add_relu", None) if attention is not None else None
+    fused = getattr(attention, "bn_scale_add_relu", None)  # None for no attention too
     if fused is not None:
         return fused(bn, x, identity)
     return scale_add_relu(attention, bn(x), identity)

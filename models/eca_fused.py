@@ -185,14 +185,17 @@ def _gate_backward_kernel(partial_ptr, gate_ptr, mean_ptr, weight_ptr, shift_ptr
     c_block = tl.program_id(0)
     b = tl.program_id(1)
     c = c_block * BLOCK_C + tl.arange(0, BLOCK_C)
+    dz = _gate_logit_grad(partial_ptr, gate_ptr, b, c, B, C, num_splits, BLOCK_C)  # 0 for c >= C
     grad_mean = tl.zeros((BLOCK_C,), dtype=tl.float32)
     for j in tl.static_range(K):
-        # Tap j of output channel c - (j - PAD) read input channel c.
-        dz = _gate_logit_grad(partial_ptr, gate_ptr, b, c - (j - PAD), B, C, num_splits, BLOCK_C)
-        grad_mean += tl.load(weight_ptr + j).to(tl.float32) * dz
+        # Tap j of output channel c - (j - PAD) read input channel c (the centre tap: c itself).
+        if j == PAD:
+            dz_j = dz
+        else:
+            dz_j = _gate_logit_grad(partial_ptr, gate_ptr, b, c - (j - PAD), B, C, num_splits, BLOCK_C)
+        grad_mean += tl.load(weight_ptr + j).to(tl.float32) * dz_j
     tl.store(shift_ptr + b * C + c, grad_mean * inv_p, mask=c < C)
 
-    dz = _gate_logit_grad(partial_ptr, gate_ptr, b, c, B, C, num_splits, BLOCK_C)  # 0 for c >= C
     row = b * tl.num_programs(0) + c_block
     for j in tl.static_range(K):
         src = c + (j - PAD)
@@ -247,38 +250,54 @@ def _device_of(t: torch.Tensor) -> contextlib.AbstractContextManager:
 
 
 def _shape(x: torch.Tensor) -> tuple[int, int, int, bool]:
-    """(B, C, P, channels_last) of a tensor in one of the two supported layouts."""
+    """(B, C, P, channels_last) of a tensor already in the kernels' layout (see :func:`_dense`)."""
     B, C, H, W = x.shape
-    if x.is_contiguous():
-        return B, C, H * W, False
-    if x.is_contiguous(memory_format=torch.channels_last):
-        return B, C, H * W, True
-    raise ValueError("fused ECA kernels need a contiguous or channels_last tensor")
+    return B, C, H * W, memory_format(x) == torch.channels_last
+
+
+@dataclass(frozen=True)
+class _Reduction:
+    """How a reduction over H*W is launched for one shape: the same for forward pass 1 and backward pass A."""
+
+    B: int
+    C: int
+    P: int
+    tiling: _Tiling
+    splits: int
+    tiles_per_split: int
+
+    @classmethod
+    def for_tensor(cls, x: torch.Tensor) -> "_Reduction":
+        B, C, P, channels_last = _shape(x)
+        tiling = _Tiling.for_shape(C, P, channels_last)
+        return cls(B, C, P, tiling, *_reduction_splits(B, C, P, tiling, x.device))
+
+    def empty_partials(self, device: torch.device) -> torch.Tensor:
+        return torch.empty((self.splits, self.B, self.C), device=device, dtype=torch.float32)
+
+    @property
+    def grid(self) -> tuple[int, int, int]:
+        return triton.cdiv(self.C, self.tiling.block_c), self.splits, self.B
 
 
 def _launch_channel_sum(x: torch.Tensor) -> tuple[torch.Tensor, int]:
     """Pass 1: the (splits, B, C) float32 partial sums of x over H*W."""
-    B, C, P, channels_last = _shape(x)
-    tiling = _Tiling.for_shape(C, P, channels_last)
-    splits, tiles_per_split = _reduction_splits(B, C, P, tiling, x.device)
-    partial = torch.empty((splits, B, C), device=x.device, dtype=torch.float32)
-    grid = (triton.cdiv(C, tiling.block_c), splits, B)
-    _channel_sum_kernel[grid](x, partial, B, C, P, tiles_per_split, num_warps=NUM_WARPS, **tiling.meta())
-    return partial, splits
+    r = _Reduction.for_tensor(x)
+    partial = r.empty_partials(x.device)
+    _channel_sum_kernel[r.grid](x, partial, r.B, r.C, r.P, r.tiles_per_split, num_warps=NUM_WARPS,
+                                **r.tiling.meta())
+    return partial, r.splits
 
 
 def _launch_backward_reduce(grad: torch.Tensor, out: torch.Tensor | None, x: torch.Tensor,
                             grad_pre: torch.Tensor) -> tuple[torch.Tensor, int]:
     """Pass A: fills grad_pre (when out is given, i.e. with ReLU) and returns partial sums of grad_pre * x."""
-    B, C, P, channels_last = _shape(x)
-    tiling = _Tiling.for_shape(C, P, channels_last)
-    splits, tiles_per_split = _reduction_splits(B, C, P, tiling, x.device)
-    partial = torch.empty((splits, B, C), device=x.device, dtype=torch.float32)
-    grid = (triton.cdiv(C, tiling.block_c), splits, B)
+    r = _Reduction.for_tensor(x)
+    partial = r.empty_partials(x.device)
     relu = out is not None
-    _backward_reduce_kernel[grid](grad, out if relu else grad, x, grad_pre, partial, B, C, P, tiles_per_split,
-                                  RELU=relu, num_warps=NUM_WARPS, **tiling.meta())
-    return partial, splits
+    _backward_reduce_kernel[r.grid](grad, out if relu else grad, x, grad_pre, partial, r.B, r.C, r.P,
+                                    r.tiles_per_split, RELU=relu, num_warps=NUM_WARPS, **r.tiling.meta())
+    return partial, r.splits
 
 
 def _launch_channel_affine(x: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor | None,
@@ -394,7 +413,7 @@ def _setup_context(ctx, inputs, output) -> None:
 def _backward(ctx, grad_out, _grad_gate, _grad_mean):
     x, weight, gate, mean, *saved_out = ctx.saved_tensors
     out = saved_out[0] if ctx.has_identity else None
-    grad_x, grad_weight, grad_identity = eca_backward(_dense(grad_out, x), x, weight, gate, mean, out)
+    grad_x, grad_weight, grad_identity = eca_backward(grad_out, x, weight, gate, mean, out)  # it makes grad dense
     return grad_x, grad_weight, grad_identity if ctx.has_identity else None
 
 
@@ -442,22 +461,16 @@ def eca_scale_add_relu(x: torch.Tensor, weight: torch.Tensor, identity: torch.Te
     ``identity`` is cast to x's dtype and layout, as the plain ``out += identity`` does.
     """
     x = _dense(x, x)
-    return eca_forward(x, weight, _dense(identity.to(dtype=x.dtype), x))[0]
+    return eca_forward(x, weight, identity.to(dtype=x.dtype, memory_format=memory_format(x)))[0]
 
 
 # ----------------------------------------------------------------------------------------------------
 # A pure-PyTorch statement of what the kernels compute (float64 in the tests), pass by pass
 # ----------------------------------------------------------------------------------------------------
-def _channel_conv(y: torch.Tensor, taps: torch.Tensor) -> torch.Tensor:
-    """C1D_k across channels with zero padding: z[b, c] = sum_j taps[j] * y[b, c + j - pad]."""
-    k = taps.numel()
-    windows = torch.nn.functional.pad(y, ((k - 1) // 2, (k - 1) // 2)).unfold(1, k, 1)  # (B, C, k)
-    return (windows * taps).sum(-1)                                                     # (B, C)
-
-
 def reference_forward(x: torch.Tensor, weight: torch.Tensor,
                       identity: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """What :func:`eca_forward` computes, in PyTorch: (out, gate, mean)."""
+    from .eca_module import _channel_conv  # not at the top: eca_module imports this module
     mean = x.mean(dim=(2, 3))                                    # (B, C)      pass 1
     gate = torch.sigmoid(_channel_conv(mean, weight.reshape(-1)))  # (B, C)    pass 2
     out = x * gate[:, :, None, None]                             # (B, C, H, W) pass 3
@@ -470,14 +483,13 @@ def reference_backward(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor
                        mean: torch.Tensor, out: torch.Tensor | None
                        ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """What :func:`eca_backward` computes, in PyTorch: (dx, dweight, didentity or None)."""
+    from .eca_module import _channel_conv, _channel_conv_weight_grad  # not at the top: see reference_forward
     P = x.shape[2] * x.shape[3]
     taps = weight.reshape(-1)
-    k = taps.numel()
     grad_pre = grad if out is None else torch.where(out <= 0, torch.zeros_like(grad), grad)  # pass A
     grad_gate = (grad_pre * x).sum(dim=(2, 3))                   # (B, C)    pass A's reduction
     grad_logit = grad_gate * gate * (1 - gate)                   # (B, C)    pass B: sigmoid'
     grad_mean = _channel_conv(grad_logit, taps.flip(0))          # (B, C)    the conv's transpose
-    windows = torch.nn.functional.pad(mean, ((k - 1) // 2, (k - 1) // 2)).unfold(1, k, 1)  # (B, C, k)
-    grad_weight = (grad_logit[:, :, None] * windows).sum(dim=(0, 1)).reshape(weight.shape)
+    grad_weight = _channel_conv_weight_grad(grad_logit, mean, taps.numel()).reshape(weight.shape)
     grad_x = grad_pre * gate[:, :, None, None] + (grad_mean / P)[:, :, None, None]  # pass C
     return grad_x, grad_weight, (grad_pre if out is not None else None)

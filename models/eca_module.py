@@ -200,6 +200,16 @@ def _channel_conv_weight_grad(grad: torch.Tensor, y: torch.Tensor, k: int) -> to
     return (windows * grad[:, :, None]).sum(dim=(0, 1))           # (k,)
 
 
+def _gate_and_tail(x: torch.Tensor, a: torch.Tensor, h: torch.Tensor, pooled: torch.Tensor, taps: torch.Tensor,
+                   identity: torch.Tensor, out_dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """ECA's gate on the pooled BN output, Eq. (10)-(11), and the block's tail after BN(x) = a * x + h:
+    ``(relu(x * (a g) + h g + identity), g)`` with g = sigmoid(C1D_k(pooled)). x, a, h, pooled and taps are
+    in the arithmetic dtype; the output is cast to ``out_dtype`` before the ReLU (the same values)."""
+    g = torch.sigmoid(_channel_conv(pooled, taps))                # (B, C)
+    scale, offset = (a * g)[:, :, None, None], (h * g)[:, :, None, None]   # (B, C, 1, 1) each
+    return torch.relu((x * scale + offset + identity.to(x.dtype)).to(out_dtype)), g
+
+
 class _BnEcaAddReluTraining(torch.autograd.Function):
     """``relu(ECA(BN(x)) + identity)`` with BatchNorm on batch statistics, both directions written out.
 
@@ -251,10 +261,7 @@ class _BnEcaAddReluTraining(torch.autograd.Function):
         h = beta.to(compute) - mu * a
         m = s1 * (a / pixels) + h                                   # (B, C)
         taps = weight.reshape(-1).to(compute)
-        g = torch.sigmoid(_channel_conv(m, taps))                   # (B, C)
-        scale, offset = (a * g)[:, :, None, None], (h * g)[:, :, None, None]
-        out_dtype = torch.promote_types(x.dtype, identity.dtype)
-        out = torch.relu((xc * scale + offset + identity.to(compute)).to(out_dtype))
+        out, g = _gate_and_tail(xc, a, h, m, taps, identity, torch.promote_types(x.dtype, identity.dtype))
         ctx.save_for_backward(x, out, shift, s1, mu, var_unclamped, r, a, h, m, g, gamma, taps)
         ctx.meta = (eps, weight.shape, weight.dtype, identity.dtype)
         batchmean, batchvar = mu + shift, var
@@ -315,9 +322,8 @@ def bn_eca_add_relu_decomposed(x: torch.Tensor, bn: nn.BatchNorm2d, weight: torc
     a = bn.weight * torch.rsqrt(bn.running_var + bn.eps)          # (C,)
     shift = bn.bias - bn.running_mean * a                         # (C,)
     pooled = xf.mean(dim=(2, 3)) * a + shift                      # (B, C): mean over H, W of BN(x)
-    gate = torch.sigmoid(_channel_conv(pooled, weight.to(compute)))  # (B, C)
-    out = xf * (a * gate)[:, :, None, None] + (shift * gate)[:, :, None, None] + identity.to(compute)
-    return torch.relu(out).to(torch.promote_types(x.dtype, identity.dtype))
+    taps = weight.reshape(-1).to(compute)
+    return _gate_and_tail(xf, a, shift, pooled, taps, identity, torch.promote_types(x.dtype, identity.dtype))[0]
 
 
 def parse_kernel_sizes(k_size: object, num_stages: int) -> list[int | None]:

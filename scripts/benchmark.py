@@ -38,6 +38,7 @@ import torch  # noqa: E402
 
 import models  # noqa: E402
 from ecanet import bench  # noqa: E402
+from ecanet.metrics import markdown_table  # noqa: E402
 from models.eca_module import eca_implementation, fused_eca_available  # noqa: E402
 
 log = logging.getLogger("benchmark")
@@ -92,12 +93,6 @@ class Report:
         if self.path is not None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self.path.write_text(json.dumps(self.data, indent=2, default=str) + "\n")
-
-
-def markdown_table(headers: tuple[str, ...], rows: list[tuple]) -> str:
-    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
-    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
-    return "\n".join(lines)
 
 
 # ----------------------------------------------------------------------------------------------------

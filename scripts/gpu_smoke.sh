@@ -15,7 +15,7 @@ export PYTHONUNBUFFERED=1
 echo "=== GPU decode tests"
 "$PY" -m pytest -q -p no:cacheprovider tests/test_gpu_decode.py 2>&1 | tail -n 3
 echo "=== JPEG folder"
-"$PY" scripts/make_jpeg_folder.py /tmp/jpegs --classes 20 --train-per-class 100 --val-per-class 10
+[ -d /tmp/jpegs ] || "$PY" scripts/make_jpeg_folder.py /tmp/jpegs --classes 20 --train-per-class 100 --val-per-class 10
 for decode in gpu cpu; do
     echo "=== main.py --decode $decode"
     "$PY" main.py /tmp/jpegs -a eca_resnet50 --ksize 3557 -b 128 --amp bf16 --channels-last --epochs 2 \

@@ -28,12 +28,10 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from ecanet.errors import EXIT_OK, EXIT_USAGE, UserError  # noqa: E402
 from ecanet.metrics import read_metrics  # noqa: E402
 
 log = logging.getLogger("plot_runs")
-
-EXIT_OK = 0
-EXIT_USAGE = 2  # bad input the user can fix; the same code as ecanet.errors.EXIT_USAGE and argparse
 
 METRICS_FILE = "metrics.jsonl"
 CONFIG_FILE = "config.yaml"
@@ -45,7 +43,7 @@ BAND_ALPHA = 0.2              # opacity of the band around each mean line
 BANDS = ("minmax", "std", "none")
 
 
-class PlotError(Exception):
+class PlotError(UserError):
     """Bad input the user can fix; ``str(error)`` is the whole message. Exit code :data:`EXIT_USAGE`."""
 
 

@@ -26,8 +26,8 @@ shift
 RUN_DIR=${RUN_DIR:-runs/${SLURM_JOB_NAME}-${SLURM_JOB_ID}}
 EXIT_PREEMPTED=75
 
-export MASTER_ADDR=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)
-export MASTER_PORT=${MASTER_PORT:-29500}
+# main.py sets MASTER_ADDR (the job's first node) and MASTER_PORT (29500) from SLURM's variables unless
+# they are exported already (ecanet/distributed.py).
 export OMP_NUM_THREADS=1
 
 srun --kill-on-bad-exit=0 python main.py "$DATA" --config configs/eca_resnet50.yaml \

@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from ecanet.metrics import format_duration, read_metrics  # noqa: E402
+from ecanet.metrics import format_duration, markdown_table, read_metrics  # noqa: E402
 
 
 def run_dirs(paths: Sequence[Path]) -> list[Path]:
@@ -72,19 +72,18 @@ def table(runs: list[dict[str, Any]]) -> str:
     groups: dict[str, list[dict[str, Any]]] = {}
     for run in runs:
         groups.setdefault(run["arch"], []).append(run)
-    lines = ["| network | runs (seeds) | epochs | val top-1 (%) | val top-5 (%) | EMA top-1 (%) | parameters | "
-             "train + eval time / run | train img/s | peak GPU memory |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    headers = ("network", "runs (seeds)", "epochs", "val top-1 (%)", "val top-5 (%)", "EMA top-1 (%)", "parameters",
+               "train + eval time / run", "train img/s", "peak GPU memory")
+    rows = []
     for arch, group in groups.items():
         ema = [r["ema_top1"] for r in group if r["ema_top1"] is not None]
-        lines.append(
-            f"| {arch} | {len(group)} ({', '.join(str(r['seed']) for r in group)}) | {group[0]['epochs']} | "
-            f"{_mean_std([r['top1'] for r in group])} | {_mean_std([r['top5'] for r in group])} | "
-            f"{_mean_std(ema) if ema else '-'} | {group[0]['params']:,} | "
-            f"{format_duration(statistics.mean(r['wall_s'] for r in group))} | "
-            f"{statistics.mean(r['img_s'] for r in group):,.0f} | "
-            f"{max(r['peak_gib'] for r in group):.1f} GiB |")
-    return "\n".join(lines)
+        rows.append((arch, f"{len(group)} ({', '.join(str(r['seed']) for r in group)})", group[0]["epochs"],
+                     _mean_std([r["top1"] for r in group]), _mean_std([r["top5"] for r in group]),
+                     _mean_std(ema) if ema else "-", f"{group[0]['params']:,}",
+                     format_duration(statistics.mean(r["wall_s"] for r in group)),
+                     f"{statistics.mean(r['img_s'] for r in group):,.0f}",
+                     f"{max(r['peak_gib'] for r in group):.1f} GiB"))
+    return markdown_table(headers, rows)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -109,7 +109,7 @@ def test_bf16_tail_keeps_dtypes_and_matches_float64():
         assert (mine.double() - reference).abs().max() <= 2e-2 * scale
 
 
-def test_compiled_block_takes_the_decomposed_form_and_matches_eager():
+def test_compiled_block_takes_the_decomposed_form_and_matches_eager(monkeypatch):
     torch.manual_seed(0)
     block = models.resnet.Bottleneck(16, 4, attention="eca", k_size=3).double().train()
     x = torch.randn(2, 16, 6, 5, dtype=torch.float64, requires_grad=True)
@@ -122,13 +122,10 @@ def test_compiled_block_takes_the_decomposed_form_and_matches_eager():
         calls["n"] += 1
         return real(*args, **kwargs)
 
-    models.eca_module.bn_eca_add_relu_decomposed = counting
-    try:
-        with eca_implementation("auto"):
-            compiled = torch.compile(block, backend="aot_eager", fullgraph=True)
-            out = compiled(x)
-    finally:
-        models.eca_module.bn_eca_add_relu_decomposed = real
+    monkeypatch.setattr(models.eca_module, "bn_eca_add_relu_decomposed", counting)
+    with eca_implementation("auto"):
+        compiled = torch.compile(block, backend="aot_eager", fullgraph=True)
+        out = compiled(x)
     assert calls["n"] >= 1  # traced through the decomposed form
     with eca_implementation("plain"):
         ref = eager(x_ref)

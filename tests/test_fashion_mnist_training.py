@@ -5,15 +5,15 @@ differ by a visible pattern, so the test runs (and can fail) on every machine.
 """
 from __future__ import annotations
 
-import gzip
 import hashlib
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from ecanet.metrics import read_metrics
 from conftest import ROOT, run_main
-from test_prepare_fashion_mnist import idx_bytes, prep
+from test_prepare_fashion_mnist import prep, write_idx
 
 DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
 TRAIN_SUBSET, VAL_SUBSET = 1500, 500
@@ -33,15 +33,14 @@ def _patterned_source(folder: Path):
         for i, c in enumerate(labels):
             images[i, 2 * c + 4: 2 * c + 7, 3:25] = 255
         for file, array in ((images_file, images), (labels_file, labels)):
-            payload = idx_bytes(array)
-            (folder / f"{file}.gz").write_bytes(gzip.compress(payload))
-            sha[file] = hashlib.sha256(payload).hexdigest()
+            sha[file] = hashlib.sha256(write_idx(folder, file, array, compress=True)).hexdigest()
         splits.append(prep.Split(name, images_file, labels_file, count))
     spec = prep.DatasetSpec(splits=tuple(splits), classes=prep.FASHION_MNIST.classes, image_shape=(28, 28),
                             sha256=sha)
     return folder, spec
 
 
+@pytest.mark.slow
 def test_short_training_on_prepared_data_beats_chance(tmp_path):
     data = tmp_path / "fashion-mnist"
     if DEBIAN_DIR.is_dir():

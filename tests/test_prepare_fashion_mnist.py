@@ -19,9 +19,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import load_script
+from conftest import ROOT, load_script
 
-ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "prepare_fashion_mnist.py"
 DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
 
