@@ -57,12 +57,17 @@ def _add_data_options(p: argparse.ArgumentParser) -> None:
                    help="normalisation std (default: ImageNet's)")
     g.add_argument("--decode", choices=DECODERS, default="cpu",
                    help="where JPEGs are decoded and augmented: 'cpu' (PIL in workers) or 'gpu' "
-                        "(nvJPEG + augmentation on the GPU). 'gpu' helps where CPU cores are short, but nvJPEG "
-                        "slows down while training keeps the GPU busy (docs/benchmarks.md)")
+                        "(nvJPEG + augmentation on the GPU). On an H200 with 16 cores 'gpu' trained fastest, at "
+                        "0.83-0.86x of synthetic-data speed (CPU decoding 0.70-0.79x): nvJPEG slows down while "
+                        "training keeps the GPU busy (docs/benchmarks.md)")
     g.add_argument("--gpu-decode-share", type=float, default=DEFAULT_GPU_DECODE_SHARE, metavar="F",
                    help="with --decode gpu: the fraction of images nvJPEG decodes; CPU workers decode and crop "
                         "the rest, both at once. Lower it where the GPU's decoding is the slower side (default "
                         "1: on an idle H200 with 16 cores nvJPEG alone was fastest, docs/benchmarks.md)")
+    g.add_argument("--region-decode", action=argparse.BooleanOptionalAction, default=True,
+                   help="with --decode gpu: CPU workers decode a training JPEG only inside its crop box, with "
+                        "the same pixels as PIL's whole decode (needs NVIDIA nvImageCodec: pip install "
+                        "nvidia-nvimgcodec-cu13; without it, PIL decodes whole images)")
     g.add_argument("--gpu-decode-threads", type=int, default=DEFAULT_GPU_DECODE_THREADS, metavar="N",
                    help="with --decode gpu: batches prepared at once by the main process's decode threads "
                         "(default 4; 1, 2 and 4 trained at the same speed on an H200, docs/benchmarks.md)")
@@ -203,6 +208,8 @@ def _option_table(parser: argparse.ArgumentParser) -> dict[str, argparse.Action]
                 table[_POSITIONAL_DATA] = action
             continue
         for opt in action.option_strings:
+            if opt.startswith("--no-") and isinstance(action, argparse.BooleanOptionalAction):
+                continue  # the config key is the positive name, set to true or false
             if opt.startswith("--"):
                 table[opt[2:]] = action
     table.pop("help", None)
@@ -212,7 +219,7 @@ def _option_table(parser: argparse.ArgumentParser) -> dict[str, argparse.Action]
 
 def _coerce(key: str, value: Any, action: argparse.Action) -> Any:
     """Check and convert one config value to what the option would produce."""
-    if isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction)):
+    if isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction, argparse.BooleanOptionalAction)):
         if not isinstance(value, bool):
             raise ConfigError(f"config key '{key}' is a switch and takes true or false, got {value!r}.")
         return value

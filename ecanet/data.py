@@ -325,13 +325,15 @@ class GpuDecodeOptions:
     channels_last: bool
     gpu_share: float = DEFAULT_GPU_DECODE_SHARE
     decode_threads: int = DEFAULT_GPU_DECODE_THREADS
+    region_decode: bool = True  # --region-decode: CPU-share training JPEGs decoded only inside their box
 
 
 def _gpu_image_folder(root: Path, split: str, train: bool, options: GpuDecodeOptions) -> Dataset:
-    from .gpu_decode import EncodedImageFolder
+    from .gpu_decode import EncodedImageFolder, region_decode_available
+    region_decode = options.region_decode and options.gpu_share < 1 and region_decode_available()
     return build_image_folder(root, split, make=lambda path: EncodedImageFolder(
         path, train, options.img_size, options.val_resize, options.min_crop_scale, options.hflip,
-        options.gpu_share))
+        options.gpu_share, region_decode))
 
 
 def build_data(root: str | os.PathLike | None, *, batch_size: int, val_batch_size: int, workers: int,

@@ -35,6 +35,7 @@ import collections
 import concurrent.futures
 import io
 import logging
+import os
 import threading
 from dataclasses import dataclass
 from typing import Any, Iterator, Sequence
@@ -60,6 +61,18 @@ PREFETCH_BATCHES = 2         # batches decoded ahead of the training step, beyon
 _GOLDEN_FRACTION = 0.6180339887498949  # Weyl sequence: any run of indices is split close to the share
 
 
+Box = tuple[int, int, int, int]
+"""``(top, left, height, width)`` of a crop in the full image."""
+
+
+def cut_box(image: torch.Tensor, box: Box | None) -> torch.Tensor:
+    """The ``(3, h, w)`` view of ``image`` (3, H, W) inside ``box``; the whole image when there is none."""
+    if box is None:
+        return image
+    top, left, h, w = box
+    return image[:, top:top + h, left:left + w]
+
+
 @dataclass
 class CropPlan:
     """What to do with one image: optionally resize the whole image to (resize_h, resize_w) first (0 = no),
@@ -79,14 +92,22 @@ class CropPlan:
         return torch.tensor([self.top, self.left, self.height, self.width, int(self.flip and not ready),
                              self.resize_h, self.resize_w, int(ready)], dtype=torch.int32)
 
-    def apply(self, image: Image.Image, img_size: int) -> Image.Image:
+    def apply(self, image: Image.Image, img_size: int, region: bool = False) -> Image.Image:
         """The crop on the CPU with torchvision's PIL functions: what ``RandomResizedCrop`` + flip (training)
-        or ``Resize`` + ``CenterCrop`` (evaluation) of the ``--decode cpu`` path compute, pixel for pixel."""
+        or ``Resize`` + ``CenterCrop`` (evaluation) of the ``--decode cpu`` path compute, pixel for pixel.
+        ``region``: ``image`` is the training box already (decoded as a region), so it is only resized."""
         if self.resize_h:
             image = TF.resize(image, [self.resize_h, self.resize_w])
             return TF.crop(image, self.top, self.left, self.height, self.width)
-        image = TF.resized_crop(image, self.top, self.left, self.height, self.width, [img_size, img_size])
+        if region:  # resized_crop is crop, then this resize
+            image = TF.resize(image, [img_size, img_size])
+        else:
+            image = TF.resized_crop(image, self.top, self.left, self.height, self.width, [img_size, img_size])
         return TF.hflip(image) if self.flip else image
+
+    @property
+    def box(self) -> Box:
+        return self.top, self.left, self.height, self.width
 
 
 def decoded_on_gpu(index: int, gpu_share: float) -> bool:
@@ -121,43 +142,147 @@ class EncodedImageFolder(datasets.ImageFolder):
     """Items are ``(payload, target, unreadable, plan)`` with the (8,) crop plan drawn from the sample's seed
     (:meth:`CropPlan.as_tensor`). For the ``gpu_share`` of the samples whose file is a JPEG nvJPEG decodes,
     the payload is the file's bytes (1-D uint8), to be decoded and cropped on the GPU; for all others it is
-    the final (3, S, S) uint8 crop, made here with PIL (the plan's ready column says which)."""
+    the final (3, S, S) uint8 crop, made here (the plan's ready column says which). With ``region_decode``
+    a training JPEG made here is decoded only inside its crop box (:class:`RegionDecoder`)."""
 
     def __init__(self, root: str, train: bool, img_size: int, val_resize: int, min_crop_scale: float = 0.08,
-                 hflip: float = 0.5, gpu_share: float = DEFAULT_GPU_DECODE_SHARE) -> None:
+                 hflip: float = 0.5, gpu_share: float = DEFAULT_GPU_DECODE_SHARE, region_decode: bool = False) -> None:
         super().__init__(root)
         self.train, self.img_size, self.val_resize = train, img_size, val_resize
         self.min_crop_scale, self.hflip, self.gpu_share = min_crop_scale, hflip, gpu_share
+        self.region_decoder = RegionDecoder() if region_decode and train else None
+
+    def plan(self, header: Image.Image, seed: int) -> CropPlan:
+        """The sample's crop plan, from its image header (size) and seed."""
+        if self.train:
+            return train_crop_plan(header, seed, self.min_crop_scale, self.hflip)
+        return val_crop_plan(*header.size, self.img_size, self.val_resize)
 
     def __getitem__(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, int, int, torch.Tensor]:
         index, seed = key if isinstance(key, tuple) else (key, 0)
-        on_gpu = decoded_on_gpu(index, self.gpu_share)
-        (payload, header), target, unreadable = load_readable(self, index, read_payload if on_gpu else read_image)
-        if self.train:
-            plan = train_crop_plan(header, seed, self.min_crop_scale, self.hflip)
-        else:
-            plan = val_crop_plan(*header.size, self.img_size, self.val_resize)
+        if not decoded_on_gpu(index, self.gpu_share):
+            (crop, plan), target, unreadable = load_readable(self, index, lambda path: self.crop_here(path, seed))
+            return TF.pil_to_tensor(crop), target, unreadable, plan.as_tensor(ready=True)    # (3, S, S) uint8
+        (payload, header), target, unreadable = load_readable(self, index, read_payload)
+        plan = self.plan(header, seed)
         if isinstance(payload, torch.Tensor):  # JPEG bytes, for nvJPEG
             return payload, target, unreadable, plan.as_tensor()
         crop = TF.pil_to_tensor(plan.apply(payload, self.img_size))                   # (3, S, S) uint8
         return crop, target, unreadable, plan.as_tensor(ready=True)
 
+    def crop_here(self, path: str, seed: int) -> tuple[Image.Image, CropPlan]:
+        """The final crop of one image of the CPU share, and its plan. A training JPEG is decoded only inside
+        its box where a :class:`RegionDecoder` is in use; anything else is decoded whole with PIL."""
+        if self.region_decoder is None:
+            image = pil_rgb_loader(path)
+            plan = self.plan(image, seed)
+            return plan.apply(image, self.img_size), plan
+        data, header = read_file_and_header(path)
+        plan = self.plan(header, seed)
+        region = self.region_decoder(data, plan.box) if is_gpu_decodable(data, header) else None
+        if region is not None:
+            return plan.apply(region, self.img_size, region=True), plan
+        image = Image.open(io.BytesIO(data)).convert("RGB")  # PIL decodes what the region decoder did not
+        return plan.apply(image, self.img_size), plan
 
-def read_image(path: str) -> tuple[Image.Image, Image.Image]:
-    """The decoded RGB image (for the CPU share), twice: as the payload and as the header."""
-    image = pil_rgb_loader(path)
-    return image, image
+
+class RegionDecoder:
+    """Decodes only a crop box of a JPEG on the CPU (libjpeg-turbo through NVIDIA nvImageCodec's CPU backend):
+    rows above the box are entropy-decoded and skipped, columns beside it and rows below are not decoded.
+
+    The pixels are PIL's decode cut to the box, exactly: both are libjpeg-turbo with the same integer IDCT
+    and chroma upsampling (tests/test_gpu_decode.py checks equality crop for crop). RandomResizedCrop keeps
+    half the area on average (scale U(0.08, 1)), so a worker made 531 instead of 415 training crops/s on
+    this project's 2-core CPU host (about 105 kB JPEGs, 2026-11-21). Each worker process builds its own
+    decoder on first use (nvImageCodec objects do not cross process boundaries).
+    """
+
+    def __init__(self) -> None:
+        self._decoder: Any = None
+        self._pid = -1
+
+    def __getstate__(self) -> dict:
+        return {}  # the decoder is rebuilt in each worker
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__()
+
+    def __call__(self, data: bytes, box: Box) -> Image.Image | None:
+        """The RGB box ``(top, left, height, width)`` of JPEG ``data``; None if nvImageCodec cannot decode it."""
+        nvimgcodec = import_nvimgcodec()
+        if self._pid != os.getpid():
+            self._pid = os.getpid()
+            try:
+                self._decoder = nvimgcodec.Decoder(
+                    device_id=nvimgcodec.NVIMGCODEC_DEVICE_CPU_ONLY, max_num_cpu_threads=1,
+                    backends=[nvimgcodec.Backend(nvimgcodec.BackendKind.CPU_ONLY)])
+            except RuntimeError as exc:  # PIL decodes whole images instead: slower, same pixels
+                log.warning("nvImageCodec's CPU decoder cannot start here (%s); PIL decodes whole images", exc)
+                self._decoder = None
+            self._params = nvimgcodec.DecodeParams(apply_exif_orientation=False,  # PIL ignores EXIF orientation too
+                                                   color_spec=nvimgcodec.ColorSpec.SRGB, allow_any_depth=False)
+        if self._decoder is None:
+            return None
+        top, left, h, w = box
+        stream = nvimgcodec.CodeStream(np.frombuffer(data, dtype=np.uint8))
+        region = stream.get_sub_code_stream(region=nvimgcodec.Region(top, left, top + h, left + w))
+        image = self._decoder.decode(region, params=self._params)
+        if image is None or image.shape[:2] != (h, w):
+            return None
+        return Image.fromarray(np.asarray(image))                                        # (h, w, 3)
+
+
+def import_nvimgcodec() -> Any:
+    """``nvidia.nvimgcodec``, or None where it is not installed.
+
+    On import nvImageCodec loads all its codec extensions and prints eight lines to stderr for each GPU
+    library it does not find (nvJPEG, nvJPEG2000, nvTIFF), in every worker process, though only the CPU
+    JPEG backend is used here. It offers no switch for that, so stderr's file descriptor points at
+    /dev/null for the import alone.
+    """
+    try:
+        saved = os.dup(2)
+    except OSError:  # no stderr to silence
+        saved = None
+    try:
+        if saved is not None:
+            with open(os.devnull, "wb") as devnull:
+                os.dup2(devnull.fileno(), 2)
+        from nvidia import nvimgcodec
+        return nvimgcodec
+    except ImportError:
+        return None
+    finally:
+        if saved is not None:
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
+def region_decode_available() -> bool:
+    """Whether :class:`RegionDecoder` can run: NVIDIA nvImageCodec is installed (pip install
+    nvidia-nvimgcodec-cu13; its CPU backend needs no GPU)."""
+    return import_nvimgcodec() is not None
+
+
+def read_file_and_header(path: str) -> tuple[bytes, Image.Image]:
+    """The file's bytes and the PIL image of its header (size and mode; pixels not decoded)."""
+    with open(path, "rb") as f:
+        data = f.read()
+    return data, Image.open(io.BytesIO(data))
+
+
+def is_gpu_decodable(data: bytes, header: Image.Image) -> bool:
+    """A baseline RGB or greyscale JPEG (not PNG, not CMYK, ...)."""
+    return data[:2] == JPEG_MAGIC and header.mode in NVJPEG_MODES
 
 
 def read_payload(path: str) -> tuple[torch.Tensor | Image.Image, Image.Image]:
     """A baseline RGB/greyscale JPEG as its bytes (1-D uint8, decoded later on the GPU) and the PIL image
     of its header (size and mode; pixels not decoded). Anything else (PNG, CMYK JPEG, ...) is decoded here
-    to RGB, as :func:`read_image` does, and returned twice: the worker crops it like the CPU share. Decoding
-    here, inside :func:`load_readable`, means a broken file is skipped like any unreadable one."""
-    with open(path, "rb") as f:
-        data = f.read()
-    image = Image.open(io.BytesIO(data))  # parses the header only
-    if data[:2] == JPEG_MAGIC and image.mode in NVJPEG_MODES:
+    to RGB and returned twice: the worker crops it like the CPU share. Decoding here, inside
+    :func:`load_readable`, means a broken file is skipped like any unreadable one."""
+    data, image = read_file_and_header(path)
+    if is_gpu_decodable(data, image):
         return torch.frombuffer(bytearray(data), dtype=torch.uint8), image
     rgb = image.convert("RGB")
     return rgb, rgb
@@ -200,26 +325,37 @@ class GpuAugment:
         self.scale = (1.0 / (255.0 * torch.tensor(std, device=device))).view(1, 3, 1, 1)      # (1, 3, 1, 1)
         self.shift = (-torch.tensor(mean, device=device) / torch.tensor(std, device=device)).view(1, 3, 1, 1)
 
-    def decode(self, jpegs: Sequence[torch.Tensor]) -> list[torch.Tensor]:
-        """uint8 (3, H, W) images on the device from 1-D JPEG byte tensors: nvJPEG, one batched call."""
-        try:
-            return self._decode_jpeg(list(jpegs), mode=self._rgb, device=self.device)
-        except RuntimeError:  # one bad file fails the batched call: decode one by one
-            return [self._decode_one(jpeg) for jpeg in jpegs]
+    def decode(self, jpegs: Sequence[torch.Tensor], boxes: Sequence[Box | None]) -> list[torch.Tensor]:
+        """uint8 (3, h, w) images on the device from 1-D JPEG byte tensors, each cut to its box where one is
+        given (a view): nvJPEG, one batched call; a file it cannot decode goes to :meth:`_decode_fallback`.
 
-    def _decode_one(self, jpeg: torch.Tensor) -> torch.Tensor:
-        """nvJPEG, else PIL on the CPU, else a grey image (logged): a broken file never stops the batch."""
+        torchvision's nvJPEG waits on the GPU once per image (242 ``cudaEventSynchronize`` per 256-image
+        batch, run 6): on a busy GPU each wait stalls (docs/benchmarks.md). nvImageCodec's batched decoder,
+        the JPEG engines included, fared no better there (run 10), so this stays with torchvision.
+        """
+        try:
+            images = self._decode_jpeg(list(jpegs), mode=self._rgb, device=self.device)
+        except RuntimeError:  # one bad file fails the batched call: decode one by one
+            images = [self._decode_one(jpeg) for jpeg in jpegs]
+        return [cut_box(image, box) if image is not None else self._decode_fallback(jpeg, box)
+                for image, jpeg, box in zip(images, jpegs, boxes)]
+
+    def _decode_one(self, jpeg: torch.Tensor) -> torch.Tensor | None:
         try:
             return self._decode_jpeg(jpeg, mode=self._rgb, device=self.device)
         except RuntimeError:
-            pass
+            return None
+
+    def _decode_fallback(self, jpeg: torch.Tensor, box: Box | None) -> torch.Tensor:
+        """PIL on the CPU, else a grey image (logged): a broken file never stops the batch."""
         try:
             with Image.open(io.BytesIO(jpeg.numpy().tobytes())) as image:
-                rgb = np.array(image.convert("RGB"))
-            return torch.from_numpy(rgb).permute(2, 0, 1).to(self.device)
+                rgb = np.array(image.convert("RGB"))                                    # (H, W, 3)
+            return cut_box(torch.from_numpy(rgb).permute(2, 0, 1), box).to(self.device)
         except UNREADABLE_ERRORS as exc:
             log.warning("a JPEG in this batch cannot be decoded (%s); a grey image stands in for it", exc)
-            return torch.full((3, self.img_size, self.img_size), 128, dtype=torch.uint8, device=self.device)
+            size = (box[2], box[3]) if box is not None else (self.img_size, self.img_size)
+            return torch.full((3, *size), 128, dtype=torch.uint8, device=self.device)
 
     def __call__(self, jpeg_bytes: torch.Tensor, jpeg_sizes: torch.Tensor, ready: torch.Tensor,
                  plans: torch.Tensor) -> torch.Tensor:
@@ -254,18 +390,18 @@ class GpuAugment:
     def _crop_on_gpu(self, jpegs: Sequence[torch.Tensor], plan_rows: list[list[int]], size: tuple[int, int]
                      ) -> torch.Tensor:
         """Decode and cut the crops of the GPU share: (G, 3, S, S) float in 0..255, not yet flipped."""
-        images = self.decode(jpegs)
+        # training: decode only the crop box where the decoder can (the plan's box, then (0, 0) within it)
+        boxes = [None if resize_h else (top, left, h, w) for top, left, h, w, _, resize_h, _, _ in plan_rows]
+        images = self.decode(jpegs, boxes)
         crops = []
         for image, (top, left, h, w, _, resize_h, resize_w, _) in zip(images, plan_rows):
             if resize_h:  # evaluation: resize the whole image, then cut the centre
                 x = F.interpolate(image[None].float(), size=(resize_h, resize_w), mode="bilinear",
                                   antialias=True)                                      # (1, 3, rh, rw)
-            else:         # training: cut first, convert only the crop
-                x = image[None]                                                        # (1, 3, H, W) uint8
-            crop = x[:, :, top:top + h, left:left + w]                                 # (1, 3, h, w)
-            if crop.numel() == 0:  # a stand-in image smaller than the planned box
-                crop = x
-            crop = crop.float()
+                x = x[:, :, top:top + h, left:left + w]                                 # (1, 3, S, S)
+            else:         # training: the decoder cut the box already; convert only the crop
+                x = image[None]                                                        # (1, 3, h, w) uint8
+            crop = x.float()
             if tuple(crop.shape[-2:]) != size:
                 crop = F.interpolate(crop, size=size, mode="bilinear", align_corners=False, antialias=True)
             crops.append(crop)

@@ -349,13 +349,14 @@ def run_loader(args: argparse.Namespace, report: Report) -> str | None:
     workers = args.workers if args.workers is not None else default_workers(1)
     sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
     records = []
-    cases = [(decoder, share) for decoder in args.loader
-             for share in (args.gpu_decode_share if decoder == "gpu" else [None])]
-    for decoder, share in cases:
+    cases = [(decoder, share, region) for decoder in args.loader
+             for share in (args.gpu_decode_share if decoder == "gpu" else [None])
+             for region in (args.region_decode if decoder == "gpu" and share < 1 else [None])]
+    for decoder, share, region in cases:
         # the paper's evaluation resize and main.py's defaults for the crop scale and flip
         gpu = None if share is None else GpuDecodeOptions(
             args.img_size, val_resize=256, min_crop_scale=0.08, hflip=0.5, mean=IMAGENET_MEAN, std=IMAGENET_STD,
-            channels_last=args.channels_last, gpu_share=share)
+            channels_last=args.channels_last, gpu_share=share, region_decode=region == "on")
         data = build_data(args.data, batch_size=args.batch_size, val_batch_size=args.batch_size, workers=workers,
                           seed=args.seed, rank=0, world_size=1, device=device,
                           train_transform=build_train_transform(args.img_size, uint8=True),
@@ -377,15 +378,17 @@ def run_loader(args: argparse.Namespace, report: Report) -> str | None:
             if repeat:
                 rates.append((batches - 1) * args.batch_size / (time.perf_counter() - t0))
         rates.sort()
-        record = {"decode": decoder, "gpu_decode_share": share, "workers": workers, "batch_size": args.batch_size,
+        record = {"decode": decoder, "gpu_decode_share": share, "region_decode": region, "workers": workers, "batch_size": args.batch_size,
                   "img_size": args.img_size, "images_per_s": rates[len(rates) // 2], "all_images_per_s": rates}
         records.append(record)
         report.set("loader", records)
-        log.info("loader %s (gpu share %s): %.0f img/s", decoder, share, record["images_per_s"])
+        log.info("loader %s (gpu share %s, region decode %s): %.0f img/s", decoder, share, region,
+                 record["images_per_s"])
         del data
-    rows = [(r["decode"], "-" if r["gpu_decode_share"] is None else f"{r['gpu_decode_share']:g}", r["workers"],
-             r["batch_size"], f"{r['images_per_s']:,.0f}") for r in records]
-    return markdown_table(("decode", "share to nvJPEG", "workers", "batch", "img/s (median)"), rows)
+    rows = [(r["decode"], "-" if r["gpu_decode_share"] is None else f"{r['gpu_decode_share']:g}",
+             r["region_decode"] or "-", r["workers"], r["batch_size"], f"{r['images_per_s']:,.0f}") for r in records]
+    return markdown_table(("decode", "share to nvJPEG", "CPU region decode", "workers", "batch", "img/s (median)"),
+                          rows)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -460,6 +463,9 @@ def build_parser() -> argparse.ArgumentParser:
     what.add_argument("--data", default=None, metavar="DIR", help="ImageFolder root for --loader")
     what.add_argument("--gpu-decode-share", nargs="+", type=float, default=[1.0, 0.6, 0.45, 0.3], metavar="F",
                       help="for --loader gpu: the fractions of images nvJPEG decodes (the rest by CPU workers)")
+    what.add_argument("--region-decode", nargs="+", choices=("on", "off"), default=["on"],
+                      help="for --loader gpu with a share below 1: CPU workers decode only each crop's region "
+                           "(main.py's --region-decode; needs nvImageCodec), or whole images with PIL")
     what.add_argument("--loader-batches", type=int, default=50, metavar="N", help="timed batches per repeat")
     what.add_argument("--workers", type=int, default=None, metavar="N", help="loader workers (default: auto)")
     what.add_argument("--loss-batch-size", type=int, default=32, metavar="N")

@@ -76,6 +76,18 @@ def test_resolved_config_round_trips(tmp_path):
     assert config_to_yaml_dict(again) == config_to_yaml_dict(args)
 
 
+def test_a_negatable_switch_is_one_key(tmp_path):
+    """--region-decode / --no-region-decode is saved and read as `region-decode: false`; the negative name
+    is not a key (it would read as the opposite of what it says)."""
+    args = parse_config(["DATA", "--no-region-decode"])
+    write_config(args, tmp_path / "config.yaml")
+    assert yaml.safe_load((tmp_path / "config.yaml").read_text())["region-decode"] is False
+    assert parse_config(["--config", str(tmp_path / "config.yaml")]).region_decode is False
+    (tmp_path / "bad.yaml").write_text("no-region-decode: true\n")
+    with pytest.raises(ConfigError, match="no-region-decode"):
+        load_config_file(tmp_path / "bad.yaml", build_parser())
+
+
 @pytest.mark.parametrize("path", CONFIGS, ids=[p.name for p in CONFIGS])
 def test_every_shipped_config_is_valid(path):
     values = load_config_file(path, build_parser())

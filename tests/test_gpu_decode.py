@@ -9,11 +9,13 @@ from PIL import Image
 
 from ecanet.data import (IMAGENET_MEAN, IMAGENET_STD, RobustImageFolder, build_train_transform,
                          build_val_transform, pil_rgb_loader, sample_seed)
-from ecanet.gpu_decode import (READY_COLUMN, EncodedImageFolder, GpuAugment, collate_encoded, decoded_on_gpu,
-                               read_payload, train_crop_plan, val_crop_plan)
+from ecanet.gpu_decode import (READY_COLUMN, EncodedImageFolder, GpuAugment, RegionDecoder, collate_encoded,
+                               decoded_on_gpu, read_payload, region_decode_available, train_crop_plan, val_crop_plan)
 
 IMG = 64
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+needs_nvimgcodec = pytest.mark.skipif(not region_decode_available(), reason="needs nvImageCodec (nvidia-nvimgcodec-cu13)")
+REGION_DECODE = [False, pytest.param(True, marks=needs_nvimgcodec)]
 
 
 @pytest.fixture(scope="module")
@@ -39,8 +41,10 @@ def photo_folder(tmp_path_factory):
     return root
 
 
-def _gpu_path_on_cpu(folder, train: bool, seed: int = 11, gpu_share: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
-    dataset = EncodedImageFolder(str(folder), train, IMG, 73, min_crop_scale=0.08, hflip=0.5, gpu_share=gpu_share)
+def _gpu_path_on_cpu(folder, train: bool, seed: int = 11, gpu_share: float = 1.0,
+                     region_decode: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    dataset = EncodedImageFolder(str(folder), train, IMG, 73, min_crop_scale=0.08, hflip=0.5, gpu_share=gpu_share,
+                                 region_decode=region_decode)
     items = [dataset[(i, sample_seed(seed, 0, i))] for i in range(len(dataset))]
     jpeg_bytes, jpeg_sizes, ready, plans, targets, unreadable = collate_encoded(items)
     assert unreadable.sum() == 0
@@ -66,11 +70,13 @@ def test_gpu_path_computes_what_the_cpu_path_computes(photo_folder, split):
     assert diff.max() < 0.06, diff
 
 
+@pytest.mark.parametrize("region_decode", REGION_DECODE)
 @pytest.mark.parametrize("split", ["train", "val"])
-def test_cpu_share_makes_the_cpu_paths_crops_exactly(photo_folder, split):
-    """With gpu_share 0 every crop is made in the worker with PIL: the --decode cpu pipeline's pixels."""
+def test_cpu_share_makes_the_cpu_paths_crops_exactly(photo_folder, split, region_decode):
+    """With gpu_share 0 every crop is made in the worker: the --decode cpu pipeline's pixels, exactly, also
+    when training JPEGs (greyscale included; the PNG goes to PIL) are decoded only inside their boxes."""
     train = split == "train"
-    all_cpu, _ = _gpu_path_on_cpu(photo_folder / split, train, gpu_share=0.0)
+    all_cpu, _ = _gpu_path_on_cpu(photo_folder / split, train, gpu_share=0.0, region_decode=region_decode)
     assert torch.allclose(all_cpu, _cpu_path(photo_folder / split, train), atol=1e-5)
 
 
@@ -174,20 +180,48 @@ def test_unreadable_files_are_skipped_and_counted(photo_folder, tmp_path):
     (root / "class1" / "0.jpg").write_bytes(b"garbage")
     png = root / "class0" / "3.png"
     png.write_bytes(png.read_bytes()[:200])  # its header still opens; decoding it fails
-    for share in (0.0, 1.0):  # a broken file is skipped on both sides of the split
-        dataset = EncodedImageFolder(str(root), True, IMG, 73, gpu_share=share)
+    sides = [(0.0, False), (1.0, False)] + ([(0.0, True)] if region_decode_available() else [])
+    for share, region_decode in sides:  # a broken file is skipped on both sides of the split
+        dataset = EncodedImageFolder(str(root), True, IMG, 73, gpu_share=share, region_decode=region_decode)
         items = [dataset[(i, 0)] for i in range(len(dataset))]
         # the truncated PNG (index 3) is skipped to the garbage JPEG (index 4), then to the next file
         assert [item[2] for item in items] == [0, 0, 0, 1, 1] + [0] * 7
         assert collate_encoded(items)[5].sum() == 2
 
 
+def _jpeg_payloads(folder) -> list[torch.Tensor]:
+    return [read_payload(str(p))[0] for p in sorted(folder.rglob("*.jpg"))]
+
+
+@needs_nvimgcodec
+def test_region_decoder_cuts_pils_decode_exactly_and_survives_pickling(photo_folder):
+    import pickle
+    decoder = pickle.loads(pickle.dumps(RegionDecoder()))  # DataLoader workers receive it pickled
+    for path in sorted((photo_folder / "train").rglob("*.jpg")):
+        whole = np.array(Image.open(path).convert("RGB"))
+        h, w = whole.shape[:2]
+        box = (h // 5, w // 3, h // 2, w // 2)
+        region = decoder(path.read_bytes(), box)
+        assert np.array_equal(np.array(region), whole[box[0]:box[0] + box[2], box[1]:box[1] + box[3]])
+    assert decoder(path.read_bytes()[:300] + bytes(200), box) is None
+
+
+def test_a_jpeg_nvjpeg_cannot_decode_becomes_grey_of_the_box_size(photo_folder, caplog):
+    jpegs = [read_payload(str(p))[0] for p in sorted((photo_folder / "train").rglob("*.jpg"))[:2]]
+    broken = torch.cat([jpegs[1][:300], torch.zeros(200, dtype=torch.uint8)])  # header intact, data not
+    augment = GpuAugment(IMG, IMAGENET_MEAN, IMAGENET_STD, torch.device("cpu"))
+    images = augment.decode([jpegs[0], broken], [(1, 2, 30, 40), (3, 4, 20, 25)])
+    assert images[0].shape == (3, 30, 40) and images[1].shape == (3, 20, 25)
+    assert bool((images[1] == 128).all()) and not bool((images[0] == 128).all())
+    assert "grey image stands in" in caplog.text
+
+
 @needs_cuda
 def test_nvjpeg_matches_cpu_decoding_within_jpeg_tolerance(photo_folder):
-    from torchvision.io import ImageReadMode, decode_jpeg
     paths = sorted((photo_folder / "train").rglob("*.jpg"))
     data = [read_payload(str(p))[0] for p in paths]
-    on_gpu = decode_jpeg(data, mode=ImageReadMode.RGB, device="cuda")
+    augment = GpuAugment(IMG, IMAGENET_MEAN, IMAGENET_STD, torch.device("cuda"))
+    on_gpu = augment.decode(data, [None] * len(data))
     for path, image in zip(paths, on_gpu):
         reference = torch.from_numpy(np.array(Image.open(path).convert("RGB"))).permute(2, 0, 1)
         assert image.shape == reference.shape
@@ -198,7 +232,7 @@ def test_nvjpeg_matches_cpu_decoding_within_jpeg_tolerance(photo_folder):
 
 
 @needs_cuda
-@pytest.mark.parametrize("gpu_share", [1.0, 0.5])
+@pytest.mark.parametrize("gpu_share", [1.0, 0.5, 0.0])
 def test_gpu_loader_end_to_end(photo_folder, gpu_share):
     from ecanet.data import GpuDecodeOptions, build_data
     options = GpuDecodeOptions(IMG, 73, 0.08, 0.5, IMAGENET_MEAN, IMAGENET_STD, channels_last=True, gpu_share=gpu_share)
