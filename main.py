@@ -407,7 +407,7 @@ def _train_in(run_dir: Path, resume_path: Path | None, resume_obj: Any, args: ar
                           workers=args.workers, seed=args.seed, rank=info.rank, world_size=info.world_size,
                           device=info.device, train_transform=_train_transform(args),
                           val_transform=_val_transform(args), gpu_decode=_gpu_decode_options(args),
-                          device_normalize=_device_normalize(args))
+                          device_normalize=_device_normalize(args), region_decode=args.region_decode)
     if args.num_classes is not None and args.num_classes != data.num_classes:
         raise ConfigError(f"--num-classes {args.num_classes} but DATA has {data.num_classes} class folders.")
     trainer = Trainer(args, info, run_dir, data, precision)

@@ -56,18 +56,21 @@ def _add_data_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--std", type=float, nargs=3, default=None, metavar=("R", "G", "B"),
                    help="normalisation std (default: ImageNet's)")
     g.add_argument("--decode", choices=DECODERS, default="cpu",
-                   help="where JPEGs are decoded and augmented: 'cpu' (PIL in workers) or 'gpu' "
-                        "(nvJPEG + augmentation on the GPU). On an H200 with 16 cores 'gpu' trained fastest, at "
-                        "0.83-0.86x of synthetic-data speed (CPU decoding 0.70-0.79x): nvJPEG slows down while "
-                        "training keeps the GPU busy (docs/benchmarks.md)")
+                   help="where JPEGs are decoded and augmented: 'cpu' (default: PIL in workers, the official "
+                        "pipeline's exact pixels, on any machine) or 'gpu' (nvJPEG + augmentation on the GPU; "
+                        "pixels differ slightly). On an H200 with 16 cores 'gpu' trained fastest, at 0.83-0.86x "
+                        "of synthetic-data speed against 0.55-0.79x for CPU decoding: the cores are too few, and "
+                        "nvJPEG slows down while training keeps the GPU busy (docs/benchmarks.md)")
     g.add_argument("--gpu-decode-share", type=float, default=DEFAULT_GPU_DECODE_SHARE, metavar="F",
                    help="with --decode gpu: the fraction of images nvJPEG decodes; CPU workers decode and crop "
                         "the rest, both at once. Lower it where the GPU's decoding is the slower side (default "
-                        "1: on an idle H200 with 16 cores nvJPEG alone was fastest, docs/benchmarks.md)")
+                        "1; in training on an H200 with 16 cores, 1 and 0.5 were within noise, docs/benchmarks.md)")
     g.add_argument("--region-decode", action=argparse.BooleanOptionalAction, default=True,
-                   help="with --decode gpu: CPU workers decode a training JPEG only inside its crop box, with "
-                        "the same pixels as PIL's whole decode (needs NVIDIA nvImageCodec: pip install "
-                        "nvidia-nvimgcodec-cu13; without it, PIL decodes whole images)")
+                   help="CPU workers decode a training JPEG only inside its RandomResizedCrop box (--decode cpu "
+                        "with --augment rrc, and --decode gpu's CPU share): the same pixels as decoding it whole "
+                        "with PIL, 1.2-1.4x as many crops per worker. Needs NVIDIA nvImageCodec (pip install "
+                        "nvidia-nvimgcodec-cu13, in requirements.txt; its CPU backend needs no GPU); without it "
+                        "PIL decodes whole images")
     g.add_argument("--gpu-decode-threads", type=int, default=DEFAULT_GPU_DECODE_THREADS, metavar="N",
                    help="with --decode gpu: batches prepared at once by the main process's decode threads "
                         "(default 4; 1, 2 and 4 trained at the same speed on an H200, docs/benchmarks.md)")

@@ -11,17 +11,23 @@ naming the file; the count is returned with every sample so the trainer can repo
 from __future__ import annotations
 
 import contextlib
+import functools
+import io
 import logging
 import math
 import os
+import sys
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
+import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import DataLoader, Dataset, Sampler
 from torchvision import datasets, transforms
+from torchvision.transforms import functional as TF
 
 from .config import DEFAULT_GPU_DECODE_SHARE, DEFAULT_GPU_DECODE_THREADS, MAX_AUTO_WORKERS
 from .errors import ConfigError, DataError
@@ -36,6 +42,9 @@ MAX_BAD_IMAGE_FRACTION = 0.01     # stop the run when more than 1% of an epoch's
 PREFETCH_BATCHES_PER_WORKER = 4
 NO_DATASET_MESSAGE = ("no dataset given. Pass DATA (a folder with train/ and val/ class folders), e.g. "
                       "'python main.py /data/imagenet -a eca_resnet50', or use --synthetic.")
+JPEG_MAGIC = b"\xff\xd8"
+JPEG_END = b"\xff\xd9"
+DECODABLE_JPEG_MODES = ("RGB", "L")  # JPEG colour modes nvJPEG and RegionDecoder take; others go to PIL
 _SEED_MIX = 0x9E3779B97F4A7C15    # 2^64 / golden ratio: spreads (seed, epoch) over 64-bit seeds
 _SEED_MASK = (1 << 63) - 1
 
@@ -159,6 +168,180 @@ class RobustImageFolder(datasets.ImageFolder):
         if self.target_transform is not None:
             target = self.target_transform(target)
         return image, target, unreadable
+
+
+class RegionDecoder:
+    """Decodes only a crop box of a JPEG on the CPU (libjpeg-turbo through NVIDIA nvImageCodec's CPU backend):
+    rows above the box are entropy-decoded and skipped, columns beside it and rows below are not decoded.
+
+    The pixels are PIL's decode cut to the box, exactly: both are libjpeg-turbo with the same integer IDCT
+    and chroma upsampling (tests/test_gpu_decode.py checks equality crop for crop). RandomResizedCrop keeps
+    half the area on average (scale U(0.08, 1)): a worker process made 1.2-1.4x as many training crops per
+    second (about 105 kB JPEGs; H200 host and 2-core CPU host, 2026-11-21, docs/benchmarks.md). Each worker
+    process builds its own decoder on first use (nvImageCodec objects do not cross process boundaries).
+    """
+
+    def __init__(self) -> None:
+        self._decoder: Any = None
+        self._pid = -1
+
+    def __getstate__(self) -> dict:
+        return {"_pid": -1}  # the decoder is rebuilt in each worker
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__()
+
+    def __call__(self, data: bytes, box: tuple[int, int, int, int]) -> Image.Image | None:
+        """The RGB box ``(top, left, height, width)`` of JPEG ``data``; None if nvImageCodec cannot decode it."""
+        nvimgcodec = import_nvimgcodec()
+        if self._pid != os.getpid():
+            self._pid, self._decoder = os.getpid(), None
+            if nvimgcodec is None:
+                return None
+            try:
+                self._decoder = nvimgcodec.Decoder(
+                    device_id=nvimgcodec.NVIMGCODEC_DEVICE_CPU_ONLY, max_num_cpu_threads=1,
+                    backends=[nvimgcodec.Backend(nvimgcodec.BackendKind.CPU_ONLY)])
+            except RuntimeError as exc:  # PIL decodes whole images instead: slower, same pixels
+                log.warning("nvImageCodec's CPU decoder cannot start here (%s); PIL decodes whole images", exc)
+                self._decoder = None
+            self._params = nvimgcodec.DecodeParams(apply_exif_orientation=False,  # PIL ignores EXIF orientation too
+                                                   color_spec=nvimgcodec.ColorSpec.SRGB, allow_any_depth=False)
+        if self._decoder is None:
+            return None
+        if not ends_like_a_jpeg(data):
+            return None
+        top, left, h, w = box
+        stream = nvimgcodec.CodeStream(np.frombuffer(data, dtype=np.uint8))
+        region = stream.get_sub_code_stream(region=nvimgcodec.Region(top, left, top + h, left + w))
+        image = self._decoder.decode(region, params=self._params)
+        if image is None or image.shape[:2] != (h, w):
+            return None
+        return Image.fromarray(np.asarray(image))                                        # (h, w, 3)
+
+
+_NVIMGCODEC_IMPORT_LOCK = threading.Lock()
+
+
+@functools.lru_cache(maxsize=None)
+def _import_nvimgcodec_quietly() -> Any:
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):  # no stderr to silence
+        saved = None
+    try:
+        if saved is not None:
+            with open(os.devnull, "wb") as devnull:
+                os.dup2(devnull.fileno(), 2)
+        from nvidia import nvimgcodec
+        return nvimgcodec
+    except Exception:  # not installed, or a broken install: PIL decodes instead  # noqa: BLE001
+        return None
+    finally:
+        if saved is not None:
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
+def import_nvimgcodec() -> Any:
+    """``nvidia.nvimgcodec``, or None where it is not installed (or does not import).
+
+    On import nvImageCodec loads all its codec extensions and prints eight lines to stderr for each GPU
+    library it does not find (nvJPEG, nvJPEG2000, nvTIFF), in every worker process, though only the CPU
+    JPEG backend is used here. It offers no switch for that, so stderr's file descriptor points at
+    /dev/null for the import alone: once per process (the result is cached), under a lock so that
+    concurrent first calls cannot leave stderr redirected.
+    """
+    with _NVIMGCODEC_IMPORT_LOCK:
+        return _import_nvimgcodec_quietly()
+
+
+@functools.lru_cache(maxsize=None)
+def _log_region_decode_missing() -> None:
+    log.info("--region-decode: NVIDIA nvImageCodec is not installed (pip install nvidia-nvimgcodec-cu13); "
+             "PIL decodes whole images")
+
+
+def region_decode_ready() -> bool:
+    """:func:`region_decode_available`, logged once when it is not (region decoding was asked for)."""
+    available = region_decode_available()
+    if not available:
+        _log_region_decode_missing()
+    return available
+
+
+def region_decode_available() -> bool:
+    """Whether :class:`RegionDecoder` can run: NVIDIA nvImageCodec is installed (pip install
+    nvidia-nvimgcodec-cu13; its CPU backend needs no GPU)."""
+    return import_nvimgcodec() is not None
+
+
+def read_file_and_header(path: str) -> tuple[bytes, Image.Image]:
+    """The file's bytes and the PIL image of its header (size and mode; pixels not decoded)."""
+    with open(path, "rb") as f:
+        data = f.read()
+    return data, Image.open(io.BytesIO(data))
+
+
+def is_decodable_jpeg(data: bytes, header: Image.Image) -> bool:
+    """A JPEG in RGB or greyscale (not PNG, not CMYK, ...): what nvJPEG and :class:`RegionDecoder` take."""
+    return data[:2] == JPEG_MAGIC and header.mode in DECODABLE_JPEG_MODES
+
+
+def ends_like_a_jpeg(data: bytes) -> bool:
+    """Whether the file ends with JPEG's end-of-image marker (trailing zero padding allowed). A truncated
+    JPEG whose crop box lies in its intact part would decode as a region, while PIL rejects the whole file
+    and the sample is skipped: such files go to PIL, so that which files count as unreadable does not
+    depend on the crop drawn. (Corruption inside a complete file can still pass a region decode.)"""
+    return data.rstrip(b"\0")[-2:] == JPEG_END
+
+
+class RegionCropImageFolder(RobustImageFolder):
+    """A :class:`RobustImageFolder` for a training transform that starts with RandomResizedCrop: each JPEG is
+    decoded only inside its crop box (:class:`RegionDecoder`), and the items are the transform's, exactly.
+
+    The crop box and flip are drawn from the image's header with the transform's own objects, in the order
+    their ``forward`` methods draw them, inside the same seeded generator; the rest of the transform (to
+    tensor, normalisation, random erasing) then runs in that generator too. Files the region decoder does
+    not take (PNG, CMYK, broken) are decoded whole with PIL, as the plain dataset does.
+    """
+
+    def __init__(self, root: str, transform: transforms.Compose) -> None:
+        super().__init__(root, transform=transform, loader=pil_rgb_loader)
+        if not self.applies_to(transform):
+            raise ValueError("RegionCropImageFolder needs a Compose that starts with RandomResizedCrop")
+        steps = transform.transforms
+        self.crop = steps[0]
+        self.flip = steps[1] if len(steps) > 1 and isinstance(steps[1], transforms.RandomHorizontalFlip) else None
+        self.tail = transforms.Compose(steps[1 + (self.flip is not None):])
+        self.region_decoder = RegionDecoder()
+
+    @staticmethod
+    def applies_to(transform: Any) -> bool:
+        return isinstance(transform, transforms.Compose) and bool(transform.transforms) and \
+            isinstance(transform.transforms[0], transforms.RandomResizedCrop)
+
+    def __getitem__(self, key: int | tuple[int, int]) -> tuple[Any, int, int]:
+        index, seed = key if isinstance(key, tuple) else (key, None)
+        sample, target, unreadable = load_readable(self, index, lambda path: self._load(path, seed))
+        if self.target_transform is not None:
+            target = self.target_transform(target)
+        return sample, target, unreadable
+
+    def _load(self, path: str, seed: int | None) -> Any:
+        data, header = read_file_and_header(path)
+        crop = self.crop
+        with seeded_cpu_rng(seed) if seed is not None else contextlib.nullcontext():
+            top, left, h, w = crop.get_params(header, crop.scale, crop.ratio)   # RandomResizedCrop.forward
+            flip = self.flip is not None and bool(torch.rand(1) < self.flip.p)  # RandomHorizontalFlip.forward
+            region = self.region_decoder(data, (top, left, h, w)) if is_decodable_jpeg(data, header) else None
+            if region is not None:  # resized_crop is this crop, then this resize
+                image = TF.resize(region, crop.size, crop.interpolation, antialias=crop.antialias)
+            else:
+                image = TF.resized_crop(header.convert("RGB"), top, left, h, w, crop.size, crop.interpolation,
+                                        antialias=crop.antialias)
+            return self.tail(TF.hflip(image) if flip else image)
 
 
 def pil_rgb_loader(path: str) -> Image.Image:
@@ -329,8 +512,8 @@ class GpuDecodeOptions:
 
 
 def _gpu_image_folder(root: Path, split: str, train: bool, options: GpuDecodeOptions) -> Dataset:
-    from .gpu_decode import EncodedImageFolder, region_decode_available
-    region_decode = options.region_decode and options.gpu_share < 1 and region_decode_available()
+    from .gpu_decode import EncodedImageFolder
+    region_decode = options.region_decode and options.gpu_share < 1 and train and region_decode_ready()
     return build_image_folder(root, split, make=lambda path: EncodedImageFolder(
         path, train, options.img_size, options.val_resize, options.min_crop_scale, options.hflip,
         options.gpu_share, region_decode))
@@ -340,20 +523,27 @@ def build_data(root: str | os.PathLike | None, *, batch_size: int, val_batch_siz
                seed: int, rank: int, world_size: int, device: torch.device, train_transform: Any,
                val_transform: Any, evaluate_only: bool = False,
                gpu_decode: GpuDecodeOptions | None = None,
-               device_normalize: tuple[Sequence[float], Sequence[float], bool] | None = None) -> DataBundle:
+               device_normalize: tuple[Sequence[float], Sequence[float], bool] | None = None,
+               region_decode: bool = False) -> DataBundle:
     """ImageFolder loaders for ``root/train`` and ``root/val``, sharded over ``world_size`` ranks.
 
     With ``gpu_decode``, workers read bytes and draw crop boxes for the images the GPU decodes and augments
     (``gpu_decode.gpu_share`` of them), and decode and crop the others themselves. With
     ``device_normalize`` = (mean, std, channels_last) the transforms end in uint8 tensors and the loaders
-    are wrapped in :class:`DeviceLoader`.
+    are wrapped in :class:`DeviceLoader`. ``region_decode`` (CPU decoding only; ``--decode gpu`` has its
+    own switch in ``gpu_decode``): a training transform that starts with RandomResizedCrop gets a
+    :class:`RegionCropImageFolder` where nvImageCodec is installed, with the same items, made faster.
     """
     if root is None:
         raise ConfigError(NO_DATASET_MESSAGE)
     root = Path(root)
     if gpu_decode is None:
         val_set = build_image_folder(root, "val", val_transform)
-        train_set = None if evaluate_only else build_image_folder(root, "train", train_transform)
+        train_set = None
+        if not evaluate_only:
+            region = region_decode and RegionCropImageFolder.applies_to(train_transform) and region_decode_ready()
+            train_set = build_image_folder(root, "train", train_transform, make=(
+                (lambda path: RegionCropImageFolder(path, train_transform)) if region else None))
         collate = None
     else:
         from .gpu_decode import collate_encoded

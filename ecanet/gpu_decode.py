@@ -35,7 +35,6 @@ import collections
 import concurrent.futures
 import io
 import logging
-import os
 import threading
 from dataclasses import dataclass
 from typing import Any, Iterator, Sequence
@@ -49,12 +48,11 @@ from torchvision.transforms import RandomResizedCrop
 from torchvision.transforms import functional as TF
 
 from .config import DEFAULT_GPU_DECODE_SHARE, DEFAULT_GPU_DECODE_THREADS
-from .data import UNREADABLE_ERRORS, load_readable, pil_rgb_loader, seeded_cpu_rng
+from .data import (UNREADABLE_ERRORS, RegionDecoder, is_decodable_jpeg, load_readable, pil_rgb_loader,
+                   read_file_and_header, seeded_cpu_rng)
 
 log = logging.getLogger(__name__)
 
-JPEG_MAGIC = b"\xff\xd8"
-NVJPEG_MODES = ("RGB", "L")  # JPEG colour modes decoded on the GPU; others (CMYK, ...) the worker decodes
 READY_COLUMN = 7             # the plan column that is 1 when the row's image is a crop made on the CPU
 RRC_RATIO = [3 / 4, 4 / 3]   # RandomResizedCrop's default aspect-ratio range (torchvision)
 PREFETCH_BATCHES = 2         # batches decoded ahead of the training step, beyond one per decode thread
@@ -179,101 +177,11 @@ class EncodedImageFolder(datasets.ImageFolder):
             return plan.apply(image, self.img_size), plan
         data, header = read_file_and_header(path)
         plan = self.plan(header, seed)
-        region = self.region_decoder(data, plan.box) if is_gpu_decodable(data, header) else None
+        region = self.region_decoder(data, plan.box) if is_decodable_jpeg(data, header) else None
         if region is not None:
             return plan.apply(region, self.img_size, region=True), plan
         image = Image.open(io.BytesIO(data)).convert("RGB")  # PIL decodes what the region decoder did not
         return plan.apply(image, self.img_size), plan
-
-
-class RegionDecoder:
-    """Decodes only a crop box of a JPEG on the CPU (libjpeg-turbo through NVIDIA nvImageCodec's CPU backend):
-    rows above the box are entropy-decoded and skipped, columns beside it and rows below are not decoded.
-
-    The pixels are PIL's decode cut to the box, exactly: both are libjpeg-turbo with the same integer IDCT
-    and chroma upsampling (tests/test_gpu_decode.py checks equality crop for crop). RandomResizedCrop keeps
-    half the area on average (scale U(0.08, 1)), so a worker made 531 instead of 415 training crops/s on
-    this project's 2-core CPU host (about 105 kB JPEGs, 2026-11-21). Each worker process builds its own
-    decoder on first use (nvImageCodec objects do not cross process boundaries).
-    """
-
-    def __init__(self) -> None:
-        self._decoder: Any = None
-        self._pid = -1
-
-    def __getstate__(self) -> dict:
-        return {}  # the decoder is rebuilt in each worker
-
-    def __setstate__(self, state: dict) -> None:
-        self.__init__()
-
-    def __call__(self, data: bytes, box: Box) -> Image.Image | None:
-        """The RGB box ``(top, left, height, width)`` of JPEG ``data``; None if nvImageCodec cannot decode it."""
-        nvimgcodec = import_nvimgcodec()
-        if self._pid != os.getpid():
-            self._pid = os.getpid()
-            try:
-                self._decoder = nvimgcodec.Decoder(
-                    device_id=nvimgcodec.NVIMGCODEC_DEVICE_CPU_ONLY, max_num_cpu_threads=1,
-                    backends=[nvimgcodec.Backend(nvimgcodec.BackendKind.CPU_ONLY)])
-            except RuntimeError as exc:  # PIL decodes whole images instead: slower, same pixels
-                log.warning("nvImageCodec's CPU decoder cannot start here (%s); PIL decodes whole images", exc)
-                self._decoder = None
-            self._params = nvimgcodec.DecodeParams(apply_exif_orientation=False,  # PIL ignores EXIF orientation too
-                                                   color_spec=nvimgcodec.ColorSpec.SRGB, allow_any_depth=False)
-        if self._decoder is None:
-            return None
-        top, left, h, w = box
-        stream = nvimgcodec.CodeStream(np.frombuffer(data, dtype=np.uint8))
-        region = stream.get_sub_code_stream(region=nvimgcodec.Region(top, left, top + h, left + w))
-        image = self._decoder.decode(region, params=self._params)
-        if image is None or image.shape[:2] != (h, w):
-            return None
-        return Image.fromarray(np.asarray(image))                                        # (h, w, 3)
-
-
-def import_nvimgcodec() -> Any:
-    """``nvidia.nvimgcodec``, or None where it is not installed.
-
-    On import nvImageCodec loads all its codec extensions and prints eight lines to stderr for each GPU
-    library it does not find (nvJPEG, nvJPEG2000, nvTIFF), in every worker process, though only the CPU
-    JPEG backend is used here. It offers no switch for that, so stderr's file descriptor points at
-    /dev/null for the import alone.
-    """
-    try:
-        saved = os.dup(2)
-    except OSError:  # no stderr to silence
-        saved = None
-    try:
-        if saved is not None:
-            with open(os.devnull, "wb") as devnull:
-                os.dup2(devnull.fileno(), 2)
-        from nvidia import nvimgcodec
-        return nvimgcodec
-    except ImportError:
-        return None
-    finally:
-        if saved is not None:
-            os.dup2(saved, 2)
-            os.close(saved)
-
-
-def region_decode_available() -> bool:
-    """Whether :class:`RegionDecoder` can run: NVIDIA nvImageCodec is installed (pip install
-    nvidia-nvimgcodec-cu13; its CPU backend needs no GPU)."""
-    return import_nvimgcodec() is not None
-
-
-def read_file_and_header(path: str) -> tuple[bytes, Image.Image]:
-    """The file's bytes and the PIL image of its header (size and mode; pixels not decoded)."""
-    with open(path, "rb") as f:
-        data = f.read()
-    return data, Image.open(io.BytesIO(data))
-
-
-def is_gpu_decodable(data: bytes, header: Image.Image) -> bool:
-    """A baseline RGB or greyscale JPEG (not PNG, not CMYK, ...)."""
-    return data[:2] == JPEG_MAGIC and header.mode in NVJPEG_MODES
 
 
 def read_payload(path: str) -> tuple[torch.Tensor | Image.Image, Image.Image]:
@@ -282,7 +190,7 @@ def read_payload(path: str) -> tuple[torch.Tensor | Image.Image, Image.Image]:
     to RGB and returned twice: the worker crops it like the CPU share. Decoding here, inside
     :func:`load_readable`, means a broken file is skipped like any unreadable one."""
     data, image = read_file_and_header(path)
-    if is_gpu_decodable(data, image):
+    if is_decodable_jpeg(data, image):
         return torch.frombuffer(bytearray(data), dtype=torch.uint8), image
     rgb = image.convert("RGB")
     return rgb, rgb

@@ -344,14 +344,14 @@ def run_loader(args: argparse.Namespace, report: Report) -> str | None:
     if not args.loader:
         return None
     from ecanet.data import (IMAGENET_MEAN, IMAGENET_STD, GpuDecodeOptions, build_data, build_train_transform,
-                             build_val_transform, default_workers)
+                             build_val_transform, default_workers, region_decode_available)
     device = torch.device(args.device)
     workers = args.workers if args.workers is not None else default_workers(1)
     sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
     records = []
     cases = [(decoder, share, region) for decoder in args.loader
              for share in (args.gpu_decode_share if decoder == "gpu" else [None])
-             for region in (args.region_decode if decoder == "gpu" and share < 1 else [None])]
+             for region in (args.region_decode if decoder == "cpu" or share < 1 else [None])]
     for decoder, share, region in cases:
         # the paper's evaluation resize and main.py's defaults for the crop scale and flip
         gpu = None if share is None else GpuDecodeOptions(
@@ -361,7 +361,7 @@ def run_loader(args: argparse.Namespace, report: Report) -> str | None:
                           seed=args.seed, rank=0, world_size=1, device=device,
                           train_transform=build_train_transform(args.img_size, uint8=True),
                           val_transform=build_val_transform(args.img_size, uint8=True),
-                          gpu_decode=gpu,
+                          gpu_decode=gpu, region_decode=region == "on",
                           device_normalize=(IMAGENET_MEAN, IMAGENET_STD, args.channels_last))
         rates = []
         for repeat in range(args.repeats + 1):  # the first pass starts the workers: not timed
@@ -378,6 +378,8 @@ def run_loader(args: argparse.Namespace, report: Report) -> str | None:
             if repeat:
                 rates.append((batches - 1) * args.batch_size / (time.perf_counter() - t0))
         rates.sort()
+        if region == "on" and not region_decode_available():
+            region = "off (nvImageCodec missing)"
         record = {"decode": decoder, "gpu_decode_share": share, "region_decode": region, "workers": workers, "batch_size": args.batch_size,
                   "img_size": args.img_size, "images_per_s": rates[len(rates) // 2], "all_images_per_s": rates}
         records.append(record)
@@ -464,8 +466,8 @@ def build_parser() -> argparse.ArgumentParser:
     what.add_argument("--gpu-decode-share", nargs="+", type=float, default=[1.0, 0.6, 0.45, 0.3], metavar="F",
                       help="for --loader gpu: the fractions of images nvJPEG decodes (the rest by CPU workers)")
     what.add_argument("--region-decode", nargs="+", choices=("on", "off"), default=["on"],
-                      help="for --loader gpu with a share below 1: CPU workers decode only each crop's region "
-                           "(main.py's --region-decode; needs nvImageCodec), or whole images with PIL")
+                      help="for --loader cpu, and gpu with a share below 1: CPU workers decode only each crop's "
+                           "region (main.py's --region-decode; needs nvImageCodec), or whole images with PIL")
     what.add_argument("--loader-batches", type=int, default=50, metavar="N", help="timed batches per repeat")
     what.add_argument("--workers", type=int, default=None, metavar="N", help="loader workers (default: auto)")
     what.add_argument("--loss-batch-size", type=int, default=32, metavar="N")

@@ -7,10 +7,11 @@ import pytest
 import torch
 from PIL import Image
 
-from ecanet.data import (IMAGENET_MEAN, IMAGENET_STD, RobustImageFolder, build_train_transform,
-                         build_val_transform, pil_rgb_loader, sample_seed)
-from ecanet.gpu_decode import (READY_COLUMN, EncodedImageFolder, GpuAugment, RegionDecoder, collate_encoded,
-                               decoded_on_gpu, read_payload, region_decode_available, train_crop_plan, val_crop_plan)
+from ecanet.data import (IMAGENET_MEAN, IMAGENET_STD, RegionCropImageFolder, RegionDecoder, RobustImageFolder,
+                         build_train_transform, build_val_transform, pil_rgb_loader, region_decode_available,
+                         sample_seed)
+from ecanet.gpu_decode import (READY_COLUMN, EncodedImageFolder, GpuAugment, collate_encoded, decoded_on_gpu,
+                               read_payload, train_crop_plan, val_crop_plan)
 
 IMG = 64
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -189,6 +190,48 @@ def test_unreadable_files_are_skipped_and_counted(photo_folder, tmp_path):
         assert collate_encoded(items)[5].sum() == 2
 
 
+@needs_nvimgcodec
+@pytest.mark.parametrize("kind", ["gpu_share_0", "decode_cpu"])
+def test_a_truncated_jpeg_is_skipped_whatever_crop_is_drawn(photo_folder, tmp_path, kind):
+    """PIL rejects a truncated JPEG; a crop box inside its intact part would decode as a region. Such a file
+    goes to PIL, so it counts as unreadable under every seed, as with --no-region-decode."""
+    import shutil
+    root = tmp_path / "t"
+    shutil.copytree(photo_folder / "train", root)
+    broken = root / "class2" / "0.jpg"
+    broken.write_bytes(broken.read_bytes()[:-400])
+    if kind == "gpu_share_0":
+        dataset = EncodedImageFolder(str(root), True, IMG, 73, gpu_share=0.0, region_decode=True)
+    else:
+        dataset = RegionCropImageFolder(str(root), build_train_transform(IMG, "rrc", 0.08, uint8=True))
+    index = [path for path, _ in dataset.samples].index(str(broken))
+    assert all(dataset[(index, sample_seed(seed, 0, index))][2] == 1 for seed in range(12))
+
+
+@needs_nvimgcodec
+def test_region_decoding_is_what_makes_the_cpu_share(photo_folder, monkeypatch):
+    """The CPU share's training JPEGs go through RegionDecoder (and it succeeds); the PNG, the GPU share,
+    evaluation and --no-region-decode do not use it."""
+    from ecanet.data import GpuDecodeOptions, _gpu_image_folder
+    calls = []
+    decode = RegionDecoder.__call__
+    def counting(self, data, box):
+        out = decode(self, data, box)
+        calls.append(out is not None)
+        return out
+    monkeypatch.setattr(RegionDecoder, "__call__", counting)
+    options = lambda share, region: GpuDecodeOptions(IMG, 73, 0.08, 0.5, IMAGENET_MEAN, IMAGENET_STD,  # noqa: E731
+                                                     channels_last=False, gpu_share=share, region_decode=region)
+    train = _gpu_image_folder(photo_folder, "train", True, options(0.0, True))
+    for i in range(len(train)):
+        train[(i, sample_seed(5, 0, i))]
+    jpegs = sum(1 for path, _ in train.samples if path.endswith(".jpg"))
+    assert calls == [True] * jpegs
+    assert _gpu_image_folder(photo_folder, "train", True, options(1.0, True)).region_decoder is None
+    assert _gpu_image_folder(photo_folder, "val", False, options(0.0, True)).region_decoder is None
+    assert _gpu_image_folder(photo_folder, "train", True, options(0.0, False)).region_decoder is None
+
+
 def _jpeg_payloads(folder) -> list[torch.Tensor]:
     return [read_payload(str(p))[0] for p in sorted(folder.rglob("*.jpg"))]
 
@@ -204,6 +247,39 @@ def test_region_decoder_cuts_pils_decode_exactly_and_survives_pickling(photo_fol
         region = decoder(path.read_bytes(), box)
         assert np.array_equal(np.array(region), whole[box[0]:box[0] + box[2], box[1]:box[1] + box[3]])
     assert decoder(path.read_bytes()[:300] + bytes(200), box) is None
+
+
+@needs_nvimgcodec
+@pytest.mark.parametrize(("uint8", "random_erasing"), [(True, 0.0), (False, 0.0), (True, 0.5), (False, 0.5)])
+def test_decode_cpu_region_dataset_gives_the_transforms_items_exactly(photo_folder, uint8, random_erasing):
+    """--decode cpu with --region-decode: same tensors as RandomResizedCrop + flip + the rest of the transform
+    on the whole decoded image, random erasing's draws included, for every file kind in the folder."""
+    transform = build_train_transform(IMG, "rrc", 0.08, random_erasing=random_erasing, uint8=uint8)
+    plain = RobustImageFolder(str(photo_folder / "train"), transform=transform, loader=pil_rgb_loader)
+    region = RegionCropImageFolder(str(photo_folder / "train"), transform)
+    calls = []
+    decode = region.region_decoder.__call__
+    region.region_decoder = lambda data, box: calls.append(box) or decode(data, box)
+    for seed in (3, 11):
+        for i in range(len(plain)):
+            a, b = plain[(i, sample_seed(seed, 0, i))], region[(i, sample_seed(seed, 0, i))]
+            assert torch.equal(a[0], b[0]) and a[1:] == b[1:], (seed, i)
+    jpegs = sum(1 for path, _ in plain.samples if path.endswith(".jpg"))
+    assert len(calls) == 2 * jpegs  # every JPEG went through the region decoder, the PNG did not
+
+
+@needs_nvimgcodec
+def test_build_data_picks_the_region_dataset_only_where_it_applies(photo_folder):
+    from ecanet.data import build_data
+    kwargs = dict(batch_size=4, val_batch_size=4, workers=0, seed=1, rank=0, world_size=1,
+                  device=torch.device("cpu"), val_transform=build_val_transform(IMG, 73))
+    kinds = {}
+    for augment, region_decode in (("rrc", True), ("rrc", False), ("crop", True)):
+        data = build_data(photo_folder, train_transform=build_train_transform(IMG, augment, 0.08),
+                          region_decode=region_decode, **kwargs)
+        kinds[augment, region_decode] = type(data.train_loader.dataset)
+    assert kinds == {("rrc", True): RegionCropImageFolder, ("rrc", False): RobustImageFolder,
+                     ("crop", True): RobustImageFolder}
 
 
 def test_a_jpeg_nvjpeg_cannot_decode_becomes_grey_of_the_box_size(photo_folder, caplog):
