@@ -225,7 +225,7 @@ def _gpu_decode_options(args: argparse.Namespace) -> GpuDecodeOptions | None:
         return None
     return GpuDecodeOptions(args.img_size, args.val_resize, args.min_crop_scale, args.hflip, **_normalisation(args),
                             channels_last=args.channels_last, gpu_share=args.gpu_decode_share,
-                            decode_threads=args.gpu_decode_threads, region_decode=args.region_decode)
+                            decode_threads=args.gpu_decode_threads)
 
 
 def _train_transform(args: argparse.Namespace) -> Any:

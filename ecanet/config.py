@@ -68,7 +68,7 @@ def _add_data_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--region-decode", action=argparse.BooleanOptionalAction, default=True,
                    help="CPU workers decode a training JPEG only inside its RandomResizedCrop box (--decode cpu "
                         "with --augment rrc, and --decode gpu's CPU share): the same pixels as decoding it whole "
-                        "with PIL, 1.2-1.4x as many crops per worker. Needs NVIDIA nvImageCodec (pip install "
+                        "with PIL, 1.2-1.4x as many crops per worker (docs/benchmarks.md). Needs NVIDIA nvImageCodec (pip install "
                         "nvidia-nvimgcodec-cu13, in requirements.txt; its CPU backend needs no GPU); without it "
                         "PIL decodes whole images")
     g.add_argument("--gpu-decode-threads", type=int, default=DEFAULT_GPU_DECODE_THREADS, metavar="N",

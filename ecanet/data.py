@@ -182,6 +182,7 @@ class RegionDecoder:
     """
 
     def __init__(self) -> None:
+        self._codec: Any = None
         self._decoder: Any = None
         self._pid = -1
 
@@ -193,9 +194,9 @@ class RegionDecoder:
 
     def __call__(self, data: bytes, box: tuple[int, int, int, int]) -> Image.Image | None:
         """The RGB box ``(top, left, height, width)`` of JPEG ``data``; None if nvImageCodec cannot decode it."""
-        nvimgcodec = import_nvimgcodec()
         if self._pid != os.getpid():
             self._pid, self._decoder = os.getpid(), None
+            nvimgcodec = self._codec = import_nvimgcodec()
             if nvimgcodec is None:
                 return None
             try:
@@ -207,10 +208,9 @@ class RegionDecoder:
                 self._decoder = None
             self._params = nvimgcodec.DecodeParams(apply_exif_orientation=False,  # PIL ignores EXIF orientation too
                                                    color_spec=nvimgcodec.ColorSpec.SRGB, allow_any_depth=False)
-        if self._decoder is None:
+        if self._decoder is None or not ends_like_a_jpeg(data):
             return None
-        if not ends_like_a_jpeg(data):
-            return None
+        nvimgcodec = self._codec
         top, left, h, w = box
         stream = nvimgcodec.CodeStream(np.frombuffer(data, dtype=np.uint8))
         region = stream.get_sub_code_stream(region=nvimgcodec.Region(top, left, top + h, left + w))
@@ -263,18 +263,13 @@ def _log_region_decode_missing() -> None:
              "PIL decodes whole images")
 
 
-def region_decode_ready() -> bool:
-    """:func:`region_decode_available`, logged once when it is not (region decoding was asked for)."""
-    available = region_decode_available()
+def region_decode_available() -> bool:
+    """Whether :class:`RegionDecoder` can run: NVIDIA nvImageCodec is installed (pip install
+    nvidia-nvimgcodec-cu13; its CPU backend needs no GPU). Logged once per process when it is not."""
+    available = import_nvimgcodec() is not None
     if not available:
         _log_region_decode_missing()
     return available
-
-
-def region_decode_available() -> bool:
-    """Whether :class:`RegionDecoder` can run: NVIDIA nvImageCodec is installed (pip install
-    nvidia-nvimgcodec-cu13; its CPU backend needs no GPU)."""
-    return import_nvimgcodec() is not None
 
 
 def read_file_and_header(path: str) -> tuple[bytes, Image.Image]:
@@ -295,6 +290,19 @@ def ends_like_a_jpeg(data: bytes) -> bool:
     and the sample is skipped: such files go to PIL, so that which files count as unreadable does not
     depend on the crop drawn. (Corruption inside a complete file can still pass a region decode.)"""
     return data.rstrip(b"\0")[-2:] == JPEG_END
+
+
+def decode_box(data: bytes, header: Image.Image, box: tuple[int, int, int, int],
+               region_decoder: RegionDecoder | None) -> Image.Image:
+    """The RGB pixels inside ``box`` = (top, left, height, width) of an image file (its bytes and PIL header):
+    decoded as a region where ``region_decoder`` takes the file, else decoded whole by PIL and cut, the crop
+    step of torchvision's ``resized_crop``. Either way the same pixels."""
+    if region_decoder is not None and is_decodable_jpeg(data, header):
+        region = region_decoder(data, box)
+        if region is not None:
+            return region
+    top, left, h, w = box
+    return TF.crop(header.convert("RGB"), top, left, h, w)
 
 
 class RegionCropImageFolder(RobustImageFolder):
@@ -335,12 +343,8 @@ class RegionCropImageFolder(RobustImageFolder):
         with seeded_cpu_rng(seed) if seed is not None else contextlib.nullcontext():
             top, left, h, w = crop.get_params(header, crop.scale, crop.ratio)   # RandomResizedCrop.forward
             flip = self.flip is not None and bool(torch.rand(1) < self.flip.p)  # RandomHorizontalFlip.forward
-            region = self.region_decoder(data, (top, left, h, w)) if is_decodable_jpeg(data, header) else None
-            if region is not None:  # resized_crop is this crop, then this resize
-                image = TF.resize(region, crop.size, crop.interpolation, antialias=crop.antialias)
-            else:
-                image = TF.resized_crop(header.convert("RGB"), top, left, h, w, crop.size, crop.interpolation,
-                                        antialias=crop.antialias)
+            box = decode_box(data, header, (top, left, h, w), self.region_decoder)
+            image = TF.resize(box, crop.size, crop.interpolation, antialias=crop.antialias)  # resized_crop's resize
             return self.tail(TF.hflip(image) if flip else image)
 
 
@@ -508,12 +512,12 @@ class GpuDecodeOptions:
     channels_last: bool
     gpu_share: float = DEFAULT_GPU_DECODE_SHARE
     decode_threads: int = DEFAULT_GPU_DECODE_THREADS
-    region_decode: bool = True  # --region-decode: CPU-share training JPEGs decoded only inside their box
 
 
-def _gpu_image_folder(root: Path, split: str, train: bool, options: GpuDecodeOptions) -> Dataset:
+def _gpu_image_folder(root: Path, split: str, train: bool, options: GpuDecodeOptions,
+                      region_decode: bool) -> Dataset:
     from .gpu_decode import EncodedImageFolder
-    region_decode = options.region_decode and options.gpu_share < 1 and train and region_decode_ready()
+    region_decode = region_decode and train and options.gpu_share < 1 and region_decode_available()
     return build_image_folder(root, split, make=lambda path: EncodedImageFolder(
         path, train, options.img_size, options.val_resize, options.min_crop_scale, options.hflip,
         options.gpu_share, region_decode))
@@ -524,15 +528,15 @@ def build_data(root: str | os.PathLike | None, *, batch_size: int, val_batch_siz
                val_transform: Any, evaluate_only: bool = False,
                gpu_decode: GpuDecodeOptions | None = None,
                device_normalize: tuple[Sequence[float], Sequence[float], bool] | None = None,
-               region_decode: bool = False) -> DataBundle:
+               region_decode: bool = True) -> DataBundle:
     """ImageFolder loaders for ``root/train`` and ``root/val``, sharded over ``world_size`` ranks.
 
     With ``gpu_decode``, workers read bytes and draw crop boxes for the images the GPU decodes and augments
     (``gpu_decode.gpu_share`` of them), and decode and crop the others themselves. With
     ``device_normalize`` = (mean, std, channels_last) the transforms end in uint8 tensors and the loaders
-    are wrapped in :class:`DeviceLoader`. ``region_decode`` (CPU decoding only; ``--decode gpu`` has its
-    own switch in ``gpu_decode``): a training transform that starts with RandomResizedCrop gets a
-    :class:`RegionCropImageFolder` where nvImageCodec is installed, with the same items, made faster.
+    are wrapped in :class:`DeviceLoader`. ``region_decode`` (``--region-decode``; where nvImageCodec is
+    installed): training JPEGs decoded in workers are decoded only inside their RandomResizedCrop box, with
+    the same items (:class:`RegionCropImageFolder`, and the CPU share of ``gpu_decode``).
     """
     if root is None:
         raise ConfigError(NO_DATASET_MESSAGE)
@@ -541,14 +545,14 @@ def build_data(root: str | os.PathLike | None, *, batch_size: int, val_batch_siz
         val_set = build_image_folder(root, "val", val_transform)
         train_set = None
         if not evaluate_only:
-            region = region_decode and RegionCropImageFolder.applies_to(train_transform) and region_decode_ready()
+            region = region_decode and RegionCropImageFolder.applies_to(train_transform) and region_decode_available()
             train_set = build_image_folder(root, "train", train_transform, make=(
                 (lambda path: RegionCropImageFolder(path, train_transform)) if region else None))
         collate = None
     else:
         from .gpu_decode import collate_encoded
-        val_set = _gpu_image_folder(root, "val", False, gpu_decode)
-        train_set = None if evaluate_only else _gpu_image_folder(root, "train", True, gpu_decode)
+        val_set = _gpu_image_folder(root, "val", False, gpu_decode, region_decode)
+        train_set = None if evaluate_only else _gpu_image_folder(root, "train", True, gpu_decode, region_decode)
         collate = collate_encoded
     if train_set is not None:
         check_same_classes(train_set, val_set)

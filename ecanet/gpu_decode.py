@@ -48,7 +48,7 @@ from torchvision.transforms import RandomResizedCrop
 from torchvision.transforms import functional as TF
 
 from .config import DEFAULT_GPU_DECODE_SHARE, DEFAULT_GPU_DECODE_THREADS
-from .data import (UNREADABLE_ERRORS, RegionDecoder, is_decodable_jpeg, load_readable, pil_rgb_loader,
+from .data import (UNREADABLE_ERRORS, RegionDecoder, decode_box, is_decodable_jpeg, load_readable, pil_rgb_loader,
                    read_file_and_header, seeded_cpu_rng)
 
 log = logging.getLogger(__name__)
@@ -90,14 +90,15 @@ class CropPlan:
         return torch.tensor([self.top, self.left, self.height, self.width, int(self.flip and not ready),
                              self.resize_h, self.resize_w, int(ready)], dtype=torch.int32)
 
-    def apply(self, image: Image.Image, img_size: int, region: bool = False) -> Image.Image:
+    def apply(self, image: Image.Image, img_size: int, cropped: bool = False) -> Image.Image:
         """The crop on the CPU with torchvision's PIL functions: what ``RandomResizedCrop`` + flip (training)
         or ``Resize`` + ``CenterCrop`` (evaluation) of the ``--decode cpu`` path compute, pixel for pixel.
-        ``region``: ``image`` is the training box already (decoded as a region), so it is only resized."""
+        ``cropped``: ``image`` is the training box already (:func:`ecanet.data.decode_box`), so it is only
+        resized."""
         if self.resize_h:
             image = TF.resize(image, [self.resize_h, self.resize_w])
             return TF.crop(image, self.top, self.left, self.height, self.width)
-        if region:  # resized_crop is crop, then this resize
+        if cropped:  # resized_crop is crop, then this resize
             image = TF.resize(image, [img_size, img_size])
         else:
             image = TF.resized_crop(image, self.top, self.left, self.height, self.width, [img_size, img_size])
@@ -177,11 +178,7 @@ class EncodedImageFolder(datasets.ImageFolder):
             return plan.apply(image, self.img_size), plan
         data, header = read_file_and_header(path)
         plan = self.plan(header, seed)
-        region = self.region_decoder(data, plan.box) if is_decodable_jpeg(data, header) else None
-        if region is not None:
-            return plan.apply(region, self.img_size, region=True), plan
-        image = Image.open(io.BytesIO(data)).convert("RGB")  # PIL decodes what the region decoder did not
-        return plan.apply(image, self.img_size), plan
+        return plan.apply(decode_box(data, header, plan.box, self.region_decoder), self.img_size, cropped=True), plan
 
 
 def read_payload(path: str) -> tuple[torch.Tensor | Image.Image, Image.Image]:
@@ -298,7 +295,7 @@ class GpuAugment:
     def _crop_on_gpu(self, jpegs: Sequence[torch.Tensor], plan_rows: list[list[int]], size: tuple[int, int]
                      ) -> torch.Tensor:
         """Decode and cut the crops of the GPU share: (G, 3, S, S) float in 0..255, not yet flipped."""
-        # training: decode only the crop box where the decoder can (the plan's box, then (0, 0) within it)
+        # training: each image comes back cut to its plan's box (a view); evaluation: whole, resized below
         boxes = [None if resize_h else (top, left, h, w) for top, left, h, w, _, resize_h, _, _ in plan_rows]
         images = self.decode(jpegs, boxes)
         crops = []

@@ -356,7 +356,7 @@ def run_loader(args: argparse.Namespace, report: Report) -> str | None:
         # the paper's evaluation resize and main.py's defaults for the crop scale and flip
         gpu = None if share is None else GpuDecodeOptions(
             args.img_size, val_resize=256, min_crop_scale=0.08, hflip=0.5, mean=IMAGENET_MEAN, std=IMAGENET_STD,
-            channels_last=args.channels_last, gpu_share=share, region_decode=region == "on")
+            channels_last=args.channels_last, gpu_share=share)
         data = build_data(args.data, batch_size=args.batch_size, val_batch_size=args.batch_size, workers=workers,
                           seed=args.seed, rank=0, world_size=1, device=device,
                           train_transform=build_train_transform(args.img_size, uint8=True),
@@ -380,8 +380,9 @@ def run_loader(args: argparse.Namespace, report: Report) -> str | None:
         rates.sort()
         if region == "on" and not region_decode_available():
             region = "off (nvImageCodec missing)"
-        record = {"decode": decoder, "gpu_decode_share": share, "region_decode": region, "workers": workers, "batch_size": args.batch_size,
-                  "img_size": args.img_size, "images_per_s": rates[len(rates) // 2], "all_images_per_s": rates}
+        record = {"decode": decoder, "gpu_decode_share": share, "region_decode": region, "workers": workers,
+                  "batch_size": args.batch_size, "img_size": args.img_size, "images_per_s": rates[len(rates) // 2],
+                  "all_images_per_s": rates}
         records.append(record)
         report.set("loader", records)
         log.info("loader %s (gpu share %s, region decode %s): %.0f img/s", decoder, share, region,

@@ -220,16 +220,16 @@ def test_region_decoding_is_what_makes_the_cpu_share(photo_folder, monkeypatch):
         calls.append(out is not None)
         return out
     monkeypatch.setattr(RegionDecoder, "__call__", counting)
-    options = lambda share, region: GpuDecodeOptions(IMG, 73, 0.08, 0.5, IMAGENET_MEAN, IMAGENET_STD,  # noqa: E731
-                                                     channels_last=False, gpu_share=share, region_decode=region)
-    train = _gpu_image_folder(photo_folder, "train", True, options(0.0, True))
+    options = lambda share: GpuDecodeOptions(IMG, 73, 0.08, 0.5, IMAGENET_MEAN, IMAGENET_STD,  # noqa: E731
+                                             channels_last=False, gpu_share=share)
+    train = _gpu_image_folder(photo_folder, "train", True, options(0.0), True)
     for i in range(len(train)):
         train[(i, sample_seed(5, 0, i))]
     jpegs = sum(1 for path, _ in train.samples if path.endswith(".jpg"))
     assert calls == [True] * jpegs
-    assert _gpu_image_folder(photo_folder, "train", True, options(1.0, True)).region_decoder is None
-    assert _gpu_image_folder(photo_folder, "val", False, options(0.0, True)).region_decoder is None
-    assert _gpu_image_folder(photo_folder, "train", True, options(0.0, False)).region_decoder is None
+    assert _gpu_image_folder(photo_folder, "train", True, options(1.0), True).region_decoder is None
+    assert _gpu_image_folder(photo_folder, "val", False, options(0.0), True).region_decoder is None
+    assert _gpu_image_folder(photo_folder, "train", True, options(0.0), False).region_decoder is None
 
 
 def _jpeg_payloads(folder) -> list[torch.Tensor]:
