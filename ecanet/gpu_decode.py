@@ -4,8 +4,9 @@ For its share of the images (``gpu_share``, ``--gpu-decode-share``) a CPU worker
 what is cheap: read the file, read its size from the header, and draw the sample's crop box and flip
 (seeded per sample exactly like the CPU path, see :func:`ecanet.data.sample_seed`). The GPU decodes those
 with nvJPEG (``torchvision.io.decode_jpeg(..., device="cuda")``, batched; on A100/H100/H200 the JPEG
-hardware engines), cuts each crop, resizes it (bilinear, antialiased) and flips. The rest of the images
-are decoded and cropped by the worker with PIL, exactly as ``--decode cpu`` does, and travel as ready
+hardware engines), then cuts and resizes (bilinear, antialiased) every crop of the batch in one Triton
+launch (:mod:`ecanet.gpu_crop`; PyTorch calls per image where Triton is missing) and flips. The rest of
+the images are decoded and cropped by the worker with PIL, exactly as ``--decode cpu`` does, and travel as ready
 ``S x S`` crops. The two halves are merged, normalised and stacked on the GPU: the training step receives
 a ready ``(B, 3, S, S)`` tensor. Decoding runs on side CUDA streams in background threads, ahead of the
 training step.
@@ -223,10 +224,13 @@ class GpuAugment:
     """Decode a batch on the GPU and turn it into a normalised ``(B, 3, S, S)`` tensor."""
 
     def __init__(self, img_size: int, mean: Sequence[float], std: Sequence[float], device: torch.device,
-                 channels_last: bool = False) -> None:
+                 channels_last: bool = False, batched_crop: bool | None = None) -> None:
+        """``batched_crop``: crop and resize the GPU share in one Triton launch per batch
+        (:mod:`ecanet.gpu_crop`) rather than with PyTorch calls per image; None: where available."""
         from torchvision.io import ImageReadMode, decode_jpeg
         self._decode_jpeg, self._rgb = decode_jpeg, ImageReadMode.RGB
         self.img_size, self.device, self.channels_last = img_size, device, channels_last
+        self.batched_crop = batched_crop_available(device) if batched_crop is None else batched_crop
         self.scale = (1.0 / (255.0 * torch.tensor(std, device=device))).view(1, 3, 1, 1)      # (1, 3, 1, 1)
         self.shift = (-torch.tensor(mean, device=device) / torch.tensor(std, device=device)).view(1, 3, 1, 1)
 
@@ -295,22 +299,41 @@ class GpuAugment:
     def _crop_on_gpu(self, jpegs: Sequence[torch.Tensor], plan_rows: list[list[int]], size: tuple[int, int]
                      ) -> torch.Tensor:
         """Decode and cut the crops of the GPU share: (G, 3, S, S) float in 0..255, not yet flipped."""
-        # training: each image comes back cut to its plan's box (a view); evaluation: whole, resized below
+        # training: each image comes back cut to its plan's box (a view), resized to S x S; evaluation:
+        # whole, resized to (resize_h, resize_w), and the S x S window at (top, left) kept
         boxes = [None if resize_h else (top, left, h, w) for top, left, h, w, _, resize_h, _, _ in plan_rows]
+        specs = [(resize_h, resize_w, top, left) if resize_h else (*size, 0, 0)
+                 for top, left, _, _, _, resize_h, resize_w, _ in plan_rows]
         images = self.decode(jpegs, boxes)
-        crops = []
-        for image, (top, left, h, w, _, resize_h, resize_w, _) in zip(images, plan_rows):
-            if resize_h:  # evaluation: resize the whole image, then cut the centre
-                x = F.interpolate(image[None].float(), size=(resize_h, resize_w), mode="bilinear",
-                                  antialias=True)                                      # (1, 3, rh, rw)
-                x = x[:, :, top:top + h, left:left + w]                                 # (1, 3, S, S)
-            else:         # training: the decoder cut the box already; convert only the crop
-                x = image[None]                                                        # (1, 3, h, w) uint8
-            crop = x.float()
-            if tuple(crop.shape[-2:]) != size:
-                crop = F.interpolate(crop, size=size, mode="bilinear", align_corners=False, antialias=True)
-            crops.append(crop)
-        return torch.cat(crops)                                                         # (G, 3, S, S), 0..255
+        if self.batched_crop:
+            return gpu_crop_module().crop_resize(images, specs, size[0])
+        return torch.cat([crop_resize_one(image, spec, size[0]) for image, spec in zip(images, specs)])
+
+
+def gpu_crop_module() -> Any:
+    """:mod:`ecanet.gpu_crop` (the batched Triton crop-resize), or None where Triton does not import."""
+    try:
+        from . import gpu_crop
+    except ImportError:
+        return None
+    return gpu_crop
+
+
+def batched_crop_available(device: torch.device) -> bool:
+    """Whether :func:`ecanet.gpu_crop.crop_resize` can run on ``device``: CUDA with Triton, or the CPU under
+    Triton's interpreter (tests)."""
+    gpu_crop = gpu_crop_module()
+    return gpu_crop is not None and (torch.device(device).type == "cuda" or gpu_crop.INTERPRETER)
+
+
+def crop_resize_one(image: torch.Tensor, spec: tuple[int, int, int, int], size: int) -> torch.Tensor:
+    """What :func:`ecanet.gpu_crop.crop_resize` computes, for one image with plain PyTorch calls (the path
+    where Triton is missing, and the tests' reference): (1, 3, S, S) float in 0..255."""
+    out_h, out_w, offset_y, offset_x = spec
+    x = image[None].float()                                                         # (1, 3, h, w)
+    if tuple(x.shape[-2:]) != (out_h, out_w):
+        x = F.interpolate(x, size=(out_h, out_w), mode="bilinear", align_corners=False, antialias=True)
+    return x[:, :, offset_y:offset_y + size, offset_x:offset_x + size]               # (1, 3, S, S)
 
 
 class GpuDecodeLoader:

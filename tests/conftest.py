@@ -19,6 +19,41 @@ if str(ROOT) not in sys.path:  # main.py, light_main.py and paras_flops.py live 
 _DTYPES = {"float32": torch.float32, "int64": torch.int64}
 
 
+def interpreter_rejects_numpy() -> bool:
+    """Triton 3.6's interpreter turns 1-element arrays into Python scalars, which NumPy 2.5 no longer allows:
+    every interpreted kernel fails with "only 0-dimensional arrays can be converted to Python scalars"
+    (GPU image with Triton 3.6.0 and NumPy 2.5.2, 2026-11-21). Triton 3.9 with NumPy 2.4 (CI) runs them."""
+    import numpy
+    try:
+        import triton
+    except ImportError:
+        return False
+    version = lambda text: tuple(int(part) for part in text.split(".")[:2] if part.isdigit())  # noqa: E731
+    return version(numpy.__version__) >= (2, 5) and version(triton.__version__) < (3, 9)
+
+
+def compile_triton_for_sm90(kernel, types: dict[str, str], constants: dict) -> None:
+    """Compile a Triton kernel for Hopper (sm_90) with Triton's real compiler, ptxas included; no GPU needed.
+    ``types``: the runtime arguments' Triton types ("*bf16", "i32", ...); ``constants``: the constexprs.
+    Skips the calling test where this Triton's compiler API is another."""
+    import warnings
+    import triton
+    try:
+        from triton.backends.compiler import GPUTarget
+        from triton.compiler import ASTSource
+    except ImportError:
+        pytest.skip(f"this Triton ({triton.__version__}) has no GPUTarget/ASTSource")
+    signature = {name: "constexpr" if name in constants else types[name] for name in kernel.arg_names}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            source = ASTSource(fn=kernel, signature=signature, constexprs=constants)
+        except (TypeError, KeyError) as error:
+            pytest.skip(f"this Triton's ASTSource takes another signature format ({error})")
+        compiled = triton.compile(source, target=GPUTarget("cuda", 90, 32))
+    assert compiled.asm["cubin"]
+
+
 def load_script(name: str):
     """Import ``scripts/<name>.py`` as a module (scripts/ is not a package)."""
     import importlib.util

@@ -36,3 +36,29 @@ def make_image_folder(root: Path, classes: int = 3, train_per_class: int = 16, v
             for i in range(per_class):
                 Image.fromarray(_image(c, rng, size)).save(folder / f"{i:04d}.{ext}")
     return root
+
+
+PHOTO_SIZES = ((120, 90), (77, 131), (200, 160))  # (width, height) per class: landscape, portrait, larger
+
+
+def make_photo_folder(root: Path, per_class: int = 4) -> Path:
+    """Smooth, photo-like JPEGs of several sizes and aspect ratios in root/{train,val}/class<c>/; in each
+    split the last image of class 0 is a PNG and that of class 1 a greyscale JPEG. Returns root."""
+    rng = np.random.default_rng(0)
+    for split in ("train", "val"):
+        for c, (w, h) in enumerate(PHOTO_SIZES):
+            folder = root / split / f"class{c}"
+            folder.mkdir(parents=True)
+            for i in range(per_class):
+                yy, xx = np.mgrid[:h, :w]
+                pixels = np.stack([128 + 100 * np.sin(xx / (7 + i) + c), 128 + 100 * np.cos(yy / (5 + c)),
+                                   128 + 120 * np.sin((xx + 2 * yy) / 23)], -1) + rng.normal(0, 2, (h, w, 3))
+                image = Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
+                last = i == per_class - 1
+                if last and c == 0:
+                    image.save(folder / f"{i}.png")
+                elif last and c == 1:
+                    image.convert("L").save(folder / f"{i}.jpg", quality=92)
+                else:
+                    image.save(folder / f"{i}.jpg", quality=92)
+    return root

@@ -13,7 +13,6 @@ import copy
 import os
 import subprocess
 import sys
-import warnings
 from pathlib import Path
 
 import pytest
@@ -23,6 +22,7 @@ from torch import nn
 import models
 from models import eca_module
 from models.eca_module import EcaModule, eca_implementation, get_eca_implementation, set_eca_implementation
+from conftest import compile_triton_for_sm90, interpreter_rejects_numpy
 
 ROOT = Path(__file__).resolve().parents[1]
 INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
@@ -32,19 +32,6 @@ HAS_CUDA = torch.cuda.is_available()
 needs_triton = pytest.mark.skipif(not HAS_TRITON, reason="Triton is not installed")
 interpreter_only = pytest.mark.skipif(not (INTERPRETED and HAS_TRITON),
                                       reason="runs in test_triton_interpreter's subprocess")
-
-
-def _interpreter_rejects_numpy() -> bool:
-    """Triton 3.6's interpreter turns 1-element arrays into Python scalars, which NumPy 2.5 no longer allows:
-    every interpreted kernel fails with "only 0-dimensional arrays can be converted to Python scalars"
-    (GPU image with Triton 3.6.0 and NumPy 2.5.2, 2026-11-21). Triton 3.9 with NumPy 2.4 (CI) runs them."""
-    import numpy
-    try:
-        import triton
-    except ImportError:
-        return False
-    version = lambda text: tuple(int(part) for part in text.split(".")[:2] if part.isdigit())  # noqa: E731
-    return version(numpy.__version__) >= (2, 5) and version(triton.__version__) < (3, 9)
 
 
 def gpu_test(fn):
@@ -240,7 +227,7 @@ def test_reference_formulas_match_autograd(shape, k, with_identity):
 # ----------------------------------------------------------------------------------------------------
 @needs_triton
 @pytest.mark.skipif(INTERPRETED, reason="this is the subprocess's parent")
-@pytest.mark.skipif(_interpreter_rejects_numpy(), reason="this Triton's interpreter does not run with NumPy >= 2.5")
+@pytest.mark.skipif(interpreter_rejects_numpy(), reason="this Triton's interpreter does not run with NumPy >= 2.5")
 def test_triton_interpreter():
     env = {**os.environ, "TRITON_INTERPRET": "1", eca_module.ECA_IMPL_ENV_VAR: "auto"}
     result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-k", "interpreter",
@@ -365,13 +352,7 @@ def test_interpreter_training_steps_match_plain():
 @pytest.mark.skipif(INTERPRETED, reason="compiles with the real Triton compiler")
 def test_kernels_compile_for_sm90():
     """Triton's real compiler (ptxas included) accepts every kernel for Hopper, without a GPU."""
-    import triton
     from models import eca_fused as F
-    try:
-        from triton.backends.compiler import GPUTarget
-        from triton.compiler import ASTSource
-    except ImportError:
-        pytest.skip(f"this Triton ({triton.__version__}) has no GPUTarget/ASTSource")
     meta = {"CHANNELS_LAST": True, "BLOCK_P": 32, "BLOCK_C": 128}
     big = {"x_ptr": "*bf16", "grad_ptr": "*bf16", "out_ptr": "*bf16", "grad_pre_ptr": "*bf16",
            "identity_ptr": "*bf16", "partial_ptr": "*fp32", "scale_ptr": "*fp32", "shift_ptr": "*fp32",
@@ -383,16 +364,8 @@ def test_kernels_compile_for_sm90():
     kernels = [(F._channel_sum_kernel, big, meta), (F._backward_reduce_kernel, big, {**meta, "RELU": True}),
                (F._channel_affine_kernel, big, {**meta, "HAS_SHIFT": False, "HAS_IDENTITY": True, "RELU": True}),
                (F._gate_forward_kernel, small, gate), (F._gate_backward_kernel, small, gate)]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        for kernel, types, constants in kernels:
-            signature = {name: "constexpr" if name in constants else types[name] for name in kernel.arg_names}
-            try:
-                source = ASTSource(fn=kernel, signature=signature, constexprs=constants)
-            except (TypeError, KeyError) as error:
-                pytest.skip(f"this Triton's ASTSource takes another signature format ({error})")
-            compiled = triton.compile(source, target=GPUTarget("cuda", 90, 32))
-            assert compiled.asm["cubin"]
+    for kernel, types, constants in kernels:
+        compile_triton_for_sm90(kernel, types, constants)
 
 
 # ----------------------------------------------------------------------------------------------------

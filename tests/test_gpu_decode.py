@@ -10,6 +10,7 @@ from PIL import Image
 from ecanet.data import (IMAGENET_MEAN, IMAGENET_STD, RegionCropImageFolder, RegionDecoder, RobustImageFolder,
                          build_train_transform, build_val_transform, pil_rgb_loader, region_decode_available,
                          sample_seed)
+from imagefolder import make_photo_folder
 from ecanet.gpu_decode import (READY_COLUMN, EncodedImageFolder, GpuAugment, collate_encoded, decoded_on_gpu,
                                read_payload, train_crop_plan, val_crop_plan)
 
@@ -21,25 +22,7 @@ REGION_DECODE = [False, pytest.param(True, marks=needs_nvimgcodec)]
 
 @pytest.fixture(scope="module")
 def photo_folder(tmp_path_factory):
-    """Smooth, photo-like JPEGs of several sizes and aspect ratios (and one PNG, one greyscale JPEG)."""
-    root = tmp_path_factory.mktemp("photos")
-    rng = np.random.default_rng(0)
-    for split in ("train", "val"):
-        for c, (w, h) in enumerate([(120, 90), (77, 131), (200, 160)]):
-            folder = root / split / f"class{c}"
-            folder.mkdir(parents=True)
-            for i in range(4):
-                yy, xx = np.mgrid[:h, :w]
-                pixels = np.stack([128 + 100 * np.sin(xx / (7 + i) + c), 128 + 100 * np.cos(yy / (5 + c)),
-                                   128 + 120 * np.sin((xx + 2 * yy) / 23)], -1) + rng.normal(0, 2, (h, w, 3))
-                image = Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
-                if i == 3 and c == 0:
-                    image.save(folder / f"{i}.png")
-                elif i == 3 and c == 1:
-                    image.convert("L").save(folder / f"{i}.jpg", quality=92)
-                else:
-                    image.save(folder / f"{i}.jpg", quality=92)
-    return root
+    return make_photo_folder(tmp_path_factory.mktemp("photos"))
 
 
 def _gpu_path_on_cpu(folder, train: bool, seed: int = 11, gpu_share: float = 1.0,

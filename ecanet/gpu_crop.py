@@ -1,0 +1,166 @@
+"""One Triton kernel that crops and resizes a whole batch of decoded images on the GPU (``--decode gpu``).
+
+What it computes, for each image ``i`` of a batch, is what :mod:`ecanet.gpu_decode` computed before with
+two or three small PyTorch calls per image::
+
+    x = image[None].float()                                              # (1, 3, h, w) uint8 -> float
+    x = F.interpolate(x, size=(out_h, out_w), mode="bilinear",            # antialiased bilinear (PyTorch's
+                      align_corners=False, antialias=True)                # ``upsample_gen2d_aa``)
+    crop = x[:, :, off_y:off_y + S, off_x:off_x + S]                      # (1, 3, S, S)
+
+Training: ``image`` is the RandomResizedCrop box of the decoded image (a view), ``(out_h, out_w) = (S, S)``
+and the offsets are 0. Evaluation: ``image`` is the whole picture, ``(out_h, out_w)`` is the Resize size
+and the offsets cut the centre crop. Each output pixel needs only its own filter window, so the kernel
+computes the S x S pixels of the crop straight from the source, with PyTorch's antialiasing weights
+(triangle filter stretched by the shrink factor, normalised per axis; see :func:`_axis_span`).
+
+Why a hand-written kernel: per image, PyTorch launched a conversion and a resize of about 10-15 us each,
+and the decode thread spent about 25 us of Python per image holding the interpreter lock that the
+training loop needs. For a 256-image batch that was 512 tiny kernels that fill little of the GPU, and
+about 6 ms per step of the training thread's time (runs 6 and 10, docs/benchmarks.md). torchvision has no
+batched crop-resize for images of different sizes (``roi_align`` takes one padded batch and averages
+instead of PyTorch's antialiasing filter). One launch per batch replaces them all.
+
+The images need not be contiguous or share a size: each is read through its own data pointer and strides
+from a small int64 table (:func:`crop_table`), so the decoder's outputs and their box views are used as
+they are, with no copy. The kernel runs on CUDA tensors, and on CPU tensors under Triton's interpreter
+(``TRITON_INTERPRET=1`` set before import), which is how the tests check it without a GPU.
+"""
+from __future__ import annotations
+
+import os
+from typing import Sequence
+
+import torch
+import triton
+import triton.language as tl
+
+# Kernels run on CPU tensors only in Triton's interpreter; it is chosen when the kernels are defined.
+INTERPRETER = os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+# The int64 table, one row per image (crop_table): data pointer, channel / row / pixel strides, input
+# height and width, resize height and width, window offsets y and x.
+TABLE_COLUMNS = 10
+BLOCK_PIXELS = 512   # output pixels per program: 4 per thread with 4 warps; each does its 3 channels
+NUM_WARPS = 4
+
+
+@triton.jit
+def _axis_span(index, offset, in_size, scale):
+    """PyTorch's antialiased span along one axis for output positions ``index + offset``.
+
+    As ``_compute_weights_span`` in ATen's UpSample code: the filter's centre in input pixels, its first
+    input index and how many follow (clipped to the input), and the factor that maps a distance in input
+    pixels to the filter's argument. Bilinear interpolation has support 1 (half its interp_size 2); when
+    shrinking (scale > 1) the support and the triangle are stretched by the scale, which is the antialiasing.
+    """
+    stretch = tl.where(scale >= 1.0, scale, 1.0)
+    inv_stretch = 1.0 / stretch
+    center = scale * ((index + offset).to(tl.float32) + 0.5)
+    first = tl.maximum((center - stretch + 0.5).to(tl.int32), 0)          # truncation, as C++'s cast
+    count = tl.minimum((center + stretch + 0.5).to(tl.int32), in_size) - first
+    return first, count, center, inv_stretch
+
+
+@triton.jit
+def _tap_weight(tap, first, count, center, inv_stretch):
+    """The un-normalised triangle weight of input ``first + tap`` (0 beyond ``count``)."""
+    distance = ((tap + first).to(tl.float32) - center + 0.5) * inv_stretch
+    return tl.where(tap < count, tl.maximum(1.0 - tl.abs(distance), 0.0), 0.0)
+
+
+@triton.jit
+def _crop_resize_kernel(table_ptr, out_ptr, S, TABLE_COLUMNS: tl.constexpr, BLOCK: tl.constexpr):
+    """out[i, c, y, x] for a block of (y, x) of image i = program_id(0): float32 in 0..255."""
+    i = tl.program_id(0)
+    row = table_ptr + i * TABLE_COLUMNS
+    src = tl.load(row + 0).to(tl.pointer_type(tl.uint8))                 # the image's (0, 0, 0) element
+    channel_stride = tl.load(row + 1)
+    row_stride = tl.load(row + 2)
+    pixel_stride = tl.load(row + 3)
+    in_h = tl.load(row + 4).to(tl.int32)
+    in_w = tl.load(row + 5).to(tl.int32)
+    out_h = tl.load(row + 6).to(tl.int32)
+    out_w = tl.load(row + 7).to(tl.int32)
+    offset_y = tl.load(row + 8).to(tl.int32)
+    offset_x = tl.load(row + 9).to(tl.int32)
+    scale_y = in_h.to(tl.float32) / out_h.to(tl.float32)                 # input pixels per output pixel
+    scale_x = in_w.to(tl.float32) / out_w.to(tl.float32)
+    # An upper bound on every span's count (count <= 2 * stretch + 1), the same for the whole image
+    taps_y = (2.0 * tl.maximum(scale_y, 1.0)).to(tl.int32) + 2
+    taps_x = (2.0 * tl.maximum(scale_x, 1.0)).to(tl.int32) + 2
+
+    p = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)                   # (BLOCK,) pixel index in the crop
+    in_crop = p < S * S
+    y = p // S
+    x = p % S
+    first_y, count_y, center_y, inv_y = _axis_span(y, offset_y, in_h, scale_y)   # (BLOCK,) each
+    first_x, count_x, center_x, inv_x = _axis_span(x, offset_x, in_w, scale_x)
+
+    total_y = tl.zeros((BLOCK,), dtype=tl.float32)                        # the per-axis normalisers
+    for t in range(0, taps_y):
+        total_y += _tap_weight(t, first_y, count_y, center_y, inv_y)
+    total_x = tl.zeros((BLOCK,), dtype=tl.float32)
+    for t in range(0, taps_x):
+        total_x += _tap_weight(t, first_x, count_x, center_x, inv_x)
+
+    red = tl.zeros((BLOCK,), dtype=tl.float32)
+    green = tl.zeros((BLOCK,), dtype=tl.float32)
+    blue = tl.zeros((BLOCK,), dtype=tl.float32)
+    for ty in range(0, taps_y):
+        weight_y = _tap_weight(ty, first_y, count_y, center_y, inv_y) / total_y
+        line = src + (first_y + ty).to(tl.int64) * row_stride                # (BLOCK,) pointers
+        row_red = tl.zeros((BLOCK,), dtype=tl.float32)
+        row_green = tl.zeros((BLOCK,), dtype=tl.float32)
+        row_blue = tl.zeros((BLOCK,), dtype=tl.float32)
+        for tx in range(0, taps_x):
+            weight_x = _tap_weight(tx, first_x, count_x, center_x, inv_x) / total_x
+            pixel = line + (first_x + tx).to(tl.int64) * pixel_stride
+            valid = in_crop & (ty < count_y) & (tx < count_x)
+            row_red += weight_x * tl.load(pixel, mask=valid, other=0).to(tl.float32)
+            row_green += weight_x * tl.load(pixel + channel_stride, mask=valid, other=0).to(tl.float32)
+            row_blue += weight_x * tl.load(pixel + 2 * channel_stride, mask=valid, other=0).to(tl.float32)
+        red += weight_y * row_red
+        green += weight_y * row_green
+        blue += weight_y * row_blue
+
+    out = out_ptr + i.to(tl.int64) * 3 * S * S + p
+    tl.store(out, red, mask=in_crop)
+    tl.store(out + S * S, green, mask=in_crop)
+    tl.store(out + 2 * S * S, blue, mask=in_crop)
+
+
+CropSpec = tuple[int, int, int, int]
+"""``(out_h, out_w, offset_y, offset_x)``: resize the image to ``out_h x out_w``, keep the S x S window at
+the offsets. Training crops: ``(S, S, 0, 0)``; evaluation: ``(resize_h, resize_w, top, left)``."""
+
+
+def crop_table(images: Sequence[torch.Tensor], specs: Sequence[CropSpec]) -> torch.Tensor:
+    """The kernel's (N, TABLE_COLUMNS) int64 table on the CPU: each image's data pointer (bytes), its
+    channel/row/pixel strides (elements), its size and its :data:`CropSpec`."""
+    rows = []
+    for image, (out_h, out_w, offset_y, offset_x) in zip(images, specs):
+        if image.dim() != 3 or image.shape[0] != 3 or image.dtype != torch.uint8:
+            raise ValueError(f"expected a (3, H, W) uint8 image, got {tuple(image.shape)} {image.dtype}")
+        rows.append([image.data_ptr(), *image.stride(), image.shape[1], image.shape[2],
+                     out_h, out_w, offset_y, offset_x])
+    return torch.tensor(rows, dtype=torch.int64).view(-1, TABLE_COLUMNS)
+
+
+def crop_resize(images: Sequence[torch.Tensor], specs: Sequence[CropSpec], size: int) -> torch.Tensor:
+    """The (N, 3, size, size) float32 crops (0..255, not normalised, not flipped) of N uint8 (3, H, W)
+    images of any sizes and strides on one device, in one launch. See the module docstring."""
+    if not images:
+        raise ValueError("crop_resize needs at least one image")
+    device = images[0].device
+    out = torch.empty(len(images), 3, size, size, dtype=torch.float32, device=device)   # (N, 3, S, S)
+    table = crop_table(images, specs)
+    if device.type == "cuda":
+        table = table.pin_memory().to(device, non_blocking=True)
+    grid = (len(images), triton.cdiv(size * size, BLOCK_PIXELS))
+    _crop_resize_kernel[grid](table, out, size, TABLE_COLUMNS=TABLE_COLUMNS, BLOCK=BLOCK_PIXELS,
+                              num_warps=NUM_WARPS)
+    # The images are read through raw pointers: keep them alive until the kernel has run. The decode
+    # stream is the current one, and the caching allocator reuses freed blocks in that stream's order, so
+    # dropping the references after the launch is safe (as it is for any kernel).
+    return out

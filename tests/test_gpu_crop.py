@@ -1,0 +1,150 @@
+"""The batched crop-resize kernel of --decode gpu (ecanet/gpu_crop.py) computes what PyTorch computes per image.
+
+CPU, in CI: the kernel under Triton's interpreter (tests named ``interpreter``, run in a subprocess because
+``TRITON_INTERPRET`` must be set before Triton is imported) against ``crop_resize_one`` (F.interpolate,
+antialiased bilinear) on shrinking, enlarging, identity and evaluation crops, strided views and big images;
+GpuAugment with and without it on decoded JPEGs; the kernel compiling for sm_90; the table it reads.
+GPU: the same comparison on CUDA, and that GpuAugment picks the kernel there.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import compile_triton_for_sm90, interpreter_rejects_numpy
+from imagefolder import make_photo_folder
+from ecanet.data import IMAGENET_MEAN, IMAGENET_STD, sample_seed
+from ecanet.gpu_decode import (EncodedImageFolder, GpuAugment, batched_crop_available, collate_encoded,
+                               crop_resize_one, gpu_crop_module)
+
+INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
+HAS_TRITON = gpu_crop_module() is not None
+HAS_CUDA = torch.cuda.is_available()
+needs_triton = pytest.mark.skipif(not HAS_TRITON, reason="Triton is not installed")
+interpreter_only = pytest.mark.skipif(not (INTERPRETED and HAS_TRITON),
+                                      reason="runs in test_triton_interpreter's subprocess")
+needs_cuda = pytest.mark.skipif(not (HAS_CUDA and HAS_TRITON), reason="needs a CUDA GPU and Triton")
+
+# max |kernel - F.interpolate| in 0..255 units: both sum the same float32 products, in another order
+# (2.6e-3 seen on 256 real crops on an H200); a window one pixel off is wrong by tens
+TOLERANCE = 1e-2
+
+
+def crop_cases(device: str, size: int) -> tuple[list[torch.Tensor], list[tuple[int, int, int, int]]]:
+    """Images (views with the strides the decoders produce, and odd ones) and their crop specs."""
+    gen = torch.Generator().manual_seed(0)
+    image = torch.randint(0, 256, (3, 171, 229), dtype=torch.uint8, generator=gen).to(device)  # (3, H, W)
+    hwc = torch.randint(0, 256, (83, 97, 3), dtype=torch.uint8, generator=gen).to(device).permute(2, 0, 1)
+    big = torch.randint(0, 256, (3, 330, 520), dtype=torch.uint8, generator=gen).to(device)
+    s = (size, size, 0, 0)  # a training crop: the box, resized to S x S
+    cases = [
+        (image[:, 10:150, 3:220], s),          # shrink, non-square box (scales 4.4 and 6.8 at S = 32)
+        (image[:, 40:75, 100:133], s),         # nearly 1:1
+        (image[:, 5:5 + size, 7:7 + size], s),  # exactly S x S: a copy
+        (image[:, 100:117, 9:21], s),          # enlarge (no antialiasing)
+        (image[:, 0:1, 0:1], s),               # one pixel
+        (image[:, 60:160, 50:70], s),          # enlarge one axis, shrink the other
+        (hwc[:, 3:80, 1:96], s),               # channels-last strides, as PIL arrays moved to the GPU
+        (big[:, 20:320, 5:510], s),            # a big box: scales 9.4 and 15.8, up to 33 taps per axis
+        (image, (size + 13, size + 40, 6, 20)),  # evaluation: resize the whole image, keep a window
+        (hwc, (size, size + 5, 0, 5)),
+    ]
+    return [c[0] for c in cases], [c[1] for c in cases]
+
+
+def assert_matches_per_image_pytorch(device: str, size: int) -> None:
+    images, specs = crop_cases(device, size)
+    out = gpu_crop_module().crop_resize(images, specs, size)
+    assert out.shape == (len(images), 3, size, size) and out.dtype == torch.float32 and out.device == images[0].device
+    for i, (image, spec) in enumerate(zip(images, specs)):
+        reference = crop_resize_one(image, spec, size)[0]
+        error = (out[i] - reference).abs().max().item()
+        assert error < TOLERANCE, f"case {i} ({tuple(image.shape)}, {spec}): max error {error}"
+        assert float(reference.std()) > 1.0  # the cases are not flat, so a wrong window would show
+
+
+# ----------------------------------------------------------------------------------------------------
+# CPU: the table, the fallback choice, the interpreter (subprocess), the compiler for sm_90
+# ----------------------------------------------------------------------------------------------------
+@needs_triton
+def test_table_holds_pointers_strides_sizes_and_specs():
+    from ecanet.gpu_crop import TABLE_COLUMNS, crop_table
+    image = torch.zeros(3, 50, 60, dtype=torch.uint8)
+    view = image[:, 5:25, 7:47]
+    table = crop_table([view, image], [(32, 32, 0, 0), (40, 48, 4, 8)])
+    assert table.shape == (2, TABLE_COLUMNS) and table.dtype == torch.int64
+    assert table[0].tolist() == [view.data_ptr(), 3000, 60, 1, 20, 40, 32, 32, 0, 0]
+    assert table[0, 0] - table[1, 0] == 5 * 60 + 7
+    assert table[1].tolist()[1:] == [3000, 60, 1, 50, 60, 40, 48, 4, 8]
+    with pytest.raises(ValueError, match="uint8"):
+        crop_table([image.float()], [(32, 32, 0, 0)])
+
+
+@pytest.mark.skipif(INTERPRETED, reason="under the interpreter the kernel runs on the CPU")
+def test_cpu_without_interpreter_uses_pytorch_per_image():
+    assert not batched_crop_available(torch.device("cpu"))
+    assert GpuAugment(32, IMAGENET_MEAN, IMAGENET_STD, torch.device("cpu")).batched_crop is False
+
+
+@needs_triton
+@pytest.mark.skipif(INTERPRETED, reason="this is the subprocess's parent")
+@pytest.mark.skipif(interpreter_rejects_numpy(), reason="this Triton's interpreter does not run with NumPy >= 2.5")
+def test_triton_interpreter():
+    env = {**os.environ, "TRITON_INTERPRET": "1"}
+    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-k", "interpreter",
+                             str(Path(__file__).resolve())], cwd=Path(__file__).resolve().parents[1], env=env,
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-5000:] + result.stderr[-2000:]
+    assert "3 passed" in result.stdout and "failed" not in result.stdout, result.stdout[-2000:]
+
+
+@interpreter_only
+@pytest.mark.parametrize("size", [32, 24])
+def test_interpreter_kernel_matches_per_image_pytorch(size):
+    assert_matches_per_image_pytorch("cpu", size)
+
+
+@interpreter_only
+def test_interpreter_gpu_augment_same_batches_with_and_without_kernel(tmp_path):
+    """The whole GPU-share pipeline (decode, crop, resize, flip, normalise) on decoded JPEGs, training
+    and evaluation plans: the kernel gives the per-image path's batches."""
+    make_photo_folder(tmp_path)
+    for train in (True, False):
+        dataset = EncodedImageFolder(str(tmp_path / ("train" if train else "val")), train, 48, 55)
+        batch = collate_encoded([dataset[(i, sample_seed(3, 0, i))] for i in range(len(dataset))])
+        kernel = GpuAugment(48, IMAGENET_MEAN, IMAGENET_STD, torch.device("cpu"))
+        per_image = GpuAugment(48, IMAGENET_MEAN, IMAGENET_STD, torch.device("cpu"), batched_crop=False)
+        assert kernel.batched_crop and not per_image.batched_crop
+        got, expected = kernel(*batch[:4]), per_image(*batch[:4])
+        assert got.shape == expected.shape == (12, 3, 48, 48)
+        assert (got - expected).abs().max() < TOLERANCE / 255 / min(IMAGENET_STD)
+
+
+@needs_triton
+@pytest.mark.skipif(INTERPRETED, reason="compiles for the GPU")
+def test_kernel_compiles_for_sm90():
+    """Triton's real compiler (ptxas included) accepts the kernel for Hopper, without a GPU."""
+    from ecanet import gpu_crop
+    compile_triton_for_sm90(gpu_crop._crop_resize_kernel, {"table_ptr": "*i64", "out_ptr": "*fp32", "S": "i32"},
+                            {"TABLE_COLUMNS": gpu_crop.TABLE_COLUMNS, "BLOCK": gpu_crop.BLOCK_PIXELS})
+
+
+# ----------------------------------------------------------------------------------------------------
+# GPU
+# ----------------------------------------------------------------------------------------------------
+@pytest.mark.gpu
+@needs_cuda
+@pytest.mark.parametrize("size", [224, 32])
+def test_cuda_kernel_matches_per_image_pytorch(size):
+    assert_matches_per_image_pytorch("cuda", size)
+
+
+@pytest.mark.gpu
+@needs_cuda
+def test_gpu_augment_uses_the_kernel_on_cuda():
+    assert GpuAugment(32, IMAGENET_MEAN, IMAGENET_STD, torch.device("cuda")).batched_crop is True
