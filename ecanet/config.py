@@ -64,8 +64,8 @@ def _add_data_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--gpu-decode-share", type=float, default=DEFAULT_GPU_DECODE_SHARE, metavar="F",
                    help="with --decode gpu: the fraction of images nvJPEG decodes; CPU workers decode and crop "
                         "the rest, both at once. Lower it where the GPU's decoding is the slower side (default "
-                        "1; on an H200 with 16 cores 0.7 trained fastest, 0.91-0.93x of synthetic-data speed "
-                        "against 0.85-0.89x at 1 and 0.76-0.84x at 0.5, docs/benchmarks.md)")
+                        "1; on H200 hosts with 16 cores 0.7 trained fastest, 0.91-0.93x of synthetic-data speed, "
+                        "against 0.74-0.89x at 1 and 0.76-0.84x at 0.5 on other machines, docs/benchmarks.md)")
     g.add_argument("--region-decode", action=argparse.BooleanOptionalAction, default=True,
                    help="CPU workers decode a training JPEG only inside its RandomResizedCrop box (--decode cpu "
                         "with --augment rrc, and --decode gpu's CPU share): the same pixels as decoding it whole "

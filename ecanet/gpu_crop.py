@@ -43,6 +43,7 @@ INTERPRETER = os.environ.get("TRITON_INTERPRET", "0") == "1"
 TABLE_COLUMNS = 10
 BLOCK_PIXELS = 512   # output pixels per program: 4 per thread with 4 warps; each does its 3 channels
 NUM_WARPS = 4
+MAX_SIZE = 5792      # crops up to 5792 x 5792: cdiv(S * S, BLOCK_PIXELS) programs fit CUDA's grid limit of 65535
 
 
 @triton.jit
@@ -55,7 +56,7 @@ def _axis_span(index, offset, in_size, scale):
     shrinking (scale > 1) the support and the triangle are stretched by the scale, which is the antialiasing.
     """
     stretch = tl.where(scale >= 1.0, scale, 1.0)
-    inv_stretch = 1.0 / stretch
+    inv_stretch = tl.math.div_rn(1.0, stretch)                          # exact, as ATen's float division
     center = scale * ((index + offset).to(tl.float32) + 0.5)
     first = tl.maximum((center - stretch + 0.5).to(tl.int32), 0)          # truncation, as C++'s cast
     count = tl.minimum((center + stretch + 0.5).to(tl.int32), in_size) - first
@@ -84,8 +85,11 @@ def _crop_resize_kernel(table_ptr, out_ptr, S, TABLE_COLUMNS: tl.constexpr, BLOC
     out_w = tl.load(row + 7).to(tl.int32)
     offset_y = tl.load(row + 8).to(tl.int32)
     offset_x = tl.load(row + 9).to(tl.int32)
-    scale_y = in_h.to(tl.float32) / out_h.to(tl.float32)                 # input pixels per output pixel
-    scale_x = in_w.to(tl.float32) / out_w.to(tl.float32)
+    # Input pixels per output pixel, rounded exactly as ATen's float division: a plain ``/`` compiles to
+    # an approximate division on the GPU, and an error of one unit in the last place of the scale grows
+    # with the output index (about 1e-2 of a grey level at the far edge of a 224-pixel crop)
+    scale_y = tl.math.div_rn(in_h.to(tl.float32), out_h.to(tl.float32))
+    scale_x = tl.math.div_rn(in_w.to(tl.float32), out_w.to(tl.float32))
     # An upper bound on every span's count (count <= 2 * stretch + 1), the same for the whole image
     taps_y = (2.0 * tl.maximum(scale_y, 1.0)).to(tl.int32) + 2
     taps_x = (2.0 * tl.maximum(scale_x, 1.0)).to(tl.int32) + 2
@@ -108,13 +112,13 @@ def _crop_resize_kernel(table_ptr, out_ptr, S, TABLE_COLUMNS: tl.constexpr, BLOC
     green = tl.zeros((BLOCK,), dtype=tl.float32)
     blue = tl.zeros((BLOCK,), dtype=tl.float32)
     for ty in range(0, taps_y):
-        weight_y = _tap_weight(ty, first_y, count_y, center_y, inv_y) / total_y
+        weight_y = tl.math.div_rn(_tap_weight(ty, first_y, count_y, center_y, inv_y), total_y)
         line = src + (first_y + ty).to(tl.int64) * row_stride                # (BLOCK,) pointers
         row_red = tl.zeros((BLOCK,), dtype=tl.float32)
         row_green = tl.zeros((BLOCK,), dtype=tl.float32)
         row_blue = tl.zeros((BLOCK,), dtype=tl.float32)
         for tx in range(0, taps_x):
-            weight_x = _tap_weight(tx, first_x, count_x, center_x, inv_x) / total_x
+            weight_x = tl.math.div_rn(_tap_weight(tx, first_x, count_x, center_x, inv_x), total_x)
             pixel = line + (first_x + tx).to(tl.int64) * pixel_stride
             valid = in_crop & (ty < count_y) & (tx < count_x)
             row_red += weight_x * tl.load(pixel, mask=valid, other=0).to(tl.float32)
@@ -135,13 +139,20 @@ CropSpec = tuple[int, int, int, int]
 the offsets. Training crops: ``(S, S, 0, 0)``; evaluation: ``(resize_h, resize_w, top, left)``."""
 
 
-def crop_table(images: Sequence[torch.Tensor], specs: Sequence[CropSpec]) -> torch.Tensor:
+def crop_table(images: Sequence[torch.Tensor], specs: Sequence[CropSpec], size: int) -> torch.Tensor:
     """The kernel's (N, TABLE_COLUMNS) int64 table on the CPU: each image's data pointer (bytes), its
-    channel/row/pixel strides (elements), its size and its :data:`CropSpec`."""
+    channel/row/pixel strides (elements), its size and its :data:`CropSpec`. Checks what the kernel, which
+    reads raw pointers, cannot: one spec per image, all on one device, every window inside its resize."""
+    if len(images) != len(specs):
+        raise ValueError(f"{len(images)} images but {len(specs)} crop specs")
     rows = []
     for image, (out_h, out_w, offset_y, offset_x) in zip(images, specs):
-        if image.dim() != 3 or image.shape[0] != 3 or image.dtype != torch.uint8:
-            raise ValueError(f"expected a (3, H, W) uint8 image, got {tuple(image.shape)} {image.dtype}")
+        if image.dim() != 3 or image.shape[0] != 3 or image.dtype != torch.uint8 or min(image.shape) == 0:
+            raise ValueError(f"expected a non-empty (3, H, W) uint8 image, got {tuple(image.shape)} {image.dtype}")
+        if image.device != images[0].device:
+            raise ValueError(f"images on {image.device} and {images[0].device}: one device per batch")
+        if not (0 <= offset_y <= out_h - size and 0 <= offset_x <= out_w - size):
+            raise ValueError(f"the {size}x{size} window at ({offset_y}, {offset_x}) is not inside {out_h}x{out_w}")
         rows.append([image.data_ptr(), *image.stride(), image.shape[1], image.shape[2],
                      out_h, out_w, offset_y, offset_x])
     return torch.tensor(rows, dtype=torch.int64).view(-1, TABLE_COLUMNS)
@@ -154,7 +165,9 @@ def crop_resize(images: Sequence[torch.Tensor], specs: Sequence[CropSpec], size:
         raise ValueError("crop_resize needs at least one image")
     device = images[0].device
     out = torch.empty(len(images), 3, size, size, dtype=torch.float32, device=device)   # (N, 3, S, S)
-    table = crop_table(images, specs)
+    if size > MAX_SIZE:
+        raise ValueError(f"crop size {size} is above {MAX_SIZE}: the kernel's grid would pass CUDA's limit")
+    table = crop_table(images, specs, size)
     if device.type == "cuda":
         table = table.pin_memory().to(device, non_blocking=True)
     grid = (len(images), triton.cdiv(size * size, BLOCK_PIXELS))
