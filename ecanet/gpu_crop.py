@@ -14,10 +14,10 @@ and the offsets cut the centre crop. Each output pixel needs only its own filter
 computes the S x S pixels of the crop straight from the source, with PyTorch's antialiasing weights
 (triangle filter stretched by the shrink factor, normalised per axis; see :func:`_axis_span`).
 
-Why a hand-written kernel: per image, PyTorch launched a conversion and a resize of about 10-15 us each,
-and the decode thread spent about 25 us of Python per image holding the interpreter lock that the
-training loop needs. For a 256-image batch that was 512 tiny kernels that fill little of the GPU, and
-about 6 ms per step of the training thread's time (runs 6 and 10, docs/benchmarks.md). torchvision has no
+Why a hand-written kernel: per image, PyTorch launched a conversion and a resize of about 9 and 15 us
+(run 6), and the decode thread ran Python holding the interpreter lock that the training loop needs. For a
+256-image batch that was 512 tiny kernels that fill little of the GPU, and 6.6 ms of the calling thread's
+CPU time against 0.5 ms for this kernel (run 14, docs/benchmarks.md). torchvision has no
 batched crop-resize for images of different sizes (``roi_align`` takes one padded batch and averages
 instead of PyTorch's antialiasing filter). One launch per batch replaces them all.
 
@@ -87,7 +87,7 @@ def _crop_resize_kernel(table_ptr, out_ptr, S, TABLE_COLUMNS: tl.constexpr, BLOC
     offset_x = tl.load(row + 9).to(tl.int32)
     # Input pixels per output pixel, rounded exactly as ATen's float division: a plain ``/`` compiles to
     # an approximate division on the GPU, and an error of one unit in the last place of the scale grows
-    # with the output index (about 1e-2 of a grey level at the far edge of a 224-pixel crop)
+    # with the output index (1.3e-2 of a grey level at the edge of a 224-pixel crop, docs/benchmarks.md)
     scale_y = tl.math.div_rn(in_h.to(tl.float32), out_h.to(tl.float32))
     scale_x = tl.math.div_rn(in_w.to(tl.float32), out_w.to(tl.float32))
     # An upper bound on every span's count (count <= 2 * stretch + 1), the same for the whole image
