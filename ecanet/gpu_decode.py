@@ -231,6 +231,7 @@ class GpuAugment:
         self._decode_jpeg, self._rgb = decode_jpeg, ImageReadMode.RGB
         self.img_size, self.device, self.channels_last = img_size, device, channels_last
         self.batched_crop = batched_crop_available(device) if batched_crop is None else batched_crop
+        self._crop_resize = gpu_crop_module().crop_resize if self.batched_crop else None   # looked up once
         self.scale = (1.0 / (255.0 * torch.tensor(std, device=device))).view(1, 3, 1, 1)      # (1, 3, 1, 1)
         self.shift = (-torch.tensor(mean, device=device) / torch.tensor(std, device=device)).view(1, 3, 1, 1)
 
@@ -305,8 +306,8 @@ class GpuAugment:
         specs = [(resize_h, resize_w, top, left) if resize_h else (*size, 0, 0)
                  for top, left, _, _, _, resize_h, resize_w, _ in plan_rows]
         images = self.decode(jpegs, boxes)
-        if self.batched_crop:
-            return gpu_crop_module().crop_resize(images, specs, size[0])
+        if self._crop_resize is not None:
+            return self._crop_resize(images, specs, size[0])
         return torch.cat([crop_resize_one(image, spec, size[0]) for image, spec in zip(images, specs)])
 
 
