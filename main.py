@@ -31,9 +31,10 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 import models
 from ecanet import checkpoint as ckpt
-from ecanet.config import config_to_yaml_dict, parse_config, write_config
+from ecanet.config import AUTO, CUDA_GRAPH_COMPILE_MODES, config_to_yaml_dict, parse_config, write_config
 from ecanet.data import (IMAGENET_MEAN, IMAGENET_STD, NO_DATASET_MESSAGE, DataBundle, GpuDecodeOptions,
-                         SyntheticLoader, build_data, build_train_transform, build_val_transform, default_workers)
+                         SyntheticLoader, build_data, build_train_transform, build_val_transform, default_workers,
+                         resolve_gpu_share)
 from ecanet.distributed import (DistInfo, PreemptionHandler, all_gather_objects, any_rank, barrier,
                                 broadcast_object, cleanup, init_distributed)
 from ecanet.engine import EpochPosition, NonFiniteLossError, Precision, evaluate, train_one_epoch
@@ -114,8 +115,11 @@ def validate_options(args: argparse.Namespace) -> None:
         raise ConfigError("--decode gpu decodes JPEGs with nvJPEG and needs a CUDA GPU. Use --decode cpu.")
     if args.gpu_decode_threads < 1:
         raise ConfigError(f"--gpu-decode-threads must be at least 1, got {args.gpu_decode_threads}.")
-    if not 0.0 <= args.gpu_decode_share <= 1.0:
+    if args.gpu_decode_share != AUTO and not 0.0 <= args.gpu_decode_share <= 1.0:
         raise ConfigError(f"--gpu-decode-share must be a fraction between 0 and 1, got {args.gpu_decode_share}.")
+    if args.compile_mode != "default" and not args.compile:
+        raise ConfigError(f"--compile-mode {args.compile_mode} applies to torch.compile; add --compile or drop "
+                          f"--compile-mode.")
     if args.decode == "gpu" and (args.augment != "rrc" or args.random_erasing > 0):
         raise ConfigError("--decode gpu implements the paper's augmentation (RandomResizedCrop + flip) only; "
                           "use --decode cpu for --augment crop or --random-erasing.")
@@ -223,9 +227,11 @@ def _device_normalize(args: argparse.Namespace) -> tuple[Sequence[float], Sequen
 def _gpu_decode_options(args: argparse.Namespace) -> GpuDecodeOptions | None:
     if args.decode != "gpu":
         return None
+    share = resolve_gpu_share(args.gpu_decode_share, args.workers)
+    if args.gpu_decode_share == AUTO:
+        log.info("--gpu-decode-share auto: nvJPEG decodes %g of the images with %d workers", share, args.workers)
     return GpuDecodeOptions(args.img_size, args.val_resize, args.min_crop_scale, args.hflip, **_normalisation(args),
-                            channels_last=args.channels_last, gpu_share=args.gpu_decode_share,
-                            decode_threads=args.gpu_decode_threads)
+                            channels_last=args.channels_last, gpu_share=share, decode_threads=args.gpu_decode_threads)
 
 
 def _train_transform(args: argparse.Namespace) -> Any:
@@ -293,7 +299,7 @@ class Trainer:
             model = nn.parallel.DistributedDataParallel(model, device_ids=device_ids, broadcast_buffers=False,
                                                         gradient_as_bucket_view=True)
         if self.args.compile:
-            model = torch.compile(model)
+            model = torch.compile(model, mode=self.args.compile_mode)
         return model
 
     def sync_buffers(self) -> None:
@@ -538,6 +544,10 @@ def run(args: argparse.Namespace) -> int:
     info = init_distributed(args.device, args.dist_backend, args.gpu, args.world_size)
     try:
         setup_logging(info, args.debug)
+        if info.distributed and args.compile and args.compile_mode in CUDA_GRAPH_COMPILE_MODES:
+            raise ConfigError(f"--compile-mode {args.compile_mode} (CUDA graphs) is not supported with several "
+                              f"processes: DDP's hooks run between the graphs, and this is untested. Use "
+                              f"--compile-mode default for multi-GPU runs.")
         if args.workers is None:
             args.workers = default_workers(info.local_world_size)
         if args.seed is None:

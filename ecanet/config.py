@@ -20,14 +20,32 @@ AMP_CHOICES = ("off", "bf16", "fp16")
 SCHEDULES = ("step", "cosine")
 AUGMENTATIONS = ("rrc", "crop")
 DECODERS = ("cpu", "gpu")
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")  # torch.compile's
+CUDA_GRAPH_COMPILE_MODES = ("reduce-overhead", "max-autotune")  # the modes that replay CUDA graphs
 ECA_IMPLEMENTATIONS = ("auto", "fused", "plain")
 DEVICES = ("auto", "cuda", "cpu")
 MAX_AUTO_WORKERS = 16  # the official scripts' -j default
-DEFAULT_GPU_DECODE_SHARE = 1.0    # --decode gpu: fraction of images nvJPEG decodes, the rest by CPU workers
+AUTO = "auto"
+DEFAULT_GPU_DECODE_SHARE = AUTO   # --decode gpu: fraction of images nvJPEG decodes, the rest by CPU workers
+# What 'auto' picks (ecanet.data.resolve_gpu_share). On one-H200 hosts with 16 cores, shares 0.6-0.8 trained at
+# 0.88-0.94x of synthetic-data speed and share 1 at 0.74-0.89x (docs/benchmarks.md, runs 14-21). A CPU share of
+# 0.3 at ~6,600 img/s is ~2,000 crops/s, ~7 workers at the ~290 crops/s one worker made there (run 12).
+AUTO_GPU_DECODE_SHARE = 0.7
+MIN_WORKERS_FOR_CPU_SHARE = 8     # fewer workers: 'auto' sends every image to the GPU
 DEFAULT_GPU_DECODE_THREADS = 4    # --decode gpu: batches in flight in the main process's decode threads
 
 # Options that are written to / read from config files under another name than their dest.
 _POSITIONAL_DATA = "data"
+
+
+def fraction_or_auto(text: str | float) -> float | str:
+    """``--gpu-decode-share``'s type: a number, or 'auto'."""
+    if isinstance(text, str) and text.strip().lower() == AUTO:
+        return AUTO
+    return float(text)
+
+
+fraction_or_auto.__name__ = "number or 'auto'"  # how argparse and config errors name the expected value
 
 
 def _add_data_options(p: argparse.ArgumentParser) -> None:
@@ -58,14 +76,15 @@ def _add_data_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--decode", choices=DECODERS, default="cpu",
                    help="where JPEGs are decoded and augmented: 'cpu' (default: PIL in workers, the official "
                         "pipeline's exact pixels, on any machine) or 'gpu' (nvJPEG + augmentation on the GPU; "
-                        "pixels differ slightly). On an H200 with 16 cores 'gpu' trained fastest, at 0.74-0.93x "
-                        "of synthetic-data speed against 0.55-0.79x for CPU decoding: the cores are too few, and "
-                        "nvJPEG slows down while training keeps the GPU busy (docs/benchmarks.md)")
-    g.add_argument("--gpu-decode-share", type=float, default=DEFAULT_GPU_DECODE_SHARE, metavar="F",
-                   help="with --decode gpu: the fraction of images nvJPEG decodes; CPU workers decode and crop "
-                        "the rest, both at once. Lower it where the GPU's decoding is the slower side (default "
-                        "1; on H200 hosts with 16 cores 0.7 trained fastest, 0.91-0.93x of synthetic-data speed, "
-                        "against 0.74-0.89x at 1 and 0.76-0.84x at 0.5 on other machines, docs/benchmarks.md)")
+                        "pixels differ slightly). On an H200 with 16 cores 'gpu' trained fastest, at 0.88-0.92x "
+                        "of synthetic-data speed with the default share against 0.55-0.90x for CPU decoding: the "
+                        "cores are too few, and nvJPEG's work takes GPU time from training (docs/benchmarks.md)")
+    g.add_argument("--gpu-decode-share", type=fraction_or_auto, default=DEFAULT_GPU_DECODE_SHARE, metavar="F",
+                   help=f"with --decode gpu: the fraction of images nvJPEG decodes; CPU workers decode and crop "
+                        f"the rest, both at once. 'auto' (default): {AUTO_GPU_DECODE_SHARE} with at least "
+                        f"{MIN_WORKERS_FOR_CPU_SHARE} workers, else 1. On one-H200 hosts with 16 cores shares "
+                        f"0.6-0.8 trained at 0.88-0.94x of synthetic-data speed, share 1 at 0.74-0.89x "
+                        f"(docs/benchmarks.md)")
     g.add_argument("--region-decode", action=argparse.BooleanOptionalAction, default=True,
                    help="CPU workers decode a training JPEG only inside its RandomResizedCrop box (--decode cpu "
                         "with --augment rrc, and --decode gpu's CPU share): the same pixels as decoding it whole "
@@ -142,6 +161,11 @@ def _add_speed_options(p: argparse.ArgumentParser) -> None:
                    help="mixed precision: bf16 autocast, fp16 autocast + gradient scaler, or off (paper)")
     g.add_argument("--channels-last", action="store_true", help="NHWC memory format (faster on GPUs)")
     g.add_argument("--compile", action="store_true", help="torch.compile the model")
+    g.add_argument("--compile-mode", choices=COMPILE_MODES, default="default",
+                   help="with --compile: torch.compile's mode. 'reduce-overhead' replays the model's forward and "
+                        "backward as CUDA graphs, so a step costs the main process little CPU time; single-process "
+                        "runs only. On an H200 it trained eca_resnet50 1%% faster on synthetic data but 7%% slower "
+                        "with --decode gpu, whose decoding then gets less of the GPU (docs/benchmarks.md)")
     g.add_argument("--sync-bn", action="store_true", help="SyncBatchNorm across processes")
     g.add_argument("--deterministic", action="store_true",
                    help="deterministic algorithms (bit-identical resume on CPU; slower on GPU)")

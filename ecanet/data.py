@@ -29,7 +29,8 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from torchvision import datasets, transforms
 from torchvision.transforms import functional as TF
 
-from .config import DEFAULT_GPU_DECODE_SHARE, DEFAULT_GPU_DECODE_THREADS, MAX_AUTO_WORKERS
+from .config import (AUTO, AUTO_GPU_DECODE_SHARE, DEFAULT_GPU_DECODE_THREADS, MAX_AUTO_WORKERS,
+                     MIN_WORKERS_FOR_CPU_SHARE)
 from .errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
@@ -510,8 +511,16 @@ class GpuDecodeOptions:
     mean: Sequence[float]
     std: Sequence[float]
     channels_last: bool
-    gpu_share: float = DEFAULT_GPU_DECODE_SHARE
+    gpu_share: float = 1.0
     decode_threads: int = DEFAULT_GPU_DECODE_THREADS
+
+
+def resolve_gpu_share(share: float | str, workers: int) -> float:
+    """``--gpu-decode-share`` as a number: 'auto' is :data:`AUTO_GPU_DECODE_SHARE` where there are at least
+    :data:`MIN_WORKERS_FOR_CPU_SHARE` loader workers to decode the CPU share, else 1 (every image on the GPU)."""
+    if share != AUTO:
+        return float(share)
+    return AUTO_GPU_DECODE_SHARE if workers >= MIN_WORKERS_FOR_CPU_SHARE else 1.0
 
 
 def _gpu_image_folder(root: Path, split: str, train: bool, options: GpuDecodeOptions,

@@ -11,11 +11,13 @@ the images are decoded and cropped by the worker with PIL, exactly as ``--decode
 a ready ``(B, 3, S, S)`` tensor. Decoding runs on side CUDA streams in background threads, ahead of the
 training step.
 
-Why a split exists: where the GPU's JPEG decoding is the slower side (GPUs without JPEG engines, or hosts
-with many cores per GPU), the CPU workers can take part of the work, as DALI's ``hw_decoder_load`` does. On
-an H200 with 16 cores the JPEG engines are much faster than the cores (loader alone: 15,037 img/s with
-every image on the GPU, 6,012-6,953 with ``--decode cpu``, mixed shares in between; docs/benchmarks.md), so
-the default sends every image to the GPU. Which images go where depends on the sample index only.
+Why a split exists: nvJPEG's work beside training takes GPU time from the training step, and where the
+GPU's JPEG decoding is the slower side (GPUs without JPEG engines), the CPU workers can take part of the
+work, as DALI's ``hw_decoder_load`` does. On an H200 with 16 cores the JPEG engines alone are much faster
+than the cores (loader alone: 15,037 img/s with every image on the GPU, 6,012-6,953 with ``--decode cpu``),
+yet training ran faster with 0.6-0.8 of the images on the GPU than with all of them (docs/benchmarks.md,
+runs 17-22), so the default share ('auto', :func:`ecanet.data.resolve_gpu_share`) is 0.7 where there are
+enough workers. Which images go where depends on the sample index only.
 
 Broken files: one whose header cannot be read is skipped and counted by the worker on either side. A JPEG
 whose header reads but whose data nvJPEG and PIL both reject only surfaces on the GPU side; it is replaced
@@ -48,7 +50,7 @@ from torchvision import datasets
 from torchvision.transforms import RandomResizedCrop
 from torchvision.transforms import functional as TF
 
-from .config import DEFAULT_GPU_DECODE_SHARE, DEFAULT_GPU_DECODE_THREADS
+from .config import DEFAULT_GPU_DECODE_THREADS
 from .data import (UNREADABLE_ERRORS, RegionDecoder, decode_box, is_decodable_jpeg, load_readable, pil_rgb_loader,
                    read_file_and_header, seeded_cpu_rng)
 
@@ -146,7 +148,7 @@ class EncodedImageFolder(datasets.ImageFolder):
     a training JPEG made here is decoded only inside its crop box (:class:`RegionDecoder`)."""
 
     def __init__(self, root: str, train: bool, img_size: int, val_resize: int, min_crop_scale: float = 0.08,
-                 hflip: float = 0.5, gpu_share: float = DEFAULT_GPU_DECODE_SHARE, region_decode: bool = False) -> None:
+                 hflip: float = 0.5, gpu_share: float = 1.0, region_decode: bool = False) -> None:
         super().__init__(root)
         self.train, self.img_size, self.val_resize = train, img_size, val_resize
         self.min_crop_scale, self.hflip, self.gpu_share = min_crop_scale, hflip, gpu_share

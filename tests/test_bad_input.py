@@ -69,6 +69,8 @@ def test_train_and_val_with_different_classes(dataset, capsys):
     (["--decode", "gpu"], ["needs a CUDA GPU"]),
     (["--gpu-decode-share", "1.5"], ["--gpu-decode-share must be a fraction between 0 and 1"]),
     (["--gpu-decode-threads", "0"], ["--gpu-decode-threads must be at least 1"]),
+    (["--compile-mode", "reduce-overhead"], ["--compile-mode reduce-overhead applies to torch.compile",
+                                              "add --compile"]),
 ])
 def test_impossible_options(dataset, capsys, options, phrases):
     _fails_cleanly([dataset, *SMALL_RUN, *options], capsys, *phrases)
@@ -168,3 +170,14 @@ def test_more_than_one_percent_corrupt_stops_the_run(tmp_path, capsys):
                              capsys, "more than 1%", "unreadable")
     assert "Fix or remove" in message
     assert not list(out.glob("*.pth"))
+
+
+def test_cuda_graph_compile_modes_are_refused_with_several_processes(dataset, capsys, monkeypatch):
+    """DDP with --compile-mode reduce-overhead is refused before anything is built (as if under torchrun with
+    two processes; no process group is started)."""
+    import main
+    from ecanet.distributed import DistInfo
+    monkeypatch.setattr(main, "init_distributed", lambda *args: DistInfo(rank=0, world_size=2))
+    _fails_cleanly([dataset, *SMALL_RUN, "--compile", "--compile-mode", "reduce-overhead", "--output",
+                    dataset.parent / "run"], capsys, "not supported with several processes", "--compile-mode default")
+    assert not (dataset.parent / "run").exists()

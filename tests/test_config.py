@@ -103,3 +103,22 @@ def test_light_main_has_the_mobilenet_recipe():
         ("eca_mobilenet_v2", 96, 0.045, 96, 4e-5, 400)
     assert (args.sched, args.lr_decay_epochs, args.lr_decay_rate) == ("step", 1, 0.98)
     assert parse_config(["DATA", "--lr", "0.09"], defaults=MOBILENET_RECIPE).lr == 0.09
+
+
+def test_gpu_decode_share_takes_a_number_or_auto(tmp_path, capsys):
+    assert parse_config(["DATA"]).gpu_decode_share == "auto"
+    assert parse_config(["DATA", "--gpu-decode-share", "0.25"]).gpu_decode_share == 0.25
+    assert parse_config(["DATA", "--gpu-decode-share", "AUTO"]).gpu_decode_share == "auto"
+    for value in ("auto", "0.6", "1"):
+        (tmp_path / "c.yaml").write_text(f"gpu-decode-share: {value}\n")
+        assert parse_config(["--config", str(tmp_path / "c.yaml")]).gpu_decode_share == \
+            ("auto" if value == "auto" else float(value))
+    (tmp_path / "c.yaml").write_text("gpu-decode-share: most\n")
+    with pytest.raises(ConfigError, match="'gpu-decode-share' must be a number or 'auto'"):
+        parse_config(["--config", str(tmp_path / "c.yaml")])
+    with pytest.raises(SystemExit) as exit_info:
+        parse_config(["DATA", "--gpu-decode-share", "most"])
+    assert exit_info.value.code == 2 and "invalid number or 'auto' value: 'most'" in capsys.readouterr().err
+    # a saved run's config.yaml keeps 'auto' and reads back
+    write_config(parse_config(["DATA"]), tmp_path / "config.yaml")
+    assert parse_config(["--config", str(tmp_path / "config.yaml")]).gpu_decode_share == "auto"

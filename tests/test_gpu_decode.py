@@ -9,7 +9,7 @@ from PIL import Image
 
 from ecanet.data import (IMAGENET_MEAN, IMAGENET_STD, RegionCropImageFolder, RegionDecoder, RobustImageFolder,
                          build_train_transform, build_val_transform, pil_rgb_loader, region_decode_available,
-                         sample_seed)
+                         resolve_gpu_share, sample_seed)
 from imagefolder import make_photo_folder
 from ecanet.gpu_decode import (READY_COLUMN, EncodedImageFolder, GpuAugment, collate_encoded, decoded_on_gpu,
                                read_payload, train_crop_plan, val_crop_plan)
@@ -73,6 +73,14 @@ def test_split_batches_merge_in_order(photo_folder):
     assert 0 < int(on_gpu.sum()) < len(mixed)
     assert torch.equal(mixed[on_gpu], all_gpu[on_gpu]) and torch.equal(mixed[~on_gpu], all_cpu[~on_gpu])
     assert torch.equal(targets, targets_gpu)
+
+
+def test_auto_share_leaves_part_to_the_workers_only_where_there_are_enough():
+    assert resolve_gpu_share("auto", 15) == 0.7    # the measured best on 16-core H200 hosts (runs 17-22)
+    assert resolve_gpu_share("auto", 8) == 0.7
+    assert resolve_gpu_share("auto", 7) == 1.0     # too few workers to decode 30 % of the images
+    assert resolve_gpu_share("auto", 0) == 1.0
+    assert resolve_gpu_share(0.25, 15) == 0.25 and resolve_gpu_share(1.0, 0) == 1.0
 
 
 def test_gpu_share_is_the_fraction_of_indices_sent_to_nvjpeg():

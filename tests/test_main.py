@@ -114,6 +114,17 @@ def test_synthetic_data_and_schedule(tmp_path):
     assert rows[1]["lr"] < 0.4 * 0.5
 
 
+def test_compile_mode_reaches_torch_compile(tmp_path, monkeypatch):
+    """--compile-mode is handed to torch.compile (recorded here; the model runs uncompiled to stay fast)."""
+    modes = []
+    monkeypatch.setattr(torch, "compile", lambda model, **kwargs: modes.append(kwargs.get("mode")) or model)
+    assert run_main(["--synthetic", "--synthetic-size", "32", "--num-classes", "4", "-a", "resnet18", "--epochs", "1",
+                     "-b", "16", "--img-size", "32", "--output", tmp_path / "c", "--compile",
+                     "--compile-mode", "max-autotune-no-cudagraphs"]) == 0
+    assert modes == ["max-autotune-no-cudagraphs"]
+    assert yaml.safe_load((tmp_path / "c" / "config.yaml").read_text())["compile-mode"] == "max-autotune-no-cudagraphs"
+
+
 def test_help_lists_the_options(capsys):
     with pytest.raises(SystemExit) as exit_info:  # argparse prints the help and exits
         run_main(["--help"])
