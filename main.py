@@ -36,7 +36,7 @@ from ecanet.data import (IMAGENET_MEAN, IMAGENET_STD, NO_DATASET_MESSAGE, DataBu
                          SyntheticLoader, build_data, build_train_transform, build_val_transform, default_workers,
                          resolve_gpu_share)
 from ecanet.distributed import (DistInfo, PreemptionHandler, all_gather_objects, any_rank, barrier,
-                                broadcast_object, cleanup, init_distributed)
+                                broadcast_object, cleanup, init_distributed, launcher_world_size)
 from ecanet.engine import EpochPosition, NonFiniteLossError, Precision, evaluate, train_one_epoch
 from ecanet.errors import (EXIT_DIVERGED, EXIT_OK, EXIT_PREEMPTED, EXIT_SAVE_FAILED, ConfigError,
                            UserError)
@@ -120,6 +120,10 @@ def validate_options(args: argparse.Namespace) -> None:
     if args.compile_mode != "default" and not args.compile:
         raise ConfigError(f"--compile-mode {args.compile_mode} applies to torch.compile; add --compile or drop "
                           f"--compile-mode.")
+    if args.compile and args.compile_mode in CUDA_GRAPH_COMPILE_MODES and launcher_world_size() > 1:
+        raise ConfigError(f"--compile-mode {args.compile_mode} (CUDA graphs) is not supported with several "
+                          f"processes: DDP's hooks run between the graphs, and this is untested. Use "
+                          f"--compile-mode default for multi-GPU runs.")
     if args.decode == "gpu" and (args.augment != "rrc" or args.random_erasing > 0):
         raise ConfigError("--decode gpu implements the paper's augmentation (RandomResizedCrop + flip) only; "
                           "use --decode cpu for --augment crop or --random-erasing.")
@@ -224,14 +228,22 @@ def _device_normalize(args: argparse.Namespace) -> tuple[Sequence[float], Sequen
     return norm["mean"], norm["std"], args.channels_last
 
 
+def resolve_auto_share(args: argparse.Namespace) -> None:
+    """With --decode gpu, replace --gpu-decode-share auto by the number it means here (once the worker count
+    is known), so that the run's config.yaml records it and a resumed run keeps it."""
+    if args.decode == "gpu" and args.gpu_decode_share == AUTO:
+        args.gpu_decode_share = resolve_gpu_share(AUTO, args.workers)
+        log.info("--gpu-decode-share auto: nvJPEG decodes %g of the images with %d workers",
+                 args.gpu_decode_share, args.workers)
+
+
 def _gpu_decode_options(args: argparse.Namespace) -> GpuDecodeOptions | None:
     if args.decode != "gpu":
         return None
-    share = resolve_gpu_share(args.gpu_decode_share, args.workers)
-    if args.gpu_decode_share == AUTO:
-        log.info("--gpu-decode-share auto: nvJPEG decodes %g of the images with %d workers", share, args.workers)
     return GpuDecodeOptions(args.img_size, args.val_resize, args.min_crop_scale, args.hflip, **_normalisation(args),
-                            channels_last=args.channels_last, gpu_share=share, decode_threads=args.gpu_decode_threads)
+                            channels_last=args.channels_last,
+                            gpu_share=resolve_gpu_share(args.gpu_decode_share, args.workers),
+                            decode_threads=args.gpu_decode_threads)
 
 
 def _train_transform(args: argparse.Namespace) -> Any:
@@ -544,12 +556,9 @@ def run(args: argparse.Namespace) -> int:
     info = init_distributed(args.device, args.dist_backend, args.gpu, args.world_size)
     try:
         setup_logging(info, args.debug)
-        if info.distributed and args.compile and args.compile_mode in CUDA_GRAPH_COMPILE_MODES:
-            raise ConfigError(f"--compile-mode {args.compile_mode} (CUDA graphs) is not supported with several "
-                              f"processes: DDP's hooks run between the graphs, and this is untested. Use "
-                              f"--compile-mode default for multi-GPU runs.")
         if args.workers is None:
             args.workers = default_workers(info.local_world_size)
+        resolve_auto_share(args)
         if args.seed is None:
             args.seed = broadcast_object(random.SystemRandom().randrange(2**31), info)
         if not args.evaluate:

@@ -28,7 +28,7 @@ MAX_AUTO_WORKERS = 16  # the official scripts' -j default
 AUTO = "auto"
 DEFAULT_GPU_DECODE_SHARE = AUTO   # --decode gpu: fraction of images nvJPEG decodes, the rest by CPU workers
 # What 'auto' picks (ecanet.data.resolve_gpu_share). On one-H200 hosts with 16 cores, shares 0.6-0.8 trained at
-# 0.88-0.94x of synthetic-data speed and share 1 at 0.74-0.89x (docs/benchmarks.md, runs 14-21). A CPU share of
+# 0.87-0.94x of synthetic-data speed and share 1 at 0.74-0.90x (docs/benchmarks.md, runs 14-22). A CPU share of
 # 0.3 at ~6,600 img/s is ~2,000 crops/s, ~7 workers at the ~290 crops/s one worker made there (run 12).
 AUTO_GPU_DECODE_SHARE = 0.7
 MIN_WORKERS_FOR_CPU_SHARE = 8     # fewer workers: 'auto' sends every image to the GPU
@@ -82,9 +82,9 @@ def _add_data_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--gpu-decode-share", type=fraction_or_auto, default=DEFAULT_GPU_DECODE_SHARE, metavar="F",
                    help=f"with --decode gpu: the fraction of images nvJPEG decodes; CPU workers decode and crop "
                         f"the rest, both at once. 'auto' (default): {AUTO_GPU_DECODE_SHARE} with at least "
-                        f"{MIN_WORKERS_FOR_CPU_SHARE} workers, else 1. On one-H200 hosts with 16 cores shares "
-                        f"0.6-0.8 trained at 0.88-0.94x of synthetic-data speed, share 1 at 0.74-0.89x "
-                        f"(docs/benchmarks.md)")
+                        f"{MIN_WORKERS_FOR_CPU_SHARE} workers, else 1; the run's config.yaml records the number used. "
+                        f"On one-H200 hosts with 16 cores shares 0.6-0.8 trained at 0.87-0.94x of synthetic-data "
+                        f"speed, share 1 at 0.74-0.90x (docs/benchmarks.md)")
     g.add_argument("--region-decode", action=argparse.BooleanOptionalAction, default=True,
                    help="CPU workers decode a training JPEG only inside its RandomResizedCrop box (--decode cpu "
                         "with --augment rrc, and --decode gpu's CPU share): the same pixels as decoding it whole "
@@ -162,10 +162,10 @@ def _add_speed_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--channels-last", action="store_true", help="NHWC memory format (faster on GPUs)")
     g.add_argument("--compile", action="store_true", help="torch.compile the model")
     g.add_argument("--compile-mode", choices=COMPILE_MODES, default="default",
-                   help="with --compile: torch.compile's mode. 'reduce-overhead' replays the model's forward and "
-                        "backward as CUDA graphs, so a step costs the main process little CPU time; single-process "
-                        "runs only. On an H200 it trained eca_resnet50 1%% faster on synthetic data but 7%% slower "
-                        "with --decode gpu, whose decoding then gets less of the GPU (docs/benchmarks.md)")
+                   help="with --compile: torch.compile's mode. 'reduce-overhead' and 'max-autotune' replay the "
+                        "model's forward and backward as CUDA graphs (single-process runs only). On an H200 "
+                        "'reduce-overhead' trained eca_resnet50 1%% faster on synthetic data but 7%% slower with "
+                        "--decode gpu (docs/benchmarks.md)")
     g.add_argument("--sync-bn", action="store_true", help="SyncBatchNorm across processes")
     g.add_argument("--deterministic", action="store_true",
                    help="deterministic algorithms (bit-identical resume on CPU; slower on GPU)")
@@ -252,6 +252,9 @@ def _coerce(key: str, value: Any, action: argparse.Action) -> Any:
             raise ConfigError(f"config key '{key}' is a switch and takes true or false, got {value!r}.")
         return value
     if value is None:
+        if action.default is not None:
+            raise ConfigError(f"config key '{key}' is empty (null); give it a value, or delete the line to use the "
+                              f"default ({action.default}).")
         return None
     convert = action.type or str
     if action.nargs not in (None, "?"):

@@ -517,7 +517,9 @@ class GpuDecodeOptions:
 
 def resolve_gpu_share(share: float | str, workers: int) -> float:
     """``--gpu-decode-share`` as a number: 'auto' is :data:`AUTO_GPU_DECODE_SHARE` where there are at least
-    :data:`MIN_WORKERS_FOR_CPU_SHARE` loader workers to decode the CPU share, else 1 (every image on the GPU)."""
+    :data:`MIN_WORKERS_FOR_CPU_SHARE` loader workers to decode the CPU share, else 1 (every image on the GPU).
+    The validation loader uses the same share; GPU and CPU crops differ slightly in their pixels, so evaluation
+    figures can differ by a hair between shares."""
     if share != AUTO:
         return float(share)
     return AUTO_GPU_DECODE_SHARE if workers >= MIN_WORKERS_FOR_CPU_SHARE else 1.0

@@ -78,6 +78,11 @@ def _first_host(nodelist: str) -> str:
     return prefix + ranges.split(",")[0].split("-")[0] if ranges else prefix
 
 
+def launcher_world_size() -> int:
+    """How many processes torchrun or srun started (1 without a launcher), before any process group exists."""
+    return _read_launcher_env()[1]
+
+
 def _read_launcher_env() -> tuple[int, int, int, int]:
     """(rank, world size, local rank, local world size) from torchrun's or SLURM's variables."""
     rank, world = _env_int("RANK"), _env_int("WORLD_SIZE")

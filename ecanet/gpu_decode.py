@@ -15,9 +15,9 @@ Why a split exists: nvJPEG's work beside training takes GPU time from the traini
 GPU's JPEG decoding is the slower side (GPUs without JPEG engines), the CPU workers can take part of the
 work, as DALI's ``hw_decoder_load`` does. On an H200 with 16 cores the JPEG engines alone are much faster
 than the cores (loader alone: 15,037 img/s with every image on the GPU, 6,012-6,953 with ``--decode cpu``),
-yet training ran faster with 0.6-0.8 of the images on the GPU than with all of them (docs/benchmarks.md,
-runs 17-22), so the default share ('auto', :func:`ecanet.data.resolve_gpu_share`) is 0.7 where there are
-enough workers. Which images go where depends on the sample index only.
+yet training ran at 0.87-0.94x of synthetic-data speed with 0.6-0.8 of the images on the GPU against
+0.74-0.90x with all of them (docs/benchmarks.md, runs 14-22), so the default share ('auto',
+:func:`ecanet.data.resolve_gpu_share`) is 0.7 where there are enough workers. Which images go where depends on the sample index only.
 
 Broken files: one whose header cannot be read is skipped and counted by the worker on either side. A JPEG
 whose header reads but whose data nvJPEG and PIL both reject only surfaces on the GPU side; it is replaced
@@ -58,7 +58,11 @@ log = logging.getLogger(__name__)
 
 READY_COLUMN = 7             # the plan column that is 1 when the row's image is a crop made on the CPU
 RRC_RATIO = [3 / 4, 4 / 3]   # RandomResizedCrop's default aspect-ratio range (torchvision)
-PREFETCH_BATCHES = 2         # batches decoded ahead of the training step, beyond one per decode thread
+# Batches decoded ahead of the training step, beyond one per decode thread. Beside training, GPU decoding comes
+# in bursts: with 2, 8 of 84 mid-epoch batches came over 10 ms late; with 10, 3, and training ran 3% faster
+# (H200, run 23, docs/benchmarks.md). Each ready batch holds its (B, 3, S, S) float32 images on the GPU:
+# 154 MB at B = 256, S = 224, so up to about 2 GB in all.
+PREFETCH_BATCHES = 10
 _GOLDEN_FRACTION = 0.6180339887498949  # Weyl sequence: any run of indices is split close to the share
 
 

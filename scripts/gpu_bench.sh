@@ -18,7 +18,7 @@ JPEGS=${JPEGS:-/tmp/jpegs-imagenet-like}
 STEPS=${STEPS:-"throughput loader main"}
 WORKERS=${WORKERS:-$(( $(nproc) - 1 ))}
 SHARES=${SHARES:-"1 0.6 0.45 0.3"}
-MAIN_SHARE=${MAIN_SHARE:-1}   # --gpu-decode-share of the main.py --decode gpu run
+MAIN_SHARE=${MAIN_SHARE:-auto}   # --gpu-decode-share of the main.py --decode gpu run (main.py's default)
 SOURCES=${SOURCES:-"synthetic cpu gpu"}
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1

@@ -172,12 +172,13 @@ def test_more_than_one_percent_corrupt_stops_the_run(tmp_path, capsys):
     assert not list(out.glob("*.pth"))
 
 
-def test_cuda_graph_compile_modes_are_refused_with_several_processes(dataset, capsys, monkeypatch):
-    """DDP with --compile-mode reduce-overhead is refused before anything is built (as if under torchrun with
-    two processes; no process group is started)."""
-    import main
-    from ecanet.distributed import DistInfo
-    monkeypatch.setattr(main, "init_distributed", lambda *args: DistInfo(rank=0, world_size=2))
-    _fails_cleanly([dataset, *SMALL_RUN, "--compile", "--compile-mode", "reduce-overhead", "--output",
-                    dataset.parent / "run"], capsys, "not supported with several processes", "--compile-mode default")
+@pytest.mark.parametrize("mode", ["reduce-overhead", "max-autotune"])
+def test_cuda_graph_compile_modes_are_refused_with_several_processes(dataset, capsys, monkeypatch, mode):
+    """DDP with a CUDA-graph compile mode is refused before any process group or file exists (torchrun's
+    variables of rank 0 of 2; nothing is launched)."""
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    _fails_cleanly([dataset, *SMALL_RUN, "--compile", "--compile-mode", mode, "--output", dataset.parent / "run"],
+                   capsys, f"--compile-mode {mode} (CUDA graphs) is not supported with several processes",
+                   "--compile-mode default")
     assert not (dataset.parent / "run").exists()

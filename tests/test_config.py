@@ -122,3 +122,12 @@ def test_gpu_decode_share_takes_a_number_or_auto(tmp_path, capsys):
     # a saved run's config.yaml keeps 'auto' and reads back
     write_config(parse_config(["DATA"]), tmp_path / "config.yaml")
     assert parse_config(["--config", str(tmp_path / "config.yaml")]).gpu_decode_share == "auto"
+
+
+def test_an_empty_value_is_refused_unless_the_option_may_be_unset(tmp_path):
+    (tmp_path / "c.yaml").write_text("gpu-decode-share: null\nseed: null\n")
+    with pytest.raises(ConfigError, match="'gpu-decode-share' is empty .null.; give it a value.*default .auto."):
+        parse_config(["--config", str(tmp_path / "c.yaml")])
+    (tmp_path / "c.yaml").write_text("seed: null\narch: null\n")   # options whose default is 'unset'
+    args = parse_config(["--config", str(tmp_path / "c.yaml")])
+    assert args.seed is None and args.arch is None

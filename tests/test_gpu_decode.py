@@ -76,7 +76,7 @@ def test_split_batches_merge_in_order(photo_folder):
 
 
 def test_auto_share_leaves_part_to_the_workers_only_where_there_are_enough():
-    assert resolve_gpu_share("auto", 15) == 0.7    # the measured best on 16-core H200 hosts (runs 17-22)
+    assert resolve_gpu_share("auto", 15) == 0.7    # the measured choice on 16-core H200 hosts (runs 17-22)
     assert resolve_gpu_share("auto", 8) == 0.7
     assert resolve_gpu_share("auto", 7) == 1.0     # too few workers to decode 30 % of the images
     assert resolve_gpu_share("auto", 0) == 1.0

@@ -125,6 +125,26 @@ def test_compile_mode_reaches_torch_compile(tmp_path, monkeypatch):
     assert yaml.safe_load((tmp_path / "c" / "config.yaml").read_text())["compile-mode"] == "max-autotune-no-cudagraphs"
 
 
+def test_auto_share_is_resolved_recorded_and_used(caplog):
+    """--decode gpu with --gpu-decode-share auto: the number replaces 'auto' in the options (so config.yaml
+    records it), and the GPU loader's options carry it."""
+    import main
+    from ecanet.config import parse_config
+    for workers, share in ((15, 0.7), (4, 1.0)):
+        args = parse_config(["DATA", "--decode", "gpu", "-j", str(workers)])
+        with caplog.at_level("INFO", logger="ecanet"):
+            main.resolve_auto_share(args)
+        assert args.gpu_decode_share == share
+        assert f"nvJPEG decodes {share:g} of the images with {workers} workers" in caplog.text
+        assert main._gpu_decode_options(args).gpu_share == share
+    args = parse_config(["DATA", "--decode", "gpu", "-j", "15", "--gpu-decode-share", "0.4"])
+    main.resolve_auto_share(args)
+    assert args.gpu_decode_share == 0.4 and main._gpu_decode_options(args).gpu_share == 0.4
+    args = parse_config(["DATA", "-j", "15"])   # --decode cpu: nothing to resolve
+    main.resolve_auto_share(args)
+    assert args.gpu_decode_share == "auto" and main._gpu_decode_options(args) is None
+
+
 def test_help_lists_the_options(capsys):
     with pytest.raises(SystemExit) as exit_info:  # argparse prints the help and exits
         run_main(["--help"])

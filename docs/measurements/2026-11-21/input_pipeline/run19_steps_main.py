@@ -31,6 +31,10 @@ if argv and argv[0] == "--raise-priority":  # A/B: PyTorch's stream pool (torchv
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     from run18_pool_priority import raise_pool_stream_priority
     print("#### raised pool streams:", raise_pool_stream_priority(torch.device("cuda")), flush=True)
+if os.environ.get("PREFETCH"):  # run 23: batches prepared ahead beyond one per decode thread (default 2)
+    import ecanet.gpu_decode as gd
+    gd.PREFETCH_BATCHES = int(os.environ["PREFETCH"])
+    print("#### PREFETCH_BATCHES =", gd.PREFETCH_BATCHES, flush=True)
 wait_ms = []
 if os.environ.get("TIME_WAIT") == "1":  # how long the training loop waits for each batch of --decode gpu
     import ecanet.gpu_decode as gd
