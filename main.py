@@ -240,9 +240,9 @@ def resolve_auto_share(args: argparse.Namespace) -> None:
 def _gpu_decode_options(args: argparse.Namespace) -> GpuDecodeOptions | None:
     if args.decode != "gpu":
         return None
+    # run() has replaced 'auto' by its number (resolve_auto_share)
     return GpuDecodeOptions(args.img_size, args.val_resize, args.min_crop_scale, args.hflip, **_normalisation(args),
-                            channels_last=args.channels_last,
-                            gpu_share=resolve_gpu_share(args.gpu_decode_share, args.workers),
+                            channels_last=args.channels_last, gpu_share=args.gpu_decode_share,
                             decode_threads=args.gpu_decode_threads)
 
 

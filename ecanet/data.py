@@ -185,6 +185,7 @@ class RegionDecoder:
     def __init__(self) -> None:
         self._codec: Any = None
         self._decoder: Any = None
+        self._params: Any = None
         self._pid = -1
 
     def __getstate__(self) -> dict:

@@ -163,11 +163,11 @@ def crop_resize(images: Sequence[torch.Tensor], specs: Sequence[CropSpec], size:
     images of any sizes and strides on one device, in one launch. See the module docstring."""
     if not images:
         raise ValueError("crop_resize needs at least one image")
-    device = images[0].device
-    out = torch.empty(len(images), 3, size, size, dtype=torch.float32, device=device)   # (N, 3, S, S)
     if size > MAX_SIZE:
         raise ValueError(f"crop size {size} is above {MAX_SIZE}: the kernel's grid would pass CUDA's limit")
+    device = images[0].device
     table = crop_table(images, specs, size)
+    out = torch.empty(len(images), 3, size, size, dtype=torch.float32, device=device)   # (N, 3, S, S)
     if device.type == "cuda":
         table = table.pin_memory().to(device, non_blocking=True)
     grid = (len(images), triton.cdiv(size * size, BLOCK_PIXELS))
