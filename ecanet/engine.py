@@ -99,10 +99,10 @@ class EvalResult:
 def freeze_heap() -> None:
     """Take every object alive now out of Python's cyclic garbage collector (``gc.freeze``).
 
-    Why: a compiled eca_resnet50 leaves 0.8-1.0 million Python objects tracked by the collector, and a
-    full collection walks them all. With ``--decode gpu`` the decode threads create objects fast enough
-    that a full collection came about once in 450 steps and stalled training for 0.58-0.85 s; with the
-    heap frozen after the first step, full collections took 3 ms (H200, runs 24-27, docs/benchmarks.md).
+    Why: with a compiled eca_resnet50 the process tracks 0.8-1.0 million Python objects, and a full
+    collection walks them all. With ``--decode gpu`` the decode threads create objects fast enough that a
+    full collection came about once in 600 steps and stalled training for 0.58-0.85 s; with the heap frozen
+    (at step 20), full collections took at most 3 ms (H200, runs 24-27, docs/benchmarks.md).
     In DDP such a pause on one rank holds up every rank at the next all-reduce. Reference counting still
     frees frozen objects; only cycles among them wait for :func:`release_heap`.
     """
@@ -111,7 +111,7 @@ def freeze_heap() -> None:
 
 def release_heap() -> None:
     """Undo :func:`freeze_heap` and collect once, so that no cyclic garbage outlives the epoch: one full
-    collection per epoch, 0.3-0.6 s with a compiled eca_resnet50 (run 28), against about 190 s of
+    collection per epoch, at most 0.6 s with a compiled eca_resnet50 (run 28), against about 190 s of
     training per ImageNet epoch on one H200."""
     gc.unfreeze()
     gc.collect()

@@ -59,6 +59,13 @@ def test_heap_released_when_the_epoch_fails(monkeypatch):
     assert calls == [("freeze", 0), ("release", 1)]
 
 
+def test_heap_released_when_preempted(monkeypatch):
+    calls, steps = _record_heap_calls(monkeypatch)
+    result = _train(_batches(STEPS), lambda: steps.append(1) or len(steps) == 2)  # stop after step 2
+    assert result.preempted and result.images == 2 * BATCH
+    assert calls == [("freeze", 0), ("release", 2)]
+
+
 def test_an_epoch_that_fails_before_its_first_step_freezes_nothing(monkeypatch):
     calls, _ = _record_heap_calls(monkeypatch)
 

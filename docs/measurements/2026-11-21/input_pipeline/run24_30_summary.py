@@ -4,7 +4,7 @@
 
 Reads the step files (runNN_steps_TAG.json, written by run19_steps_main.py): per epoch, the mean interval
 between optimizer steps 11-156 of the 156-step epochs (40,000 images, batch 256), as img/s, and its ratio to
-the mean of the same call's 'synthetic' run. Also the late part of each epoch (steps 82-156) alone."""
+the mean of the same call's 'synthetic' run. Also the late part of each epoch (steps 81-156) alone."""
 import glob, json, os, re, statistics
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -24,6 +24,6 @@ for run in range(24, 31):
     print(f"run {run} (synthetic mean {base:,.0f} img/s)")
     for tag, intervals in runs.items():
         whole, late = epochs(intervals, 10, 1), epochs(intervals, 80, 1)
-        print(f"  {tag:24s} steps 12-156: {' / '.join(f'{v:,.0f}' for v in whole):24s} "
+        print(f"  {tag:24s} steps 11-156: {' / '.join(f'{v:,.0f}' for v in whole):24s} "
               f"{min(whole) / base:.2f}-{max(whole) / base:.2f}x (mean {statistics.mean(whole) / base:.3f}x); "
-              f"steps 82-156: {min(late) / base:.2f}-{max(late) / base:.2f}x")
+              f"steps 81-156: {min(late) / base:.2f}-{max(late) / base:.2f}x")
