@@ -17,8 +17,8 @@ CLASSES, FEATURES, BATCH, STEPS = 10, 4, 8, 3
 def _batches(steps: int):
     generator = torch.Generator().manual_seed(0)
     for _ in range(steps):
-        yield (torch.randn(BATCH, FEATURES, generator=generator), torch.randint(0, CLASSES, (BATCH,), generator=generator),
-               torch.zeros(BATCH, dtype=torch.bool))
+        yield (torch.randn(BATCH, FEATURES, generator=generator),
+               torch.randint(0, CLASSES, (BATCH,), generator=generator), torch.zeros(BATCH, dtype=torch.bool))
 
 
 def _train(loader, should_stop=None):
