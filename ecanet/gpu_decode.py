@@ -18,7 +18,8 @@ than the cores (loader alone: 15,037 img/s with every image on the GPU, 6,012-6,
 yet training ran at 0.87-0.94x of synthetic-data speed with 0.6-0.8 of the images on the GPU against
 0.74-0.90x with all of them (docs/benchmarks.md, runs 14-22), so the default share ('auto',
 :func:`ecanet.data.resolve_gpu_share`) is 0.7 where there are enough workers; in steady state it trained at
-0.88-0.91x, share 1 at 0.86-0.87x (runs 28-30). Which images go where depends on the sample index only.
+0.83-0.90x (means of eight runs), share 1 at 0.86-0.87x (runs 28-34). Which images go where depends on the
+sample index only.
 
 Broken files: one whose header cannot be read is skipped and counted by the worker on either side. A JPEG
 whose header reads but whose data nvJPEG and PIL both reject only surfaces on the GPU side; it is replaced
