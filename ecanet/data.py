@@ -41,6 +41,9 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 MAX_SKIPPED_PER_SAMPLE = 64       # give up after this many unreadable files in a row
 MAX_BAD_IMAGE_FRACTION = 0.01     # stop the run when more than 1% of an epoch's images are unreadable
 PREFETCH_BATCHES_PER_WORKER = 4
+# --decode gpu's training loader with slots (ecanet.batch_slots): each finished batch a worker holds takes a
+# slot of about 40 MB (256 images, share 0.7, ~106 kB JPEGs), so fewer are held than for the other loaders
+SLOT_PREFETCH_BATCHES_PER_WORKER = 2
 NO_DATASET_MESSAGE = ("no dataset given. Pass DATA (a folder with train/ and val/ class folders), e.g. "
                       "'python main.py /data/imagenet -a eca_resnet50', or use --synthetic.")
 JPEG_MAGIC = b"\xff\xd8"
@@ -451,10 +454,10 @@ def default_workers(local_world_size: int) -> int:
 
 
 def make_loader(dataset: Dataset, sampler: Sampler, batch_size: int, workers: int, pin_memory: bool,
-                drop_last: bool, collate_fn: Any = None) -> DataLoader:
+                drop_last: bool, collate_fn: Any = None, prefetch: int = PREFETCH_BATCHES_PER_WORKER) -> DataLoader:
     kwargs: dict[str, Any] = {}
     if workers > 0:
-        kwargs.update(persistent_workers=True, prefetch_factor=PREFETCH_BATCHES_PER_WORKER)
+        kwargs.update(persistent_workers=True, prefetch_factor=prefetch)
     # The loader gets a generator of its own so that creating an iterator never draws from the global
     # RNG (which would shift dropout's random numbers between a fresh and a resumed run).
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
@@ -535,6 +538,28 @@ def _gpu_image_folder(root: Path, split: str, train: bool, options: GpuDecodeOpt
         options.gpu_share, region_decode))
 
 
+def _loader_slots(train_set: Dataset, batch_size: int, workers: int, options: GpuDecodeOptions) -> Any:
+    """The :class:`~ecanet.batch_slots.BatchSlots` of ``--decode gpu``'s training loader: one per batch the
+    workers may hold finished (:data:`SLOT_PREFETCH_BATCHES_PER_WORKER` each) and per batch decoded ahead,
+    pinned. None, with a warning, where shared memory is short: batches then travel the ordinary way."""
+    from .batch_slots import BatchSlots, mean_file_bytes, slot_bytes_for
+    from .gpu_decode import PREFETCH_BATCHES
+    count = workers * SLOT_PREFETCH_BATCHES_PER_WORKER + options.decode_threads + PREFETCH_BATCHES + 2
+    slot_bytes = slot_bytes_for(batch_size, options.img_size, options.gpu_share,
+                                mean_file_bytes([path for path, _ in train_set.samples]))
+    try:
+        slots = BatchSlots(count, slot_bytes)
+    except RuntimeError as exc:  # e.g. a container's small /dev/shm
+        log.warning("no shared memory for %d loader slots of %.0f MB (%s); batches travel the ordinary way, "
+                    "which is slower. Give the job more shared memory (e.g. docker --shm-size).", count,
+                    slot_bytes / 1e6, exc)
+        return None
+    slots.pin()
+    log.info("--decode gpu: %d loader slots of %.0f MB in pinned shared memory (%.1f GB)", count, slot_bytes / 1e6,
+             count * slot_bytes / 1e9)
+    return slots
+
+
 def build_data(root: str | os.PathLike | None, *, batch_size: int, val_batch_size: int, workers: int,
                seed: int, rank: int, world_size: int, device: torch.device, train_transform: Any,
                val_transform: Any, evaluate_only: bool = False,
@@ -579,8 +604,17 @@ def build_data(root: str | os.PathLike | None, *, batch_size: int, val_batch_siz
             raise ConfigError(f"--batch-size {batch_size} is larger than each process's share of the "
                               f"{len(train_set)} training images ({train_sampler.per_rank}); use a smaller "
                               f"batch size or fewer processes.")
-        train_loader = make_loader(train_set, train_sampler, batch_size, workers, pin, drop_last=True,
-                                   collate_fn=collate)
+        slots = None
+        if gpu_decode is not None and workers > 0 and device.type == "cuda":
+            slots = _loader_slots(train_set, batch_size, workers, gpu_decode)
+        if slots is not None:  # batches come in pinned slots: no pin-memory thread
+            from .gpu_decode import SlotCollate
+            train_loader = make_loader(train_set, train_sampler, batch_size, workers, False, drop_last=True,
+                                       collate_fn=SlotCollate(slots, gpu_decode.img_size),
+                                       prefetch=SLOT_PREFETCH_BATCHES_PER_WORKER)
+        else:
+            train_loader = make_loader(train_set, train_sampler, batch_size, workers, pin, drop_last=True,
+                                       collate_fn=collate)
     if gpu_decode is None and device_normalize is not None:
         mean, std, channels_last = device_normalize
         val_loader = DeviceLoader(val_loader, mean, std, device, channels_last)
@@ -591,6 +625,6 @@ def build_data(root: str | os.PathLike | None, *, batch_size: int, val_batch_siz
         augment = GpuAugment(gpu_decode.img_size, gpu_decode.mean, gpu_decode.std, device, gpu_decode.channels_last)
         val_loader = GpuDecodeLoader(val_loader, augment, gpu_decode.decode_threads)
         if train_loader is not None:
-            train_loader = GpuDecodeLoader(train_loader, augment, gpu_decode.decode_threads)
+            train_loader = GpuDecodeLoader(train_loader, augment, gpu_decode.decode_threads, slots)
     return DataBundle(train_loader, val_loader, train_sampler, len(val_set.classes), list(val_set.classes),
                       len(train_set) if train_set is not None else 0, len(val_set), steps)

@@ -18,8 +18,8 @@ than the cores (loader alone: 15,037 img/s with every image on the GPU, 6,012-6,
 yet training ran at 0.87-0.94x of synthetic-data speed with 0.6-0.8 of the images on the GPU against
 0.74-0.90x with all of them (docs/benchmarks.md, runs 14-22), so the default share ('auto',
 :func:`ecanet.data.resolve_gpu_share`) is 0.7 where there are enough workers; in steady state it trained at
-0.83-0.90x (means of eight runs), share 1 at 0.86-0.87x (runs 28-34). Which images go where depends on the
-sample index only.
+0.90-0.92x (run means, runs 38-39, with the training batches in the loader slots of :mod:`ecanet.batch_slots`),
+0.85 at 0.88x and 1 at 0.87x (run 39). Which images go where depends on the sample index only.
 
 Broken files: one whose header cannot be read is skipped and counted by the worker on either side. A JPEG
 whose header reads but whose data nvJPEG and PIL both reject only surfaces on the GPU side; it is replaced
@@ -28,7 +28,10 @@ by a grey image with a logged warning and is not in the per-epoch count of unrea
 Non-JPEG files (PNG, ...) and JPEGs in modes nvJPEG cannot decode (e.g. CMYK) in the GPU share are
 decoded and cropped by the worker instead, exactly like the CPU share, and travel as ready crops too.
 
-Each batch crosses from a worker to the main process as six tensors (:data:`EncodedBatch`): all its JPEG
+Training batches cross from the workers in reusable pinned shared-memory slots (:class:`SlotCollate`,
+:mod:`ecanet.batch_slots`), which spares the training process a pin-memory thread that held the interpreter
+lock 8.6% of the time. Otherwise (evaluation, a batch that does not fit a slot, no CUDA, no workers) each
+batch crosses from a worker to the main process as six tensors (:data:`EncodedBatch`): all its JPEG
 files concatenated into one byte tensor, their sizes, the stacked ready crops, the plans, the targets and
 the unreadable flags. Every tensor sent costs a shared-memory segment and a file descriptor, and the
 pin-memory thread pins each one separately: with one tensor per image the same loader delivered 4,280
@@ -52,6 +55,7 @@ from torchvision import datasets
 from torchvision.transforms import RandomResizedCrop
 from torchvision.transforms import functional as TF
 
+from .batch_slots import BatchSlots, SlotBatch
 from .config import DEFAULT_GPU_DECODE_THREADS
 from .data import (UNREADABLE_ERRORS, RegionDecoder, decode_box, is_decodable_jpeg, load_readable, pil_rgb_loader,
                    read_file_and_header, seeded_cpu_rng)
@@ -213,19 +217,44 @@ EncodedBatch = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, tor
 """
 
 
-def collate_encoded(batch: Sequence[tuple[torch.Tensor, int, int, torch.Tensor]]) -> EncodedBatch:
-    """The :data:`EncodedBatch` of a list of :class:`EncodedImageFolder` items: a fixed six tensors however
-    large the batch, so that crossing to the main process and pinning cost the same few operations."""
+Item = tuple[torch.Tensor, int, int, torch.Tensor]
+"""An :class:`EncodedImageFolder` item: (JPEG bytes or ready crop, target, unreadable count, plan)."""
+
+
+def split_items(batch: Sequence[Item]) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor]]:
+    """The (B, 8) int32 plans of a list of items, the JPEG files of its GPU rows and the crops of its CPU rows."""
     plans = torch.stack([item[3] for item in batch])                                   # (B, 8) int32
     is_ready = plans[:, READY_COLUMN].tolist()
     jpegs = [item[0] for item, done in zip(batch, is_ready) if not done]
     crops = [item[0] for item, done in zip(batch, is_ready) if done]
+    return plans, jpegs, crops
+
+
+def collate_encoded(batch: Sequence[Item]) -> EncodedBatch:
+    """The :data:`EncodedBatch` of a list of :class:`EncodedImageFolder` items: a fixed six tensors however
+    large the batch, so that crossing to the main process and pinning cost the same few operations."""
+    plans, jpegs, crops = split_items(batch)
     jpeg_bytes = torch.cat(jpegs) if jpegs else torch.empty(0, dtype=torch.uint8)     # (N,) uint8
     jpeg_sizes = torch.tensor([len(jpeg) for jpeg in jpegs], dtype=torch.int64)       # (G,)
     ready = torch.stack(crops) if crops else torch.empty(0, 3, 0, 0, dtype=torch.uint8)  # (R, 3, S, S)
     targets = torch.tensor([item[1] for item in batch], dtype=torch.int64)            # (B,)
     unreadable = torch.tensor([item[2] for item in batch], dtype=torch.int64)         # (B,)
     return jpeg_bytes, jpeg_sizes, ready, plans, targets, unreadable
+
+
+class SlotCollate:
+    """:func:`collate_encoded` that writes the batch into a slot of ``slots`` (:mod:`ecanet.batch_slots`) and
+    returns its :class:`~ecanet.batch_slots.SlotBatch`; the ordinary :data:`EncodedBatch` where it does not fit
+    or no slot is free. ``crop``: the side of the CPU rows' crops (``--img-size``)."""
+
+    def __init__(self, slots: BatchSlots, crop: int) -> None:
+        self.slots, self.crop = slots, crop
+
+    def __call__(self, batch: Sequence[Item]) -> SlotBatch | EncodedBatch:
+        plans, jpegs, crops = split_items(batch)
+        written = self.slots.write(plans, jpegs, crops, [item[1] for item in batch], [item[2] for item in batch],
+                                   self.crop)
+        return written if written is not None else collate_encoded(batch)
 
 
 class GpuAugment:
@@ -355,28 +384,43 @@ class GpuDecodeLoader:
     so decoding overlaps the training steps.
     """
 
-    def __init__(self, loader: Any, augment: GpuAugment, decode_threads: int = DEFAULT_GPU_DECODE_THREADS) -> None:
+    def __init__(self, loader: Any, augment: GpuAugment, decode_threads: int = DEFAULT_GPU_DECODE_THREADS,
+                 slots: BatchSlots | None = None) -> None:
+        """``slots``: the :class:`~ecanet.batch_slots.BatchSlots` the loader's :class:`SlotCollate` writes into."""
         self.loader, self.augment, self.decode_threads = loader, augment, max(1, decode_threads)
+        self.slots = slots
+        self.ordinary_batches = 0  # batches of this iteration that did not come in a slot (slots only)
         self._local = threading.local()
 
     def __len__(self) -> int:
         return len(self.loader)
 
-    def _process(self, batch: EncodedBatch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.cuda.Event]:
-        jpeg_bytes, jpeg_sizes, ready, plans, targets, unreadable = batch
+    def _process(self, batch: EncodedBatch | SlotBatch
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.cuda.Event]:
+        in_slot = isinstance(batch, SlotBatch)
+        jpeg_bytes, jpeg_sizes, ready, plans, targets, unreadable = self.slots.read(batch) if in_slot else batch
         device = self.augment.device
         stream = getattr(self._local, "stream", None)
         if stream is None:
             stream = self._local.stream = torch.cuda.Stream(device)
         with torch.cuda.device(device), torch.cuda.stream(stream):
-            images = self.augment(jpeg_bytes, jpeg_sizes, ready, plans)
+            # the slot's arrays go to the GPU first; everything else reads them on the CPU, synchronously
+            ready = ready.to(device, non_blocking=True)
             targets = targets.to(device, non_blocking=True)
+            copied = torch.cuda.Event()
+            copied.record(stream)
+            unreadable = unreadable.clone() if in_slot else unreadable
+            images = self.augment(jpeg_bytes, jpeg_sizes, ready, plans)
             event = torch.cuda.Event()
             event.record(stream)
+        if in_slot:  # the copies out of the slot must be done before a worker writes into it again
+            copied.synchronize()
+            batch.release()
         return images, targets, unreadable, event
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
         device = self.augment.device
+        self.ordinary_batches = 0
         in_flight: collections.deque = collections.deque()
         batches = iter(self.loader)
         with concurrent.futures.ThreadPoolExecutor(self.decode_threads, thread_name_prefix="gpu-decode") as pool:
@@ -386,6 +430,8 @@ class GpuDecodeLoader:
                         batch = next(batches, None)
                         if batch is None:
                             break
+                        if self.slots is not None and not isinstance(batch, SlotBatch):
+                            self.ordinary_batches += 1
                         in_flight.append(pool.submit(self._process, batch))
                     if not in_flight:
                         return
@@ -398,3 +444,6 @@ class GpuDecodeLoader:
             finally:
                 for future in in_flight:
                     future.cancel()
+                if self.ordinary_batches:
+                    log.info("%d batches this epoch did not fit a loader slot (or found none free) and were sent "
+                             "the ordinary way, which costs the training threads more time", self.ordinary_batches)

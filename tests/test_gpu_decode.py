@@ -317,3 +317,32 @@ def test_gpu_loader_end_to_end(photo_folder, gpu_share):
     assert (gpu_all - reference[order]).abs().mean(dim=(1, 2, 3)).max() < 0.08
     val = torch.cat([b[0] for b in data.val_loader]).cpu()
     assert (val - _cpu_path(photo_folder / "val", False)).abs().mean(dim=(1, 2, 3)).max() < 0.08
+
+
+@needs_cuda
+def test_batches_from_loader_slots_equal_the_ordinary_ones(photo_folder, monkeypatch):
+    """The training loader writes its batches into pinned shared-memory slots (ecanet.batch_slots); the
+    images, targets and flags must be exactly those of the ordinary path, over two epochs, with every slot
+    handed back."""
+    import ecanet.data as data_module
+    from ecanet.data import GpuDecodeOptions, build_data
+    options = GpuDecodeOptions(IMG, 73, 0.08, 0.5, IMAGENET_MEAN, IMAGENET_STD, channels_last=True, gpu_share=0.5)
+
+    def epochs(slots: bool):
+        if not slots:
+            monkeypatch.setattr(data_module, "_loader_slots", lambda *args: None)
+        data = build_data(photo_folder, batch_size=4, val_batch_size=5, workers=2, seed=11, rank=0, world_size=1,
+                          device=torch.device("cuda"), train_transform=None, val_transform=None, gpu_decode=options)
+        out = []
+        for epoch in range(2):
+            data.train_sampler.set_epoch(epoch)
+            out += [tuple(t.cpu() for t in batch) for batch in data.train_loader]
+        return out, data.train_loader
+
+    with_slots, loader = epochs(True)
+    assert loader.slots is not None and loader.slots.pinned and loader.ordinary_batches == 0
+    ordinary, _ = epochs(False)
+    assert len(with_slots) == len(ordinary) == 6
+    for a, b in zip(with_slots, ordinary):
+        assert all(torch.equal(x, y) for x, y in zip(a, b))
+    assert loader.slots.free_slots() == loader.slots.count
