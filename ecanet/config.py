@@ -76,7 +76,7 @@ def _add_data_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--decode", choices=DECODERS, default="cpu",
                    help="where JPEGs are decoded and augmented: 'cpu' (default: PIL in workers, the official "
                         "pipeline's exact pixels, on any machine) or 'gpu' (nvJPEG + augmentation on the GPU; "
-                        "pixels differ slightly). On an H200 with 16 cores 'gpu' trained fastest, at 0.90-0.92x "
+                        "pixels differ slightly). On an H200 with 16 cores 'gpu' trained fastest, at 0.90-0.94x "
                         "of synthetic-data speed in steady state (run means, with the loader slots of "
                         "ecanet.batch_slots) with the default share against 0.64-0.86x for CPU decoding: the "
                         "host's cores are too few for both (docs/benchmarks.md)")
@@ -84,7 +84,7 @@ def _add_data_options(p: argparse.ArgumentParser) -> None:
                    help=f"with --decode gpu: the fraction of images nvJPEG decodes; CPU workers decode and crop "
                         f"the rest, both at once. 'auto' (default): {AUTO_GPU_DECODE_SHARE} with at least "
                         f"{MIN_WORKERS_FOR_CPU_SHARE} workers, else 1; the run's config.yaml records the number used. "
-                        f"On one-H200 hosts with 16 cores the default trained at 0.90-0.92x of synthetic-data "
+                        f"On one-H200 hosts with 16 cores the default trained at 0.90-0.94x of synthetic-data "
                         f"speed in steady state (run means), 0.85 at 0.88x and 1 at 0.87x (docs/benchmarks.md)")
     g.add_argument("--region-decode", action=argparse.BooleanOptionalAction, default=True,
                    help="CPU workers decode a training JPEG only inside its RandomResizedCrop box (--decode cpu "

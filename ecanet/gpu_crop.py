@@ -31,6 +31,7 @@ from __future__ import annotations
 import os
 from typing import Sequence
 
+import numpy as np
 import torch
 import triton
 import triton.language as tl
@@ -158,19 +159,64 @@ def crop_table(images: Sequence[torch.Tensor], specs: Sequence[CropSpec], size: 
     return torch.tensor(rows, dtype=torch.int64).view(-1, TABLE_COLUMNS)
 
 
+def crop_table_boxes(images: Sequence[torch.Tensor], boxes: np.ndarray, specs: np.ndarray, size: int) -> torch.Tensor:
+    """:func:`crop_table` for whole decoded images and the box to cut from each, computed per batch.
+
+    ``images``: (3, H, W) uint8 images of any strides on one device, as a decoder returns them (dtype and
+    device are not checked per image); ``boxes``: (N, 4) int (top, left, height, width), a height <= 0
+    meaning the whole image; ``specs``: (N, 4) int :data:`CropSpec` rows. Why: cutting each box as a view and
+    reading its pointer, strides and size took about 1 ms of Python per 256-image batch on the decode thread,
+    holding the interpreter lock the training threads wait for (run 37, docs/benchmarks.md); here each image
+    costs three attribute reads and the rest is NumPy."""
+    n = len(images)
+    if not (len(boxes) == len(specs) == n):
+        raise ValueError(f"{n} images, {len(boxes)} boxes and {len(specs)} crop specs")
+    pointers = np.fromiter((image.data_ptr() for image in images), dtype=np.int64, count=n)
+    shapes = np.array([image.shape for image in images], dtype=np.int64).reshape(n, 3)       # (N, 3)
+    strides = np.array([image.stride() for image in images], dtype=np.int64).reshape(n, 3)   # (N, 3) elements
+    boxes, specs = np.asarray(boxes, dtype=np.int64), np.asarray(specs, dtype=np.int64)
+    whole = boxes[:, 2] <= 0
+    top, left = np.where(whole, 0, boxes[:, 0]), np.where(whole, 0, boxes[:, 1])
+    height, width = np.where(whole, shapes[:, 1], boxes[:, 2]), np.where(whole, shapes[:, 2], boxes[:, 3])
+    out_h, out_w, offset_y, offset_x = specs.T
+    if not (shapes[:, 0] == 3).all():
+        raise ValueError("expected (3, H, W) images")
+    if not ((top >= 0) & (left >= 0) & (top + height <= shapes[:, 1]) & (left + width <= shapes[:, 2])
+            & (height > 0) & (width > 0)).all():
+        raise ValueError("a crop box is not inside its image")
+    if not ((offset_y >= 0) & (offset_y <= out_h - size) & (offset_x >= 0) & (offset_x <= out_w - size)).all():
+        raise ValueError(f"a {size}x{size} window is not inside its resize")
+    table = np.empty((n, TABLE_COLUMNS), dtype=np.int64)
+    table[:, 0] = pointers + top * strides[:, 1] + left * strides[:, 2]   # the box's (0, 0, 0) element (uint8: bytes)
+    table[:, 1:4] = strides
+    table[:, 4], table[:, 5] = height, width
+    table[:, 6:] = specs
+    return torch.from_numpy(table)
+
+
 def crop_resize(images: Sequence[torch.Tensor], specs: Sequence[CropSpec], size: int) -> torch.Tensor:
     """The (N, 3, size, size) float32 crops (0..255, not normalised, not flipped) of N uint8 (3, H, W)
     images of any sizes and strides on one device, in one launch. See the module docstring."""
     if not images:
         raise ValueError("crop_resize needs at least one image")
+    return _launch(crop_table(images, specs, size), images[0].device, size)
+
+
+def crop_resize_boxes(images: Sequence[torch.Tensor], boxes: np.ndarray, specs: np.ndarray, size: int
+                      ) -> torch.Tensor:
+    """:func:`crop_resize` of each box of whole, contiguous decoded images (:func:`crop_table_boxes`)."""
+    if not images:
+        raise ValueError("crop_resize needs at least one image")
+    return _launch(crop_table_boxes(images, boxes, specs, size), images[0].device, size)
+
+
+def _launch(table: torch.Tensor, device: torch.device, size: int) -> torch.Tensor:
     if size > MAX_SIZE:
         raise ValueError(f"crop size {size} is above {MAX_SIZE}: the kernel's grid would pass CUDA's limit")
-    device = images[0].device
-    table = crop_table(images, specs, size)
-    out = torch.empty(len(images), 3, size, size, dtype=torch.float32, device=device)   # (N, 3, S, S)
+    out = torch.empty(len(table), 3, size, size, dtype=torch.float32, device=device)    # (N, 3, S, S)
     if device.type == "cuda":
         table = table.pin_memory().to(device, non_blocking=True)
-    grid = (len(images), triton.cdiv(size * size, BLOCK_PIXELS))
+    grid = (len(table), triton.cdiv(size * size, BLOCK_PIXELS))
     _crop_resize_kernel[grid](table, out, size, TABLE_COLUMNS=TABLE_COLUMNS, BLOCK=BLOCK_PIXELS,
                               num_warps=NUM_WARPS)
     # The images are read through raw pointers: keep them alive until the kernel has run. The decode

@@ -18,7 +18,7 @@ than the cores (loader alone: 15,037 img/s with every image on the GPU, 6,012-6,
 yet training ran at 0.87-0.94x of synthetic-data speed with 0.6-0.8 of the images on the GPU against
 0.74-0.90x with all of them (docs/benchmarks.md, runs 14-22), so the default share ('auto',
 :func:`ecanet.data.resolve_gpu_share`) is 0.7 where there are enough workers; in steady state it trained at
-0.90-0.92x (run means, runs 38-39, with the training batches in the loader slots of :mod:`ecanet.batch_slots`),
+0.90-0.94x (per epoch, runs 38-40, with the training batches in the loader slots of :mod:`ecanet.batch_slots`),
 0.85 at 0.88x and 1 at 0.87x (run 39). Which images go where depends on the sample index only.
 
 Broken files: one whose header cannot be read is skipped and counted by the worker on either side. A JPEG
@@ -74,6 +74,7 @@ _GOLDEN_FRACTION = 0.6180339887498949  # Weyl sequence: any run of indices is sp
 
 Box = tuple[int, int, int, int]
 """``(top, left, height, width)`` of a crop in the full image."""
+WHOLE_IMAGE = (0, 0, -1, -1)  # a box row that means "the whole image" (a height <= 0)
 
 
 def cut_box(image: torch.Tensor, box: Box | None) -> torch.Tensor:
@@ -268,13 +269,21 @@ class GpuAugment:
         self._decode_jpeg, self._rgb = decode_jpeg, ImageReadMode.RGB
         self.img_size, self.device, self.channels_last = img_size, device, channels_last
         self.batched_crop = batched_crop_available(device) if batched_crop is None else batched_crop
-        self._crop_resize = gpu_crop_module().crop_resize if self.batched_crop else None   # looked up once
+        self._crop_resize_boxes = gpu_crop_module().crop_resize_boxes if self.batched_crop else None  # looked up once
         self.scale = (1.0 / (255.0 * torch.tensor(std, device=device))).view(1, 3, 1, 1)      # (1, 3, 1, 1)
         self.shift = (-torch.tensor(mean, device=device) / torch.tensor(std, device=device)).view(1, 3, 1, 1)
 
     def decode(self, jpegs: Sequence[torch.Tensor], boxes: Sequence[Box | None]) -> list[torch.Tensor]:
         """uint8 (3, h, w) images on the device from 1-D JPEG byte tensors, each cut to its box where one is
-        given (a view): nvJPEG, one batched call; a file it cannot decode goes to :meth:`_decode_fallback`.
+        given (a view). See :meth:`decode_whole`."""
+        box_array = np.array([box if box is not None else WHOLE_IMAGE for box in boxes], dtype=np.int64)
+        images, box_array = self.decode_whole(jpegs, box_array.reshape(-1, 4))
+        return [cut_box(image, tuple(box) if box[2] > 0 else None) for image, box in zip(images, box_array.tolist())]
+
+    def decode_whole(self, jpegs: Sequence[torch.Tensor], boxes: np.ndarray) -> tuple[list[torch.Tensor], np.ndarray]:
+        """Contiguous uint8 (3, H, W) images on the device from 1-D JPEG byte tensors, and the (N, 4) boxes
+        (top, left, height, width; :data:`WHOLE_IMAGE` = the whole image) to cut from them: nvJPEG, one
+        batched call; a file it cannot decode goes to :meth:`_decode_fallback`, whose image is its box already.
 
         torchvision's nvJPEG waits on the GPU once per image (242 ``cudaEventSynchronize`` per 256-image
         batch, run 6): on a busy GPU each wait stalls (docs/benchmarks.md). nvImageCodec's batched decoder,
@@ -284,8 +293,14 @@ class GpuAugment:
             images = self._decode_jpeg(list(jpegs), mode=self._rgb, device=self.device)
         except RuntimeError:  # one bad file fails the batched call: decode one by one
             images = [self._decode_one(jpeg) for jpeg in jpegs]
-        return [cut_box(image, box) if image is not None else self._decode_fallback(jpeg, box)
-                for image, jpeg, box in zip(images, jpegs, boxes)]
+        if any(image is None for image in images):
+            boxes = boxes.copy()
+            for i, image in enumerate(images):
+                if image is None:
+                    box = tuple(boxes[i].tolist())
+                    images[i] = self._decode_fallback(jpegs[i], box if box[2] > 0 else None).contiguous()
+                    boxes[i] = WHOLE_IMAGE
+        return images, boxes
 
     def _decode_one(self, jpeg: torch.Tensor) -> torch.Tensor | None:
         try:
@@ -308,24 +323,27 @@ class GpuAugment:
                  plans: torch.Tensor) -> torch.Tensor:
         """The normalised (B, 3, S, S) batch from the first four tensors of an :data:`EncodedBatch`:
         ``jpeg_bytes`` (N,) and ``jpeg_sizes`` (G,) for the rows decoded here, ``ready`` (R, 3, S, S) uint8
-        for the crops already made on the CPU, ``plans`` (B, 8) from :meth:`CropPlan.as_tensor`."""
-        plan_rows = plans.tolist()  # a CPU tensor: no device sync
-        gpu_rows = [i for i, row in enumerate(plan_rows) if not row[READY_COLUMN]]
-        assert len(gpu_rows) == len(jpeg_sizes) and len(gpu_rows) + len(ready) == len(plan_rows)
+        for the crops already made on the CPU, ``plans`` (B, 8) from :meth:`CropPlan.as_tensor`.
+
+        Per batch, not per image, where it can be (NumPy on the plans): this runs in a decode thread and holds
+        the interpreter lock the training threads need (docs/benchmarks.md, run 37)."""
+        plan_array = plans.numpy()  # a CPU tensor: no device sync                   # (B, 8) int32
+        is_ready = plan_array[:, READY_COLUMN] != 0
+        gpu_rows, ready_rows = np.flatnonzero(~is_ready), np.flatnonzero(is_ready)
+        assert len(gpu_rows) == len(jpeg_sizes) and len(ready_rows) == len(ready)
         size = (self.img_size, self.img_size)
-        ready_rows = [i for i, row in enumerate(plan_rows) if row[READY_COLUMN]]
         parts = []  # (batch rows, their (n, 3, S, S) float images in 0..255)
-        if ready_rows:
+        if len(ready_rows):
             parts.append((ready_rows, ready.to(self.device, non_blocking=True).float()))
-        if gpu_rows:
+        if len(gpu_rows):
             jpegs = torch.split(jpeg_bytes, jpeg_sizes.tolist())                        # G views of (n_i,)
-            parts.append((gpu_rows, self._crop_on_gpu(jpegs, [plan_rows[i] for i in gpu_rows], size)))
+            parts.append((gpu_rows, self._crop_on_gpu(jpegs, plan_array[gpu_rows], size)))
         if len(parts) == 1:
             out = parts[0][1]                                                           # (B, 3, S, S)
         else:  # a split batch: put each part's rows back in batch order
-            out = torch.empty(len(plan_rows), 3, *size, device=self.device)            # (B, 3, S, S)
+            out = torch.empty(len(plan_array), 3, *size, device=self.device)           # (B, 3, S, S)
             for rows, images in parts:
-                out.index_copy_(0, torch.tensor(rows, device=self.device), images)
+                out.index_copy_(0, torch.from_numpy(rows).to(self.device, non_blocking=True), images)
         flip = plans[:, 4].bool()  # CPU-made crops are flipped already: their plans say no flip
         if bool(flip.any()):
             flip_dev = flip.to(self.device, non_blocking=True)
@@ -334,18 +352,21 @@ class GpuAugment:
         # (x/255 - mean)/std, written straight into the layout the model wants
         return torch.addcmul(self.shift, out, self.scale, out=torch.empty_like(out, memory_format=layout))
 
-    def _crop_on_gpu(self, jpegs: Sequence[torch.Tensor], plan_rows: list[list[int]], size: tuple[int, int]
-                     ) -> torch.Tensor:
-        """Decode and cut the crops of the GPU share: (G, 3, S, S) float in 0..255, not yet flipped."""
-        # training: each image comes back cut to its plan's box (a view), resized to S x S; evaluation:
+    def _crop_on_gpu(self, jpegs: Sequence[torch.Tensor], plans: np.ndarray, size: tuple[int, int]) -> torch.Tensor:
+        """Decode and cut the crops of the GPU share, given their (G, 8) plan rows: (G, 3, S, S) float in
+        0..255, not yet flipped."""
+        # training: each image is cut to its plan's box and resized to S x S; evaluation (resize_h > 0):
         # whole, resized to (resize_h, resize_w), and the S x S window at (top, left) kept
-        boxes = [None if resize_h else (top, left, h, w) for top, left, h, w, _, resize_h, _, _ in plan_rows]
-        specs = [(resize_h, resize_w, top, left) if resize_h else (*size, 0, 0)
-                 for top, left, _, _, _, resize_h, resize_w, _ in plan_rows]
-        images = self.decode(jpegs, boxes)
-        if self._crop_resize is not None:
-            return self._crop_resize(images, specs, size[0])
-        return torch.cat([crop_resize_one(image, spec, size[0]) for image, spec in zip(images, specs)])
+        top, left, height, width, _, resize_h, resize_w, _ = plans.astype(np.int64).T
+        evaluation = resize_h > 0
+        boxes = np.stack([top, left, np.where(evaluation, -1, height), np.where(evaluation, -1, width)], axis=1)
+        specs = np.stack([np.where(evaluation, resize_h, size[0]), np.where(evaluation, resize_w, size[1]),
+                          np.where(evaluation, top, 0), np.where(evaluation, left, 0)], axis=1)
+        images, boxes = self.decode_whole(jpegs, boxes)
+        if self._crop_resize_boxes is not None:
+            return self._crop_resize_boxes(images, boxes, specs, size[0])
+        return torch.cat([crop_resize_one(cut_box(image, tuple(box) if box[2] > 0 else None), tuple(spec), size[0])
+                          for image, box, spec in zip(images, boxes.tolist(), specs.tolist())])
 
 
 def gpu_crop_module() -> Any:

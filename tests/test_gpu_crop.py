@@ -93,6 +93,28 @@ def test_table_holds_pointers_strides_sizes_and_specs():
         crop_table([image], [(40, 48, 9, 8)], 32)
 
 
+@needs_triton
+def test_per_batch_table_equals_the_table_of_cut_views():
+    """crop_table_boxes (whole images + boxes, NumPy) gives crop_table's rows for the boxes cut as views,
+    also for images whose strides are not contiguous (torchvision's CPU decoder returns HWC permuted)."""
+    import numpy as np
+    from ecanet.gpu_crop import crop_table, crop_table_boxes
+    planar = torch.zeros(3, 50, 60, dtype=torch.uint8)
+    interleaved = torch.zeros(40, 70, 3, dtype=torch.uint8).permute(2, 0, 1)            # (3, 40, 70), HWC
+    images = [planar, interleaved, planar]
+    boxes = np.array([(5, 7, 20, 40), (3, 9, 30, 50), (0, 0, -1, -1)])                  # the last: whole
+    specs = np.array([(32, 32, 0, 0), (32, 32, 0, 0), (40, 48, 4, 8)])
+    views = [planar[:, 5:25, 7:47], interleaved[:, 3:33, 9:59], planar]
+    expected = crop_table(views, [tuple(spec) for spec in specs.tolist()], 32)
+    assert torch.equal(crop_table_boxes(images, boxes, specs, 32), expected)
+    with pytest.raises(ValueError, match="box is not inside"):
+        crop_table_boxes([planar], np.array([(45, 0, 10, 10)]), specs[:1], 32)
+    with pytest.raises(ValueError, match="window is not inside"):
+        crop_table_boxes([planar], boxes[2:], np.array([(40, 48, 9, 8)]), 32)
+    with pytest.raises(ValueError, match="1 images, 2 boxes"):
+        crop_table_boxes([planar], boxes[:2], specs[:2], 32)
+
+
 @pytest.mark.skipif(INTERPRETED, reason="under the interpreter the kernel runs on the CPU")
 def test_cpu_without_interpreter_uses_pytorch_per_image():
     assert not batched_crop_available(torch.device("cpu"))

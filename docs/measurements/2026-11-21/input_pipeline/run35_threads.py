@@ -9,6 +9,7 @@ env: RESERVE_CORES=K  the DataLoader workers run on cores K..N-1 only (os.sched_
                       K cores are left to the training process's threads
      WORKER_NICE=n    the workers run at os.nice(n)
      STEP_WINDOW=a,b  the steps of epoch 2 measured (default 30,150)
+     OLD_TABLE=1      the GPU share's crop table built per image from cut views (as before run 40)
      NO_SLOTS=1       --decode gpu without the loader slots of ecanet.batch_slots (as before run 38)
      NO_PIN=1         --decode gpu's training loader without the DataLoader's pin-memory thread: each decode thread
                       pins its batch's JPEG bytes and CPU crops itself
@@ -57,6 +58,16 @@ if os.environ.get("FUSED_SGD") == "1":
     print(f"#### {tag}: fused SGD", flush=True)
 
 
+if os.environ.get("OLD_TABLE") == "1":  # run 40: the crop table built per image from cut views, as before run 40
+    import ecanet.gpu_crop as gpu_crop
+    from ecanet.gpu_decode import cut_box
+
+    def table_per_image(images, boxes, specs, size):
+        views = [cut_box(image, tuple(box) if box[2] > 0 else None) for image, box in zip(images, boxes.tolist())]
+        return gpu_crop.crop_table(views, [tuple(spec) for spec in specs.tolist()], size)
+
+    gpu_crop.crop_table_boxes = table_per_image
+    print(f"#### {tag}: crop table per image", flush=True)
 if os.environ.get("NO_SLOTS") == "1":  # run 38: --decode gpu as before the loader slots (ecanet.batch_slots)
     import ecanet.data as data_module
     data_module._loader_slots = lambda *args: None
