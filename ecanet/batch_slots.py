@@ -166,6 +166,8 @@ class BatchSlots:
         """Write one batch into a free slot (in a worker): its (B, 8) int32 plans, the JPEG files of its GPU
         rows and the (3, S, S) uint8 crops of its CPU rows, in batch order. None when it does not fit or no
         slot is free; the caller then sends the batch the ordinary way."""
+        if any(tuple(c.shape) != (3, crop, crop) for c in crops):  # stack(out=) would resize rather than fail
+            raise ValueError(f"the CPU crops must be (3, {crop}, {crop}) uint8 images")
         batch, jpeg_bytes = len(plans), sum(len(jpeg) for jpeg in jpegs)
         layout = slot_layout(batch, len(jpegs), len(crops), jpeg_bytes, crop)
         offset, nbytes = layout["jpeg_bytes"]
@@ -174,15 +176,19 @@ class BatchSlots:
         slot = self.acquire()
         if slot is None:
             return None
-        views = self._views(slot, layout, batch, len(crops), crop)
-        views["sizes"].copy_(torch.tensor([len(jpeg) for jpeg in jpegs], dtype=torch.int64))
-        views["targets"].copy_(torch.tensor(targets, dtype=torch.int64))
-        views["unreadable"].copy_(torch.tensor(unreadable, dtype=torch.int64))
-        views["plans"].copy_(plans)
-        if crops:
-            torch.stack(list(crops), out=views["ready"])
-        if jpegs:
-            torch.cat(list(jpegs), out=views["jpeg_bytes"])
+        try:
+            views = self._views(slot, layout, batch, len(crops), crop)
+            views["sizes"].copy_(torch.tensor([len(jpeg) for jpeg in jpegs], dtype=torch.int64))
+            views["targets"].copy_(torch.tensor(targets, dtype=torch.int64))
+            views["unreadable"].copy_(torch.tensor(unreadable, dtype=torch.int64))
+            views["plans"].copy_(plans)
+            if crops:
+                torch.stack(list(crops), out=views["ready"])
+            if jpegs:
+                torch.cat(list(jpegs), out=views["jpeg_bytes"])
+        except BaseException:  # the slot must not stay taken
+            self.release(slot)
+            raise
         fields = (self.pool_id, slot, batch, len(jpegs), len(crops), jpeg_bytes, crop)
         # written in a worker: the main process owns the slot once it receives the batch; written here (a
         # loader without workers): owned at once

@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader
 from ecanet import batch_slots
 from ecanet.batch_slots import BatchSlots, SlotBatch, mean_file_bytes, slot_bytes_for, slot_layout
 from ecanet.data import ResumableSampler, sample_seed
-from ecanet.gpu_decode import EncodedImageFolder, SlotCollate, collate_encoded
+from ecanet.gpu_decode import EncodedImageFolder, SlotCollate, collate_encoded, split_items
 from imagefolder import make_photo_folder
 
 IMG = 32
@@ -30,6 +30,11 @@ def _dataset(folder, share: float = 0.5) -> EncodedImageFolder:
 
 def _items(dataset, seed: int = 5):
     return [dataset[(i, sample_seed(seed, 0, i))] for i in range(len(dataset))]
+
+
+def _split(items):
+    plans, jpegs, crops = split_items(items)
+    return plans, jpegs, crops, [item[1] for item in items], [item[2] for item in items]
 
 
 def _assert_same_batch(got, expected) -> None:
@@ -113,3 +118,18 @@ def test_dataloader_workers_fill_slots_that_come_back_in_order(photo_folder, wor
     del loader
     gc.collect()
     assert slots.free_slots() == slots.count
+
+
+def test_a_failed_write_hands_its_slot_back(photo_folder, monkeypatch):
+    items = _items(_dataset(photo_folder, share=0.0))          # every row a ready IMG x IMG crop
+    slots = BatchSlots(1, 4 << 20)
+    with pytest.raises(ValueError, match=r"\(3, 33, 33\)"):
+        SlotCollate(slots, IMG + 1)(items)                     # told the wrong crop size: refused, not resized
+    assert slots.free_slots() == 1
+
+    def broken_stack(*args, **kwargs):
+        raise RuntimeError("disk full")
+    monkeypatch.setattr(torch, "stack", broken_stack)
+    with pytest.raises(RuntimeError, match="disk full"):
+        slots.write(*_split(items), IMG)
+    assert slots.free_slots() == 1                             # taken, then handed back
