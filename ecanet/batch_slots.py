@@ -116,12 +116,12 @@ class BatchSlots:
     docstring). Build it in the main process before the DataLoader starts its workers; the workers get it
     with the collate function (inherited when forked, sent through the process arguments when spawned)."""
 
-    def __init__(self, count: int, slot_bytes: int, context: Any = None) -> None:
+    def __init__(self, count: int, slot_bytes: int) -> None:
         self.count, self.slot_bytes = count, slot_bytes
         self.pool_id = uuid.uuid4().hex
         self.arena = torch.empty(count, slot_bytes, dtype=torch.uint8).share_memory_()   # (count, slot_bytes)
         self.taken = torch.zeros(count, dtype=torch.uint8).share_memory_()                # (count,)
-        self.lock = (context or multiprocessing.get_context()).Lock()
+        self.lock = multiprocessing.get_context().Lock()  # the DataLoader's default start method
         self.pinned = False
         self._creator_pid = os.getpid()
         _POOLS[self.pool_id] = weakref.ref(self)

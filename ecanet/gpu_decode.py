@@ -77,6 +77,11 @@ Box = tuple[int, int, int, int]
 WHOLE_IMAGE = (0, 0, -1, -1)  # a box row that means "the whole image" (a height <= 0)
 
 
+def as_box(row: Sequence[int]) -> Box | None:
+    """A (top, left, height, width) box row as a :data:`Box`, or None for :data:`WHOLE_IMAGE` (height <= 0)."""
+    return (int(row[0]), int(row[1]), int(row[2]), int(row[3])) if row[2] > 0 else None
+
+
 def cut_box(image: torch.Tensor, box: Box | None) -> torch.Tensor:
     """The ``(3, h, w)`` view of ``image`` (3, H, W) inside ``box``; the whole image when there is none."""
     if box is None:
@@ -278,10 +283,10 @@ class GpuAugment:
         given (a view). See :meth:`decode_whole`."""
         box_array = np.array([box if box is not None else WHOLE_IMAGE for box in boxes], dtype=np.int64)
         images, box_array = self.decode_whole(jpegs, box_array.reshape(-1, 4))
-        return [cut_box(image, tuple(box) if box[2] > 0 else None) for image, box in zip(images, box_array.tolist())]
+        return [cut_box(image, as_box(box)) for image, box in zip(images, box_array.tolist())]
 
     def decode_whole(self, jpegs: Sequence[torch.Tensor], boxes: np.ndarray) -> tuple[list[torch.Tensor], np.ndarray]:
-        """Contiguous uint8 (3, H, W) images on the device from 1-D JPEG byte tensors, and the (N, 4) boxes
+        """uint8 (3, H, W) images on the device from 1-D JPEG byte tensors, and the (N, 4) boxes
         (top, left, height, width; :data:`WHOLE_IMAGE` = the whole image) to cut from them: nvJPEG, one
         batched call; a file it cannot decode goes to :meth:`_decode_fallback`, whose image is its box already.
 
@@ -297,8 +302,7 @@ class GpuAugment:
             boxes = boxes.copy()
             for i, image in enumerate(images):
                 if image is None:
-                    box = tuple(boxes[i].tolist())
-                    images[i] = self._decode_fallback(jpegs[i], box if box[2] > 0 else None).contiguous()
+                    images[i] = self._decode_fallback(jpegs[i], as_box(boxes[i].tolist()))
                     boxes[i] = WHOLE_IMAGE
         return images, boxes
 
@@ -365,7 +369,7 @@ class GpuAugment:
         images, boxes = self.decode_whole(jpegs, boxes)
         if self._crop_resize_boxes is not None:
             return self._crop_resize_boxes(images, boxes, specs, size[0])
-        return torch.cat([crop_resize_one(cut_box(image, tuple(box) if box[2] > 0 else None), tuple(spec), size[0])
+        return torch.cat([crop_resize_one(cut_box(image, as_box(box)), tuple(spec), size[0])
                           for image, box, spec in zip(images, boxes.tolist(), specs.tolist())])
 
 
