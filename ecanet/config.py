@@ -85,7 +85,8 @@ def _add_data_options(p: argparse.ArgumentParser) -> None:
                         f"the rest, both at once. 'auto' (default): {AUTO_GPU_DECODE_SHARE} with at least "
                         f"{MIN_WORKERS_FOR_CPU_SHARE} workers, else 1; the run's config.yaml records the number used. "
                         f"On one-H200 hosts with 16 cores the default trained at 0.90-0.94x of synthetic-data "
-                        f"speed in steady state (run means), 0.85 at 0.88x and 1 at 0.87x (docs/benchmarks.md)")
+                        f"speed in steady state (run means), 0.4-0.6 at 0.86-0.92x, 0.85 at 0.88x and 1 at 0.87x "
+                        f"(docs/benchmarks.md)")
     g.add_argument("--region-decode", action=argparse.BooleanOptionalAction, default=True,
                    help="CPU workers decode a training JPEG only inside its RandomResizedCrop box (--decode cpu "
                         "with --augment rrc, and --decode gpu's CPU share): the same pixels as decoding it whole "

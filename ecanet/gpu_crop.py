@@ -23,8 +23,18 @@ instead of PyTorch's antialiasing filter). One launch per batch replaces them al
 
 The images need not be contiguous or share a size: each is read through its own data pointer and strides
 from a small int64 table (:func:`crop_table`), so the decoder's outputs and their box views are used as
-they are, with no copy. The kernel runs on CUDA tensors, and on CPU tensors under Triton's interpreter
-(``TRITON_INTERPRET=1`` set before import), which is how the tests check it without a GPU.
+they are, with no copy.
+
+:func:`crop_resize_into` also finishes the batch in the same pass: each crop is normalised per channel
+(``x * scale + shift``), mirrored where its plan says so, and written to its own row of the batch tensor in
+whatever layout that has (channels_last included). Why: done afterwards, the merge of the two shares' rows,
+the flip and the normalisation were four more passes over the float32 batch (154 MB each at B = 256), in
+kernels that ran beside training only 4-8% of their time (run 24). Training speed did not measurably change
+(run 47: 0.917x and 0.918x of synthetic speed against 0.912x and 0.916x; docs/benchmarks.md), but the GPU
+does less work and holds fewer temporary batches.
+
+The kernel runs on CUDA tensors, and on CPU tensors under Triton's interpreter (``TRITON_INTERPRET=1`` set
+before import), which is how the tests check it without a GPU.
 """
 from __future__ import annotations
 
@@ -40,11 +50,12 @@ import triton.language as tl
 INTERPRETER = os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 # The int64 table, one row per image (crop_table): data pointer, channel / row / pixel strides, input
-# height and width, resize height and width, window offsets y and x.
-TABLE_COLUMNS = 10
+# height and width, resize height and width, window offsets y and x, the output row, mirror (0 or 1).
+TABLE_COLUMNS = 12
 BLOCK_PIXELS = 512   # output pixels per program: 4 per thread with 4 warps; each does its 3 channels
 NUM_WARPS = 4
 MAX_SIZE = 5792      # crops up to 5792 x 5792: cdiv(S * S, BLOCK_PIXELS) programs fit CUDA's grid limit of 65535
+IDENTITY, IDENTITY_SHIFT = (1.0, 1.0, 1.0), (0.0, 0.0, 0.0)  # x * 1 + 0 is x exactly: crops left in 0..255
 
 
 @triton.jit
@@ -72,8 +83,12 @@ def _tap_weight(tap, first, count, center, inv_stretch):
 
 
 @triton.jit
-def _crop_resize_kernel(table_ptr, out_ptr, S, TABLE_COLUMNS: tl.constexpr, BLOCK: tl.constexpr):
-    """out[i, c, y, x] for a block of (y, x) of image i = program_id(0): float32 in 0..255."""
+def _crop_resize_kernel(table_ptr, out_ptr, S, stride_n, stride_c, stride_y, stride_x,
+                        scale_r, scale_g, scale_b, shift_r, shift_g, shift_b,
+                        TABLE_COLUMNS: tl.constexpr, BLOCK: tl.constexpr):
+    """out[row, c, y, x'] = crop[c, y, x] * scale_c + shift_c for a block of (y, x) of image i =
+    program_id(0), where row is the table's output row and x' = S - 1 - x if it is mirrored, else x;
+    float32, written through the output's element strides."""
     i = tl.program_id(0)
     row = table_ptr + i * TABLE_COLUMNS
     src = tl.load(row + 0).to(tl.pointer_type(tl.uint8))                 # the image's (0, 0, 0) element
@@ -86,6 +101,8 @@ def _crop_resize_kernel(table_ptr, out_ptr, S, TABLE_COLUMNS: tl.constexpr, BLOC
     out_w = tl.load(row + 7).to(tl.int32)
     offset_y = tl.load(row + 8).to(tl.int32)
     offset_x = tl.load(row + 9).to(tl.int32)
+    out_row = tl.load(row + 10)
+    mirror = tl.load(row + 11) != 0
     # Input pixels per output pixel, rounded exactly as ATen's float division: a plain ``/`` compiles to
     # an approximate division on the GPU, and an error of one unit in the last place of the scale grows
     # with the output index (1.3e-2 of a grey level at the edge of a 224-pixel crop, docs/benchmarks.md)
@@ -129,10 +146,11 @@ def _crop_resize_kernel(table_ptr, out_ptr, S, TABLE_COLUMNS: tl.constexpr, BLOC
         green += weight_y * row_green
         blue += weight_y * row_blue
 
-    out = out_ptr + i.to(tl.int64) * 3 * S * S + p
-    tl.store(out, red, mask=in_crop)
-    tl.store(out + S * S, green, mask=in_crop)
-    tl.store(out + 2 * S * S, blue, mask=in_crop)
+    out_x = tl.where(mirror, S - 1 - x, x)                                  # (BLOCK,) the horizontal flip
+    out = out_ptr + out_row * stride_n + y.to(tl.int64) * stride_y + out_x.to(tl.int64) * stride_x
+    tl.store(out, red * scale_r + shift_r, mask=in_crop)
+    tl.store(out + stride_c, green * scale_g + shift_g, mask=in_crop)
+    tl.store(out + 2 * stride_c, blue * scale_b + shift_b, mask=in_crop)
 
 
 CropSpec = tuple[int, int, int, int]
@@ -156,16 +174,19 @@ def crop_table(images: Sequence[torch.Tensor], specs: Sequence[CropSpec], size: 
     return crop_table_boxes(images, whole, np.array(specs, dtype=np.int64).reshape(-1, 4), size)
 
 
-def crop_table_boxes(images: Sequence[torch.Tensor], boxes: np.ndarray, specs: np.ndarray, size: int) -> torch.Tensor:
+def crop_table_boxes(images: Sequence[torch.Tensor], boxes: np.ndarray, specs: np.ndarray, size: int,
+                     rows: np.ndarray | None = None, mirror: np.ndarray | None = None) -> torch.Tensor:
     """:func:`crop_table` for whole decoded images and the box to cut from each, computed per batch.
 
     ``images``: (3, H, W) uint8 images of any strides on one device, as a decoder returns them (dtype and
     device are not checked per image); ``boxes``: (N, 4) int (top, left, height, width), a height <= 0
-    meaning the whole image; ``specs``: (N, 4) int :data:`CropSpec` rows. Why: cutting each box as a view and
-    reading its pointer, strides and size took 0.88 ms of Python per 180-image batch (0.18 ms this way, on a
-    2-core CPU machine: local_crop_table_cost.log) on the decode thread, holding the interpreter lock the
-    training threads wait for (run 37, docs/benchmarks.md); here each image costs three attribute reads and
-    the rest is NumPy."""
+    meaning the whole image; ``specs``: (N, 4) int :data:`CropSpec` rows; ``rows``: (N,) the output row of
+    each crop (default: 0..N-1); ``mirror``: (N,) nonzero where a crop is flipped (default: none).
+
+    Why per batch: cutting each box as a view and reading its pointer, strides and size took 0.88 ms of
+    Python per 180-image batch (0.18 ms this way, on a 2-core CPU machine: local_crop_table_cost.log) on the
+    decode thread, holding the interpreter lock the training threads wait for (run 37, docs/benchmarks.md);
+    here each image costs three attribute reads and the rest is NumPy."""
     n = len(images)
     if not (len(boxes) == len(specs) == n):
         raise ValueError(f"{n} images, {len(boxes)} boxes and {len(specs)} crop specs")
@@ -188,7 +209,9 @@ def crop_table_boxes(images: Sequence[torch.Tensor], boxes: np.ndarray, specs: n
     table[:, 0] = pointers + top * strides[:, 1] + left * strides[:, 2]   # the box's (0, 0, 0) element (uint8: bytes)
     table[:, 1:4] = strides
     table[:, 4], table[:, 5] = height, width
-    table[:, 6:] = specs
+    table[:, 6:10] = specs
+    table[:, 10] = np.arange(n) if rows is None else rows
+    table[:, 11] = 0 if mirror is None else np.asarray(mirror) != 0
     return torch.from_numpy(table)
 
 
@@ -197,27 +220,38 @@ def crop_resize(images: Sequence[torch.Tensor], specs: Sequence[CropSpec], size:
     images of any sizes and strides on one device, in one launch. See the module docstring."""
     if not images:
         raise ValueError("crop_resize needs at least one image")
-    return _launch(crop_table(images, specs, size), images[0].device, size)
+    out = torch.empty(len(images), 3, size, size, dtype=torch.float32, device=images[0].device)   # (N, 3, S, S)
+    _launch(crop_table(images, specs, size), out, IDENTITY, IDENTITY_SHIFT)
+    return out
 
 
-def crop_resize_boxes(images: Sequence[torch.Tensor], boxes: np.ndarray, specs: np.ndarray, size: int
-                      ) -> torch.Tensor:
-    """:func:`crop_resize` of a box of each decoded image (:func:`crop_table_boxes`), without cutting views."""
+def crop_resize_into(out: torch.Tensor, images: Sequence[torch.Tensor], boxes: np.ndarray, specs: np.ndarray,
+                     rows: np.ndarray, mirror: np.ndarray, scale: Sequence[float], shift: Sequence[float]) -> None:
+    """Write the crops of the boxes of N decoded images (:func:`crop_table_boxes`) into rows ``rows`` of the
+    float32 (B, 3, S, S) batch ``out`` (any strides, channels_last included), flipped left-right where
+    ``mirror`` is nonzero and normalised as ``x * scale[c] + shift[c]`` (x in 0..255), in one launch."""
     if not images:
-        raise ValueError("crop_resize needs at least one image")
-    return _launch(crop_table_boxes(images, boxes, specs, size), images[0].device, size)
+        raise ValueError("crop_resize_into needs at least one image")
+    if out.dtype != torch.float32 or out.dim() != 4 or out.shape[1] != 3 or out.shape[2] != out.shape[3]:
+        raise ValueError(f"expected a float32 (B, 3, S, S) batch, got {tuple(out.shape)} {out.dtype}")
+    if images[0].device != out.device:
+        raise ValueError(f"images on {images[0].device} but the batch on {out.device}")
+    rows = np.asarray(rows, dtype=np.int64)
+    if len(rows) and not ((rows >= 0) & (rows < out.shape[0])).all():
+        raise ValueError(f"an output row is outside the batch of {out.shape[0]}")
+    _launch(crop_table_boxes(images, boxes, specs, out.shape[-1], rows, mirror), out, scale, shift)
 
 
-def _launch(table: torch.Tensor, device: torch.device, size: int) -> torch.Tensor:
+def _launch(table: torch.Tensor, out: torch.Tensor, scale: Sequence[float], shift: Sequence[float]) -> None:
+    size = out.shape[-1]
     if size > MAX_SIZE:
         raise ValueError(f"crop size {size} is above {MAX_SIZE}: the kernel's grid would pass CUDA's limit")
-    out = torch.empty(len(table), 3, size, size, dtype=torch.float32, device=device)    # (N, 3, S, S)
-    if device.type == "cuda":
-        table = table.pin_memory().to(device, non_blocking=True)
+    if out.device.type == "cuda":
+        table = table.pin_memory().to(out.device, non_blocking=True)
     grid = (len(table), triton.cdiv(size * size, BLOCK_PIXELS))
-    _crop_resize_kernel[grid](table, out, size, TABLE_COLUMNS=TABLE_COLUMNS, BLOCK=BLOCK_PIXELS,
+    _crop_resize_kernel[grid](table, out, size, *out.stride(), *(float(v) for v in scale),
+                              *(float(v) for v in shift), TABLE_COLUMNS=TABLE_COLUMNS, BLOCK=BLOCK_PIXELS,
                               num_warps=NUM_WARPS)
     # The images are read through raw pointers: keep them alive until the kernel has run. The decode
     # stream is the current one, and the caching allocator reuses freed blocks in that stream's order, so
     # dropping the references after the launch is safe (as it is for any kernel).
-    return out

@@ -18,8 +18,8 @@ than the cores (loader alone: 15,037 img/s with every image on the GPU, 6,012-6,
 yet training ran at 0.87-0.94x of synthetic-data speed with 0.6-0.8 of the images on the GPU against
 0.74-0.90x with all of them (docs/benchmarks.md, runs 14-22), so the default share ('auto',
 :func:`ecanet.data.resolve_gpu_share`) is 0.7 where there are enough workers; in steady state it trained at
-0.90-0.94x (per epoch, runs 38-40, with the training batches in the loader slots of :mod:`ecanet.batch_slots`),
-0.85 at 0.88x and 1 at 0.87x (run 39). Which images go where depends on the sample index only.
+0.90-0.94x (per epoch, runs 38-47, with the training batches in the loader slots of :mod:`ecanet.batch_slots`),
+0.4-0.6 at 0.86-0.92x (runs 42 and 44), 0.85 at 0.88x and 1 at 0.87x (run 39). Which images go where depends on the sample index only.
 
 Broken files: one whose header cannot be read is skipped and counted by the worker on either side. A JPEG
 whose header reads but whose data nvJPEG and PIL both reject only surfaces on the GPU side; it is replaced
@@ -62,6 +62,7 @@ from .data import (UNREADABLE_ERRORS, RegionDecoder, decode_box, is_decodable_jp
 
 log = logging.getLogger(__name__)
 
+FLIP_COLUMN = 4              # the plan column that is 1 when the GPU is to flip the row's crop
 READY_COLUMN = 7             # the plan column that is 1 when the row's image is a crop made on the CPU
 RRC_RATIO = [3 / 4, 4 / 3]   # RandomResizedCrop's default aspect-ratio range (torchvision)
 # Batches decoded ahead of the training step, beyond one per decode thread. Beside training, GPU decoding comes
@@ -274,9 +275,11 @@ class GpuAugment:
         self._decode_jpeg, self._rgb = decode_jpeg, ImageReadMode.RGB
         self.img_size, self.device, self.channels_last = img_size, device, channels_last
         self.batched_crop = batched_crop_available(device) if batched_crop is None else batched_crop
-        self._crop_resize_boxes = gpu_crop_module().crop_resize_boxes if self.batched_crop else None  # looked up once
-        self.scale = (1.0 / (255.0 * torch.tensor(std, device=device))).view(1, 3, 1, 1)      # (1, 3, 1, 1)
-        self.shift = (-torch.tensor(mean, device=device) / torch.tensor(std, device=device)).view(1, 3, 1, 1)
+        self._crop_resize_into = gpu_crop_module().crop_resize_into if self.batched_crop else None  # looked up once
+        scale = 1.0 / (255.0 * torch.tensor(std))                                              # (3,) float32
+        shift = -torch.tensor(mean) / torch.tensor(std)
+        self._scale_values, self._shift_values = scale.tolist(), shift.tolist()  # the same float32 values: kernel
+        self.scale, self.shift = scale.view(1, 3, 1, 1).to(device), shift.view(1, 3, 1, 1).to(device)  # (1, 3, 1, 1)
 
     def decode(self, jpegs: Sequence[torch.Tensor], boxes: Sequence[Box | None]) -> list[torch.Tensor]:
         """uint8 (3, h, w) images on the device from 1-D JPEG byte tensors, each cut to its box where one is
@@ -335,42 +338,74 @@ class GpuAugment:
         is_ready = plan_array[:, READY_COLUMN] != 0
         gpu_rows, ready_rows = np.flatnonzero(~is_ready), np.flatnonzero(is_ready)
         assert len(gpu_rows) == len(jpeg_sizes) and len(ready_rows) == len(ready)
+        jpegs = torch.split(jpeg_bytes, jpeg_sizes.tolist()) if len(gpu_rows) else ()  # G views of (n_i,)
+        if self._crop_resize_into is not None:
+            return self._assemble_in_kernel(jpegs, ready, plan_array, gpu_rows, ready_rows)
+        return self._assemble_per_image(jpegs, ready, plans, plan_array, gpu_rows, ready_rows)
+
+    def _layout(self) -> torch.memory_format:
+        return torch.channels_last if self.channels_last else torch.contiguous_format
+
+    def _assemble_in_kernel(self, jpegs: Sequence[torch.Tensor], ready: torch.Tensor, plan_array: np.ndarray,
+                            gpu_rows: np.ndarray, ready_rows: np.ndarray) -> torch.Tensor:
+        """The batch straight in the model's layout: the crop kernel writes the GPU share's rows normalised
+        and flipped (:func:`ecanet.gpu_crop.crop_resize_into`); the CPU share's crops, flipped in the worker
+        already, are normalised into theirs."""
+        size = self.img_size
+        out = torch.empty(len(plan_array), 3, size, size, device=self.device,
+                          memory_format=self._layout())                                  # (B, 3, S, S)
+        if len(ready_rows):
+            normalised = torch.addcmul(self.shift, ready.to(self.device, non_blocking=True).float(), self.scale)
+            if len(ready_rows) == len(out):
+                out.copy_(normalised)
+            else:
+                out.index_copy_(0, torch.from_numpy(ready_rows).to(self.device, non_blocking=True), normalised)
+        if len(gpu_rows):
+            plans = plan_array[gpu_rows]
+            boxes, specs = self._boxes_and_specs(plans)
+            images, boxes = self.decode_whole(jpegs, boxes)
+            self._crop_resize_into(out, images, boxes, specs, gpu_rows, plans[:, FLIP_COLUMN],
+                                   self._scale_values, self._shift_values)
+        return out
+
+    def _assemble_per_image(self, jpegs: Sequence[torch.Tensor], ready: torch.Tensor, plans: torch.Tensor,
+                            plan_array: np.ndarray, gpu_rows: np.ndarray, ready_rows: np.ndarray) -> torch.Tensor:
+        """Where Triton is missing: each GPU-share crop with PyTorch calls (:func:`crop_resize_one`), then the
+        two shares' rows merged, flipped and normalised over the whole batch."""
         size = (self.img_size, self.img_size)
         parts = []  # (batch rows, their (n, 3, S, S) float images in 0..255)
         if len(ready_rows):
             parts.append((ready_rows, ready.to(self.device, non_blocking=True).float()))
         if len(gpu_rows):
-            jpegs = torch.split(jpeg_bytes, jpeg_sizes.tolist())                        # G views of (n_i,)
-            parts.append((gpu_rows, self._crop_on_gpu(jpegs, plan_array[gpu_rows], size)))
+            gpu_plans = plan_array[gpu_rows]
+            boxes, specs = self._boxes_and_specs(gpu_plans)
+            images, boxes = self.decode_whole(jpegs, boxes)
+            parts.append((gpu_rows, torch.cat([crop_resize_one(cut_box(image, as_box(box)), tuple(spec), size[0])
+                                               for image, box, spec in zip(images, boxes.tolist(), specs.tolist())])))
         if len(parts) == 1:
             out = parts[0][1]                                                           # (B, 3, S, S)
         else:  # a split batch: put each part's rows back in batch order
             out = torch.empty(len(plan_array), 3, *size, device=self.device)           # (B, 3, S, S)
             for rows, images in parts:
                 out.index_copy_(0, torch.from_numpy(rows).to(self.device, non_blocking=True), images)
-        flip = plans[:, 4].bool()  # CPU-made crops are flipped already: their plans say no flip
+        flip = plans[:, FLIP_COLUMN].bool()  # CPU-made crops are flipped already: their plans say no flip
         if bool(flip.any()):
             flip_dev = flip.to(self.device, non_blocking=True)
             out = torch.where(flip_dev.view(-1, 1, 1, 1), out.flip(-1), out)
-        layout = torch.channels_last if self.channels_last else torch.contiguous_format
         # (x/255 - mean)/std, written straight into the layout the model wants
-        return torch.addcmul(self.shift, out, self.scale, out=torch.empty_like(out, memory_format=layout))
+        return torch.addcmul(self.shift, out, self.scale, out=torch.empty_like(out, memory_format=self._layout()))
 
-    def _crop_on_gpu(self, jpegs: Sequence[torch.Tensor], plans: np.ndarray, size: tuple[int, int]) -> torch.Tensor:
-        """Decode and cut the crops of the GPU share, given their (G, 8) plan rows: (G, 3, S, S) float in
-        0..255, not yet flipped."""
-        # training: each image is cut to its plan's box and resized to S x S; evaluation (resize_h > 0):
-        # whole, resized to (resize_h, resize_w), and the S x S window at (top, left) kept
+    def _boxes_and_specs(self, plans: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The (G, 4) boxes to cut from the decoded images and the (G, 4) :data:`ecanet.gpu_crop.CropSpec` rows
+        for the GPU share's (G, 8) plan rows. Training: each image is cut to its plan's box and resized to
+        S x S; evaluation (resize_h > 0): whole, resized to (resize_h, resize_w), and the S x S window at
+        (top, left) kept."""
         top, left, height, width, _, resize_h, resize_w, _ = plans.astype(np.int64).T
         evaluation = resize_h > 0
         boxes = np.stack([top, left, np.where(evaluation, -1, height), np.where(evaluation, -1, width)], axis=1)
-        specs = np.stack([np.where(evaluation, resize_h, size[0]), np.where(evaluation, resize_w, size[1]),
+        specs = np.stack([np.where(evaluation, resize_h, self.img_size), np.where(evaluation, resize_w, self.img_size),
                           np.where(evaluation, top, 0), np.where(evaluation, left, 0)], axis=1)
-        images, boxes = self.decode_whole(jpegs, boxes)
-        if self._crop_resize_boxes is not None:
-            return self._crop_resize_boxes(images, boxes, specs, size[0])
-        return torch.cat([crop_resize_one(cut_box(image, as_box(box)), tuple(spec), size[0])
-                          for image, box, spec in zip(images, boxes.tolist(), specs.tolist())])
+        return boxes, specs
 
 
 def gpu_crop_module() -> Any:

@@ -103,7 +103,7 @@ def gil_release() -> str:
 def crop_loop_cost() -> str:
     images = [torch.randint(0, 255, (3, 8, 8), dtype=torch.uint8) for _ in range(CROP_LOOP_IMAGES)]
 
-    def loop() -> torch.Tensor:  # the shape of GpuAugment._crop_on_gpu's per-image work
+    def loop() -> torch.Tensor:  # the shape of GpuAugment._assemble_per_image's work
         crops = []
         for image in images:
             crop = image[None][:, :, 1:7, 1:7].float()

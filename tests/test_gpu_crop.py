@@ -82,9 +82,9 @@ def test_table_holds_pointers_strides_sizes_and_specs():
     view = image[:, 5:25, 7:47]
     table = crop_table([view, image], [(32, 32, 0, 0), (40, 48, 4, 8)], 32)
     assert table.shape == (2, TABLE_COLUMNS) and table.dtype == torch.int64
-    assert table[0].tolist() == [view.data_ptr(), 3000, 60, 1, 20, 40, 32, 32, 0, 0]
+    assert table[0].tolist() == [view.data_ptr(), 3000, 60, 1, 20, 40, 32, 32, 0, 0, 0, 0]  # row 0, not mirrored
     assert table[0, 0] - table[1, 0] == 5 * 60 + 7
-    assert table[1].tolist()[1:] == [3000, 60, 1, 50, 60, 40, 48, 4, 8]
+    assert table[1].tolist()[1:] == [3000, 60, 1, 50, 60, 40, 48, 4, 8, 1, 0]
     with pytest.raises(ValueError, match="uint8"):
         crop_table([image.float()], [(32, 32, 0, 0)], 32)
     with pytest.raises(ValueError, match="2 images but 1 crop specs"):
@@ -113,6 +113,9 @@ def test_per_batch_table_equals_the_table_of_cut_views():
         crop_table_boxes([planar], boxes[2:], np.array([(40, 48, 9, 8)]), 32)
     with pytest.raises(ValueError, match="1 images, 2 boxes"):
         crop_table_boxes([planar], boxes[:2], specs[:2], 32)
+    placed = crop_table_boxes(images, boxes, specs, 32, rows=np.array([7, 2, 5]), mirror=np.array([0, 1, 3]))
+    assert placed[:, 10].tolist() == [7, 2, 5] and placed[:, 11].tolist() == [0, 1, 1]
+    assert torch.equal(placed[:, :10], expected[:, :10])
 
 
 @pytest.mark.skipif(INTERPRETED, reason="under the interpreter the kernel runs on the CPU")
@@ -130,7 +133,7 @@ def test_triton_interpreter():
                              str(Path(__file__).resolve())], cwd=Path(__file__).resolve().parents[1], env=env,
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-5000:] + result.stderr[-2000:]
-    assert "3 passed" in result.stdout and "failed" not in result.stdout, result.stdout[-2000:]
+    assert "5 passed" in result.stdout and "failed" not in result.stdout, result.stdout[-2000:]
 
 
 @interpreter_only
@@ -155,12 +158,49 @@ def test_interpreter_gpu_augment_same_batches_with_and_without_kernel(tmp_path):
         assert (got - expected).abs().max() < TOLERANCE / 255 / min(IMAGENET_STD)
 
 
+@interpreter_only
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_interpreter_gpu_augment_mixed_batches_in_the_models_layout(tmp_path, channels_last):
+    """A batch split between the two shares, written by the kernel straight into the model's layout
+    (normalised, flipped, each crop in its row): the per-image path's batch, in the same layout."""
+    make_photo_folder(tmp_path)
+    dataset = EncodedImageFolder(str(tmp_path / "train"), True, 48, 55, gpu_share=0.5)
+    batch = collate_encoded([dataset[(i, sample_seed(5, 0, i))] for i in range(len(dataset))])
+    plans = batch[3]
+    assert 0 < int(plans[:, 7].sum()) < len(plans) and int(plans[:, 4].sum()) > 0  # both shares, some flips
+    kernel = GpuAugment(48, IMAGENET_MEAN, IMAGENET_STD, torch.device("cpu"), channels_last=channels_last)
+    per_image = GpuAugment(48, IMAGENET_MEAN, IMAGENET_STD, torch.device("cpu"), channels_last=channels_last,
+                           batched_crop=False)
+    got, expected = kernel(*batch[:4]), per_image(*batch[:4])
+    assert got.shape == expected.shape == (12, 3, 48, 48) and got.stride() == expected.stride()
+    assert got.is_contiguous(memory_format=torch.channels_last) == channels_last
+    assert (got - expected).abs().max() < TOLERANCE / 255 / min(IMAGENET_STD)
+
+
+@needs_triton
+def test_crop_resize_into_refuses_what_the_kernel_cannot_check():
+    import numpy as np
+    from ecanet.gpu_crop import crop_resize_into
+    image = torch.zeros(3, 50, 60, dtype=torch.uint8)
+    boxes, specs = np.array([(0, 0, -1, -1)]), np.array([(32, 32, 0, 0)])
+    args = ([image], boxes, specs, [0], [0], (1.0,) * 3, (0.0,) * 3)
+    with pytest.raises(ValueError, match="float32"):
+        crop_resize_into(torch.empty(2, 3, 32, 32, dtype=torch.float16), *args)
+    with pytest.raises(ValueError, match="outside the batch"):
+        crop_resize_into(torch.empty(2, 3, 32, 32), [image], boxes, specs, [2], [0], (1.0,) * 3, (0.0,) * 3)
+    with pytest.raises(ValueError, match="at least one image"):
+        crop_resize_into(torch.empty(2, 3, 32, 32), [], boxes[:0], specs[:0], [], [], (1.0,) * 3, (0.0,) * 3)
+
+
 @needs_triton
 @pytest.mark.skipif(INTERPRETED, reason="compiles for the GPU")
 def test_kernel_compiles_for_sm90():
     """Triton's real compiler (ptxas included) accepts the kernel for Hopper, without a GPU."""
     from ecanet import gpu_crop
-    compile_triton_for_sm90(gpu_crop._crop_resize_kernel, {"table_ptr": "*i64", "out_ptr": "*fp32", "S": "i32"},
+    compile_triton_for_sm90(gpu_crop._crop_resize_kernel,
+                            {"table_ptr": "*i64", "out_ptr": "*fp32", "S": "i32", "stride_n": "i64", "stride_c": "i64",
+                             "stride_y": "i64", "stride_x": "i64", "scale_r": "fp32", "scale_g": "fp32",
+                             "scale_b": "fp32", "shift_r": "fp32", "shift_g": "fp32", "shift_b": "fp32"},
                             {"TABLE_COLUMNS": gpu_crop.TABLE_COLUMNS, "BLOCK": gpu_crop.BLOCK_PIXELS})
 
 
