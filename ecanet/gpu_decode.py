@@ -19,7 +19,8 @@ yet training ran at 0.87-0.94x of synthetic-data speed with 0.6-0.8 of the image
 0.74-0.90x with all of them (docs/benchmarks.md, runs 14-22), so the default share ('auto',
 :func:`ecanet.data.resolve_gpu_share`) is 0.7 where there are enough workers; in steady state it trained at
 0.90-0.94x (per epoch, runs 38-47, with the training batches in the loader slots of :mod:`ecanet.batch_slots`),
-0.4-0.6 at 0.86-0.92x (runs 42 and 44), 0.85 at 0.88x and 1 at 0.87x (run 39). Which images go where depends on the sample index only.
+0.4-0.6 at 0.86-0.92x (runs 42 and 44), 0.85 at 0.88x and 1 at 0.87x (run 39). Which images go where depends
+on the sample index only.
 
 Broken files: one whose header cannot be read is skipped and counted by the worker on either side. A JPEG
 whose header reads but whose data nvJPEG and PIL both reject only surfaces on the GPU side; it is replaced
@@ -341,7 +342,7 @@ class GpuAugment:
         jpegs = torch.split(jpeg_bytes, jpeg_sizes.tolist()) if len(gpu_rows) else ()  # G views of (n_i,)
         if self._crop_resize_into is not None:
             return self._assemble_in_kernel(jpegs, ready, plan_array, gpu_rows, ready_rows)
-        return self._assemble_per_image(jpegs, ready, plans, plan_array, gpu_rows, ready_rows)
+        return self._assemble_per_image(jpegs, ready, plan_array, gpu_rows, ready_rows)
 
     def _layout(self) -> torch.memory_format:
         return torch.channels_last if self.channels_last else torch.contiguous_format
@@ -361,15 +362,15 @@ class GpuAugment:
             else:
                 out.index_copy_(0, torch.from_numpy(ready_rows).to(self.device, non_blocking=True), normalised)
         if len(gpu_rows):
-            plans = plan_array[gpu_rows]
-            boxes, specs = self._boxes_and_specs(plans)
+            gpu_plans = plan_array[gpu_rows]
+            boxes, specs = self._boxes_and_specs(gpu_plans)
             images, boxes = self.decode_whole(jpegs, boxes)
-            self._crop_resize_into(out, images, boxes, specs, gpu_rows, plans[:, FLIP_COLUMN],
+            self._crop_resize_into(out, images, boxes, specs, gpu_rows, gpu_plans[:, FLIP_COLUMN],
                                    self._scale_values, self._shift_values)
         return out
 
-    def _assemble_per_image(self, jpegs: Sequence[torch.Tensor], ready: torch.Tensor, plans: torch.Tensor,
-                            plan_array: np.ndarray, gpu_rows: np.ndarray, ready_rows: np.ndarray) -> torch.Tensor:
+    def _assemble_per_image(self, jpegs: Sequence[torch.Tensor], ready: torch.Tensor, plan_array: np.ndarray,
+                            gpu_rows: np.ndarray, ready_rows: np.ndarray) -> torch.Tensor:
         """Where Triton is missing: each GPU-share crop with PyTorch calls (:func:`crop_resize_one`), then the
         two shares' rows merged, flipped and normalised over the whole batch."""
         size = (self.img_size, self.img_size)
@@ -388,7 +389,7 @@ class GpuAugment:
             out = torch.empty(len(plan_array), 3, *size, device=self.device)           # (B, 3, S, S)
             for rows, images in parts:
                 out.index_copy_(0, torch.from_numpy(rows).to(self.device, non_blocking=True), images)
-        flip = plans[:, FLIP_COLUMN].bool()  # CPU-made crops are flipped already: their plans say no flip
+        flip = torch.from_numpy(plan_array[:, FLIP_COLUMN] != 0)  # CPU-made crops are flipped already: no flip
         if bool(flip.any()):
             flip_dev = flip.to(self.device, non_blocking=True)
             out = torch.where(flip_dev.view(-1, 1, 1, 1), out.flip(-1), out)
