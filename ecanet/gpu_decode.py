@@ -355,17 +355,14 @@ class GpuAugment:
         size = self.img_size
         out = torch.empty(len(plan_array), 3, size, size, device=self.device,
                           memory_format=self._layout())                                  # (B, 3, S, S)
-        if len(ready_rows):
+        if len(ready_rows) == len(out):  # every crop made on the CPU: normalise straight into the batch
+            torch.addcmul(self.shift, ready.to(self.device, non_blocking=True).float(), self.scale, out=out)
+        elif len(ready_rows):
             normalised = torch.addcmul(self.shift, ready.to(self.device, non_blocking=True).float(), self.scale)
-            if len(ready_rows) == len(out):
-                out.copy_(normalised)
-            else:
-                out.index_copy_(0, torch.from_numpy(ready_rows).to(self.device, non_blocking=True), normalised)
+            out.index_copy_(0, torch.from_numpy(ready_rows).to(self.device, non_blocking=True), normalised)
         if len(gpu_rows):
-            gpu_plans = plan_array[gpu_rows]
-            boxes, specs = self._boxes_and_specs(gpu_plans)
-            images, boxes = self.decode_whole(jpegs, boxes)
-            self._crop_resize_into(out, images, boxes, specs, gpu_rows, gpu_plans[:, FLIP_COLUMN],
+            images, boxes, specs = self._decode_gpu_share(jpegs, plan_array[gpu_rows])
+            self._crop_resize_into(out, images, boxes, specs, gpu_rows, plan_array[gpu_rows, FLIP_COLUMN],
                                    self._scale_values, self._shift_values)
         return out
 
@@ -378,9 +375,7 @@ class GpuAugment:
         if len(ready_rows):
             parts.append((ready_rows, ready.to(self.device, non_blocking=True).float()))
         if len(gpu_rows):
-            gpu_plans = plan_array[gpu_rows]
-            boxes, specs = self._boxes_and_specs(gpu_plans)
-            images, boxes = self.decode_whole(jpegs, boxes)
+            images, boxes, specs = self._decode_gpu_share(jpegs, plan_array[gpu_rows])
             parts.append((gpu_rows, torch.cat([crop_resize_one(cut_box(image, as_box(box)), tuple(spec), size[0])
                                                for image, box, spec in zip(images, boxes.tolist(), specs.tolist())])))
         if len(parts) == 1:
@@ -396,17 +391,19 @@ class GpuAugment:
         # (x/255 - mean)/std, written straight into the layout the model wants
         return torch.addcmul(self.shift, out, self.scale, out=torch.empty_like(out, memory_format=self._layout()))
 
-    def _boxes_and_specs(self, plans: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """The (G, 4) boxes to cut from the decoded images and the (G, 4) :data:`ecanet.gpu_crop.CropSpec` rows
-        for the GPU share's (G, 8) plan rows. Training: each image is cut to its plan's box and resized to
-        S x S; evaluation (resize_h > 0): whole, resized to (resize_h, resize_w), and the S x S window at
-        (top, left) kept."""
+    def _decode_gpu_share(self, jpegs: Sequence[torch.Tensor], plans: np.ndarray
+                          ) -> tuple[list[torch.Tensor], np.ndarray, np.ndarray]:
+        """The GPU share's decoded whole images (:meth:`decode_whole`), the (G, 4) boxes to cut from them and
+        the (G, 4) :data:`ecanet.gpu_crop.CropSpec` rows, for its (G, 8) plan rows. Training: each image is cut
+        to its plan's box and resized to S x S; evaluation (resize_h > 0): whole, resized to (resize_h,
+        resize_w), and the S x S window at (top, left) kept."""
         top, left, height, width, _, resize_h, resize_w, _ = plans.astype(np.int64).T
         evaluation = resize_h > 0
         boxes = np.stack([top, left, np.where(evaluation, -1, height), np.where(evaluation, -1, width)], axis=1)
         specs = np.stack([np.where(evaluation, resize_h, self.img_size), np.where(evaluation, resize_w, self.img_size),
                           np.where(evaluation, top, 0), np.where(evaluation, left, 0)], axis=1)
-        return boxes, specs
+        images, boxes = self.decode_whole(jpegs, boxes)
+        return images, boxes, specs
 
 
 def gpu_crop_module() -> Any:

@@ -3,7 +3,8 @@ normalised, flipped, each crop in its row, in the model's layout), against the a
 kernel's plain crops, then index_copy_ of the two shares' rows, torch.where(flip), addcmul into the layout).
 
 python3 run47_assembly.py TAG STEPS_PER_EPOCH main.py-args...   (then as run43_decoder.py)
-env OLD_ASSEMBLY=1: GpuAugment assembles the batch as before (same kernel arithmetic for the crops)."""
+env OLD_ASSEMBLY=1: GpuAugment assembles the batch as before (same kernel arithmetic for the crops).
+Ran against 0e042f9; the tidy-up after it folded GpuAugment._boxes_and_specs into _decode_gpu_share."""
 import os, runpy, sys
 sys.path.insert(0, os.getcwd())
 import numpy as np
