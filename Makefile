@@ -11,7 +11,7 @@ help:
 	@echo "make demo         prepare Fashion-MNIST and train ECA-ResNet-18 on the CPU (under 5 minutes)"
 	@echo "make test         create .venv if needed and run the test suite"
 	@echo "make test-fast    the test suite without the tests that start main.py processes"
-	@echo "make model-table  print the README's model table (paras_flops.py --all --markdown)"
+	@echo "make model-table  print the model table of docs/model_zoo.md (paras_flops.py --all --markdown)"
 
 $(STAMP): requirements.txt pyproject.toml scripts/setup_venv.sh
 	PYTHON=$(PYTHON) bash scripts/setup_venv.sh $(VENV)
@@ -19,10 +19,10 @@ $(STAMP): requirements.txt pyproject.toml scripts/setup_venv.sh
 venv: $(STAMP)
 
 test: $(STAMP)
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -n auto tests
 
 test-fast: $(STAMP)
-	$(PY) -m pytest -q -m "not slow" tests
+	$(PY) -m pytest -q -n auto -m "not slow" tests
 
 demo: $(STAMP)
 	PY=$(PY) bash scripts/demo.sh

@@ -17,16 +17,18 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-import torch
-
-import models
-from ecanet import flops
+from ecanet.config import DEFAULT_ARCH
+from ecanet.constants import IMAGENET_CLASSES, IMAGENET_IMG_SIZE, NETWORK_STRIDE
 from ecanet.errors import EXIT_OK, ConfigError, UserError
+from ecanet.lazy import lazy_import
+
+# Imported on first use, so that `--help` answers before torch has loaded.
+torch = lazy_import("torch")
+flops = lazy_import("ecanet.flops")
 
 PROG = "paras_flops.py"
 log = logging.getLogger("paras_flops")
 
-DEFAULT_ARCH = "eca_resnet50"
 RELEASED = "released"
 STDOUT = "-"
 # --bench: the two operating points; ECA costs far more on a GPU than its FLOPs suggest.
@@ -46,14 +48,14 @@ def build_parser() -> argparse.ArgumentParser:
                "FLOPs: torch.utils.flop_counter, 2 x MACs of convolutions and matrix multiplies only. "
                "See docs/flops.md.")
     parser.add_argument("-a", "--arch", metavar="ARCH", default=None,
-                        help=f"network to count (default {DEFAULT_ARCH}); one of: {', '.join(models.list_models())}")
+                        help=f"network to count (default {DEFAULT_ARCH}); --all lists every one")
     parser.add_argument("--ksize", default=RELEASED, metavar="K",
                         help="ECA kernel sizes: 'released' (default: the released checkpoint's, e.g. 3557 for "
                              "eca_resnet50), 'adaptive' (the paper's psi(C)), one digit per stage ('3557') or "
                              "one odd int for every layer")
-    parser.add_argument("--img-size", type=int, default=flops.DEFAULT_IMG_SIZE, metavar="PX",
+    parser.add_argument("--img-size", type=int, default=IMAGENET_IMG_SIZE, metavar="PX",
                         help="input height and width (default %(default)s)")
-    parser.add_argument("--num-classes", type=int, default=flops.DEFAULT_NUM_CLASSES, metavar="N",
+    parser.add_argument("--num-classes", type=int, default=IMAGENET_CLASSES, metavar="N",
                         help="classifier outputs (default %(default)s)")
     parser.add_argument("--all", action="store_true",
                         help="one table for every registered network, as released (ECA kernel sizes of the "
@@ -82,8 +84,8 @@ def _check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> No
     if args.json == STDOUT and (args.markdown or args.bench):
         parser.error("--json - writes JSON alone to stdout; give --json a file to combine it with "
                      "--markdown or --bench")
-    if args.img_size < flops.MIN_IMG_SIZE:
-        parser.error(f"--img-size must be at least {flops.MIN_IMG_SIZE}, got {args.img_size}")
+    if args.img_size < NETWORK_STRIDE:
+        parser.error(f"--img-size must be at least {NETWORK_STRIDE}, got {args.img_size}")
     if args.num_classes < 1:
         parser.error(f"--num-classes must be at least 1, got {args.num_classes}")
 
@@ -121,7 +123,10 @@ def run(args: argparse.Namespace) -> int:
     measure_throughput = _import_bench() if args.bench else None
     selected = _selected(args)
     costs = []
-    for arch, k_size in selected:
+    from tqdm import tqdm
+    # A progress bar on stderr for --all (a few seconds per network on a CPU); none for one network.
+    for arch, k_size in tqdm(selected, desc="counting", unit="model", disable=len(selected) == 1 or None,
+                             leave=False, file=sys.stderr):
         log.info("counting %s (k_size %s) at %dx%d", arch, "builder default" if k_size is None else k_size,
                  args.img_size, args.img_size)
         costs.append(flops.model_cost(arch, k_size, args.img_size, args.num_classes))

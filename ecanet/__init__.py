@@ -1,2 +1,42 @@
-"""ecanet: the ECA-Net research framework."""
-__version__ = "0.1.0"
+"""ecanet: ECA-Net (Wang et al., CVPR 2020) in PyTorch: the official networks, their training and their costs.
+
+The public API::
+
+    import ecanet
+    ecanet.list_models("eca_*")                                  # registered architectures
+    model = ecanet.create_model("eca_resnet50", k_size="3557")   # the released ECA-Net50, untrained
+    model = ecanet.load_model("eca_resnet50_k3557.pth.tar")      # a network with its weights, from a file
+    layer = ecanet.EcaModule(256)                                # ECA for your own network
+
+Submodules: :mod:`ecanet.models` (the networks), :mod:`ecanet.checkpoint`, :mod:`ecanet.config`,
+:mod:`ecanet.data`, :mod:`ecanet.engine`, :mod:`ecanet.distributed`, :mod:`ecanet.optim`,
+:mod:`ecanet.metrics`, :mod:`ecanet.flops`.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.2.0"
+
+# The public names and the submodule that defines each. They are imported on first use, so that
+# `import ecanet.config` (what the command lines parse their options with) does not import torch.
+_PUBLIC = {
+    "create_model": "ecanet.models",
+    "list_models": "ecanet.models",
+    "EcaModule": "ecanet.models",
+    "load_model": "ecanet.checkpoint",
+}
+__all__ = ["EcaModule", "__version__", "create_model", "list_models", "load_model"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _PUBLIC:
+        value = getattr(importlib.import_module(_PUBLIC[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'ecanet' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

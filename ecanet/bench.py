@@ -1,4 +1,4 @@
-"""Timing on synthetic data: model throughput, and the ECA layer against its memory floor (issue 7).
+"""Timing on synthetic data: model throughput, and the ECA layer against its memory floor.
 
 :func:`measure_throughput` times whole training or inference steps of a model; :func:`measure_eca_layer`
 times one ECA layer (fused or plain) and compares it with the time its unavoidable memory traffic takes at
@@ -22,17 +22,16 @@ from typing import Callable, Iterator, Sequence
 import torch
 from torch import nn
 
-from models.attention import scale_add_relu
-from models.eca_module import EcaModule, adaptive_kernel_size, eca_implementation, parse_kernel_sizes
-from models.resnet import RESNET_SPECS, STAGE_WIDTHS
-
+from .constants import IMAGENET_CLASSES
 from .engine import _backward_and_step
+from .models.attention import scale_add_relu
+from .models.eca_module import EcaModule, adaptive_kernel_size, parse_kernel_sizes, set_eca_impl
+from .models.resnet import RESNET_SPECS, STAGE_WIDTHS
 
 logger = logging.getLogger(__name__)
 
 GIB = 2 ** 30
 NUM_IMAGE_CHANNELS = 3
-DEFAULT_NUM_CLASSES = 1000
 # The training step's optimiser: SGD with the ImageNet recipe's momentum and weight decay. The learning rate
 # is small so that random labels do not drive the loss to inf/NaN during a benchmark.
 SGD_MOMENTUM = 0.9
@@ -162,7 +161,7 @@ class ThroughputResult:
 def _num_classes(model: nn.Module) -> int:
     """Outputs of the model's last nn.Linear (the classifier), else ImageNet's 1000."""
     linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
-    return linears[-1].out_features if linears else DEFAULT_NUM_CLASSES
+    return linears[-1].out_features if linears else IMAGENET_CLASSES
 
 
 def _train_step(forward: Callable[[torch.Tensor], torch.Tensor], model: nn.Module, images: torch.Tensor,
@@ -439,7 +438,8 @@ def measure_eca_layer(shape: Sequence[int], *, k_size: int = 3, dtype: torch.dty
     Variants (see FLOOR_PASSES): ``'tail'`` is ``EcaModule.scale_add_relu(x, identity)`` =
     relu(x * s + identity), what every ECA-ResNet block ends with; ``'layer'`` is ``EcaModule(x)`` = x * s;
     ``'no-attention tail'`` is relu(x + identity), ResNet's own tail, the cost ECA adds to (``impl`` is
-    ignored for it). ``impl`` is ``'fused'`` or ``'plain'`` (:func:`models.eca_module.set_eca_implementation`).
+    ignored for it). ``impl`` is the layer's implementation, ``'fused'``, ``'plain'`` or ``'auto'`` (see
+    :class:`ecanet.models.eca_module.EcaModule`).
     Low-precision dtypes run under autocast, as in mixed-precision training (the plain path's conv1d needs it).
     The backward is ``torch.autograd.grad`` of x, identity and the conv weight, which allocates fresh
     gradients each call instead of accumulating into ``.grad``.
@@ -453,7 +453,7 @@ def measure_eca_layer(shape: Sequence[int], *, k_size: int = 3, dtype: torch.dty
     B, C, H, W = shape
     make = lambda: torch.randn(B, C, H, W, device=device, dtype=dtype).contiguous(memory_format=memory_format)  # noqa: E731
     x, identity, grad = make(), make(), make()
-    module = EcaModule(C, k_size).to(device) if variant != "no-attention tail" else None
+    module = EcaModule(C, k_size, impl=impl).to(device) if variant != "no-attention tail" else None
     call = _eca_call(variant, module)
     amp = dtype if dtype != torch.float32 else None
     x_req, identity_req = x.detach().requires_grad_(), identity.detach().requires_grad_()
@@ -470,10 +470,8 @@ def measure_eca_layer(shape: Sequence[int], *, k_size: int = 3, dtype: torch.dty
         torch.autograd.grad(out, inputs + params, grad)
 
     impl_used = impl if module is not None else "none"
-    context = eca_implementation(impl) if module is not None else contextlib.nullcontext()
-    with context:
-        forward_ms, _ = _median_ms(forward, warmup=warmup, iters=iters, repeats=repeats, device=device)
-        fwd_bwd_ms, _ = _median_ms(forward_backward, warmup=warmup, iters=iters, repeats=repeats, device=device)
+    forward_ms, _ = _median_ms(forward, warmup=warmup, iters=iters, repeats=repeats, device=device)
+    fwd_bwd_ms, _ = _median_ms(forward_backward, warmup=warmup, iters=iters, repeats=repeats, device=device)
     floor_fwd, floor_bwd = eca_floor_bytes(shape, dtype, variant)
     return EcaLayerResult(
         shape=tuple(shape), k_size=k_size, dtype=dtype_name(dtype), channels_last=channels_last, variant=variant,
@@ -511,19 +509,18 @@ def loss_curves(model: nn.Module, impls: Sequence[str] = ("fused", "plain"), *, 
     curves = {}
     with _cudnn_flags(benchmark=False, deterministic=True):
         for impl in impls:
-            replica = copy.deepcopy(model).to(device=device, memory_format=memory_format).train()
+            replica = set_eca_impl(copy.deepcopy(model), impl).to(device=device, memory_format=memory_format).train()
             optimizer = torch.optim.SGD(replica.parameters(), lr=LOSS_CURVE_LR, momentum=SGD_MOMENTUM)
             forward = _fresh_compile(replica, compile)
             losses = []
-            with eca_implementation(impl):
-                for step in range(steps):
-                    images, targets = batches[step % len(batches)]
-                    with _autocast(device, amp_dtype):
-                        loss = nn.functional.cross_entropy(forward(images), targets)
-                    optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
-                    optimizer.step()
-                    losses.append(loss.item())
+            for step in range(steps):
+                images, targets = batches[step % len(batches)]
+                with _autocast(device, amp_dtype):
+                    loss = nn.functional.cross_entropy(forward(images), targets)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                losses.append(loss.item())
             curves[impl] = losses
             del replica, optimizer
     return curves

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import pickle
 import re
@@ -24,15 +25,19 @@ import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, BinaryIO, Iterator, Mapping
 
 import torch
 from torch import nn
 
-import models
-from models.resnet import RESNET_SPECS, BasicBlock, Bottleneck
+from . import models
+from .models.resnet import RESNET_SPECS, BasicBlock, Bottleneck
 
+from .distributed import DistInfo, all_gather_objects, any_rank
 from .errors import CheckpointError
+
+if TYPE_CHECKING:
+    from .engine import TrainState
 
 log = logging.getLogger(__name__)
 
@@ -191,15 +196,16 @@ def check_state_dict(model: nn.Module, state_dict: Mapping[str, torch.Tensor], s
                           ". Check -a/--ksize/--num-classes, or let ecanet infer them by leaving them out.")
 
 
-def build_from_spec(spec: NetworkSpec) -> nn.Module:
-    model = models.create_model(spec.arch, num_classes=spec.num_classes)
+def build_from_spec(spec: NetworkSpec, eca_impl: str = "auto") -> nn.Module:
+    """The network a :class:`NetworkSpec` describes, with fresh weights and every ECA layer's kernel size."""
+    model = models.create_model(spec.arch, num_classes=spec.num_classes, eca_impl=eca_impl)
     if spec.eca_kernel_sizes:
         models.set_eca_kernel_sizes(model, spec.eca_kernel_sizes)
     return model
 
 
 def load_model(path: str | os.PathLike, arch: str | None = None, map_location: Any = "cpu",
-               strict_arch: bool = False) -> nn.Module:
+               strict_arch: bool = False, eca_impl: str = "auto") -> nn.Module:
     """Build the network a checkpoint describes and load its weights strictly.
 
     Args:
@@ -209,6 +215,7 @@ def load_model(path: str | os.PathLike, arch: str | None = None, map_location: A
             :class:`CheckpointError` is raised.
         map_location: passed to ``torch.load``.
         strict_arch: raise instead of warning when ``arch`` disagrees with the weights.
+        eca_impl: how the ECA layers compute (see :func:`ecanet.create_model`).
 
     Returns:
         The model, in eval mode, with every ECA layer's kernel size read off the weights.
@@ -228,7 +235,7 @@ def load_model(path: str | os.PathLike, arch: str | None = None, map_location: A
             raise CheckpointError(message + f" Pass -a {spec.arch}, or leave -a out to evaluate whatever "
                                             f"the file holds, or pick the checkpoint of a {arch}.")
         log.warning("%s Loading it as %s.", message, spec.arch)
-    model = build_from_spec(spec)
+    model = build_from_spec(spec, eca_impl)
     check_state_dict(model, state_dict, source)
     model.load_state_dict(state_dict, strict=True)
     return model.eval()
@@ -378,3 +385,121 @@ def copy_checkpoint(src: str | os.PathLike, dst: str | os.PathLike) -> None:
     """Atomically copy a checkpoint file (e.g. last.pth -> best.pth)."""
     with _atomic_file(Path(dst)) as f, open(src, "rb") as source:
         shutil.copyfileobj(source, f, COPY_CHUNK_BYTES)
+
+
+# ------------------------------------------------------------------------------- a run's checkpoints
+
+@dataclass(frozen=True)
+class RunRecord:
+    """What a training checkpoint records about its run, beside the training state itself."""
+
+    arch: str
+    num_classes: int
+    classes: list[str]
+    seed: int
+    world_size: int
+    config: dict[str, Any]
+
+
+def training_checkpoint(state: "TrainState", run: RunRecord, reason: str, rng_states: list[Any]) -> dict[str, Any]:
+    """The contents of ``last.pth``: the weights and everything needed to continue bit-identically.
+
+    ``reason`` says why it was written (``'epoch'``, ``'step'``, ``'preempted'``); ``rng_states`` holds every
+    rank's RNG states (:func:`capture_rng_state`, gathered).
+    """
+    position = state.position
+    return {
+        "format": CHECKPOINT_FORMAT, "format_version": CHECKPOINT_VERSION, "reason": reason,
+        "arch": run.arch, "num_classes": run.num_classes, "classes": run.classes,
+        "eca_kernel_sizes": models.eca_kernel_sizes(state.model),
+        "state_dict": state.model.state_dict(),
+        "optimizer": state.optimizer.state_dict(), "lr_scheduler": state.scheduler.state_dict(),
+        "scaler": state.precision.scaler.state_dict() if state.precision.scaler else None,
+        "ema": state.ema.state_dict() if state.ema is not None else None,
+        "epoch": position.epoch, "step_in_epoch": position.step_in_epoch, "global_step": position.global_step,
+        "epoch_totals": state.totals.state_dict() if position.step_in_epoch else None,
+        "epoch_skipped_images": state.skipped_in_epoch,
+        "best_prec1": state.best_top1, "sampler_seed": run.seed, "rng": rng_states,
+        "world_size": run.world_size, "config": run.config, "versions": library_versions(),
+    }
+
+
+def save_training_checkpoint(state: "TrainState", run: RunRecord, run_dir: Path, info: DistInfo, reason: str,
+                             is_best: bool = False) -> None:
+    """Write ``run_dir/last.pth`` (and copy it to ``best.pth``) on rank 0; every rank learns whether it worked.
+
+    Raises :class:`CheckpointSaveError` on every rank when rank 0 could not write; the previous files are
+    then intact.
+    """
+    rng_states = all_gather_objects(capture_rng_state(), info)
+    error = None
+    if info.is_main:
+        try:
+            path = run_dir / LAST_CHECKPOINT
+            save_checkpoint(training_checkpoint(state, run, reason, rng_states), path)
+            if is_best:
+                copy_checkpoint(path, run_dir / BEST_CHECKPOINT)
+            log.info("saved %s (%s; global step %d)", path, reason, state.position.global_step)
+        except CheckpointSaveError as exc:
+            error = str(exc)
+    if any_rank(error is not None, info):
+        raise CheckpointSaveError(error or "rank 0 could not write the checkpoint")
+
+
+def restore_training_state(state: "TrainState", obj: Mapping[str, Any], path: Path, info: DistInfo
+                           ) -> list[Any] | None:
+    """Load a training checkpoint into ``state``; returns every rank's RNG states to restore last, or None
+    when the checkpoint was written by another number of processes (training then continues, not
+    bit-identically)."""
+    from .engine import EpochPosition  # not at the top: the engine is not needed to read checkpoints
+
+    state.model.load_state_dict(obj["state_dict"])
+    state.optimizer.load_state_dict(obj["optimizer"])
+    state.scheduler.load_state_dict(obj["lr_scheduler"])
+    if state.precision.scaler is not None and obj.get("scaler"):
+        state.precision.scaler.load_state_dict(obj["scaler"])
+    if state.ema is not None and obj.get("ema") is not None:
+        state.ema.load_state_dict(obj["ema"])
+    state.position = EpochPosition(int(obj["epoch"]), int(obj["step_in_epoch"]), int(obj["global_step"]))
+    if obj.get("epoch_totals") is not None:
+        state.totals.load_state_dict(obj["epoch_totals"])
+    state.skipped_in_epoch = int(obj.get("epoch_skipped_images", 0))
+    state.best_top1 = float(obj.get("best_prec1", -math.inf))
+    saved_world = int(obj.get("world_size", 1))
+    if saved_world != info.world_size:
+        log.warning("the checkpoint was written by %d processes, this run has %d: training continues, "
+                    "but not bit-identically (data shards and random streams differ)", saved_world, info.world_size)
+        return None
+    return obj.get("rng") or []
+
+
+def find_run_checkpoint(resume: str | None, run_dir: Path | None) -> Path | None:
+    """The checkpoint ``--resume`` names: a path, the newest in ``run_dir`` for ``'auto'``, or None.
+
+    Refuses (:class:`CheckpointError`) to start a new run in a directory that already holds checkpoints,
+    which would overwrite them.
+    """
+    path = None
+    if resume == "auto":
+        path = find_resume_checkpoint(run_dir) if run_dir is not None and run_dir.is_dir() else None
+        if path is None:
+            log.info("--resume auto: no checkpoint in %s yet, starting a new run", run_dir)
+    elif resume:
+        path = Path(resume)
+    if path is None and run_dir is not None and run_dir.is_dir() and any(run_dir.glob("*.pth")):
+        raise CheckpointError(f"run directory {run_dir} already holds checkpoints; starting a new run there "
+                              f"would overwrite them. Continue it with --resume auto, or pick another --output.")
+    return path
+
+
+def load_weights_into(model: nn.Module, path: str | os.PathLike) -> None:
+    """``--weights``: initialise ``model`` from any file :func:`load_model` reads; tensors whose shapes differ
+    (a new classifier for another number of classes) keep their fresh values, with a warning."""
+    state = load_model(path).state_dict()
+    own = model.state_dict()
+    dropped = [k for k in state if k in own and state[k].shape != own[k].shape]
+    if dropped:
+        log.warning("--weights: not loading %s (shapes differ: the model has other sizes there)", ", ".join(dropped))
+    check_state_dict(model, {k: (own[k] if k in dropped else v) for k, v in state.items()}, str(path))
+    model.load_state_dict({k: v for k, v in state.items() if k not in dropped}, strict=False)
+    log.info("initialised from %s", path)

@@ -14,6 +14,7 @@ from typing import Any, Mapping, Sequence
 
 import yaml
 
+from .constants import ECA_IMPLEMENTATIONS
 from .errors import ConfigError
 
 AMP_CHOICES = ("off", "bf16", "fp16")
@@ -22,14 +23,13 @@ AUGMENTATIONS = ("rrc", "crop")
 DECODERS = ("cpu", "gpu")
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")  # torch.compile's
 CUDA_GRAPH_COMPILE_MODES = ("reduce-overhead", "max-autotune")  # the modes that replay CUDA graphs
-ECA_IMPLEMENTATIONS = ("auto", "fused", "plain")
 DEVICES = ("auto", "cuda", "cpu")
 MAX_AUTO_WORKERS = 16  # the official scripts' -j default
 AUTO = "auto"
 DEFAULT_GPU_DECODE_SHARE = AUTO   # --decode gpu: fraction of images nvJPEG decodes, the rest by CPU workers
-# What 'auto' picks (ecanet.data.resolve_gpu_share). On one-H200 hosts with 16 cores, shares 0.6-0.8 trained at
-# 0.87-0.94x of synthetic-data speed and share 1 at 0.74-0.90x (docs/benchmarks.md, runs 14-22). A CPU share of
-# 0.3 at ~6,600 img/s is ~2,000 crops/s, ~7 workers at the ~290 crops/s one worker made there (run 12).
+# What 'auto' picks (resolve_gpu_share). On one-H200 hosts with 16 cores, shares 0.6-0.8 trained
+# fastest (docs/design/input_pipeline.md). A CPU share of 0.3 at ~6,600 img/s is ~2,000 crops/s: ~7 workers at the
+# ~290 crops/s one PIL worker made there.
 AUTO_GPU_DECODE_SHARE = 0.7
 MIN_WORKERS_FOR_CPU_SHARE = 8     # fewer workers: 'auto' sends every image to the GPU
 DEFAULT_GPU_DECODE_THREADS = 4    # --decode gpu: batches in flight in the main process's decode threads
@@ -75,27 +75,22 @@ def _add_data_options(p: argparse.ArgumentParser) -> None:
                    help="normalisation std (default: ImageNet's)")
     g.add_argument("--decode", choices=DECODERS, default="cpu",
                    help="where JPEGs are decoded and augmented: 'cpu' (default: PIL in workers, the official "
-                        "pipeline's exact pixels, on any machine) or 'gpu' (nvJPEG + augmentation on the GPU; "
-                        "pixels differ slightly). On an H200 with 16 cores 'gpu' trained fastest, at 0.90-0.94x "
-                        "of synthetic-data speed in steady state (run means, with the loader slots of "
-                        "ecanet.batch_slots) with the default share against 0.64-0.86x for CPU decoding: the "
-                        "host's cores are too few for both (docs/benchmarks.md)")
+                        "pipeline's exact pixels, on any machine) or 'gpu' (nvJPEG + augmentation on the GPU, "
+                        "pixels differ slightly; faster where the host has few cores per GPU: "
+                        "docs/design/input_pipeline.md)")
     g.add_argument("--gpu-decode-share", type=fraction_or_auto, default=DEFAULT_GPU_DECODE_SHARE, metavar="F",
                    help=f"with --decode gpu: the fraction of images nvJPEG decodes; CPU workers decode and crop "
                         f"the rest, both at once. 'auto' (default): {AUTO_GPU_DECODE_SHARE} with at least "
-                        f"{MIN_WORKERS_FOR_CPU_SHARE} workers, else 1; the run's config.yaml records the number used. "
-                        f"On one-H200 hosts with 16 cores the default trained at 0.90-0.94x of synthetic-data "
-                        f"speed in steady state (run means), 0.4-0.6 at 0.86-0.92x, 0.85 at 0.88x and 1 at 0.87x "
-                        f"(docs/benchmarks.md)")
+                        f"{MIN_WORKERS_FOR_CPU_SHARE} workers, else 1; the run's config.yaml records the number used")
     g.add_argument("--region-decode", action=argparse.BooleanOptionalAction, default=True,
                    help="CPU workers decode a training JPEG only inside its RandomResizedCrop box (--decode cpu "
                         "with --augment rrc, and --decode gpu's CPU share): the same pixels as decoding it whole "
-                        "with PIL, 1.2-1.4x as many crops per worker (docs/benchmarks.md). Needs NVIDIA nvImageCodec (pip install "
+                        "with PIL, 1.2-1.4x as many crops per worker. Needs NVIDIA nvImageCodec (pip install "
                         "nvidia-nvimgcodec-cu13, in requirements.txt; its CPU backend needs no GPU); without it "
                         "PIL decodes whole images")
     g.add_argument("--gpu-decode-threads", type=int, default=DEFAULT_GPU_DECODE_THREADS, metavar="N",
                    help="with --decode gpu: batches prepared at once by the main process's decode threads "
-                        "(default 4; 1, 2 and 4 trained at the same speed on an H200, docs/benchmarks.md)")
+                        "(default 4)")
     g.add_argument("--synthetic", action="store_true",
                    help="random images on the device instead of DATA (throughput measurements)")
     g.add_argument("--synthetic-size", type=int, default=12_800, metavar="N",
@@ -165,9 +160,8 @@ def _add_speed_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--compile", action="store_true", help="torch.compile the model")
     g.add_argument("--compile-mode", choices=COMPILE_MODES, default="default",
                    help="with --compile: torch.compile's mode. 'reduce-overhead' and 'max-autotune' replay the "
-                        "model's forward and backward as CUDA graphs (single-process runs only). On an H200 "
-                        "'reduce-overhead' trained eca_resnet50 1%% faster on synthetic data but 4-7%% slower with "
-                        "--decode gpu (docs/benchmarks.md)")
+                        "model's forward and backward as CUDA graphs (single-process runs only; with --decode gpu "
+                        "they were slower than 'default' on an H200, docs/performance.md)")
     g.add_argument("--sync-bn", action="store_true", help="SyncBatchNorm across processes")
     g.add_argument("--deterministic", action="store_true",
                    help="deterministic algorithms (bit-identical resume on CPU; slower on GPU)")
@@ -175,8 +169,8 @@ def _add_speed_options(p: argparse.ArgumentParser) -> None:
                    help="random seed (default: drawn at random and recorded in config.yaml)")
     g.add_argument("--dist-backend", default="auto", metavar="NAME",
                    help="'auto': NCCL on CUDA, gloo on CPU")
-    g.add_argument("--dist-url", default="env://", metavar="URL",
-                   help="rendezvous (torchrun and srun set the environment; keep env://)")
+    g.add_argument("--dist-url", default=None, metavar="URL",
+                   help="(official flag) ignored: torchrun and srun set the rendezvous in the environment")
     g.add_argument("--world-size", type=int, default=None, metavar="N",
                    help="(official flag) processes in all; launch with torchrun/srun instead")
     g.add_argument("--gpu", type=int, default=None, metavar="I",
@@ -342,3 +336,131 @@ def _is_alias(key: str, action: argparse.Action) -> bool:
 def write_config(args: argparse.Namespace, path: str | os.PathLike) -> None:
     data = config_to_yaml_dict(args)
     Path(path).write_text(yaml.safe_dump(data, sort_keys=False))
+
+
+# ----------------------------------------------------------------------------------------- option checks
+
+DEFAULT_ARCH = "eca_resnet50"
+NO_DATASET_MESSAGE = ("no dataset given. Pass DATA (a folder with train/ and val/ class folders), e.g. "
+                      "'python main.py /data/imagenet -a eca_resnet50', or use --synthetic.")
+
+
+def validate(args: argparse.Namespace) -> None:
+    """Reject impossible or conflicting options before anything is loaded or written (raises ConfigError)."""
+    import torch  # not at the top: `--help` answers without importing torch
+
+    from . import models
+    from .distributed import launcher_world_size
+
+    positive = {"--batch-size": args.batch_size, "--epochs": args.epochs, "--img-size": args.img_size,
+                "--val-resize": args.val_resize, "--print-freq": args.print_freq, "--lr-base-batch": args.lr_base_batch}
+    for name, value in positive.items():
+        if value is None or value <= 0:
+            raise ConfigError(f"{name} must be a positive number, got {value}.")
+    if args.val_batch_size is not None and args.val_batch_size <= 0:
+        raise ConfigError(f"--val-batch-size must be positive, got {args.val_batch_size}.")
+    if args.workers is not None and args.workers < 0:
+        raise ConfigError(f"--workers must be >= 0, got {args.workers}.")
+    if args.lr <= 0 or args.weight_decay < 0 or args.save_every_steps < 0:
+        raise ConfigError("--lr must be > 0, --weight-decay and --save-every-steps >= 0.")
+    if args.pretrained:
+        raise ConfigError("--pretrained is not supported: ecanet downloads nothing. Download the released "
+                          "checkpoint yourself and pass --weights PATH (to start from it) or "
+                          "-e --resume PATH (to evaluate it).")
+    if args.arch is not None and not models.is_model(args.arch):
+        raise ConfigError(f"unknown architecture '{args.arch}'. Known: {', '.join(models.list_models())}.")
+    if args.ksize is not None and args.arch is not None and not args.arch.startswith("eca_"):
+        raise ConfigError(f"--ksize sets ECA kernel sizes, but '{args.arch}' has no ECA layers. Drop --ksize "
+                          f"or pick an eca_* architecture.")
+    wants_cuda = args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
+    if args.amp == "fp16" and not wants_cuda:
+        raise ConfigError("--amp fp16 needs a CUDA GPU (fp16 autocast with a gradient scaler), and none is "
+                          "in use. On the CPU use --amp bf16 or --amp off.")
+    if args.decode == "gpu" and not wants_cuda:
+        raise ConfigError("--decode gpu decodes JPEGs with nvJPEG and needs a CUDA GPU. Use --decode cpu.")
+    if args.gpu_decode_threads < 1:
+        raise ConfigError(f"--gpu-decode-threads must be at least 1, got {args.gpu_decode_threads}.")
+    if args.gpu_decode_share != AUTO and not 0.0 <= args.gpu_decode_share <= 1.0:
+        raise ConfigError(f"--gpu-decode-share must be a fraction between 0 and 1, got {args.gpu_decode_share}.")
+    if args.compile_mode != "default" and not args.compile:
+        raise ConfigError(f"--compile-mode {args.compile_mode} applies to torch.compile; add --compile or drop "
+                          f"--compile-mode.")
+    if args.compile and args.compile_mode in CUDA_GRAPH_COMPILE_MODES and launcher_world_size() > 1:
+        raise ConfigError(f"--compile-mode {args.compile_mode} (CUDA graphs) is not supported with several "
+                          f"processes: DDP's hooks run between the graphs, and this is untested. Use "
+                          f"--compile-mode default for multi-GPU runs.")
+    if args.decode == "gpu" and (args.augment != "rrc" or args.random_erasing > 0):
+        raise ConfigError("--decode gpu implements the paper's augmentation (RandomResizedCrop + flip) only; "
+                          "use --decode cpu for --augment crop or --random-erasing.")
+    if args.evaluate and not (args.resume or args.weights):
+        raise ConfigError("-e/--evaluate needs the weights to evaluate: -e --resume PATH (or --weights PATH).")
+    if args.resume == "auto" and not args.output:
+        raise ConfigError("--resume auto takes the newest checkpoint of the run in --output DIR; pass the same "
+                          "--output the run was started with (e.g. --output runs/my-run --resume auto: a job "
+                          "scheduler can use one command for the first start and every requeue).")
+    if args.resume and args.resume != "auto" and args.weights and not args.evaluate:
+        raise ConfigError("--resume continues a run with its own weights; --weights starts a new run from "
+                          "weights. Give one of them.")
+    if not (args.data or args.synthetic):
+        raise ConfigError(NO_DATASET_MESSAGE)
+    if args.ema and not 0 < args.ema_decay < 1:
+        raise ConfigError(f"--ema-decay must be between 0 and 1, got {args.ema_decay}.")
+    if args.ksize is not None:
+        try:
+            models.check_kernel_sizes(args.arch or DEFAULT_ARCH, args.ksize)
+        except ValueError as exc:
+            raise ConfigError(f"--ksize {args.ksize!r}: {exc}.") from None
+
+
+# ------------------------------------------------------------------------------------ the resolved configuration
+
+def resolve_gpu_share(share: float | str, workers: int) -> float:
+    """``--gpu-decode-share`` as a number: 'auto' is :data:`AUTO_GPU_DECODE_SHARE` where there are at least
+    :data:`MIN_WORKERS_FOR_CPU_SHARE` loader workers to decode the CPU share, else 1 (every image on the GPU).
+    The validation loader uses the same share; GPU and CPU crops differ slightly in their pixels, so evaluation
+    figures can differ by a hair between shares."""
+    if share != AUTO:
+        return float(share)
+    return AUTO_GPU_DECODE_SHARE if workers >= MIN_WORKERS_FOR_CPU_SHARE else 1.0
+
+
+class Config(argparse.Namespace):
+    """The run's configuration once :func:`resolve` has filled in every 'auto' and default: read-only.
+
+    Attribute names are the options' dests (``cfg.batch_size``). Assigning to one raises, so no part of a
+    run can change what the others see; :func:`write_config` records exactly this in ``config.yaml``.
+    """
+
+    def __init__(self, **values: Any) -> None:
+        for name, value in values.items():
+            object.__setattr__(self, name, value)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError(f"the configuration is read-only once resolved (tried to set {name!r})")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"the configuration is read-only once resolved (tried to delete {name!r})")
+
+
+def resolve(args: argparse.Namespace, *, default_workers: int, fresh_seed: int, timestamp: str,
+            resumed_seed: int | None = None) -> Config:
+    """Fill in what the options leave open, once, and freeze the result.
+
+    Args:
+        args: parsed (and :func:`validate`-d) options; not modified.
+        default_workers: loader workers per process when ``--workers`` is not given.
+        fresh_seed: the seed when neither ``--seed`` nor a resumed run gives one (the same on every rank).
+        timestamp: names the default run directory, ``runs/<arch>-<timestamp>``.
+        resumed_seed: the seed of the run being resumed: its data order and augmentations continue.
+    """
+    values = dict(vars(args))
+    values["workers"] = default_workers if args.workers is None else args.workers
+    values["seed"] = next(s for s in (resumed_seed, args.seed, fresh_seed) if s is not None)
+    if not args.evaluate:
+        values["arch"] = args.arch or DEFAULT_ARCH
+    if args.decode == "gpu":
+        values["gpu_decode_share"] = resolve_gpu_share(args.gpu_decode_share, values["workers"])
+    if not args.output and not args.evaluate:
+        name = f"{values['arch']}-{timestamp}" + (f"-{args.action}" if args.action else "")
+        values["output"] = str(Path("runs") / name)
+    return Config(**values)

@@ -11,11 +11,13 @@ NCCL carries the gradients on CUDA, gloo on CPU. A second, gloo group carries sm
 from __future__ import annotations
 
 import datetime
+import inspect
 import logging
 import os
 import re
 import signal
 import subprocess
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -208,3 +210,34 @@ class PreemptionHandler:
 
     def should_stop(self) -> bool:
         return any_rank(self.requested, self.info)
+
+
+def wrap_model(model: torch.nn.Module, info: DistInfo, compile: bool = False,
+               compile_mode: str = "default") -> torch.nn.Module:
+    """What the training step calls: ``model`` in DistributedDataParallel (several processes) and/or compiled.
+
+    Buffers (BatchNorm's running statistics) are not broadcast before every forward, which would be one
+    more collective per step; :func:`sync_buffers` gives every rank rank 0's before each evaluation and
+    checkpoint instead.
+    """
+    if info.distributed:
+        # The ECA weight (1, 1, k) gets gradients whose strides differ from the parameter's only on its
+        # size-1 dimensions (the same memory layout); DDP warns about it once. Nothing to fix.
+        warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
+        device_ids = [info.device.index] if info.device.type == "cuda" else None
+        ddp = torch.nn.parallel.DistributedDataParallel
+        # Newer torch names the switch forward_sync_buffers and warns, once per rank, on broadcast_buffers.
+        no_forward_sync = ({"forward_sync_buffers": False}
+                           if "forward_sync_buffers" in inspect.signature(ddp.__init__).parameters
+                           else {"broadcast_buffers": False})
+        model = ddp(model, device_ids=device_ids, gradient_as_bucket_view=True, **no_forward_sync)
+    if compile:
+        model = torch.compile(model, mode=compile_mode)
+    return model
+
+
+def sync_buffers(model: torch.nn.Module, info: DistInfo) -> None:
+    """Give every rank rank 0's buffers (BatchNorm running statistics); nothing on one process."""
+    if info.distributed:
+        for buf in model.buffers():
+            dist.broadcast(buf, src=0)

@@ -12,7 +12,7 @@ import logging
 import math
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
 import torch
@@ -101,8 +101,8 @@ def freeze_heap() -> None:
 
     Why: with a compiled eca_resnet50 the process tracks 0.8-1.0 million Python objects, and a full
     collection walks them all. With ``--decode gpu`` the decode threads create objects fast enough that a
-    full collection came about once in 600 steps and stalled training for 0.58-0.85 s; with the heap frozen
-    (at step 20), full collections took at most 3 ms (H200, runs 24-27, docs/benchmarks.md).
+    full collection came about once in 600 steps and stalled training for 0.58-0.85 s; with the heap frozen,
+    full collections took at most 3 ms (one H200, docs/design/input_pipeline.md).
     In DDP such a pause on one rank holds up every rank at the next all-reduce. Reference counting still
     frees frozen objects; only cycles among them wait for :func:`release_heap`.
     """
@@ -111,7 +111,7 @@ def freeze_heap() -> None:
 
 def release_heap() -> None:
     """Undo :func:`freeze_heap` and collect once, so that no cyclic garbage outlives the epoch: one full
-    collection per epoch, at most 0.6 s with a compiled eca_resnet50 (run 28), against about 190 s of
+    collection per epoch, at most 0.6 s with a compiled eca_resnet50 on an H200, against about 190 s of
     training per ImageNet epoch on one H200."""
     gc.unfreeze()
     gc.collect()
@@ -121,27 +121,61 @@ def _use_tqdm(info: DistInfo) -> bool:
     return info.is_main and sys.stderr.isatty()
 
 
-def train_one_epoch(model: nn.Module, criterion: nn.Module, optimizer: torch.optim.Optimizer,
-                    scheduler: torch.optim.lr_scheduler.LRScheduler, loader: Iterable, *,
-                    device: torch.device, info: DistInfo, position: EpochPosition, steps_per_epoch: int,
-                    epochs: int, precision: Precision, totals: RunningTotals,
-                    ema: torch.optim.swa_utils.AveragedModel | None = None, ema_source: nn.Module | None = None,
-                    clip_grad_norm: float = 0.0, print_freq: int = 50,
-                    should_stop: Callable[[], bool] | None = None, save_every_steps: int = 0,
-                    save_step_checkpoint: Callable[[int], None] | None = None,
+@dataclass
+class TrainState:
+    """What a training run changes as it goes, and what its checkpoints save (``ecanet.checkpoint``).
+
+    ``model`` is the network itself; ``forward_model`` is what the step calls (``model`` wrapped in DDP
+    and/or compiled), the same object when nothing wraps it.
+    """
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    totals: RunningTotals
+    precision: Precision = field(default_factory=Precision)
+    ema: torch.optim.swa_utils.AveragedModel | None = None
+    position: EpochPosition = field(default_factory=EpochPosition)
+    best_top1: float = -math.inf
+    skipped_in_epoch: int = 0   # unreadable training images of the current epoch so far
+    forward_model: nn.Module | None = None
+
+    def __post_init__(self) -> None:
+        if self.forward_model is None:
+            self.forward_model = self.model
+
+
+@dataclass(frozen=True)
+class LoopOptions:
+    """How the step loop runs: the epoch's length, clipping, and how often it syncs and checkpoints."""
+
+    epochs: int
+    steps_per_epoch: int
+    clip_grad_norm: float = 0.0       # 0 = off
+    print_freq: int = 50              # steps between host syncs (progress, non-finite check)
+    save_every_steps: int = 0         # 0 = only at epoch ends
+
+
+def train_one_epoch(state: TrainState, loader: Iterable, criterion: nn.Module, options: LoopOptions,
+                    info: DistInfo, *, should_stop: Callable[[], bool] | None = None,
+                    save_checkpoint: Callable[[], None] | None = None,
                     metrics: MetricsLogger | None = None) -> EpochResult:
-    """Train from ``position`` to the end of the epoch (or until ``should_stop()``), in place.
+    """Train from ``state.position`` to the end of the epoch (or until ``should_stop()``), updating ``state``.
 
     Args:
-        model: the network, possibly wrapped in DDP and/or compiled.
-        loader: yields ``(images, targets, skipped)`` for the steps still to do in this epoch.
-        position: advanced in place after every step.
-        totals: running sums of this epoch (restored from a checkpoint when resuming mid-epoch).
-        ema, ema_source: the weight EMA and the unwrapped model it follows.
+        state: model, optimizer, schedule, EMA, position and running totals; all advanced in place.
+        loader: yields ``(images, targets, unreadable)`` for the steps still to do in this epoch.
+        criterion: the training loss.
+        options: epoch length, gradient clipping, sync and checkpoint intervals.
+        info: this process's place in the process group.
         should_stop: polled after every step (preemption); all ranks get the same answer.
-        save_step_checkpoint: called every ``save_every_steps`` global steps, after the non-finite check, with
-            the number of images skipped so far in this epoch (the position and totals are the caller's objects).
+        save_checkpoint: called every ``options.save_every_steps`` global steps, after the non-finite check.
+        metrics: per-sync-point scalars (loss, lr, images/s) go to TensorBoard.
     """
+    model, optimizer, scheduler, precision = state.forward_model, state.optimizer, state.scheduler, state.precision
+    position, totals, ema, device = state.position, state.totals, state.ema, info.device
+    steps_per_epoch, epochs, print_freq = options.steps_per_epoch, options.epochs, options.print_freq
+    skipped_before = state.skipped_in_epoch
     model.train()
     epoch, start_step = position.epoch, position.step_in_epoch
     first_bad_step = torch.full((), -1, dtype=torch.int64, device=device)  # on device: no sync per step
@@ -195,15 +229,16 @@ def train_one_epoch(model: nn.Module, criterion: nn.Module, optimizer: torch.opt
                 logits = model(images)
                 loss = criterion(logits, target)
             optimizer.zero_grad(set_to_none=True)
-            _backward_and_step(loss, model, optimizer, precision.scaler, clip_grad_norm)
+            _backward_and_step(loss, model, optimizer, precision.scaler, options.clip_grad_norm)
             scheduler.step()
             if ema is not None:
-                ema.update_parameters(ema_source)
+                ema.update_parameters(state.model)
             totals.update(loss, logits, target)
             first_bad_step = torch.where((first_bad_step < 0) & ~torch.isfinite(loss.detach()), step_counter,
                                          first_bad_step)
             step_counter += 1
             skipped += int(skipped_batch.sum())  # a CPU tensor from the loader: no GPU sync
+            state.skipped_in_epoch = skipped_before + skipped
             position.step_in_epoch += 1
             position.global_step += 1
             if not heap_frozen:  # after this call's first step: torch.compile has built its graphs
@@ -219,11 +254,11 @@ def train_one_epoch(model: nn.Module, criterion: nn.Module, optimizer: torch.opt
                     sync_point(final=True)  # never save a checkpoint after a non-finite loss
                 preempted = not last
                 break
-            if save_every_steps and save_step_checkpoint is not None and position.global_step % save_every_steps == 0 \
-                    and not last:
+            if (options.save_every_steps and save_checkpoint is not None and not last
+                    and position.global_step % options.save_every_steps == 0):
                 if position.step_in_epoch % print_freq != 0:
                     sync_point(final=False)
-                save_step_checkpoint(skipped)
+                save_checkpoint()
     finally:  # also on preemption and errors: the collector sees everything again
         if heap_frozen:
             release_heap()
@@ -260,13 +295,15 @@ def _backward_and_step(loss: torch.Tensor, model: nn.Module, optimizer: torch.op
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, criterion: nn.Module, loader: Iterable, *, device: torch.device,
-             info: DistInfo, precision: Precision, desc: str = "eval") -> EvalResult:
+def evaluate(model: nn.Module, loader: Iterable, info: DistInfo, precision: Precision, *,
+             criterion: nn.Module | None = None, desc: str = "eval") -> EvalResult:
     """Loss, top-1 and top-5 over the whole loader, summed over all ranks (each image counted once).
 
     ``model`` should be the unwrapped network: evaluation runs no collective per batch, so ranks may
     hold different numbers of batches (the validation set need not divide by the world size).
     """
+    device = info.device
+    criterion = criterion if criterion is not None else nn.CrossEntropyLoss()
     model.eval()
     totals = RunningTotals(device)
     skipped = 0

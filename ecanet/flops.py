@@ -42,12 +42,10 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-import models
-from models import EcaModule, SqueezeExcitation
-
+from . import models
+from .constants import IMAGENET_CLASSES, IMAGENET_IMG_SIZE, NETWORK_STRIDE
 from .errors import ConfigError
-
-from models.eca_module import eca_implementation
+from .models import EcaModule, SqueezeExcitation, set_eca_impl
 
 with warnings.catch_warnings():
     # thop 0.1.1 imports distutils.version.LooseVersion, deprecated since Python 3.10.
@@ -55,12 +53,12 @@ with warnings.catch_warnings():
     import thop
 
 # thop.__version__ says "0.1.1"; its metadata says "0.1.1-2209072238", which PEP 440 reads as the
-# post-release "0.1.1.post2209072238" that requirements.txt pins.
+# post-release "0.1.1.post2209072238" that pyproject.toml pins.
 THOP_VERSION = re.sub(r"-(\d+)$", r".post\1", importlib.metadata.version("thop"))
 IMAGE_CHANNELS = 3
-DEFAULT_IMG_SIZE = 224
-DEFAULT_NUM_CLASSES = 1000
-MIN_IMG_SIZE = 32  # the networks' total stride: the smallest input whose last feature map is 1x1
+DEFAULT_IMG_SIZE = IMAGENET_IMG_SIZE
+DEFAULT_NUM_CLASSES = IMAGENET_CLASSES
+MIN_IMG_SIZE = NETWORK_STRIDE  # the smallest input whose last feature map is 1x1
 COUNT_DEVICE = "meta"  # shapes only: counting allocates nothing and computes nothing
 
 # Decimal (SI) prefixes, largest first.
@@ -228,20 +226,15 @@ def _counting_copy(model: nn.Module, img_size: int) -> tuple[nn.Module, torch.Te
 
     Counting runs hooks that leave state behind (thop registers ``total_ops``/``total_params`` buffers
     and does not remove those of modules it has no rule for), so it never touches the caller's model.
-    The counters must also run the plain ECA code (see :func:`_plain_eca`).
+    The copy's ECA layers run the plain code: the fused kernels compute the same function but skip the
+    module calls (``self.conv``, ``self(x)``) that thop's hooks and torch's module tracker see.
     """
     if img_size < MIN_IMG_SIZE:
         raise ConfigError(f"image size {img_size} is too small; use at least {MIN_IMG_SIZE} pixels")
-    work = copy.deepcopy(model).to(device=COUNT_DEVICE).eval()
+    work = set_eca_impl(copy.deepcopy(model), "plain").to(device=COUNT_DEVICE).eval()
     dtype = next(work.parameters(), torch.empty(0)).dtype
     image = torch.empty(1, IMAGE_CHANNELS, img_size, img_size, device=COUNT_DEVICE, dtype=dtype)
     return work, image
-
-
-def _plain_eca() -> contextlib.AbstractContextManager[None]:
-    """Run ECA layers as plain PyTorch code: the fused kernels compute the same function but skip the
-    module calls (``self.conv``, ``self(x)``) that thop's hooks and torch's module tracker see."""
-    return eca_implementation("plain")
 
 
 def attention_modules(model: nn.Module) -> dict[str, nn.Module]:
@@ -294,7 +287,7 @@ def count_thop(model: nn.Module, img_size: int = DEFAULT_IMG_SIZE, *,
             ``x.mean`` as thop sees it, for free (False).
     """
     work, image = _counting_copy(model, img_size)
-    with _plain_eca(), _recording_attention_inputs(work) as attention_inputs:
+    with _recording_attention_inputs(work) as attention_inputs:
         total, _params, layer_info = thop.profile(work, inputs=(image,), verbose=False, ret_layer_info=True)
     module_macs = _flatten_layer_info(layer_info)
     by_type: dict[str, int] = {}
@@ -320,7 +313,7 @@ def count_torch_flops(model: nn.Module, img_size: int = DEFAULT_IMG_SIZE) -> Tor
     modified.
     """
     work, image = _counting_copy(model, img_size)
-    with _plain_eca(), torch.no_grad(), FlopCounterMode(display=False) as counter:
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
         work(image)
     counts = counter.get_flop_counts()
     # The counter names modules "<RootClass>.<module name>" and the whole run "Global".

@@ -133,3 +133,39 @@ def format_duration(seconds: float) -> str:
     hours, rem = divmod(seconds, 3600)
     minutes, secs = divmod(rem, 60)
     return f"{hours}h{minutes:02d}m{secs:02d}s" if hours else f"{minutes}m{secs:02d}s"
+
+
+def epoch_record(position: Any, train: Any, val: Any, ema_val: Any, state: Any, info: Any) -> dict[str, Any]:
+    """The ``metrics.jsonl`` record of a finished epoch, from the step loop's and evaluation's results."""
+    device = info.device
+    peak_gib = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else 0.0
+    record = {
+        "epoch": position.epoch, "step": position.global_step, "lr": state.optimizer.param_groups[0]["lr"],
+        "train_loss": train.loss, "train_top1": train.top1, "val_loss": val.loss, "val_top1": val.top1,
+        "val_top5": val.top5, "best_top1": state.best_top1, "epoch_time_s": train.seconds,
+        "images_per_s": train.images_per_s, "images_per_s_per_gpu": train.images_per_s / info.world_size,
+        "val_images": val.images, "val_images_per_s": val.images_per_s,
+        "skipped_images": state.skipped_in_epoch + val.skipped_images, "peak_memory_gib": peak_gib,
+    }
+    if ema_val is not None:
+        record.update(ema_val_top1=ema_val.top1, ema_val_top5=ema_val.top5, ema_val_loss=ema_val.loss)
+    return record
+
+
+def epoch_line(record: Mapping[str, Any], epochs: int) -> str:
+    """One log line for an :func:`epoch_record`."""
+    ema = f" | EMA top-1 {record['ema_val_top1']:.3f}" if "ema_val_top1" in record else ""
+    skipped = f" | {record['skipped_images']} unreadable images skipped" if record["skipped_images"] else ""
+    return (f"epoch {record['epoch']}/{epochs}: train loss {record['train_loss']:.4f} top-1 "
+            f"{record['train_top1']:.2f} | val loss {record['val_loss']:.4f} top-1 {record['val_top1']:.3f} top-5 "
+            f"{record['val_top5']:.3f}{ema} | lr {record['lr']:.4g} | {record['images_per_s']:,.0f} img/s "
+            f"({record['images_per_s_per_gpu']:,.0f} per GPU) | {format_duration(record['epoch_time_s'])}{skipped}")
+
+
+def results_table(summary: Mapping[str, Any]) -> str:
+    """A small markdown table of a finished run's ``summary`` record."""
+    header = "| arch | parameters | epochs | val top-1 | val top-5 | best top-1 | val loss | time |"
+    row = (f"| {summary['arch']} | {summary['parameters']:,} | {summary['epochs']} | {summary['final_top1']:.2f} | "
+           f"{summary['final_top5']:.2f} | {summary['best_top1']:.2f} | {summary['final_loss']:.4f} | "
+           f"{format_duration(summary['wall_time_s'])} |")
+    return "\n".join([header, "|" + "---|" * 8, row])

@@ -1,12 +1,12 @@
 #!/usr/bin/env python
-"""CPU-side costs of the input pipeline that docs/results.md and docs/benchmarks.md quote (no GPU needed).
+"""CPU-side costs of the input pipeline that docs/results.md and docs/design/input_pipeline.md quote (no GPU needed).
 
     python scripts/cpu_costs.py [--data data/fashion-mnist]
 
 Prints one line per measurement:
   seed       torch.manual_seed against seeding only the CPU generator (what each worker does per sample)
   worker     images/s one worker process makes with configs/fashion_mnist.yaml's training transform, seeded
-             per sample the old way (fork_rng + torch.manual_seed) and the current way (seeded_cpu_rng)
+             per sample with fork_rng + torch.manual_seed and with seeded_cpu_rng (what ecanet does)
   gil        whether torchvision's decode_jpeg lets another Python thread run (counts per second of a
              counting thread while decode_jpeg runs, against while the main thread sleeps)
   crop-loop  the per-image Python cost of GpuAugment's crop/resize loop, on tiny CPU tensors (so mostly
@@ -45,8 +45,8 @@ def seed_cost() -> str:
     return f"seed: torch.manual_seed {full * 1e6:.0f} us/call, CPU generator only {cpu_only * 1e6:.1f} us/call"
 
 
-class _OldSeeding(RobustImageFolder):
-    """The per-sample seeding ecanet used before seeded_cpu_rng, for comparison."""
+class _ForkRngSeeding(RobustImageFolder):
+    """Per-sample seeding with fork_rng + torch.manual_seed, the alternative to seeded_cpu_rng, for comparison."""
 
     def __getitem__(self, key):
         index, seed = key
@@ -60,7 +60,7 @@ def worker_rate(data: Path) -> str:
     transform = build_train_transform(112, "crop", crop_padding=8, hflip=0.5, random_erasing=0.5,
                                       mean=FASHION_MNIST_MEAN, std=FASHION_MNIST_STD, uint8=True)
     rates = {}
-    for name, cls in (("fork_rng + torch.manual_seed", _OldSeeding), ("seeded_cpu_rng", RobustImageFolder)):
+    for name, cls in (("fork_rng + torch.manual_seed", _ForkRngSeeding), ("seeded_cpu_rng", RobustImageFolder)):
         dataset = cls(str(data / "train"), transform=transform)
         keys = [((i * 29) % len(dataset), sample_seed(0, 0, i)) for i in range(WORKER_SAMPLES)]
         t0 = time.perf_counter()

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Create (or repair) the project's virtual environment: `bash scripts/setup_venv.sh [VENV]`.
 #
-# Called by `make test` and `make demo`; safe to re-run. It installs requirements.txt and the project
-# itself (editable), then proves that torch and torchvision are a matching pair.
+# Called by `make test` and `make demo`; safe to re-run. It installs requirements.txt (the project itself,
+# editable, with its extras), then proves that torch and torchvision are a matching pair.
 #
 # The trap it handles: PyPI's torchvision wheels only import next to the torch build they were compiled
 # against (the CUDA one). When a CPU-only torch is already installed (e.g. from a local wheel folder that
@@ -30,7 +30,6 @@ VPY="$VENV/bin/python"
 
 echo "==> installing requirements.txt into $VENV (the first time downloads torch: a few GB, 1-2 minutes)"
 "$VPY" -m pip install --disable-pip-version-check -q -r requirements.txt
-"$VPY" -m pip install --disable-pip-version-check -q --no-deps -e .
 
 check_pair() {
     "$VPY" - <<'EOF'

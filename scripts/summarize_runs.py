@@ -3,16 +3,21 @@
 
     python scripts/summarize_runs.py runs/fmnist/*            # prints the table
     python scripts/summarize_runs.py runs/fmnist/* --json out.json
+    python scripts/summarize_runs.py runs/fmnist --csv results/fashion_mnist.csv
 
 Reads each run directory's ``metrics.jsonl`` (epoch lines and the final summary line) and ``config.yaml``.
 Columns: final validation top-1 and top-5 (last epoch), the EMA's top-1 when the run kept one, parameters,
 the run's time in training and evaluation (the sum over epochs of training time and validation time; a run
 resumed after a preemption counts each epoch once, and start-up is excluded), mean training images/s over
 the epochs after the first (the first includes warm-up and compilation), and peak GPU memory.
+
+``--csv PATH`` writes the same table as CSV, one row per network, with unrounded figures (mean and sample
+standard deviation over the seeds) and each seed's top-1, so that documents can quote a file a script wrote.
 """
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import statistics
 import sys
@@ -86,10 +91,50 @@ def table(runs: list[dict[str, Any]]) -> str:
     return markdown_table(headers, rows)
 
 
+CSV_FIELDS = ("network", "runs", "seeds", "epochs", "top1_mean", "top1_std", "top5_mean", "top5_std",
+              "ema_top1_mean", "top1_per_seed", "parameters", "train_eval_s_per_run", "train_img_per_s",
+              "peak_gpu_memory_gib")
+
+
+def _std(values: list[float]) -> float | str:
+    return statistics.stdev(values) if len(values) > 1 else ""
+
+
+def csv_rows(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per network (in the order the runs were given), figures unrounded except to 4 decimals."""
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for run in runs:
+        groups.setdefault(run["arch"], []).append(run)
+    rows = []
+    for arch, group in groups.items():
+        top1 = [r["top1"] for r in group]
+        top5 = [r["top5"] for r in group]
+        ema = [r["ema_top1"] for r in group if r["ema_top1"] is not None]
+        row = {"network": arch, "runs": len(group), "seeds": " ".join(str(r["seed"]) for r in group),
+               "epochs": group[0]["epochs"], "top1_mean": statistics.mean(top1), "top1_std": _std(top1),
+               "top5_mean": statistics.mean(top5), "top5_std": _std(top5),
+               "ema_top1_mean": statistics.mean(ema) if ema else "",
+               "top1_per_seed": " ".join(f"{v:.2f}" for v in top1), "parameters": group[0]["params"],
+               "train_eval_s_per_run": statistics.mean(r["wall_s"] for r in group),
+               "train_img_per_s": statistics.mean(r["img_s"] for r in group),
+               "peak_gpu_memory_gib": max(r["peak_gib"] for r in group)}
+        rows.append({k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()})
+    return rows
+
+
+def write_csv(path: Path, runs: list[dict[str, Any]]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=CSV_FIELDS, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(csv_rows(runs))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs", nargs="+", type=Path, help="run directories, or folders of them")
     parser.add_argument("--json", type=Path, help="also write the per-run figures as JSON")
+    parser.add_argument("--csv", type=Path, help="also write the table as CSV (one row per network)")
     parser.add_argument("--val-images", type=int, default=None,
                         help="validation images per epoch, for records that do not say (older runs)")
     args = parser.parse_args(argv)
@@ -100,6 +145,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(table(runs))
     if args.json:
         args.json.write_text(json.dumps(runs, indent=2))
+    if args.csv:
+        write_csv(args.csv, runs)
     return 0
 
 

@@ -54,6 +54,20 @@ def compile_triton_for_sm90(kernel, types: dict[str, str], constants: dict) -> N
     assert compiled.asm["cubin"]
 
 
+def run_interpreter_tests(test_file: str) -> str:
+    """Run ``test_file``'s tests named ``*interpreter*`` in a child pytest with ``TRITON_INTERPRET=1``: the
+    interpreter is chosen when Triton's kernels are defined, so it needs a process of its own. Returns the
+    child's output after asserting that it passed and ran at least one test."""
+    import subprocess
+    env = {**os.environ, "TRITON_INTERPRET": "1"}
+    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-k", "interpreter",
+                             str(Path(test_file).resolve())], cwd=ROOT, env=env, capture_output=True, text=True,
+                            timeout=600)
+    assert result.returncode == 0, result.stdout[-5000:] + result.stderr[-2000:]
+    assert " passed" in result.stdout and "failed" not in result.stdout, result.stdout[-2000:]
+    return result.stdout
+
+
 def load_script(name: str):
     """Import ``scripts/<name>.py`` as a module (scripts/ is not a package)."""
     import importlib.util
@@ -97,10 +111,17 @@ def official_state_dict(path: Path, seed: int = 0) -> dict[str, torch.Tensor]:
     return out
 
 
+# `make test` runs the suite in one pytest-xdist worker per core: each worker then computes on one thread,
+# so the workers never oversubscribe the cores. Set once, before any fixture trains: runs compared for
+# bit-identity must use the same number of threads (CPU reductions split over more threads round differently).
+PARALLEL_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+TORCH_THREADS = max(1, min(2, (os.cpu_count() or 1) // PARALLEL_WORKERS))
+torch.set_num_threads(TORCH_THREADS)
+
+
 @pytest.fixture(autouse=True)
 def _quiet_threads():
-    # Two CPU cores: keep intra-op threads at the machine's count, and never oversubscribe.
-    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+    torch.set_num_threads(TORCH_THREADS)  # a test may have changed it
     yield
 
 

@@ -3,6 +3,7 @@ nothing already saved is lost; broken images are skipped and counted, too many o
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -13,7 +14,10 @@ from imagefolder import make_image_folder
 from conftest import SMALL_RUN, run_main, run_script
 
 
-def _fails_cleanly(argv, capsys, *phrases, defaults=None) -> str:
+def _fails_cleanly(argv, capsys, *phrases, defaults=None, during_training=False) -> str:
+    argv = [str(a) for a in argv]
+    output = argv[argv.index("--output") + 1] if "--output" in argv else None
+    existed = output is not None and Path(output).exists()
     assert run_main(argv, defaults) == EXIT_USAGE
     err = capsys.readouterr().err
     assert "Traceback" not in err
@@ -21,6 +25,8 @@ def _fails_cleanly(argv, capsys, *phrases, defaults=None) -> str:
     assert len(message) == 1, err[-2000:]
     for phrase in phrases:
         assert phrase in message[0], message[0]
+    if output is not None and not existed and not during_training:
+        assert not Path(output).exists(), "a run that fails its input checks must leave no directory behind"
     return message[0]
 
 
@@ -36,24 +42,24 @@ def test_missing_data_directory(tmp_path, capsys):
 @pytest.mark.parametrize("split", ["train", "val"])
 def test_missing_split(dataset, capsys, split):
     shutil.rmtree(dataset / split)
-    _fails_cleanly([dataset, *SMALL_RUN], capsys, f"{split} does not exist", "one folder per class")
+    _fails_cleanly([dataset, *SMALL_RUN, "--output", dataset.parent / "run"], capsys, f"{split} does not exist", "one folder per class")
 
 
 def test_split_without_class_folders(dataset, capsys):
     shutil.rmtree(dataset / "train")
     (dataset / "train").mkdir()
-    _fails_cleanly([dataset, *SMALL_RUN], capsys, "holds no class folders", "sub-folder")
+    _fails_cleanly([dataset, *SMALL_RUN, "--output", dataset.parent / "run"], capsys, "holds no class folders", "sub-folder")
 
 
 def test_class_folders_without_images(dataset, capsys):
     for image in (dataset / "val").rglob("*.jpg"):
         image.unlink()
-    _fails_cleanly([dataset, *SMALL_RUN], capsys, "holds no images", "extension")
+    _fails_cleanly([dataset, *SMALL_RUN, "--output", dataset.parent / "run"], capsys, "holds no images", "extension")
 
 
 def test_train_and_val_with_different_classes(dataset, capsys):
     (dataset / "val" / "circle0").rename(dataset / "val" / "ellipse0")
-    _fails_cleanly([dataset, *SMALL_RUN], capsys, "different class folders", "only in train: ['circle0']",
+    _fails_cleanly([dataset, *SMALL_RUN, "--output", dataset.parent / "run"], capsys, "different class folders", "only in train: ['circle0']",
                    "only in val: ['ellipse0']")
 
 
@@ -167,7 +173,7 @@ def test_more_than_one_percent_corrupt_stops_the_run(tmp_path, capsys):
     data, _ = _corrupt_dataset(tmp_path / "d", bad=5)  # 5 of 240 > 1 %
     out = tmp_path / "run"
     message = _fails_cleanly([data, *SMALL_RUN, "-b", "16", "-a", "resnet18", "--epochs", "1", "--output", out],
-                             capsys, "more than 1%", "unreadable")
+                             capsys, "more than 1%", "unreadable", during_training=True)
     assert "Fix or remove" in message
     assert not list(out.glob("*.pth"))
 

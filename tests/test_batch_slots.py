@@ -1,4 +1,4 @@
-"""Loader slots (ecanet.batch_slots): batches written by DataLoader workers into reusable shared memory come
+"""Loader slots (ecanet.data.gpu.slots): batches written by DataLoader workers into reusable shared memory come
 back exactly as the ordinary collate sends them, slots are handed back however a batch ends, and a batch that
 does not fit or finds no free slot takes the ordinary way. CPU only; pinning needs CUDA."""
 from __future__ import annotations
@@ -10,10 +10,10 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from ecanet import batch_slots
-from ecanet.batch_slots import BatchSlots, SlotBatch, mean_file_bytes, slot_bytes_for, slot_layout
+from ecanet.data.gpu import slots as batch_slots
+from ecanet.data.gpu.slots import BatchSlots, SlotBatch, mean_file_bytes, slot_bytes_for, slot_layout
 from ecanet.data import ResumableSampler, sample_seed
-from ecanet.gpu_decode import EncodedImageFolder, SlotCollate, collate_encoded, split_items
+from ecanet.data.gpu.decode import EncodedImageFolder, SlotCollate, collate_encoded, split_items
 from imagefolder import make_photo_folder
 
 IMG = 32

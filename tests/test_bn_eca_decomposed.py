@@ -8,8 +8,9 @@ import pytest
 import torch
 from torch import nn
 
-import models
-from models.eca_module import EcaModule, bn_eca_add_relu_decomposed, eca_implementation
+from ecanet import models
+from ecanet.models import eca_module
+from ecanet.models.eca_module import EcaModule, bn_eca_add_relu_decomposed, set_eca_impl
 
 
 def _modules(channels: int, k: int, seed: int = 0):
@@ -30,7 +31,7 @@ def _modules(channels: int, k: int, seed: int = 0):
 def test_decomposed_tail_is_the_module_tail(shape, k, training, channels_last):
     bn, eca = _modules(shape[1], k)
     bn_ref = copy.deepcopy(bn)
-    eca_ref = copy.deepcopy(eca)
+    eca_ref = set_eca_impl(copy.deepcopy(eca), "plain")
     bn.train(training)
     bn_ref.train(training)
     layout = torch.channels_last if channels_last else torch.contiguous_format
@@ -39,8 +40,7 @@ def test_decomposed_tail_is_the_module_tail(shape, k, training, channels_last):
     x_ref, identity_ref = x.detach().clone().requires_grad_(), identity.detach().clone().requires_grad_()
 
     out = bn_eca_add_relu_decomposed(x, bn, eca.conv.weight, identity)
-    with eca_implementation("plain"):
-        ref = eca_ref.scale_add_relu(bn_ref(x_ref), identity_ref)
+    ref = eca_ref.scale_add_relu(bn_ref(x_ref), identity_ref)
     torch.testing.assert_close(out, ref, rtol=1e-10, atol=1e-10)
 
     grad = torch.randn(shape, dtype=torch.float64)
@@ -65,8 +65,7 @@ def test_large_mean_activations_do_not_lose_the_variance():
     identity = torch.randn(16, 8, 56, 56)
     bn32 = copy.deepcopy(bn).float()
     out = bn_eca_add_relu_decomposed(x, bn32, eca.conv.weight.float(), identity)
-    with eca_implementation("plain"):
-        ref = eca.scale_add_relu(bn(x.double()), identity.double())
+    ref = set_eca_impl(eca, "plain").scale_add_relu(bn(x.double()), identity.double())
     torch.testing.assert_close(out.double(), ref, rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(bn32.running_var.double(), bn.running_var, rtol=1e-4, atol=1e-9)
 
@@ -111,24 +110,22 @@ def test_bf16_tail_keeps_dtypes_and_matches_float64():
 
 def test_compiled_block_takes_the_decomposed_form_and_matches_eager(monkeypatch):
     torch.manual_seed(0)
-    block = models.resnet.Bottleneck(16, 4, attention="eca", k_size=3).double().train()
+    block = set_eca_impl(models.resnet.Bottleneck(16, 4, attention="eca", k_size=3).double().train(), "auto")
     x = torch.randn(2, 16, 6, 5, dtype=torch.float64, requires_grad=True)
     x_ref = x.detach().clone().requires_grad_()
-    eager = copy.deepcopy(block)
+    eager = set_eca_impl(copy.deepcopy(block), "plain")
     calls = {"n": 0}
-    real = models.eca_module.bn_eca_add_relu_decomposed
+    real = eca_module.bn_eca_add_relu_decomposed
 
     def counting(*args, **kwargs):
         calls["n"] += 1
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(models.eca_module, "bn_eca_add_relu_decomposed", counting)
-    with eca_implementation("auto"):
-        compiled = torch.compile(block, backend="aot_eager", fullgraph=True)
-        out = compiled(x)
+    monkeypatch.setattr(eca_module, "bn_eca_add_relu_decomposed", counting)
+    compiled = torch.compile(block, backend="aot_eager", fullgraph=True)
+    out = compiled(x)
     assert calls["n"] >= 1  # traced through the decomposed form
-    with eca_implementation("plain"):
-        ref = eager(x_ref)
+    ref = eager(x_ref)
     torch.testing.assert_close(out, ref, rtol=1e-10, atol=1e-10)
     torch.testing.assert_close(block.bn3.running_var, eager.bn3.running_var, rtol=1e-12, atol=1e-12)
     grad = torch.randn_like(ref)
@@ -144,6 +141,6 @@ def test_eager_and_plain_never_take_the_decomposed_form(monkeypatch):
     def fail(*args, **kwargs):
         raise AssertionError("decomposed form used outside torch.compile")
 
-    monkeypatch.setattr(models.eca_module, "bn_eca_add_relu_decomposed", fail)
+    monkeypatch.setattr(eca_module, "bn_eca_add_relu_decomposed", fail)
     model = models.create_model("eca_resnet18", num_classes=3).train()
     model(torch.randn(2, 3, 32, 32)).sum().backward()

@@ -97,7 +97,8 @@ def test_every_shipped_config_is_valid(path):
 
 
 def test_light_main_has_the_mobilenet_recipe():
-    from light_main import MOBILENET_RECIPE
+    from light_main import mobilenet_recipe
+    MOBILENET_RECIPE = mobilenet_recipe()
     args = parse_config(["DATA"], defaults=MOBILENET_RECIPE)
     assert (args.arch, args.batch_size, args.lr, args.lr_base_batch, args.weight_decay, args.epochs) == \
         ("eca_mobilenet_v2", 96, 0.045, 96, 4e-5, 400)

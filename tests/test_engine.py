@@ -1,4 +1,4 @@
-"""train_one_epoch's handling of Python's garbage collector (ecanet.engine.freeze_heap / release_heap)."""
+"""The training step loop (ecanet.engine.train_one_epoch): what one step does, and the garbage collector."""
 import gc
 import weakref
 
@@ -8,8 +8,9 @@ from torch import nn
 
 from ecanet import engine
 from ecanet.distributed import DistInfo
-from ecanet.engine import EpochPosition, Precision, train_one_epoch
+from ecanet.engine import LoopOptions, Precision, TrainState, train_one_epoch
 from ecanet.metrics import RunningTotals
+from ecanet.optim import build_ema
 
 CLASSES, FEATURES, BATCH, STEPS = 10, 4, 8, 3
 
@@ -21,20 +22,24 @@ def _batches(steps: int):
                torch.randint(0, CLASSES, (BATCH,), generator=generator), torch.zeros(BATCH, dtype=torch.bool))
 
 
-def _train(loader, should_stop=None):
-    model = nn.Linear(FEATURES, CLASSES)
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
-    return train_one_epoch(model, nn.CrossEntropyLoss(), optimizer, scheduler, loader, device=torch.device("cpu"),
-                           info=DistInfo(), position=EpochPosition(), steps_per_epoch=STEPS, epochs=1,
-                           precision=Precision(), totals=RunningTotals(torch.device("cpu")), print_freq=STEPS,
-                           should_stop=should_stop)
+def _state(model=None, lr_factor=lambda step: 1.0, precision=None, ema_decay=None, optimizer_class=None):
+    model = model or nn.Linear(FEATURES, CLASSES)
+    optimizer = (optimizer_class or torch.optim.SGD)(model.parameters(), lr=0.1)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
+    return TrainState(model, optimizer, scheduler, RunningTotals(torch.device("cpu")), precision or Precision(),
+                      ema=build_ema(model, ema_decay) if ema_decay else None)
+
+
+def _train(loader, should_stop=None, state=None, criterion=None, steps=STEPS):
+    state = state or _state()
+    return train_one_epoch(state, loader, criterion or nn.CrossEntropyLoss(), LoopOptions(1, steps, print_freq=steps),
+                           DistInfo(), should_stop=should_stop)
 
 
 def _record_heap_calls(monkeypatch):
     """freeze_heap / release_heap replaced by recorders (the real ones are checked by the cycle test below).
     The process-wide freeze count is not asserted: Python 3.12.3 leaves 375 objects frozen after
-    gc.freeze(), gc.unfreeze() and gc.collect() in a bare interpreter (run 32, docs/benchmarks.md)."""
+    gc.freeze(), gc.unfreeze() and gc.collect() in a bare interpreter."""
     calls, steps = [], []
     monkeypatch.setattr(engine, "freeze_heap", lambda: calls.append(("freeze", len(steps))))
     monkeypatch.setattr(engine, "release_heap", lambda: calls.append(("release", len(steps))))
@@ -100,3 +105,90 @@ def test_a_cycle_frozen_during_the_epoch_is_collected_by_its_end():
     _train(_batches(STEPS), drop_it_and_collect)
     assert survived_collect == [True]  # frozen: a full collection does not see it
     assert alive() is None             # release_heap collected it
+
+
+# ---------------------------------------------------------------------------------------- the step itself
+
+class _RecordingLoss(nn.CrossEntropyLoss):
+    """Cross-entropy that remembers every loss it returned (before that step's update)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.losses: list[float] = []
+
+    def forward(self, logits, target):
+        loss = super().forward(logits, target)
+        self.losses.append(float(loss.detach()))
+        return loss
+
+
+class _RecordingSGD(torch.optim.SGD):
+    """SGD that remembers the learning rate of every step it takes."""
+
+    def __init__(self, params, lr):
+        super().__init__(params, lr=lr)
+        self.step_lrs: list[float] = []
+
+    def step(self, closure=None):
+        self.step_lrs.append(self.param_groups[0]["lr"])
+        return super().step(closure)
+
+
+def test_the_epoch_loss_is_the_mean_of_the_step_losses_and_the_position_advances():
+    criterion, state = _RecordingLoss(), _state()
+    result = _train(_batches(STEPS), state=state, criterion=criterion)
+    assert len(criterion.losses) == STEPS
+    assert result.loss == pytest.approx(sum(criterion.losses) / STEPS, rel=1e-6)
+    assert result.images == STEPS * BATCH and not result.preempted
+    assert (state.position.step_in_epoch, state.position.global_step) == (STEPS, STEPS)
+    assert 0.0 <= result.top1 <= 100.0 and result.top5 >= result.top1
+
+
+def test_the_learning_rate_follows_the_schedule_step_by_step():
+    state = _state(lr_factor=lambda step: 1.0 / (step + 1), optimizer_class=_RecordingSGD)
+    _train(_batches(STEPS), state=state)
+    assert state.optimizer.step_lrs == pytest.approx([0.1 / (step + 1) for step in range(STEPS)])
+    assert state.optimizer.param_groups[0]["lr"] == pytest.approx(0.1 / (STEPS + 1))  # ready for the next step
+
+
+def test_the_ema_follows_the_weights_after_every_step():
+    decay = 0.5
+    state = _state(ema_decay=decay)
+    snapshots = []
+    state.optimizer.register_step_post_hook(lambda *_: snapshots.append(state.model.weight.detach().clone()))
+    _train(_batches(STEPS), state=state)
+    expected = snapshots[0]                      # the first update copies the weights
+    for weights in snapshots[1:]:
+        expected = decay * expected + (1 - decay) * weights
+    assert torch.allclose(state.ema.module.weight, expected, atol=1e-6)
+    assert not torch.allclose(state.ema.module.weight, state.model.weight)
+
+
+def test_the_fp16_scaler_scales_the_loss_and_skips_steps_with_infinite_gradients():
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 4, growth_interval=1000)
+    state = _state(precision=Precision(None, scaler))
+    before = state.model.weight.detach().clone()
+    _train(_batches(1), state=state, steps=1)
+    assert not torch.equal(state.model.weight, before) and scaler.get_scale() == 2.0 ** 4   # a finite step
+
+    class InfLoss(nn.Module):  # a finite loss with infinite gradients: the scaler must skip the step
+        def forward(self, logits, target):
+            return nn.functional.cross_entropy(logits * _InfGrad.apply(logits), target)
+
+    before = state.model.weight.detach().clone()
+    state.position.step_in_epoch = 0
+    train_one_epoch(state, _batches(1), InfLoss(), LoopOptions(1, 1, print_freq=1), DistInfo())
+    assert torch.equal(state.model.weight, before)      # skipped
+    assert scaler.get_scale() == 2.0 ** 3                 # and the scale halved
+
+
+class _InfGrad(torch.autograd.Function):
+    """Multiplies by one going forward; sends infinite gradients back."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return torch.ones_like(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return torch.full_like(grad, float("inf"))

@@ -1,4 +1,4 @@
-"""The batched crop-resize kernel of --decode gpu (ecanet/gpu_crop.py) computes what PyTorch computes per image.
+"""The batched crop-resize kernel of --decode gpu (ecanet/data/gpu/crop.py) computes what PyTorch computes per image.
 
 CPU, in CI: the kernel under Triton's interpreter (tests named ``interpreter``, run in a subprocess because
 ``TRITON_INTERPRET`` must be set before Triton is imported) against ``crop_resize_one`` (F.interpolate,
@@ -9,18 +9,15 @@ GPU: the same comparison on CUDA, and that GpuAugment picks the kernel there.
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 
-from conftest import compile_triton_for_sm90, interpreter_rejects_numpy
+from conftest import compile_triton_for_sm90, interpreter_rejects_numpy, run_interpreter_tests
 from imagefolder import make_photo_folder
 from ecanet.data import IMAGENET_MEAN, IMAGENET_STD, sample_seed
-from ecanet.gpu_decode import (EncodedImageFolder, GpuAugment, batched_crop_available, collate_encoded,
-                               crop_resize_one, gpu_crop_module)
+from ecanet.data.gpu.decode import (EncodedImageFolder, GpuAugment, batched_crop_available, collate_encoded,
+                                    crop_resize_one, gpu_crop_module)
 
 INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
 HAS_TRITON = gpu_crop_module() is not None
@@ -32,8 +29,7 @@ needs_cuda = pytest.mark.skipif(not (HAS_CUDA and HAS_TRITON), reason="needs a C
 
 # max |kernel - F.interpolate| in 0..255 units. Both sum float32 products, in another order: PyTorch's own
 # sums are 2.6e-3 off the float64 filter at S = 224, and one ulp of the scale is 1.3e-2 there
-# (docs/measurements/2026-11-21/input_pipeline/local_crop_kernel_checks.log). A window one pixel off is
-# wrong by tens.
+# (docs/design/input_pipeline.md). A window one pixel off is wrong by tens.
 TOLERANCE = 1e-2
 
 
@@ -77,7 +73,7 @@ def assert_matches_per_image_pytorch(device: str, size: int) -> None:
 # ----------------------------------------------------------------------------------------------------
 @needs_triton
 def test_table_holds_pointers_strides_sizes_and_specs():
-    from ecanet.gpu_crop import TABLE_COLUMNS, crop_table
+    from ecanet.data.gpu.crop import TABLE_COLUMNS, crop_table
     image = torch.zeros(3, 50, 60, dtype=torch.uint8)
     view = image[:, 5:25, 7:47]
     table = crop_table([view, image], [(32, 32, 0, 0), (40, 48, 4, 8)], 32)
@@ -98,7 +94,7 @@ def test_per_batch_table_equals_the_table_of_cut_views():
     """crop_table_boxes (whole images + boxes, NumPy) gives crop_table's rows for the boxes cut as views,
     also for images whose strides are not contiguous (torchvision's CPU decoder returns HWC permuted)."""
     import numpy as np
-    from ecanet.gpu_crop import crop_table, crop_table_boxes
+    from ecanet.data.gpu.crop import crop_table, crop_table_boxes
     planar = torch.zeros(3, 50, 60, dtype=torch.uint8)
     interleaved = torch.zeros(40, 70, 3, dtype=torch.uint8).permute(2, 0, 1)            # (3, 40, 70), HWC
     images = [planar, interleaved, planar]
@@ -128,12 +124,7 @@ def test_cpu_without_interpreter_uses_pytorch_per_image():
 @pytest.mark.skipif(INTERPRETED, reason="this is the subprocess's parent")
 @pytest.mark.skipif(interpreter_rejects_numpy(), reason="this Triton's interpreter does not run with NumPy >= 2.5")
 def test_triton_interpreter():
-    env = {**os.environ, "TRITON_INTERPRET": "1"}
-    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-k", "interpreter",
-                             str(Path(__file__).resolve())], cwd=Path(__file__).resolve().parents[1], env=env,
-                            capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stdout[-5000:] + result.stderr[-2000:]
-    assert "5 passed" in result.stdout and "failed" not in result.stdout, result.stdout[-2000:]
+    assert "5 passed" in run_interpreter_tests(__file__)
 
 
 @interpreter_only
@@ -180,7 +171,7 @@ def test_interpreter_gpu_augment_mixed_batches_in_the_models_layout(tmp_path, ch
 @needs_triton
 def test_crop_resize_into_refuses_what_the_kernel_cannot_check():
     import numpy as np
-    from ecanet.gpu_crop import crop_resize_into
+    from ecanet.data.gpu.crop import crop_resize_into
     image = torch.zeros(3, 50, 60, dtype=torch.uint8)
     boxes, specs = np.array([(0, 0, -1, -1)]), np.array([(32, 32, 0, 0)])
     args = ([image], boxes, specs, [0], [0], (1.0,) * 3, (0.0,) * 3)
@@ -196,7 +187,7 @@ def test_crop_resize_into_refuses_what_the_kernel_cannot_check():
 @pytest.mark.skipif(INTERPRETED, reason="compiles for the GPU")
 def test_kernel_compiles_for_sm90():
     """Triton's real compiler (ptxas included) accepts the kernel for Hopper, without a GPU."""
-    from ecanet import gpu_crop
+    from ecanet.data.gpu import crop as gpu_crop
     compile_triton_for_sm90(gpu_crop._crop_resize_kernel,
                             {"table_ptr": "*i64", "out_ptr": "*fp32", "S": "i32", "stride_n": "i64", "stride_c": "i64",
                              "stride_y": "i64", "stride_x": "i64", "scale_r": "fp32", "scale_g": "fp32",

@@ -7,12 +7,13 @@ import pytest
 import torch
 from PIL import Image
 
-from ecanet.data import (IMAGENET_MEAN, IMAGENET_STD, RegionCropImageFolder, RegionDecoder, RobustImageFolder,
-                         build_train_transform, build_val_transform, pil_rgb_loader, region_decode_available,
-                         resolve_gpu_share, sample_seed)
+from ecanet.data import IMAGENET_MEAN, IMAGENET_STD, build_train_transform, build_val_transform
+from ecanet.data.folders import (RegionCropImageFolder, RegionDecoder, RobustImageFolder, pil_rgb_loader,
+                                 region_decode_available, sample_seed)
+from ecanet.config import resolve_gpu_share
 from imagefolder import make_photo_folder
-from ecanet.gpu_decode import (READY_COLUMN, EncodedImageFolder, GpuAugment, collate_encoded, decoded_on_gpu,
-                               read_payload, train_crop_plan, val_crop_plan)
+from ecanet.data.gpu.decode import (READY_COLUMN, EncodedImageFolder, GpuAugment, collate_encoded, decoded_on_gpu,
+                                    read_payload, train_crop_plan, val_crop_plan)
 
 IMG = 64
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -76,7 +77,7 @@ def test_split_batches_merge_in_order(photo_folder):
 
 
 def test_auto_share_leaves_part_to_the_workers_only_where_there_are_enough():
-    assert resolve_gpu_share("auto", 15) == 0.7    # the measured choice on 16-core H200 hosts (runs 17-22)
+    assert resolve_gpu_share("auto", 15) == 0.7    # the measured choice on 16-core H200 hosts (2026-11-21)
     assert resolve_gpu_share("auto", 8) == 0.7
     assert resolve_gpu_share("auto", 7) == 1.0     # too few workers to decode 30 % of the images
     assert resolve_gpu_share("auto", 0) == 1.0
@@ -203,7 +204,7 @@ def test_a_truncated_jpeg_is_skipped_whatever_crop_is_drawn(photo_folder, tmp_pa
 def test_region_decoding_is_what_makes_the_cpu_share(photo_folder, monkeypatch):
     """The CPU share's training JPEGs go through RegionDecoder (and it succeeds); the PNG, the GPU share,
     evaluation and --no-region-decode do not use it."""
-    from ecanet.data import GpuDecodeOptions, _gpu_image_folder
+    from ecanet.data.gpu import GpuDecodeOptions, _gpu_image_folder
     calls = []
     decode = RegionDecoder.__call__
     def counting(self, data, box):
@@ -301,7 +302,8 @@ def test_nvjpeg_matches_cpu_decoding_within_jpeg_tolerance(photo_folder):
 @needs_cuda
 @pytest.mark.parametrize("gpu_share", [1.0, 0.5, 0.0])
 def test_gpu_loader_end_to_end(photo_folder, gpu_share):
-    from ecanet.data import GpuDecodeOptions, build_data
+    from ecanet.data import build_data
+    from ecanet.data.gpu import GpuDecodeOptions
     options = GpuDecodeOptions(IMG, 73, 0.08, 0.5, IMAGENET_MEAN, IMAGENET_STD, channels_last=True, gpu_share=gpu_share)
     data = build_data(photo_folder, batch_size=4, val_batch_size=5, workers=2, seed=11, rank=0, world_size=1,
                       device=torch.device("cuda"), train_transform=None, val_transform=None, gpu_decode=options)
@@ -321,16 +323,17 @@ def test_gpu_loader_end_to_end(photo_folder, gpu_share):
 
 @needs_cuda
 def test_batches_from_loader_slots_equal_the_ordinary_ones(photo_folder, monkeypatch):
-    """The training loader writes its batches into pinned shared-memory slots (ecanet.batch_slots); the
+    """The training loader writes its batches into pinned shared-memory slots (ecanet.data.gpu.slots); the
     images, targets and flags must be exactly those of the ordinary path, over two epochs, with every slot
     handed back."""
-    import ecanet.data as data_module
-    from ecanet.data import GpuDecodeOptions, build_data
+    import ecanet.data.gpu as gpu_data_module
+    from ecanet.data import build_data
+    from ecanet.data.gpu import GpuDecodeOptions
     options = GpuDecodeOptions(IMG, 73, 0.08, 0.5, IMAGENET_MEAN, IMAGENET_STD, channels_last=True, gpu_share=0.5)
 
     def epochs(slots: bool):
         if not slots:
-            monkeypatch.setattr(data_module, "_loader_slots", lambda *args: None)
+            monkeypatch.setattr(gpu_data_module, "_loader_slots", lambda *args: None)
         data = build_data(photo_folder, batch_size=4, val_batch_size=5, workers=2, seed=11, rank=0, world_size=1,
                           device=torch.device("cuda"), train_transform=None, val_transform=None, gpu_decode=options)
         out = []

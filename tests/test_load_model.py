@@ -6,7 +6,7 @@ import logging
 import pytest
 import torch
 
-import models
+from ecanet import models
 from ecanet.checkpoint import load_model, save_checkpoint, strip_wrapper_prefixes
 from ecanet.errors import CheckpointError
 from conftest import official_layouts, official_state_dict

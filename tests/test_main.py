@@ -77,6 +77,7 @@ def test_torchrun_two_processes_and_exact_ddp_evaluation(image_folder, tmp_path)
     assert ckpt["world_size"] == 2 and len(ckpt["rng"]) == 2
     assert ckpt["global_step"] == 2 * (16 * 3 // 2 // 8)  # 48 images over 2 ranks, batch 8 each
     assert "2 process(es) x batch 8 = 16" in proc.stderr
+    assert "Warning" not in proc.stderr, proc.stderr[-3000:]  # no deprecation warning from any rank
     # Evaluation under DDP counts each of the 15 validation images exactly once (15 is odd).
     eval_cmd = [str(image_folder), "-e", "--resume", str(out / "last.pth"), *SMALL_RUN]
     one = subprocess.run([sys.executable, str(ROOT / "main.py"), *eval_cmd, "--output", str(tmp_path / "e1")],
@@ -125,24 +126,41 @@ def test_compile_mode_reaches_torch_compile(tmp_path, monkeypatch):
     assert yaml.safe_load((tmp_path / "c" / "config.yaml").read_text())["compile-mode"] == "max-autotune-no-cudagraphs"
 
 
-def test_auto_share_is_resolved_recorded_and_used(caplog):
-    """--decode gpu with --gpu-decode-share auto: the number replaces 'auto' in the options (so config.yaml
-    records it), and the GPU loader's options carry it."""
-    import main
-    from ecanet.config import parse_config
+def _resolved(argv, workers_default=2):
+    from ecanet import config
+    args = config.parse_config(argv)
+    return config.resolve(args, default_workers=workers_default, fresh_seed=7, timestamp="T")
+
+
+def test_auto_share_is_resolved_once_and_the_configuration_is_read_only():
+    """--decode gpu with --gpu-decode-share auto: the number replaces 'auto' in the resolved configuration
+    (so config.yaml records it), which nothing can change afterwards."""
+    from ecanet.config import config_to_yaml_dict
     for workers, share in ((15, 0.7), (4, 1.0)):
-        args = parse_config(["DATA", "--decode", "gpu", "-j", str(workers)])
-        with caplog.at_level("INFO", logger="ecanet"):
-            main.resolve_auto_share(args)
-        assert args.gpu_decode_share == share
-        assert f"nvJPEG decodes {share:g} of the images with {workers} workers" in caplog.text
-        assert main._gpu_decode_options(args).gpu_share == share
-    args = parse_config(["DATA", "--decode", "gpu", "-j", "15", "--gpu-decode-share", "0.4"])
-    main.resolve_auto_share(args)
-    assert args.gpu_decode_share == 0.4 and main._gpu_decode_options(args).gpu_share == 0.4
-    args = parse_config(["DATA", "-j", "15"])   # --decode cpu: nothing to resolve
-    main.resolve_auto_share(args)
-    assert args.gpu_decode_share == "auto" and main._gpu_decode_options(args) is None
+        cfg = _resolved(["DATA", "--decode", "gpu", "-j", str(workers)])
+        assert cfg.gpu_decode_share == share and config_to_yaml_dict(cfg)["gpu-decode-share"] == share
+    assert _resolved(["DATA", "--decode", "gpu", "-j", "15", "--gpu-decode-share", "0.4"]).gpu_decode_share == 0.4
+    assert _resolved(["DATA", "-j", "15"]).gpu_decode_share == "auto"   # --decode cpu: nothing to resolve
+    cfg = _resolved(["DATA"], workers_default=3)
+    assert (cfg.workers, cfg.seed, cfg.arch, cfg.output) == (3, 7, "eca_resnet50", "runs/eca_resnet50-T")
+    with pytest.raises(AttributeError, match="read-only"):
+        cfg.seed = 1
+    from ecanet import config
+    resumed = config.resolve(config.parse_config(["DATA", "--seed", "5"]), default_workers=1, fresh_seed=7,
+                             timestamp="T", resumed_seed=11)
+    assert resumed.seed == 11   # a resumed run keeps its data order
+
+
+def test_help_answers_without_importing_torch():
+    """`main.py --help` and `paras_flops.py --help` parse before anything imports torch."""
+    for script in ("main.py", "paras_flops.py", "light_main.py"):
+        code = (f"import runpy, sys; sys.argv = [{script!r}, '--help']\n"
+                f"try:\n    runpy.run_path({script!r}, run_name='__main__')\n"
+                f"except SystemExit:\n    pass\n"
+                f"assert 'torch' not in sys.modules, {script!r}")
+        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
+        assert proc.returncode == 0, proc.stderr
+        assert "usage:" in proc.stdout
 
 
 def test_help_lists_the_options(capsys):
@@ -153,3 +171,17 @@ def test_help_lists_the_options(capsys):
     for option in ("--ksize", "--amp", "--channels-last", "--compile", "--resume", "--config", "--sync-bn",
                    "--save-every-steps", "--ema", "--label-smoothing", "--decode"):
         assert option in stdout
+
+
+def test_cpu_habits_that_make_a_run_slow_are_named_once(tmp_path, caplog, monkeypatch):
+    """--amp bf16 without native bf16, and --compile, on a CPU: one warning each, with the measured reason."""
+    from ecanet import runtime
+    monkeypatch.setattr(runtime, "cpu_has_native_bf16", lambda: False)
+    monkeypatch.setattr(torch, "compile", lambda model, **kwargs: model)
+    with caplog.at_level("WARNING", logger="ecanet"):
+        assert run_main(["--synthetic", "--synthetic-size", "32", "--num-classes", "4", "-a", "resnet18",
+                         "--epochs", "1", "-b", "16", "--img-size", "32", "--output", tmp_path / "w", "--device",
+                         "cpu", "--amp", "bf16", "--compile"]) == 0
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert sum("--amp bf16 on a CPU" in w and "5m07s" in w for w in warnings) == 1, warnings
+    assert sum("--compile on a CPU" in w for w in warnings) == 1, warnings

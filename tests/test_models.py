@@ -6,8 +6,8 @@ import math
 import pytest
 import torch
 
-import models
-from models import EcaModule, adaptive_kernel_size, create_model, parse_kernel_sizes
+from ecanet import models
+from ecanet.models import EcaModule, adaptive_kernel_size, create_model, parse_kernel_sizes
 from conftest import official_layouts, read_layout
 
 ECA_ARCHS = ["eca_resnet18", "eca_resnet34", "eca_resnet50", "eca_resnet101", "eca_resnet152", "eca_mobilenet_v2"]

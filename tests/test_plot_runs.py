@@ -1,4 +1,4 @@
-"""scripts/plot_runs.py on synthetic runs: grouping by arch, bands, the PNG, and bad input."""
+"""scripts/plot_runs.py on synthetic runs: grouping by arch, bands, the PNG, and bad input; and scripts/summarize_runs.py --csv."""
 from __future__ import annotations
 
 import json
@@ -90,3 +90,33 @@ def test_bad_input_exits_2(runs, tmp_path: Path, caplog):
     assert plot.main([str(runs[0]), "--output", output, "--label", "a", "--label", "b"]) == 2
     assert plot.main([str(tmp_path / "missing"), "--output", output]) == 2
     assert not Path(output).exists()
+
+
+summarize = load_script("summarize_runs")
+
+
+def test_summarize_runs_writes_the_table_as_csv(tmp_path: Path, capsys):
+    """scripts/summarize_runs.py --csv: one row per network, mean and sample std over seeds, per-seed top-1."""
+    import csv
+
+    for arch in ("eca_resnet18", "resnet18"):
+        for seed in (0, 1):
+            run = make_run(tmp_path / "runs" / f"{arch}-s{seed}", arch, seed, epochs=2)
+            lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+            for line in lines:
+                if line["event"] == "epoch":
+                    line.update(val_images=100, val_images_per_s=100.0, peak_memory_gib=1.0)
+                if line["event"] == "summary":
+                    line["parameters"] = 1000
+            (run / "metrics.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    out = tmp_path / "out" / "table.csv"
+    assert summarize.main([str(tmp_path / "runs"), "--csv", str(out)]) == 0
+    assert "| eca_resnet18 | 2 (0, 1) | 2 |" in capsys.readouterr().out
+    rows = {r["network"]: r for r in csv.DictReader(out.open())}
+    assert list(rows) == ["eca_resnet18", "resnet18"]
+    eca = rows["eca_resnet18"]
+    assert (eca["runs"], eca["seeds"], eca["epochs"]) == ("2", "0 1", "2")
+    assert float(eca["top1_mean"]) == pytest.approx(72.5)  # seeds 0 and 1 at epoch 2: 72 and 73
+    assert float(eca["top1_std"]) == pytest.approx(0.5 ** 0.5, abs=1e-4)
+    assert eca["top1_per_seed"] == "72.00 73.00"
+    assert float(eca["train_eval_s_per_run"]) == pytest.approx(4.0)  # 2 epochs x (1 s + 100 images / 100 per s)

@@ -48,8 +48,10 @@ def test_sigterm_mid_epoch_then_resume_is_bit_identical(image_folder, tmp_path, 
     out = tmp_path / "run"
     argv = [sys.executable, str(ROOT / "main.py"), str(image_folder), *RUN, "-p", "1", "--epochs", "2",
             "--output", str(out)]
+    # The same number of intra-op threads as this process, where the run it is compared with trained:
+    # CPU reductions split over another number of threads round differently.
     proc = subprocess.Popen(argv, stderr=subprocess.PIPE, text=True, cwd=ROOT,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                            env={**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": str(torch.get_num_threads())})
     log = []
     for line in proc.stderr:
         log.append(line)

@@ -1,4 +1,0 @@
-# issue 8, run 41: the GPU tests on the final tree (aa49675, after the tidy-up): test_gpu_crop, test_gpu_decode,
-# test_batch_slots. The log's "git log" line shows e2ec6c1 because the device's copy carries an older .git; the files
-# tested are the working tree of aa49675 (44 tests ran: run 40's 43 plus the failed-write test added in 6f3c0d6).
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site:$PWD || exit; mkdir -p $OUT; (nvidia-smi --query-gpu=name,driver_version --format=csv,noheader; date -u; git log --oneline -1 2>/dev/null; timeout 240 python3 -m pytest -q -p no:cacheprovider tests/test_gpu_crop.py tests/test_gpu_decode.py tests/test_batch_slots.py 2>&1 | grep -E "passed|failed|FAILED|Error" | tail -5) | tee $OUT/run41_gpu_tests.log

@@ -1,0 +1,329 @@
+"""Image folders that survive broken files, and the JPEG decoding they share with the GPU pipeline.
+
+Every training sample's augmentation is seeded by (run seed, epoch, sample index) (:func:`sample_seed`),
+not by which worker happens to load it, so an epoch's crops are a pure function of (seed, epoch).
+Unreadable images are skipped (the next image stands in, so batch shapes never change) with a warning
+naming the file; the count travels with every sample so the trainer can report it per epoch.
+"""
+from __future__ import annotations
+
+import contextlib
+import functools
+import io
+import logging
+import os
+import sys
+import threading
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+from torchvision import datasets, transforms
+from torchvision.transforms import functional as TF
+
+from ..errors import DataError
+
+log = logging.getLogger(__name__)
+
+MAX_SKIPPED_PER_SAMPLE = 64       # give up after this many unreadable files in a row
+JPEG_MAGIC = b"\xff\xd8"
+JPEG_END = b"\xff\xd9"
+DECODABLE_JPEG_MODES = ("RGB", "L")  # JPEG colour modes nvJPEG and RegionDecoder take; others go to PIL
+_SEED_MIX = 0x9E3779B97F4A7C15    # 2^64 / golden ratio: spreads (seed, epoch) over 64-bit seeds
+_SEED_MASK = (1 << 63) - 1
+
+
+def sample_seed(base_seed: int, epoch: int, index: int) -> int:
+    """The augmentation seed of one sample in one epoch (independent of workers and batch position)."""
+    return ((base_seed * _SEED_MIX + epoch) * _SEED_MIX + index) & _SEED_MASK
+
+
+@contextlib.contextmanager
+def seeded_cpu_rng(seed: int) -> Iterator[None]:
+    """Run the block with the global CPU generator (the one torchvision's transforms draw from) seeded
+    with ``seed``, and restore its state afterwards.
+
+    Written out instead of ``fork_rng`` + ``torch.manual_seed`` because ``torch.manual_seed`` also queues
+    a seed for every accelerator, which costs far more, once per sample in every worker (166 us vs 1.1 us
+    per call with torch 2.15 on the 2-core CPU machine, ``scripts/cpu_costs.py``, 2026-11-21).
+    """
+    generator = torch.default_generator
+    state = generator.get_state()
+    generator.manual_seed(seed)
+    try:
+        yield
+    finally:
+        generator.set_state(state)
+
+# ------------------------------------------------------------------------------------------------ datasets
+
+UNREADABLE_ERRORS = (OSError, UnidentifiedImageError, ValueError, SyntaxError)  # what PIL raises for broken files
+
+
+def load_readable(dataset: datasets.DatasetFolder, index: int, read: Callable[[str], Any]) -> tuple[Any, int, int]:
+    """``(read(path), target, unreadable)`` for sample ``index``, or, when its file cannot be read, for the
+    next readable sample (so batch shapes never change). ``unreadable`` is 1 in that case and the file is
+    named in a warning: each broken file is counted once per epoch."""
+    for offset in range(MAX_SKIPPED_PER_SAMPLE):
+        path, target = dataset.samples[(index + offset) % len(dataset.samples)]
+        try:
+            return read(path), target, int(offset > 0)
+        except UNREADABLE_ERRORS as exc:
+            if offset == 0:
+                log.warning("skipping unreadable image %s (%s)", path, exc)
+    raise DataError(f"{MAX_SKIPPED_PER_SAMPLE} unreadable images in a row in {dataset.root} (from "
+                    f"{dataset.samples[index][0]}). The dataset looks damaged; check or re-extract it.")
+
+
+class RobustImageFolder(datasets.ImageFolder):
+    """``ImageFolder`` whose items are ``(image, target, unreadable)``; unreadable files are skipped
+    (:func:`load_readable`).
+
+    The key may be an index or ``(index, seed)``; with a seed, the transform's randomness is drawn from
+    the global CPU generator seeded with it and restored afterwards (:func:`seeded_cpu_rng`; torchvision's
+    transforms draw from that generator).
+    """
+
+    def __getitem__(self, key: int | tuple[int, int]) -> tuple[Any, int, int]:
+        index, seed = key if isinstance(key, tuple) else (key, None)
+        image, target, unreadable = load_readable(self, index, self.loader)
+        if self.transform is not None:
+            if seed is None:
+                image = self.transform(image)
+            else:
+                with seeded_cpu_rng(seed):
+                    image = self.transform(image)
+        if self.target_transform is not None:
+            target = self.target_transform(target)
+        return image, target, unreadable
+
+
+class RegionDecoder:
+    """Decodes only a crop box of a JPEG on the CPU (libjpeg-turbo through NVIDIA nvImageCodec's CPU backend):
+    rows above the box are entropy-decoded and skipped, columns beside it and rows below are not decoded.
+
+    The pixels are PIL's decode cut to the box, exactly: both are libjpeg-turbo with the same integer IDCT
+    and chroma upsampling (tests/test_gpu_decode.py checks equality crop for crop). RandomResizedCrop keeps
+    half the area on average (scale U(0.08, 1)): a worker process made 1.2-1.4x as many training crops per
+    second (about 105 kB JPEGs; H200 host and 2-core CPU host, 2026-11-21, docs/design/input_pipeline.md). Each worker
+    process builds its own decoder on first use (nvImageCodec objects do not cross process boundaries).
+    """
+
+    def __init__(self) -> None:
+        self._codec: Any = None
+        self._decoder: Any = None
+        self._params: Any = None
+        self._pid = -1
+
+    def __getstate__(self) -> dict:
+        return {"_pid": -1}  # the decoder is rebuilt in each worker
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__()
+
+    def __call__(self, data: bytes, box: tuple[int, int, int, int]) -> Image.Image | None:
+        """The RGB box ``(top, left, height, width)`` of JPEG ``data``; None if nvImageCodec cannot decode it."""
+        if self._pid != os.getpid():
+            self._pid, self._decoder = os.getpid(), None
+            nvimgcodec = self._codec = import_nvimgcodec()
+            if nvimgcodec is None:
+                return None
+            try:
+                self._decoder = nvimgcodec.Decoder(
+                    device_id=nvimgcodec.NVIMGCODEC_DEVICE_CPU_ONLY, max_num_cpu_threads=1,
+                    backends=[nvimgcodec.Backend(nvimgcodec.BackendKind.CPU_ONLY)])
+            except RuntimeError as exc:  # PIL decodes whole images instead: slower, same pixels
+                log.warning("nvImageCodec's CPU decoder cannot start here (%s); PIL decodes whole images", exc)
+                self._decoder = None
+            self._params = nvimgcodec.DecodeParams(apply_exif_orientation=False,  # PIL ignores EXIF orientation too
+                                                   color_spec=nvimgcodec.ColorSpec.SRGB, allow_any_depth=False)
+        if self._decoder is None or not ends_like_a_jpeg(data):
+            return None
+        nvimgcodec = self._codec
+        top, left, h, w = box
+        stream = nvimgcodec.CodeStream(np.frombuffer(data, dtype=np.uint8))
+        region = stream.get_sub_code_stream(region=nvimgcodec.Region(top, left, top + h, left + w))
+        image = self._decoder.decode(region, params=self._params)
+        if image is None or image.shape[:2] != (h, w):
+            return None
+        return Image.fromarray(np.asarray(image))                                        # (h, w, 3)
+
+
+_NVIMGCODEC_IMPORT_LOCK = threading.Lock()
+
+
+@functools.lru_cache(maxsize=None)
+def _import_nvimgcodec_quietly() -> Any:
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):  # no stderr to silence
+        saved = None
+    try:
+        if saved is not None:
+            with open(os.devnull, "wb") as devnull:
+                os.dup2(devnull.fileno(), 2)
+        from nvidia import nvimgcodec
+        return nvimgcodec
+    except Exception:  # not installed, or a broken install: PIL decodes instead  # noqa: BLE001
+        return None
+    finally:
+        if saved is not None:
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
+def import_nvimgcodec() -> Any:
+    """``nvidia.nvimgcodec``, or None where it is not installed (or does not import).
+
+    On import nvImageCodec loads all its codec extensions and prints eight lines to stderr for each GPU
+    library it does not find (nvJPEG, nvJPEG2000, nvTIFF), in every worker process, though only the CPU
+    JPEG backend is used here. It offers no switch for that, so stderr's file descriptor points at
+    /dev/null for the import alone: once per process (the result is cached), under a lock so that
+    concurrent first calls cannot leave stderr redirected.
+    """
+    with _NVIMGCODEC_IMPORT_LOCK:
+        return _import_nvimgcodec_quietly()
+
+
+@functools.lru_cache(maxsize=None)
+def _log_region_decode_missing() -> None:
+    log.info("--region-decode: NVIDIA nvImageCodec is not installed (pip install nvidia-nvimgcodec-cu13); "
+             "PIL decodes whole images")
+
+
+def region_decode_available() -> bool:
+    """Whether :class:`RegionDecoder` can run: NVIDIA nvImageCodec is installed (pip install
+    nvidia-nvimgcodec-cu13; its CPU backend needs no GPU). Logged once per process when it is not."""
+    available = import_nvimgcodec() is not None
+    if not available:
+        _log_region_decode_missing()
+    return available
+
+
+def read_file_and_header(path: str) -> tuple[bytes, Image.Image]:
+    """The file's bytes and the PIL image of its header (size and mode; pixels not decoded)."""
+    with open(path, "rb") as f:
+        data = f.read()
+    return data, Image.open(io.BytesIO(data))
+
+
+def is_decodable_jpeg(data: bytes, header: Image.Image) -> bool:
+    """A JPEG in RGB or greyscale (not PNG, not CMYK, ...): what nvJPEG and :class:`RegionDecoder` take."""
+    return data[:2] == JPEG_MAGIC and header.mode in DECODABLE_JPEG_MODES
+
+
+def ends_like_a_jpeg(data: bytes) -> bool:
+    """Whether the file ends with JPEG's end-of-image marker (trailing zero padding allowed). A truncated
+    JPEG whose crop box lies in its intact part would decode as a region, while PIL rejects the whole file
+    and the sample is skipped: such files go to PIL, so that which files count as unreadable does not
+    depend on the crop drawn. (Corruption inside a complete file can still pass a region decode.)"""
+    return data.rstrip(b"\0")[-2:] == JPEG_END
+
+
+def decode_box(data: bytes, header: Image.Image, box: tuple[int, int, int, int],
+               region_decoder: RegionDecoder | None) -> Image.Image:
+    """The RGB pixels inside ``box`` = (top, left, height, width) of an image file (its bytes and PIL header):
+    decoded as a region where ``region_decoder`` takes the file, else decoded whole by PIL and cut, the crop
+    step of torchvision's ``resized_crop``. Either way the same pixels."""
+    if region_decoder is not None and is_decodable_jpeg(data, header):
+        region = region_decoder(data, box)
+        if region is not None:
+            return region
+    top, left, h, w = box
+    return TF.crop(header.convert("RGB"), top, left, h, w)
+
+
+class RegionCropImageFolder(RobustImageFolder):
+    """A :class:`RobustImageFolder` for a training transform that starts with RandomResizedCrop: each JPEG is
+    decoded only inside its crop box (:class:`RegionDecoder`), and the items are the transform's, exactly.
+
+    The crop box and flip are drawn from the image's header with the transform's own objects, in the order
+    their ``forward`` methods draw them, inside the same seeded generator; the rest of the transform (to
+    tensor, normalisation, random erasing) then runs in that generator too. Files the region decoder does
+    not take (PNG, CMYK, broken) are decoded whole with PIL, as the plain dataset does.
+    """
+
+    def __init__(self, root: str, transform: transforms.Compose) -> None:
+        super().__init__(root, transform=transform, loader=pil_rgb_loader)
+        if not self.applies_to(transform):
+            raise ValueError("RegionCropImageFolder needs a Compose that starts with RandomResizedCrop")
+        steps = transform.transforms
+        self.crop = steps[0]
+        self.flip = steps[1] if len(steps) > 1 and isinstance(steps[1], transforms.RandomHorizontalFlip) else None
+        self.tail = transforms.Compose(steps[1 + (self.flip is not None):])
+        self.region_decoder = RegionDecoder()
+
+    @staticmethod
+    def applies_to(transform: Any) -> bool:
+        return isinstance(transform, transforms.Compose) and bool(transform.transforms) and \
+            isinstance(transform.transforms[0], transforms.RandomResizedCrop)
+
+    def __getitem__(self, key: int | tuple[int, int]) -> tuple[Any, int, int]:
+        index, seed = key if isinstance(key, tuple) else (key, None)
+        sample, target, unreadable = load_readable(self, index, lambda path: self._load(path, seed))
+        if self.target_transform is not None:
+            target = self.target_transform(target)
+        return sample, target, unreadable
+
+    def _load(self, path: str, seed: int | None) -> Any:
+        data, header = read_file_and_header(path)
+        crop = self.crop
+        with seeded_cpu_rng(seed) if seed is not None else contextlib.nullcontext():
+            top, left, h, w = crop.get_params(header, crop.scale, crop.ratio)   # RandomResizedCrop.forward
+            flip = self.flip is not None and bool(torch.rand(1) < self.flip.p)  # RandomHorizontalFlip.forward
+            box = decode_box(data, header, (top, left, h, w), self.region_decoder)
+            image = TF.resize(box, crop.size, crop.interpolation, antialias=crop.antialias)  # resized_crop's resize
+            return self.tail(TF.hflip(image) if flip else image)
+
+
+def pil_rgb_loader(path: str) -> Image.Image:
+    """Open an image and decode it fully now (so truncated files fail here, not in a transform)."""
+    with open(path, "rb") as f:
+        image = Image.open(f)
+        return image.convert("RGB")
+
+
+def check_split_dir(root: Path, split: str) -> Path:
+    path = root / split
+    if not root.is_dir():
+        raise DataError(f"dataset directory {root} does not exist. Pass the folder that holds train/ and "
+                        f"val/ (ImageNet layout: DATA/train/<class>/*.JPEG, DATA/val/<class>/*.JPEG).")
+    if not path.is_dir():
+        raise DataError(f"{path} does not exist. DATA must hold train/ and val/ with one folder per class "
+                        f"(for ImageNet, sort the validation images into class folders first, e.g. with "
+                        f"the valprep.sh script of the ImageNet community).")
+    if not any(p.is_dir() for p in path.iterdir()):
+        raise DataError(f"{path} holds no class folders. Put each class's images in its own sub-folder "
+                        f"({path}/<class>/<image>).")
+    return path
+
+
+def build_image_folder(root: Path, split: str, transform: Any = None,
+                       make: Callable[[str], datasets.ImageFolder] | None = None) -> datasets.ImageFolder:
+    """``root/split`` as a :class:`RobustImageFolder` with ``transform`` (or as ``make(path)``), with the
+    errors a user can act on when the folder is missing, has no class folders or no images."""
+    path = check_split_dir(root, split)
+    try:
+        if make is not None:
+            return make(str(path))
+        return RobustImageFolder(str(path), transform=transform, loader=pil_rgb_loader)
+    except (FileNotFoundError, RuntimeError) as exc:  # torchvision: "Found no valid file for the classes"
+        raise DataError(f"{path} holds no images ({str(exc).splitlines()[0]}). Put images with a usual "
+                        f"extension (.jpg, .jpeg, .png, ...) into its class folders.") from None
+
+
+def check_same_classes(train: datasets.ImageFolder, val: datasets.ImageFolder) -> None:
+    if train.classes == val.classes:
+        return
+    only_train = sorted(set(train.classes) - set(val.classes))
+    only_val = sorted(set(val.classes) - set(train.classes))
+    raise DataError(
+        f"train/ and val/ have different class folders ({len(train.classes)} vs {len(val.classes)}; only in "
+        f"train: {only_train[:5]}{' ...' if len(only_train) > 5 else ''}; only in val: {only_val[:5]}"
+        f"{' ...' if len(only_val) > 5 else ''}). Labels are folder indices, so both splits need the same "
+        f"class folders: add the missing ones (an empty folder is not enough) or remove the extras.")
+
+

@@ -1,0 +1,495 @@
+"""A fused ECA for GPUs: Triton kernels behind a ``torch.library`` custom op.
+
+ECA (Wang et al., CVPR 2020, Eq. 9-11) on an activation ``x`` of shape (B, C, H, W), with P = H * W:
+
+    y = GAP(x)                       # (B, C)   Eq. (9): y[b, c] = sum_p x[b, c, p] / P
+    s = sigmoid(C1D_k(y))            # (B, C)   Eq. (10)-(11): a 1-D conv across channels, zero padding
+    out = relu(x * s + identity)     # (B, C, H, W)  the residual block's tail (or ``x * s`` alone)
+
+The big tensors are touched only in these passes (one Triton kernel each; N = B*C*P elements):
+
+    forward   1. channel sum      read x                                  -> partial sums (splits, B, C)
+              2. gate             (B, C) only: mean, C1D_k, sigmoid
+              3. scale            read x, identity; write out             out = relu(x * s + identity)
+    backward  A. reduce           read grad, out, x; write grad_pre       grad_pre = grad * [out > 0] (= d identity),
+                                                                          partial sums of grad_pre * x
+              B. gate backward    (B, C) only: ds, dz = ds s (1 - s), dmean = C1D_k^T(dz), dweight
+              C. scale            read grad_pre; write dx                 dx = grad_pre * s + dmean / P
+
+so the block tail moves 4 N elements forward and 6 N backward, where unfused PyTorch moves about 8 N and
+13 N (see ``docs/design/fused_eca.md``). Without ``identity`` (``x * s`` alone) there is no ReLU: the
+forward moves 3 N and the backward 4 N (pass A writes nothing).
+
+The two reductions walk the batch from its last sample to its first and the element-wise passes that
+follow walk it forwards, so the first samples the second pass needs are the last the first pass read: they
+are still in the L2 cache (about 50 MB on H100/H200) instead of coming again from HBM.
+
+Everything is accumulated in float32; inputs may be float16, bfloat16 or float32, in contiguous (NCHW) or
+channels_last (NHWC) layout (anything else is made contiguous first). The op runs on CUDA tensors, and on
+CPU tensors under Triton's interpreter (``TRITON_INTERPRET=1``, set before this module is imported), which
+is how the tests check the kernels without a GPU. :mod:`ecanet.models.eca_module` decides when it is used.
+"""
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+import triton
+import triton.language as tl
+
+from .channel_conv import channel_conv, channel_conv_weight_grad
+
+# Kernels run on CPU tensors only in Triton's interpreter; it is chosen when the kernels are defined.
+INTERPRETER = os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+SUPPORTED_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+# The batch index is the grid's third axis, which CUDA caps at 65535 blocks.
+MAX_BATCH = 65535
+
+# Tiling of the big passes: one program handles a (BLOCK_P pixels x BLOCK_C channels) tile of one sample.
+TILE_ELEMENTS = 4096             # elements per tile: 8 KiB in bf16, 32 per thread with 4 warps
+MAX_CONTIGUOUS_BLOCK = 128       # tile extent along the contiguous axis (C in NHWC): 256 B rows in bf16
+MAX_CONTIGUOUS_BLOCK_NCHW = 256  # ... along H*W in NCHW
+NUM_WARPS = 4
+GATE_BLOCK_C = 256               # channels per program in the (B, C) gate kernels
+# The reductions split H*W so that about this many programs per SM keep loads in flight.
+REDUCTION_PROGRAMS_PER_SM = 16
+MAX_SPLITS = 64                  # bounds the per-channel loop over partial sums in the gate kernels
+INTERPRETER_NUM_SMS = 2          # a made-up SM count for the interpreter, so small tests still split
+
+
+# ----------------------------------------------------------------------------------------------------
+# Triton kernels
+# ----------------------------------------------------------------------------------------------------
+@triton.jit
+def _tile(p_start, c_start, C, P, CHANNELS_LAST: tl.constexpr, BLOCK_P: tl.constexpr,
+          BLOCK_C: tl.constexpr):
+    """Offsets inside one sample, and the in-bounds mask, of the (BLOCK_P, BLOCK_C) tile at (p, c)."""
+    p = p_start + tl.arange(0, BLOCK_P)                  # (BLOCK_P,)
+    c = c_start + tl.arange(0, BLOCK_C)                  # (BLOCK_C,)
+    if CHANNELS_LAST:                                    # NHWC: element (c, p) at p * C + c
+        offsets = p[:, None] * C + c[None, :]
+    else:                                                # NCHW: element (c, p) at c * P + p
+        offsets = c[None, :] * P + p[:, None]
+    mask = (p[:, None] < P) & (c[None, :] < C)
+    return offsets, mask                                 # (BLOCK_P, BLOCK_C) each
+
+
+@triton.jit
+def _channel_sum_kernel(x_ptr, partial_ptr, B, C, P, tiles_per_split,
+                        CHANNELS_LAST: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr):
+    """Forward pass 1: partial[split, b, c] = sum of x[b, c, p] over this split's pixels."""
+    c_start = tl.program_id(0) * BLOCK_C
+    split = tl.program_id(1)
+    b = B - 1 - tl.program_id(2)                         # last sample first: see the module docstring
+    sample = b.to(tl.int64) * C * P                      # int64: B * C * P may pass 2**31
+    acc = tl.zeros((BLOCK_P, BLOCK_C), dtype=tl.float32)
+    for i in range(tiles_per_split):
+        p_start = (split * tiles_per_split + i) * BLOCK_P
+        offsets, mask = _tile(p_start, c_start, C, P, CHANNELS_LAST, BLOCK_P, BLOCK_C)
+        acc += tl.load(x_ptr + sample + offsets, mask=mask, other=0.0).to(tl.float32)
+    c = c_start + tl.arange(0, BLOCK_C)
+    tl.store(partial_ptr + (split * B + b) * C + c, tl.sum(acc, axis=0), mask=c < C)
+
+
+@triton.jit
+def _backward_reduce_kernel(grad_ptr, out_ptr, x_ptr, grad_pre_ptr, partial_ptr, B, C, P, tiles_per_split,
+                            RELU: tl.constexpr, CHANNELS_LAST: tl.constexpr, BLOCK_P: tl.constexpr,
+                            BLOCK_C: tl.constexpr):
+    """Backward pass A: grad_pre = grad * [out > 0] (stored when RELU) and partial sums of grad_pre * x."""
+    c_start = tl.program_id(0) * BLOCK_C
+    split = tl.program_id(1)
+    b = B - 1 - tl.program_id(2)                         # last sample first, as in _channel_sum_kernel
+    sample = b.to(tl.int64) * C * P
+    acc = tl.zeros((BLOCK_P, BLOCK_C), dtype=tl.float32)
+    for i in range(tiles_per_split):
+        p_start = (split * tiles_per_split + i) * BLOCK_P
+        offsets, mask = _tile(p_start, c_start, C, P, CHANNELS_LAST, BLOCK_P, BLOCK_C)
+        grad = tl.load(grad_ptr + sample + offsets, mask=mask, other=0.0).to(tl.float32)
+        if RELU:
+            out = tl.load(out_ptr + sample + offsets, mask=mask, other=0.0)
+            grad = tl.where(out <= 0, 0.0, grad)         # torch's threshold_backward, NaN included
+            tl.store(grad_pre_ptr + sample + offsets, grad.to(grad_pre_ptr.dtype.element_ty), mask=mask)
+        acc += grad * tl.load(x_ptr + sample + offsets, mask=mask, other=0.0).to(tl.float32)
+    c = c_start + tl.arange(0, BLOCK_C)
+    tl.store(partial_ptr + (split * B + b) * C + c, tl.sum(acc, axis=0), mask=c < C)
+
+
+@triton.jit
+def _channel_affine_kernel(x_ptr, scale_ptr, shift_ptr, identity_ptr, out_ptr, C, P,
+                           HAS_SHIFT: tl.constexpr, HAS_IDENTITY: tl.constexpr, RELU: tl.constexpr,
+                           CHANNELS_LAST: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr):
+    """Forward pass 3 / backward pass C: out = act(x * scale[b, c] + shift[b, c] + identity)."""
+    p_start = tl.program_id(0) * BLOCK_P
+    c_start = tl.program_id(1) * BLOCK_C
+    b = tl.program_id(2)
+    sample = b.to(tl.int64) * C * P
+    offsets, mask = _tile(p_start, c_start, C, P, CHANNELS_LAST, BLOCK_P, BLOCK_C)
+    c = c_start + tl.arange(0, BLOCK_C)
+    scale = tl.load(scale_ptr + b * C + c, mask=c < C, other=0.0)          # (BLOCK_C,) float32
+    y = tl.load(x_ptr + sample + offsets, mask=mask, other=0.0).to(tl.float32) * scale[None, :]
+    if HAS_SHIFT:
+        y += tl.load(shift_ptr + b * C + c, mask=c < C, other=0.0)[None, :]
+    if HAS_IDENTITY:
+        y += tl.load(identity_ptr + sample + offsets, mask=mask, other=0.0).to(tl.float32)
+    if RELU:
+        y = tl.where(y < 0, 0.0, y)                      # relu that keeps NaN, as torch.relu
+    tl.store(out_ptr + sample + offsets, y.to(out_ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def _split_sum(partial_ptr, b, channel, B, C, num_splits, BLOCK_C: tl.constexpr):
+    """sum over splits of partial[split, b, channel]; 0 where channel is outside [0, C) (zero padding)."""
+    valid = (channel >= 0) & (channel < C)
+    total = tl.zeros((BLOCK_C,), dtype=tl.float32)
+    for split in range(num_splits):
+        total += tl.load(partial_ptr + (split * B + b) * C + channel, mask=valid, other=0.0)
+    return total
+
+
+@triton.jit
+def _gate_forward_kernel(partial_ptr, weight_ptr, mean_ptr, gate_ptr, B, C, num_splits, inv_p,
+                         K: tl.constexpr, PAD: tl.constexpr, BLOCK_C: tl.constexpr):
+    """Forward pass 2, Eq. (9)-(11) on (B, C): mean = GAP(x); gate = sigmoid(sum_j w[j] * mean[c + j - PAD])."""
+    c = tl.program_id(0) * BLOCK_C + tl.arange(0, BLOCK_C)
+    b = tl.program_id(1)
+    z = tl.zeros((BLOCK_C,), dtype=tl.float32)
+    for j in tl.static_range(K):
+        mean = _split_sum(partial_ptr, b, c + (j - PAD), B, C, num_splits, BLOCK_C) * inv_p
+        z += tl.load(weight_ptr + j).to(tl.float32) * mean
+        if j == PAD:                                     # the centre tap reads channel c itself
+            tl.store(mean_ptr + b * C + c, mean, mask=c < C)
+    tl.store(gate_ptr + b * C + c, tl.sigmoid(z), mask=c < C)
+
+
+@triton.jit
+def _gate_logit_grad(partial_ptr, gate_ptr, b, channel, B, C, num_splits, BLOCK_C: tl.constexpr):
+    """dL/dz = dL/ds * s * (1 - s) at (b, channel), from the partial sums of dL/ds; 0 outside [0, C)."""
+    grad_gate = _split_sum(partial_ptr, b, channel, B, C, num_splits, BLOCK_C)
+    valid = (channel >= 0) & (channel < C)
+    gate = tl.load(gate_ptr + b * C + channel, mask=valid, other=0.0)
+    return grad_gate * gate * (1.0 - gate)
+
+
+@triton.jit
+def _gate_backward_kernel(partial_ptr, gate_ptr, mean_ptr, weight_ptr, shift_ptr, weight_partial_ptr,
+                          B, C, num_splits, inv_p,
+                          K: tl.constexpr, PAD: tl.constexpr, BLOCK_C: tl.constexpr):
+    """Backward pass B on (B, C): back through sigmoid, C1D_k and the mean.
+
+    dz[c] = ds[c] s[c] (1 - s[c]); dmean[c] = sum_j w[j] dz[c - j + PAD] (the conv's transpose), stored
+    as shift = dmean / P; and this program's share of dw[j] = sum_{b, c} dz[b, c] mean[b, c + j - PAD].
+    """
+    c_block = tl.program_id(0)
+    b = tl.program_id(1)
+    c = c_block * BLOCK_C + tl.arange(0, BLOCK_C)
+    dz = _gate_logit_grad(partial_ptr, gate_ptr, b, c, B, C, num_splits, BLOCK_C)  # 0 for c >= C
+    grad_mean = tl.zeros((BLOCK_C,), dtype=tl.float32)
+    for j in tl.static_range(K):
+        # Tap j of output channel c - (j - PAD) read input channel c (the centre tap: c itself).
+        if j == PAD:
+            dz_j = dz
+        else:
+            dz_j = _gate_logit_grad(partial_ptr, gate_ptr, b, c - (j - PAD), B, C, num_splits, BLOCK_C)
+        grad_mean += tl.load(weight_ptr + j).to(tl.float32) * dz_j
+    tl.store(shift_ptr + b * C + c, grad_mean * inv_p, mask=c < C)
+
+    row = b * tl.num_programs(0) + c_block
+    for j in tl.static_range(K):
+        src = c + (j - PAD)
+        mean = tl.load(mean_ptr + b * C + src, mask=(src >= 0) & (src < C), other=0.0)
+        tl.store(weight_partial_ptr + row * K + j, tl.sum(dz * mean, axis=0))
+
+
+# ----------------------------------------------------------------------------------------------------
+# Launchers
+# ----------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class _Tiling:
+    """How the (B, C, P) activation is cut into tiles; the same for every pass over one shape."""
+
+    channels_last: bool
+    block_p: int
+    block_c: int
+
+    @classmethod
+    def for_shape(cls, C: int, P: int, channels_last: bool) -> "_Tiling":
+        if channels_last:   # channels are contiguous: full rows of up to 128 channels
+            block_c = min(triton.next_power_of_2(C), MAX_CONTIGUOUS_BLOCK)
+            block_p = min(max(TILE_ELEMENTS // block_c, 1), triton.next_power_of_2(P))
+        else:               # pixels are contiguous
+            block_p = min(triton.next_power_of_2(P), MAX_CONTIGUOUS_BLOCK_NCHW)
+            block_c = min(max(TILE_ELEMENTS // block_p, 1), triton.next_power_of_2(C))
+        return cls(channels_last, block_p, block_c)
+
+    def meta(self) -> dict:
+        return {"CHANNELS_LAST": self.channels_last, "BLOCK_P": self.block_p, "BLOCK_C": self.block_c}
+
+
+@functools.lru_cache(maxsize=None)
+def _num_sms(device: torch.device) -> int:
+    if device.type != "cuda":
+        return INTERPRETER_NUM_SMS
+    return torch.cuda.get_device_properties(device).multi_processor_count
+
+
+def _reduction_splits(B: int, C: int, P: int, tiling: _Tiling, device: torch.device) -> tuple[int, int]:
+    """(number of splits of H*W, tiles per split) so that the reductions fill the GPU."""
+    tiles = triton.cdiv(P, tiling.block_p)
+    programs = B * triton.cdiv(C, tiling.block_c)
+    wanted = triton.cdiv(_num_sms(device) * REDUCTION_PROGRAMS_PER_SM, programs)
+    tiles_per_split = triton.cdiv(tiles, max(1, min(wanted, MAX_SPLITS, tiles)))
+    return triton.cdiv(tiles, tiles_per_split), tiles_per_split
+
+
+def _device_of(t: torch.Tensor) -> contextlib.AbstractContextManager:
+    """Triton launches on the current CUDA device: make it the tensor's."""
+    return torch.cuda.device(t.device) if t.is_cuda else contextlib.nullcontext()
+
+
+def _shape(x: torch.Tensor) -> tuple[int, int, int, bool]:
+    """(B, C, P, channels_last) of a tensor already in the kernels' layout (see :func:`_dense`)."""
+    B, C, H, W = x.shape
+    return B, C, H * W, memory_format(x) == torch.channels_last
+
+
+@dataclass(frozen=True)
+class _Reduction:
+    """How a reduction over H*W is launched for one shape: the same for forward pass 1 and backward pass A."""
+
+    B: int
+    C: int
+    P: int
+    tiling: _Tiling
+    splits: int
+    tiles_per_split: int
+
+    @classmethod
+    def for_tensor(cls, x: torch.Tensor) -> "_Reduction":
+        B, C, P, channels_last = _shape(x)
+        tiling = _Tiling.for_shape(C, P, channels_last)
+        return cls(B, C, P, tiling, *_reduction_splits(B, C, P, tiling, x.device))
+
+    def empty_partials(self, device: torch.device) -> torch.Tensor:
+        return torch.empty((self.splits, self.B, self.C), device=device, dtype=torch.float32)
+
+    @property
+    def grid(self) -> tuple[int, int, int]:
+        return triton.cdiv(self.C, self.tiling.block_c), self.splits, self.B
+
+
+def _launch_channel_sum(x: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """Pass 1: the (splits, B, C) float32 partial sums of x over H*W."""
+    r = _Reduction.for_tensor(x)
+    partial = r.empty_partials(x.device)
+    _channel_sum_kernel[r.grid](x, partial, r.B, r.C, r.P, r.tiles_per_split, num_warps=NUM_WARPS,
+                                **r.tiling.meta())
+    return partial, r.splits
+
+
+def _launch_backward_reduce(grad: torch.Tensor, out: torch.Tensor | None, x: torch.Tensor,
+                            grad_pre: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """Pass A: fills grad_pre (when out is given, i.e. with ReLU) and returns partial sums of grad_pre * x."""
+    r = _Reduction.for_tensor(x)
+    partial = r.empty_partials(x.device)
+    relu = out is not None
+    _backward_reduce_kernel[r.grid](grad, out if relu else grad, x, grad_pre, partial, r.B, r.C, r.P,
+                                    r.tiles_per_split, RELU=relu, num_warps=NUM_WARPS, **r.tiling.meta())
+    return partial, r.splits
+
+
+def _launch_channel_affine(x: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor | None,
+                           identity: torch.Tensor | None, relu: bool) -> torch.Tensor:
+    """Pass 3 / C: a new tensor act(x * scale[b, c] + shift[b, c] + identity), laid out as x."""
+    B, C, P, channels_last = _shape(x)
+    tiling = _Tiling.for_shape(C, P, channels_last)
+    out = _empty_like(x)
+    grid = (triton.cdiv(P, tiling.block_p), triton.cdiv(C, tiling.block_c), B)
+    # Absent operands are never read (their constexpr flag is off); any tensor fills the slot.
+    _channel_affine_kernel[grid](x, scale, scale if shift is None else shift,
+                                 x if identity is None else identity, out, C, P,
+                                 HAS_SHIFT=shift is not None, HAS_IDENTITY=identity is not None, RELU=relu,
+                                 num_warps=NUM_WARPS, **tiling.meta())
+    return out
+
+
+def _kernel_size(weight: torch.Tensor) -> tuple[int, int]:
+    k = weight.shape[-1]
+    return k, (k - 1) // 2
+
+
+def _launch_gate_forward(partial: torch.Tensor, splits: int, weight: torch.Tensor,
+                         P: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pass 2: (mean, gate), both (B, C) float32."""
+    _, B, C = partial.shape
+    k, pad = _kernel_size(weight)
+    mean = torch.empty((B, C), device=partial.device, dtype=torch.float32)
+    gate = torch.empty_like(mean)
+    block_c = min(triton.next_power_of_2(C), GATE_BLOCK_C)
+    grid = (triton.cdiv(C, block_c), B)
+    _gate_forward_kernel[grid](partial, weight.reshape(k).contiguous(), mean, gate, B, C, splits, 1.0 / P,
+                               K=k, PAD=pad, BLOCK_C=block_c, num_warps=NUM_WARPS)
+    return mean, gate
+
+
+def _launch_gate_backward(partial: torch.Tensor, splits: int, gate: torch.Tensor, mean: torch.Tensor,
+                          weight: torch.Tensor, P: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pass B: (shift = dL/dmean / P of shape (B, C), dL/dweight shaped and typed as weight)."""
+    _, B, C = partial.shape
+    k, pad = _kernel_size(weight)
+    block_c = min(triton.next_power_of_2(C), GATE_BLOCK_C)
+    grid = (triton.cdiv(C, block_c), B)
+    shift = torch.empty_like(gate)
+    weight_partial = torch.empty((grid[0] * B, k), device=gate.device, dtype=torch.float32)
+    _gate_backward_kernel[grid](partial, gate, mean, weight.reshape(k).contiguous(), shift, weight_partial,
+                                B, C, splits, 1.0 / P, K=k, PAD=pad, BLOCK_C=block_c, num_warps=NUM_WARPS)
+    grad_weight = weight_partial.sum(0).reshape(weight.shape).to(weight.dtype)
+    return shift, grad_weight
+
+
+# ----------------------------------------------------------------------------------------------------
+# The custom ops: ecanet::eca_forward and ecanet::eca_backward
+# ----------------------------------------------------------------------------------------------------
+# Schemas are spelled out (not inferred from annotations): torch 2.4 cannot read the string annotations
+# that ``from __future__ import annotations`` makes.
+@torch.library.custom_op("ecanet::eca_forward", mutates_args=(),
+                         schema="(Tensor x, Tensor weight, Tensor? identity) -> (Tensor, Tensor, Tensor)")
+def eca_forward(x: torch.Tensor, weight: torch.Tensor,
+                identity: Optional[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(out, gate, mean): out = relu(x * gate + identity), or x * gate without identity; gate, mean (B, C) fp32.
+
+    ``x`` and ``identity`` must share dtype and layout (contiguous or channels_last); use
+    :func:`eca_scale_add_relu` / :func:`eca_scale`, which arrange that.
+    """
+    P = x.shape[2] * x.shape[3]
+    x, identity = _dense(x, x), _dense(identity, x)
+    with _device_of(x):
+        partial, splits = _launch_channel_sum(x)                          # (splits, B, C)
+        mean, gate = _launch_gate_forward(partial, splits, weight, P)     # (B, C) each
+        out = _launch_channel_affine(x, gate, None, identity, relu=identity is not None)
+    return out, gate, mean
+
+
+@eca_forward.register_fake
+def _eca_forward_fake(x, weight, identity):
+    stats = x.new_empty(x.shape[:2], dtype=torch.float32)                # (B, C)
+    return _empty_like(x), stats, torch.empty_like(stats)
+
+
+@torch.library.custom_op("ecanet::eca_backward", mutates_args=(),
+                         schema="(Tensor grad, Tensor x, Tensor weight, Tensor gate, Tensor mean, Tensor? out) "
+                                "-> (Tensor, Tensor, Tensor)")
+def eca_backward(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, gate: torch.Tensor,
+                 mean: torch.Tensor, out: Optional[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(dx, dweight, didentity) of :func:`eca_forward`; ``out`` is its output when it had an identity (ReLU)
+    and None otherwise, in which case didentity is an empty placeholder."""
+    P = x.shape[2] * x.shape[3]
+    grad, out, x = _dense(grad, x), _dense(out, x), _dense(x, x)
+    relu = out is not None
+    with _device_of(x):
+        grad_pre = _empty_like(x) if relu else grad
+        partial, splits = _launch_backward_reduce(grad, out, x, grad_pre)             # pass A
+        shift, grad_weight = _launch_gate_backward(partial, splits, gate, mean, weight, P)  # pass B
+        grad_x = _launch_channel_affine(grad_pre, gate, shift, None, relu=False)    # pass C
+    return grad_x, grad_weight, grad_pre if relu else x.new_empty(0)
+
+
+@eca_backward.register_fake
+def _eca_backward_fake(grad, x, weight, gate, mean, out):
+    grad_identity = _empty_like(x) if out is not None else x.new_empty(0)
+    return _empty_like(x), torch.empty_like(weight), grad_identity
+
+
+def _setup_context(ctx, inputs, output) -> None:
+    x, weight, identity = inputs
+    out, gate, mean = output
+    ctx.has_identity = identity is not None
+    # The ReLU mask comes from out, which the next layer keeps alive anyway (it is its input).
+    ctx.save_for_backward(x, weight, gate, mean, *((out,) if ctx.has_identity else ()))
+
+
+def _backward(ctx, grad_out, _grad_gate, _grad_mean):
+    x, weight, gate, mean, *saved_out = ctx.saved_tensors
+    out = saved_out[0] if ctx.has_identity else None
+    grad_x, grad_weight, grad_identity = eca_backward(grad_out, x, weight, gate, mean, out)  # it makes grad dense
+    return grad_x, grad_weight, grad_identity if ctx.has_identity else None
+
+
+eca_forward.register_autograd(_backward, setup_context=_setup_context)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Public functions
+# ----------------------------------------------------------------------------------------------------
+def memory_format(x: torch.Tensor) -> torch.memory_format:
+    """The layout the kernels use for x: channels_last if x already is (and is not also contiguous)."""
+    if not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
+        return torch.channels_last
+    return torch.contiguous_format
+
+
+def _dense(t: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor | None:
+    """t in the layout the kernels use for ``like`` (no copy when it already is)."""
+    return None if t is None else t.contiguous(memory_format=memory_format(like))
+
+
+def _empty_like(x: torch.Tensor) -> torch.Tensor:
+    """A new tensor shaped as x in the kernels' layout for x: what the ops return, real or fake.
+
+    Under torch.compile, Inductor may hand the ops buffers with padded or permuted strides; the real
+    kernels then work on a dense copy, and this rule gives the fake and the real outputs the same strides.
+    """
+    return torch.empty(x.shape, dtype=x.dtype, device=x.device, memory_format=memory_format(x))
+
+
+def supports(x: torch.Tensor, identity: torch.Tensor | None = None) -> bool:
+    """Whether the fused kernels take these inputs (else callers run the plain implementation)."""
+    return (x.dim() == 4 and x.dtype in SUPPORTED_DTYPES and x.numel() > 0 and x.shape[0] <= MAX_BATCH
+            and (identity is None or (identity.shape == x.shape and identity.device == x.device)))
+
+
+def eca_scale(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """ECA, Eq. (9)-(11): ``x * sigmoid(C1D_k(GAP(x)))`` for x (B, C, H, W) and a conv weight (1, 1, k)."""
+    return eca_forward(_dense(x, x), weight, None)[0]
+
+
+def eca_scale_add_relu(x: torch.Tensor, weight: torch.Tensor, identity: torch.Tensor) -> torch.Tensor:
+    """The residual block's tail with ECA: ``relu(x * sigmoid(C1D_k(GAP(x))) + identity)``.
+
+    ``identity`` is cast to x's dtype and layout, as the plain ``out += identity`` does.
+    """
+    x = _dense(x, x)
+    return eca_forward(x, weight, identity.to(dtype=x.dtype, memory_format=memory_format(x)))[0]
+
+
+# ----------------------------------------------------------------------------------------------------
+# A pure-PyTorch statement of what the kernels compute (float64 in the tests), pass by pass
+# ----------------------------------------------------------------------------------------------------
+def reference_forward(x: torch.Tensor, weight: torch.Tensor,
+                      identity: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """What :func:`eca_forward` computes, in PyTorch: (out, gate, mean)."""
+    mean = x.mean(dim=(2, 3))                                    # (B, C)      pass 1
+    gate = torch.sigmoid(channel_conv(mean, weight.reshape(-1)))  # (B, C)    pass 2
+    out = x * gate[:, :, None, None]                             # (B, C, H, W) pass 3
+    if identity is not None:
+        out = torch.relu(out + identity)
+    return out, gate, mean
+
+
+def reference_backward(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, gate: torch.Tensor,
+                       mean: torch.Tensor, out: torch.Tensor | None
+                       ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """What :func:`eca_backward` computes, in PyTorch: (dx, dweight, didentity or None)."""
+    P = x.shape[2] * x.shape[3]
+    taps = weight.reshape(-1)
+    grad_pre = grad if out is None else torch.where(out <= 0, torch.zeros_like(grad), grad)  # pass A
+    grad_gate = (grad_pre * x).sum(dim=(2, 3))                   # (B, C)    pass A's reduction
+    grad_logit = grad_gate * gate * (1 - gate)                   # (B, C)    pass B: sigmoid'
+    grad_mean = channel_conv(grad_logit, taps.flip(0))          # (B, C)    the conv's transpose
+    grad_weight = channel_conv_weight_grad(grad_logit, mean, taps.numel()).reshape(weight.shape)
+    grad_x = grad_pre * gate[:, :, None, None] + (grad_mean / P)[:, :, None, None]  # pass C
+    return grad_x, grad_weight, (grad_pre if out is not None else None)

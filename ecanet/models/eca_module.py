@@ -1,0 +1,352 @@
+"""Efficient Channel Attention (ECA), Wang et al., CVPR 2020, Section 3.
+
+The module is parameter-for-parameter the official ``eca_layer``: its only parameter is
+``conv.weight`` of shape (1, 1, k), so the released checkpoints load into it unchanged.
+
+Two implementations compute the same function: ``"plain"``, the PyTorch code below, and ``"fused"``,
+Triton kernels in :mod:`ecanet.models.eca_fused` that fuse the rescale with the residual add and ReLU.
+Each module carries its choice (``EcaModule(..., impl=...)``, or :func:`set_eca_impl` on a whole network,
+which is what ``create_model(..., eca_impl=...)`` does). The default ``"auto"`` runs the fused kernels on
+CUDA tensors when Triton imports and the plain code everywhere else, and under ``torch.compile`` lets
+Inductor fuse BatchNorm with ECA (:func:`bn_eca_add_relu_decomposed`).
+"""
+from __future__ import annotations
+
+import logging
+import math
+
+import torch
+from torch import nn
+from torch.autograd.function import once_differentiable
+
+from ..constants import ECA_IMPLEMENTATIONS
+from .channel_conv import channel_conv, channel_conv_weight_grad
+
+logger = logging.getLogger(__name__)
+
+try:  # Triton ships with CUDA builds of PyTorch; without it (CPU builds) only the plain code runs.
+    from . import eca_fused
+    _FUSED_IMPORT_ERROR: str | None = None
+except ImportError as exc:
+    eca_fused = None
+    _FUSED_IMPORT_ERROR = f"{type(exc).__name__}: {exc}"
+    logger.debug("fused ECA unavailable (%s); the plain implementation runs", _FUSED_IMPORT_ERROR)
+except Exception as exc:  # noqa: BLE001 -- a broken Triton install must not break `import ecanet.models`
+    eca_fused = None
+    _FUSED_IMPORT_ERROR = f"{type(exc).__name__}: {exc}"
+    logger.warning("fused ECA failed to load (%s); the plain implementation runs", _FUSED_IMPORT_ERROR)
+
+
+def check_eca_impl(impl: str) -> str:
+    """``impl`` normalised to one of :data:`ECA_IMPLEMENTATIONS`, or a ValueError naming the choices."""
+    name = str(impl).strip().lower()
+    if name not in ECA_IMPLEMENTATIONS:
+        raise ValueError(f"unknown ECA implementation {impl!r}; choose one of {', '.join(ECA_IMPLEMENTATIONS)}")
+    return name
+
+
+def fused_eca_available() -> bool:
+    """Whether the fused kernels imported (Triton present); CUDA is still needed to run them."""
+    return eca_fused is not None
+
+
+def _use_fused(impl: str, x: torch.Tensor, identity: torch.Tensor | None = None) -> bool:
+    """Whether this call runs the fused kernels under the module's implementation ``impl``."""
+    if impl == "plain" or not isinstance(x, torch.Tensor):  # e.g. a torch.fx Proxy
+        return False
+    if eca_fused is None:
+        if impl == "fused":
+            raise RuntimeError(f"ECA implementation 'fused' needs Triton, which failed to import: "
+                               f"{_FUSED_IMPORT_ERROR}")
+        return False
+    if not x.is_cuda:
+        if impl == "auto":
+            return False
+        if not eca_fused.INTERPRETER:
+            raise RuntimeError("ECA implementation 'fused' needs a CUDA tensor (or TRITON_INTERPRET=1 set "
+                               "before ecanet.models is imported); use 'auto' to fall back to the plain code")
+    return eca_fused.supports(x, identity)
+
+
+# The paper's constants for the adaptive kernel size psi(C) (Eq. 12/13): gamma = 2, b = 1.
+DEFAULT_GAMMA = 2
+DEFAULT_B = 1
+
+
+def adaptive_kernel_size(channels: int, gamma: int = DEFAULT_GAMMA, b: int = DEFAULT_B) -> int:
+    """The paper's psi(C), Eq. (12): k = |log2(C)/gamma + b/gamma|_odd.
+
+    ``t = int(abs((log2(C) + b) / gamma))``; ``k = t`` if ``t`` is odd, else ``t + 1``. ``C`` is the
+    number of channels the ECA module sees (its input's channel count).
+    """
+    if channels < 1:
+        raise ValueError(f"channels must be >= 1, got {channels}")
+    t = int(abs((math.log2(channels) + b) / gamma))
+    return t if t % 2 == 1 else t + 1
+
+
+class EcaModule(nn.Module):
+    """ECA: global average pooling -> 1-D convolution across channels -> sigmoid -> rescale.
+
+    Implements Eq. (9)-(11) of the paper: ``y = GAP(x)``, ``w = sigmoid(C1D_k(y))``, ``out = x * w``.
+
+    Args:
+        channels: channels of the input; only used to pick ``k`` when ``k_size`` is None.
+        k_size: kernel size of the 1-D convolution; None picks ``adaptive_kernel_size(channels)``.
+        gamma, b: constants of psi(C) (paper: 2 and 1).
+        impl: ``"auto"`` (fused Triton kernels on CUDA tensors where Triton imports, else plain),
+            ``"fused"`` (an error where the kernels cannot run) or ``"plain"`` (the PyTorch code). Inputs the
+            kernels do not take (float64, mismatched shapes, empty tensors) run the plain code.
+    """
+
+    def __init__(self, channels: int, k_size: int | None = None, gamma: int = DEFAULT_GAMMA,
+                 b: int = DEFAULT_B, impl: str = "auto") -> None:
+        super().__init__()
+        self.impl = check_eca_impl(impl)
+        if k_size is None:
+            k_size = adaptive_kernel_size(channels, gamma, b)
+        if k_size < 1 or k_size % 2 == 0:
+            raise ValueError(f"ECA kernel size must be a positive odd integer, got {k_size}")
+        self.channels = channels
+        self.k_size = int(k_size)
+        self.conv = nn.Conv1d(1, 1, kernel_size=self.k_size, padding=(self.k_size - 1) // 2, bias=False)
+
+    def attention_weights(self, x: torch.Tensor) -> torch.Tensor:
+        """The per-(sample, channel) gate ``sigmoid(conv1d(mean_hw(x)))`` of shape (B, C, 1, 1)."""
+        y = x.mean(dim=(2, 3), keepdim=True)                  # (B, C, 1, 1)
+        y = self.conv(y.squeeze(-1).transpose(-1, -2))         # (B, 1, C)
+        return torch.sigmoid(y.transpose(-1, -2).unsqueeze(-1))  # (B, C, 1, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (B, C, H, W)
+        if _use_fused(self.impl, x):
+            return eca_fused.eca_scale(x, self.conv.weight)
+        return x * self.attention_weights(x)
+
+    def scale_add_relu(self, x: torch.Tensor, identity: torch.Tensor) -> torch.Tensor:
+        """``relu(x * w + identity)``: ECA followed by a residual block's add and ReLU (fused on GPUs)."""
+        if _use_fused(self.impl, x, identity):
+            return eca_fused.eca_scale_add_relu(x, self.conv.weight, identity)
+        out = self(x)
+        out += identity
+        return torch.relu_(out)
+
+    def bn_scale_add_relu(self, bn: nn.Module, x: torch.Tensor, identity: torch.Tensor) -> torch.Tensor:
+        """``relu(ECA(bn(x)) + identity)``: a residual block's tail from its last convolution's output.
+
+        Under ``torch.compile`` (implementation ``"auto"``) this is written out so that Inductor can fuse
+        BatchNorm's statistics with ECA's pooling and BN's affine map with the rescale, add and ReLU
+        (:func:`bn_eca_add_relu_decomposed`); otherwise ``bn`` runs as a module, then :meth:`scale_add_relu`.
+        """
+        if self.impl == "auto" and torch.compiler.is_compiling() and _decomposable_bn(bn, x):
+            return bn_eca_add_relu_decomposed(x, bn, self.conv.weight, identity)
+        return self.scale_add_relu(bn(x), identity)
+
+    def extra_repr(self) -> str:
+        return f"channels={self.channels}, k_size={self.k_size}, impl={self.impl!r}"
+
+
+def _decomposable_bn(bn: nn.Module, x: torch.Tensor) -> bool:
+    """A plain affine BatchNorm2d with running statistics and a fixed momentum (not SyncBatchNorm)."""
+    return (type(bn) is nn.BatchNorm2d and bn.affine and bn.track_running_stats and x.dim() == 4
+            and (not bn.training or bn.momentum is not None))
+
+
+def _gate_and_tail(x: torch.Tensor, a: torch.Tensor, h: torch.Tensor, pooled: torch.Tensor, taps: torch.Tensor,
+                   identity: torch.Tensor, out_dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """ECA's gate on the pooled BN output, Eq. (10)-(11), and the block's tail after BN(x) = a * x + h:
+    ``(relu(x * (a g) + h g + identity), g)`` with g = sigmoid(C1D_k(pooled)). x, a, h, pooled and taps are
+    in the arithmetic dtype; the output is cast to ``out_dtype`` before the ReLU (the same values)."""
+    g = torch.sigmoid(channel_conv(pooled, taps))                # (B, C)
+    scale, offset = (a * g)[:, :, None, None], (h * g)[:, :, None, None]   # (B, C, 1, 1) each
+    return torch.relu((x * scale + offset + identity.to(x.dtype)).to(out_dtype)), g
+
+
+class _BnEcaAddReluTraining(torch.autograd.Function):
+    """``relu(ECA(BN(x)) + identity)`` with BatchNorm on batch statistics, both directions written out.
+
+    Forward (per sample b and channel c, P = H * W pixels, n = B * P; ``xc = x - shift[c]``, where the
+    shift is the first sample's mean of each channel, so that the sums below do not cancel when a channel's
+    mean is large against its spread; every statistic is of xc):
+
+        s1 = sum_p xc,  s2 = sum_p xc^2                             (B, C)  one reduction over x
+        mu = sum_b s1 / n,  var = sum_b s2 / n - mu^2,  r = (var + eps)^-1/2          (C,)
+        a = gamma * r,  h = beta - mu * a                   BN(x) = a * xc + h         (C,)
+        m = a * s1 / P + h                                  Eq. (9): GAP of BN(x)      (B, C)
+        g = sigmoid(C1D_k(m))                               Eq. (10)-(11)              (B, C)
+        out = relu(xc * (a g) + h g + identity)                                   one pointwise pass
+
+    Backward, from G' = dL/dout * [out > 0] (which is also dL/didentity):
+
+        dS = sum_p G' xc,  dO = sum_p G'                    (B, C)  one reduction, S = a g, O = h g
+        dz = (a dS + h dO) g (1 - g);  dm = C1D_k^T(dz);  dw[j] = sum_{b,c} dz[b, c] m[b, c + j - pad]
+        dh = sum_b (g dO + dm);  da = sum_b (g dS + dm s1 / P) - mu dh;  dbeta = dh;  dgamma = r da
+        dvar = -r^3 gamma da / 2;  dmu = -a dh - 2 mu dvar
+        dx = G' S + (dm a / P + dmu / n) + xc * 2 dvar / n                        one pointwise pass
+
+    Autograd derives the same numbers from the forward alone, but Inductor then keeps a (B, C, H, W)
+    boolean ReLU mask from the forward and G' in float32 (measured on an H200: compiled eca_resnet50 at
+    0.946x of resnet50 that way, 0.990x with this function; docs/design/fused_eca.md). Written out, G' stays in
+    the activations' dtype and the ReLU mask is read from ``out``, which the next layer keeps anyway.
+    Arithmetic is float32 (float64 for float64 inputs); outputs have the inputs' dtypes. The backward is
+    not itself differentiable (no double backward).
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor, weight: torch.Tensor,
+                identity: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        batch, _, height, width = x.shape
+        pixels = height * width
+        count = batch * pixels
+        if count == 1:  # as nn.BatchNorm2d: one value per channel has no batch variance
+            raise ValueError(f"Expected more than 1 value per channel when training, got input size {tuple(x.shape)}")
+        compute = torch.promote_types(x.dtype, torch.float32)
+        shift = x[0].detach().to(compute).mean(dim=(1, 2))         # (C,) the first sample's channel means
+        xc = x.to(compute) - shift[:, None, None]                   # (B, C, H, W), fused into each pass
+        s1 = xc.sum(dim=(2, 3))                                     # (B, C)
+        s2 = (xc * xc).sum(dim=(2, 3))                              # (B, C)
+        mu = s1.sum(0) / count                                      # (C,) mean of xc
+        var_unclamped = s2.sum(0) / count - mu * mu                 # (C,) biased variance
+        var = var_unclamped.clamp_min(0.0)
+        r = torch.rsqrt(var + eps)
+        a = gamma.to(compute) * r
+        h = beta.to(compute) - mu * a
+        m = s1 * (a / pixels) + h                                   # (B, C)
+        taps = weight.reshape(-1).to(compute)
+        out, g = _gate_and_tail(xc, a, h, m, taps, identity, torch.promote_types(x.dtype, identity.dtype))
+        ctx.save_for_backward(x, out, shift, s1, mu, var_unclamped, r, a, h, m, g, gamma, taps)
+        ctx.meta = (eps, weight.shape, weight.dtype, identity.dtype)
+        batchmean, batchvar = mu + shift, var
+        ctx.mark_non_differentiable(batchmean, batchvar)
+        return out, batchmean, batchvar
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_out: torch.Tensor, _grad_mean: torch.Tensor, _grad_var: torch.Tensor):
+        x, out, shift, s1, mu, var_unclamped, r, a, h, m, g, gamma, taps = ctx.saved_tensors
+        _, weight_shape, weight_dtype, identity_dtype = ctx.meta
+        batch, _, height, width = x.shape
+        pixels = height * width
+        count = batch * pixels
+        compute = s1.dtype
+        grad_pre = torch.where(out <= 0, torch.zeros((), dtype=grad_out.dtype, device=grad_out.device),
+                               grad_out)                           # (B, C, H, W) in grad's dtype: dL/didentity
+        gp = grad_pre.to(compute)
+        xc = x.to(compute) - shift[:, None, None]
+        grad_scale = (gp * xc).sum(dim=(2, 3))                     # (B, C) dS
+        grad_offset = gp.sum(dim=(2, 3))                            # (B, C) dO
+        grad_logit = (a * grad_scale + h * grad_offset) * g * (1 - g)  # (B, C) dz
+        grad_m = channel_conv(grad_logit, taps.flip(0))            # (B, C) the conv's transpose
+        grad_weight = channel_conv_weight_grad(grad_logit, m, taps.numel())
+        grad_h = (g * grad_offset + grad_m).sum(0)                  # (C,)
+        grad_a = (g * grad_scale + grad_m * s1 / pixels).sum(0) - mu * grad_h
+        grad_gamma = r * grad_a
+        grad_var = (-0.5 * r ** 3 * gamma.to(compute) * grad_a) * (var_unclamped >= 0)
+        grad_mu = -a * grad_h - 2 * mu * grad_var
+        per_sample = (grad_m * (a / pixels) + grad_mu / count)[:, :, None, None]   # (B, C, 1, 1)
+        grad_x = gp * (a * g)[:, :, None, None] + per_sample + xc * (2 * grad_var / count)[:, None, None]
+        return (grad_x.to(x.dtype), grad_gamma.to(gamma.dtype), grad_h.to(gamma.dtype),
+                grad_weight.reshape(weight_shape).to(weight_dtype), grad_pre.to(identity_dtype), None)
+
+
+def bn_eca_add_relu_decomposed(x: torch.Tensor, bn: nn.BatchNorm2d, weight: torch.Tensor,
+                               identity: torch.Tensor) -> torch.Tensor:
+    """``relu(ECA(BN(x)) + identity)`` as one reduction and one pointwise pass each way, for torch.compile.
+
+    BatchNorm (batch statistics in training, running ones in eval) and ECA (Eq. 9-11) share their
+    reduction: the per-(sample, channel) sums of x and x^2 over H, W give BN's per-channel mean and
+    variance and, because BN is affine per channel, ECA's pooled input too: mean_hw(a * x + c) =
+    a * mean_hw(x) + c. What is left is one pointwise map, relu(x * (a * w) + c * w + identity), so
+    Inductor makes of it the passes BatchNorm + add + ReLU need alone. In training the backward is written
+    out as well (:class:`_BnEcaAddReluTraining`). Running statistics are updated as ``nn.BatchNorm2d``
+    does (unbiased variance, ``momentum``).
+    """
+    if bn.training:
+        out, mean, var = _BnEcaAddReluTraining.apply(x, bn.weight, bn.bias, weight, identity, bn.eps)
+        count = x.shape[0] * x.shape[2] * x.shape[3]
+        with torch.no_grad():
+            bn.running_mean.mul_(1.0 - bn.momentum).add_(mean, alpha=bn.momentum)
+            bn.running_var.mul_(1.0 - bn.momentum).add_(var * (count / max(count - 1, 1)), alpha=bn.momentum)
+            bn.num_batches_tracked.add_(1)
+        return out
+    compute = torch.promote_types(x.dtype, torch.float32)  # bf16/fp16 activations: fp32 arithmetic
+    xf = x.to(compute)
+    a = bn.weight * torch.rsqrt(bn.running_var + bn.eps)          # (C,)
+    shift = bn.bias - bn.running_mean * a                         # (C,)
+    pooled = xf.mean(dim=(2, 3)) * a + shift                      # (B, C): mean over H, W of BN(x)
+    taps = weight.reshape(-1).to(compute)
+    return _gate_and_tail(xf, a, shift, pooled, taps, identity, torch.promote_types(x.dtype, identity.dtype))[0]
+
+
+def parse_kernel_sizes(k_size: object, num_stages: int) -> list[int | None]:
+    """Turn a user's ``k_size`` into one entry per stage (None = the adaptive psi(C) of each layer).
+
+    Accepted forms: None or ``'adaptive'``; an int (every stage); the official CLI string, one digit per
+    stage (``"3557"``, what ``--ksize 3557`` gives); a separated string (``"3,5,5,7"``) or a list/tuple
+    (``[3, 5, 5, 7]``). A single value applies to every stage.
+    """
+    if k_size is None or (isinstance(k_size, str) and k_size.strip().lower() == "adaptive"):
+        return [None] * num_stages
+    if isinstance(k_size, bool):
+        raise ValueError(f"invalid ECA kernel size {k_size!r}")
+    if isinstance(k_size, int):
+        values: list[object] = [k_size]
+    elif isinstance(k_size, str):
+        text = k_size.strip().strip("[]()")
+        if any(sep in text for sep in ", "):
+            values = [v for v in text.replace(",", " ").split() if v]
+        else:
+            values = list(text)
+    elif isinstance(k_size, (list, tuple)):
+        values = list(k_size)
+    else:
+        raise ValueError(f"invalid ECA kernel size {k_size!r}")
+    try:
+        sizes = [None if str(v).lower() == "adaptive" else int(v) for v in values]
+    except (TypeError, ValueError):
+        raise ValueError(f"invalid ECA kernel size {k_size!r}: expected digits such as '3557', "
+                         f"a list such as [3, 5, 5, 7], an int or 'adaptive'") from None
+    if len(sizes) == 1:
+        sizes = sizes * num_stages
+    if len(sizes) != num_stages:
+        raise ValueError(f"ECA kernel size {k_size!r} gives {len(sizes)} values; this network has "
+                         f"{num_stages} stages, so give 1 or {num_stages} values")
+    for k in sizes:
+        if k is not None and (k < 1 or k % 2 == 0):
+            raise ValueError(f"ECA kernel sizes must be positive odd integers, got {k_size!r}")
+    return sizes
+
+
+def eca_kernel_sizes(model: nn.Module) -> dict[str, int]:
+    """The kernel size of every ECA layer of ``model``, keyed by module name (``'layer1.0.eca'``)."""
+    return {name: m.k_size for name, m in model.named_modules() if isinstance(m, EcaModule)}
+
+
+def set_eca_kernel_sizes(model: nn.Module, sizes: dict[str, int]) -> None:
+    """Rebuild the ECA layers named in ``sizes`` with the given kernel sizes (fresh weights).
+
+    Used to build a network whose layers were trained with kernel sizes no per-stage rule describes,
+    e.g. when loading a checkpoint: ``load_model`` reads every layer's size off its weight shape.
+    """
+    modules = dict(model.named_modules())
+    for name, k in sizes.items():
+        old = modules.get(name)
+        if not isinstance(old, EcaModule):
+            raise KeyError(f"{name!r} is not an ECA layer of this model")
+        if old.k_size != k:
+            parent_name, _, attr = name.rpartition(".")
+            parent = modules[parent_name] if parent_name else model
+            setattr(parent, attr, EcaModule(old.channels, k, impl=old.impl))
+
+
+def set_eca_impl(model: nn.Module, impl: str) -> nn.Module:
+    """Give every ECA layer of ``model`` the implementation ``impl`` (see :class:`EcaModule`); returns ``model``.
+
+    The choice is recorded on each layer (``layer.impl``) and on the network (``model.eca_impl``), so a
+    model says how it computes; the weights are untouched.
+    """
+    impl = check_eca_impl(impl)
+    for module in model.modules():
+        if isinstance(module, EcaModule):
+            module.impl = impl
+    model.eca_impl = impl
+    return model

@@ -1,0 +1,146 @@
+"""MobileNetV2 (Sandler et al., CVPR 2018) with a pluggable channel attention per inverted residual.
+
+Module names reproduce torchvision's ``mobilenet_v2`` and the official ``eca_mobilenetv2.py``: each
+block is ``features.N.conv`` = [pw ConvBNReLU6 (if expanded)], dw ConvBNReLU6, pw-linear Conv2d, BN and,
+for ECA, the ECA layer last (after the projection BN, before the residual add).
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .attention import AttentionKind, create_attention
+from .eca_module import parse_kernel_sizes
+
+STEM_CHANNELS = 32
+LAST_CHANNELS = 1280
+# t (expansion), c (output channels), n (repeats), s (first stride): Sandler et al. 2018, Table 2.
+INVERTED_RESIDUAL_SETTING = (
+    (1, 16, 1, 1),
+    (6, 24, 2, 2),
+    (6, 32, 3, 2),
+    (6, 64, 4, 2),
+    (6, 96, 3, 1),
+    (6, 160, 3, 2),
+    (6, 320, 1, 1),
+)
+# The released ECA-MobileNetV2 ("k13") uses k = 1 for blocks with fewer than 96 output channels and k = 3
+# for the rest (read off the released weights: features.11-13, 96 channels, hold 1x1x3 kernels).
+OFFICIAL_SMALL_K, OFFICIAL_LARGE_K, OFFICIAL_K_SPLIT_CHANNELS = 1, 3, 96
+TORCHVISION_DROPOUT = 0.2   # torchvision's mobilenet_v2 classifier
+OFFICIAL_ECA_DROPOUT = 0.25  # the official eca_mobilenetv2.py classifier
+
+
+class ConvBNReLU(nn.Sequential):
+    def __init__(self, in_planes: int, out_planes: int, kernel_size: int = 3, stride: int = 1,
+                 groups: int = 1) -> None:
+        padding = (kernel_size - 1) // 2
+        super().__init__(
+            nn.Conv2d(in_planes, out_planes, kernel_size, stride, padding, groups=groups, bias=False),
+            nn.BatchNorm2d(out_planes),
+            nn.ReLU6(inplace=True),
+        )
+
+
+class InvertedResidual(nn.Module):
+    def __init__(self, inp: int, oup: int, stride: int, expand_ratio: int,
+                 attention: AttentionKind = None, k_size: int | None = None) -> None:
+        super().__init__()
+        if stride not in (1, 2):
+            raise ValueError(f"stride must be 1 or 2, got {stride}")
+        hidden_dim = int(round(inp * expand_ratio))
+        self.use_res_connect = stride == 1 and inp == oup
+        layers: list[nn.Module] = []
+        if expand_ratio != 1:
+            layers.append(ConvBNReLU(inp, hidden_dim, kernel_size=1))              # pw
+        layers += [
+            ConvBNReLU(hidden_dim, hidden_dim, stride=stride, groups=hidden_dim),  # dw
+            nn.Conv2d(hidden_dim, oup, 1, 1, 0, bias=False),                        # pw-linear
+            nn.BatchNorm2d(oup),
+        ]
+        module = create_attention(attention, oup, k_size)
+        if module is not None:
+            layers.append(module)
+        self.conv = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.conv(x) if self.use_res_connect else self.conv(x)
+
+
+def block_kernel_sizes(k_size: object) -> list[int | None]:
+    """One ECA kernel size per inverted residual block (17 of them).
+
+    ``k_size`` None: the official rule (k=1 below 96 output channels, else 3). Two values (``"13"``, the
+    release's name): the same split with other sizes. Seven values: one per stage of Table 2. One value
+    or ``'adaptive'``: every block (adaptive = psi(C) of the block's output channels).
+    """
+    if k_size is None:
+        k_size = (OFFICIAL_SMALL_K, OFFICIAL_LARGE_K)
+    num_stages = len(INVERTED_RESIDUAL_SETTING)
+    try:
+        stage_k = parse_kernel_sizes(k_size, num_stages)
+        return [k for k, (_, _, n, _) in zip(stage_k, INVERTED_RESIDUAL_SETTING) for _ in range(n)]
+    except ValueError:
+        pass
+    try:
+        small, large = parse_kernel_sizes(k_size, 2)
+    except ValueError:
+        raise ValueError(f"invalid ECA kernel sizes {k_size!r} for MobileNetV2: give 1 value, 2 values "
+                         f"(k below / from {OFFICIAL_K_SPLIT_CHANNELS} channels, the release's '13') or "
+                         f"{num_stages} values (one per stage)") from None
+    return [small if c < OFFICIAL_K_SPLIT_CHANNELS else large
+            for _, c, n, _ in INVERTED_RESIDUAL_SETTING for _ in range(n)]
+
+
+class MobileNetV2(nn.Module):
+    """MobileNetV2 with optional ECA/SE in every inverted residual block.
+
+    Args:
+        num_classes: outputs of the classifier.
+        attention: ``'eca'``, ``'se'`` or None.
+        k_size: ECA kernel sizes (see :func:`block_kernel_sizes`).
+        width_mult: channel multiplier, applied as in the official code (``int(c * width_mult)``).
+        dropout: classifier dropout (torchvision 0.2; official ECA-MobileNetV2 0.25).
+    """
+
+    def __init__(self, num_classes: int = 1000, attention: AttentionKind = None, k_size: object = None,
+                 width_mult: float = 1.0, dropout: float = TORCHVISION_DROPOUT) -> None:
+        super().__init__()
+        if attention != "eca" and k_size is not None:
+            raise ValueError("k_size applies to ECA networks only")
+        block_k = block_kernel_sizes(k_size) if attention == "eca" else None
+        input_channel = int(STEM_CHANNELS * width_mult)
+        self.last_channel = int(LAST_CHANNELS * max(1.0, width_mult))
+        features: list[nn.Module] = [ConvBNReLU(3, input_channel, stride=2)]
+        block_index = 0
+        for t, c, n, s in INVERTED_RESIDUAL_SETTING:
+            output_channel = int(c * width_mult)
+            for i in range(n):
+                k = block_k[block_index] if block_k is not None else None
+                features.append(InvertedResidual(input_channel, output_channel, s if i == 0 else 1, t,
+                                                 attention, k))
+                input_channel = output_channel
+                block_index += 1
+        features.append(ConvBNReLU(input_channel, self.last_channel, kernel_size=1))
+        self.features = nn.Sequential(*features)
+        self.classifier = nn.Sequential(nn.Dropout(dropout), nn.Linear(self.last_channel, num_classes))
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        # As torchvision and the official code: He-normal (fan_out) convs, BN 1/0, Linear N(0, 0.01).
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out")
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.Linear):
+                nn.init.normal_(m.weight, 0.0, 0.01)
+                nn.init.zeros_(m.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (B, 3, H, W)
+        x = self.features(x)                              # (B, 1280, H/32, W/32)
+        x = x.mean(dim=(2, 3))                            # (B, 1280)
+        return self.classifier(x)                         # (B, num_classes)

@@ -1,0 +1,62 @@
+"""The model registry: ``@register_model`` builders, ``create_model(arch, ...)`` and ``list_models()``."""
+from __future__ import annotations
+
+import fnmatch
+import inspect
+from typing import Callable
+
+from torch import nn
+
+from .eca_module import set_eca_impl
+
+ModelBuilder = Callable[..., nn.Module]
+_BUILDERS: dict[str, ModelBuilder] = {}
+
+
+class UnknownModelError(ValueError):
+    """Raised for an arch name that is not registered; the message lists the registered ones."""
+
+
+def register_model(builder: ModelBuilder) -> ModelBuilder:
+    """Register ``builder`` under its function name (``eca_resnet50``)."""
+    name = builder.__name__
+    if name in _BUILDERS:
+        raise ValueError(f"model {name!r} is registered twice")
+    _BUILDERS[name] = builder
+    return builder
+
+
+def list_models(pattern: str | None = None) -> list[str]:
+    """Registered architecture names, sorted; ``pattern`` is a shell glob such as ``'eca_*'``."""
+    names = sorted(_BUILDERS)
+    return [n for n in names if fnmatch.fnmatch(n, pattern)] if pattern else names
+
+
+def is_model(arch: str) -> bool:
+    return arch in _BUILDERS
+
+
+def create_model(arch: str, num_classes: int = 1000, k_size: object = None, eca_impl: str = "auto",
+                 **kwargs) -> nn.Module:
+    """Build a registered network.
+
+    >>> model = create_model("eca_resnet50", k_size="3557")   # the released ECA-Net50
+
+    Args:
+        arch: a name from :func:`list_models`, e.g. ``'eca_resnet50'``.
+        num_classes: classifier outputs.
+        k_size: ECA kernel sizes (ECA networks only): None / ``'adaptive'`` (the paper's psi(C)), an int,
+            one value per stage (``[3, 5, 5, 7]`` or the official CLI string ``"3557"``).
+        eca_impl: how the ECA layers compute: ``'auto'`` (fused Triton kernels on CUDA where available),
+            ``'fused'`` or ``'plain'``; recorded on the model as ``model.eca_impl`` (see
+            :class:`~ecanet.models.EcaModule`). Networks without ECA layers record it too and ignore it.
+        **kwargs: passed to the builder (e.g. ``dropout`` for MobileNetV2).
+    """
+    if arch not in _BUILDERS:
+        raise UnknownModelError(f"unknown architecture {arch!r}; known: {', '.join(list_models())}")
+    builder = _BUILDERS[arch]
+    if k_size is not None:
+        if "k_size" not in inspect.signature(builder).parameters:
+            raise ValueError(f"k_size (--ksize) applies to ECA networks only; {arch!r} has no ECA layers")
+        kwargs["k_size"] = k_size
+    return set_eca_impl(builder(num_classes=num_classes, **kwargs), eca_impl)
