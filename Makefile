@@ -1,4 +1,4 @@
-# ecanet: `make demo` (train ECA-ResNet-18 on real images, CPU) and `make test` (the test suite).
+# ecanet: `make demo` (train ECA-ResNet-18 on real images, CPU) and `make test` (the test suite, one worker per core).
 # Both create .venv on first use (scripts/setup_venv.sh); PYTHON picks the interpreter (>= 3.10).
 VENV ?= .venv
 PYTHON ?= python3
@@ -8,7 +8,7 @@ STAMP := $(VENV)/.ecanet-installed
 .PHONY: help venv test test-fast demo model-table clean
 
 help:
-	@echo "make demo         prepare Fashion-MNIST and train ECA-ResNet-18 on the CPU (under 5 minutes)"
+	@echo "make demo         prepare Fashion-MNIST and train ECA-ResNet-18 on the CPU (a few minutes)"
 	@echo "make test         create .venv if needed and run the test suite"
 	@echo "make test-fast    the test suite without the tests that start main.py processes"
 	@echo "make model-table  print the model table of docs/model_zoo.md (paras_flops.py --all --markdown)"

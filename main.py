@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from ecanet import config
+from ecanet.constants import IMAGENET_MEAN, IMAGENET_STD
 from ecanet.errors import EXIT_DIVERGED, EXIT_OK, EXIT_PREEMPTED, EXIT_SAVE_FAILED, ConfigError, UserError
 from ecanet.lazy import lazy_import
 
@@ -33,6 +34,7 @@ engine = lazy_import("ecanet.engine")
 metrics_lib = lazy_import("ecanet.metrics")
 models = lazy_import("ecanet.models")
 optim = lazy_import("ecanet.optim")
+recipe_lib = lazy_import("ecanet.recipe")
 runtime = lazy_import("ecanet.runtime")
 
 log = logging.getLogger("ecanet")
@@ -70,16 +72,28 @@ def run(args: Any) -> int:
     info = dist.init_distributed(args.device, args.dist_backend, args.gpu, args.world_size)
     try:
         runtime.setup_logging(info, args.debug)
-        resume_path, resume_obj = None, None
-        if not args.evaluate:  # the run's seed and network come from the checkpoint it continues
+        resume_path, resume_obj, recipe = None, None, None
+        if args.evaluate:  # the file's recipe says how to preprocess its inputs
+            recipe = ckpt.read_recipe(checkpoint_to_evaluate(args))
+        else:  # the run's seed and network come from the checkpoint it continues
+            recipe = ckpt.read_recipe(args.weights) if args.weights else None
             resume_path = ckpt.find_run_checkpoint(args.resume, Path(args.output) if args.output else None)
             resume_obj = ckpt.read_checkpoint(resume_path) if resume_path is not None else None
             if resume_obj is not None:
-                ckpt.check_resumable(resume_obj, resume_path, args.arch or config.DEFAULT_ARCH, None, None)
+                arch = args.arch or (recipe.arch if recipe is not None else config.DEFAULT_ARCH)
+                ckpt.check_resumable(resume_obj, resume_path, arch, None, None)
+                if ckpt.is_complete(resume_obj, args.epochs):
+                    log.info("%s: the run is complete (%d of %d epochs); nothing to do. Pass a larger --epochs to "
+                             "train on.", resume_path, resume_obj["epoch"], args.epochs)
+                    return EXIT_OK
         cfg = config.resolve(args, default_workers=data_lib.default_workers(info.local_world_size),
                              fresh_seed=dist.broadcast_object(runtime.fresh_seed(), info),
                              timestamp=dist.broadcast_object(datetime.now().strftime("%Y%m%d-%H%M%S"), info),
-                             resumed_seed=resume_obj.get("sampler_seed") if resume_obj else None)
+                             resumed_seed=resume_obj.get("sampler_seed") if resume_obj else None, recipe=recipe)
+        if recipe is not None:
+            log_recipe_use(cfg, recipe)
+        if cfg.weights and not cfg.evaluate and cfg.ksize is not None:
+            ckpt.check_kernel_sizes_agree(cfg.arch, cfg.ksize, recipe, cfg.weights)
         runtime.warn_about_cpu_habits(cfg, info.device)
         if cfg.dist_url is not None:
             log.warning("--dist-url is ignored: torchrun and srun pass the rendezvous in the environment")
@@ -92,18 +106,33 @@ def run(args: Any) -> int:
             if cfg.evaluate:
                 runtime.seed_everything(cfg.seed, cfg.deterministic)
                 return evaluate_checkpoint(cfg, info, precision)
-            return train(cfg, info, precision, resume_path, resume_obj)
+            return train(cfg, info, precision, resume_path, resume_obj, recipe)
     finally:
         dist.cleanup(info)
 
 
-def evaluate_checkpoint(cfg: config.Config, info: Any, precision: Any) -> int:
-    """``-e``: top-1/top-5/loss/images per second of any checkpoint on DATA/val."""
-    path = cfg.resume or cfg.weights
-    if path == "auto":
-        path = ckpt.find_resume_checkpoint(cfg.output)
+def checkpoint_to_evaluate(args: Any) -> Path:
+    """``-e``'s file: ``--resume PATH`` (or the newest checkpoint in --output for 'auto'), else ``--weights``."""
+    if args.resume == "auto":
+        path = ckpt.find_resume_checkpoint(args.output)
         if path is None:
-            raise ConfigError(f"no checkpoint in {cfg.output} to evaluate.")
+            raise ConfigError(f"no checkpoint in {args.output} to evaluate.")
+        return path
+    return Path(args.resume or args.weights)
+
+
+def log_recipe_use(cfg: config.Config, recipe: Any) -> None:
+    """Say which preprocessing a checkpoint's recipe decided and which options overrode it."""
+    overridden = [f"--{dest.replace('_', '-')}" for dest in config.RECIPE_PREPROCESSING if dest in cfg.explicit]
+    log.info("recipe: %s%s", recipe.describe(), f"; overridden by {', '.join(overridden)}" if overridden else "")
+    log.info("preprocessing used: Resize(%d) + CenterCrop(%d), mean %s, std %s", cfg.val_resize, cfg.img_size,
+             cfg.mean, cfg.std)
+
+
+def evaluate_checkpoint(cfg: config.Config, info: Any, precision: Any) -> int:
+    """``-e``: top-1/top-5/loss/images per second of any checkpoint on DATA/val, preprocessed as its recipe
+    says unless options override it."""
+    path = checkpoint_to_evaluate(cfg)
     model = ckpt.load_model(path, arch=cfg.arch, strict_arch=cfg.arch is not None, eca_impl=cfg.eca_impl)
     if cfg.ksize is not None:
         log.info("-e: the ECA kernel sizes are read off the weights; --ksize %s is not used", cfg.ksize)
@@ -128,10 +157,13 @@ def evaluate_checkpoint(cfg: config.Config, info: Any, precision: Any) -> int:
     return EXIT_OK
 
 
-def build_train_state(cfg: config.Config, info: Any, data: Any, precision: Any) -> Any:
-    """The network (from scratch or ``--weights``), its optimizer, schedule and EMA, on this process's device."""
+def build_train_state(cfg: config.Config, info: Any, data: Any, precision: Any, recipe: Any) -> Any:
+    """The network (from scratch, or from ``--weights`` with their kernel sizes), its optimizer, schedule and
+    EMA, on this process's device."""
     model = models.create_model(cfg.arch, num_classes=data.num_classes, k_size=cfg.ksize, eca_impl=cfg.eca_impl)
     if cfg.weights:
+        if recipe.arch == cfg.arch:  # every ECA layer as the file has it
+            models.set_eca_kernel_sizes(model, recipe.eca_kernel_sizes)
         ckpt.load_weights_into(model, cfg.weights)
     model.to(info.device, memory_format=torch.channels_last if cfg.channels_last else torch.contiguous_format)
     if cfg.sync_bn and info.distributed:
@@ -150,12 +182,13 @@ def build_train_state(cfg: config.Config, info: Any, data: Any, precision: Any) 
                              forward_model=dist.wrap_model(model, info, cfg.compile, cfg.compile_mode))
 
 
-def train(cfg: config.Config, info: Any, precision: Any, resume_path: Path | None, resume_obj: Any) -> int:
+def train(cfg: config.Config, info: Any, precision: Any, resume_path: Path | None, resume_obj: Any,
+          recipe: Any) -> int:
     runtime.seed_everything(cfg.seed + info.rank, cfg.deterministic)
     data = data_lib.build_data_from_config(cfg, info)
     if cfg.num_classes is not None and cfg.num_classes != data.num_classes:
         raise ConfigError(f"--num-classes {cfg.num_classes} but DATA has {data.num_classes} class folders.")
-    state = build_train_state(cfg, info, data, precision)
+    state = build_train_state(cfg, info, data, precision, recipe)
     rng_states = None
     if resume_path is not None:
         ckpt.check_resumable(resume_obj, resume_path, cfg.arch, models.eca_kernel_sizes(state.model),
@@ -179,8 +212,10 @@ def train(cfg: config.Config, info: Any, precision: Any, resume_path: Path | Non
              cfg.batch_size * info.world_size, state.scheduler.base_lrs[0], run_dir)
     if rng_states:
         ckpt.restore_rng_state(rng_states[info.rank])
-    run = ckpt.RunRecord(cfg.arch, data.num_classes, data.classes, cfg.seed, info.world_size,
-                         config.config_to_yaml_dict(cfg))
+    run = ckpt.RunRecord(recipe_lib.Recipe(cfg.arch, data.num_classes, models.eca_kernel_sizes(state.model),
+                                           cfg.img_size, cfg.val_resize, mean=tuple(cfg.mean or IMAGENET_MEAN),
+                                           std=tuple(cfg.std or IMAGENET_STD), classes=tuple(data.classes)),
+                         cfg.seed, info.world_size, config.config_to_yaml_dict(cfg))
     preemption = dist.PreemptionHandler(info).install()
     try:
         return epoch_loop(cfg, info, state, data, run, run_dir, metrics, preemption)

@@ -12,10 +12,7 @@ Submodules: :mod:`ecanet.models` (the networks), :mod:`ecanet.checkpoint`, :mod:
 :mod:`ecanet.data`, :mod:`ecanet.engine`, :mod:`ecanet.distributed`, :mod:`ecanet.optim`,
 :mod:`ecanet.metrics`, :mod:`ecanet.flops`.
 """
-from __future__ import annotations
-
-import importlib
-from typing import Any
+import importlib as _importlib
 
 __version__ = "0.2.0"
 
@@ -30,13 +27,13 @@ _PUBLIC = {
 __all__ = ["EcaModule", "__version__", "create_model", "list_models", "load_model"]
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> object:
     if name in _PUBLIC:
-        value = getattr(importlib.import_module(_PUBLIC[name]), name)
+        value = getattr(_importlib.import_module(_PUBLIC[name]), name)
         globals()[name] = value
         return value
     raise AttributeError(f"module 'ecanet' has no attribute {name!r}")
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+    return sorted(__all__)

@@ -15,15 +15,15 @@ or a full disk during a save never damages the previous checkpoint.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import math
 import os
 import pickle
 import re
-import shutil
 import tempfile
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, Iterator, Mapping
 
@@ -35,6 +35,7 @@ from .models.resnet import RESNET_SPECS, BasicBlock, Bottleneck
 
 from .distributed import DistInfo, all_gather_objects, any_rank
 from .errors import CheckpointError
+from .recipe import Recipe
 
 if TYPE_CHECKING:
     from .engine import TrainState
@@ -45,7 +46,6 @@ CHECKPOINT_FORMAT = "ecanet-checkpoint"
 CHECKPOINT_VERSION = 1
 WRAPPER_PREFIXES = ("module.", "_orig_mod.")  # DataParallel/DDP, torch.compile
 SHOW_KEYS = 5  # how many offending keys an error message names
-COPY_CHUNK_BYTES = 16 * 2**20
 
 
 class CheckpointSaveError(RuntimeError):
@@ -63,8 +63,9 @@ def read_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> Any:
     if not path.exists():
         raise CheckpointError(f"checkpoint {path} does not exist. Check the path given to --resume/--weights.")
     if path.is_dir():
-        raise CheckpointError(f"checkpoint {path} is a directory. Give the checkpoint file inside it "
-                              f"(e.g. {path / 'last.pth'}), or use '--resume auto --output {path}'.")
+        raise CheckpointError(f"checkpoint {path} is a directory, and not an export folder (no {EXPORT_CONFIG}). "
+                              f"Give the checkpoint file inside it (e.g. {path / 'last.pth'}), or use "
+                              f"'--resume auto --output {path}'.")
     if path.stat().st_size == 0:
         raise CheckpointError(f"checkpoint {path} is empty (0 bytes): it was probably cut off while "
                               f"being written. Use an earlier checkpoint.")
@@ -204,22 +205,27 @@ def build_from_spec(spec: NetworkSpec, eca_impl: str = "auto") -> nn.Module:
     return model
 
 
-def load_model(path: str | os.PathLike, arch: str | None = None, map_location: Any = "cpu",
-               strict_arch: bool = False, eca_impl: str = "auto") -> nn.Module:
-    """Build the network a checkpoint describes and load its weights strictly.
+def recipe_of(obj: Any, spec: NetworkSpec, source: str) -> Recipe:
+    """The recipe a loaded checkpoint records, or, for a file with none (the official releases), the paper's
+    ImageNet preprocessing with the network read off the weights."""
+    stored = obj.get("recipe") if isinstance(obj, Mapping) else None
+    if stored is None:
+        return Recipe.paper_defaults(spec.arch, spec.num_classes, spec.eca_kernel_sizes)
+    recipe = Recipe.from_dict(stored, source)
+    if (recipe.arch, recipe.num_classes, dict(recipe.eca_kernel_sizes)) != (spec.arch, spec.num_classes,
+                                                                             spec.eca_kernel_sizes):
+        raise CheckpointError(f"{source}: its recipe describes a {recipe.arch} with {recipe.num_classes} classes "
+                              f"but its weights are a {spec.arch} with {spec.num_classes}. The file is damaged or "
+                              f"was edited by hand; use another checkpoint.")
+    return recipe
 
-    Args:
-        path: an official ECA-Net file, a bare state_dict, or an ecanet checkpoint.
-        arch: the architecture you expect (optional). The weights decide: if they hold another network,
-            a warning is logged and the weights' network is built, or, with ``strict_arch``, a
-            :class:`CheckpointError` is raised.
-        map_location: passed to ``torch.load``.
-        strict_arch: raise instead of warning when ``arch`` disagrees with the weights.
-        eca_impl: how the ECA layers compute (see :func:`ecanet.create_model`).
 
-    Returns:
-        The model, in eval mode, with every ECA layer's kernel size read off the weights.
-    """
+def read_weights(path: str | os.PathLike, map_location: Any = "cpu") -> tuple[dict[str, torch.Tensor], Recipe]:
+    """The weights (prefix-free) and the recipe of any file ecanet reads: an official ECA-Net file, a bare
+    state_dict, an ecanet checkpoint, or an export folder (``model.safetensors`` + ``config.json``)."""
+    path = Path(path)
+    if path.is_dir() and any((path / name).exists() for name in (EXPORT_CONFIG, EXPORT_WEIGHTS)):
+        return read_export(path)
     obj = read_checkpoint(path, map_location)
     source = str(path)
     state_dict = extract_state_dict(obj, source)
@@ -228,8 +234,36 @@ def load_model(path: str | os.PathLike, arch: str | None = None, map_location: A
     if isinstance(claimed, str) and claimed != spec.arch:
         log.warning("%s says arch '%s' but its weights are a %s (k %s); loading it as %s", source, claimed,
                     spec.arch, spec.kernel_string or "-", spec.arch)
+    return state_dict, recipe_of(obj, spec, source)
+
+
+def read_recipe(path: str | os.PathLike) -> Recipe:
+    """The recipe of a checkpoint file or export folder (see :func:`read_weights`)."""
+    return read_weights(path)[1]
+
+
+def load_model(path: str | os.PathLike, arch: str | None = None, map_location: Any = "cpu",
+               strict_arch: bool = False, eca_impl: str = "auto") -> nn.Module:
+    """Build the network a checkpoint describes and load its weights strictly.
+
+    Args:
+        path: an official ECA-Net file, a bare state_dict, an ecanet checkpoint, or an export folder.
+        arch: the architecture you expect (optional). The file decides: if it holds another network,
+            a warning is logged and the file's network is built, or, with ``strict_arch``, a
+            :class:`CheckpointError` is raised.
+        map_location: passed to ``torch.load``.
+        strict_arch: raise instead of warning when ``arch`` disagrees with the file.
+        eca_impl: how the ECA layers compute (see :func:`ecanet.create_model`).
+
+    Returns:
+        The model, in eval mode, with every ECA layer's kernel size as in the file, and the file's
+        :class:`~ecanet.recipe.Recipe` (how to preprocess its inputs) as ``model.recipe``.
+    """
+    state_dict, recipe = read_weights(path, map_location)
+    source = str(path)
+    spec = NetworkSpec(recipe.arch, recipe.num_classes, dict(recipe.eca_kernel_sizes))
     if arch is not None and arch != spec.arch:
-        message = (f"{source} holds a {spec.arch} (read off its weights; {spec.num_classes} classes"
+        message = (f"{source} holds a {spec.arch} ({spec.num_classes} classes"
                    f"{', ECA kernel sizes ' + spec.kernel_string if spec.kernel_string else ''}), not a {arch}.")
         if strict_arch:
             raise CheckpointError(message + f" Pass -a {spec.arch}, or leave -a out to evaluate whatever "
@@ -238,7 +272,65 @@ def load_model(path: str | os.PathLike, arch: str | None = None, map_location: A
     model = build_from_spec(spec, eca_impl)
     check_state_dict(model, state_dict, source)
     model.load_state_dict(state_dict, strict=True)
+    model.recipe = recipe
+    log.info("%s: %s", source, recipe.describe())
     return model.eval()
+
+
+# ------------------------------------------------------------------------------------------ export folders
+
+EXPORT_FORMAT = "ecanet-export"
+EXPORT_VERSION = 1
+EXPORT_WEIGHTS = "model.safetensors"
+EXPORT_CONFIG = "config.json"
+
+
+def save_export(model: nn.Module, recipe: Recipe, folder: str | os.PathLike) -> Path:
+    """Write ``folder/model.safetensors`` (the weights, no pickle) and ``folder/config.json`` (the recipe).
+
+    ``folder`` must not hold an export already: nothing saved is overwritten (:class:`CheckpointError`).
+    """
+    from safetensors.torch import save
+
+    folder = Path(folder)
+    taken = [name for name in (EXPORT_WEIGHTS, EXPORT_CONFIG) if (folder / name).exists()]
+    if taken:
+        raise CheckpointError(f"{folder} already holds {', '.join(taken)}; an export never overwrites one. "
+                              f"Pick another output folder or delete the old export first.")
+    folder.mkdir(parents=True, exist_ok=True)
+    state = {name: t.detach().contiguous().cpu() for name, t in strip_wrapper_prefixes(model.state_dict()).items()}
+    with _atomic_file(folder / EXPORT_WEIGHTS) as f:
+        f.write(save(state, metadata={"format": EXPORT_FORMAT}))
+    config = {"format": EXPORT_FORMAT, "format_version": EXPORT_VERSION, "recipe": recipe.to_dict()}
+    with _atomic_file(folder / EXPORT_CONFIG) as f:
+        f.write((json.dumps(config, indent=2) + "\n").encode())
+    return folder
+
+
+def read_export(folder: Path) -> tuple[dict[str, torch.Tensor], Recipe]:
+    """The weights and recipe of an export folder, with no pickle involved."""
+    config_path, weights_path = folder / EXPORT_CONFIG, folder / EXPORT_WEIGHTS
+    again = "Export the checkpoint again: python scripts/export.py CHECKPOINT FOLDER."
+    if not config_path.is_file():
+        raise CheckpointError(f"{folder} holds no {EXPORT_CONFIG}, so the network it holds is unknown. {again}")
+    try:
+        config = json.loads(config_path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"{config_path} is not valid JSON ({exc}): the file is damaged. {again}") from None
+    if not isinstance(config, Mapping) or config.get("format") != EXPORT_FORMAT or "recipe" not in config:
+        raise CheckpointError(f"{config_path} is not an ecanet export's config (no format '{EXPORT_FORMAT}' with a "
+                              f"recipe). {again}")
+    recipe = Recipe.from_dict(config["recipe"], str(config_path))
+    if not weights_path.is_file():
+        raise CheckpointError(f"{folder} holds no {EXPORT_WEIGHTS}, only the recipe. {again}")
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+    try:
+        state_dict = load_file(str(weights_path))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(f"{weights_path} is not readable safetensors ({exc}): the file is damaged or cut "
+                              f"off. {again}") from None
+    return state_dict, replace(recipe, origin=f"recorded in {config_path}")
 
 
 # ----------------------------------------------------------------------------------------------- writing
@@ -381,24 +473,24 @@ def check_resumable(obj: Any, path: str | os.PathLike, arch: str, eca_kernel_siz
                               f"Resume on the dataset it was trained on.")
 
 
-def copy_checkpoint(src: str | os.PathLike, dst: str | os.PathLike) -> None:
-    """Atomically copy a checkpoint file (e.g. last.pth -> best.pth)."""
-    with _atomic_file(Path(dst)) as f, open(src, "rb") as source:
-        shutil.copyfileobj(source, f, COPY_CHUNK_BYTES)
-
-
 # ------------------------------------------------------------------------------- a run's checkpoints
 
 @dataclass(frozen=True)
 class RunRecord:
-    """What a training checkpoint records about its run, beside the training state itself."""
+    """What a run's checkpoints record about it, beside the training state itself."""
 
-    arch: str
-    num_classes: int
-    classes: list[str]
+    recipe: Recipe            # how to rebuild the network and preprocess its inputs
     seed: int
     world_size: int
-    config: dict[str, Any]
+    config: dict[str, Any]    # the resolved options, as config.yaml holds them
+
+
+def _network_fields(state: "TrainState", run: RunRecord) -> dict[str, Any]:
+    recipe = run.recipe
+    return {"arch": recipe.arch, "num_classes": recipe.num_classes,
+            "classes": list(recipe.classes) if recipe.classes is not None else None,
+            "eca_kernel_sizes": models.eca_kernel_sizes(state.model), "recipe": recipe.to_dict(),
+            "state_dict": state.model.state_dict(), "versions": library_versions()}
 
 
 def training_checkpoint(state: "TrainState", run: RunRecord, reason: str, rng_states: list[Any]) -> dict[str, Any]:
@@ -410,9 +502,7 @@ def training_checkpoint(state: "TrainState", run: RunRecord, reason: str, rng_st
     position = state.position
     return {
         "format": CHECKPOINT_FORMAT, "format_version": CHECKPOINT_VERSION, "reason": reason,
-        "arch": run.arch, "num_classes": run.num_classes, "classes": run.classes,
-        "eca_kernel_sizes": models.eca_kernel_sizes(state.model),
-        "state_dict": state.model.state_dict(),
+        **_network_fields(state, run),
         "optimizer": state.optimizer.state_dict(), "lr_scheduler": state.scheduler.state_dict(),
         "scaler": state.precision.scaler.state_dict() if state.precision.scaler else None,
         "ema": state.ema.state_dict() if state.ema is not None else None,
@@ -420,7 +510,18 @@ def training_checkpoint(state: "TrainState", run: RunRecord, reason: str, rng_st
         "epoch_totals": state.totals.state_dict() if position.step_in_epoch else None,
         "epoch_skipped_images": state.skipped_in_epoch,
         "best_prec1": state.best_top1, "sampler_seed": run.seed, "rng": rng_states,
-        "world_size": run.world_size, "config": run.config, "versions": library_versions(),
+        "world_size": run.world_size, "config": run.config,
+    }
+
+
+def weights_checkpoint(state: "TrainState", run: RunRecord) -> dict[str, Any]:
+    """The contents of ``best.pth``: the weights (and the EMA's, when there is one) with the recipe, and no
+    training state: what evaluating, fine-tuning and sharing need, at a third of ``last.pth``'s size."""
+    return {
+        "format": CHECKPOINT_FORMAT, "format_version": CHECKPOINT_VERSION, "reason": "best",
+        **_network_fields(state, run),
+        "ema_state_dict": state.ema.module.state_dict() if state.ema is not None else None,
+        "epoch": state.position.epoch, "best_prec1": state.best_top1,
     }
 
 
@@ -438,7 +539,7 @@ def save_training_checkpoint(state: "TrainState", run: RunRecord, run_dir: Path,
             path = run_dir / LAST_CHECKPOINT
             save_checkpoint(training_checkpoint(state, run, reason, rng_states), path)
             if is_best:
-                copy_checkpoint(path, run_dir / BEST_CHECKPOINT)
+                save_checkpoint(weights_checkpoint(state, run), run_dir / BEST_CHECKPOINT)
             log.info("saved %s (%s; global step %d)", path, reason, state.position.global_step)
         except CheckpointSaveError as exc:
             error = str(exc)
@@ -492,14 +593,55 @@ def find_run_checkpoint(resume: str | None, run_dir: Path | None) -> Path | None
     return path
 
 
-def load_weights_into(model: nn.Module, path: str | os.PathLike) -> None:
-    """``--weights``: initialise ``model`` from any file :func:`load_model` reads; tensors whose shapes differ
-    (a new classifier for another number of classes) keep their fresh values, with a warning."""
-    state = load_model(path).state_dict()
+def load_weights_into(model: nn.Module, path: str | os.PathLike) -> list[str]:
+    """``--weights``: initialise ``model`` from any file :func:`read_weights` reads.
+
+    Only the classifier may differ (another number of classes: it keeps its fresh values); any other
+    difference is a :class:`CheckpointError`. Returns the names of the tensors not loaded, and logs them
+    with the reason.
+    """
+    state, recipe = read_weights(path)
     own = model.state_dict()
-    dropped = [k for k in state if k in own and state[k].shape != own[k].shape]
-    if dropped:
-        log.warning("--weights: not loading %s (shapes differ: the model has other sizes there)", ", ".join(dropped))
-    check_state_dict(model, {k: (own[k] if k in dropped else v) for k, v in state.items()}, str(path))
-    model.load_state_dict({k: v for k, v in state.items() if k not in dropped}, strict=False)
-    log.info("initialised from %s", path)
+    classifier = _classifier_keys(own)
+    skipped = [k for k in classifier if k in state and state[k].shape != own[k].shape]
+    if skipped:
+        log.warning("--weights: not loading %s: the file's classifier has %d classes, this model's %d (a new "
+                    "classifier is trained)", ", ".join(skipped), recipe.num_classes, _num_outputs(own, classifier))
+    check_state_dict(model, {k: (own[k] if k in skipped else v) for k, v in state.items()}, str(path))
+    model.load_state_dict({k: v for k, v in state.items() if k not in skipped}, strict=not skipped)
+    log.info("initialised from %s (%d of %d tensors)", path, len(own) - len(skipped), len(own))
+    return skipped
+
+
+def _classifier_keys(state_dict: Mapping[str, torch.Tensor]) -> list[str]:
+    """The last linear layer's weight and bias (``fc.*`` in ResNets, ``classifier.1.*`` in MobileNetV2)."""
+    weights = [k for k, v in state_dict.items() if k.endswith(".weight") and v.dim() == 2]
+    if not weights:
+        return []
+    prefix = weights[-1][: -len("weight")]
+    return [k for k in state_dict if k.startswith(prefix)]
+
+
+def _num_outputs(state_dict: Mapping[str, torch.Tensor], classifier: list[str]) -> int:
+    return int(state_dict[classifier[0]].shape[0]) if classifier else 0
+
+
+def is_complete(obj: Mapping[str, Any], epochs: int) -> bool:
+    """Whether a training checkpoint has finished ``epochs`` epochs (``--resume auto`` then has nothing to do)."""
+    return int(obj.get("epoch", 0)) >= epochs and int(obj.get("step_in_epoch", 0)) == 0
+
+
+def check_kernel_sizes_agree(arch: str, k_size: object, recipe: Recipe, source: str | os.PathLike) -> None:
+    """``--weights`` with an explicit ``--ksize``: a :class:`CheckpointError` (naming both) when the kernel
+    sizes it builds differ from the file's, whose ECA weights would then not fit."""
+    if arch != recipe.arch:
+        return  # another network: check_state_dict names what does not fit
+    with torch.device("meta"):  # shapes only: nothing is allocated
+        wanted = models.eca_kernel_sizes(models.create_model(arch, num_classes=recipe.num_classes, k_size=k_size))
+    if wanted != dict(recipe.eca_kernel_sizes):
+        differ = [f"{name} k={wanted[name]} vs {recipe.eca_kernel_sizes.get(name)}" for name in wanted
+                  if wanted[name] != recipe.eca_kernel_sizes.get(name)]
+        file_k = NetworkSpec(arch, recipe.num_classes, dict(recipe.eca_kernel_sizes)).kernel_string
+        raise CheckpointError(f"--ksize {k_size} builds other ECA kernel sizes than {source} holds ({file_k}): "
+                              f"{', '.join(differ[:SHOW_KEYS])}{' ...' if len(differ) > SHOW_KEYS else ''}. "
+                              f"Drop --ksize to use the file's kernel sizes, or pass --ksize {file_k}.")

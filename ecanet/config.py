@@ -306,16 +306,30 @@ def load_config_file(path: str | os.PathLike, parser: argparse.ArgumentParser) -
 
 def parse_config(argv: Sequence[str] | None = None, defaults: Mapping[str, Any] | None = None,
                  prog: str | None = None, description: str | None = None) -> argparse.Namespace:
-    """Parse ``argv`` over ``defaults`` and an optional ``--config`` file."""
+    """Parse ``argv`` over ``defaults`` and an optional ``--config`` file.
+
+    The result's ``explicit`` holds the dests that the command line or the config file set: a checkpoint's
+    recipe fills in the others (:func:`resolve`).
+    """
     parser = build_parser(prog, description)
     if defaults:
         parser.set_defaults(**dict(defaults))
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--config", default=None)
     known, _ = pre.parse_known_args(argv)
-    if known.config:
-        parser.set_defaults(**load_config_file(known.config, parser))
-    return parser.parse_args(argv)
+    from_file = load_config_file(known.config, parser) if known.config else {}
+    parser.set_defaults(**from_file)
+    args = parser.parse_args(argv)
+    args.explicit = frozenset(from_file) | _given_on_the_command_line(argv, prog, description)
+    return args
+
+
+def _given_on_the_command_line(argv: Sequence[str] | None, prog: str | None, description: str | None) -> frozenset[str]:
+    """The dests that ``argv`` itself sets (parsed again with every default suppressed)."""
+    parser = build_parser(prog, description)
+    for action in parser._actions:  # argparse has no public API for this
+        action.default = argparse.SUPPRESS
+    return frozenset(vars(parser.parse_args(argv)))
 
 
 def config_to_yaml_dict(args: argparse.Namespace, parser: argparse.ArgumentParser | None = None) -> dict[str, Any]:
@@ -442,8 +456,12 @@ class Config(argparse.Namespace):
         raise AttributeError(f"the configuration is read-only once resolved (tried to delete {name!r})")
 
 
+# What a checkpoint's recipe decides unless an option says otherwise: how its inputs are preprocessed.
+RECIPE_PREPROCESSING = ("img_size", "val_resize", "mean", "std")
+
+
 def resolve(args: argparse.Namespace, *, default_workers: int, fresh_seed: int, timestamp: str,
-            resumed_seed: int | None = None) -> Config:
+            resumed_seed: int | None = None, recipe: Any = None) -> Config:
     """Fill in what the options leave open, once, and freeze the result.
 
     Args:
@@ -452,12 +470,23 @@ def resolve(args: argparse.Namespace, *, default_workers: int, fresh_seed: int, 
         fresh_seed: the seed when neither ``--seed`` nor a resumed run gives one (the same on every rank).
         timestamp: names the default run directory, ``runs/<arch>-<timestamp>``.
         resumed_seed: the seed of the run being resumed: its data order and augmentations continue.
+        recipe: the :class:`~ecanet.recipe.Recipe` of the checkpoint that ``-e`` evaluates or ``--weights``
+            starts from: its preprocessing, and for ``--weights`` its architecture, apply unless an option
+            sets them.
     """
     values = dict(vars(args))
+    explicit = getattr(args, "explicit", frozenset())
+    if recipe is not None:
+        for dest in RECIPE_PREPROCESSING:
+            if dest not in explicit:
+                value = getattr(recipe, dest)
+                values[dest] = list(value) if isinstance(value, tuple) else value
+        if args.weights and not args.evaluate and "arch" not in explicit:
+            values["arch"] = recipe.arch
     values["workers"] = default_workers if args.workers is None else args.workers
     values["seed"] = next(s for s in (resumed_seed, args.seed, fresh_seed) if s is not None)
     if not args.evaluate:
-        values["arch"] = args.arch or DEFAULT_ARCH
+        values["arch"] = values["arch"] or DEFAULT_ARCH
     if args.decode == "gpu":
         values["gpu_decode_share"] = resolve_gpu_share(args.gpu_decode_share, values["workers"])
     if not args.output and not args.evaluate:

@@ -11,3 +11,9 @@ ECA_IMPLEMENTATIONS = ("auto", "fused", "plain")
 IMAGENET_IMG_SIZE = 224     # pixels
 IMAGENET_CLASSES = 1000
 NETWORK_STRIDE = 32         # pixels: the networks' total stride, the smallest input whose last feature map is 1x1
+
+# The paper's ImageNet preprocessing (torchvision's, as the official scripts use it): evaluation resizes the
+# shorter side to 256 pixels and takes the centre 224x224 crop; pixels are normalised with these statistics.
+IMAGENET_VAL_RESIZE = 256   # pixels
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)

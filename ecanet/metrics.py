@@ -78,9 +78,9 @@ class MetricsLogger:
         """Append one JSON line and add its numbers to TensorBoard (group = ``event``)."""
         if not self.enabled:
             return
-        line = {"event": event, "time": round(time.time(), 3), **values}
+        line = strict_json_record({"event": event, "time": round(time.time(), 3), **values})
         with open(self.path, "a") as f:
-            f.write(json.dumps(line, default=_jsonable) + "\n")
+            f.write(json.dumps(line, default=_jsonable, allow_nan=False) + "\n")
         if self.writer is not None and step is not None:
             for key, value in values.items():
                 if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
@@ -93,6 +93,23 @@ class MetricsLogger:
     def close(self) -> None:
         if self.writer is not None:
             self.writer.close()
+
+
+NULL_REASON_SUFFIX = "_null_because"
+
+
+def strict_json_record(values: Mapping[str, Any]) -> dict[str, Any]:
+    """``values`` with every NaN or infinite number replaced by null, and a ``<key>_null_because`` field
+    saying which it was: JSON has no NaN, and strict parsers reject a file that writes one."""
+    out: dict[str, Any] = {}
+    for key, value in values.items():
+        if isinstance(value, float) and not math.isfinite(value):
+            out[key] = None
+            out[key + NULL_REASON_SUFFIX] = "not a number" if math.isnan(value) else (
+                "infinite" if value > 0 else "negative infinite")
+        else:
+            out[key] = value
+    return out
 
 
 def _jsonable(value: Any) -> Any:
@@ -165,7 +182,11 @@ def epoch_line(record: Mapping[str, Any], epochs: int) -> str:
 def results_table(summary: Mapping[str, Any]) -> str:
     """A small markdown table of a finished run's ``summary`` record."""
     header = "| arch | parameters | epochs | val top-1 | val top-5 | best top-1 | val loss | time |"
-    row = (f"| {summary['arch']} | {summary['parameters']:,} | {summary['epochs']} | {summary['final_top1']:.2f} | "
-           f"{summary['final_top5']:.2f} | {summary['best_top1']:.2f} | {summary['final_loss']:.4f} | "
+    def number(key: str, digits: int) -> str:
+        value = summary.get(key)
+        return f"{value:.{digits}f}" if isinstance(value, (int, float)) and math.isfinite(value) else "-"
+
+    row = (f"| {summary['arch']} | {summary['parameters']:,} | {summary['epochs']} | {number('final_top1', 2)} | "
+           f"{number('final_top5', 2)} | {number('best_top1', 2)} | {number('final_loss', 4)} | "
            f"{format_duration(summary['wall_time_s'])} |")
     return "\n".join([header, "|" + "---|" * 8, row])

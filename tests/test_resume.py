@@ -110,7 +110,7 @@ def test_a_failed_save_stops_training_and_keeps_the_last_checkpoint(image_folder
 
     def save_then_fill_the_disk(obj, f, *args, **kwargs):
         calls["n"] += 1
-        if calls["n"] >= 2:  # epoch 1's checkpoint is written; epoch 2's hits a full disk half-way
+        if calls["n"] >= 3:  # epoch 1's last.pth and best.pth are written; epoch 2's hits a full disk half-way
             f.write(b"PK\x03\x04 partial")
             raise OSError(28, "No space left on device")
         return real_save(obj, f, *args, **kwargs)

@@ -19,6 +19,7 @@ import torch
 from torchvision import transforms
 
 from ..config import NO_DATASET_MESSAGE
+from ..constants import IMAGENET_MEAN, IMAGENET_STD
 from ..errors import ConfigError
 from .folders import (RegionCropImageFolder, RobustImageFolder, build_image_folder, check_same_classes,
                       region_decode_available, sample_seed)
@@ -33,9 +34,6 @@ __all__ = [
     "build_train_transform", "build_val_transform", "default_workers", "sample_seed", "synthetic_data",
 ]
 
-# ImageNet statistics (torchvision's, used by the official ECA-Net scripts).
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 MAX_BAD_IMAGE_FRACTION = 0.01     # stop the run when more than 1% of an epoch's images are unreadable
 
 

@@ -36,8 +36,13 @@ def is_model(arch: str) -> bool:
     return arch in _BUILDERS
 
 
+PRETRAINED_MESSAGE = ("ecanet downloads nothing, so pretrained=True has nothing to load. Download the released "
+                      "file yourself (links in docs/model_zoo.md) and load it with ecanet.load_model(PATH), or "
+                      "torch.hub.load(REPO_DIR, '{arch}', source='local', weights=PATH).")
+
+
 def create_model(arch: str, num_classes: int = 1000, k_size: object = None, eca_impl: str = "auto",
-                 **kwargs) -> nn.Module:
+                 pretrained: bool = False, **kwargs) -> nn.Module:
     """Build a registered network.
 
     >>> model = create_model("eca_resnet50", k_size="3557")   # the released ECA-Net50
@@ -50,8 +55,12 @@ def create_model(arch: str, num_classes: int = 1000, k_size: object = None, eca_
         eca_impl: how the ECA layers compute: ``'auto'`` (fused Triton kernels on CUDA where available),
             ``'fused'`` or ``'plain'``; recorded on the model as ``model.eca_impl`` (see
             :class:`~ecanet.models.EcaModule`). Networks without ECA layers record it too and ignore it.
+        pretrained: accepted for the common signature; True raises a ValueError that says where the released
+            weights are and how to load them (ecanet downloads nothing).
         **kwargs: passed to the builder (e.g. ``dropout`` for MobileNetV2).
     """
+    if pretrained:
+        raise ValueError(PRETRAINED_MESSAGE.format(arch=arch))
     if arch not in _BUILDERS:
         raise UnknownModelError(f"unknown architecture {arch!r}; known: {', '.join(list_models())}")
     builder = _BUILDERS[arch]

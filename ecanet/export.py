@@ -1,0 +1,74 @@
+"""Deployment formats beside the export folder: ONNX, checked against PyTorch with onnxruntime.
+
+The self-contained folder (``model.safetensors`` + ``config.json``) is :func:`ecanet.checkpoint.save_export`;
+this module adds ``model.onnx`` to it. ECA layers are exported with the plain PyTorch implementation: the
+fused Triton kernels are a CUDA custom op that ONNX cannot express, and both compute the same function.
+"""
+from __future__ import annotations
+
+import logging
+import warnings
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .constants import NETWORK_STRIDE
+from .errors import ConfigError
+from .models import set_eca_impl
+from .recipe import Recipe
+
+log = logging.getLogger(__name__)
+
+ONNX_FILE = "model.onnx"
+MIN_ONNX_OPSET = 13       # the first opset whose ReduceMean/Resize ops the exported networks need as written
+DEFAULT_ONNX_OPSET = 17
+ONNX_TOLERANCE = 1e-4     # largest |onnxruntime - PyTorch| logit difference accepted by verify_onnx
+
+
+def check_onnx_options(opset: int, img_size: int) -> None:
+    """Refuse ONNX options the exported networks do not support (a :class:`ConfigError` naming the fix)."""
+    if opset < MIN_ONNX_OPSET:
+        raise ConfigError(f"--opset {opset} is too old for these networks; use {MIN_ONNX_OPSET} or newer "
+                          f"(default {DEFAULT_ONNX_OPSET}).")
+    if img_size < NETWORK_STRIDE or img_size % NETWORK_STRIDE:
+        raise ConfigError(f"--img-size {img_size}: ONNX is exported for one input size, which must be a multiple "
+                          f"of the networks' stride {NETWORK_STRIDE} (e.g. 224); pass another --img-size.")
+
+
+def export_onnx(model: nn.Module, recipe: Recipe, folder: str | Path, opset: int = DEFAULT_ONNX_OPSET,
+                img_size: int | None = None) -> Path:
+    """Write ``folder/model.onnx``: input ``images`` (N, 3, H, W) float32 normalised as the recipe says, output
+    ``logits`` (N, classes); the batch dimension is dynamic. Returns the file's path."""
+    img_size = img_size or recipe.img_size
+    check_onnx_options(opset, img_size)
+    path = Path(folder) / ONNX_FILE
+    if path.exists():
+        raise ConfigError(f"{path} exists; an export never overwrites one. Pick another output folder.")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    model = set_eca_impl(model, "plain").eval()
+    example = torch.zeros(1, 3, img_size, img_size)
+    with warnings.catch_warnings():
+        # The TorchScript-based exporter: it needs no extra package (the newer one needs onnxscript).
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.onnx.export(model, (example,), str(path), dynamo=False, opset_version=opset,
+                          input_names=["images"], output_names=["logits"],
+                          dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}})
+    log.info("wrote %s (opset %d, %dx%d input)", path, opset, img_size, img_size)
+    return path
+
+
+def verify_onnx(model: nn.Module, path: str | Path, images: torch.Tensor) -> float:
+    """The largest difference between onnxruntime's and PyTorch's logits on ``images``; raises when it is
+    above :data:`ONNX_TOLERANCE`."""
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    onnx_logits = torch.from_numpy(session.run(["logits"], {"images": images.numpy()})[0])
+    with torch.no_grad():
+        torch_logits = set_eca_impl(model, "plain").eval()(images)
+    difference = float((onnx_logits - torch_logits).abs().max())
+    if difference > ONNX_TOLERANCE:
+        raise RuntimeError(f"{path}: onnxruntime's logits differ from PyTorch's by {difference:.3g} "
+                           f"(> {ONNX_TOLERANCE}); the export is wrong, please report it.")
+    return difference

@@ -1,0 +1,104 @@
+"""A network's recipe: what rebuilds it and what its inputs must look like.
+
+Weights alone do not say how to use them: a network trained on 64x64 crops with its own mean and std gives
+wrong answers when evaluated the ImageNet way, and an ECA layer built with another kernel size cannot take
+its weight. Every file ecanet writes (``last.pth``, ``best.pth``, an export folder's ``config.json``)
+records a :class:`Recipe` beside the weights, and every reader (``-e``, ``--weights``,
+:func:`ecanet.load_model`) uses it unless an option overrides it.
+
+Files without one (the official releases) get :func:`Recipe.paper_defaults`: the kernel sizes read off the
+weights and the paper's ImageNet preprocessing (Resize 256, CenterCrop 224, bilinear, ImageNet mean/std).
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any, Mapping
+
+from . import __version__
+from .constants import IMAGENET_IMG_SIZE, IMAGENET_MEAN, IMAGENET_STD, IMAGENET_VAL_RESIZE
+from .errors import CheckpointError
+
+RECIPE_FORMAT_VERSION = 1   # raise when a field changes meaning; readers refuse newer versions
+# torchvision's Resize and RandomResizedCrop default, what ecanet trains and evaluates with.
+INTERPOLATION = "bilinear"
+# How single-channel images enter the 3-channel networks: PIL's convert("RGB") repeats the grey channel.
+GRAYSCALE_TO_RGB = "repeat"
+RECORDED, PAPER_DEFAULTS = "recorded", "the paper's ImageNet defaults"
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """Everything needed to rebuild a network and preprocess its inputs.
+
+    ``eca_kernel_sizes`` maps each ECA layer (``'layer1.0.eca'``) to its kernel size. Evaluation resizes the
+    shorter side to ``val_resize`` pixels and takes the centre ``img_size`` crop (``crop_ratio`` =
+    img_size / val_resize, 0.875 in the paper), then normalises with ``mean`` and ``std``.
+    """
+
+    arch: str
+    num_classes: int
+    eca_kernel_sizes: Mapping[str, int] = field(default_factory=dict)
+    img_size: int = IMAGENET_IMG_SIZE
+    val_resize: int = IMAGENET_VAL_RESIZE
+    interpolation: str = INTERPOLATION
+    mean: tuple[float, ...] = IMAGENET_MEAN
+    std: tuple[float, ...] = IMAGENET_STD
+    grayscale: str = GRAYSCALE_TO_RGB
+    classes: tuple[str, ...] | None = None
+    ecanet_version: str = __version__
+    format_version: int = RECIPE_FORMAT_VERSION
+    origin: str = field(default=RECORDED, compare=False)  # not saved: where this recipe came from
+
+    @property
+    def crop_ratio(self) -> float:
+        return self.img_size / self.val_resize
+
+    @classmethod
+    def paper_defaults(cls, arch: str, num_classes: int, eca_kernel_sizes: Mapping[str, int]) -> "Recipe":
+        """The recipe of a file that records none: its network, the paper's ImageNet preprocessing."""
+        return cls(arch, num_classes, dict(eca_kernel_sizes), origin=PAPER_DEFAULTS)
+
+    def with_preprocessing(self, **values: Any) -> "Recipe":
+        """A copy with other preprocessing (img_size, val_resize, mean, std), e.g. from options."""
+        return replace(self, **values)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able values (lists for tuples), as checkpoints and ``config.json`` store them."""
+        out = asdict(self)
+        out.pop("origin")
+        out["eca_kernel_sizes"] = dict(self.eca_kernel_sizes)
+        out["mean"], out["std"] = list(self.mean), list(self.std)
+        out["classes"] = list(self.classes) if self.classes is not None else None
+        return out
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any], source: str) -> "Recipe":
+        """Read a stored recipe; a :class:`CheckpointError` naming ``source`` when it is newer or damaged."""
+        if not isinstance(values, Mapping):
+            raise CheckpointError(f"{source}: its recipe is not a mapping of names to values. The file is damaged; "
+                                  f"write it again (or export it again) with ecanet.")
+        version = values.get("format_version")
+        if not isinstance(version, int) or version > RECIPE_FORMAT_VERSION:
+            raise CheckpointError(f"{source} records a recipe in format version {version!r}, newer than this ecanet "
+                                  f"{__version__} reads (up to {RECIPE_FORMAT_VERSION}). Upgrade ecanet to the "
+                                  f"version that wrote it ({values.get('ecanet_version', 'unknown')}) or newer.")
+        try:
+            classes = values.get("classes")
+            return cls(arch=str(values["arch"]), num_classes=int(values["num_classes"]),
+                       eca_kernel_sizes={str(k): int(v) for k, v in dict(values.get("eca_kernel_sizes") or {}).items()},
+                       img_size=int(values["img_size"]), val_resize=int(values["val_resize"]),
+                       interpolation=str(values.get("interpolation", INTERPOLATION)),
+                       mean=tuple(float(v) for v in values["mean"]), std=tuple(float(v) for v in values["std"]),
+                       grayscale=str(values.get("grayscale", GRAYSCALE_TO_RGB)),
+                       classes=tuple(str(c) for c in classes) if classes is not None else None,
+                       ecanet_version=str(values.get("ecanet_version", "unknown")), format_version=version)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CheckpointError(f"{source}: its recipe lacks or garbles a field ({type(exc).__name__}: {exc}). "
+                                  f"The file is damaged; write it again (or export it again) with ecanet.") from None
+
+    def describe(self) -> str:
+        """One line for the log: the network and the preprocessing, and where they came from."""
+        mean = ", ".join(f"{v:.3g}" for v in self.mean)
+        std = ", ".join(f"{v:.3g}" for v in self.std)
+        return (f"{self.arch}, {self.num_classes} classes; evaluation: Resize({self.val_resize}) + "
+                f"CenterCrop({self.img_size}), {self.interpolation}, mean ({mean}), std ({std}) [{self.origin}]")

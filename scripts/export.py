@@ -1,0 +1,74 @@
+#!/usr/bin/env python
+"""Export a checkpoint for sharing and deployment: a self-contained folder with its recipe.
+
+    python scripts/export.py runs/r18/best.pth exports/r18                      # model.safetensors + config.json
+    python scripts/export.py eca_resnet50_k3557.pth.tar exports/r50 --format onnx              # + model.onnx
+
+The folder holds ``model.safetensors`` (the weights: no pickle) and ``config.json`` (the recipe: network,
+kernel sizes, preprocessing, classes); ``ecanet.load_model(FOLDER)`` and ``main.py -e --weights FOLDER``
+read it back. ``--format onnx`` adds ``model.onnx`` (checked: onnxruntime's logits against PyTorch's).
+Exit codes: 0 done, 2 bad input (nothing written).
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from ecanet.errors import EXIT_OK, UserError  # noqa: E402
+from ecanet.lazy import lazy_import  # noqa: E402
+
+torch = lazy_import("torch")
+ckpt = lazy_import("ecanet.checkpoint")
+export = lazy_import("ecanet.export")
+
+FORMATS = ("safetensors", "onnx")
+log = logging.getLogger("export")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="export.py", description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("checkpoint", metavar="CHECKPOINT",
+                        help="any file ecanet.load_model reads: an ecanet checkpoint, an official ECA-Net file, "
+                             "an export folder")
+    parser.add_argument("output", metavar="FOLDER", help="the export folder to write (must not hold an export)")
+    parser.add_argument("--format", nargs="+", choices=FORMATS, default=["safetensors"],
+                        help="what to write: model.safetensors and config.json always; 'onnx' adds model.onnx")
+    parser.add_argument("--opset", type=int, default=17, help="ONNX opset (with --format onnx)")
+    parser.add_argument("--img-size", type=int, default=None, metavar="PX",
+                        help="ONNX input size (default: the recipe's)")
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    out = Path(args.output)
+    if "onnx" in args.format:  # check the options before anything is read or written
+        export.check_onnx_options(args.opset, args.img_size or 32)
+    model = ckpt.load_model(args.checkpoint, eca_impl="plain")
+    recipe = model.recipe
+    ckpt.save_export(model, recipe, out)  # every export folder is self-contained: weights and recipe
+    if "onnx" in args.format:
+        path = export.export_onnx(model, recipe, out, args.opset, args.img_size)
+        images = torch.randn(2, 3, args.img_size or recipe.img_size, args.img_size or recipe.img_size)
+        difference = export.verify_onnx(model, path, images)
+        log.info("onnxruntime matches PyTorch: largest logit difference %.2e", difference)
+    log.info("exported %s to %s (%s): %s", args.checkpoint, out, ", ".join(args.format), recipe.describe())
+    return EXIT_OK
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    args = build_parser().parse_args(argv)
+    try:
+        return run(args)
+    except UserError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return error.exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,250 @@
+"""Weights that carry their recipe: fine-tuning keeps a released file's ECA layers, evaluation preprocesses as
+the run trained, a finished run is left alone, best.pth is the weights alone, and export folders, ONNX and
+torch.hub read it all back."""
+from __future__ import annotations
+
+import json
+import logging
+
+import pytest
+import torch
+
+import ecanet
+from ecanet import checkpoint as ckpt
+from ecanet.errors import EXIT_OK, EXIT_USAGE, CheckpointError
+from ecanet.metrics import MetricsLogger, read_metrics
+from ecanet.recipe import RECIPE_FORMAT_VERSION, Recipe
+from conftest import ROOT, SMALL_RUN, official_layouts, official_state_dict, run_main, run_script
+
+# The image folder's images are 32x32: a run at 24-pixel crops of 28-pixel resizes records a recipe that
+# differs from every default.
+SMALL_PREPROCESSING = ["--img-size", "24", "--val-resize", "28", "--mean", "0.4", "0.5", "0.6",
+                       "--std", "0.2", "0.25", "0.3"]
+
+
+def _strict_json_lines(path):
+    def refuse(constant):
+        raise ValueError(f"{path} holds {constant}, which is not JSON")
+    return [json.loads(line, parse_constant=refuse) for line in path.read_text().splitlines()]
+
+
+def _snapshot(folder):
+    return {p.name: (p.stat().st_mtime_ns, p.stat().st_size) for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def small_run(image_folder, tmp_path_factory):
+    out = tmp_path_factory.mktemp("recipe") / "run"
+    assert run_main([image_folder, *SMALL_RUN, "-a", "eca_resnet18", "--epochs", "1", "--ema",
+                     "--ema-decay", "0.9", "--output", out, *SMALL_PREPROCESSING]) == EXIT_OK
+    return out
+
+
+# ------------------------------------------------------------------------- what a checkpoint records
+
+def test_checkpoints_record_the_recipe_and_best_holds_the_weights_alone(small_run):
+    last = torch.load(small_run / "last.pth", weights_only=True)
+    best = torch.load(small_run / "best.pth", weights_only=True)
+    for obj in (last, best):
+        recipe = Recipe.from_dict(obj["recipe"], "test")
+        assert (recipe.arch, recipe.num_classes, recipe.img_size, recipe.val_resize) == ("eca_resnet18", 3, 24, 28)
+        assert recipe.mean == (0.4, 0.5, 0.6) and recipe.std == (0.2, 0.25, 0.3)
+        assert recipe.interpolation == "bilinear" and recipe.grayscale == "repeat"
+        assert recipe.classes == ("circle0", "square1", "triangle2") or len(recipe.classes) == 3
+        assert dict(recipe.eca_kernel_sizes) == obj["eca_kernel_sizes"] and recipe.ecanet_version == ecanet.__version__
+    assert "optimizer" in last and "optimizer" not in best and "rng" not in best
+    assert best["ema_state_dict"] is not None and best["ema_state_dict"].keys() == best["state_dict"].keys()
+    assert (small_run / "best.pth").stat().st_size < 0.7 * (small_run / "last.pth").stat().st_size
+    assert ckpt.find_resume_checkpoint(small_run) == small_run / "last.pth"  # best.pth is no training state
+
+
+def test_load_model_returns_the_recipe(small_run):
+    model = ecanet.load_model(small_run / "best.pth")
+    assert model.recipe.img_size == 24 and model.recipe.origin == "recorded"
+
+
+def test_an_official_file_gets_the_paper_defaults(tmp_path):
+    path = tmp_path / "eca_resnet18_k3577.pth.tar"
+    torch.save({"state_dict": official_state_dict(official_layouts()["eca_resnet18_k3577"]), "arch": "eca_resnet18"},
+               path)
+    recipe = ckpt.read_recipe(path)
+    assert (recipe.img_size, recipe.val_resize, recipe.mean) == (224, 256, (0.485, 0.456, 0.406))
+    assert recipe.origin == "the paper's ImageNet defaults" and recipe.crop_ratio == 0.875
+
+
+# ------------------------------------------------------------------ finding 1: --weights keeps the ECA layers
+
+@pytest.fixture(scope="module")
+def released_r18(tmp_path_factory):
+    """A file in the official release's layout (DataParallel's module. keys, 1000 classes, k 3577)."""
+    path = tmp_path_factory.mktemp("released") / "eca_resnet18_k3577.pth.tar"
+    state = official_state_dict(official_layouts()["eca_resnet18_k3577"])
+    torch.save({"epoch": 100, "arch": "eca_resnet18", "state_dict": state, "best_prec1": 70.9}, path)
+    return path
+
+
+def test_weights_from_a_released_file_keep_every_eca_layer(image_folder, released_r18, tmp_path, caplog):
+    out = tmp_path / "ft"
+    with caplog.at_level(logging.INFO):
+        assert run_main([image_folder, *SMALL_RUN, "--weights", released_r18, "--epochs", "1", "--lr", "1e-9",
+                         "--output", out]) == EXIT_OK
+    text = caplog.text
+    assert "not loading fc.weight, fc.bias: the file's classifier has 1000 classes, this model's 3" in text
+    file_state = ckpt.read_weights(released_r18)[0]
+    assert f"({len(file_state) - 2} of {len(file_state)} tensors)" in text
+    saved = torch.load(out / "last.pth", weights_only=True)
+    assert saved["arch"] == "eca_resnet18"   # -a left out: the file's network
+    file_k = {k[: -len(".conv.weight")]: v.shape[-1] for k, v in file_state.items() if k.endswith("eca.conv.weight")}
+    assert saved["eca_kernel_sizes"] == file_k and set(file_k.values()) == {3, 5, 7}
+    for name in file_k:  # the ECA weights are the file's (lr 1e-9: one step moves them by nothing visible)
+        assert torch.allclose(saved["state_dict"][name + ".conv.weight"], file_state[name + ".conv.weight"],
+                              atol=1e-6)
+
+
+def test_a_ksize_that_disagrees_with_the_weights_is_refused(image_folder, released_r18, tmp_path, capsys):
+    out = tmp_path / "ft"
+    assert run_main([image_folder, *SMALL_RUN, "--weights", released_r18, "--ksize", "3555", "--epochs", "1",
+                     "--output", out]) == EXIT_USAGE
+    err = capsys.readouterr().err
+    assert "--ksize 3555" in err and "3577" in err and "Traceback" not in err
+    assert not out.exists()
+
+
+# ------------------------------------------------------- finding 2: -e preprocesses as the run trained
+
+def test_evaluation_uses_the_recipe_unless_an_option_overrides_it(small_run, image_folder, tmp_path, caplog):
+    trained = read_metrics(small_run / "metrics.jsonl")[-1]
+    with caplog.at_level(logging.INFO):
+        assert run_main([image_folder, "-e", "--resume", small_run / "last.pth", "-j", "0",
+                         "--output", tmp_path / "e"]) == EXIT_OK
+    assert "Resize(28) + CenterCrop(24)" in caplog.text
+    evaluated = read_metrics(tmp_path / "e" / "metrics.jsonl", "eval")[0]
+    assert evaluated["val_top1"] == pytest.approx(trained["val_top1"]) and evaluated["val_loss"] == pytest.approx(
+        trained["val_loss"], rel=1e-5)
+    caplog.clear()
+    with caplog.at_level(logging.INFO):
+        assert run_main([image_folder, "-e", "--resume", small_run / "last.pth", "-j", "0", "--img-size", "32",
+                         "--output", tmp_path / "e2"]) == EXIT_OK
+    assert "overridden by --img-size" in caplog.text and "CenterCrop(32)" in caplog.text
+
+
+# --------------------------------------------------------------- finding 3: a finished run, strict JSON
+
+def test_resuming_a_finished_run_does_nothing(small_run, image_folder, caplog):
+    before = _snapshot(small_run)
+    with caplog.at_level(logging.INFO):
+        assert run_main([image_folder, *SMALL_RUN, "-a", "eca_resnet18", "--epochs", "1", "--output", small_run,
+                         "--resume", "auto", *SMALL_PREPROCESSING]) == EXIT_OK
+    assert "the run is complete (1 of 1 epochs); nothing to do" in caplog.text
+    assert _snapshot(small_run) == before
+
+
+def test_metrics_are_strict_json_and_say_why_a_value_is_null(small_run, tmp_path):
+    for record in _strict_json_lines(small_run / "metrics.jsonl"):
+        assert isinstance(record["event"], str)
+    logger = MetricsLogger(tmp_path, tensorboard=False)
+    logger.record("summary", {"final_top1": float("nan"), "best_top1": float("-inf"), "loss": 1.5})
+    logger.close()
+    (record,) = _strict_json_lines(tmp_path / "metrics.jsonl")
+    assert record["final_top1"] is None and record["final_top1_null_because"] == "not a number"
+    assert record["best_top1"] is None and record["best_top1_null_because"] == "negative infinite"
+    assert record["loss"] == 1.5 and "loss_null_because" not in record
+
+
+# ---------------------------------------------------------------------- sharing: export, ONNX, hub
+
+def test_an_export_folder_loads_back_without_pickle(small_run, tmp_path, monkeypatch):
+    model = ecanet.load_model(small_run / "best.pth")
+    folder = ckpt.save_export(model, model.recipe, tmp_path / "export")
+    assert sorted(p.name for p in folder.iterdir()) == ["config.json", "model.safetensors"]
+    monkeypatch.setattr(torch, "load", lambda *a, **k: pytest.fail("an export folder must load without pickle"))
+    again = ecanet.load_model(folder)
+    assert again.recipe == model.recipe
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), again.state_dict().values()))
+    with pytest.raises(CheckpointError, match="never overwrites"):
+        ckpt.save_export(model, model.recipe, folder)
+
+
+def test_the_export_command_writes_onnx_that_onnxruntime_agrees_with(small_run, tmp_path):
+    pytest.importorskip("onnxruntime")
+    out = tmp_path / "onnx"
+    proc = run_script("scripts/export.py", [small_run / "best.pth", out, "--format", "onnx", "--img-size", "64"])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "onnxruntime matches PyTorch" in proc.stderr
+    assert {p.name for p in out.iterdir()} == {"config.json", "model.safetensors", "model.onnx"}
+    import onnxruntime
+    from ecanet.export import ONNX_TOLERANCE
+    model = ecanet.load_model(out, eca_impl="plain")
+    images = torch.randn(3, 3, 64, 64)   # a batch size other than the export's example: the batch is dynamic
+    session = onnxruntime.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
+    logits = torch.from_numpy(session.run(["logits"], {"images": images.numpy()})[0])
+    with torch.no_grad():
+        assert (logits - model(images)).abs().max() < ONNX_TOLERANCE
+
+
+def test_torch_hub_loads_a_file_or_an_export_folder(small_run, tmp_path):
+    model = ecanet.load_model(small_run / "best.pth")
+    folder = ckpt.save_export(model, model.recipe, tmp_path / "hub")
+    for weights in (small_run / "best.pth", folder):
+        hubbed = torch.hub.load(str(ROOT), "eca_resnet18", source="local", weights=str(weights))
+        assert hubbed.recipe.img_size == 24 and not hubbed.training
+        assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), hubbed.state_dict().values()))
+    untrained = torch.hub.load(str(ROOT), "eca_resnet50", source="local", num_classes=7)
+    assert untrained.fc.out_features == 7
+    with pytest.raises(CheckpointError, match="holds a eca_resnet18"):
+        torch.hub.load(str(ROOT), "eca_resnet50", source="local", weights=str(folder))
+
+
+def test_pretrained_says_where_the_weights_are():
+    with pytest.raises(ValueError, match="downloads nothing.*ecanet.load_model"):
+        ecanet.create_model("eca_resnet50", pretrained=True)
+    zoo = (ROOT / "docs" / "model_zoo.md").read_text()
+    for name in ("eca_resnet18_k3577", "eca_resnet34_k3357", "eca_resnet50_k3557", "eca_resnet101_k3357",
+                 "eca_resnet152_k3357", "eca_mobilenetv2_k13"):
+        assert zoo.count(name) >= 2, name   # the file in the table, and its evaluation command
+
+
+# ------------------------------------------------------------------------------------------ bad input
+
+def _fails_with(argv, capsys, *phrases):
+    assert run_main(argv) == EXIT_USAGE
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    for phrase in phrases:
+        assert phrase in err, err
+    return err
+
+
+def test_a_recipe_from_a_newer_format_is_refused(small_run, image_folder, tmp_path, capsys):
+    obj = torch.load(small_run / "best.pth", weights_only=True)
+    obj["recipe"]["format_version"] = RECIPE_FORMAT_VERSION + 1
+    path = tmp_path / "future.pth"
+    torch.save(obj, path)
+    _fails_with([image_folder, "-e", "--resume", path, "-j", "0"], capsys, str(path), "newer than this ecanet",
+                "Upgrade ecanet")
+
+
+@pytest.mark.parametrize("damage", ["no config", "bad json", "no weights", "bad weights", "not an export"])
+def test_a_damaged_export_folder_is_named_with_the_fix(small_run, image_folder, tmp_path, capsys, damage):
+    model = ecanet.load_model(small_run / "best.pth")
+    folder = ckpt.save_export(model, model.recipe, tmp_path / "export")
+    if damage == "no config":
+        (folder / "config.json").unlink()
+    elif damage == "bad json":
+        (folder / "config.json").write_text("{ not json")
+    elif damage == "no weights":
+        (folder / "model.safetensors").unlink()
+    elif damage == "bad weights":
+        (folder / "model.safetensors").write_bytes(b"\x00" * 100)
+    else:
+        (folder / "config.json").write_text(json.dumps({"something": "else"}))
+    before = _snapshot(folder)
+    _fails_with([image_folder, "-e", "--weights", folder, "-j", "0"], capsys, str(folder), "Export the checkpoint again")
+    assert _snapshot(folder) == before
+
+
+def test_unsupported_onnx_options_are_refused_before_anything_is_written(small_run, tmp_path):
+    out = tmp_path / "onnx"
+    proc = run_script("scripts/export.py", [small_run / "best.pth", out, "--format", "onnx", "--opset", "9"])
+    assert proc.returncode == EXIT_USAGE and "--opset 9 is too old" in proc.stderr and "Traceback" not in proc.stderr
+    assert not out.exists()
