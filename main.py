@@ -199,10 +199,9 @@ def train(cfg: config.Config, info: Any, precision: Any, resume_path: Path | Non
                  state.position.global_step, state.best_top1)
     del resume_obj
     run_dir = Path(cfg.output)  # made only now: a run that fails its input checks leaves nothing behind
+    lock = ckpt.claim_run_dir(run_dir, info)  # one run per directory; leftovers of interrupted saves removed
     if info.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
         config.write_config(cfg, run_dir / "config.yaml")
-    dist.barrier(info)
     run_log = runtime.add_run_log(run_dir, info)
     metrics = metrics_lib.MetricsLogger(run_dir, enabled=info.is_main)
     log.info("%s: %s parameters, ECA kernel sizes %s; %d train / %d val images, %d classes; %d process(es) "
@@ -225,6 +224,8 @@ def train(cfg: config.Config, info: Any, precision: Any, resume_path: Path | Non
         if run_log is not None:
             logging.getLogger().removeHandler(run_log)
             run_log.close()
+        if lock is not None:
+            lock.release()
 
 
 def epoch_loop(cfg: config.Config, info: Any, state: Any, data: Any, run: Any, run_dir: Path, metrics: Any,

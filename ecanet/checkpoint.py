@@ -34,8 +34,9 @@ from . import models
 from .models.resnet import RESNET_SPECS, BasicBlock, Bottleneck
 
 from .distributed import DistInfo, all_gather_objects, any_rank
-from .errors import CheckpointError
+from .errors import CheckpointError, UserError
 from .recipe import Recipe
+from .runlock import RunLock
 
 if TYPE_CHECKING:
     from .engine import TrainState
@@ -645,3 +646,30 @@ def check_kernel_sizes_agree(arch: str, k_size: object, recipe: Recipe, source: 
         raise CheckpointError(f"--ksize {k_size} builds other ECA kernel sizes than {source} holds ({file_k}): "
                               f"{', '.join(differ[:SHOW_KEYS])}{' ...' if len(differ) > SHOW_KEYS else ''}. "
                               f"Drop --ksize to use the file's kernel sizes, or pass --ksize {file_k}.")
+
+
+def claim_run_dir(run_dir: Path, info: DistInfo) -> "RunLock | None":
+    """Create ``run_dir`` and lock it for this run (rank 0 holds the lock for all ranks), then remove the
+    temporary files of saves that an earlier process did not finish (killed mid-write). Every rank raises
+    the same :class:`~ecanet.errors.ConfigError` when the directory cannot be made or another run holds it.
+    """
+    error, lock = None, None
+    if info.is_main:
+        try:
+            try:
+                run_dir.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise CheckpointError(f"cannot create the run directory {run_dir} ({exc.strerror or exc}). "
+                                      f"Pass an --output in a writable place.") from None
+            lock = RunLock(run_dir).acquire()
+            for leftover in sorted(run_dir.glob(".*.pth.*.tmp")):
+                log.warning("removing %s, left by a save that did not finish", leftover)
+                leftover.unlink(missing_ok=True)
+        except (UserError, OSError) as exc:
+            error = str(exc) if isinstance(exc, UserError) else (
+                f"cannot use the run directory {run_dir} ({exc}). Pass an --output in a writable place.")
+    if any_rank(error is not None, info):
+        if lock is not None:
+            lock.release()
+        raise CheckpointError(error or f"rank 0 could not claim the run directory {run_dir}")
+    return lock

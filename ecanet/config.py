@@ -284,9 +284,15 @@ def load_config_file(path: str | os.PathLike, parser: argparse.ArgumentParser) -
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist. Check --config (configs/ holds the recipes).")
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as exc:
         raise ConfigError(f"config file {path} is not valid YAML: {exc}. Fix the file.") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"config file {path} is not text (not UTF-8): it is probably another kind of file. "
+                          f"Give --config a YAML file such as configs/eca_resnet50.yaml.") from None
+    except OSError as exc:
+        raise ConfigError(f"config file {path} cannot be read ({exc.strerror or exc}). Fix its permissions or "
+                          f"pass another --config.") from None
     if not isinstance(raw, Mapping):
         raise ConfigError(f"config file {path} must be a flat mapping of option: value, "
                           f"got a {type(raw).__name__}.")
