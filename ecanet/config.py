@@ -365,6 +365,38 @@ NO_DATASET_MESSAGE = ("no dataset given. Pass DATA (a folder with train/ and val
                       "'python main.py /data/imagenet -a eca_resnet50', or use --synthetic.")
 
 
+INF = float("inf")
+# Each numeric option's domain: (low, low included, high, high included). Checked before anything is loaded.
+OPTION_DOMAINS = {
+    "--batch-size": (1, True, INF, False), "--val-batch-size": (1, True, INF, False),
+    "--epochs": (1, True, INF, False), "--start-epoch": (0, True, INF, False),
+    "--img-size": (1, True, INF, False), "--val-resize": (1, True, INF, False),
+    "--print-freq": (1, True, INF, False), "--lr-base-batch": (1, True, INF, False),
+    "--workers": (0, True, INF, False), "--synthetic-size": (1, True, INF, False),
+    "--num-classes": (1, True, INF, False), "--save-every-steps": (0, True, INF, False),
+    "--lr": (0, False, INF, False), "--min-lr": (0, True, INF, False), "--weight-decay": (0, True, INF, False),
+    "--momentum": (0, True, 1, True), "--lr-decay-epochs": (0, False, INF, False),
+    "--lr-decay-rate": (0, False, 1, True), "--warmup-epochs": (0, True, INF, False),
+    "--label-smoothing": (0, True, 1, False), "--clip-grad-norm": (0, True, INF, False),
+    "--ema-decay": (0, False, 1, False), "--hflip": (0, True, 1, True), "--random-erasing": (0, True, 1, False),
+    "--min-crop-scale": (0, False, 1, True), "--crop-padding": (0, True, INF, False),
+    "--gpu-decode-threads": (1, True, INF, False),
+}
+OPTIONAL_NUMBERS = {"--val-batch-size", "--workers", "--num-classes"}   # None: decided later
+
+
+def _inside(value: float, low: float, low_inclusive: bool, high: float, high_inclusive: bool) -> bool:
+    above = value >= low if low_inclusive else value > low
+    below = value <= high if high_inclusive else value < high
+    return above and below
+
+
+def _domain_text(low: float, low_inclusive: bool, high: float, high_inclusive: bool) -> str:
+    if high == INF:
+        return f"at least {low:g}" if low_inclusive else f"greater than {low:g}"
+    return f"in {'[' if low_inclusive else '('}{low:g}, {high:g}{']' if high_inclusive else ')'}"
+
+
 def validate(args: argparse.Namespace) -> None:
     """Reject impossible or conflicting options before anything is loaded or written (raises ConfigError)."""
     import torch  # not at the top: `--help` answers without importing torch
@@ -372,17 +404,18 @@ def validate(args: argparse.Namespace) -> None:
     from . import models
     from .distributed import launcher_world_size
 
-    positive = {"--batch-size": args.batch_size, "--epochs": args.epochs, "--img-size": args.img_size,
-                "--val-resize": args.val_resize, "--print-freq": args.print_freq, "--lr-base-batch": args.lr_base_batch}
-    for name, value in positive.items():
-        if value is None or value <= 0:
-            raise ConfigError(f"{name} must be a positive number, got {value}.")
-    if args.val_batch_size is not None and args.val_batch_size <= 0:
-        raise ConfigError(f"--val-batch-size must be positive, got {args.val_batch_size}.")
-    if args.workers is not None and args.workers < 0:
-        raise ConfigError(f"--workers must be >= 0, got {args.workers}.")
-    if args.lr <= 0 or args.weight_decay < 0 or args.save_every_steps < 0:
-        raise ConfigError("--lr must be > 0, --weight-decay and --save-every-steps >= 0.")
+    for option, (low, low_inclusive, high, high_inclusive) in OPTION_DOMAINS.items():
+        value = getattr(args, option.lstrip("-").replace("-", "_"))
+        if value is None and option in OPTIONAL_NUMBERS:
+            continue
+        if value is None or not _inside(value, low, low_inclusive, high, high_inclusive):
+            raise ConfigError(f"{option} must be {_domain_text(low, low_inclusive, high, high_inclusive)}, got "
+                              f"{value}. Pass a value in that range.")
+    if args.std is not None and min(args.std) <= 0:
+        raise ConfigError(f"--std divides the pixels, so every value must be positive, got {args.std}.")
+    if args.start_epoch >= args.epochs:
+        raise ConfigError(f"--start-epoch {args.start_epoch} leaves nothing to train with --epochs {args.epochs}; "
+                          f"pass a smaller --start-epoch or a larger --epochs.")
     if args.pretrained:
         raise ConfigError("--pretrained is not supported: ecanet downloads nothing. Download the released "
                           "checkpoint yourself and pass --weights PATH (to start from it) or "
@@ -398,8 +431,6 @@ def validate(args: argparse.Namespace) -> None:
                           "in use. On the CPU use --amp bf16 or --amp off.")
     if args.decode == "gpu" and not wants_cuda:
         raise ConfigError("--decode gpu decodes JPEGs with nvJPEG and needs a CUDA GPU. Use --decode cpu.")
-    if args.gpu_decode_threads < 1:
-        raise ConfigError(f"--gpu-decode-threads must be at least 1, got {args.gpu_decode_threads}.")
     if args.gpu_decode_share != AUTO and not 0.0 <= args.gpu_decode_share <= 1.0:
         raise ConfigError(f"--gpu-decode-share must be a fraction between 0 and 1, got {args.gpu_decode_share}.")
     if args.compile_mode != "default" and not args.compile:
@@ -423,8 +454,6 @@ def validate(args: argparse.Namespace) -> None:
                           "weights. Give one of them.")
     if not (args.data or args.synthetic):
         raise ConfigError(NO_DATASET_MESSAGE)
-    if args.ema and not 0 < args.ema_decay < 1:
-        raise ConfigError(f"--ema-decay must be between 0 and 1, got {args.ema_decay}.")
     if args.ksize is not None:
         try:
             models.check_kernel_sizes(args.arch or DEFAULT_ARCH, args.ksize)

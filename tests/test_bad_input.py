@@ -65,7 +65,7 @@ def test_train_and_val_with_different_classes(dataset, capsys):
 
 @pytest.mark.parametrize(("options", "phrases"), [
     (["--amp", "fp16"], ["--amp fp16 needs a CUDA GPU", "--amp bf16"]),
-    (["-b", "0"], ["--batch-size must be a positive number"]),
+    (["-b", "0"], ["--batch-size must be at least 1, got 0"]),
     (["-a", "eca_resnet51"], ["unknown architecture 'eca_resnet51'", "eca_resnet50", "mobilenet_v2"]),
     (["-a", "resnet50", "--ksize", "3557"], ["has no ECA layers"]),
     (["-a", "eca_resnet50", "--ksize", "35"], ["--ksize '35'", "4 stages"]),

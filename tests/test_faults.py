@@ -61,3 +61,51 @@ def test_leftovers_of_a_killed_save_are_removed_at_the_next_start(image_folder, 
     with caplog.at_level("WARNING"):
         assert run_main([image_folder, *RUN, "--output", out]) == EXIT_OK
     assert not leftover.exists() and "left by a save that did not finish" in caplog.text
+
+
+def _outside_and_inside(low, low_inclusive, high, high_inclusive):
+    """Values just outside each bound of a domain (refused) and one inside it (accepted)."""
+    integer = float(low).is_integer() and (high == float("inf") or float(high).is_integer())
+    step = 1 if integer and low >= 1 else 1e-3
+    outside = [low - step if low_inclusive else low]
+    if high != float("inf"):
+        outside.append(high + step if high_inclusive else high)
+    inside = low if low_inclusive else (low + step if high == float("inf") else (low + high) / 2)
+    return outside, inside
+
+
+@pytest.mark.parametrize("option", sorted(__import__("ecanet.config", fromlist=["OPTION_DOMAINS"]).OPTION_DOMAINS))
+def test_every_numeric_option_is_checked_against_its_domain(option, capsys):
+    """Each option of OPTION_DOMAINS: just outside its bounds is exit 2 naming the option and the range;
+    inside them the checks pass (validate alone: nothing is run)."""
+    from ecanet import config
+    outside, inside = _outside_and_inside(*config.OPTION_DOMAINS[option])
+    kind = type(config.build_parser()._option_string_actions[option].default or 0)
+    for value in outside:
+        if kind is int and not float(value).is_integer():
+            continue  # argparse refuses it already
+        argv = ["DATA", option, str(kind(value) if kind is int else value)]
+        if option == "--start-epoch":
+            argv += ["--epochs", "100"]
+        with pytest.raises(config.ConfigError, match=option.replace("-", r"\-") + " must be"):
+            config.validate(config.parse_config(argv))
+    value = int(inside) if kind is int and float(inside).is_integer() else inside
+    config.validate(config.parse_config(["DATA", option, str(value)]))
+
+
+@pytest.mark.parametrize(("argv", "refused"), [
+    (["--hflip", "1.5"], True), (["--hflip", "1"], False), (["--momentum", "1"], False),
+    (["--momentum", "-0.1"], True), (["--label-smoothing", "1"], True), (["--lr", "0"], True),
+    (["--random-erasing", "1"], True), (["--min-crop-scale", "0"], True), (["--ema-decay", "1"], True),
+    (["--std", "0.2", "0", "0.2"], True), (["--epochs", "3", "--start-epoch", "3"], True),
+    (["--workers", "-1"], True), (["--warmup-epochs", "-1"], True), (["--lr-decay-rate", "0"], True),
+])
+def test_option_bounds_as_the_maths_needs_them(argv, refused):
+    """Fixed cases, independent of the domain table: what would crash or silently misbehave is refused."""
+    from ecanet import config
+    args = config.parse_config(["DATA", *argv])
+    if refused:
+        with pytest.raises(config.ConfigError, match=argv[-2] if argv[-2].startswith("--") else "--std"):
+            config.validate(args)
+    else:
+        config.validate(args)
