@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from ecanet import config
+from ecanet import signals as stop_signals
 from ecanet.constants import IMAGENET_MEAN, IMAGENET_STD
 from ecanet.errors import EXIT_DIVERGED, EXIT_OK, EXIT_PREEMPTED, EXIT_SAVE_FAILED, ConfigError, UserError
 from ecanet.lazy import lazy_import
@@ -44,13 +45,13 @@ def main(argv: Sequence[str] | None = None, defaults: Mapping[str, Any] | None =
          prog: str | None = None, description: str | None = None) -> int:
     """The command line: parse, run, and turn the errors a user can fix into one paragraph and an exit code."""
     debug = "--debug" in (sys.argv[1:] if argv is None else argv)
+    previous_handlers = stop_signals.install_startup_stop_handlers()  # until training starts: stop at once
     try:
         return run(config.parse_config(argv, defaults, prog, description))
     except UserError as exc:
         return _report(exc, debug, exc.exit_code)
-    except KeyboardInterrupt:
-        log.warning("interrupted")
-        return 130
+    except stop_signals.StoppedBeforeTraining as exc:
+        return _report(exc, debug, EXIT_PREEMPTED)
     except Exception as exc:  # noqa: BLE001 - only the two kinds below are expected; others propagate
         if isinstance(exc, engine.NonFiniteLossError):
             return _report(exc, debug, EXIT_DIVERGED)
@@ -58,6 +59,8 @@ def main(argv: Sequence[str] | None = None, defaults: Mapping[str, Any] | None =
             return _report(exc, debug, EXIT_SAVE_FAILED, "Free disk space or fix permissions, then rerun with "
                                                          "--resume auto: the previous checkpoint is intact.")
         raise
+    finally:
+        stop_signals.restore_signal_handlers(previous_handlers)
 
 
 def _report(exc: BaseException, debug: bool, code: int, fix: str = "") -> int:

@@ -25,12 +25,12 @@ import torch
 import torch.distributed as dist
 
 from .errors import ConfigError
+from .signals import PREEMPTION_SIGNALS
 
 log = logging.getLogger(__name__)
 
 DEFAULT_MASTER_PORT = 29500
 PROCESS_GROUP_TIMEOUT = datetime.timedelta(minutes=30)  # long enough for a checkpoint save by rank 0
-PREEMPTION_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)   # what SLURM sends before it kills a job
 
 
 @dataclass

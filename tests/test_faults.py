@@ -109,3 +109,50 @@ def test_option_bounds_as_the_maths_needs_them(argv, refused):
             config.validate(args)
     else:
         config.validate(args)
+
+
+def _start_in_its_own_group(argv):
+    """``python main.py argv`` as a job scheduler starts it: a process group of its own."""
+    import subprocess
+    import sys
+    import torch
+    from conftest import ROOT
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": str(torch.get_num_threads())}
+    return subprocess.Popen([sys.executable, str(ROOT / "main.py"), *map(str, argv)], stderr=subprocess.PIPE,
+                            text=True, cwd=ROOT, env=env, start_new_session=True)
+
+
+@pytest.mark.slow
+def test_sigterm_to_the_process_group_mid_epoch_saves_and_exits_75(image_folder, tmp_path):
+    """What SLURM and Kubernetes do: the signal reaches the loader workers too, which must leave the stop to
+    the main process (before, the workers died first and the run crashed with exit 1 and no checkpoint)."""
+    import signal
+    import torch
+    from ecanet.errors import EXIT_PREEMPTED
+    out = tmp_path / "run"
+    argv = [image_folder, *SMALL_RUN, "-a", "resnet18", "--epochs", "2", "-p", "1", "-j", "1", "--output", out]
+    proc = _start_in_its_own_group(argv)
+    log = []
+    for line in proc.stderr:
+        log.append(line)
+        if "epoch 1/2 step 2/6" in line:
+            os.killpg(proc.pid, signal.SIGTERM)
+    assert proc.wait(timeout=300) == EXIT_PREEMPTED, "".join(log)[-3000:]
+    assert "Traceback" not in "".join(log)
+    saved = torch.load(out / "last.pth", weights_only=True)
+    assert saved["reason"] == "preempted" and 2 <= saved["step_in_epoch"] < 6
+
+
+@pytest.mark.slow
+def test_a_stop_signal_during_start_up_exits_75_with_a_message(image_folder, tmp_path):
+    import signal
+    import time
+    from ecanet.errors import EXIT_PREEMPTED
+    out = tmp_path / "run"
+    proc = _start_in_its_own_group([image_folder, *RUN, "--output", out])
+    time.sleep(1.0)  # inside the imports or the data set-up: training is seconds away
+    os.killpg(proc.pid, signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == EXIT_PREEMPTED, err[-3000:]
+    assert "SIGTERM received before training started; nothing was saved" in err and "Traceback" not in err
+    assert not out.exists()

@@ -14,6 +14,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from ..config import MAX_AUTO_WORKERS
+from ..signals import ignore_stop_signals
 from ..errors import ConfigError
 from .folders import sample_seed
 
@@ -103,7 +104,7 @@ def make_loader(dataset: Dataset, sampler: Sampler, batch_size: int, workers: in
     # RNG (which would shift dropout's random numbers between a fresh and a resumed run).
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
                       pin_memory=pin_memory, drop_last=drop_last, collate_fn=collate_fn, generator=torch.Generator(),
-                      **kwargs)
+                      worker_init_fn=ignore_stop_signals if workers > 0 else None, **kwargs)
 
 
 def steps_per_epoch(sampler: "ResumableSampler", batch_size: int, dataset_size: int) -> int:

@@ -1,0 +1,45 @@
+"""Stop signals: what a run does when a cluster (or a user) asks it to stop. Importable without torch.
+
+SLURM and Kubernetes send SIGTERM (SLURM with ``--signal``: SIGUSR1 first) to the whole process group, and
+Ctrl-C sends SIGINT. Loader workers ignore them (:func:`ignore_stop_signals`) and leave the stop to the main
+process. Before training starts, a stop signal ends the process at once with exit code 75 and nothing saved
+(:func:`install_startup_stop_handlers`); once it has started, every rank finishes its step, one checkpoint is
+saved and the process exits with 75 (:class:`ecanet.distributed.PreemptionHandler`).
+"""
+from __future__ import annotations
+
+import signal
+from typing import Any
+
+PREEMPTION_SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT)
+
+
+class StoppedBeforeTraining(Exception):
+    """A stop signal arrived while the run was starting (imports, data, model): nothing was saved."""
+
+    def __init__(self, signal_name: str) -> None:
+        super().__init__(f"{signal_name} received before training started; nothing was saved. Rerun the same "
+                         f"command to start the run (with --resume auto it continues a run that has a checkpoint).")
+        self.signal_name = signal_name
+
+
+def _stop_before_training(signum: int, frame: Any) -> None:
+    raise StoppedBeforeTraining(signal.Signals(signum).name)
+
+
+def install_startup_stop_handlers() -> dict[int, Any]:
+    """From a command's first line until training starts, a stop signal ends the process at once with
+    :class:`StoppedBeforeTraining` (exit code 75, nothing saved). Returns the handlers to restore."""
+    return {sig: signal.signal(sig, _stop_before_training) for sig in PREEMPTION_SIGNALS}
+
+
+def restore_signal_handlers(previous: dict[int, Any]) -> None:
+    for sig, handler in previous.items():
+        signal.signal(sig, handler)
+
+
+def ignore_stop_signals(worker_id: int = 0) -> None:
+    """A loader worker's ``worker_init_fn``: the stop signals sent to the whole process group are the main
+    process's to handle; a worker that died of one would crash the main process before it could save."""
+    for sig in PREEMPTION_SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)
