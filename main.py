@@ -82,9 +82,9 @@ def run(args: Any) -> int:
             recipe = ckpt.read_recipe(args.weights) if args.weights else None
             resume_path = ckpt.find_run_checkpoint(args.resume, Path(args.output) if args.output else None)
             resume_obj = ckpt.read_checkpoint(resume_path) if resume_path is not None else None
-            if resume_obj is not None:
-                arch = args.arch or (recipe.arch if recipe is not None else config.DEFAULT_ARCH)
-                ckpt.check_resumable(resume_obj, resume_path, arch, None, None)
+            if resume_obj is not None:  # the run continues as it started: its network and preprocessing
+                recipe = ckpt.training_recipe(resume_obj, str(resume_path))
+                ckpt.check_resumable(resume_obj, resume_path, args.arch or recipe.arch, None, None)
                 if ckpt.is_complete(resume_obj, args.epochs):
                     log.info("%s: the run is complete (%d of %d epochs); nothing to do. Pass a larger --epochs to "
                              "train on.", resume_path, resume_obj["epoch"], args.epochs)
@@ -165,8 +165,11 @@ def build_train_state(cfg: config.Config, info: Any, data: Any, precision: Any, 
     EMA, on this process's device."""
     model = models.create_model(cfg.arch, num_classes=data.num_classes, k_size=cfg.ksize, eca_impl=cfg.eca_impl)
     if cfg.weights:
-        if recipe.arch == cfg.arch:  # every ECA layer as the file has it
-            models.set_eca_kernel_sizes(model, recipe.eca_kernel_sizes)
+        file_recipe = ckpt.read_recipe(cfg.weights) if recipe is None or recipe.arch != cfg.arch else recipe
+        if file_recipe.arch != cfg.arch:
+            raise ConfigError(f"the network in --weights {cfg.weights} is {file_recipe.arch}, but -a asks for "
+                              f"{cfg.arch}. Drop -a (the file's network is used) or pass -a {file_recipe.arch}.")
+        models.set_eca_kernel_sizes(model, file_recipe.eca_kernel_sizes)  # every ECA layer as the file has it
         ckpt.load_weights_into(model, cfg.weights)
     model.to(info.device, memory_format=torch.channels_last if cfg.channels_last else torch.contiguous_format)
     if cfg.sync_bn and info.distributed:

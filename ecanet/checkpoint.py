@@ -34,6 +34,7 @@ from . import models
 from .models.resnet import RESNET_SPECS, BasicBlock, Bottleneck
 
 from .distributed import DistInfo, all_gather_objects, any_rank
+from .constants import IMAGENET_IMG_SIZE, IMAGENET_MEAN, IMAGENET_STD, IMAGENET_VAL_RESIZE
 from .errors import CheckpointError, UserError
 from .recipe import Recipe
 from .runlock import RunLock
@@ -44,9 +45,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 CHECKPOINT_FORMAT = "ecanet-checkpoint"
-CHECKPOINT_VERSION = 1
+CHECKPOINT_VERSION = 2   # 2: checkpoints record a recipe; best.pth holds no training state
 WRAPPER_PREFIXES = ("module.", "_orig_mod.")  # DataParallel/DDP, torch.compile
 SHOW_KEYS = 5  # how many offending keys an error message names
+FILE_MODE = 0o666  # before the umask, as open() creates files
 
 
 class CheckpointSaveError(RuntimeError):
@@ -210,6 +212,9 @@ def recipe_of(obj: Any, spec: NetworkSpec, source: str) -> Recipe:
     """The recipe a loaded checkpoint records, or, for a file with none (the official releases), the paper's
     ImageNet preprocessing with the network read off the weights."""
     stored = obj.get("recipe") if isinstance(obj, Mapping) else None
+    if stored is None and isinstance(obj, Mapping) and obj.get("format") == CHECKPOINT_FORMAT \
+            and isinstance(obj.get("config"), Mapping):
+        return _recipe_from_run_config(obj, spec)
     if stored is None:
         return Recipe.paper_defaults(spec.arch, spec.num_classes, spec.eca_kernel_sizes)
     recipe = Recipe.from_dict(stored, source)
@@ -221,6 +226,19 @@ def recipe_of(obj: Any, spec: NetworkSpec, source: str) -> Recipe:
     return recipe
 
 
+def _recipe_from_run_config(obj: Mapping[str, Any], spec: NetworkSpec) -> Recipe:
+    """The recipe of an ecanet checkpoint written before recipes were recorded: its run's resolved options."""
+    config = obj["config"]
+    classes = obj.get("classes")
+    recipe = Recipe(spec.arch, spec.num_classes, spec.eca_kernel_sizes,
+                    img_size=int(config.get("img-size") or IMAGENET_IMG_SIZE),
+                    val_resize=int(config.get("val-resize") or IMAGENET_VAL_RESIZE),
+                    mean=tuple(config.get("mean") or IMAGENET_MEAN), std=tuple(config.get("std") or IMAGENET_STD),
+                    classes=tuple(classes) if classes else None,
+                    origin="the run's options (an older ecanet checkpoint)")
+    return recipe
+
+
 def read_weights(path: str | os.PathLike, map_location: Any = "cpu") -> tuple[dict[str, torch.Tensor], Recipe]:
     """The weights (prefix-free) and the recipe of any file ecanet reads: an official ECA-Net file, a bare
     state_dict, an ecanet checkpoint, or an export folder (``model.safetensors`` + ``config.json``)."""
@@ -229,6 +247,7 @@ def read_weights(path: str | os.PathLike, map_location: Any = "cpu") -> tuple[di
         return read_export(path)
     obj = read_checkpoint(path, map_location)
     source = str(path)
+    check_format_version(obj, source)
     state_dict = extract_state_dict(obj, source)
     spec = infer_network(state_dict, source)
     claimed = obj.get("arch") if isinstance(obj, Mapping) else None
@@ -236,6 +255,22 @@ def read_weights(path: str | os.PathLike, map_location: Any = "cpu") -> tuple[di
         log.warning("%s says arch '%s' but its weights are a %s (k %s); loading it as %s", source, claimed,
                     spec.arch, spec.kernel_string or "-", spec.arch)
     return state_dict, recipe_of(obj, spec, source)
+
+
+def check_format_version(obj: Any, source: str) -> None:
+    """Refuse an ecanet checkpoint written in a newer format than this ecanet reads."""
+    if isinstance(obj, Mapping) and obj.get("format") == CHECKPOINT_FORMAT:
+        version = obj.get("format_version")
+        if isinstance(version, int) and version > CHECKPOINT_VERSION:
+            raise CheckpointError(f"{source} is an ecanet checkpoint in format version {version}, newer than this "
+                                  f"ecanet reads (up to {CHECKPOINT_VERSION}). Upgrade ecanet to the version that "
+                                  f"wrote it or newer.")
+
+
+def training_recipe(obj: Mapping[str, Any], source: str) -> Recipe:
+    """The recipe of a training checkpoint (``last.pth``) that a run resumes from."""
+    state_dict = extract_state_dict(obj, source)
+    return recipe_of(obj, infer_network(state_dict, source), source)
 
 
 def read_recipe(path: str | os.PathLike) -> Recipe:
@@ -321,6 +356,11 @@ def read_export(folder: Path) -> tuple[dict[str, torch.Tensor], Recipe]:
     if not isinstance(config, Mapping) or config.get("format") != EXPORT_FORMAT or "recipe" not in config:
         raise CheckpointError(f"{config_path} is not an ecanet export's config (no format '{EXPORT_FORMAT}' with a "
                               f"recipe). {again}")
+    version = config.get("format_version")
+    if not isinstance(version, int) or version > EXPORT_VERSION:
+        raise CheckpointError(f"{config_path} is an export in format version {version!r}, which this ecanet does not "
+                              f"read (up to {EXPORT_VERSION}). Upgrade ecanet, or export the checkpoint again with "
+                              f"this one: python scripts/export.py CHECKPOINT FOLDER.")
     recipe = Recipe.from_dict(config["recipe"], str(config_path))
     if not weights_path.is_file():
         raise CheckpointError(f"{folder} holds no {EXPORT_WEIGHTS}, only the recipe. {again}")
@@ -343,6 +383,7 @@ def _atomic_file(path: Path) -> Iterator[BinaryIO]:
     untouched; I/O errors become :class:`CheckpointSaveError`."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.fchmod(fd, FILE_MODE & ~_umask())  # mkstemp makes 0600; a checkpoint or export is shared like any file
     try:
         with os.fdopen(fd, "wb") as f:
             yield f
@@ -356,6 +397,12 @@ def _atomic_file(path: Path) -> Iterator[BinaryIO]:
         if isinstance(exc, (OSError, RuntimeError)):
             raise CheckpointSaveError(f"could not write checkpoint {path}: {exc}") from exc
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def save_checkpoint(state: Mapping[str, Any], path: str | os.PathLike) -> None:
@@ -517,7 +564,8 @@ def training_checkpoint(state: "TrainState", run: RunRecord, reason: str, rng_st
 
 def weights_checkpoint(state: "TrainState", run: RunRecord) -> dict[str, Any]:
     """The contents of ``best.pth``: the weights (and the EMA's, when there is one) with the recipe, and no
-    training state: what evaluating, fine-tuning and sharing need, at a third of ``last.pth``'s size."""
+    training state: what evaluating, fine-tuning and sharing need, at about half of ``last.pth``'s size (two
+    thirds with an EMA)."""
     return {
         "format": CHECKPOINT_FORMAT, "format_version": CHECKPOINT_VERSION, "reason": "best",
         **_network_fields(state, run),
@@ -604,7 +652,9 @@ def load_weights_into(model: nn.Module, path: str | os.PathLike) -> list[str]:
     state, recipe = read_weights(path)
     own = model.state_dict()
     classifier = _classifier_keys(own)
-    skipped = [k for k in classifier if k in state and state[k].shape != own[k].shape]
+    # Another number of classes changes the classifier's outputs only; other differences are other networks.
+    same_inputs = all(k in state and state[k].shape[1:] == own[k].shape[1:] for k in classifier)
+    skipped = [k for k in classifier if same_inputs and state[k].shape != own[k].shape]
     if skipped:
         log.warning("--weights: not loading %s: the file's classifier has %d classes, this model's %d (a new "
                     "classifier is trained)", ", ".join(skipped), recipe.num_classes, _num_outputs(own, classifier))
@@ -644,7 +694,7 @@ def check_kernel_sizes_agree(arch: str, k_size: object, recipe: Recipe, source: 
                   if wanted[name] != recipe.eca_kernel_sizes.get(name)]
         file_k = NetworkSpec(arch, recipe.num_classes, dict(recipe.eca_kernel_sizes)).kernel_string
         raise CheckpointError(f"--ksize {k_size} builds other ECA kernel sizes than {source} holds ({file_k}): "
-                              f"{', '.join(differ[:SHOW_KEYS])}{' ...' if len(differ) > SHOW_KEYS else ''}. "
+                              f"{', '.join(differ[:SHOW_KEYS])}{' and more' if len(differ) > SHOW_KEYS else ''}. "
                               f"Drop --ksize to use the file's kernel sizes, or pass --ksize {file_k}.")
 
 

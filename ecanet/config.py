@@ -56,10 +56,11 @@ def _add_data_options(p: argparse.ArgumentParser) -> None:
                    help=f"data-loading processes per GPU (default: CPU cores / processes, at most "
                         f"{MAX_AUTO_WORKERS})")
     g.add_argument("--img-size", type=int, default=224, metavar="PX",
-                   help="training and validation crop size (paper: 224)")
+                   help="training and validation crop size (paper: 224; with -e, --weights or --resume, the "
+                        "checkpoint's recipe decides unless this is given)")
     g.add_argument("--val-resize", type=int, default=256, metavar="PX",
                    help="validation images are resized to this, then center-cropped to --img-size "
-                        "(paper: 256)")
+                        "(paper: 256; a checkpoint's recipe decides as for --img-size)")
     g.add_argument("--augment", choices=AUGMENTATIONS, default="rrc",
                    help="training crop: 'rrc' = RandomResizedCrop (paper); 'crop' = resize to --img-size "
                         "then RandomCrop with --crop-padding (small images)")
@@ -505,9 +506,9 @@ def resolve(args: argparse.Namespace, *, default_workers: int, fresh_seed: int, 
         fresh_seed: the seed when neither ``--seed`` nor a resumed run gives one (the same on every rank).
         timestamp: names the default run directory, ``runs/<arch>-<timestamp>``.
         resumed_seed: the seed of the run being resumed: its data order and augmentations continue.
-        recipe: the :class:`~ecanet.recipe.Recipe` of the checkpoint that ``-e`` evaluates or ``--weights``
-            starts from: its preprocessing, and for ``--weights`` its architecture, apply unless an option
-            sets them.
+        recipe: the :class:`~ecanet.recipe.Recipe` of the checkpoint that ``-e`` evaluates, a resumed run
+            continues or ``--weights`` starts from: its preprocessing, and when training its architecture,
+            apply unless an option sets them.
     """
     values = dict(vars(args))
     explicit = getattr(args, "explicit", frozenset())
@@ -516,7 +517,7 @@ def resolve(args: argparse.Namespace, *, default_workers: int, fresh_seed: int, 
             if dest not in explicit:
                 value = getattr(recipe, dest)
                 values[dest] = list(value) if isinstance(value, tuple) else value
-        if args.weights and not args.evaluate and "arch" not in explicit:
+        if not args.evaluate and "arch" not in explicit:
             values["arch"] = recipe.arch
     values["workers"] = default_workers if args.workers is None else args.workers
     values["seed"] = next(s for s in (resumed_seed, args.seed, fresh_seed) if s is not None)

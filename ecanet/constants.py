@@ -17,3 +17,7 @@ NETWORK_STRIDE = 32         # pixels: the networks' total stride, the smallest i
 IMAGENET_VAL_RESIZE = 256   # pixels
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+
+# ONNX export (ecanet.export): the opset written by default, and the oldest one accepted.
+DEFAULT_ONNX_OPSET = 17
+MIN_ONNX_OPSET = 13

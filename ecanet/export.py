@@ -6,6 +6,8 @@ fused Triton kernels are a CUDA custom op that ONNX cannot express, and both com
 """
 from __future__ import annotations
 
+import copy
+import importlib.util
 import logging
 import warnings
 from pathlib import Path
@@ -13,7 +15,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .constants import NETWORK_STRIDE
+from .constants import DEFAULT_ONNX_OPSET, MIN_ONNX_OPSET
 from .errors import ConfigError
 from .models import set_eca_impl
 from .recipe import Recipe
@@ -21,19 +23,21 @@ from .recipe import Recipe
 log = logging.getLogger(__name__)
 
 ONNX_FILE = "model.onnx"
-MIN_ONNX_OPSET = 13       # the first opset whose ReduceMean/Resize ops the exported networks need as written
-DEFAULT_ONNX_OPSET = 17
 ONNX_TOLERANCE = 1e-4     # largest |onnxruntime - PyTorch| logit difference accepted by verify_onnx
 
 
 def check_onnx_options(opset: int, img_size: int) -> None:
-    """Refuse ONNX options the exported networks do not support (a :class:`ConfigError` naming the fix)."""
+    """Refuse what an ONNX export cannot do, before anything is written: missing packages, an opset too old
+    for these networks, an input size that is no size (a :class:`ConfigError` naming the fix)."""
+    missing = [name for name in ("onnx", "onnxruntime") if importlib.util.find_spec(name) is None]
+    if missing:
+        raise ConfigError(f"--format onnx needs {' and '.join(missing)}, which is not installed. Install it with "
+                          f"pip install 'ecanet[export]' (or pip install onnx onnxruntime).")
     if opset < MIN_ONNX_OPSET:
         raise ConfigError(f"--opset {opset} is too old for these networks; use {MIN_ONNX_OPSET} or newer "
                           f"(default {DEFAULT_ONNX_OPSET}).")
-    if img_size < NETWORK_STRIDE or img_size % NETWORK_STRIDE:
-        raise ConfigError(f"--img-size {img_size}: ONNX is exported for one input size, which must be a multiple "
-                          f"of the networks' stride {NETWORK_STRIDE} (e.g. 224); pass another --img-size.")
+    if img_size < 1:
+        raise ConfigError(f"--img-size {img_size} is no image size; pass the input size to export, e.g. 224.")
 
 
 def export_onnx(model: nn.Module, recipe: Recipe, folder: str | Path, opset: int = DEFAULT_ONNX_OPSET,
@@ -46,7 +50,7 @@ def export_onnx(model: nn.Module, recipe: Recipe, folder: str | Path, opset: int
     if path.exists():
         raise ConfigError(f"{path} exists; an export never overwrites one. Pick another output folder.")
     path.parent.mkdir(parents=True, exist_ok=True)
-    model = set_eca_impl(model, "plain").eval()
+    model = set_eca_impl(copy.deepcopy(model), "plain").eval()  # the caller's model keeps its implementation
     example = torch.zeros(1, 3, img_size, img_size)
     with warnings.catch_warnings():
         # The TorchScript-based exporter: it needs no extra package (the newer one needs onnxscript).
@@ -66,7 +70,7 @@ def verify_onnx(model: nn.Module, path: str | Path, images: torch.Tensor) -> flo
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     onnx_logits = torch.from_numpy(session.run(["logits"], {"images": images.numpy()})[0])
     with torch.no_grad():
-        torch_logits = set_eca_impl(model, "plain").eval()(images)
+        torch_logits = set_eca_impl(copy.deepcopy(model), "plain").eval()(images)
     difference = float((onnx_logits - torch_logits).abs().max())
     if difference > ONNX_TOLERANCE:
         raise RuntimeError(f"{path}: onnxruntime's logits differ from PyTorch's by {difference:.3g} "

@@ -11,7 +11,7 @@ weights and the paper's ImageNet preprocessing (Resize 256, CenterCrop 224, bili
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from typing import Any, Mapping
 
 from . import __version__
@@ -58,10 +58,6 @@ class Recipe:
         """The recipe of a file that records none: its network, the paper's ImageNet preprocessing."""
         return cls(arch, num_classes, dict(eca_kernel_sizes), origin=PAPER_DEFAULTS)
 
-    def with_preprocessing(self, **values: Any) -> "Recipe":
-        """A copy with other preprocessing (img_size, val_resize, mean, std), e.g. from options."""
-        return replace(self, **values)
-
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able values (lists for tuples), as checkpoints and ``config.json`` store them."""
         out = asdict(self)
@@ -78,7 +74,10 @@ class Recipe:
             raise CheckpointError(f"{source}: its recipe is not a mapping of names to values. The file is damaged; "
                                   f"write it again (or export it again) with ecanet.")
         version = values.get("format_version")
-        if not isinstance(version, int) or version > RECIPE_FORMAT_VERSION:
+        if not isinstance(version, int):
+            raise CheckpointError(f"{source}: its recipe has no format version ({version!r}). The file is damaged; "
+                                  f"write it again (or export it again) with ecanet.")
+        if version > RECIPE_FORMAT_VERSION:
             raise CheckpointError(f"{source} records a recipe in format version {version!r}, newer than this ecanet "
                                   f"{__version__} reads (up to {RECIPE_FORMAT_VERSION}). Upgrade ecanet to the "
                                   f"version that wrote it ({values.get('ecanet_version', 'unknown')}) or newer.")

@@ -18,6 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from ecanet.constants import DEFAULT_ONNX_OPSET  # noqa: E402
 from ecanet.errors import EXIT_OK, UserError  # noqa: E402
 from ecanet.lazy import lazy_import  # noqa: E402
 
@@ -38,25 +39,27 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("output", metavar="FOLDER", help="the export folder to write (must not hold an export)")
     parser.add_argument("--format", nargs="+", choices=FORMATS, default=["safetensors"],
                         help="what to write: model.safetensors and config.json always; 'onnx' adds model.onnx")
-    parser.add_argument("--opset", type=int, default=17, help="ONNX opset (with --format onnx)")
+    parser.add_argument("--opset", type=int, default=DEFAULT_ONNX_OPSET, help="ONNX opset (with --format onnx)")
     parser.add_argument("--img-size", type=int, default=None, metavar="PX",
-                        help="ONNX input size (default: the recipe's)")
+                        help="ONNX input size; default: the recipe's crop size")
     return parser
 
 
 def run(args: argparse.Namespace) -> int:
     out = Path(args.output)
-    if "onnx" in args.format:  # check the options before anything is read or written
-        export.check_onnx_options(args.opset, args.img_size or 32)
     model = ckpt.load_model(args.checkpoint, eca_impl="plain")
     recipe = model.recipe
+    img_size = args.img_size or recipe.img_size
+    if "onnx" in args.format:  # every check before anything is written
+        export.check_onnx_options(args.opset, img_size)
     ckpt.save_export(model, recipe, out)  # every export folder is self-contained: weights and recipe
+    written = [ckpt.EXPORT_WEIGHTS, ckpt.EXPORT_CONFIG]
     if "onnx" in args.format:
-        path = export.export_onnx(model, recipe, out, args.opset, args.img_size)
-        images = torch.randn(2, 3, args.img_size or recipe.img_size, args.img_size or recipe.img_size)
-        difference = export.verify_onnx(model, path, images)
+        path = export.export_onnx(model, recipe, out, args.opset, img_size)
+        difference = export.verify_onnx(model, path, torch.randn(2, 3, img_size, img_size))
         log.info("onnxruntime matches PyTorch: largest logit difference %.2e", difference)
-    log.info("exported %s to %s (%s): %s", args.checkpoint, out, ", ".join(args.format), recipe.describe())
+        written.append(path.name)
+    log.info("exported %s to %s (%s): %s", args.checkpoint, out, ", ".join(written), recipe.describe())
     return EXIT_OK
 
 

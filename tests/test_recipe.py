@@ -14,7 +14,7 @@ from ecanet import checkpoint as ckpt
 from ecanet.errors import EXIT_OK, EXIT_USAGE, CheckpointError
 from ecanet.metrics import MetricsLogger, read_metrics
 from ecanet.recipe import RECIPE_FORMAT_VERSION, Recipe
-from conftest import ROOT, SMALL_RUN, official_layouts, official_state_dict, run_main, run_script
+from conftest import ROOT, SMALL_RUN, load_script, official_layouts, official_state_dict, run_main, run_script
 
 # The image folder's images are 32x32: a run at 24-pixel crops of 28-pixel resizes records a recipe that
 # differs from every default.
@@ -42,7 +42,7 @@ def small_run(image_folder, tmp_path_factory):
 
 # ------------------------------------------------------------------------- what a checkpoint records
 
-def test_checkpoints_record_the_recipe_and_best_holds_the_weights_alone(small_run):
+def test_checkpoints_record_the_recipe_and_best_holds_the_weights_alone(small_run, image_folder):
     last = torch.load(small_run / "last.pth", weights_only=True)
     best = torch.load(small_run / "best.pth", weights_only=True)
     for obj in (last, best):
@@ -50,11 +50,12 @@ def test_checkpoints_record_the_recipe_and_best_holds_the_weights_alone(small_ru
         assert (recipe.arch, recipe.num_classes, recipe.img_size, recipe.val_resize) == ("eca_resnet18", 3, 24, 28)
         assert recipe.mean == (0.4, 0.5, 0.6) and recipe.std == (0.2, 0.25, 0.3)
         assert recipe.interpolation == "bilinear" and recipe.grayscale == "repeat"
-        assert recipe.classes == ("circle0", "square1", "triangle2") or len(recipe.classes) == 3
+        assert recipe.classes == tuple(sorted(p.name for p in (image_folder / "train").iterdir()))
         assert dict(recipe.eca_kernel_sizes) == obj["eca_kernel_sizes"] and recipe.ecanet_version == ecanet.__version__
     assert "optimizer" in last and "optimizer" not in best and "rng" not in best
     assert best["ema_state_dict"] is not None and best["ema_state_dict"].keys() == best["state_dict"].keys()
-    assert (small_run / "best.pth").stat().st_size < 0.7 * (small_run / "last.pth").stat().st_size
+    assert (small_run / "best.pth").stat().st_size < 0.7 * (small_run / "last.pth").stat().st_size  # EMA: 2/3
+    assert (small_run / "best.pth").stat().st_mode & 0o044 == 0o044   # readable by others, like any file
     assert ckpt.find_resume_checkpoint(small_run) == small_run / "last.pth"  # best.pth is no training state
 
 
@@ -168,14 +169,14 @@ def test_an_export_folder_loads_back_without_pickle(small_run, tmp_path, monkeyp
 def test_the_export_command_writes_onnx_that_onnxruntime_agrees_with(small_run, tmp_path):
     pytest.importorskip("onnxruntime")
     out = tmp_path / "onnx"
-    proc = run_script("scripts/export.py", [small_run / "best.pth", out, "--format", "onnx", "--img-size", "64"])
+    proc = run_script("scripts/export.py", [small_run / "best.pth", out, "--format", "onnx"])  # the recipe's 24 px
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "onnxruntime matches PyTorch" in proc.stderr
     assert {p.name for p in out.iterdir()} == {"config.json", "model.safetensors", "model.onnx"}
     import onnxruntime
     from ecanet.export import ONNX_TOLERANCE
     model = ecanet.load_model(out, eca_impl="plain")
-    images = torch.randn(3, 3, 64, 64)   # a batch size other than the export's example: the batch is dynamic
+    images = torch.randn(3, 3, 24, 24)   # a batch size other than the export's example: the batch is dynamic
     session = onnxruntime.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
     logits = torch.from_numpy(session.run(["logits"], {"images": images.numpy()})[0])
     with torch.no_grad():
@@ -248,3 +249,70 @@ def test_unsupported_onnx_options_are_refused_before_anything_is_written(small_r
     proc = run_script("scripts/export.py", [small_run / "best.pth", out, "--format", "onnx", "--opset", "9"])
     assert proc.returncode == EXIT_USAGE and "--opset 9 is too old" in proc.stderr and "Traceback" not in proc.stderr
     assert not out.exists()
+
+
+def test_onnx_without_its_packages_is_refused_before_anything_is_written(small_run, tmp_path, monkeypatch, capsys):
+    import importlib.util
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "onnxruntime"
+                        else real_find_spec(name, *a))
+    script = load_script("export")
+    out = tmp_path / "onnx"
+    assert script.main([str(small_run / "best.pth"), str(out), "--format", "onnx"]) == EXIT_USAGE
+    err = capsys.readouterr().err
+    assert "needs onnxruntime" in err and "pip install 'ecanet[export]'" in err and not out.exists()
+
+
+def test_an_older_ecanet_checkpoint_gets_the_recipe_of_its_run(small_run, image_folder, tmp_path, caplog):
+    """Checkpoints written before recipes were recorded still say how their run preprocessed: its options."""
+    obj = torch.load(small_run / "last.pth", weights_only=True)
+    del obj["recipe"]
+    obj["format_version"] = 1
+    old = tmp_path / "old.pth"
+    torch.save(obj, old)
+    recipe = ckpt.read_recipe(old)
+    assert (recipe.img_size, recipe.val_resize, recipe.mean) == (24, 28, (0.4, 0.5, 0.6))
+    assert "older ecanet checkpoint" in recipe.origin
+    with caplog.at_level(logging.INFO):
+        assert run_main([image_folder, "-e", "--resume", old, "-j", "0", "--output", tmp_path / "e"]) == EXIT_OK
+    assert "Resize(28) + CenterCrop(24)" in caplog.text
+
+
+def test_a_resumed_run_keeps_its_recipe(small_run, image_folder, tmp_path):
+    """A run that took its preprocessing from --weights continues with it, without repeating the options."""
+    out = tmp_path / "ft"
+    assert run_main([image_folder, *SMALL_RUN, "--weights", small_run / "best.pth", "--epochs", "1", "--output", out,
+                     "--img-size", "24", "--val-resize", "28"]) == EXIT_OK
+    assert run_main([image_folder, "-b", "8", "-j", "0", "--epochs", "2", "--resume", "auto", "--output", out]) == EXIT_OK
+    saved = torch.load(out / "last.pth", weights_only=True)
+    assert saved["epoch"] == 2 and saved["arch"] == "eca_resnet18"
+    assert (saved["recipe"]["img_size"], saved["recipe"]["val_resize"], saved["recipe"]["mean"]) == (24, 28, [0.4, 0.5, 0.6])
+
+
+def test_weights_into_another_network_name_both(small_run, image_folder, tmp_path, capsys):
+    _fails_with([image_folder, *SMALL_RUN, "--weights", small_run / "best.pth", "-a", "eca_resnet50", "--epochs", "1",
+                 "--output", tmp_path / "x"], capsys, "is eca_resnet18", "-a asks for eca_resnet50",
+                "Drop -a")
+    assert not (tmp_path / "x").exists()
+
+
+def test_hub_refuses_options_that_the_weights_decide(small_run):
+    with pytest.raises(ValueError, match="num_classes: the network comes from weights"):
+        torch.hub.load(str(ROOT), "eca_resnet18", source="local", weights=str(small_run / "best.pth"), num_classes=5)
+
+
+@pytest.mark.parametrize("what", ["checkpoint", "export"])
+def test_files_from_a_newer_ecanet_are_refused(small_run, tmp_path, what):
+    model = ecanet.load_model(small_run / "best.pth")
+    if what == "checkpoint":
+        obj = torch.load(small_run / "best.pth", weights_only=True)
+        obj["format_version"] = ckpt.CHECKPOINT_VERSION + 1
+        path = tmp_path / "new.pth"
+        torch.save(obj, path)
+    else:
+        path = ckpt.save_export(model, model.recipe, tmp_path / "export")
+        config = json.loads((path / "config.json").read_text())
+        config["format_version"] = ckpt.EXPORT_VERSION + 1
+        (path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(CheckpointError, match="Upgrade ecanet"):
+        ecanet.load_model(path)

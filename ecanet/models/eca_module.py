@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 
 import torch
 from torch import nn
@@ -23,6 +24,11 @@ from ..constants import ECA_IMPLEMENTATIONS
 from .channel_conv import channel_conv, channel_conv_weight_grad
 
 logger = logging.getLogger(__name__)
+
+if os.environ.get("ECANET_ECA_IMPL"):  # an old habit: the variable chose the implementation for the process
+    logger.warning("ECANET_ECA_IMPL is not read: the ECA implementation is chosen when a model is built, "
+                   "create_model(..., eca_impl=%r) or main.py --eca-impl %s", os.environ["ECANET_ECA_IMPL"],
+                   os.environ["ECANET_ECA_IMPL"])
 
 try:  # Triton ships with CUDA builds of PyTorch; without it (CPU builds) only the plain code runs.
     from . import eca_fused
