@@ -54,7 +54,7 @@ def main(argv: Sequence[str] | None = None, defaults: Mapping[str, Any] | None =
         return _report(exc, debug, EXIT_PREEMPTED)
     except Exception as exc:  # noqa: BLE001 - only the two kinds below are expected; others propagate
         if isinstance(exc, engine.NonFiniteLossError):
-            return _report(exc, debug, EXIT_DIVERGED)
+            return _report(exc, debug, EXIT_DIVERGED, exc.advice())
         if isinstance(exc, ckpt.CheckpointSaveError):
             return _report(exc, debug, EXIT_SAVE_FAILED, "Free disk space or fix permissions, then rerun with "
                                                          "--resume auto: the previous checkpoint is intact.")
@@ -160,6 +160,11 @@ def evaluate_checkpoint(cfg: config.Config, info: Any, precision: Any) -> int:
     return EXIT_OK
 
 
+def build_base_lr(cfg: config.Config, info: Any) -> float:
+    """``--lr`` for the global batch (linear scaling rule)."""
+    return optim.scaled_lr(cfg.lr, cfg.batch_size * info.world_size, cfg.lr_base_batch)
+
+
 def build_train_state(cfg: config.Config, info: Any, data: Any, precision: Any, recipe: Any) -> Any:
     """The network (from scratch, or from ``--weights`` with their kernel sizes), its optimizer, schedule and
     EMA, on this process's device."""
@@ -174,7 +179,7 @@ def build_train_state(cfg: config.Config, info: Any, data: Any, precision: Any, 
     model.to(info.device, memory_format=torch.channels_last if cfg.channels_last else torch.contiguous_format)
     if cfg.sync_bn and info.distributed:
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    base_lr = optim.scaled_lr(cfg.lr, cfg.batch_size * info.world_size, cfg.lr_base_batch)
+    base_lr = build_base_lr(cfg, info)
     optimizer = optim.build_optimizer(model, base_lr, cfg.momentum, cfg.weight_decay, cfg.nesterov, cfg.no_wd_bn_bias)
     factor = optim.lr_factor_fn(cfg.sched, data.steps_per_epoch, cfg.epochs, cfg.lr_decay_epochs,
                                 cfg.lr_decay_rate, cfg.warmup_epochs, cfg.min_lr / base_lr)
@@ -200,6 +205,11 @@ def train(cfg: config.Config, info: Any, precision: Any, resume_path: Path | Non
         ckpt.check_resumable(resume_obj, resume_path, cfg.arch, models.eca_kernel_sizes(state.model),
                              data.num_classes)
         rng_states = ckpt.restore_training_state(state, resume_obj, resume_path, info)
+        if {"lr", "lr_base_batch"} & cfg.explicit:  # an explicit learning rate on resume replaces the run's
+            old_lr, new_lr = optim.rebase_schedule(state.scheduler, build_base_lr(cfg, info))
+            if new_lr != old_lr:
+                log.info("--lr on resume: the schedule continues from base learning rate %.6g (the run had %.6g)",
+                         new_lr, old_lr)
         log.info("resumed from %s: epoch %d, step %d of %d (global step %d), best top-1 %.3f", resume_path,
                  state.position.epoch + 1, state.position.step_in_epoch, data.steps_per_epoch,
                  state.position.global_step, state.best_top1)
@@ -224,6 +234,10 @@ def train(cfg: config.Config, info: Any, precision: Any, resume_path: Path | Non
     preemption = dist.PreemptionHandler(info).install()
     try:
         return epoch_loop(cfg, info, state, data, run, run_dir, metrics, preemption)
+    except engine.NonFiniteLossError as exc:
+        last = run_dir / ckpt.LAST_CHECKPOINT
+        exc.last_checkpoint = str(last) if last.exists() else None
+        raise
     finally:
         preemption.uninstall()
         metrics.close()

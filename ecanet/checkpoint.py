@@ -581,6 +581,12 @@ def save_training_checkpoint(state: "TrainState", run: RunRecord, run_dir: Path,
     Raises :class:`CheckpointSaveError` on every rank when rank 0 could not write; the previous files are
     then intact.
     """
+    from .engine import NonFiniteLossError, first_non_finite
+    bad = first_non_finite(state.model)
+    if any_rank(bad is not None, info):  # never save what cannot be trained on from
+        lr = state.optimizer.param_groups[0]["lr"]
+        raise NonFiniteLossError(state.position.global_step, state.position.epoch, lr,
+                                 what=f"the model's {bad}" if bad else "another rank's model")
     rng_states = all_gather_objects(capture_rng_state(), info)
     error = None
     if info.is_main:

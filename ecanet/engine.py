@@ -28,14 +28,31 @@ log = logging.getLogger(__name__)
 
 
 class NonFiniteLossError(RuntimeError):
-    """The loss became NaN or infinite; raised at the next sync point, before anything is saved."""
+    """The loss (or the weights and BatchNorm statistics about to be saved) became NaN or infinite; raised
+    before anything from that step is saved. ``last_checkpoint`` is filled in by whoever knows the run
+    directory, so that the message says only what is true about the files there."""
 
-    def __init__(self, step: int, epoch: int, lr: float) -> None:
-        super().__init__(f"the loss became NaN/inf at global step {step} (epoch {epoch + 1}, learning rate "
-                         f"{lr:.6g}). Training stopped; the last checkpoint was saved before this and is "
-                         f"intact. Lower --lr, add --warmup-epochs, use --amp bf16 instead of fp16, or "
-                         f"--clip-grad-norm, then resume from it.")
+    def __init__(self, step: int, epoch: int, lr: float, what: str = "the loss") -> None:
+        super().__init__(f"{what} became NaN/inf at global step {step} (epoch {epoch + 1}, learning rate "
+                         f"{lr:.6g}). Training stopped before saving anything from that step.")
         self.step, self.epoch, self.lr = step, epoch, lr
+        self.last_checkpoint: str | None = None
+
+    def advice(self) -> str:
+        """What to do next, given whether a checkpoint from before exists."""
+        remedies = ("a lower --lr, --warmup-epochs, --amp bf16 instead of fp16, or --clip-grad-norm")
+        if self.last_checkpoint:
+            return (f"The last checkpoint, {self.last_checkpoint}, was written before this and is intact: resume "
+                    f"from it with {remedies} (an explicit --lr on resume replaces the run's).")
+        return f"No checkpoint of this run exists yet: start it again with {remedies}."
+
+
+def first_non_finite(model: nn.Module) -> str | None:
+    """The name of the first parameter or buffer (BatchNorm statistics) of ``model`` holding NaN or inf."""
+    for name, tensor in model.state_dict().items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            return name
+    return None
 
 
 @dataclass

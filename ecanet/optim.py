@@ -74,3 +74,15 @@ def build_scheduler(optimizer: torch.optim.Optimizer, factor: Callable[[int], fl
 def build_ema(model: nn.Module, decay: float) -> AveragedModel:
     """An exponential moving average of parameters and buffers (torch.optim.swa_utils)."""
     return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
+
+
+def rebase_schedule(scheduler: LambdaLR, base_lr: float) -> tuple[float, float]:
+    """Give a (resumed) schedule another base learning rate, keeping its position: the optimizer's lr
+    becomes ``base_lr * factor(step)`` at once. Returns (old base, new base)."""
+    old = scheduler.base_lrs[0]
+    scheduler.base_lrs = [base_lr for _ in scheduler.base_lrs]
+    step = scheduler.last_epoch
+    for group, lmbda in zip(scheduler.optimizer.param_groups, scheduler.lr_lambdas):
+        group["initial_lr"] = base_lr
+        group["lr"] = base_lr * lmbda(step)
+    return old, base_lr

@@ -156,3 +156,57 @@ def test_a_stop_signal_during_start_up_exits_75_with_a_message(image_folder, tmp
     assert proc.returncode == EXIT_PREEMPTED, err[-3000:]
     assert "SIGTERM received before training started; nothing was saved" in err and "Traceback" not in err
     assert not out.exists()
+
+
+# ------------------------------------------------------------------- non-finite values never reach a save
+
+def test_non_finite_batchnorm_statistics_are_never_saved(image_folder, tmp_path, monkeypatch, capsys):
+    """A finite loss with BatchNorm running statistics gone to inf (what fp16 overflow does): the step
+    checkpoint is refused, the earlier one stays, and the message says it exists."""
+    import torch
+    from ecanet import engine
+    from ecanet.errors import EXIT_DIVERGED
+    out = tmp_path / "run"
+    real_step = engine._backward_and_step
+    calls = {"n": 0}
+
+    def poison_at_step_3(loss, model, *args, **kwargs):
+        real_step(loss, model, *args, **kwargs)
+        calls["n"] += 1
+        if calls["n"] == 3:
+            bn = next(m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d))
+            bn.running_var.fill_(float("inf"))
+
+    monkeypatch.setattr(engine, "_backward_and_step", poison_at_step_3)
+    assert run_main([image_folder, *RUN, "--epochs", "2", "--save-every-steps", "2", "-p", "1",
+                     "--output", out]) == EXIT_DIVERGED
+    err = capsys.readouterr().err
+    assert "bn1.running_var became NaN/inf at global step 4" in err and "Traceback" not in err
+    assert "was written before this and is intact" in err
+    kept = torch.load(out / "last.pth", weights_only=True)
+    assert kept["global_step"] == 2 and all(torch.isfinite(v).all() for v in kept["state_dict"].values()
+                                            if v.is_floating_point())
+
+
+def test_divergence_before_any_checkpoint_says_there_is_none(image_folder, tmp_path, monkeypatch, capsys):
+    import math
+    import torch
+    from ecanet.errors import EXIT_DIVERGED
+    real_forward = torch.nn.CrossEntropyLoss.forward
+    monkeypatch.setattr(torch.nn.CrossEntropyLoss, "forward",
+                        lambda self, logits, target: real_forward(self, logits, target) * math.nan)
+    assert run_main([image_folder, *RUN, "--output", tmp_path / "run"]) == EXIT_DIVERGED
+    err = capsys.readouterr().err
+    assert "No checkpoint of this run exists yet" in err and "intact" not in err
+
+
+def test_an_explicit_lr_on_resume_replaces_the_runs(image_folder, tmp_path, caplog):
+    from ecanet.metrics import read_metrics
+    out = tmp_path / "run"
+    assert run_main([image_folder, *RUN, "--lr", "0.05", "--output", out]) == EXIT_OK
+    with caplog.at_level("INFO"):
+        assert run_main([image_folder, *SMALL_RUN, "-a", "resnet18", "--epochs", "2", "--lr", "0.01",
+                         "--output", out, "--resume", "auto"]) == EXIT_OK
+    assert "the schedule continues from base learning rate 0.0003125 (the run had 0.0015625)" in caplog.text
+    rows = read_metrics(out / "metrics.jsonl")
+    assert rows[0]["lr"] == pytest.approx(0.05 * 8 / 256) and rows[1]["lr"] == pytest.approx(0.01 * 8 / 256)

@@ -141,6 +141,7 @@ def test_a_non_finite_loss_stops_with_the_step_and_lr(image_folder, tmp_path, mo
     assert run_main([image_folder, *RUN, "--epochs", "2", "--output", out]) == EXIT_DIVERGED
     err = capsys.readouterr().err
     assert "NaN/inf at global step 8 (epoch 2, learning rate 0.003125)" in err and "Traceback" not in err
+    assert f"The last checkpoint, {out / 'last.pth'}, was written before this and is intact" in err
     monkeypatch.undo()
     kept = torch.load(out / "last.pth", weights_only=True)
     assert kept["epoch"] == 1 and all(torch.isfinite(v).all() for v in kept["state_dict"].values()
