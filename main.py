@@ -124,6 +124,25 @@ def checkpoint_to_evaluate(args: Any) -> Path:
     return Path(args.resume or args.weights)
 
 
+def check_resume_changes(cfg: config.Config, resume_obj: Any, path: Path, info: Any) -> None:
+    """Options that would change the data order or the step count of the run being resumed are an error
+    (unless --resume-override); other changed options are logged."""
+    locked, free = config.resume_changes(resume_obj.get("config") or {}, config.config_to_yaml_dict(cfg))
+    saved_world = int(resume_obj.get("world_size", 1))
+    if saved_world != info.world_size:
+        locked["processes"] = (saved_world, info.world_size)
+    changes = lambda found: ", ".join(f"{k} {old} -> {new}" for k, (old, new) in found.items())  # noqa: E731
+    if locked and not cfg.resume_override:
+        raise ConfigError(f"{path} was trained with other {', '.join(locked)} than this command gives "
+                          f"({changes(locked)}): resuming would change which images each step sees. Repeat the "
+                          f"run's options (its config.yaml), or pass --resume-override to continue anyway, not "
+                          f"bit-identically.")
+    if locked:
+        log.warning("--resume-override: continuing with %s; the run is no longer bit-identical", changes(locked))
+    if free:
+        log.info("resumed with changed options: %s", changes(free))
+
+
 def log_recipe_use(cfg: config.Config, recipe: Any) -> None:
     """Say which preprocessing a checkpoint's recipe decided and which options overrode it."""
     overridden = [f"--{dest.replace('_', '-')}" for dest in config.RECIPE_PREPROCESSING if dest in cfg.explicit]
@@ -176,6 +195,8 @@ def build_train_state(cfg: config.Config, info: Any, data: Any, precision: Any, 
                               f"{cfg.arch}. Drop -a (the file's network is used) or pass -a {file_recipe.arch}.")
         models.set_eca_kernel_sizes(model, file_recipe.eca_kernel_sizes)  # every ECA layer as the file has it
         ckpt.load_weights_into(model, cfg.weights)
+    elif recipe is not None and recipe.arch == cfg.arch and cfg.ksize is None:  # a resumed run's own kernel sizes
+        models.set_eca_kernel_sizes(model, recipe.eca_kernel_sizes)
     model.to(info.device, memory_format=torch.channels_last if cfg.channels_last else torch.contiguous_format)
     if cfg.sync_bn and info.distributed:
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
@@ -204,6 +225,7 @@ def train(cfg: config.Config, info: Any, precision: Any, resume_path: Path | Non
     if resume_path is not None:
         ckpt.check_resumable(resume_obj, resume_path, cfg.arch, models.eca_kernel_sizes(state.model),
                              data.num_classes)
+        check_resume_changes(cfg, resume_obj, resume_path, info)
         rng_states = ckpt.restore_training_state(state, resume_obj, resume_path, info)
         if {"lr", "lr_base_batch"} & cfg.explicit:  # an explicit learning rate on resume replaces the run's
             old_lr, new_lr = optim.rebase_schedule(state.scheduler, build_base_lr(cfg, info))

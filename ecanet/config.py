@@ -9,12 +9,13 @@ from __future__ import annotations
 import argparse
 import difflib
 import os
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import yaml
 
-from .constants import ECA_IMPLEMENTATIONS
+from .constants import ECA_IMPLEMENTATIONS, IMAGENET_MEAN, IMAGENET_STD
 from .errors import ConfigError
 
 AMP_CHOICES = ("off", "bf16", "fp16")
@@ -189,6 +190,9 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--resume", default=None, metavar="PATH|auto",
                    help="continue training from a checkpoint; 'auto' = the newest one in --output "
                         "(starts fresh if there is none); with -e: the weights to evaluate")
+    g.add_argument("--resume-override", action="store_true",
+                   help="accept options that change the data order or the step count (batch size, image size, "
+                        "number of processes) when resuming; the run then continues, but not bit-identically")
     g.add_argument("-e", "--evaluate", action="store_true",
                    help="only evaluate (--resume/--weights PATH) on DATA/val")
     g.add_argument("--save-every-steps", type=int, default=0, metavar="N",
@@ -355,8 +359,44 @@ def _is_alias(key: str, action: argparse.Action) -> bool:
 
 
 def write_config(args: argparse.Namespace, path: str | os.PathLike) -> None:
+    """Write the resolved configuration to ``path`` (``config.yaml``). When the file holds another one (a run
+    resumed with changed options), the change is appended to ``config_history.yaml`` beside it first, so the
+    run's directory tells every configuration it trained with."""
+    path = Path(path)
     data = config_to_yaml_dict(args)
-    Path(path).write_text(yaml.safe_dump(data, sort_keys=False))
+    if path.is_file():
+        previous = yaml.safe_load(path.read_text()) or {}
+        changed = {key: [previous.get(key), value] for key, value in data.items() if previous.get(key) != value}
+        if changed:
+            history = path.with_name(CONFIG_HISTORY)
+            entry = [{"time": datetime.now().isoformat(timespec="seconds"), "changed": changed}]
+            with open(history, "a") as f:
+                f.write(yaml.safe_dump(entry, sort_keys=False))
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+
+
+# Options that fix which images each step sees and how many steps an epoch has: changing them on resume
+# breaks the bit-identical continuation, so it needs --resume-override. Others (lr, epochs, workers, ...)
+# may change freely; the change is logged and kept in config_history.yaml.
+RESUME_LOCKED_OPTIONS = ("batch-size", "img-size", "val-resize", "augment", "min-crop-scale", "hflip",
+                         "crop-padding", "random-erasing", "seed")
+CONFIG_HISTORY = "config_history.yaml"
+RESUME_META_OPTIONS = ("resume", "resume-override", "output", "config", "debug")   # say how to run, not what
+NORMALISATION_DEFAULTS = {"mean": IMAGENET_MEAN, "std": IMAGENET_STD}
+
+
+def resume_changes(recorded: Mapping[str, Any], current: Mapping[str, Any]) -> tuple[dict, dict]:
+    """(locked, free): the options whose values differ between a checkpoint's recorded configuration and
+    this run's, as ``{key: (old, new)}``, split by :data:`RESUME_LOCKED_OPTIONS`. Keys the checkpoint does
+    not record are left out."""
+    locked, free = {}, {}
+    for key, new in current.items():
+        old = recorded.get(key, new)
+        if old is None and key in NORMALISATION_DEFAULTS and list(new or ()) == list(NORMALISATION_DEFAULTS[key]):
+            continue  # 'the default' then, the default's numbers (from the checkpoint's recipe) now
+        if old != new and key not in RESUME_META_OPTIONS:
+            (locked if key in RESUME_LOCKED_OPTIONS else free)[key] = (old, new)
+    return locked, free
 
 
 # ----------------------------------------------------------------------------------------- option checks

@@ -210,3 +210,23 @@ def test_an_explicit_lr_on_resume_replaces_the_runs(image_folder, tmp_path, capl
     assert "the schedule continues from base learning rate 0.0003125 (the run had 0.0015625)" in caplog.text
     rows = read_metrics(out / "metrics.jsonl")
     assert rows[0]["lr"] == pytest.approx(0.05 * 8 / 256) and rows[1]["lr"] == pytest.approx(0.01 * 8 / 256)
+
+
+# ------------------------------------------------------------------------- a changed configuration on resume
+
+def test_resuming_with_another_batch_size_is_refused_unless_overridden(image_folder, tmp_path, capsys, caplog):
+    import yaml
+    out = tmp_path / "run"
+    assert run_main([image_folder, *RUN, "--output", out]) == EXIT_OK
+    before = _digest(out)
+    changed = [image_folder, *SMALL_RUN, "-a", "resnet18", "--epochs", "2", "--output", out, "--resume", "auto",
+               "-b", "16", "--img-size", "24"]
+    _fails(changed, capsys, "batch-size 8 -> 16", "img-size 32 -> 24", "--resume-override")
+    assert _digest(out) == before   # nothing saved is touched
+    with caplog.at_level("INFO"):
+        assert run_main([*changed, "--resume-override", "--lr", "0.2"]) == EXIT_OK
+    assert "no longer bit-identical" in caplog.text
+    assert "resumed with changed options: epochs 1 -> 2, lr 0.1 -> 0.2\n" in caplog.text
+    (entry,) = yaml.safe_load((out / "config_history.yaml").read_text())
+    assert entry["changed"]["batch-size"] == [8, 16] and entry["changed"]["lr"] == [0.1, 0.2]
+    assert yaml.safe_load((out / "config.yaml").read_text())["batch-size"] == 16

@@ -316,3 +316,14 @@ def test_files_from_a_newer_ecanet_are_refused(small_run, tmp_path, what):
         (path / "config.json").write_text(json.dumps(config))
     with pytest.raises(CheckpointError, match="Upgrade ecanet"):
         ecanet.load_model(path)
+
+
+def test_a_resumed_run_keeps_its_kernel_sizes_without_repeating_them(image_folder, tmp_path):
+    """Resuming with only --resume auto (no -a, no --ksize): the network is the checkpoint's, kernel sizes too."""
+    out = tmp_path / "run"
+    assert run_main([image_folder, *SMALL_RUN, "-a", "eca_resnet18", "--ksize", "3577", "--epochs", "1",
+                     "--output", out]) == EXIT_OK
+    assert run_main([image_folder, *SMALL_RUN, "--epochs", "2", "--output", out, "--resume", "auto"]) == EXIT_OK
+    saved = torch.load(out / "last.pth", weights_only=True)
+    assert saved["epoch"] == 2 and saved["arch"] == "eca_resnet18"
+    assert sorted(set(saved["eca_kernel_sizes"].values())) == [3, 5, 7]
