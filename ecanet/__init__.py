@@ -8,9 +8,10 @@ The public API::
     model = ecanet.load_model("eca_resnet50_k3557.pth.tar")      # a network with its weights, from a file
     layer = ecanet.EcaModule(256)                                # ECA for your own network
 
-Submodules: :mod:`ecanet.models` (the networks), :mod:`ecanet.checkpoint`, :mod:`ecanet.config`,
-:mod:`ecanet.data`, :mod:`ecanet.engine`, :mod:`ecanet.distributed`, :mod:`ecanet.optim`,
-:mod:`ecanet.metrics`, :mod:`ecanet.flops`.
+Submodules: :mod:`ecanet.models` (the networks), :mod:`ecanet.checkpoint` (checkpoint and export-folder
+formats), :mod:`ecanet.recipe` (what a checkpoint records about its network and preprocessing),
+:mod:`ecanet.export` (ONNX), :mod:`ecanet.config`, :mod:`ecanet.data`, :mod:`ecanet.engine`,
+:mod:`ecanet.distributed`, :mod:`ecanet.optim`, :mod:`ecanet.metrics`, :mod:`ecanet.flops`.
 """
 import importlib as _importlib
 
