@@ -15,12 +15,14 @@ or a full disk during a save never damages the previous checkpoint.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import logging
 import math
 import os
 import pickle
 import re
+import shutil
 import tempfile
 import zipfile
 from dataclasses import dataclass, replace
@@ -49,6 +51,7 @@ CHECKPOINT_VERSION = 2   # 2: checkpoints record a recipe; best.pth holds no tra
 WRAPPER_PREFIXES = ("module.", "_orig_mod.")  # DataParallel/DDP, torch.compile
 SHOW_KEYS = 5  # how many offending keys an error message names
 FILE_MODE = 0o666  # before the umask, as open() creates files
+LOW_DISK_BYTES = 16 * 2**20   # below this much free space a failed save is put down to a full disk
 
 
 class CheckpointSaveError(RuntimeError):
@@ -395,8 +398,17 @@ def _atomic_file(path: Path) -> Iterator[BinaryIO]:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp_name)
         if isinstance(exc, (OSError, RuntimeError)):
-            raise CheckpointSaveError(f"could not write checkpoint {path}: {exc}") from exc
+            raise CheckpointSaveError(f"could not write checkpoint {path}: {_save_failure(exc, path.parent)}") from exc
         raise
+
+
+def _save_failure(exc: BaseException, directory: Path) -> str:
+    """Why a save failed, in words: torch reports a full disk as its writer's internal "enforce fail"."""
+    free = shutil.disk_usage(directory).free if directory.exists() else None
+    full = (isinstance(exc, OSError) and exc.errno == errno.ENOSPC) or "file write failed" in str(exc)
+    if full or (free is not None and free < LOW_DISK_BYTES):
+        return f"the disk holding {directory} is full ({(free or 0) / 2**20:,.0f} MiB free)"
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
 
 
 def _umask() -> int:

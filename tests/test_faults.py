@@ -230,3 +230,20 @@ def test_resuming_with_another_batch_size_is_refused_unless_overridden(image_fol
     (entry,) = yaml.safe_load((out / "config_history.yaml").read_text())
     assert entry["changed"]["batch-size"] == [8, 16] and entry["changed"]["lr"] == [0.1, 0.2]
     assert yaml.safe_load((out / "config.yaml").read_text())["batch-size"] == 16
+
+
+def test_a_full_disk_is_named_as_such_not_in_torchs_words(image_folder, tmp_path, monkeypatch, capsys):
+    """torch reports a full disk as '[enforce fail at inline_container.cc] ... file write failed'."""
+    import torch
+    from ecanet.errors import EXIT_SAVE_FAILED
+
+    def full_disk(obj, f, *args, **kwargs):
+        raise RuntimeError("[enforce fail at inline_container.cc:778] . PytorchStreamWriter failed writing file "
+                           "data/0: file write failed")
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    out = tmp_path / "run"
+    assert run_main([image_folder, *RUN, "--output", out]) == EXIT_SAVE_FAILED
+    err = capsys.readouterr().err
+    assert f"the disk holding {out} is full" in err and "enforce fail" not in err and "Traceback" not in err
+    assert not list(out.glob("*.pth")) and not list(out.glob(".*.tmp"))
