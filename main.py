@@ -76,8 +76,11 @@ def run(args: Any) -> int:
     try:
         runtime.setup_logging(info, args.debug)
         resume_path, resume_obj, recipe = None, None, None
+        model, path = None, None
         if args.evaluate:  # the file's recipe says how to preprocess its inputs
-            recipe = ckpt.read_recipe(checkpoint_to_evaluate(args))
+            path = checkpoint_to_evaluate(args)
+            model = ckpt.load_model(path, arch=args.arch, strict_arch=args.arch is not None, eca_impl=args.eca_impl)
+            recipe = model.recipe
         else:  # the run's seed and network come from the checkpoint it continues
             recipe = ckpt.read_recipe(args.weights) if args.weights else None
             resume_path = ckpt.find_run_checkpoint(args.resume, Path(args.output) if args.output else None)
@@ -108,7 +111,7 @@ def run(args: Any) -> int:
         with logging_redirect_tqdm():
             if cfg.evaluate:
                 runtime.seed_everything(cfg.seed, cfg.deterministic)
-                return evaluate_checkpoint(cfg, info, precision)
+                return evaluate_checkpoint(cfg, info, precision, model, path)
             return train(cfg, info, precision, resume_path, resume_obj, recipe)
     finally:
         dist.cleanup(info)
@@ -151,11 +154,9 @@ def log_recipe_use(cfg: config.Config, recipe: Any) -> None:
              cfg.mean, cfg.std)
 
 
-def evaluate_checkpoint(cfg: config.Config, info: Any, precision: Any) -> int:
-    """``-e``: top-1/top-5/loss/images per second of any checkpoint on DATA/val, preprocessed as its recipe
-    says unless options override it."""
-    path = checkpoint_to_evaluate(cfg)
-    model = ckpt.load_model(path, arch=cfg.arch, strict_arch=cfg.arch is not None, eca_impl=cfg.eca_impl)
+def evaluate_checkpoint(cfg: config.Config, info: Any, precision: Any, model: Any, path: Path) -> int:
+    """``-e``: top-1/top-5/loss/images per second of the checkpoint at ``path`` (``model``, loaded) on
+    DATA/val, preprocessed as its recipe says unless options override it."""
     if cfg.ksize is not None:
         log.info("-e: the ECA kernel sizes are read off the weights; --ksize %s is not used", cfg.ksize)
     data = data_lib.build_data_from_config(cfg, info, evaluate_only=True)

@@ -67,8 +67,8 @@ def verify_onnx(model: nn.Module, path: str | Path, images: torch.Tensor) -> flo
     above :data:`ONNX_TOLERANCE`."""
     import onnxruntime
 
-    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    onnx_logits = torch.from_numpy(session.run(["logits"], {"images": images.numpy()})[0])
+    runner = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    onnx_logits = torch.from_numpy(runner.run(["logits"], {"images": images.numpy()})[0])
     with torch.no_grad():
         torch_logits = set_eca_impl(copy.deepcopy(model), "plain").eval()(images)
     difference = float((onnx_logits - torch_logits).abs().max())

@@ -4,7 +4,7 @@
 #   2. scripts/prepare_fashion_mnist.py -> data/fashion-mnist-demo/{train,val}/<class>/*.png (idempotent):
 #      the first DEMO_TRAIN_IMAGES of the 60,000 training images, all 10,000 test images
 #   3. main.py with configs/fashion_mnist_cpu.yaml: one epoch on those images, evaluation on the 10,000
-# Sized for the slowest 2-core machines: the full training set took 16 min there; a third of it takes about 6.
+# Sized for the slowest 2-core machines: the full training set took 16 min on an AVX2-only one (docs/results.md).
 set -euo pipefail
 PY=${PY:-.venv/bin/python}
 SOURCE=/usr/share/datasets/fashion-mnist

@@ -119,7 +119,7 @@ def _start_in_its_own_group(argv):
     from conftest import ROOT
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": str(torch.get_num_threads())}
     return subprocess.Popen([sys.executable, str(ROOT / "main.py"), *map(str, argv)], stderr=subprocess.PIPE,
-                            text=True, cwd=ROOT, env=env, start_new_session=True)
+                            text=True, cwd=ROOT, env=env, preexec_fn=os.setpgrp)
 
 
 @pytest.mark.slow

@@ -177,8 +177,8 @@ def test_the_export_command_writes_onnx_that_onnxruntime_agrees_with(small_run, 
     from ecanet.export import ONNX_TOLERANCE
     model = ecanet.load_model(out, eca_impl="plain")
     images = torch.randn(3, 3, 24, 24)   # a batch size other than the export's example: the batch is dynamic
-    session = onnxruntime.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
-    logits = torch.from_numpy(session.run(["logits"], {"images": images.numpy()})[0])
+    runner = onnxruntime.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
+    logits = torch.from_numpy(runner.run(["logits"], {"images": images.numpy()})[0])
     with torch.no_grad():
         assert (logits - model(images)).abs().max() < ONNX_TOLERANCE
 
