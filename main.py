@@ -23,7 +23,8 @@ from typing import Any, Mapping, Sequence
 from ecanet import config
 from ecanet import signals as stop_signals
 from ecanet.constants import IMAGENET_MEAN, IMAGENET_STD
-from ecanet.errors import EXIT_DIVERGED, EXIT_OK, EXIT_PREEMPTED, EXIT_SAVE_FAILED, ConfigError, UserError
+from ecanet.errors import (EXIT_DIVERGED, EXIT_OK, EXIT_PREEMPTED, EXIT_SAVE_FAILED, ConfigError, UserError,
+                           print_error)
 from ecanet.lazy import lazy_import
 
 # Imported on first use, so that `--help` answers before torch has loaded.
@@ -66,7 +67,7 @@ def main(argv: Sequence[str] | None = None, defaults: Mapping[str, Any] | None =
 def _report(exc: BaseException, debug: bool, code: int, fix: str = "") -> int:
     if debug:
         log.exception("error (exit code %d)", code)
-    print(f"error: {exc}" + (f" {fix}" if fix else ""), file=sys.stderr, flush=True)
+    print_error(f"{exc} {fix}")
     return code
 
 
@@ -238,37 +239,42 @@ def train(cfg: config.Config, info: Any, precision: Any, resume_path: Path | Non
                  state.position.global_step, state.best_top1)
     del resume_obj
     run_dir = Path(cfg.output)  # made only now: a run that fails its input checks leaves nothing behind
-    lock = ckpt.claim_run_dir(run_dir, info)  # one run per directory; leftovers of interrupted saves removed
-    if info.is_main:
-        config.write_config(cfg, run_dir / "config.yaml")
-    run_log = runtime.add_run_log(run_dir, info)
-    metrics = metrics_lib.MetricsLogger(run_dir, enabled=info.is_main)
-    log.info("%s: %s parameters, ECA kernel sizes %s; %d train / %d val images, %d classes; %d process(es) "
-             "x batch %d = %d, lr %.4g; run directory %s", cfg.arch, f"{models.count_parameters(state.model):,}",
-             ckpt.NetworkSpec(cfg.arch, data.num_classes, models.eca_kernel_sizes(state.model)).kernel_string or "-",
-             data.train_size, data.val_size, data.num_classes, info.world_size, cfg.batch_size,
-             cfg.batch_size * info.world_size, state.scheduler.base_lrs[0], run_dir)
-    if rng_states:
-        ckpt.restore_rng_state(rng_states[info.rank])
-    run = ckpt.RunRecord(recipe_lib.Recipe(cfg.arch, data.num_classes, models.eca_kernel_sizes(state.model),
-                                           cfg.img_size, cfg.val_resize, mean=tuple(cfg.mean or IMAGENET_MEAN),
-                                           std=tuple(cfg.std or IMAGENET_STD), classes=tuple(data.classes)),
-                         cfg.seed, info.world_size, config.config_to_yaml_dict(cfg))
-    preemption = dist.PreemptionHandler(info).install()
+    claim = ckpt.claim_run_dir(run_dir, info)  # one run per directory; leftovers of interrupted saves removed
+    first_step, undo = state.position.global_step, False
+    preemption, metrics, run_log = dist.PreemptionHandler(info), None, None
     try:
+        if info.is_main:
+            config.write_config(cfg, run_dir / "config.yaml")
+        run_log = runtime.add_run_log(run_dir, info)
+        metrics = metrics_lib.MetricsLogger(run_dir, enabled=info.is_main)
+        log.info("%s: %s parameters, ECA kernel sizes %s; %d train / %d val images, %d classes; %d process(es) "
+                 "x batch %d = %d, lr %.4g; run directory %s", cfg.arch, f"{models.count_parameters(state.model):,}",
+                 ckpt.NetworkSpec(cfg.arch, data.num_classes, models.eca_kernel_sizes(state.model)).kernel_string
+                 or "-", data.train_size, data.val_size, data.num_classes, info.world_size, cfg.batch_size,
+                 cfg.batch_size * info.world_size, state.scheduler.base_lrs[0], run_dir)
+        if rng_states:
+            ckpt.restore_rng_state(rng_states[info.rank])
+        run = ckpt.RunRecord(recipe_lib.Recipe(cfg.arch, data.num_classes, models.eca_kernel_sizes(state.model),
+                                               cfg.img_size, cfg.val_resize, mean=tuple(cfg.mean or IMAGENET_MEAN),
+                                               std=tuple(cfg.std or IMAGENET_STD), classes=tuple(data.classes)),
+                             cfg.seed, info.world_size, config.config_to_yaml_dict(cfg))
+        preemption.install()
         return epoch_loop(cfg, info, state, data, run, run_dir, metrics, preemption)
     except engine.NonFiniteLossError as exc:
         last = run_dir / ckpt.LAST_CHECKPOINT
         exc.last_checkpoint = str(last) if last.exists() else None
         raise
+    except BaseException:
+        undo = state.position.global_step == first_step  # failed before its first step: leave no debris
+        raise
     finally:
         preemption.uninstall()
-        metrics.close()
+        if metrics is not None:
+            metrics.close()
         if run_log is not None:
             logging.getLogger().removeHandler(run_log)
             run_log.close()
-        if lock is not None:
-            lock.release()
+        claim.release(undo=undo)
 
 
 def epoch_loop(cfg: config.Config, info: Any, state: Any, data: Any, run: Any, run_dir: Path, metrics: Any,

@@ -39,7 +39,7 @@ from .distributed import DistInfo, all_gather_objects, any_rank
 from .constants import IMAGENET_IMG_SIZE, IMAGENET_MEAN, IMAGENET_STD, IMAGENET_VAL_RESIZE
 from .errors import CheckpointError, UserError
 from .recipe import Recipe
-from .runlock import RunLock
+from .runlock import RunDirSnapshot, RunLock
 
 if TYPE_CHECKING:
     from .engine import TrainState
@@ -77,13 +77,41 @@ def read_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> Any:
                               f"being written. Use an earlier checkpoint.")
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        refused = _weights_only_refusal(exc)
+        if refused is None:
+            raise CheckpointError(_unreadable_message(path, exc)) from exc
+        raise CheckpointError(
+            f"{path} holds Python objects that torch.load(weights_only=True) refuses ({refused}). ecanet never "
+            f"unpickles anything but tensors and plain containers, because unpickling can run code stored in the "
+            f"file. If you trust the file and where it came from, convert it once: load it with "
+            f"torch.load(PATH, weights_only=False) and save its state_dict with torch.save; then pass the new "
+            f"file.") from None
     except (zipfile.BadZipFile, EOFError, pickle.UnpicklingError, RuntimeError, ValueError, OSError,
             AttributeError, KeyError, IndexError, TypeError) as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(
-            f"{path} is not a readable PyTorch checkpoint ({reason[:200]}). It may be truncated (an "
+        raise CheckpointError(_unreadable_message(path, exc)) from exc
+
+
+# torch's refusal starts with this, and names the refused callable or class as "GLOBAL module.name"
+_WEIGHTS_ONLY_REFUSAL = "Weights only load failed"
+_REFUSED_GLOBAL = re.compile(r"GLOBAL ([\w.]+)")
+
+
+def _weights_only_refusal(exc: BaseException) -> str | None:
+    """What ``torch.load(weights_only=True)`` refused (``it refers to posix.system``), or None when ``exc``
+    is another unpickling error."""
+    text = str(exc)
+    if _WEIGHTS_ONLY_REFUSAL not in text:
+        return None
+    found = _REFUSED_GLOBAL.search(text)
+    return f"it refers to {found.group(1)}" if found else "an object that is neither a tensor nor a plain container"
+
+
+def _unreadable_message(path: Path, exc: BaseException) -> str:
+    reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return (f"{path} is not a readable PyTorch checkpoint ({reason[:200]}). It may be truncated (an "
             f"interrupted copy or download) or a different kind of file. Re-download or re-copy it, or "
-            f"point --resume/--weights at another checkpoint.") from exc
+            f"point --resume/--weights at another checkpoint.")
 
 
 def strip_wrapper_prefixes(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -716,13 +744,30 @@ def check_kernel_sizes_agree(arch: str, k_size: object, recipe: Recipe, source: 
                               f"Drop --ksize to use the file's kernel sizes, or pass --ksize {file_k}.")
 
 
-def claim_run_dir(run_dir: Path, info: DistInfo) -> "RunLock | None":
+@dataclass
+class RunClaim:
+    """A run's hold on its directory (:func:`claim_run_dir`): the lock (rank 0) and what the directory held."""
+
+    lock: RunLock | None
+    snapshot: RunDirSnapshot | None
+
+    def release(self, undo: bool = False) -> None:
+        """Release the lock; ``undo``: first put the directory back as it was claimed (a run that failed
+        before its first step leaves no debris)."""
+        if undo and self.snapshot is not None:
+            self.snapshot.restore()
+        if self.lock is not None:
+            self.lock.release()
+
+
+def claim_run_dir(run_dir: Path, info: DistInfo) -> RunClaim:
     """Create ``run_dir`` and lock it for this run (rank 0 holds the lock for all ranks), then remove the
     temporary files of saves that an earlier process did not finish (killed mid-write). Every rank raises
-    the same :class:`~ecanet.errors.ConfigError` when the directory cannot be made or another run holds it.
+    the same :class:`~ecanet.errors.CheckpointError` when the directory cannot be made or another run holds it.
     """
-    error, lock = None, None
+    error, lock, snapshot = None, None, None
     if info.is_main:
+        existed = run_dir.exists()
         try:
             try:
                 run_dir.mkdir(parents=True, exist_ok=True)
@@ -733,11 +778,15 @@ def claim_run_dir(run_dir: Path, info: DistInfo) -> "RunLock | None":
             for leftover in sorted(run_dir.glob(".*.pth.*.tmp")):
                 log.warning("removing %s, left by a save that did not finish", leftover)
                 leftover.unlink(missing_ok=True)
+            snapshot = RunDirSnapshot(run_dir, existed)
         except (UserError, OSError) as exc:
             error = str(exc) if isinstance(exc, UserError) else (
-                f"cannot use the run directory {run_dir} ({exc}). Pass an --output in a writable place.")
+                f"cannot use the run directory {run_dir} ({exc.strerror or exc}). Pass an --output in a "
+                f"writable place.")
+            if lock is not None:
+                lock.release()
+            if not existed:
+                shutil.rmtree(run_dir, ignore_errors=True)
     if any_rank(error is not None, info):
-        if lock is not None:
-            lock.release()
         raise CheckpointError(error or f"rank 0 could not claim the run directory {run_dir}")
-    return lock
+    return RunClaim(lock, snapshot)

@@ -318,6 +318,8 @@ def evaluate(model: nn.Module, loader: Iterable, info: DistInfo, precision: Prec
 
     ``model`` should be the unwrapped network: evaluation runs no collective per batch, so ranks may
     hold different numbers of batches (the validation set need not divide by the world size).
+    Rows flagged unreadable hold a stand-in image and are left out; more than
+    :data:`~ecanet.data.MAX_BAD_IMAGE_FRACTION` of them is a :class:`~ecanet.errors.DataError`.
     """
     device = info.device
     criterion = criterion if criterion is not None else nn.CrossEntropyLoss()
@@ -326,19 +328,30 @@ def evaluate(model: nn.Module, loader: Iterable, info: DistInfo, precision: Prec
     skipped = 0
     t0 = time.perf_counter()
     batches = tqdm(loader, desc=desc, dynamic_ncols=True, leave=False) if _use_tqdm(info) else loader
-    for images, target, skipped_batch in batches:
+    for images, target, unreadable in batches:
+        flagged = unreadable.bool()                                     # (B,) on the CPU: no device sync
+        if bool(flagged.any()):  # the row of an unreadable image holds another image: leave it out
+            skipped += int(flagged.sum())
+            keep = (~flagged).nonzero().squeeze(1)                      # (B - skipped,)
+            if len(keep) == 0:
+                continue
+            images, target = images[keep.to(images.device)], target[keep.to(target.device)]
         images, target = precision.to_device(images, target, device)
         with precision.autocast(device):
             logits = model(images)
         loss = criterion(logits.float(), target)
         totals.update(loss, logits, target)
-        skipped += int(skipped_batch.sum())
     packed = torch.cat([totals.loss_sum.view(1), totals.correct.double(),
                         torch.tensor([totals.count, skipped], dtype=torch.float64, device=device)])
     loss_sum, correct1, correct5, count, skipped_all = all_reduce_sum(packed, info).tolist()
     seconds = time.perf_counter() - t0
-    count = int(count)
+    count, skipped_all = int(count), int(skipped_all)
+    if skipped_all > MAX_BAD_IMAGE_FRACTION * (count + skipped_all):
+        raise DataError(f"{skipped_all} of the {count + skipped_all} validation images are unreadable, more "
+                        f"than {MAX_BAD_IMAGE_FRACTION:.0%} (the warnings above name them): the figures would "
+                        f"not describe the validation set. Fix or remove the broken files and run again; "
+                        f"checkpoints already saved are intact.")
     if count == 0:
-        return EvalResult(math.nan, math.nan, math.nan, 0, seconds, int(skipped_all))
+        return EvalResult(math.nan, math.nan, math.nan, 0, seconds, skipped_all)
     return EvalResult(loss_sum / count, 100.0 * correct1 / count, 100.0 * correct5 / count, count, seconds,
-                      int(skipped_all))
+                      skipped_all)

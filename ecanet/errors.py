@@ -6,6 +6,9 @@ paragraph naming the problem and the fix, and exits with :data:`EXIT_USAGE`, wit
 """
 from __future__ import annotations
 
+import re
+import sys
+
 EXIT_OK = 0
 EXIT_FAILURE = 1      # an unexpected error (a bug, or the environment): traceback printed
 EXIT_USAGE = 2        # bad input: options, data, checkpoint (argparse uses 2 as well)
@@ -32,3 +35,22 @@ class DataError(UserError):
 
 class CheckpointError(UserError):
     """A file that is not a checkpoint, is truncated, or does not fit the requested network."""
+
+
+_ANSI_SEQUENCE = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")  # terminal colour and style codes (CSI sequences)
+_CONTROL_CHARACTER = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+
+
+def one_paragraph(message: str) -> str:
+    """``message`` as one printable paragraph: terminal escape codes (torch bolds parts of some messages)
+    removed, line breaks and tabs turned into spaces, other control characters (in a file name, say)
+    shown as ``\\xNN``, runs of spaces collapsed."""
+    text = _ANSI_SEQUENCE.sub("", message)
+    text = _CONTROL_CHARACTER.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+    return " ".join(text.split())
+
+
+def print_error(message: str) -> None:
+    """Print ``error: <message>`` to stderr as one paragraph (:func:`one_paragraph`): how every ecanet
+    command line reports a :class:`UserError`."""
+    print("error: " + one_paragraph(message), file=sys.stderr, flush=True)

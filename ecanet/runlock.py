@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import shutil
 import socket
 from pathlib import Path
 
@@ -50,3 +51,41 @@ class RunLock:
 
     def __exit__(self, *exc: object) -> None:
         self.release()
+
+
+# Files a run rewrites as a whole at its start (the rest it only appends to, or creates).
+REWRITTEN_AT_START = ("config.yaml", "config_history.yaml")
+
+
+class RunDirSnapshot:
+    """What a run directory held when a run claimed it, so that a run that fails before its first step can
+    leave it as it found it: files it created removed, files it appended to cut back, files it rewrote
+    restored; a directory the run created is removed whole."""
+
+    def __init__(self, run_dir: Path, existed: bool) -> None:
+        self.run_dir, self.existed = Path(run_dir), existed
+        self.sizes: dict[Path, int] = {}
+        self.contents: dict[Path, bytes] = {}
+        if existed:
+            for path in self._files():
+                self.sizes[path] = path.stat().st_size
+                if path.name in REWRITTEN_AT_START:
+                    self.contents[path] = path.read_bytes()
+
+    def _files(self) -> list[Path]:
+        return [p for p in self.run_dir.rglob("*") if p.is_file() and not p.is_symlink()]
+
+    def restore(self) -> None:
+        if not self.existed:
+            shutil.rmtree(self.run_dir, ignore_errors=True)
+            return
+        for path in self._files():
+            if path not in self.sizes:
+                path.unlink(missing_ok=True)
+            elif path in self.contents:
+                path.write_bytes(self.contents[path])
+            elif path.stat().st_size > self.sizes[path]:
+                os.truncate(path, self.sizes[path])
+        for folder in sorted((p for p in self.run_dir.rglob("*") if p.is_dir()), reverse=True):
+            if not any(folder.iterdir()) and not any(f.is_relative_to(folder) for f in self.sizes):
+                folder.rmdir()

@@ -19,7 +19,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ecanet.constants import DEFAULT_ONNX_OPSET  # noqa: E402
-from ecanet.errors import EXIT_OK, UserError  # noqa: E402
+from ecanet.errors import EXIT_OK, UserError, print_error  # noqa: E402
 from ecanet.lazy import lazy_import  # noqa: E402
 
 torch = lazy_import("torch")
@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return run(args)
     except UserError as error:
-        print(f"error: {error}", file=sys.stderr)
+        print_error(str(error))
         return error.exit_code
 
 

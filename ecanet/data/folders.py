@@ -2,8 +2,16 @@
 
 Every training sample's augmentation is seeded by (run seed, epoch, sample index) (:func:`sample_seed`),
 not by which worker happens to load it, so an epoch's crops are a pure function of (seed, epoch).
-Unreadable images are skipped (the next image stands in, so batch shapes never change) with a warning
-naming the file; the count travels with every sample so the trainer can report it per epoch.
+What counts as a sample: files with an image extension that are regular files, found below each class
+folder (:func:`scan_class_folder`). Links are followed, except a link back to a folder above it (a loop,
+which would repeat the folder's images under one label without end): that is reported and not followed.
+Special files (FIFOs, sockets, devices; reading a FIFO would block forever) and dangling links are
+skipped with a warning.
+
+An image that cannot be decoded, whatever the decoder raises, is unreadable: a warning names the file,
+the next readable image stands in for it (so batch shapes never change) and the sample is flagged. The
+flag travels with every sample: training counts it against the 1% limit, and evaluation leaves the
+flagged row out of its metrics, so a stand-in is never counted twice.
 """
 from __future__ import annotations
 
@@ -12,6 +20,7 @@ import functools
 import io
 import logging
 import os
+import stat
 import sys
 import threading
 from pathlib import Path
@@ -59,7 +68,10 @@ def seeded_cpu_rng(seed: int) -> Iterator[None]:
 
 # ------------------------------------------------------------------------------------------------ datasets
 
-UNREADABLE_ERRORS = (OSError, UnidentifiedImageError, ValueError, SyntaxError)  # what PIL raises for broken files
+# Any exception raised while turning a file into pixels means the file is unreadable. PIL raises far more
+# than OSError for broken or hostile files (SyntaxError, ValueError, struct.error, IndexError, TypeError,
+# DecompressionBombError, ...), and which ones depends on the format plug-in, so no list of types is kept.
+UNREADABLE_ERRORS = (Exception,)
 
 
 def load_readable(dataset: datasets.DatasetFolder, index: int, read: Callable[[str], Any]) -> tuple[Any, int, int]:
@@ -72,12 +84,100 @@ def load_readable(dataset: datasets.DatasetFolder, index: int, read: Callable[[s
             return read(path), target, int(offset > 0)
         except UNREADABLE_ERRORS as exc:
             if offset == 0:
-                log.warning("skipping unreadable image %s (%s)", path, exc)
+                log.warning("skipping unreadable image %s (%s: %s)", path, type(exc).__name__, exc)
     raise DataError(f"{MAX_SKIPPED_PER_SAMPLE} unreadable images in a row in {dataset.root} (from "
                     f"{dataset.samples[index][0]}). The dataset looks damaged; check or re-extract it.")
 
 
-class RobustImageFolder(datasets.ImageFolder):
+def _image_extension(name: str) -> bool:
+    return name.lower().endswith(datasets.folder.IMG_EXTENSIONS)
+
+
+def _walk_following_links(top: str) -> Iterator[tuple[str, list[str]]]:
+    """``(folder, regular file names)`` for ``top`` and every folder below it, links followed except links
+    to a folder above the one they are in (up to the filesystem root): loops.
+
+    Written out instead of ``os.walk(followlinks=True)`` (what torchvision uses), which follows a link to a
+    folder above it again and again, and lists FIFOs and dangling links as files.
+    """
+    pending = [(top, frozenset(_folder_id(folder) for folder in _folders_above(top)))]
+    while pending:
+        folder, above = pending.pop()
+        try:
+            entries = sorted(os.scandir(folder), key=lambda e: e.name)
+        except OSError as exc:
+            raise DataError(f"cannot list the folder {folder} ({exc.strerror or exc}). Make the dataset readable "
+                            f"(e.g. chmod -R u+rX on it) or remove that folder.") from None
+        files = []
+        for entry in entries:
+            try:
+                mode = os.stat(entry.path).st_mode  # follows links
+            except OSError as exc:
+                if _image_extension(entry.name):
+                    log.warning("skipping %s: %s (a link to nothing?)", entry.path, exc.strerror or exc)
+                continue
+            if stat.S_ISDIR(mode):
+                folder_id = _folder_id(entry.path)
+                if folder_id in above:
+                    log.warning("not following %s: it links back to %s, a folder above it (a link loop)",
+                                entry.path, os.path.realpath(entry.path))
+                    continue
+                pending.append((entry.path, above | {folder_id}))
+            elif stat.S_ISREG(mode):
+                files.append(entry.name)
+            elif _image_extension(entry.name):
+                log.warning("skipping %s: not a regular file (a FIFO, socket or device)", entry.path)
+        yield folder, files
+
+
+def _folders_above(path: str) -> Iterator[str]:
+    """``path`` and every folder above it, up to the filesystem root (links resolved)."""
+    folder = os.path.realpath(path)
+    while True:
+        yield folder
+        parent = os.path.dirname(folder)
+        if parent == folder:
+            return
+        folder = parent
+
+
+def _folder_id(path: str) -> tuple[int, int]:
+    st = os.stat(path)
+    return st.st_dev, st.st_ino
+
+
+def scan_class_folder(directory: str, class_to_idx: dict[str, int], extensions: Any = None,
+                      is_valid_file: Any = None, allow_empty: bool = False) -> list[tuple[str, int]]:
+    """``(path, class index)`` of every image below ``directory/<class>``, in torchvision's order.
+
+    A drop-in for ``DatasetFolder.make_dataset`` (same arguments and order: folders sorted by path, files by
+    name) that walks with :func:`_walk_following_links`. Raises ``FileNotFoundError`` for a class without
+    images, as torchvision does.
+    """
+    def keep(path: str) -> bool:
+        return is_valid_file(path) if is_valid_file is not None else \
+            path.lower().endswith(extensions or datasets.folder.IMG_EXTENSIONS)
+
+    samples, empty = [], []
+    for name in sorted(class_to_idx):
+        found = [os.path.join(folder, f) for folder, files in sorted(_walk_following_links(
+            os.path.join(directory, name))) for f in sorted(files)]
+        found = [path for path in found if keep(path)]
+        if not found:
+            empty.append(name)
+        samples += [(path, class_to_idx[name]) for path in found]
+    if empty and not allow_empty:
+        raise FileNotFoundError(f"Found no valid file for the classes {', '.join(empty)}.")
+    return samples
+
+
+class SafeScanImageFolder(datasets.ImageFolder):
+    """``ImageFolder`` that lists its samples with :func:`scan_class_folder`: no link loops, no special files."""
+
+    make_dataset = staticmethod(scan_class_folder)
+
+
+class RobustImageFolder(SafeScanImageFolder):
     """``ImageFolder`` whose items are ``(image, target, unreadable)``; unreadable files are skipped
     (:func:`load_readable`).
 
@@ -305,14 +405,18 @@ def build_image_folder(root: Path, split: str, transform: Any = None,
                        make: Callable[[str], datasets.ImageFolder] | None = None) -> datasets.ImageFolder:
     """``root/split`` as a :class:`RobustImageFolder` with ``transform`` (or as ``make(path)``), with the
     errors a user can act on when the folder is missing, has no class folders or no images."""
-    path = check_split_dir(root, split)
+    path = root / split
     try:
+        path = check_split_dir(root, split)
         if make is not None:
             return make(str(path))
         return RobustImageFolder(str(path), transform=transform, loader=pil_rgb_loader)
     except (FileNotFoundError, RuntimeError) as exc:  # torchvision: "Found no valid file for the classes"
         raise DataError(f"{path} holds no images ({str(exc).splitlines()[0]}). Put images with a usual "
                         f"extension (.jpg, .jpeg, .png, ...) into its class folders.") from None
+    except OSError as exc:  # permissions, a class "folder" that is a file, ...: the dataset, not ecanet
+        raise DataError(f"cannot read the dataset folder {exc.filename or path} ({exc.strerror or exc}). Make "
+                        f"it readable (e.g. chmod -R u+rX {root}) and check that it is the dataset.") from None
 
 
 def check_same_classes(train: datasets.ImageFolder, val: datasets.ImageFolder) -> None:

@@ -52,13 +52,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
-from torchvision import datasets
 from torchvision.transforms import RandomResizedCrop
 from torchvision.transforms import functional as TF
 
 from ...config import DEFAULT_GPU_DECODE_THREADS
-from ..folders import (UNREADABLE_ERRORS, RegionDecoder, decode_box, is_decodable_jpeg, load_readable,
-                       pil_rgb_loader, read_file_and_header, seeded_cpu_rng)
+from ..folders import (UNREADABLE_ERRORS, RegionDecoder, SafeScanImageFolder, decode_box, is_decodable_jpeg,
+                       load_readable, pil_rgb_loader, read_file_and_header, seeded_cpu_rng)
 from .slots import BatchSlots, SlotBatch
 
 log = logging.getLogger(__name__)
@@ -158,7 +157,7 @@ def val_crop_plan(width: int, height: int, img_size: int, val_resize: int) -> Cr
     return CropPlan(top, left, img_size, img_size, False, new_h, new_w)
 
 
-class EncodedImageFolder(datasets.ImageFolder):
+class EncodedImageFolder(SafeScanImageFolder):
     """Items are ``(payload, target, unreadable, plan)`` with the (8,) crop plan drawn from the sample's seed
     (:meth:`CropPlan.as_tensor`). For the ``gpu_share`` of the samples whose file is a JPEG nvJPEG decodes,
     the payload is the file's bytes (1-D uint8), to be decoded and cropped on the GPU; for all others it is

@@ -1,0 +1,517 @@
+"""The fault battery: what busy clusters and hostile users throw at a run, one case per row.
+
+Every case states the exit code the run must end with, a fragment of what it must say (the single
+``error:`` paragraph on stderr, or the log for runs that go on), and what becomes of the checkpoint an
+earlier run left in ``--output`` (SHA-256 of the files before and after):
+
+* ``untouched``: every file of the run directory is as it was (a failure before the first step);
+* ``kept``: the checkpoints are as they were (a failure after training steps, which may have logged);
+* ``saved``: the run went on and saved a newer, loadable checkpoint;
+* None: the case starts without an earlier run.
+
+No case may print a traceback, and a run that fails before its first step in a new ``--output`` leaves no
+directory. Cases run ``main.main`` in this process, except those that send real signals to a real process
+group, as SLURM and Kubernetes do. All share one small image folder and one finished run, and train a few
+steps of ResNet-18 on 32x32 images.
+"""
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import pytest
+
+from conftest import ROOT, SMALL_RUN, run_main
+from ecanet.errors import EXIT_DIVERGED, EXIT_OK, EXIT_PREEMPTED, EXIT_SAVE_FAILED, EXIT_USAGE
+
+RUN = [*SMALL_RUN, "-a", "resnet18", "--epochs", "1"]           # 48 training images: 6 steps of 8
+RESUME = [*SMALL_RUN, "-a", "resnet18", "--epochs", "2", "--resume", "auto"]
+
+
+@pytest.fixture(scope="module")
+def finished_run(image_folder, tmp_path_factory) -> Path:
+    """A run directory after one finished epoch: last.pth, best.pth, config.yaml, train.log, metrics."""
+    out = tmp_path_factory.mktemp("finished") / "run"
+    assert run_main([image_folder, *RUN, "--output", out]) == EXIT_OK
+    return out
+
+
+def digest(folder: Path, pattern: str = "*") -> dict[str, str]:
+    """SHA-256 of every file under ``folder`` matching ``pattern`` (the lock file names its holder: left out)."""
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob(pattern)) if p.is_file() and p.name != ".lock"}
+
+
+class Context:
+    """What a case arranges: the data folder (``own_data`` for a copy it may break), the output (a copy of
+    the finished run, or ``fresh_output``), and pytest's monkeypatch."""
+
+    def __init__(self, image_folder: Path, finished: Path, tmp: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.data, self.tmp, self.monkeypatch = image_folder, tmp, monkeypatch
+        self.out = tmp / "run"
+        shutil.copytree(finished, self.out)
+        self.has_previous = True
+
+    def fresh_output(self) -> Path:
+        shutil.rmtree(self.out)
+        self.has_previous = False
+        return self.out
+
+    def own_data(self) -> Path:
+        if self.data.parent != self.tmp:
+            self.data = Path(shutil.copytree(self.data, self.tmp / "data"))
+        return self.data
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    arrange: Callable[[Context], list]        # returns main.py's arguments
+    exit_code: int
+    says: str                                  # a fragment of the error paragraph, or of the log
+    checkpoint: str | None                     # 'untouched', 'kept', 'saved' or None (see the module docstring)
+    signal_to_send: tuple[str, int, str] | None = None   # (log line to wait for, signal, 'group' or 'main')
+    after_steps: bool = False                  # the failure comes after training steps (a run directory stays)
+
+
+# ------------------------------------------------------------------------------------- arranging the cases
+
+def _poison_batchnorm_at_step(ctx: Context, step: int) -> None:
+    """After training step ``step`` of this process, a BatchNorm's running variance becomes inf (what an fp16
+    overflow does): the loss stays finite, so only the check of the buffers can catch it."""
+    import torch
+    from ecanet import engine
+    real_step, calls = engine._backward_and_step, {"n": 0}
+
+    def poisoned(loss, model, *args, **kwargs):
+        real_step(loss, model, *args, **kwargs)
+        calls["n"] += 1
+        if calls["n"] == step:
+            next(m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)).running_var.fill_(float("inf"))
+
+    ctx.monkeypatch.setattr(engine, "_backward_and_step", poisoned)
+
+
+def non_finite_buffers(ctx):
+    _poison_batchnorm_at_step(ctx, 1)
+    return [ctx.data, *RESUME, "--save-every-steps", "1", "--output", ctx.out]
+
+
+def nan_loss_before_any_checkpoint(ctx):
+    import math
+    import torch
+    real_forward = torch.nn.CrossEntropyLoss.forward
+    ctx.monkeypatch.setattr(torch.nn.CrossEntropyLoss, "forward",
+                            lambda self, logits, target: real_forward(self, logits, target) * math.nan)
+    return [ctx.data, *RUN, "--output", ctx.fresh_output()]
+
+
+def read_only_filesystem(ctx, new_run: bool):
+    """The output's filesystem is mounted read-only: creating anything in it fails with EROFS."""
+    output = ctx.fresh_output() if new_run else ctx.out
+    real_mkdir, real_open = Path.mkdir, os.open
+
+    def refuse(path):
+        if Path(path).resolve().is_relative_to(output.resolve()):
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(path))
+
+    def mkdir(self, *args, **kwargs):
+        refuse(self)
+        return real_mkdir(self, *args, **kwargs)
+
+    def open_(path, flags, *args, **kwargs):
+        if flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT):
+            refuse(path)
+        return real_open(path, flags, *args, **kwargs)
+
+    ctx.monkeypatch.setattr(Path, "mkdir", mkdir)
+    ctx.monkeypatch.setattr(os, "open", open_)
+    return [ctx.data, *(RUN if new_run else RESUME), "--output", output]
+
+
+def held_by_another_process(ctx):
+    from ecanet.runlock import RunLock
+    lock = RunLock(ctx.out).acquire()   # flock is per open file: it excludes this process's own second open
+    ctx.monkeypatch.setattr(Context, "lock", lock, raising=False)  # released when the case's context goes
+    return [ctx.data, *RESUME, "--output", ctx.out]
+
+
+def undecodable_training_image(ctx):
+    """One training image that PIL refuses with an error outside OSError: a decompression bomb (pixels over
+    twice ``Image.MAX_IMAGE_PIXELS``), which raises ``DecompressionBombError``."""
+    from PIL import Image
+    data = ctx.own_data()
+    big = sorted((data / "train").rglob("*.jpg"))[5]
+    Image.new("RGB", (64, 64), "white").save(big)
+    ctx.monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 32 * 32 + 1)  # 64 x 64 > 2 x that: a bomb; 32 x 32 is not
+    return [data, *RUN, "--output", ctx.fresh_output()]
+
+
+def special_file(ctx):
+    data = ctx.own_data()
+    os.mkfifo(sorted((data / "train").iterdir())[0] / "pipe.jpg")   # open() would wait for a writer forever
+    return [data, *RUN, "--output", ctx.fresh_output()]
+
+
+def link_loop(ctx):
+    data = ctx.own_data()
+    os.symlink("..", sorted((data / "train").iterdir())[0] / "again")  # train/<class>/again -> train/
+    return [data, *RUN, "--output", ctx.fresh_output()]
+
+
+def _break_validation_image(ctx) -> Path:
+    data = ctx.own_data()
+    broken = sorted((data / "val").rglob("*.jpg"))[2]
+    broken.write_bytes(b"not an image")
+    return data
+
+
+def unreadable_validation_image(ctx):
+    return [_break_validation_image(ctx), *SMALL_RUN, "-e", "--resume", ctx.out / "last.pth"]
+
+
+def unreadable_validation_image_within_limit(ctx):
+    from ecanet import engine
+    ctx.monkeypatch.setattr(engine, "MAX_BAD_IMAGE_FRACTION", 0.5)
+    return [_break_validation_image(ctx), *SMALL_RUN, "-e", "--resume", ctx.out / "last.pth"]
+
+
+def every_training_image_broken(ctx):
+    data = ctx.own_data()
+    for path in (data / "train").rglob("*.jpg"):
+        path.write_bytes(b"broken")
+    return [data, *RESUME, "--output", ctx.out]
+
+
+def killed_save_leftover(ctx):
+    (ctx.out / ".last.pth.k3j2h1.tmp").write_bytes(os.urandom(4096))   # what SIGKILL during a save leaves
+    return [ctx.data, *RESUME, "--output", ctx.out]
+
+
+def full_disk(ctx):
+    import torch
+
+    def disk_full(obj, f, *args, **kwargs):  # how torch reports ENOSPC while writing a checkpoint
+        raise RuntimeError("[enforce fail at inline_container.cc:778] . PytorchStreamWriter failed writing file "
+                           "data/0: file write failed")
+
+    ctx.monkeypatch.setattr(torch, "save", disk_full)
+    return [ctx.data, *RESUME, "--output", ctx.out]
+
+
+def code_on_unpickling(ctx):
+    import torch
+
+    class RunsCode:
+        def __reduce__(self):
+            return (os.system, ("echo this must never run",))
+
+    hostile = ctx.tmp / "hostile.pth"
+    torch.save({"state_dict": {}, "payload": RunsCode()}, hostile)
+    return [ctx.data, *SMALL_RUN, "-e", "--resume", hostile]
+
+
+def truncated_checkpoint(ctx):
+    data = (ctx.out / "last.pth").read_bytes()
+    cut = ctx.tmp / "cut.pth"
+    cut.write_bytes(data[: len(data) // 3])
+    return [ctx.data, *SMALL_RUN, "-e", "--resume", cut]
+
+
+def config_not_text(ctx):
+    config = ctx.tmp / "model.pth"
+    config.write_bytes(bytes(range(256)) * 4)
+    return [ctx.data, "--config", config, *RESUME, "--output", ctx.out]
+
+
+def output_is_a_file(ctx):
+    notes = ctx.tmp / "notes.txt"
+    notes.write_text("keep me")
+    return [ctx.data, *RUN, "--output", notes]
+
+
+def python_process(argv) -> list:
+    return [sys.executable, str(ROOT / "main.py"), *map(str, argv)]
+
+
+CASES = [
+    # stop signals: SLURM and Kubernetes signal the whole process group, DataLoader workers included
+    Case("sigterm-to-process-group-mid-epoch", lambda c: [c.data, *RESUME, "-j", "1", "-p", "1", "--output", c.out],
+         EXIT_PREEMPTED, "SIGTERM received: saving a checkpoint", "saved",
+         signal_to_send=("epoch 2/2 step 2/6", signal.SIGTERM, "group")),
+    Case("sigusr1-to-main-process-mid-epoch", lambda c: [c.data, *RESUME, "-j", "1", "-p", "1", "--output", c.out],
+         EXIT_PREEMPTED, "SIGUSR1 received: saving a checkpoint", "saved",
+         signal_to_send=("epoch 2/2 step 2/6", signal.SIGUSR1, "main")),
+    Case("sigterm-during-start-up", lambda c: [c.data, *RESUME, "--output", c.out],
+         EXIT_PREEMPTED, "SIGTERM received before training started; nothing was saved", "untouched",
+         signal_to_send=("", signal.SIGTERM, "group")),
+    Case("sigkill-during-a-save-leaves-a-temporary-file", killed_save_leftover,
+         EXIT_OK, "left by a save that did not finish", "saved"),
+    # non-finite values never reach a checkpoint, and the messages say only what is true
+    Case("non-finite-batchnorm-buffers", non_finite_buffers,
+         EXIT_DIVERGED, "running_var became NaN/inf", "kept"),
+    Case("nan-loss-before-any-checkpoint", nan_loss_before_any_checkpoint,
+         EXIT_DIVERGED, "No checkpoint of this run exists yet", None),
+    Case("explicit-lr-on-resume", lambda c: [c.data, *RESUME, "--lr", "0.05", "--output", c.out],
+         EXIT_OK, "the schedule continues from base learning rate 0.0015625 (the run had 0.003125)", "saved"),
+    # a changed configuration on resume
+    Case("resume-with-another-batch-size", lambda c: [c.data, *RESUME, "-b", "16", "--output", c.out],
+         EXIT_USAGE, "batch-size 8 -> 16", "untouched"),
+    Case("resume-with-another-image-size", lambda c: [c.data, *RESUME, "--img-size", "24", "--output", c.out],
+         EXIT_USAGE, "img-size 32 -> 24", "untouched"),
+    Case("resume-with-override", lambda c: [c.data, *RESUME, "-b", "16", "--resume-override", "--output", c.out],
+         EXIT_OK, "the run is no longer bit-identical", "saved"),
+    # one run per output directory
+    Case("second-process-on-the-same-output", held_by_another_process,
+         EXIT_USAGE, f"is in use by process {os.getpid()} on {socket.gethostname()}", "untouched"),
+    # options and files a user gives
+    Case("option-outside-its-domain", lambda c: [c.data, *RESUME, "--hflip", "1.5", "--output", c.out],
+         EXIT_USAGE, "--hflip must be", "untouched"),
+    Case("momentum-outside-its-domain", lambda c: [c.data, *RESUME, "--momentum", "-0.1", "--output", c.out],
+         EXIT_USAGE, "--momentum must be", "untouched"),
+    Case("config-file-that-is-not-text", config_not_text, EXIT_USAGE, "is not text", "untouched"),
+    Case("output-that-is-a-file", output_is_a_file, EXIT_USAGE, "cannot create the run directory", "untouched"),
+    Case("output-on-a-read-only-filesystem", lambda c: read_only_filesystem(c, new_run=True),
+         EXIT_USAGE, "Read-only file system", None),
+    Case("resume-on-a-read-only-filesystem", lambda c: read_only_filesystem(c, new_run=False),
+         EXIT_USAGE, "Read-only file system", "untouched"),
+    # the data tree
+    Case("image-that-pil-refuses-outside-oserror", undecodable_training_image,
+         EXIT_USAGE, "images are unreadable", None, after_steps=True),
+    Case("special-file-in-the-data-tree", special_file, EXIT_OK, "not a regular file (a FIFO", None),
+    Case("directory-link-that-loops", link_loop, EXIT_OK, "48 train / 15 val images", None),
+    Case("unreadable-validation-image-counts-toward-the-limit", unreadable_validation_image,
+         EXIT_USAGE, "1 of the 15 validation images are unreadable", "untouched"),
+    Case("unreadable-validation-image-is-not-counted-twice", unreadable_validation_image_within_limit,
+         EXIT_OK, "(14 images,", "untouched"),
+    # messages
+    Case("full-disk", full_disk, EXIT_SAVE_FAILED, "is full", "kept"),
+    Case("checkpoint-that-runs-code-on-unpickling", code_on_unpickling,
+         EXIT_USAGE, "refuses (it refers to posix.system)", "untouched"),
+    Case("truncated-checkpoint", truncated_checkpoint, EXIT_USAGE, "It may be truncated", "untouched"),
+    # no debris
+    Case("failure-before-the-first-step-in-an-existing-directory", every_training_image_broken,
+         EXIT_USAGE, "unreadable images in a row", "untouched"),
+]
+
+
+# ----------------------------------------------------------------------------------------- running a case
+
+def run_in_process(argv, capsys, caplog) -> tuple[int, str, str]:
+    with caplog.at_level("INFO"):
+        code = run_main(argv)
+    return code, capsys.readouterr().err, caplog.text
+
+
+def run_with_signal(argv, case: Case) -> tuple[int, str, str]:
+    """main.py in a process group of its own (as a job scheduler starts it); the signal goes to the group or
+    to the main process once the awaited line appears (at once for an empty line)."""
+    import torch
+    wait_for, signum, target = case.signal_to_send
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": str(torch.get_num_threads())}
+    proc = subprocess.Popen(python_process(argv), stderr=subprocess.PIPE, text=True, cwd=ROOT, env=env,
+                            preexec_fn=os.setpgrp)
+    send = (lambda: os.killpg(proc.pid, signum)) if target == "group" else (lambda: os.kill(proc.pid, signum))
+    if not wait_for:
+        time.sleep(1.0)  # importing torch, at the latest building the data: start-up
+        send()
+    lines = []
+    for line in proc.stderr:
+        lines.append(line)
+        if wait_for and wait_for in line:
+            send()
+            wait_for = None
+    text = "".join(lines)
+    return proc.wait(timeout=300), text, text
+
+
+def _error_paragraph(err: str) -> str:
+    lines = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1, err[-3000:]
+    return lines[0]
+
+
+@pytest.mark.parametrize("case", [pytest.param(c, id=c.name, marks=[pytest.mark.slow] if c.signal_to_send else [])
+                                  for c in CASES])
+def test_fault(case, image_folder, finished_run, tmp_path, monkeypatch, capsys, caplog):
+    import torch
+    ctx = Context(image_folder, finished_run, tmp_path, monkeypatch)
+    argv = [str(a) for a in case.arrange(ctx)]
+    before_all, before_checkpoints = digest(ctx.out), digest(ctx.out, "*.pth")
+    fresh = not ctx.out.exists()
+    if case.signal_to_send:
+        code, err, logged = run_with_signal(argv, case)
+    else:
+        code, err, logged = run_in_process(argv, capsys, caplog)
+        monkeypatch.undo()  # the case's patches (a read-only disk, a failing torch.save) end with the run
+    assert code == case.exit_code, (err + logged)[-3000:]
+    assert "Traceback" not in err
+    assert "\x1b" not in err, "terminal escape codes in a message"
+    if code in (EXIT_USAGE, EXIT_DIVERGED, EXIT_SAVE_FAILED):
+        assert case.says in _error_paragraph(err)
+    else:
+        assert case.says in logged, logged[-3000:]
+    if case.checkpoint == "untouched":
+        assert digest(ctx.out) == before_all
+    elif case.checkpoint == "kept":
+        assert digest(ctx.out, "*.pth") == before_checkpoints
+    elif case.checkpoint == "saved":
+        assert digest(ctx.out, "*.pth")["last.pth"] != before_checkpoints["last.pth"]
+        saved = torch.load(ctx.out / "last.pth", weights_only=True)
+        assert all(torch.isfinite(v).all() for v in saved["state_dict"].values() if v.is_floating_point())
+    if fresh and code == EXIT_USAGE and not case.after_steps:
+        assert not ctx.out.exists(), "a run that fails before its first step must leave no directory"
+
+
+# ------------------------------------------------------------------- what a few cases must show beyond that
+
+@pytest.mark.slow
+def test_a_preempted_run_resumes_to_the_same_weights_as_an_uninterrupted_one(image_folder, finished_run, tmp_path):
+    """SIGTERM to the process group mid-epoch, then --resume auto: bit-identical to a run never stopped."""
+    import torch
+    case = next(c for c in CASES if c.name == "sigterm-to-process-group-mid-epoch")
+    stopped, straight = tmp_path / "stopped", tmp_path / "straight"
+    shutil.copytree(finished_run, stopped)
+    shutil.copytree(finished_run, straight)
+    argv = [image_folder, *RESUME, "-j", "1", "-p", "1"]
+    assert run_with_signal([*argv, "--output", stopped], case)[0] == EXIT_PREEMPTED
+    assert run_main([*argv, "--output", stopped]) == EXIT_OK
+    assert run_main([*argv, "--output", straight]) == EXIT_OK
+    a = torch.load(stopped / "last.pth", weights_only=True)["state_dict"]
+    b = torch.load(straight / "last.pth", weights_only=True)["state_dict"]
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_link_loop_is_reported_and_not_followed(image_folder, tmp_path, caplog):
+    from ecanet.data.folders import RobustImageFolder
+    data = Path(shutil.copytree(image_folder, tmp_path / "data"))
+    link = sorted((data / "train").iterdir())[0] / "again"
+    os.symlink("..", link)
+    with caplog.at_level("WARNING"):
+        folder = RobustImageFolder(str(data / "train"))
+    assert len(folder.samples) == 48 and f"not following {link}" in caplog.text and "link loop" in caplog.text
+
+
+def test_a_linked_class_folder_that_is_no_loop_is_followed(image_folder, tmp_path):
+    """Datasets are often assembled from links: only links back to a folder above are refused."""
+    from ecanet.data.folders import RobustImageFolder
+    data = Path(shutil.copytree(image_folder, tmp_path / "data"))
+    first = sorted((data / "train").iterdir())[0]
+    shutil.move(first, tmp_path / "elsewhere")
+    os.symlink(tmp_path / "elsewhere", first)
+    assert len(RobustImageFolder(str(data / "train")).samples) == 48
+
+
+@pytest.mark.parametrize("limit", [0.5, 0.01])
+def test_validation_leaves_unreadable_rows_out_instead_of_counting_a_stand_in(limit, monkeypatch):
+    """Row 1's image is unreadable: its row holds a stand-in (the next image, of another class) only to keep
+    the batch's shape. Counted, it would cost a quarter of top-1; left out, top-1 is 100%. A quarter of the
+    images unreadable is over the 1% limit."""
+    import torch
+    from ecanet import engine
+    from ecanet.distributed import DistInfo
+    from ecanet.errors import DataError
+    classes = torch.tensor([0, 2, 2, 1])                      # what each row's image shows
+    images = classes.float().view(4, 1, 1, 1).expand(4, 3, 2, 2)
+    target = torch.tensor([0, 1, 2, 1])                       # row 1's own image showed class 1
+    unreadable = torch.tensor([0, 1, 0, 0])
+
+    class ReadsTheClass(torch.nn.Module):
+        def forward(self, x):                                 # (B, 3, 2, 2) -> (B, 3) logits
+            return torch.nn.functional.one_hot(x[:, 0, 0, 0].long(), 3).float()
+
+    monkeypatch.setattr(engine, "MAX_BAD_IMAGE_FRACTION", limit)
+    batches = [(images, target, unreadable)] * 5
+    if limit < 0.25:
+        with pytest.raises(DataError, match="5 of the 20 validation images are unreadable"):
+            engine.evaluate(ReadsTheClass(), batches, DistInfo(), engine.Precision())
+        return
+    result = engine.evaluate(ReadsTheClass(), batches, DistInfo(), engine.Precision())
+    assert (result.images, result.skipped_images, result.top1) == (15, 5, 100.0)
+
+
+def test_an_explicit_lr_on_resume_is_the_one_trained_with(finished_run, image_folder, tmp_path):
+    """Not only logged: the resumed epochs train at the new learning rate (the scheduler's state is rebased)."""
+    from ecanet.metrics import read_metrics
+    out = Path(shutil.copytree(finished_run, tmp_path / "run"))
+    assert run_main([image_folder, *RESUME, "--lr", "0.01", "--output", out]) == EXIT_OK
+    rows = read_metrics(out / "metrics.jsonl")
+    assert rows[0]["lr"] == pytest.approx(0.1 * 8 / 256) and rows[1]["lr"] == pytest.approx(0.01 * 8 / 256)
+
+
+def test_an_overridden_resume_keeps_the_configuration_history(finished_run, image_folder, tmp_path, caplog):
+    import yaml
+    out = Path(shutil.copytree(finished_run, tmp_path / "run"))
+    with caplog.at_level("INFO"):
+        assert run_main([image_folder, *RESUME, "-b", "16", "--img-size", "24", "--resume-override", "--lr", "0.2",
+                         "--output", out]) == EXIT_OK
+    assert "resumed with changed options: epochs 1 -> 2, lr 0.1 -> 0.2\n" in caplog.text
+    (entry,) = yaml.safe_load((out / "config_history.yaml").read_text())
+    assert entry["changed"]["batch-size"] == [8, 16] and entry["changed"]["lr"] == [0.1, 0.2]
+    assert yaml.safe_load((out / "config.yaml").read_text())["batch-size"] == 16
+
+
+def test_messages_are_one_paragraph_without_escape_codes():
+    from ecanet.errors import one_paragraph
+    assert one_paragraph("a \x1b[1mbold\x1b[0m step.\n\t(1) next\x07") == r"a bold step. (1) next\x07"
+
+
+# ------------------------------------------------------------------------ every option against its domain
+
+def _outside_and_inside(low, low_inclusive, high, high_inclusive):
+    """Values just outside each bound of a domain (refused) and one inside it (accepted)."""
+    integer = float(low).is_integer() and (high == float("inf") or float(high).is_integer())
+    step = 1 if integer and low >= 1 else 1e-3
+    outside = [low - step if low_inclusive else low]
+    if high != float("inf"):
+        outside.append(high + step if high_inclusive else high)
+    inside = low if low_inclusive else (low + step if high == float("inf") else (low + high) / 2)
+    return outside, inside
+
+
+@pytest.mark.parametrize("option", sorted(__import__("ecanet.config", fromlist=["OPTION_DOMAINS"]).OPTION_DOMAINS))
+def test_every_numeric_option_is_checked_against_its_domain(option):
+    """Each option of OPTION_DOMAINS: just outside its bounds is a ConfigError naming the option and the
+    range; inside them the checks pass (validate alone: nothing is run)."""
+    from ecanet import config
+    outside, inside = _outside_and_inside(*config.OPTION_DOMAINS[option])
+    kind = type(config.build_parser()._option_string_actions[option].default or 0)
+    for value in outside:
+        if kind is int and not float(value).is_integer():
+            continue  # argparse refuses it already
+        argv = ["DATA", option, str(kind(value) if kind is int else value)]
+        if option == "--start-epoch":
+            argv += ["--epochs", "100"]
+        with pytest.raises(config.ConfigError, match=re.escape(option) + " must be"):
+            config.validate(config.parse_config(argv))
+    value = int(inside) if kind is int and float(inside).is_integer() else inside
+    config.validate(config.parse_config(["DATA", option, str(value)]))
+
+
+@pytest.mark.parametrize(("argv", "refused"), [
+    (["--hflip", "1.5"], True), (["--hflip", "1"], False), (["--momentum", "1"], False),
+    (["--momentum", "-0.1"], True), (["--label-smoothing", "1"], True), (["--lr", "0"], True),
+    (["--random-erasing", "1"], True), (["--min-crop-scale", "0"], True), (["--ema-decay", "1"], True),
+    (["--std", "0.2", "0", "0.2"], True), (["--epochs", "3", "--start-epoch", "3"], True),
+    (["--workers", "-1"], True), (["--warmup-epochs", "-1"], True), (["--lr-decay-rate", "0"], True),
+])
+def test_option_bounds_as_the_maths_needs_them(argv, refused):
+    """Fixed cases, independent of the domain table: what would crash or silently misbehave is refused."""
+    from ecanet import config
+    args = config.parse_config(["DATA", *argv])
+    if refused:
+        with pytest.raises(config.ConfigError, match=argv[-2] if argv[-2].startswith("--") else "--std"):
+            config.validate(args)
+    else:
+        config.validate(args)
