@@ -24,7 +24,7 @@ from ecanet import config
 from ecanet import signals as stop_signals
 from ecanet.constants import IMAGENET_MEAN, IMAGENET_STD
 from ecanet.errors import (EXIT_DIVERGED, EXIT_OK, EXIT_PREEMPTED, EXIT_SAVE_FAILED, ConfigError, UserError,
-                           print_error)
+                           print_error, user_message)
 from ecanet.lazy import lazy_import
 
 # Imported on first use, so that `--help` answers before torch has loaded.
@@ -67,7 +67,7 @@ def main(argv: Sequence[str] | None = None, defaults: Mapping[str, Any] | None =
 def _report(exc: BaseException, debug: bool, code: int, fix: str = "") -> int:
     if debug:
         log.exception("error (exit code %d)", code)
-    print_error(f"{exc} {fix}")
+    print_error(f"{user_message(exc)} {fix}")
     return code
 
 
@@ -269,6 +269,7 @@ def train(cfg: config.Config, info: Any, precision: Any, resume_path: Path | Non
         raise
     finally:
         preemption.uninstall()
+        data.close()  # the loader workers share train.log: stopped before the directory may be put back
         if metrics is not None:
             metrics.close()
         if run_log is not None:

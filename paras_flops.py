@@ -6,10 +6,13 @@ The command line of :mod:`ecanet.flops`, which does the counting:
     python paras_flops.py --all --markdown                 # the README's model table
     python paras_flops.py --all --json costs.json          # every number, exact, as JSON
     python paras_flops.py -a eca_resnet50 --bench          # GPU latency and throughput (bf16)
+    python paras_flops.py --detector mask_rcnn_eca_resnet50 # a COCO detector of the paper, beside its README row
+    python paras_flops.py --all-detectors --markdown        # the paper's six COCO detectors (docs/detection.md)
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import functools
 import json
 import logging
@@ -19,12 +22,13 @@ from typing import Any, Callable, Sequence
 
 from ecanet.config import DEFAULT_ARCH
 from ecanet.constants import IMAGENET_CLASSES, IMAGENET_IMG_SIZE, NETWORK_STRIDE
-from ecanet.errors import EXIT_OK, ConfigError, UserError
+from ecanet.errors import EXIT_OK, ConfigError, UserError, print_error
 from ecanet.lazy import lazy_import
 
 # Imported on first use, so that `--help` answers before torch has loaded.
 torch = lazy_import("torch")
 flops = lazy_import("ecanet.flops")
+detection_costs = lazy_import("ecanet.detection.costs")
 
 PROG = "paras_flops.py"
 log = logging.getLogger("paras_flops")
@@ -66,6 +70,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--bench", action="store_true",
                         help="also measure forward latency (batch 1) and throughput (batch 256), bf16, eager and "
                              "compiled; needs a CUDA GPU")
+    parser.add_argument("--detector", metavar="ROW", default=None,
+                        help="count one of the paper's COCO detectors at 1280x800, e.g. faster_rcnn_eca_resnet50 "
+                             "(the names of configs/detection/), beside the official README's figures")
+    parser.add_argument("--all-detectors", action="store_true",
+                        help="count the paper's six COCO detectors (Faster/Mask R-CNN, RetinaNet with ECA-Net50/101)")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
     return parser
 
@@ -79,6 +88,11 @@ def _selected(args: argparse.Namespace) -> list[tuple[str, object]]:
 
 
 def _check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    if args.detector is not None or args.all_detectors:
+        if args.detector is not None and args.all_detectors:
+            parser.error("give --detector ROW or --all-detectors, not both")
+        if args.arch is not None or args.all or args.bench or args.ksize != RELEASED:
+            parser.error("--detector/--all-detectors count detectors; leave out -a/--arch, --all, --ksize and --bench")
     if args.all and (args.arch is not None or args.ksize != RELEASED):
         parser.error("--all counts every network as released; leave out -a/--arch and --ksize")
     if args.json == STDOUT and (args.markdown or args.bench):
@@ -119,7 +133,37 @@ def _bench_rows(measure_throughput: Callable[..., Any], selected: Sequence[tuple
     return rows
 
 
+def _write_json(text: str, path: str) -> None:
+    try:
+        Path(path).write_text(text + "\n")
+    except OSError as error:
+        raise ConfigError(f"cannot write --json {path}: {error.strerror or error}. Pass a path in a writable "
+                          f"folder.") from None
+    log.info("wrote %s", path)
+
+
+def run_detectors(args: argparse.Namespace) -> int:
+    """The paper's COCO detectors: ecanet's counts, the paper's convention and the README's figures."""
+    names = list(detection_costs.PAPER_ROWS) if args.all_detectors else [args.detector]
+    rows = [detection_costs.paper_row(name) for name in names]  # an unknown name fails before any counting
+    costs = []
+    for row in rows:
+        log.info("counting %s", row.name)
+        costs.append(detection_costs.ecanet_cost(row.name))
+    if args.json is not None:
+        text = json.dumps([{**dataclasses.asdict(c), "paper_params_m": c.paper_params_m,
+                            "paper_gflops": c.paper_gflops} for c in costs], indent=2)
+        if args.json == STDOUT:
+            print(text)
+            return EXIT_OK
+        _write_json(text, args.json)
+    print(detection_costs.format_detector_table(costs, markdown=args.markdown))
+    return EXIT_OK
+
+
 def run(args: argparse.Namespace) -> int:
+    if args.detector is not None or args.all_detectors:
+        return run_detectors(args)
     measure_throughput = _import_bench() if args.bench else None
     selected = _selected(args)
     costs = []
@@ -135,11 +179,7 @@ def run(args: argparse.Namespace) -> int:
         if args.json == STDOUT:
             print(text)
         else:
-            try:
-                Path(args.json).write_text(text + "\n")
-            except OSError as error:
-                raise ConfigError(f"cannot write --json {args.json}: {error}") from None
-            log.info("wrote %s", args.json)
+            _write_json(text, args.json)
     if args.json != STDOUT:
         if args.markdown or args.all:
             print(flops.format_table(costs, markdown=args.markdown))
@@ -161,7 +201,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return run(args)
     except UserError as error:
-        log.error("error: %s", error)
+        print_error(str(error))
         return error.exit_code
 
 

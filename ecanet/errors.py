@@ -50,6 +50,24 @@ def one_paragraph(message: str) -> str:
     return " ".join(text.split())
 
 
+# How torch's DataLoader re-raises an exception from a worker process: the same type, with the worker's
+# traceback as its message; the original message is on the last line, after the exception's name.
+_WORKER_WRAPPED = re.compile(r"^Caught \w+ in DataLoader worker process \d+\.\s*\nOriginal Traceback")
+_LAST_EXCEPTION_LINE = re.compile(r"^[\w.]+: (.*)$")
+
+
+def user_message(error: BaseException) -> str:
+    """The message of ``error`` for the user: its own text, also when a DataLoader worker raised it (torch
+    then wraps it in the worker's traceback)."""
+    text = str(error)
+    if _WORKER_WRAPPED.match(text):
+        last = text.rstrip().splitlines()[-1]
+        found = _LAST_EXCEPTION_LINE.match(last)
+        if found:
+            return found.group(1)
+    return text
+
+
 def print_error(message: str) -> None:
     """Print ``error: <message>`` to stderr as one paragraph (:func:`one_paragraph`): how every ecanet
     command line reports a :class:`UserError`."""

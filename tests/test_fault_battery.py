@@ -303,6 +303,8 @@ CASES = [
     # no debris
     Case("failure-before-the-first-step-in-an-existing-directory", every_training_image_broken,
          EXIT_USAGE, "unreadable images in a row", "untouched"),
+    Case("failure-in-a-loader-worker-process", lambda c: [*every_training_image_broken(c), "-j", "1"],
+         EXIT_USAGE, "64 unreadable images in a row", "untouched"),
 ]
 
 

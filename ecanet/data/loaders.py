@@ -117,6 +117,21 @@ def steps_per_epoch(sampler: "ResumableSampler", batch_size: int, dataset_size: 
     return steps
 
 
+def shutdown_workers(loader: Any) -> None:
+    """Stop the worker processes of ``loader`` (a DataLoader, or a wrapper holding one as ``.loader``) now.
+
+    Persistent workers otherwise run until the loader is garbage-collected, and go on loading (and logging
+    into the run's ``train.log``, which they share) the batches they had prefetched. DataLoader offers no
+    public way to stop them; this does what its iterator's ``__del__`` does.
+    """
+    while loader is not None and not isinstance(loader, DataLoader):
+        loader = getattr(loader, "loader", None)
+    iterator = getattr(loader, "_iterator", None)
+    if iterator is not None and hasattr(iterator, "_shutdown_workers"):
+        iterator._shutdown_workers()
+        loader._iterator = None
+
+
 @dataclass
 class DataBundle:
     """Everything the trainer needs from the data side."""
@@ -129,6 +144,11 @@ class DataBundle:
     train_size: int
     val_size: int
     steps_per_epoch: int
+
+    def close(self) -> None:
+        """Stop the loaders' worker processes (see :func:`shutdown_workers`)."""
+        shutdown_workers(self.train_loader)
+        shutdown_workers(self.val_loader)
 
 
 class SyntheticLoader:

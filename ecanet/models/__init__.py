@@ -11,6 +11,7 @@ from torch import nn
 from .attention import ATTENTION_KINDS, SqueezeExcitation, create_attention, scale_add_relu
 from .eca_module import (EcaModule, adaptive_kernel_size, check_eca_impl, eca_kernel_sizes, fused_eca_available,
                          parse_kernel_sizes, set_eca_impl, set_eca_kernel_sizes)
+from .features import FeatureExtractor, FeatureInfo, stage_info
 from .mobilenetv2 import OFFICIAL_ECA_DROPOUT, MobileNetV2, block_kernel_sizes
 from .registry import UnknownModelError, create_model, is_model, list_models, register_model
 from .resnet import RESNET_SPECS, ResNet, build_resnet
@@ -156,3 +157,4 @@ __all__ = [
     "list_models", "parse_kernel_sizes", "register_model", "scale_add_relu", "set_eca_impl",
     "set_eca_kernel_sizes",
 ]
+__all__ += ["FeatureExtractor", "FeatureInfo", "stage_info"]  # the multi-scale feature API (features.py)

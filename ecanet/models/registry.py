@@ -3,11 +3,12 @@ from __future__ import annotations
 
 import fnmatch
 import inspect
-from typing import Callable
+from typing import Callable, Sequence
 
 from torch import nn
 
 from .eca_module import set_eca_impl
+from .features import DEFAULT_OUT_INDICES, FeatureExtractor
 
 ModelBuilder = Callable[..., nn.Module]
 _BUILDERS: dict[str, ModelBuilder] = {}
@@ -42,7 +43,8 @@ PRETRAINED_MESSAGE = ("ecanet downloads nothing, so pretrained=True has nothing 
 
 
 def create_model(arch: str, num_classes: int = 1000, k_size: object = None, eca_impl: str = "auto",
-                 pretrained: bool = False, **kwargs) -> nn.Module:
+                 pretrained: bool = False, features_only: bool = False,
+                 out_indices: Sequence[int] = DEFAULT_OUT_INDICES, **kwargs) -> nn.Module:
     """Build a registered network.
 
     >>> model = create_model("eca_resnet50", k_size="3557")   # the released ECA-Net50
@@ -57,6 +59,10 @@ def create_model(arch: str, num_classes: int = 1000, k_size: object = None, eca_
             :class:`~ecanet.models.EcaModule`). Networks without ECA layers record it too and ignore it.
         pretrained: accepted for the common signature; True raises a ValueError that says where the released
             weights are and how to load them (ecanet downloads nothing).
+        features_only: return a :class:`~ecanet.models.features.FeatureExtractor`: the network without its
+            classifier, whose forward returns the stage outputs ``out_indices`` as a list (their channels and
+            strides in its ``feature_info``).
+        out_indices: the stages ``features_only`` returns (0-4: strides 2, 4, 8, 16, 32).
         **kwargs: passed to the builder (e.g. ``dropout`` for MobileNetV2).
     """
     if pretrained:
@@ -68,4 +74,5 @@ def create_model(arch: str, num_classes: int = 1000, k_size: object = None, eca_
         if "k_size" not in inspect.signature(builder).parameters:
             raise ValueError(f"k_size (--ksize) applies to ECA networks only; {arch!r} has no ECA layers")
         kwargs["k_size"] = k_size
-    return set_eca_impl(builder(num_classes=num_classes, **kwargs), eca_impl)
+    model = set_eca_impl(builder(num_classes=num_classes, **kwargs), eca_impl)
+    return FeatureExtractor(model, out_indices) if features_only else model

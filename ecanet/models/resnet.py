@@ -8,7 +8,7 @@ official code the attention sits after ``bn2`` (BasicBlock) / ``bn3`` (Bottlenec
 from __future__ import annotations
 
 import math
-from typing import Sequence, Type, Union
+from typing import Callable, Sequence, Type, Union
 
 import torch
 from torch import nn
@@ -18,6 +18,10 @@ from .eca_module import parse_kernel_sizes
 
 STEM_CHANNELS = 64
 STAGE_WIDTHS = (64, 128, 256, 512)  # planes of each stage; the block's output is planes * expansion
+STAGE_STRIDES = (4, 8, 16, 32)      # input pixels per output pixel after layer1..layer4
+# Builds a normalisation layer from its channel count: nn.BatchNorm2d for classification, torchvision's
+# FrozenBatchNorm2d for detection backbones (same parameter and buffer names, so checkpoints load in both).
+NormLayer = Callable[[int], nn.Module]
 
 
 def conv3x3(in_planes: int, out_planes: int, stride: int = 1) -> nn.Conv2d:
@@ -48,13 +52,14 @@ class BasicBlock(_AttentionBlock):
     expansion = 1
 
     def __init__(self, inplanes: int, planes: int, stride: int = 1, downsample: nn.Module | None = None,
-                 attention: AttentionKind = None, k_size: int | None = None) -> None:
+                 attention: AttentionKind = None, k_size: int | None = None,
+                 norm_layer: NormLayer = nn.BatchNorm2d) -> None:
         super().__init__()
         self.conv1 = conv3x3(inplanes, planes, stride)
-        self.bn1 = nn.BatchNorm2d(planes)
+        self.bn1 = norm_layer(planes)
         self.relu = nn.ReLU(inplace=True)
         self.conv2 = conv3x3(planes, planes)
-        self.bn2 = nn.BatchNorm2d(planes)
+        self.bn2 = norm_layer(planes)
         self._add_attention(attention, planes, k_size)
         self.downsample = downsample
         self.stride = stride
@@ -69,14 +74,15 @@ class Bottleneck(_AttentionBlock):
     expansion = 4
 
     def __init__(self, inplanes: int, planes: int, stride: int = 1, downsample: nn.Module | None = None,
-                 attention: AttentionKind = None, k_size: int | None = None) -> None:
+                 attention: AttentionKind = None, k_size: int | None = None,
+                 norm_layer: NormLayer = nn.BatchNorm2d) -> None:
         super().__init__()
         self.conv1 = conv1x1(inplanes, planes)
-        self.bn1 = nn.BatchNorm2d(planes)
+        self.bn1 = norm_layer(planes)
         self.conv2 = conv3x3(planes, planes, stride)  # stride on the 3x3, as torchvision and the official code
-        self.bn2 = nn.BatchNorm2d(planes)
+        self.bn2 = norm_layer(planes)
         self.conv3 = conv1x1(planes, planes * self.expansion)
-        self.bn3 = nn.BatchNorm2d(planes * self.expansion)
+        self.bn3 = norm_layer(planes * self.expansion)
         self.relu = nn.ReLU(inplace=True)
         self._add_attention(attention, planes * self.expansion, k_size)
         self.downsample = downsample
@@ -101,17 +107,22 @@ class ResNet(nn.Module):
         num_classes: outputs of the classifier.
         attention: ``'eca'``, ``'se'`` or None.
         k_size: ECA kernel sizes, anything :func:`parse_kernel_sizes` accepts (per stage; default adaptive).
+        norm_layer: builds every normalisation layer from its channel count (default ``nn.BatchNorm2d``;
+            detection backbones pass ``torchvision.ops.FrozenBatchNorm2d``). The state_dict keys do not
+            depend on it.
     """
 
     def __init__(self, block: Block, layers: Sequence[int], num_classes: int = 1000,
-                 attention: AttentionKind = None, k_size: object = None) -> None:
+                 attention: AttentionKind = None, k_size: object = None,
+                 norm_layer: NormLayer = nn.BatchNorm2d) -> None:
         super().__init__()
+        self._norm_layer = norm_layer
         stage_k = parse_kernel_sizes(k_size, len(layers)) if attention == "eca" else [None] * len(layers)
         if attention != "eca" and k_size is not None:
             raise ValueError("k_size applies to ECA networks only")
         self.inplanes = STEM_CHANNELS
         self.conv1 = nn.Conv2d(3, STEM_CHANNELS, kernel_size=7, stride=2, padding=3, bias=False)
-        self.bn1 = nn.BatchNorm2d(STEM_CHANNELS)
+        self.bn1 = norm_layer(STEM_CHANNELS)
         self.relu = nn.ReLU(inplace=True)
         self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
         for i, (planes, blocks, k) in enumerate(zip(STAGE_WIDTHS, layers, stage_k)):
@@ -127,10 +138,11 @@ class ResNet(nn.Module):
         downsample = None
         if stride != 1 or self.inplanes != planes * block.expansion:
             downsample = nn.Sequential(conv1x1(self.inplanes, planes * block.expansion, stride),
-                                       nn.BatchNorm2d(planes * block.expansion))
-        layers = [block(self.inplanes, planes, stride, downsample, attention, k_size)]
+                                       self._norm_layer(planes * block.expansion))
+        layers = [block(self.inplanes, planes, stride, downsample, attention, k_size, self._norm_layer)]
         self.inplanes = planes * block.expansion
-        layers += [block(self.inplanes, planes, attention=attention, k_size=k_size) for _ in range(1, blocks)]
+        layers += [block(self.inplanes, planes, attention=attention, k_size=k_size, norm_layer=self._norm_layer)
+                   for _ in range(1, blocks)]
         return nn.Sequential(*layers)
 
     def _init_weights(self) -> None:
@@ -169,6 +181,7 @@ RESNET_SPECS: dict[int, tuple[Block, tuple[int, int, int, int]]] = {
 
 
 def build_resnet(depth: int, attention: AttentionKind = None, num_classes: int = 1000,
-                 k_size: object = None) -> ResNet:
+                 k_size: object = None, norm_layer: NormLayer = nn.BatchNorm2d) -> ResNet:
     block, layers = RESNET_SPECS[depth]
-    return ResNet(block, layers, num_classes=num_classes, attention=attention, k_size=k_size)
+    return ResNet(block, layers, num_classes=num_classes, attention=attention, k_size=k_size,
+                  norm_layer=norm_layer)
