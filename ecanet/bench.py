@@ -26,6 +26,7 @@ from .constants import IMAGENET_CLASSES
 from .engine import _backward_and_step
 from .models.attention import scale_add_relu
 from .models.eca_module import EcaModule, adaptive_kernel_size, parse_kernel_sizes, set_eca_impl
+from .models.mobilenetv2 import INVERTED_RESIDUAL_SETTING, block_kernel_sizes
 from .models.resnet import RESNET_SPECS, STAGE_WIDTHS
 
 logger = logging.getLogger(__name__)
@@ -42,6 +43,8 @@ STEM_REDUCTION = 4
 COPY_BENCH_BYTES = GIB           # buffer size of the bandwidth measurement: far beyond any L2 cache
 MICRO_WARMUP_ITERS = 5
 MICRO_TIMED_ITERS = 20
+MOBILENET_STEM_STRIDE = 2        # MobileNetV2's first convolution halves the input side
+MIN_TIMED_STEPS = 3              # a repeat of measure_throughput(repeat_seconds=...) times at least this many steps
 
 # Tensor-sized passes over HBM (N elements each way) that the ECA variants cannot avoid, (forward, backward),
 # for an implementation that cannot keep a sample's activation on chip (see measure_eca_layer):
@@ -54,6 +57,9 @@ FLOOR_PASSES: dict[str, tuple[int, int]] = {
     # relu(x + identity), the tail of a block without attention (ResNet-50): fwd reads x and identity,
     # writes out; bwd reads grad and out, writes the gradient shared by x and identity.
     "no-attention tail": (3, 3),
+    # x * s + identity, MobileNetV2's residual tail (no ReLU): fwd reads x twice and identity, writes out;
+    # bwd reads grad and x (the gate's gradient), then grad again, writes dx (d identity is grad itself).
+    "residual tail": (4, 4),
 }
 
 
@@ -153,9 +159,19 @@ class ThroughputResult:
     warmup_s: float                     # wall clock of the warm-up steps, torch.compile included
     step_ms_all: list[float] = field(default_factory=list)      # one mean step time per repeat
     images_per_s_all: list[float] = field(default_factory=list)
+    timed_steps: int = 0                # steps per repeat
+
+    @property
+    def images_per_s_min(self) -> float:
+        return min(self.images_per_s_all, default=self.images_per_s)
+
+    @property
+    def images_per_s_max(self) -> float:
+        return max(self.images_per_s_all, default=self.images_per_s)
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        return dataclasses.asdict(self) | {"images_per_s_min": self.images_per_s_min,
+                                           "images_per_s_max": self.images_per_s_max}
 
 
 def _num_classes(model: nn.Module) -> int:
@@ -214,8 +230,13 @@ def _prepared_step(model: nn.Module, *, batch_size: int, img_size: int, train: b
 def measure_throughput(model: nn.Module, *, batch_size: int, img_size: int = 224, train: bool,
                        amp_dtype: torch.dtype | None = torch.bfloat16, channels_last: bool = True,
                        compile: bool = False, warmup_steps: int = 10, timed_steps: int = 30, repeats: int = 3,
-                       device: str | torch.device = "cuda", cudnn_benchmark: bool = True) -> ThroughputResult:
+                       device: str | torch.device = "cuda", cudnn_benchmark: bool = True,
+                       repeat_seconds: float | None = None) -> ThroughputResult:
     """Images/s of training (forward, cross-entropy, backward, SGD step) or inference steps.
+
+    Each of ``repeats`` repeats times ``timed_steps`` steps back to back; with ``repeat_seconds`` a repeat
+    times instead as many steps as fill about that many seconds at the warm-up's last step time (at least
+    ``MIN_TIMED_STEPS``, at most ``timed_steps``), so deep and shallow networks take similar time.
 
     The model is moved to ``device`` (and to channels_last) in place and put in train/eval mode for the
     measurement (its previous mode is restored); the optimiser state lives only inside this call, so one
@@ -234,6 +255,9 @@ def measure_throughput(model: nn.Module, *, batch_size: int, img_size: int = 224
             step()
         _synchronize(device)
         warmup_s = time.perf_counter() - t0
+        if repeat_seconds is not None:
+            last_step_s = _time_ms(step, 1, device) / 1e3
+            timed_steps = max(MIN_TIMED_STEPS, min(timed_steps, round(repeat_seconds / last_step_s)))
         step_ms, runs = _median_ms(step, warmup=0, iters=timed_steps, repeats=repeats, device=device)
         peak = _peak_memory_gib(device)
     logger.info("%s %s%s: %.1f img/s (%.2f ms/step, peak %.2f GiB)", type(model).__name__,
@@ -243,7 +267,7 @@ def measure_throughput(model: nn.Module, *, batch_size: int, img_size: int = 224
         images_per_s=batch_size * 1e3 / step_ms, step_ms_median=step_ms, peak_memory_gib=peak,
         batch_size=batch_size, img_size=img_size, train=train, compiled=compile, amp_dtype=dtype_name(amp_dtype),
         channels_last=channels_last, warmup_s=warmup_s, step_ms_all=runs,
-        images_per_s_all=[batch_size * 1e3 / ms for ms in runs])
+        images_per_s_all=[batch_size * 1e3 / ms for ms in runs], timed_steps=timed_steps)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -377,6 +401,19 @@ def resnet_eca_shapes(depth: int = 50, batch_size: int = 256, img_size: int = 22
     return shapes
 
 
+def mobilenet_v2_eca_shapes(batch_size: int = 256, img_size: int = 224, k_size: object = None) -> list[EcaShape]:
+    """The ECA inputs of ECA-MobileNetV2, one entry per stage of Table 2 (112x112 ... 7x7 at 224 px);
+    ``k_size`` as :func:`ecanet.models.mobilenetv2.block_kernel_sizes` takes it (None: the release's k13)."""
+    block_k = iter(block_kernel_sizes(k_size))
+    side = -(-img_size // MOBILENET_STEM_STRIDE)
+    shapes = []
+    for _, channels, repeats, stride in INVERTED_RESIDUAL_SETTING:
+        side = -(-side // stride)
+        ks = [next(block_k) for _ in range(repeats)]
+        shapes.append(EcaShape((batch_size, channels, side, side), ks[0] or adaptive_kernel_size(channels), repeats))
+    return shapes
+
+
 @dataclass
 class EcaLayerResult:
     """Times of one ECA variant against the time its unavoidable traffic takes at copy bandwidth."""
@@ -424,6 +461,8 @@ def eca_floor_bytes(shape: Sequence[int], dtype: torch.dtype, variant: str) -> t
 def _eca_call(variant: str, module: EcaModule | None) -> Callable[..., torch.Tensor]:
     if variant == "layer":
         return lambda x, identity: module(x)
+    if variant == "residual tail":
+        return functools.partial(scale_add_relu, module, relu=False)
     # ResNet's block tail, with ("tail") or without ("no-attention tail") the ECA module
     return functools.partial(scale_add_relu, module if variant == "tail" else None)
 
@@ -437,6 +476,7 @@ def measure_eca_layer(shape: Sequence[int], *, k_size: int = 3, dtype: torch.dty
 
     Variants (see FLOOR_PASSES): ``'tail'`` is ``EcaModule.scale_add_relu(x, identity)`` =
     relu(x * s + identity), what every ECA-ResNet block ends with; ``'layer'`` is ``EcaModule(x)`` = x * s;
+    ``'residual tail'`` is x * s + identity, ECA-MobileNetV2's residual blocks' end (no ReLU);
     ``'no-attention tail'`` is relu(x + identity), ResNet's own tail, the cost ECA adds to (``impl`` is
     ignored for it). ``impl`` is the layer's implementation, ``'fused'``, ``'plain'`` or ``'auto'`` (see
     :class:`ecanet.models.eca_module.EcaModule`).

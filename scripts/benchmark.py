@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
 """GPU benchmarks: model throughput (eager and compiled), the ECA layer against its memory floor, the loader.
 
-    python scripts/benchmark.py --archs eca_resnet50 resnet50 --cases train-compiled train-eager infer-eager \
-        --eca-impl auto plain --json results/benchmark_h200.json                # the table of docs/performance.md
+    python scripts/benchmark.py --released --official-code ../ECANet/models --json results/benchmark_h200.json
+                                        # every released ECA network against its baseline: docs/performance.md
     python scripts/benchmark.py --summarize results/benchmark_h200.json --page docs/performance.md
+    python scripts/benchmark.py --released mobilenet_v2 resnet50 --cases train-compiled   # some pairs, one case
 
     python scripts/benchmark.py --archs eca_resnet50 resnet50 --torchvision resnet50        # train + infer
     python scripts/benchmark.py --archs eca_resnet50 resnet50 --cases train-compiled        # one case
@@ -14,9 +15,12 @@
 
 Synthetic data already on the device; medians of ``--repeats`` timed runs after warm-up (ecanet.bench).
 Each ECA network is measured with every ``--eca-impl`` so the kernels' effect is visible, and its row is
-compared with its baseline (``eca_resnet50`` with ``resnet50``). Tables go to stdout as markdown; ``--json``
-collects every number with the GPU, versions and date, rewritten after each measurement so an interrupted
-run keeps what it measured.
+compared with its baseline (``eca_resnet50`` with ``resnet50``). ``--released`` measures the six released
+ECA networks (ECA-ResNet-18/34/50/101/152, ECA-MobileNetV2) against their baselines in every case, with the
+spread (min, median, max) over the repeats; with ``--official-code`` the official implementation of each
+ECA network too, and where timm is installed its nearest ECA networks and baselines. Tables go to stdout as
+markdown; ``--json`` collects every number with the GPU, versions and date, rewritten after each
+measurement so an interrupted run keeps what it measured.
 
 Suites (``SUITES``) are independent: each reads its own options and adds a section to the report; a new
 one (e.g. a data-loader benchmark) is a function and an entry there.
@@ -25,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import importlib.util
 import json
 import logging
 import platform
@@ -58,6 +63,18 @@ TARGET_H200_COMPILED_TRAIN_IMG_S = 6500
 TARGET_LAYER_VS_FLOOR = 1.5
 MICRO_VARIANTS = (("tail", "fused"), ("tail", "plain"), ("no-attention tail", "none"),
                   ("layer", "fused"), ("layer", "plain"))
+MOBILENET_MICRO_VARIANTS = (("residual tail", "fused"), ("residual tail", "plain"), ("layer", "fused"),
+                            ("layer", "plain"))
+# The released ECA networks (the official repository's checkpoints) and the network each one extends.
+RELEASED_PAIRS = (("eca_resnet18", "resnet18"), ("eca_resnet34", "resnet34"), ("eca_resnet50", "resnet50"),
+                  ("eca_resnet101", "resnet101"), ("eca_resnet152", "resnet152"),
+                  ("eca_mobilenet_v2", "mobilenet_v2"))
+# timm's nearest networks, by baseline: its ECA-ResNets have the deep 'd' stem, so each is set against the
+# timm ResNet with that stem; timm has no ECA-MobileNetV2, only the baseline.
+TIMM_PAIRS: dict[str, tuple[str | None, str]] = {"resnet50": ("ecaresnet50d", "resnet50d"),
+                                                  "resnet101": ("ecaresnet101d", "resnet101d"),
+                                                  "mobilenet_v2": (None, "mobilenetv2_100")}
+DEFAULT_ECA_IMPLS = {"archs": ["fused", "plain"], "released": ["auto"]}
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -110,7 +127,7 @@ def _model_builders(args: argparse.Namespace) -> list[tuple[str, str | None, Cal
     for arch in args.archs:
         if arch.startswith(ECA_PREFIX):
             k_size = models.RELEASED_KERNEL_SIZES.get(arch) if args.ksize == RELEASED else args.ksize
-            for impl in args.eca_impl:
+            for impl in args.eca_impl or DEFAULT_ECA_IMPLS["archs"]:
                 builders.append((arch, impl, lambda arch=arch, k=k_size, impl=impl:
                                  models.create_model(arch, k_size=k, eca_impl=impl)))
         else:
@@ -148,7 +165,7 @@ def run_models(args: argparse.Namespace, report: Report) -> str | None:
                     model, batch_size=args.batch_size, img_size=args.img_size, train=mode == "train",
                     amp_dtype=AMP_DTYPES[args.amp], channels_last=args.channels_last,
                     compile=how == "compiled", warmup_steps=args.warmup_steps, timed_steps=args.timed_steps,
-                    repeats=args.repeats, device=args.device)
+                    repeats=args.repeats, device=args.device, repeat_seconds=args.repeat_seconds)
                 record.update(result.to_dict())
             except Exception as error:  # noqa: BLE001 -- one failed row must not lose the others
                 log.exception("%s %s failed", case, label)
@@ -198,18 +215,147 @@ def _targets_markdown(records: list[dict], gpu: str) -> str:
 
 
 # ----------------------------------------------------------------------------------------------------
+# Suite: every released ECA network against its baseline
+# ----------------------------------------------------------------------------------------------------
+def load_official_models(directory: str | None):
+    """The official repository's ``models`` package (``eca_resnet50``, ``eca_mobilenet_v2``, ...) imported
+    from ``directory``, or None (logged) when it is not given or not importable there."""
+    if not directory:
+        return None
+    init = Path(directory) / "__init__.py"
+    if not init.is_file():
+        log.warning("--official-code %s: no models package there (%s missing); official rows skipped", directory, init)
+        return None
+    spec = importlib.util.spec_from_file_location("official_eca_models", init,
+                                                  submodule_search_locations=[str(init.parent)])
+    package = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = package
+    try:
+        spec.loader.exec_module(package)
+    except Exception:  # noqa: BLE001 -- someone else's code: report it, measure the rest
+        log.exception("--official-code %s did not import; official rows skipped", directory)
+        sys.modules.pop(spec.name, None)
+        return None
+    return package
+
+
+def _timm():
+    try:
+        import timm
+    except ImportError:
+        return None
+    return timm
+
+
+def _released_builders(args: argparse.Namespace) -> list[tuple[dict, Callable]]:
+    """(row labels, builder) for every network of the --released suite, pair by pair."""
+    official = load_official_models(args.official_code)
+    timm = _timm() if args.timm else None
+    timm_names = set(timm.list_models()) if timm is not None else set()
+    pairs = [pair for pair in RELEASED_PAIRS if not args.released or pair[1] in args.released]
+    rows: list[tuple[dict, Callable]] = []
+    for eca_arch, base_arch in pairs:
+        k_size = models.RELEASED_KERNEL_SIZES.get(eca_arch)
+        rows.append(({"pair": base_arch, "model": base_arch, "source": "ecanet", "role": "baseline", "eca_impl": None},
+                     lambda arch=base_arch: models.create_model(arch)))
+        for impl in args.eca_impl or DEFAULT_ECA_IMPLS["released"]:
+            rows.append(({"pair": base_arch, "model": eca_arch, "source": "ecanet", "role": "eca", "eca_impl": impl},
+                         lambda arch=eca_arch, k=k_size, impl=impl: models.create_model(arch, k_size=k, eca_impl=impl)))
+        if official is not None and hasattr(official, eca_arch):
+            # the official constructors take one kernel size per stage as a list; MobileNetV2's has its rule built in
+            kwargs = {} if eca_arch == "eca_mobilenet_v2" else {"k_size": list(k_size)}
+            rows.append(({"pair": base_arch, "model": eca_arch, "source": "official", "role": "eca", "eca_impl": None},
+                         lambda arch=eca_arch, kwargs=kwargs: getattr(official, arch)(**kwargs)))
+        timm_eca, timm_base = TIMM_PAIRS.get(base_arch, (None, None))
+        for name, role in ((timm_base, "baseline"), (timm_eca, "eca")):
+            if name in timm_names:
+                rows.append(({"pair": base_arch, "model": name, "source": "timm", "role": role, "eca_impl": None},
+                             lambda name=name: timm.create_model(name)))
+    return rows
+
+
+def _released_ratios(records: list[dict]) -> None:
+    """Adds 'vs_baseline' to every ECA row: its img/s over the same source's baseline in the same case
+    (the official code has no baseline of its own: ecanet's, the same network as torchvision's)."""
+    base = {(r["pair"], r["source"], r["case"]): r.get("images_per_s") for r in records if r["role"] == "baseline"}
+    for r in records:
+        if r["role"] == "eca" and r.get("images_per_s"):
+            source = "ecanet" if r["source"] == "official" else r["source"]
+            reference = base.get((r["pair"], source, r["case"]))
+            r["vs_baseline"] = r["images_per_s"] / reference if reference else None
+
+
+def run_released(args: argparse.Namespace, report: Report) -> str | None:
+    if args.released is None:
+        return None
+    unknown = set(args.released) - {base for _, base in RELEASED_PAIRS}
+    if unknown:
+        raise SystemExit(f"--released takes baselines of released pairs ({', '.join(b for _, b in RELEASED_PAIRS)}); "
+                         f"got {', '.join(sorted(unknown))}")
+    records: list[dict] = []
+    builders = _released_builders(args)
+    for case in _cases(args):
+        mode, how = case.split("-")
+        for labels, build in builders:
+            log.info("%s %s %s%s", case, labels["source"], labels["model"],
+                     f" ({labels['eca_impl']})" if labels["eca_impl"] else "")
+            record = labels | {"case": case}
+            try:
+                result = bench.measure_throughput(
+                    build(), batch_size=args.batch_size, img_size=args.img_size, train=mode == "train",
+                    amp_dtype=AMP_DTYPES[args.amp], channels_last=args.channels_last, compile=how == "compiled",
+                    warmup_steps=args.warmup_steps, timed_steps=args.timed_steps, repeats=args.repeats,
+                    device=args.device, repeat_seconds=args.repeat_seconds)
+                record.update(result.to_dict())
+            except Exception as error:  # noqa: BLE001 -- one failed row must not lose the others
+                log.exception("%s %s failed", case, labels["model"])
+                record["error"] = f"{type(error).__name__}: {error}"
+            finally:
+                if torch.cuda.is_available():
+                    torch.cuda.empty_cache()
+            records.append(record)
+            _released_ratios(records)
+            report.set("released", records)
+    return _released_markdown(records)
+
+
+def _released_markdown(records: list[dict]) -> str:
+    """One row per measurement, pair by pair: median img/s with the repeats' min-max, and the ECA rows'
+    ratio to their baseline."""
+    order = {base: i for i, (_, base) in enumerate(RELEASED_PAIRS)}
+    cases = {case: i for i, case in enumerate(CASES)}
+    rows = []
+    for r in sorted(records, key=lambda r: (order.get(r["pair"], len(order)), cases.get(r["case"], len(cases)))):
+        name = r["model"] + (f" ({r['eca_impl']})" if r.get("eca_impl") else "")
+        if "error" in r:
+            rows.append((r["pair"], r["case"], name, r["source"], "error", r["error"][:60], "", ""))
+            continue
+        ratio = r.get("vs_baseline")
+        rows.append((r["pair"], r["case"], name, r["source"], f"{r['images_per_s']:,.0f}",
+                     f"{r['images_per_s_min']:,.0f}-{r['images_per_s_max']:,.0f}",
+                     f"{len(r['images_per_s_all'])}x{r.get('timed_steps', '?')}", f"{ratio:.3f}x" if ratio else ""))
+    return markdown_table(("pair", "case", "network", "code", "img/s (median)", "min-max", "repeats x steps",
+                           "vs baseline"), rows)
+
+
+# ----------------------------------------------------------------------------------------------------
 # Suite: the ECA layer against its memory floor
 # ----------------------------------------------------------------------------------------------------
 def run_eca_micro(args: argparse.Namespace, report: Report) -> str | None:
     if not args.eca_micro:
         return None
-    k_size = models.RELEASED_KERNEL_SIZES["eca_resnet50"] if args.ksize == RELEASED else args.ksize
-    shapes = bench.resnet_eca_shapes(50, args.batch_size, args.img_size, k_size)
+    mobilenet = args.eca_micro == "mobilenet_v2"
+    if mobilenet:
+        k_size = None if args.ksize == RELEASED else args.ksize
+        shapes = bench.mobilenet_v2_eca_shapes(args.batch_size, args.img_size, k_size)
+    else:
+        k_size = models.RELEASED_KERNEL_SIZES["eca_resnet50"] if args.ksize == RELEASED else args.ksize
+        shapes = bench.resnet_eca_shapes(50, args.batch_size, args.img_size, k_size)
     bandwidth = bench.measure_copy_bandwidth(args.device)
     dtype = MICRO_DTYPES[args.amp]
     results: list[bench.EcaLayerResult] = []
     for eca_shape in shapes:
-        for variant, impl in MICRO_VARIANTS:
+        for variant, impl in MOBILENET_MICRO_VARIANTS if mobilenet else MICRO_VARIANTS:
             if impl == "fused" and not fused_eca_available():
                 continue
             try:
@@ -219,18 +365,20 @@ def run_eca_micro(args: argparse.Namespace, report: Report) -> str | None:
                     repeats=args.repeats))
             except Exception:  # noqa: BLE001
                 log.exception("ECA microbenchmark %s %s %s failed", eca_shape.shape, variant, impl)
-            report.set("eca_micro", {"copy_bandwidth_gb_s": bandwidth / 1e9,
+            report.set("eca_micro", {"network": args.eca_micro, "copy_bandwidth_gb_s": bandwidth / 1e9,
                                      "results": [r.to_dict() for r in results],
-                                     "per_step": _eca_cost_per_step(results, shapes)})
+                                     "per_step": {} if mobilenet else _eca_cost_per_step(results, shapes)})
     rows = [("x".join(map(str, r.shape)), r.k_size, r.variant, r.impl, f"{r.forward_ms:.3f}",
              f"{r.forward_backward_ms:.3f}", f"{r.floor_forward_ms:.3f}", f"{r.floor_forward_backward_ms:.3f}",
              f"{r.forward_backward_vs_floor:.2f}x") for r in results]
     table = markdown_table(("shape", "k", "variant", "impl", "fwd ms", "fwd+bwd ms", "floor fwd ms",
                             "floor fwd+bwd ms", "fwd+bwd / floor"), rows)
-    per_step = _eca_cost_per_step(results, shapes)
     summary = [f"Copy bandwidth (read + write): {bandwidth / 1e12:.2f} TB/s. Target: fused tail fwd+bwd "
-               f"<= {TARGET_LAYER_VS_FLOOR}x floor.",
-               "ECA's cost in one ResNet-50 step (sum over its 16 layers of tail minus no-attention tail):"]
+               f"<= {TARGET_LAYER_VS_FLOOR}x floor."]
+    if mobilenet:
+        return table + "\n\n" + summary[0]
+    per_step = _eca_cost_per_step(results, shapes)
+    summary += ["ECA's cost in one ResNet-50 step (sum over its 16 layers of tail minus no-attention tail):"]
     summary += [f"- {impl}: {v['train_ms']:.2f} ms train (fwd+bwd), {v['infer_ms']:.2f} ms inference (fwd)"
                 for impl, v in per_step.items()]
     return table + "\n\n" + "\n".join(summary)
@@ -267,7 +415,8 @@ LOSS_CURVE_MIN_LIMIT = 1e-4    # relative; should the two layouts happen to give
 def run_loss_curve(args: argparse.Namespace, report: Report) -> str | None:
     if not args.loss_curve:
         return None
-    impls = [impl for impl in args.eca_impl if impl != "fused" or fused_eca_available()]
+    impls = [impl for impl in args.eca_impl or DEFAULT_ECA_IMPLS["archs"]
+             if impl != "fused" or fused_eca_available()]
     if len(impls) < 2:
         log.warning("--loss-curve compares implementations; only %s available", impls)
         return None
@@ -319,13 +468,19 @@ def summarize(paths: list[str]) -> str:
                      f"{r['forward_backward_vs_floor']:.2f}x") for r in micro["results"] if r["impl"] != "none"]
             parts.append(f"ECA layer (copy bandwidth {micro['copy_bandwidth_gb_s'] / 1e3:.2f} TB/s):\n\n"
                          + markdown_table(("shape", "variant", "impl", "fwd+bwd ms", "floor ms", "vs floor"), rows))
-            parts.append("ECA cost per ResNet-50 step: " + "; ".join(
-                f"{impl} {v['train_ms']:.2f} ms train, {v['infer_ms']:.2f} ms infer"
-                for impl, v in micro.get("per_step", {}).items()))
+            if micro.get("per_step"):
+                parts.append("ECA cost per ResNet-50 step: " + "; ".join(
+                    f"{impl} {v['train_ms']:.2f} ms train, {v['infer_ms']:.2f} ms infer"
+                    for impl, v in micro["per_step"].items()))
+    released = [record for run in runs for record in run.get("released", [])]
+    if released:
+        _released_ratios(released)
+        parts.append("## Released networks against their baselines\n\n" + _released_markdown(released))
     records = [record for run in runs for record in run.get("models", [])]
     if records:
         _with_ratios(records)
-        parts.append(_models_markdown(records, env.get("gpu", "")))
+        parts.append("## Networks by ECA implementation (`--archs`)\n\n"
+                     + _models_markdown(records, env.get("gpu", "")))
     return "\n\n".join(parts)
 
 
@@ -342,6 +497,10 @@ channels_last, batch 256, 224x224; each figure is the median of timed repeats af
 (`eca_resnet50` over `resnet50`) in the same run. ECA implementations: `auto` is ecanet's default (fused
 Triton kernels in eager mode, the BatchNorm+ECA form that Inductor fuses under `torch.compile`); `plain` is
 the official computation. How the fused ECA works: [design/fused_eca.md](design/fused_eca.md).
+The released-networks table (`--released`) gives each measurement's median over its repeats and the
+repeats' min-max; "repeats x steps" is how many timed repeats of how many steps each (`--repeat-seconds`
+sizes the repeats, so deep networks time fewer steps). Rows of the official code compare with ecanet's
+baseline, rows of timm with timm's.
 
 """
 
@@ -467,6 +626,7 @@ SUITES: tuple[tuple[str, Callable[[argparse.Namespace, Report], str | None]], ..
     ("Loss curves, same data and weights", run_loss_curve),
     ("ECA layer against its memory floor", run_eca_micro),
     ("Throughput", run_models),
+    ("Released networks against their baselines", run_released),
     ("Kernel time per step", run_profile),
     ("Input pipeline alone", run_loader),
 )
@@ -483,8 +643,18 @@ def build_parser() -> argparse.ArgumentParser:
                       help=f"ecanet networks, e.g. eca_resnet50 resnet50 ({', '.join(models.list_models())})")
     what.add_argument("--torchvision", nargs="*", default=[], metavar="NAME",
                       help="torchvision networks as outside references, e.g. resnet50")
-    what.add_argument("--eca-micro", action="store_true",
-                      help="the ECA layer alone, on ResNet-50's four ECA shapes, against its memory floor")
+    what.add_argument("--released", nargs="*", default=None, metavar="BASELINE",
+                      help="every released ECA network against its baseline, in every case (--cases; default "
+                           "all four), with min/median/max over --repeats; or only the pairs of these baselines "
+                           f"({', '.join(base for _, base in RELEASED_PAIRS)})")
+    what.add_argument("--official-code", default=None, metavar="DIR",
+                      help="with --released: also the official implementation, imported from DIR, the official "
+                           "repository's models/ folder (skipped when absent)")
+    what.add_argument("--timm", action=argparse.BooleanOptionalAction, default=True,
+                      help="with --released: also timm's nearest networks where timm is installed")
+    what.add_argument("--eca-micro", nargs="?", const="resnet50", default=None, choices=("resnet50", "mobilenet_v2"),
+                      help="the ECA layer alone, on the ECA shapes of ResNet-50 (default) or MobileNetV2, "
+                           "against its memory floor")
     what.add_argument("--loss-curve", type=int, default=0, metavar="STEPS",
                       help="train --loss-arch for STEPS steps with each --eca-impl and compare the losses "
                            "(with --compile on/both, also 'auto' under torch.compile)")
@@ -511,8 +681,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="eager, torch.compile'd or both, for every mode (default %(default)s)")
     how.add_argument("--cases", nargs="+", choices=CASES, default=None,
                      help="explicit cases in this order, instead of --modes x --compile")
-    how.add_argument("--eca-impl", nargs="+", choices=("auto", "fused", "plain"), default=["fused", "plain"],
-                     help="ECA implementations to measure each ECA network with")
+    how.add_argument("--eca-impl", nargs="+", choices=("auto", "fused", "plain"), default=None,
+                     help="ECA implementations to measure each ECA network with (default: fused and plain for "
+                          "--archs, auto for --released)")
     how.add_argument("--ksize", default=RELEASED, help="ECA kernel sizes ('released': 3557 for eca_resnet50)")
     how.add_argument("--batch-size", type=int, default=256)
     how.add_argument("--img-size", type=int, default=224)
@@ -521,7 +692,11 @@ def build_parser() -> argparse.ArgumentParser:
     how.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True)
     how.add_argument("--repeats", type=int, default=3, help="timed repeats; the median is reported")
     how.add_argument("--warmup-steps", type=int, default=10)
-    how.add_argument("--timed-steps", type=int, default=30, help="steps per timed repeat")
+    how.add_argument("--timed-steps", type=int, default=30,
+                     help="steps per timed repeat (at most, with --repeat-seconds)")
+    how.add_argument("--repeat-seconds", type=float, default=None, metavar="S",
+                     help="time as many steps per repeat as fill about S seconds (at least 3, at most "
+                          "--timed-steps), so deep networks take no longer than shallow ones")
     how.add_argument("--device", default="cuda")
     how.add_argument("--seed", type=int, default=0)
 

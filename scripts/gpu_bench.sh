@@ -9,6 +9,9 @@
 #               SOURCES (default "synthetic cpu gpu"): synthetic data, then the JPEG folder with --decode cpu
 #               and --decode gpu (images/s, peak memory)
 #
+#   released    (only when named in STEPS) scripts/benchmark.py --released: the six released ECA networks against
+#               their baselines, train and inference, eager and compiled (compiling takes about a minute a network)
+#
 #   OUT=/some/dir STEPS="loader main" SOURCES="synthetic gpu" bash scripts/gpu_bench.sh
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -26,6 +29,13 @@ BENCH=(scripts/benchmark.py --batch-size 256 --amp bf16 --channels-last --repeat
 has() { [[ " $STEPS " == *" $1 "* ]]; }
 
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+if has released; then
+    echo "=== every released ECA network against its baseline (eager; then compiled, which compiles 12 networks)"
+    timeout 330 "$PY" "${BENCH[@]}" --released --cases train-eager infer-eager --repeat-seconds 0.5 \
+        --json "$OUT/released_eager.json" 2>&1 | grep -vE " INFO "
+    timeout 1500 "$PY" "${BENCH[@]}" --released --cases train-compiled infer-compiled --repeat-seconds 1 \
+        --json "$OUT/released_compiled.json" 2>&1 | grep -vE " INFO "
+fi
 if has throughput; then
     echo "=== throughput"
     timeout 330 "$PY" "${BENCH[@]}" --archs eca_resnet50 resnet50 --eca-impl auto \

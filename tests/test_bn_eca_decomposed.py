@@ -1,5 +1,6 @@
 """The torch.compile form of a block's tail, relu(ECA(BN(x)) + identity) written as one shared reduction
-and one pointwise map: the same function, gradients and BatchNorm running statistics as the modules."""
+and one pointwise map: the same function, gradients and BatchNorm running statistics as the modules, with
+and without the add and the ReLU (ResNet's tail, MobileNetV2's residual and non-residual tails)."""
 from __future__ import annotations
 
 import copy
@@ -10,7 +11,7 @@ from torch import nn
 
 from ecanet import models
 from ecanet.models import eca_module
-from ecanet.models.eca_module import EcaModule, bn_eca_add_relu_decomposed, set_eca_impl
+from ecanet.models.eca_module import EcaModule, bn_eca_tail_decomposed, set_eca_impl
 
 
 def _modules(channels: int, k: int, seed: int = 0):
@@ -25,10 +26,15 @@ def _modules(channels: int, k: int, seed: int = 0):
     return bn, eca
 
 
+# (with_identity, relu): ResNet's tail, MobileNetV2's residual tail, MobileNetV2's tail without residual.
+TAILS = [(True, True), (True, False), (False, False)]
+
+
+@pytest.mark.parametrize(("with_identity", "relu"), TAILS)
 @pytest.mark.parametrize("channels_last", [False, True])
 @pytest.mark.parametrize("training", [True, False])
 @pytest.mark.parametrize(("shape", "k"), [((3, 20, 7, 9), 3), ((1, 37, 5, 5), 5), ((4, 64, 2, 3), 1)])
-def test_decomposed_tail_is_the_module_tail(shape, k, training, channels_last):
+def test_decomposed_tail_is_the_module_tail(shape, k, training, channels_last, with_identity, relu):
     bn, eca = _modules(shape[1], k)
     bn_ref = copy.deepcopy(bn)
     eca_ref = set_eca_impl(copy.deepcopy(eca), "plain")
@@ -39,16 +45,22 @@ def test_decomposed_tail_is_the_module_tail(shape, k, training, channels_last):
     identity = torch.randn(shape, dtype=torch.float64).contiguous(memory_format=layout).requires_grad_()
     x_ref, identity_ref = x.detach().clone().requires_grad_(), identity.detach().clone().requires_grad_()
 
-    out = bn_eca_add_relu_decomposed(x, bn, eca.conv.weight, identity)
-    ref = eca_ref.scale_add_relu(bn_ref(x_ref), identity_ref)
+    out = bn_eca_tail_decomposed(x, bn, eca.conv.weight, identity if with_identity else None, relu=relu)
+    ref = eca_ref.scale_add_relu(bn_ref(x_ref), identity_ref if with_identity else None, relu=relu)
     torch.testing.assert_close(out, ref, rtol=1e-10, atol=1e-10)
+    if not relu:
+        assert (out < 0).any()   # no ReLU applied
 
     grad = torch.randn(shape, dtype=torch.float64)
     out.backward(grad)
     ref.backward(grad)
-    for mine, theirs in ((x.grad, x_ref.grad), (identity.grad, identity_ref.grad),
-                         (bn.weight.grad, bn_ref.weight.grad), (bn.bias.grad, bn_ref.bias.grad),
-                         (eca.conv.weight.grad, eca_ref.conv.weight.grad)):
+    pairs = [(x.grad, x_ref.grad), (bn.weight.grad, bn_ref.weight.grad), (bn.bias.grad, bn_ref.bias.grad),
+             (eca.conv.weight.grad, eca_ref.conv.weight.grad)]
+    if with_identity:
+        pairs.append((identity.grad, identity_ref.grad))
+    else:
+        assert identity.grad is None
+    for mine, theirs in pairs:
         torch.testing.assert_close(mine, theirs, rtol=1e-9, atol=1e-9)
     for name in ("running_mean", "running_var", "num_batches_tracked"):
         torch.testing.assert_close(getattr(bn, name), getattr(bn_ref, name), rtol=1e-12, atol=1e-12)
@@ -64,7 +76,7 @@ def test_large_mean_activations_do_not_lose_the_variance():
     x[0, :, 0, 0] += 3.0
     identity = torch.randn(16, 8, 56, 56)
     bn32 = copy.deepcopy(bn).float()
-    out = bn_eca_add_relu_decomposed(x, bn32, eca.conv.weight.float(), identity)
+    out = bn_eca_tail_decomposed(x, bn32, eca.conv.weight.float(), identity)
     ref = set_eca_impl(eca, "plain").scale_add_relu(bn(x.double()), identity.double())
     torch.testing.assert_close(out.double(), ref, rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(bn32.running_var.double(), bn.running_var, rtol=1e-4, atol=1e-9)
@@ -74,10 +86,10 @@ def test_training_tail_refuses_one_value_per_channel_and_double_backward():
     """As nn.BatchNorm2d: a batch of one 1x1 image has no variance. The written-out backward is first order."""
     bn, eca = _modules(6, 3)
     with pytest.raises(ValueError, match="more than 1 value per channel"):
-        bn_eca_add_relu_decomposed(torch.randn(1, 6, 1, 1, dtype=torch.float64), bn, eca.conv.weight,
+        bn_eca_tail_decomposed(torch.randn(1, 6, 1, 1, dtype=torch.float64), bn, eca.conv.weight,
                                    torch.randn(1, 6, 1, 1, dtype=torch.float64))
     x = torch.randn(2, 6, 3, 3, dtype=torch.float64, requires_grad=True)
-    out = bn_eca_add_relu_decomposed(x, bn, eca.conv.weight, torch.randn(2, 6, 3, 3, dtype=torch.float64))
+    out = bn_eca_tail_decomposed(x, bn, eca.conv.weight, torch.randn(2, 6, 3, 3, dtype=torch.float64))
     (grad,) = torch.autograd.grad(out.sum(), x, create_graph=True)
     with pytest.raises(RuntimeError):
         grad.sum().backward()
@@ -98,7 +110,7 @@ def test_bf16_tail_keeps_dtypes_and_matches_float64():
             bn_d, eca_d = bn_d.double(), eca_d.double()
         x = x64.to(dtype, copy=True).requires_grad_()
         identity = id64.to(dtype, copy=True).requires_grad_()
-        out = bn_eca_add_relu_decomposed(x, bn_d, eca_d.conv.weight, identity)
+        out = bn_eca_tail_decomposed(x, bn_d, eca_d.conv.weight, identity)
         out.backward(grad64.to(dtype))
         results[dtype] = (out, x.grad, identity.grad, bn_d.weight.grad, eca_d.conv.weight.grad)
     low, high = results[torch.bfloat16], results[torch.float64]
@@ -115,13 +127,13 @@ def test_compiled_block_takes_the_decomposed_form_and_matches_eager(monkeypatch)
     x_ref = x.detach().clone().requires_grad_()
     eager = set_eca_impl(copy.deepcopy(block), "plain")
     calls = {"n": 0}
-    real = eca_module.bn_eca_add_relu_decomposed
+    real = eca_module.bn_eca_tail_decomposed
 
     def counting(*args, **kwargs):
         calls["n"] += 1
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(eca_module, "bn_eca_add_relu_decomposed", counting)
+    monkeypatch.setattr(eca_module, "bn_eca_tail_decomposed", counting)
     compiled = torch.compile(block, backend="aot_eager", fullgraph=True)
     out = compiled(x)
     assert calls["n"] >= 1  # traced through the decomposed form
@@ -141,6 +153,6 @@ def test_eager_and_plain_never_take_the_decomposed_form(monkeypatch):
     def fail(*args, **kwargs):
         raise AssertionError("decomposed form used outside torch.compile")
 
-    monkeypatch.setattr(eca_module, "bn_eca_add_relu_decomposed", fail)
+    monkeypatch.setattr(eca_module, "bn_eca_tail_decomposed", fail)
     model = models.create_model("eca_resnet18", num_classes=3).train()
     model(torch.randn(2, 3, 32, 32)).sum().backward()

@@ -79,9 +79,10 @@ def make_inputs(shape, dtype, channels_last, k, with_identity, device="cpu", see
 
 
 def _off_zero(x: torch.Tensor, identity: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """identity moved so that x * gate + identity keeps RELU_MARGIN away from 0."""
     from ecanet.models.eca_fused import reference_forward
     x64, id64 = x.double(), identity.double()
-    gate = reference_forward(x64, weight.double(), None)[1][:, :, None, None]
+    gate = reference_forward(x64, weight.double(), None, False)[1][:, :, None, None]
     pre = x64 * gate + id64
     push = torch.where(pre >= 0, 2 * RELU_MARGIN, -2 * RELU_MARGIN)
     id64 = torch.where(pre.abs() < RELU_MARGIN, id64 + push, id64)
@@ -90,8 +91,17 @@ def _off_zero(x: torch.Tensor, identity: torch.Tensor, weight: torch.Tensor) -> 
     return identity
 
 
-def fused_vs_float64_plain(shape, dtype, channels_last, k, with_identity, device):
-    """Max relative errors of the fused module (dtype) against the plain one in float64, by output."""
+def _tail(module: EcaModule, x: torch.Tensor, identity: torch.Tensor | None, relu: bool) -> torch.Tensor:
+    """``relu(ECA(x) + identity)``, the add and the ReLU each optional; plain ECA(x) without either."""
+    if identity is None and not relu:
+        return module(x)
+    return module.scale_add_relu(x, identity, relu=relu)
+
+
+def fused_vs_float64_plain(shape, dtype, channels_last, k, with_identity, device, relu=None):
+    """Max relative errors of the fused module (dtype) against the plain one in float64, by output.
+    ``relu`` None: the ReLU exactly when there is an identity (ResNet's tail, or ECA alone)."""
+    relu = with_identity if relu is None else relu
     x, identity, grad, weight = make_inputs(shape, dtype, channels_last, k, with_identity, device)
     results = {}
     for impl, run_dtype in (("plain", torch.float64), ("fused", None)):
@@ -102,7 +112,7 @@ def fused_vs_float64_plain(shape, dtype, channels_last, k, with_identity, device
         cast = (lambda t: t.to(run_dtype)) if run_dtype else (lambda t: t)  # noqa: E731
         xi = cast(x).detach().requires_grad_()
         ii = cast(identity).detach().requires_grad_() if with_identity else None
-        out = module.scale_add_relu(xi, ii) if with_identity else module(xi)
+        out = _tail(module, xi, ii, relu)
         wrt = [xi, module.conv.weight] + ([ii] if with_identity else [])
         grads = torch.autograd.grad(out, wrt, cast(grad))
         results[impl] = dict(zip(["out", "x", "weight", "identity"], [out, *grads]))
@@ -222,11 +232,15 @@ def test_supports_only_what_the_kernels_take():
 # ----------------------------------------------------------------------------------------------------
 # CPU: the fused formulas, stated in PyTorch, against autograd (float64)
 # ----------------------------------------------------------------------------------------------------
+# (with_identity, relu): ResNet's tail, MobileNetV2's residual tail, ECA alone, ECA then a ReLU.
+TAILS = [(True, True), (True, False), (False, False), (False, True)]
+
+
 @needs_triton
 @pytest.mark.parametrize("shape", [(2, 7, 5, 3), (1, 16, 4, 4), (3, 5, 1, 1)])
 @pytest.mark.parametrize("k", [1, 3, 7])
-@pytest.mark.parametrize("with_identity", [True, False])
-def test_reference_formulas_match_autograd(shape, k, with_identity):
+@pytest.mark.parametrize(("with_identity", "relu"), TAILS)
+def test_reference_formulas_match_autograd(shape, k, with_identity, relu):
     from ecanet.models.eca_fused import reference_backward, reference_forward
     x, identity, grad, weight = make_inputs(shape, torch.float64, False, k, with_identity)
     module = EcaModule(shape[1], k, impl="plain").double()
@@ -234,15 +248,16 @@ def test_reference_formulas_match_autograd(shape, k, with_identity):
         module.conv.weight.copy_(weight)
     xi = x.clone().requires_grad_()
     ii = identity.clone().requires_grad_() if with_identity else None
-    out = module.scale_add_relu(xi, ii) if with_identity else module(xi)
+    out = _tail(module, xi, ii, relu)
     gate = module.attention_weights(x)[:, :, 0, 0]
     wrt = [xi, module.conv.weight] + ([ii] if with_identity else [])
     expected = torch.autograd.grad(out, wrt, grad)
 
-    ref_out, ref_gate, ref_mean = reference_forward(x, weight.double(), identity)
+    ref_out, ref_gate, ref_mean = reference_forward(x, weight.double(), identity, relu)
     torch.testing.assert_close(ref_out, out, rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(ref_gate, gate, rtol=1e-12, atol=1e-12)
-    dx, dw, di = reference_backward(grad, x, weight.double(), ref_gate, ref_mean, ref_out if with_identity else None)
+    dx, dw, grad_pre = reference_backward(grad, x, weight.double(), ref_gate, ref_mean, ref_out if relu else None)
+    di = grad_pre if relu else grad                               # d identity
     for got, want in zip([dx, dw] + ([di] if with_identity else []), expected):
         torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
 
@@ -260,40 +275,47 @@ def test_triton_interpreter():
 # Shapes for the interpreter: several C-blocks (C > 128 channels, > 256 gate channels, so taps cross
 # block edges), H*W splits, odd sizes, batch 1, k from 1 to 9.
 INTERPRETER_CASES = [
-    # shape, dtype, channels_last, k, with_identity
-    ((2, 300, 5, 7), torch.float32, True, 5, True),
-    ((2, 300, 5, 7), torch.float32, False, 3, True),
-    ((1, 24, 16, 16), torch.float32, True, 7, True),
-    ((1, 24, 16, 16), torch.float32, False, 9, False),
-    ((3, 10, 1, 1), torch.float32, True, 3, True),
-    ((2, 40, 9, 11), torch.bfloat16, True, 3, True),
-    ((2, 40, 9, 11), torch.float16, False, 5, True),
-    ((2, 40, 9, 11), torch.bfloat16, False, 1, False),
+    # shape, dtype, channels_last, k, with_identity, relu
+    ((2, 300, 5, 7), torch.float32, True, 5, True, True),
+    ((2, 300, 5, 7), torch.float32, False, 3, True, True),
+    ((1, 24, 16, 16), torch.float32, True, 7, True, True),
+    ((1, 24, 16, 16), torch.float32, False, 9, False, False),
+    ((3, 10, 1, 1), torch.float32, True, 3, True, True),
+    ((2, 40, 9, 11), torch.bfloat16, True, 3, True, True),
+    ((2, 40, 9, 11), torch.float16, False, 5, True, True),
+    ((2, 40, 9, 11), torch.bfloat16, False, 1, False, False),
+    ((2, 24, 14, 14), torch.bfloat16, True, 1, True, False),      # MobileNetV2: x * s + identity, k = 1
+    ((2, 160, 7, 7), torch.float32, True, 3, True, False),
+    ((2, 16, 9, 9), torch.float32, False, 3, False, True),
 ]
 
 
 @interpreter_only
-@pytest.mark.parametrize(("shape", "dtype", "channels_last", "k", "with_identity"), INTERPRETER_CASES)
-def test_interpreter_ops_match_reference(shape, dtype, channels_last, k, with_identity):
+@pytest.mark.parametrize(("shape", "dtype", "channels_last", "k", "with_identity", "relu"), INTERPRETER_CASES)
+def test_interpreter_ops_match_reference(shape, dtype, channels_last, k, with_identity, relu):
     from ecanet.models.eca_fused import eca_backward, eca_forward, reference_backward, reference_forward
     x, identity, grad, weight = make_inputs(shape, dtype, channels_last, k, with_identity)
-    out, gate, mean = eca_forward(x, weight, identity)
+    out, gate, mean = eca_forward(x, weight, identity, relu)
     d64 = lambda t: None if t is None else t.double()  # noqa: E731
-    ref_out, ref_gate, ref_mean = reference_forward(d64(x), d64(weight), d64(identity))
+    ref_out, ref_gate, ref_mean = reference_forward(d64(x), d64(weight), d64(identity), relu)
     assert max_rel_err(out, ref_out) < TOLERANCE[dtype]
     assert max_rel_err(gate, ref_gate) < 1e-6 and max_rel_err(mean, ref_mean) < 1e-6
-    dx, dw, di = eca_backward(grad, x, weight, gate, mean, out if with_identity else None)
-    ref_dx, ref_dw, ref_di = reference_backward(d64(grad), d64(x), d64(weight), ref_gate, ref_mean,
-                                                ref_out if with_identity else None)
+    dx, dw, grad_pre = eca_backward(grad, x, weight, gate, mean, out if relu else None)
+    ref_dx, ref_dw, ref_grad_pre = reference_backward(d64(grad), d64(x), d64(weight), ref_gate, ref_mean,
+                                                      ref_out if relu else None)
     assert max_rel_err(dx, ref_dx) < TOLERANCE[dtype]
     assert max_rel_err(dw, ref_dw) < 1e-5
-    assert (max_rel_err(di, ref_di) < TOLERANCE[dtype]) if with_identity else di.numel() == 0
+    assert (max_rel_err(grad_pre, ref_grad_pre) < TOLERANCE[dtype]) if relu else grad_pre.numel() == 0
 
 
 @interpreter_only
-@pytest.mark.parametrize(("channels_last", "with_identity"), [(True, True), (False, True), (True, False)])
-def test_interpreter_module_gradients_match_float64_plain(channels_last, with_identity):
-    errors = fused_vs_float64_plain((2, 36, 7, 5), torch.float32, channels_last, 5, with_identity, "cpu")
+@pytest.mark.parametrize(("channels_last", "with_identity", "relu"),
+                         [(True, True, True), (False, True, True), (True, False, False), (True, True, False),
+                          (False, False, True)])
+def test_interpreter_module_gradients_match_float64_plain(channels_last, with_identity, relu):
+    """Through the module, as the networks call it (the eager autograd function, not the custom op)."""
+    errors = fused_vs_float64_plain((2, 36, 7, 5), torch.float32, channels_last, 5, with_identity, "cpu",
+                                    relu=relu)
     assert max(errors.values()) < TOLERANCE[torch.float32], errors
 
 
@@ -315,7 +337,8 @@ def test_interpreter_opcheck():
     weight = torch.randn(1, 1, 3, requires_grad=True)
     identity = torch.randn(2, 24, 5, 7, requires_grad=True)
     channels_last = lambda t: t.detach().contiguous(memory_format=torch.channels_last).requires_grad_()  # noqa: E731
-    for args in [(x, weight, identity), (x, weight, None), (channels_last(x), weight, channels_last(identity))]:
+    for args in [(x, weight, identity, True), (x, weight, None, False), (x, weight, identity, False),
+                 (channels_last(x), weight, channels_last(identity), True)]:
         torch.library.opcheck(eca_forward, args)
 
 
@@ -455,17 +478,17 @@ def test_memory_floor_and_resnet50_shapes():
 # ----------------------------------------------------------------------------------------------------
 # GPU
 # ----------------------------------------------------------------------------------------------------
-GPU_SHAPES = [(3, 120, 7, 9), (1, 256, 56, 56), (2, 2048, 7, 7), (5, 1000, 13, 11)]
+GPU_SHAPES = [(3, 120, 7, 9), (1, 256, 56, 56), (2, 2048, 7, 7), (5, 1000, 13, 11), (4, 16, 112, 112)]
 
 
 @pytest.mark.parametrize("shape", GPU_SHAPES)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("channels_last", [True, False])
-@pytest.mark.parametrize("with_identity", [True, False])
+@pytest.mark.parametrize(("with_identity", "relu"), TAILS[:3])
 @gpu_test
-def test_gpu_fused_matches_float64_plain(shape, dtype, channels_last, with_identity):
+def test_gpu_fused_matches_float64_plain(shape, dtype, channels_last, with_identity, relu):
     k = 3 + 2 * (shape[1] % 3)                                   # 3, 5 or 7
-    errors = fused_vs_float64_plain(shape, dtype, channels_last, k, with_identity, "cuda")
+    errors = fused_vs_float64_plain(shape, dtype, channels_last, k, with_identity, "cuda", relu=relu)
     assert max(errors.values()) < TOLERANCE[dtype], errors
 
 

@@ -2,9 +2,10 @@
 
 ResNet and ECA-ResNet (and SE-ResNet) are the same code: a block asks :func:`create_attention` for its
 attention module and stores it under the kind's name (``block.eca`` / ``block.se``), which is what gives
-the official state-dict keys (``layer1.0.eca.conv.weight``). Blocks end with
-:meth:`ChannelAttention.scale_add_relu`, ``relu(attention(x) + identity)``, so an implementation may fuse
-the rescale with the residual add and ReLU (see ``ecanet/models/eca_fused.py``).
+the official state-dict keys (``layer1.0.eca.conv.weight``). Blocks end with :func:`bn_scale_add_relu`,
+``relu(attention(bn(x)) + identity)`` (MobileNetV2's without the ReLU), so an implementation may fuse the
+BatchNorm, the rescale, the residual add and the ReLU (see ``ecanet/models/eca_fused.py`` and
+``docs/design/fused_eca.md``).
 """
 from __future__ import annotations
 
@@ -38,33 +39,41 @@ class SqueezeExcitation(nn.Module):
         return x * y
 
 
-def scale_add_relu(attention: nn.Module | None, x: torch.Tensor, identity: torch.Tensor) -> torch.Tensor:
-    """The tail of a residual block: ``relu(attention(x) + identity)`` (``relu(x + identity)`` without one).
+def scale_add_relu(attention: nn.Module | None, x: torch.Tensor, identity: torch.Tensor | None = None, *,
+                   relu: bool = True) -> torch.Tensor:
+    """The tail of a block: ``relu(attention(x) + identity)`` (``relu(x + identity)`` without attention).
 
-    An attention module that offers a fused ``scale_add_relu(x, identity)`` (the ECA module does) is
-    asked to do the whole tail, so it can touch the activation once instead of three times.
+    ``identity`` None leaves the residual add out and ``relu=False`` the ReLU: MobileNetV2's inverted
+    residual ends with ``attention(x) + identity``, no ReLU. An attention module that offers a fused
+    ``scale_add_relu(x, identity, relu=...)`` (the ECA module does) is asked to do the whole tail, so it can
+    touch the activation once instead of three times.
     """
-    if attention is None:
-        return torch.relu_(x + identity)
-    fused = getattr(attention, "scale_add_relu", None)
+    fused = getattr(attention, "scale_add_relu", None)  # None for no attention too
     if fused is not None:
-        return fused(x, identity)
-    out = attention(x)
-    out += identity
-    return torch.relu_(out)
+        return fused(x, identity, relu=relu)
+    if attention is None:
+        out = x if identity is None else x + identity
+    else:
+        out = attention(x)
+        if identity is not None:
+            out += identity
+    if not relu:
+        return out
+    return torch.relu(out) if out is x else torch.relu_(out)  # never overwrite the caller's x
 
 
 def bn_scale_add_relu(bn: nn.Module, attention: nn.Module | None, x: torch.Tensor,
-                      identity: torch.Tensor) -> torch.Tensor:
-    """``relu(attention(bn(x)) + identity)``: a residual block's tail from its last convolution's output.
+                      identity: torch.Tensor | None = None, *, relu: bool = True) -> torch.Tensor:
+    """``relu(attention(bn(x)) + identity)``: a block's tail from its last convolution's output.
 
-    An attention module with a ``bn_scale_add_relu`` (the ECA module) does it all, so it can share work
-    with the BatchNorm; otherwise BN runs, then :func:`scale_add_relu`.
+    ``identity`` and ``relu`` as in :func:`scale_add_relu`. An attention module with a
+    ``bn_scale_add_relu`` (the ECA module) does it all, so it can share work with the BatchNorm; otherwise
+    BN runs, then :func:`scale_add_relu`.
     """
     fused = getattr(attention, "bn_scale_add_relu", None)  # None for no attention too
     if fused is not None:
-        return fused(bn, x, identity)
-    return scale_add_relu(attention, bn(x), identity)
+        return fused(bn, x, identity, relu=relu)
+    return scale_add_relu(attention, bn(x), identity, relu=relu)
 
 
 def create_attention(kind: AttentionKind, channels: int, k_size: int | None = None) -> nn.Module | None:

@@ -4,7 +4,8 @@ ECA (Wang et al., CVPR 2020, Eq. 9-11) on an activation ``x`` of shape (B, C, H,
 
     y = GAP(x)                       # (B, C)   Eq. (9): y[b, c] = sum_p x[b, c, p] / P
     s = sigmoid(C1D_k(y))            # (B, C)   Eq. (10)-(11): a 1-D conv across channels, zero padding
-    out = relu(x * s + identity)     # (B, C, H, W)  the residual block's tail (or ``x * s`` alone)
+    out = relu(x * s + identity)     # (B, C, H, W)  the residual block's tail; the add and the ReLU
+                                     #   are each optional (MobileNetV2: x * s + identity, ``x * s`` alone)
 
 The big tensors are touched only in these passes (one Triton kernel each; N = B*C*P elements):
 
@@ -17,8 +18,13 @@ The big tensors are touched only in these passes (one Triton kernel each; N = B*
               C. scale            read grad_pre; write dx                 dx = grad_pre * s + dmean / P
 
 so the block tail moves 4 N elements forward and 6 N backward, where unfused PyTorch moves about 8 N and
-13 N (see ``docs/design/fused_eca.md``). Without ``identity`` (``x * s`` alone) there is no ReLU: the
-forward moves 3 N and the backward 4 N (pass A writes nothing).
+13 N (see ``docs/design/fused_eca.md``). Without the ReLU pass A writes nothing: ``x * s`` alone moves
+3 N forward and 4 N backward, and ``x * s + identity`` 4 N and 4 N (d identity is the incoming gradient).
+
+Every launch's tiling and grid depend on the shape alone and are fixed (no autotuning), so a shape's
+kernels are compiled once, on its first call, and every later call runs the same code. In eager mode the
+kernels are called through a plain ``torch.autograd.Function``, which costs less host time per call than
+the custom op's dispatch; under ``torch.compile`` the custom op is what Inductor sees.
 
 The two reductions walk the batch from its last sample to its first and the element-wise passes that
 follow walk it forwards, so the first samples the second pass needs are the last the first pass read: they
@@ -40,6 +46,7 @@ from typing import Optional
 import torch
 import triton
 import triton.language as tl
+from torch.autograd.function import once_differentiable
 
 from .channel_conv import channel_conv, channel_conv_weight_grad
 
@@ -270,9 +277,7 @@ class _Reduction:
 
     @classmethod
     def for_tensor(cls, x: torch.Tensor) -> "_Reduction":
-        B, C, P, channels_last = _shape(x)
-        tiling = _Tiling.for_shape(C, P, channels_last)
-        return cls(B, C, P, tiling, *_reduction_splits(B, C, P, tiling, x.device))
+        return _reduction_plan(*_shape(x), x.device)
 
     def empty_partials(self, device: torch.device) -> torch.Tensor:
         return torch.empty((self.splits, self.B, self.C), device=device, dtype=torch.float32)
@@ -280,6 +285,13 @@ class _Reduction:
     @property
     def grid(self) -> tuple[int, int, int]:
         return triton.cdiv(self.C, self.tiling.block_c), self.splits, self.B
+
+
+@functools.lru_cache(maxsize=None)
+def _reduction_plan(B: int, C: int, P: int, channels_last: bool, device: torch.device) -> _Reduction:
+    """The reduction launch of one shape, worked out once: later calls skip the arithmetic."""
+    tiling = _Tiling.for_shape(C, P, channels_last)
+    return _Reduction(B, C, P, tiling, *_reduction_splits(B, C, P, tiling, device))
 
 
 def _launch_channel_sum(x: torch.Tensor) -> tuple[torch.Tensor, int]:
@@ -352,41 +364,24 @@ def _launch_gate_backward(partial: torch.Tensor, splits: int, gate: torch.Tensor
 
 
 # ----------------------------------------------------------------------------------------------------
-# The custom ops: ecanet::eca_forward and ecanet::eca_backward
+# The passes of one call, forward and backward
 # ----------------------------------------------------------------------------------------------------
-# Schemas are spelled out (not inferred from annotations): torch 2.4 cannot read the string annotations
-# that ``from __future__ import annotations`` makes.
-@torch.library.custom_op("ecanet::eca_forward", mutates_args=(),
-                         schema="(Tensor x, Tensor weight, Tensor? identity) -> (Tensor, Tensor, Tensor)")
-def eca_forward(x: torch.Tensor, weight: torch.Tensor,
-                identity: Optional[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(out, gate, mean): out = relu(x * gate + identity), or x * gate without identity; gate, mean (B, C) fp32.
-
-    ``x`` and ``identity`` must share dtype and layout (contiguous or channels_last); use
-    :func:`eca_scale_add_relu` / :func:`eca_scale`, which arrange that.
-    """
+def _forward_passes(x: torch.Tensor, weight: torch.Tensor, identity: torch.Tensor | None,
+                    relu: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Forward passes 1-3: (out, gate, mean), out = act(x * gate [+ identity]); gate, mean (B, C) fp32."""
     P = x.shape[2] * x.shape[3]
     x, identity = _dense(x, x), _dense(identity, x)
     with _device_of(x):
         partial, splits = _launch_channel_sum(x)                          # (splits, B, C)
         mean, gate = _launch_gate_forward(partial, splits, weight, P)     # (B, C) each
-        out = _launch_channel_affine(x, gate, None, identity, relu=identity is not None)
+        out = _launch_channel_affine(x, gate, None, identity, relu=relu)
     return out, gate, mean
 
 
-@eca_forward.register_fake
-def _eca_forward_fake(x, weight, identity):
-    stats = x.new_empty(x.shape[:2], dtype=torch.float32)                # (B, C)
-    return _empty_like(x), stats, torch.empty_like(stats)
-
-
-@torch.library.custom_op("ecanet::eca_backward", mutates_args=(),
-                         schema="(Tensor grad, Tensor x, Tensor weight, Tensor gate, Tensor mean, Tensor? out) "
-                                "-> (Tensor, Tensor, Tensor)")
-def eca_backward(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, gate: torch.Tensor,
-                 mean: torch.Tensor, out: Optional[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(dx, dweight, didentity) of :func:`eca_forward`; ``out`` is its output when it had an identity (ReLU)
-    and None otherwise, in which case didentity is an empty placeholder."""
+def _backward_passes(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, gate: torch.Tensor,
+                     mean: torch.Tensor, out: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Backward passes A-C: (dx, dweight, grad * [out > 0]); ``out`` is the forward's output when it had the
+    ReLU and None otherwise, in which case the third output is an empty placeholder (the gradient itself)."""
     P = x.shape[2] * x.shape[3]
     grad, out, x = _dense(grad, x), _dense(out, x), _dense(x, x)
     relu = out is not None
@@ -398,28 +393,93 @@ def eca_backward(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, gate
     return grad_x, grad_weight, grad_pre if relu else x.new_empty(0)
 
 
+def _save_for_backward(ctx, x: torch.Tensor, weight: torch.Tensor, identity: torch.Tensor | None, relu: bool,
+                       out: torch.Tensor, gate: torch.Tensor, mean: torch.Tensor) -> None:
+    ctx.has_identity, ctx.relu = identity is not None, relu
+    # The ReLU mask comes from out, which the next layer keeps alive anyway (it is its input).
+    ctx.save_for_backward(x, weight, gate, mean, *((out,) if relu else ()))
+
+
+def _gradients(ctx, grad_out: torch.Tensor, backward) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """(dx, dweight, didentity or None) from what :func:`_save_for_backward` kept; ``backward`` runs the passes."""
+    x, weight, gate, mean, *saved_out = ctx.saved_tensors
+    out = saved_out[0] if ctx.relu else None
+    grad_x, grad_weight, grad_pre = backward(grad_out, x, weight, gate, mean, out)  # it makes grad dense
+    if not ctx.has_identity:
+        return grad_x, grad_weight, None
+    return grad_x, grad_weight, grad_pre if ctx.relu else grad_out   # without the ReLU d identity = dL/dout
+
+
+# ----------------------------------------------------------------------------------------------------
+# The custom ops, for torch.compile: ecanet::eca_forward and ecanet::eca_backward
+# ----------------------------------------------------------------------------------------------------
+# Schemas are spelled out (not inferred from annotations): torch 2.4 cannot read the string annotations
+# that ``from __future__ import annotations`` makes.
+@torch.library.custom_op("ecanet::eca_forward", mutates_args=(),
+                         schema="(Tensor x, Tensor weight, Tensor? identity, bool relu) -> (Tensor, Tensor, Tensor)")
+def eca_forward(x: torch.Tensor, weight: torch.Tensor, identity: Optional[torch.Tensor],
+                relu: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(out, gate, mean): out = x * gate [+ identity], then the ReLU if ``relu``; gate, mean (B, C) fp32.
+
+    ``x`` and ``identity`` must share dtype and layout (contiguous or channels_last); use
+    :func:`eca_scale_add_relu` / :func:`eca_scale`, which arrange that.
+    """
+    return _forward_passes(x, weight, identity, relu)
+
+
+@eca_forward.register_fake
+def _eca_forward_fake(x, weight, identity, relu):
+    stats = x.new_empty(x.shape[:2], dtype=torch.float32)                # (B, C)
+    return _empty_like(x), stats, torch.empty_like(stats)
+
+
+@torch.library.custom_op("ecanet::eca_backward", mutates_args=(),
+                         schema="(Tensor grad, Tensor x, Tensor weight, Tensor gate, Tensor mean, Tensor? out) "
+                                "-> (Tensor, Tensor, Tensor)")
+def eca_backward(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, gate: torch.Tensor,
+                 mean: torch.Tensor, out: Optional[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(dx, dweight, grad * [out > 0]) of :func:`eca_forward`; ``out`` is its output when it had the ReLU and
+    None otherwise, in which case the third output is an empty placeholder."""
+    return _backward_passes(grad, x, weight, gate, mean, out)
+
+
 @eca_backward.register_fake
 def _eca_backward_fake(grad, x, weight, gate, mean, out):
-    grad_identity = _empty_like(x) if out is not None else x.new_empty(0)
-    return _empty_like(x), torch.empty_like(weight), grad_identity
+    grad_pre = _empty_like(x) if out is not None else x.new_empty(0)
+    return _empty_like(x), torch.empty_like(weight), grad_pre
 
 
 def _setup_context(ctx, inputs, output) -> None:
-    x, weight, identity = inputs
-    out, gate, mean = output
-    ctx.has_identity = identity is not None
-    # The ReLU mask comes from out, which the next layer keeps alive anyway (it is its input).
-    ctx.save_for_backward(x, weight, gate, mean, *((out,) if ctx.has_identity else ()))
+    _save_for_backward(ctx, *inputs, *output)
 
 
 def _backward(ctx, grad_out, _grad_gate, _grad_mean):
-    x, weight, gate, mean, *saved_out = ctx.saved_tensors
-    out = saved_out[0] if ctx.has_identity else None
-    grad_x, grad_weight, grad_identity = eca_backward(grad_out, x, weight, gate, mean, out)  # it makes grad dense
-    return grad_x, grad_weight, grad_identity if ctx.has_identity else None
+    return *_gradients(ctx, grad_out, eca_backward), None
 
 
 eca_forward.register_autograd(_backward, setup_context=_setup_context)
+
+
+class _EagerEca(torch.autograd.Function):
+    """The same passes as the custom op for eager mode, without the op's dispatch (host time per call)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, identity: torch.Tensor | None,
+                relu: bool) -> torch.Tensor:
+        out, gate, mean = _forward_passes(x, weight, identity, relu)
+        _save_for_backward(ctx, x, weight, identity, relu, out, gate, mean)
+        return out
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_out: torch.Tensor):
+        return *_gradients(ctx, grad_out, _backward_passes), None
+
+
+def _eca(x: torch.Tensor, weight: torch.Tensor, identity: torch.Tensor | None, relu: bool) -> torch.Tensor:
+    if torch.compiler.is_compiling():
+        return eca_forward(x, weight, identity, relu)[0]
+    return _EagerEca.apply(x, weight, identity, relu)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -454,36 +514,40 @@ def supports(x: torch.Tensor, identity: torch.Tensor | None = None) -> bool:
 
 def eca_scale(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     """ECA, Eq. (9)-(11): ``x * sigmoid(C1D_k(GAP(x)))`` for x (B, C, H, W) and a conv weight (1, 1, k)."""
-    return eca_forward(_dense(x, x), weight, None)[0]
+    return _eca(_dense(x, x), weight, None, False)
 
 
-def eca_scale_add_relu(x: torch.Tensor, weight: torch.Tensor, identity: torch.Tensor) -> torch.Tensor:
-    """The residual block's tail with ECA: ``relu(x * sigmoid(C1D_k(GAP(x))) + identity)``.
+def eca_scale_add_relu(x: torch.Tensor, weight: torch.Tensor, identity: torch.Tensor | None = None, *,
+                       relu: bool = True) -> torch.Tensor:
+    """A block's tail with ECA: ``relu(x * sigmoid(C1D_k(GAP(x))) + identity)``.
 
-    ``identity`` is cast to x's dtype and layout, as the plain ``out += identity`` does.
+    ``identity`` None leaves the add out, ``relu=False`` the ReLU. ``identity`` is cast to x's dtype and
+    layout, as the plain ``out += identity`` does.
     """
     x = _dense(x, x)
-    return eca_forward(x, weight, identity.to(dtype=x.dtype, memory_format=memory_format(x)))[0]
+    if identity is not None:
+        identity = identity.to(dtype=x.dtype, memory_format=memory_format(x))
+    return _eca(x, weight, identity, relu)
 
 
 # ----------------------------------------------------------------------------------------------------
 # A pure-PyTorch statement of what the kernels compute (float64 in the tests), pass by pass
 # ----------------------------------------------------------------------------------------------------
-def reference_forward(x: torch.Tensor, weight: torch.Tensor,
-                      identity: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def reference_forward(x: torch.Tensor, weight: torch.Tensor, identity: torch.Tensor | None,
+                      relu: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """What :func:`eca_forward` computes, in PyTorch: (out, gate, mean)."""
     mean = x.mean(dim=(2, 3))                                    # (B, C)      pass 1
     gate = torch.sigmoid(channel_conv(mean, weight.reshape(-1)))  # (B, C)    pass 2
     out = x * gate[:, :, None, None]                             # (B, C, H, W) pass 3
     if identity is not None:
-        out = torch.relu(out + identity)
-    return out, gate, mean
+        out = out + identity
+    return (torch.relu(out) if relu else out), gate, mean
 
 
 def reference_backward(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, gate: torch.Tensor,
                        mean: torch.Tensor, out: torch.Tensor | None
                        ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-    """What :func:`eca_backward` computes, in PyTorch: (dx, dweight, didentity or None)."""
+    """What :func:`eca_backward` computes, in PyTorch: (dx, dweight, grad * [out > 0], or None without ``out``)."""
     P = x.shape[2] * x.shape[3]
     taps = weight.reshape(-1)
     grad_pre = grad if out is None else torch.where(out <= 0, torch.zeros_like(grad), grad)  # pass A

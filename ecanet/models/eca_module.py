@@ -8,7 +8,7 @@ Triton kernels in :mod:`ecanet.models.eca_fused` that fuse the rescale with the 
 Each module carries its choice (``EcaModule(..., impl=...)``, or :func:`set_eca_impl` on a whole network,
 which is what ``create_model(..., eca_impl=...)`` does). The default ``"auto"`` runs the fused kernels on
 CUDA tensors when Triton imports and the plain code everywhere else, and under ``torch.compile`` lets
-Inductor fuse BatchNorm with ECA (:func:`bn_eca_add_relu_decomposed`).
+Inductor fuse BatchNorm with ECA (:func:`bn_eca_tail_decomposed`).
 """
 from __future__ import annotations
 
@@ -128,24 +128,32 @@ class EcaModule(nn.Module):
             return eca_fused.eca_scale(x, self.conv.weight)
         return x * self.attention_weights(x)
 
-    def scale_add_relu(self, x: torch.Tensor, identity: torch.Tensor) -> torch.Tensor:
-        """``relu(x * w + identity)``: ECA followed by a residual block's add and ReLU (fused on GPUs)."""
+    def scale_add_relu(self, x: torch.Tensor, identity: torch.Tensor | None = None, *,
+                       relu: bool = True) -> torch.Tensor:
+        """``relu(x * w + identity)``: ECA followed by a residual block's add and ReLU (fused on GPUs).
+
+        ``identity`` None leaves the add out and ``relu=False`` the ReLU (MobileNetV2's block ends with
+        ``x * w + identity``): ``ECA(x)`` alone is ``scale_add_relu(x, relu=False)``.
+        """
         if _use_fused(self.impl, x, identity):
-            return eca_fused.eca_scale_add_relu(x, self.conv.weight, identity)
+            return eca_fused.eca_scale_add_relu(x, self.conv.weight, identity, relu=relu)
         out = self(x)
-        out += identity
-        return torch.relu_(out)
+        if identity is not None:
+            out += identity
+        return torch.relu_(out) if relu else out
 
-    def bn_scale_add_relu(self, bn: nn.Module, x: torch.Tensor, identity: torch.Tensor) -> torch.Tensor:
-        """``relu(ECA(bn(x)) + identity)``: a residual block's tail from its last convolution's output.
+    def bn_scale_add_relu(self, bn: nn.Module, x: torch.Tensor, identity: torch.Tensor | None = None, *,
+                          relu: bool = True) -> torch.Tensor:
+        """``relu(ECA(bn(x)) + identity)``: a block's tail from its last convolution's output.
 
-        Under ``torch.compile`` (implementation ``"auto"``) this is written out so that Inductor can fuse
-        BatchNorm's statistics with ECA's pooling and BN's affine map with the rescale, add and ReLU
-        (:func:`bn_eca_add_relu_decomposed`); otherwise ``bn`` runs as a module, then :meth:`scale_add_relu`.
+        ``identity`` None leaves the residual add out, ``relu=False`` the ReLU. Under ``torch.compile``
+        (implementation ``"auto"``) this is written out so that Inductor can fuse BatchNorm's statistics with
+        ECA's pooling and BN's affine map with the rescale, add and ReLU (:func:`bn_eca_tail_decomposed`);
+        otherwise ``bn`` runs as a module, then :meth:`scale_add_relu`.
         """
         if self.impl == "auto" and torch.compiler.is_compiling() and _decomposable_bn(bn, x):
-            return bn_eca_add_relu_decomposed(x, bn, self.conv.weight, identity)
-        return self.scale_add_relu(bn(x), identity)
+            return bn_eca_tail_decomposed(x, bn, self.conv.weight, identity, relu=relu)
+        return self.scale_add_relu(bn(x), identity, relu=relu)
 
     def extra_repr(self) -> str:
         return f"channels={self.channels}, k_size={self.k_size}, impl={self.impl!r}"
@@ -157,18 +165,33 @@ def _decomposable_bn(bn: nn.Module, x: torch.Tensor) -> bool:
             and (not bn.training or bn.momentum is not None))
 
 
+def _tail_dtype(x: torch.Tensor, identity: torch.Tensor | None) -> torch.dtype:
+    """The dtype of a block tail's output: x's, promoted with identity's as ``out += identity`` would be."""
+    return x.dtype if identity is None else torch.promote_types(x.dtype, identity.dtype)
+
+
 def _gate_and_tail(x: torch.Tensor, a: torch.Tensor, h: torch.Tensor, pooled: torch.Tensor, taps: torch.Tensor,
-                   identity: torch.Tensor, out_dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+                   identity: torch.Tensor | None, relu: bool,
+                   out_dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
     """ECA's gate on the pooled BN output, Eq. (10)-(11), and the block's tail after BN(x) = a * x + h:
-    ``(relu(x * (a g) + h g + identity), g)`` with g = sigmoid(C1D_k(pooled)). x, a, h, pooled and taps are
-    in the arithmetic dtype; the output is cast to ``out_dtype`` before the ReLU (the same values)."""
+    ``(act(x * (a g) + h g [+ identity]), g)`` with g = sigmoid(C1D_k(pooled)) and act the ReLU or nothing.
+    x, a, h, pooled and taps are in the arithmetic dtype; the output is cast to ``out_dtype`` before the ReLU
+    (the same values)."""
     g = torch.sigmoid(channel_conv(pooled, taps))                # (B, C)
     scale, offset = (a * g)[:, :, None, None], (h * g)[:, :, None, None]   # (B, C, 1, 1) each
-    return torch.relu((x * scale + offset + identity.to(x.dtype)).to(out_dtype)), g
+    out = x * scale + offset
+    if identity is not None:
+        out = out + identity.to(x.dtype)
+    if out.dtype != out_dtype:  # a no-op .to() returns its input, and torch 2.11's torch.compile then lost the
+        out = out.to(out_dtype)  # gradient of an autograd.Function output made that way
+    return (torch.relu(out) if relu else out), g
 
 
-class _BnEcaAddReluTraining(torch.autograd.Function):
+class _BnEcaTailTraining(torch.autograd.Function):
     """``relu(ECA(BN(x)) + identity)`` with BatchNorm on batch statistics, both directions written out.
+
+    The add is left out when ``identity`` is None and the ReLU when ``relu`` is False (MobileNetV2's block
+    ends with ``ECA(BN(x)) + x``); the formulas below then read G' = dL/dout.
 
     Forward (per sample b and channel c, P = H * W pixels, n = B * P; ``xc = x - shift[c]``, where the
     shift is the first sample's mean of each channel, so that the sums below do not cancel when a channel's
@@ -199,7 +222,8 @@ class _BnEcaAddReluTraining(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor, weight: torch.Tensor,
-                identity: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                identity: torch.Tensor | None, eps: float,
+                relu: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         batch, _, height, width = x.shape
         pixels = height * width
         count = batch * pixels
@@ -218,9 +242,10 @@ class _BnEcaAddReluTraining(torch.autograd.Function):
         h = beta.to(compute) - mu * a
         m = s1 * (a / pixels) + h                                   # (B, C)
         taps = weight.reshape(-1).to(compute)
-        out, g = _gate_and_tail(xc, a, h, m, taps, identity, torch.promote_types(x.dtype, identity.dtype))
-        ctx.save_for_backward(x, out, shift, s1, mu, var_unclamped, r, a, h, m, g, gamma, taps)
-        ctx.meta = (eps, weight.shape, weight.dtype, identity.dtype)
+        out, g = _gate_and_tail(xc, a, h, m, taps, identity, relu, _tail_dtype(x, identity))
+        # The ReLU mask is read from out; without a ReLU out is not needed.
+        ctx.save_for_backward(x, shift, s1, mu, var_unclamped, r, a, h, m, g, gamma, taps, *((out,) if relu else ()))
+        ctx.meta = (weight.shape, weight.dtype, None if identity is None else identity.dtype, relu)
         batchmean, batchvar = mu + shift, var
         ctx.mark_non_differentiable(batchmean, batchvar)
         return out, batchmean, batchvar
@@ -228,14 +253,14 @@ class _BnEcaAddReluTraining(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_out: torch.Tensor, _grad_mean: torch.Tensor, _grad_var: torch.Tensor):
-        x, out, shift, s1, mu, var_unclamped, r, a, h, m, g, gamma, taps = ctx.saved_tensors
-        _, weight_shape, weight_dtype, identity_dtype = ctx.meta
+        x, shift, s1, mu, var_unclamped, r, a, h, m, g, gamma, taps, *saved_out = ctx.saved_tensors
+        weight_shape, weight_dtype, identity_dtype, relu = ctx.meta
         batch, _, height, width = x.shape
         pixels = height * width
         count = batch * pixels
         compute = s1.dtype
-        grad_pre = torch.where(out <= 0, torch.zeros((), dtype=grad_out.dtype, device=grad_out.device),
-                               grad_out)                           # (B, C, H, W) in grad's dtype: dL/didentity
+        grad_pre = grad_out if not relu else torch.where(   # (B, C, H, W) in grad's dtype: dL/didentity
+            saved_out[0] <= 0, torch.zeros((), dtype=grad_out.dtype, device=grad_out.device), grad_out)
         gp = grad_pre.to(compute)
         xc = x.to(compute) - shift[:, None, None]
         grad_scale = (gp * xc).sum(dim=(2, 3))                     # (B, C) dS
@@ -250,24 +275,26 @@ class _BnEcaAddReluTraining(torch.autograd.Function):
         grad_mu = -a * grad_h - 2 * mu * grad_var
         per_sample = (grad_m * (a / pixels) + grad_mu / count)[:, :, None, None]   # (B, C, 1, 1)
         grad_x = gp * (a * g)[:, :, None, None] + per_sample + xc * (2 * grad_var / count)[:, None, None]
+        grad_identity = None if identity_dtype is None else grad_pre.to(identity_dtype)
         return (grad_x.to(x.dtype), grad_gamma.to(gamma.dtype), grad_h.to(gamma.dtype),
-                grad_weight.reshape(weight_shape).to(weight_dtype), grad_pre.to(identity_dtype), None)
+                grad_weight.reshape(weight_shape).to(weight_dtype), grad_identity, None, None)
 
 
-def bn_eca_add_relu_decomposed(x: torch.Tensor, bn: nn.BatchNorm2d, weight: torch.Tensor,
-                               identity: torch.Tensor) -> torch.Tensor:
+def bn_eca_tail_decomposed(x: torch.Tensor, bn: nn.BatchNorm2d, weight: torch.Tensor,
+                           identity: torch.Tensor | None = None, *, relu: bool = True) -> torch.Tensor:
     """``relu(ECA(BN(x)) + identity)`` as one reduction and one pointwise pass each way, for torch.compile.
 
     BatchNorm (batch statistics in training, running ones in eval) and ECA (Eq. 9-11) share their
     reduction: the per-(sample, channel) sums of x and x^2 over H, W give BN's per-channel mean and
     variance and, because BN is affine per channel, ECA's pooled input too: mean_hw(a * x + c) =
     a * mean_hw(x) + c. What is left is one pointwise map, relu(x * (a * w) + c * w + identity), so
-    Inductor makes of it the passes BatchNorm + add + ReLU need alone. In training the backward is written
-    out as well (:class:`_BnEcaAddReluTraining`). Running statistics are updated as ``nn.BatchNorm2d``
-    does (unbiased variance, ``momentum``).
+    Inductor makes of it the passes BatchNorm + add + ReLU need alone. ``identity`` None leaves the add
+    out and ``relu=False`` the ReLU (MobileNetV2: ``ECA(BN(x)) + x`` or ``ECA(BN(x))``). In training the
+    backward is written out as well (:class:`_BnEcaTailTraining`). Running statistics are updated as
+    ``nn.BatchNorm2d`` does (unbiased variance, ``momentum``).
     """
     if bn.training:
-        out, mean, var = _BnEcaAddReluTraining.apply(x, bn.weight, bn.bias, weight, identity, bn.eps)
+        out, mean, var = _BnEcaTailTraining.apply(x, bn.weight, bn.bias, weight, identity, bn.eps, relu)
         count = x.shape[0] * x.shape[2] * x.shape[3]
         with torch.no_grad():
             bn.running_mean.mul_(1.0 - bn.momentum).add_(mean, alpha=bn.momentum)
@@ -280,7 +307,7 @@ def bn_eca_add_relu_decomposed(x: torch.Tensor, bn: nn.BatchNorm2d, weight: torc
     shift = bn.bias - bn.running_mean * a                         # (C,)
     pooled = xf.mean(dim=(2, 3)) * a + shift                      # (B, C): mean over H, W of BN(x)
     taps = weight.reshape(-1).to(compute)
-    return _gate_and_tail(xf, a, shift, pooled, taps, identity, torch.promote_types(x.dtype, identity.dtype))[0]
+    return _gate_and_tail(xf, a, shift, pooled, taps, identity, relu, _tail_dtype(x, identity))[0]
 
 
 def parse_kernel_sizes(k_size: object, num_stages: int) -> list[int | None]:

@@ -3,13 +3,18 @@
 Module names reproduce torchvision's ``mobilenet_v2`` and the official ``eca_mobilenetv2.py``: each
 block is ``features.N.conv`` = [pw ConvBNReLU6 (if expanded)], dw ConvBNReLU6, pw-linear Conv2d, BN and,
 for ECA, the ECA layer last (after the projection BN, before the residual add).
+
+With attention, a block's projection BatchNorm, its attention and its residual add (no ReLU) run as one
+tail, :func:`~ecanet.models.attention.bn_scale_add_relu` with ``relu=False``, the same call that ends a
+ResNet block: under ``torch.compile`` ECA's pooling then comes out of BatchNorm's statistics pass, and the
+rescale and the add join BatchNorm's pointwise pass (``docs/design/fused_eca.md``).
 """
 from __future__ import annotations
 
 import torch
 from torch import nn
 
-from .attention import AttentionKind, create_attention
+from .attention import AttentionKind, bn_scale_add_relu, create_attention
 from .eca_module import parse_kernel_sizes
 
 STEM_CHANNELS = 32
@@ -62,9 +67,16 @@ class InvertedResidual(nn.Module):
         if module is not None:
             layers.append(module)
         self.conv = nn.Sequential(*layers)
+        self.has_attention = module is not None
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.conv(x) if self.use_res_connect else self.conv(x)
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (B, inp, H, W)
+        if not self.has_attention:
+            return x + self.conv(x) if self.use_res_connect else self.conv(x)
+        *body, bn, attention = self.conv
+        out = x
+        for layer in body:
+            out = layer(out)                              # (B, oup, H / stride, W / stride), before BN
+        return bn_scale_add_relu(bn, attention, out, x if self.use_res_connect else None, relu=False)
 
 
 def block_kernel_sizes(k_size: object) -> list[int | None]:
