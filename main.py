@@ -21,10 +21,9 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from ecanet import config
-from ecanet import signals as stop_signals
+from ecanet.cli import run_command
 from ecanet.constants import IMAGENET_MEAN, IMAGENET_STD
-from ecanet.errors import (EXIT_DIVERGED, EXIT_OK, EXIT_PREEMPTED, EXIT_SAVE_FAILED, ConfigError, UserError,
-                           print_error, user_message)
+from ecanet.errors import EXIT_OK, EXIT_PREEMPTED, ConfigError, UserError
 from ecanet.lazy import lazy_import
 
 # Imported on first use, so that `--help` answers before torch has loaded.
@@ -37,6 +36,7 @@ metrics_lib = lazy_import("ecanet.metrics")
 models = lazy_import("ecanet.models")
 optim = lazy_import("ecanet.optim")
 recipe_lib = lazy_import("ecanet.recipe")
+rundir = lazy_import("ecanet.rundir")
 runtime = lazy_import("ecanet.runtime")
 
 log = logging.getLogger("ecanet")
@@ -44,31 +44,8 @@ log = logging.getLogger("ecanet")
 
 def main(argv: Sequence[str] | None = None, defaults: Mapping[str, Any] | None = None,
          prog: str | None = None, description: str | None = None) -> int:
-    """The command line: parse, run, and turn the errors a user can fix into one paragraph and an exit code."""
-    debug = "--debug" in (sys.argv[1:] if argv is None else argv)
-    previous_handlers = stop_signals.install_startup_stop_handlers()  # until training starts: stop at once
-    try:
-        return run(config.parse_config(argv, defaults, prog, description))
-    except UserError as exc:
-        return _report(exc, debug, exc.exit_code)
-    except stop_signals.StoppedBeforeTraining as exc:
-        return _report(exc, debug, EXIT_PREEMPTED)
-    except Exception as exc:  # noqa: BLE001 - only the two kinds below are expected; others propagate
-        if isinstance(exc, engine.NonFiniteLossError):
-            return _report(exc, debug, EXIT_DIVERGED, exc.advice())
-        if isinstance(exc, ckpt.CheckpointSaveError):
-            return _report(exc, debug, EXIT_SAVE_FAILED, "Free disk space or fix permissions, then rerun with "
-                                                         "--resume auto: the previous checkpoint is intact.")
-        raise
-    finally:
-        stop_signals.restore_signal_handlers(previous_handlers)
-
-
-def _report(exc: BaseException, debug: bool, code: int, fix: str = "") -> int:
-    if debug:
-        log.exception("error (exit code %d)", code)
-    print_error(f"{user_message(exc)} {fix}")
-    return code
+    """The command line: parse and run; the errors a user can fix become one paragraph and an exit code."""
+    return run_command(lambda: run(config.parse_config(argv, defaults, prog, description)), argv)
 
 
 def run(args: Any) -> int:
@@ -239,14 +216,10 @@ def train(cfg: config.Config, info: Any, precision: Any, resume_path: Path | Non
                  state.position.global_step, state.best_top1)
     del resume_obj
     run_dir = Path(cfg.output)  # made only now: a run that fails its input checks leaves nothing behind
-    claim = ckpt.claim_run_dir(run_dir, info)  # one run per directory; leftovers of interrupted saves removed
-    first_step, undo = state.position.global_step, False
-    preemption, metrics, run_log = dist.PreemptionHandler(info), None, None
-    try:
-        if info.is_main:
-            config.write_config(cfg, run_dir / "config.yaml")
-        run_log = runtime.add_run_log(run_dir, info)
-        metrics = metrics_lib.MetricsLogger(run_dir, enabled=info.is_main)
+    with rundir.open_run_directory(run_dir, info, write_config=lambda path: config.write_config(cfg, path),
+                                   steps_done=lambda: state.position.global_step,
+                                   last_checkpoint=ckpt.LAST_CHECKPOINT, stop_workers=data.close
+                                   ) as (metrics, preemption):
         log.info("%s: %s parameters, ECA kernel sizes %s; %d train / %d val images, %d classes; %d process(es) "
                  "x batch %d = %d, lr %.4g; run directory %s", cfg.arch, f"{models.count_parameters(state.model):,}",
                  ckpt.NetworkSpec(cfg.arch, data.num_classes, models.eca_kernel_sizes(state.model)).kernel_string
@@ -260,22 +233,6 @@ def train(cfg: config.Config, info: Any, precision: Any, resume_path: Path | Non
                              cfg.seed, info.world_size, config.config_to_yaml_dict(cfg))
         preemption.install()
         return epoch_loop(cfg, info, state, data, run, run_dir, metrics, preemption)
-    except engine.NonFiniteLossError as exc:
-        last = run_dir / ckpt.LAST_CHECKPOINT
-        exc.last_checkpoint = str(last) if last.exists() else None
-        raise
-    except BaseException:
-        undo = state.position.global_step == first_step  # failed before its first step: leave no debris
-        raise
-    finally:
-        preemption.uninstall()
-        data.close()  # the loader workers share train.log: stopped before the directory may be put back
-        if metrics is not None:
-            metrics.close()
-        if run_log is not None:
-            logging.getLogger().removeHandler(run_log)
-            run_log.close()
-        claim.release(undo=undo)
 
 
 def epoch_loop(cfg: config.Config, info: Any, state: Any, data: Any, run: Any, run_dir: Path, metrics: Any,

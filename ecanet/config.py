@@ -358,12 +358,14 @@ def _is_alias(key: str, action: argparse.Action) -> bool:
     return bool(longs) and key != longs[0]
 
 
-def write_config(args: argparse.Namespace, path: str | os.PathLike) -> None:
+def write_config(args: argparse.Namespace, path: str | os.PathLike,
+                 parser: argparse.ArgumentParser | None = None) -> None:
     """Write the resolved configuration to ``path`` (``config.yaml``). When the file holds another one (a run
     resumed with changed options), the change is appended to ``config_history.yaml`` beside it first, so the
-    run's directory tells every configuration it trained with."""
+    run's directory tells every configuration it trained with. ``parser``: the command line's (default:
+    ``main.py``'s)."""
     path = Path(path)
-    data = config_to_yaml_dict(args)
+    data = config_to_yaml_dict(args, parser)
     if path.is_file():
         previous = yaml.safe_load(path.read_text()) or {}
         changed = {key: [previous.get(key), value] for key, value in data.items() if previous.get(key) != value}

@@ -21,3 +21,8 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 # ONNX export (ecanet.export): the opset written by default, and the oldest one accepted.
 DEFAULT_ONNX_OPSET = 17
 MIN_ONNX_OPSET = 13
+
+# Detection (ecanet.detection): torchvision's detectors by name, and how many backbone stages can train
+# (conv1 and layer1-layer4; the paper's mmdetection runs train 3, the stem and layer1 frozen).
+DETECTOR_NAMES = ("faster_rcnn", "mask_rcnn", "retinanet")
+MAX_TRAINABLE_LAYERS = 5

@@ -38,9 +38,9 @@ class NonFiniteLossError(RuntimeError):
         self.step, self.epoch, self.lr = step, epoch, lr
         self.last_checkpoint: str | None = None
 
-    def advice(self) -> str:
-        """What to do next, given whether a checkpoint from before exists."""
-        remedies = ("a lower --lr, --warmup-epochs, --amp bf16 instead of fp16, or --clip-grad-norm")
+    def advice(self, remedies: str) -> str:
+        """What to do next, given whether a checkpoint from before exists; ``remedies``: the options to change
+        (the command line's own)."""
         if self.last_checkpoint:
             return (f"The last checkpoint, {self.last_checkpoint}, was written before this and is intact: resume "
                     f"from it with {remedies} (an explicit --lr on resume replaces the run's).")

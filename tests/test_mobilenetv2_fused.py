@@ -137,11 +137,11 @@ def test_interpreter_fused_block_matches_plain(kind):
 # ----------------------------------------------------------------------------------------------------
 # GPU: the whole network
 # ----------------------------------------------------------------------------------------------------
-def _network_outputs(model, images, impl, compiled, amp):
+def _network_outputs(model, images, impl, compiled, amp, dtype=torch.float32):
     """(logits, d images, d ECA weight of features.3) of one training step's forward and backward."""
-    replica = set_eca_impl(copy.deepcopy(model), impl)
+    replica = set_eca_impl(copy.deepcopy(model).to(dtype), impl)
     run = torch.compile(replica) if compiled else replica
-    x = images.clone().requires_grad_()
+    x = images.to(dtype).clone().requires_grad_()
     torch.manual_seed(1)   # the same dropout mask in every run
     with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
         out = run(x).float()
@@ -155,6 +155,7 @@ def _errors(results, reference):
 
 
 IMPLEMENTATIONS = (("fused", False), ("auto", False), ("auto", True))   # (impl, torch.compile)
+FLOAT32_ORDER_FACTOR = 4   # how much further from float64 another summation order may land than the plain code
 
 
 @pytest.fixture(scope="module")
@@ -167,16 +168,21 @@ def network_and_images():
 
 @pytest.mark.gpu
 @gpu
-def test_gpu_network_float32_matches_plain(network_and_images, monkeypatch):
-    """float32, no TF32: every implementation within float32 reordering noise of the plain code (seen at
-    1e-5 to 3e-4 on the CPU through the interpreter, batch 4 at 64 px)."""
+def test_gpu_network_float32_is_as_accurate_as_plain(network_and_images, monkeypatch):
+    """float32, no TF32: no implementation further from the float64 computation than the plain code's
+    float32 is (within a factor for summation order). A training step's input gradient through 17 blocks of
+    BatchNorm in training mode is ill-conditioned at initialisation: on the CPU the plain code's float32
+    is 5e-3 from float64 there (batch 32, 112 px), and the same code in another memory layout 2e-2 from
+    itself, so a fixed tolerance between implementations measures summation order, not correctness; a wrong
+    kernel is off by order 1."""
     monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
     model, images = network_and_images
     torch._dynamo.reset()
-    reference = _network_outputs(model, images, "plain", compiled=False, amp=False)
+    exact = _network_outputs(model, images, "plain", compiled=False, amp=False, dtype=torch.float64)
+    plain = _errors(_network_outputs(model, images, "plain", compiled=False, amp=False), exact)
     for impl, compiled in IMPLEMENTATIONS:
-        errors = _errors(_network_outputs(model, images, impl, compiled, amp=False), reference)
-        assert max(errors) < 2e-3, (impl, compiled, errors)
+        errors = _errors(_network_outputs(model, images, impl, compiled, amp=False), exact)
+        assert all(e <= FLOAT32_ORDER_FACTOR * p + 1e-5 for e, p in zip(errors, plain)), (impl, compiled, errors, plain)
 
 
 @pytest.mark.gpu

@@ -28,7 +28,7 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from torchvision import datasets, transforms
 from torchvision.transforms import functional as TF
 

@@ -24,13 +24,13 @@ from torchvision.ops.feature_pyramid_network import ExtraFPNBlock
 
 from .. import models
 from ..checkpoint import NetworkSpec, check_kernel_sizes_agree, check_state_dict, read_weights
+from ..constants import MAX_TRAINABLE_LAYERS
 from ..errors import CheckpointError, ConfigError
 from ..models.resnet import RESNET_SPECS, ResNet, build_resnet
 
 log = logging.getLogger(__name__)
 
 FPN_CHANNELS = 256              # torchvision's and mmdetection's FPN width
-MAX_TRAINABLE_LAYERS = 5        # conv1 (the stem) and layer1-layer4
 PAPER_TRAINABLE_LAYERS = 3      # mmdetection's frozen_stages=1: stem and layer1 frozen
 CLASSIFIER_PREFIX = "fc."       # the only weights of a classification file a backbone has no use for
 BN_STEP_COUNTER = "num_batches_tracked"  # a BatchNorm step counter; FrozenBatchNorm2d keeps none

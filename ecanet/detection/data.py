@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from pycocotools.coco import COCO
 from torch.utils.data import Dataset
 from torch.utils.data.distributed import DistributedSampler
@@ -45,7 +45,7 @@ from torchvision import tv_tensors
 from torchvision.ops import box_convert
 from torchvision.transforms.v2.functional import pil_to_tensor
 
-from ..data.folders import sample_seed, seeded_cpu_rng
+from ..data.folders import UNREADABLE_ERRORS, sample_seed, seeded_cpu_rng
 from ..data.loaders import ShardSampler
 from ..distributed import DistInfo
 from ..errors import DataError
@@ -58,7 +58,6 @@ MAX_INVALID_BOX_FRACTION = 0.001   # above this share of invalid boxes the annot
 LISTED_EXAMPLES = 5                # how many offending ids or file names a message names
 COCO_REQUIRED_KEYS = ("images", "annotations", "categories")
 IMAGE_CHECKS = ("header", "full", "none")
-HEADER_ERRORS = (OSError, UnidentifiedImageError, ValueError, SyntaxError)  # what PIL raises for broken files
 
 
 @contextlib.contextmanager
@@ -239,7 +238,7 @@ def _image_problem(path: Path, width: int, height: int, full: bool) -> str | Non
             if full:
                 image.load()
             size = image.size
-    except HEADER_ERRORS as exc:
+    except UNREADABLE_ERRORS as exc:
         return f"unreadable: {str(exc).splitlines()[0][:80]}"
     if size != (width, height):
         return f"{size[0]}x{size[1]} pixels, the annotation file says {width}x{height}"
@@ -252,7 +251,7 @@ def read_image(path: Path) -> torch.Tensor:
     try:
         with Image.open(path) as image:
             return pil_to_tensor(image.convert("RGB"))                                    # (3, H, W)
-    except HEADER_ERRORS as exc:
+    except UNREADABLE_ERRORS as exc:
         raise DataError(f"image {path} cannot be decoded ({str(exc).splitlines()[0][:120]}); it is damaged, probably "
                         f"cut short. Replace it with an intact copy, or remove it and its annotations; build the "
                         f"dataset with check_images='full' to find every such file before training.") from None

@@ -23,6 +23,7 @@ from torchvision.models.detection import FasterRCNN, MaskRCNN, RetinaNet
 from torchvision.ops import FrozenBatchNorm2d
 from torchvision.ops.feature_pyramid_network import LastLevelP6P7
 
+from ..constants import DETECTOR_NAMES
 from ..errors import ConfigError
 from ..models.resnet import RESNET_SPECS, STAGE_WIDTHS
 from .backbone import FPN_CHANNELS, PAPER_TRAINABLE_LAYERS, backbone_archs, ecanet_fpn_backbone
@@ -32,7 +33,7 @@ DEFAULT_MIN_SIZE = 800         # shorter image side after resizing (mmdetection'
 DEFAULT_MAX_SIZE = 1333        # longer side cap
 RETINANET_LAYERS = [2, 3, 4]   # C3-C5: P3-P5, then P6 and P7 from the extra block
 
-DETECTORS: dict[str, type[nn.Module]] = {"faster_rcnn": FasterRCNN, "mask_rcnn": MaskRCNN, "retinanet": RetinaNet}
+DETECTORS: dict[str, type[nn.Module]] = dict(zip(DETECTOR_NAMES, (FasterRCNN, MaskRCNN, RetinaNet)))
 
 
 def list_detectors() -> list[str]:

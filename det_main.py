@@ -1,0 +1,310 @@
+#!/usr/bin/env python
+"""Train or evaluate the ECA paper's COCO detectors (Faster R-CNN, Mask R-CNN, RetinaNet) on COCO-format data.
+
+    python det_main.py data/coco --config configs/detection/mask_rcnn_eca_resnet50.yaml \
+        --weights eca_resnet50_k3557.pth.tar                               # the paper's row, ImageNet backbone
+    torchrun --nproc_per_node 8 det_main.py data/coco --config configs/detection/faster_rcnn_eca_resnet50.yaml ...
+    python det_main.py data/coco --output runs/my-run --resume auto ...      # the same command for every requeue
+    python det_main.py data/coco -e --resume runs/my-run/model.pth           # COCO AP of a trained detector
+
+This file wires the library's parts and loops over epochs: options and their checks are
+``ecanet.detection.options``, data, the step loop and evaluation ``ecanet.detection.engine``, the detectors
+``ecanet.detection.models``, checkpoints ``ecanet.detection.checkpoint``.
+"""
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+from ecanet.cli import run_command
+from ecanet.detection import options
+from ecanet.errors import EXIT_OK, EXIT_PREEMPTED, CheckpointError, ConfigError, DataError
+from ecanet.lazy import lazy_import
+
+# Imported on first use, so that `--help` answers before torch has loaded.
+torch = lazy_import("torch")
+ckpt = lazy_import("ecanet.checkpoint")
+det_ckpt = lazy_import("ecanet.detection.checkpoint")
+det_engine = lazy_import("ecanet.detection.engine")
+det_models = lazy_import("ecanet.detection.models")
+dist = lazy_import("ecanet.distributed")
+engine = lazy_import("ecanet.engine")
+loaders = lazy_import("ecanet.data.loaders")
+metrics_lib = lazy_import("ecanet.metrics")
+models = lazy_import("ecanet.models")
+optim = lazy_import("ecanet.optim")
+rundir = lazy_import("ecanet.rundir")
+runtime = lazy_import("ecanet.runtime")
+
+log = logging.getLogger("ecanet")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """The command line: parse and run; the errors a user can fix become one paragraph and an exit code."""
+    return run_command(lambda: run(options.parse_options(argv)), argv,
+                       remedies="a lower --lr, more --warmup-iters, --clip-grad-norm, or --amp bf16 instead of fp16")
+
+
+def run(args: Any) -> int:
+    options.validate(args)
+    info = dist.init_distributed(args.device, args.dist_backend)
+    try:
+        runtime.setup_logging(info, args.debug)
+        checkpoint_path, checkpoint = find_checkpoint(args)
+        cfg = options.resolve(args, default_workers=loaders.default_workers(info.local_world_size),
+                              fresh_seed=dist.broadcast_object(runtime.fresh_seed(), info),
+                              timestamp=dist.broadcast_object(options.default_timestamp(), info),
+                              recorded=checkpoint.get("config") if checkpoint else None)
+        if checkpoint is not None:
+            check_changes(cfg, checkpoint, checkpoint_path)
+            if not cfg.evaluate and det_ckpt.is_complete(checkpoint, cfg.epochs):
+                log.info("%s: the run is complete (%d of %d epochs); nothing to do. Pass a larger --epochs to train "
+                         "on.", checkpoint_path, checkpoint["epoch"], cfg.epochs)
+                return EXIT_OK
+        precision = runtime.precision_for(cfg.amp, channels_last=False)
+        from tqdm.contrib.logging import logging_redirect_tqdm
+        with logging_redirect_tqdm():
+            if cfg.evaluate:
+                return evaluate_checkpoint(cfg, info, precision, checkpoint, checkpoint_path)
+            return train(cfg, info, precision, checkpoint_path, checkpoint)
+    finally:
+        dist.cleanup(info)
+
+
+def find_checkpoint(args: Any) -> tuple[Path | None, dict | None]:
+    """The checkpoint that ``--resume`` names (read), or (None, None) for a new run. ``-e --resume auto``: the
+    run's model.pth, or its last.pth while it is unfinished."""
+    run_dir = Path(args.output) if args.output else None
+    if args.evaluate and args.resume == "auto":
+        found = [run_dir / name for name in (det_ckpt.FINAL_WEIGHTS, det_ckpt.LAST_CHECKPOINT)
+                 if (run_dir / name).is_file()]
+        if not found:
+            raise CheckpointError(f"-e --resume auto: {run_dir} holds neither {det_ckpt.FINAL_WEIGHTS} nor "
+                                  f"{det_ckpt.LAST_CHECKPOINT}. Pass the checkpoint's path to --resume.")
+        path = found[0]
+    else:
+        path = det_ckpt.find_checkpoint(args.resume, run_dir)
+    if path is None:
+        return None, None
+    checkpoint = det_ckpt.read_detection_checkpoint(path)
+    if not args.evaluate and not det_ckpt.is_training_checkpoint(checkpoint):
+        raise CheckpointError(f"{path} holds a trained detector but no training state, so training cannot continue "
+                              f"from it. Evaluate it with -e --resume {path}, or resume the run's "
+                              f"{det_ckpt.LAST_CHECKPOINT}.")
+    return path, checkpoint
+
+
+def check_changes(cfg: Any, checkpoint: dict, path: Path) -> None:
+    """Options that change the network are an error; those that change the batches (for a resumed run) are an
+    error unless --resume-override; the others are logged."""
+    network, locked, free = options.resume_changes(checkpoint.get("config") or {}, options.config_to_yaml_dict(cfg))
+    if network:
+        raise CheckpointError(f"{path} holds another network than these options build "
+                              f"({options.describe_changes(network)}). Leave those options out: the checkpoint's "
+                              f"own are used.")
+    if cfg.evaluate:
+        return
+    if locked and not cfg.resume_override:
+        raise ConfigError(f"{path} was trained with other {', '.join(locked)} than this command gives "
+                          f"({options.describe_changes(locked)}): resuming would change which images each step sees. "
+                          f"Repeat the run's options (its config.yaml), or pass --resume-override to continue "
+                          f"anyway, not bit-identically.")
+    if locked:
+        log.warning("--resume-override: continuing with %s; the run is no longer bit-identical",
+                    options.describe_changes(locked))
+    if free:
+        log.info("resumed with changed options: %s", options.describe_changes(free))
+
+
+def check_data_unchanged(cfg: Any, checkpoint: dict, path: Path, data: Any, info: Any) -> None:
+    """The training images and the number of processes decide the batches, as the locked options do."""
+    locked = {}
+    train_set = det_ckpt.training_set_fingerprint(data.train_set)
+    if checkpoint.get("train_set") not in (None, train_set):
+        locked["training set"] = (checkpoint["train_set"], train_set)
+    if int(checkpoint.get("world_size", 1)) != info.world_size:
+        locked["processes"] = (int(checkpoint.get("world_size", 1)), info.world_size)
+    if locked and not cfg.resume_override:
+        raise ConfigError(f"{path} was trained with another {' and '.join(locked)} "
+                          f"({options.describe_changes(locked)}): resuming would change which images each step "
+                          f"sees. Resume on the run's data and number of processes, or pass --resume-override.")
+    if locked:
+        log.warning("--resume-override: %s; the run is no longer bit-identical", options.describe_changes(locked))
+
+
+def build_model(cfg: Any, num_classes: int, backbone_weights: str | None) -> Any:
+    """The detector the options describe, on the CPU; its backbone from ``backbone_weights`` when given."""
+    from torchvision.ops import FrozenBatchNorm2d
+    norm_layer = FrozenBatchNorm2d if cfg.norm == "frozen" else torch.nn.BatchNorm2d
+    head_options = {} if cfg.detector == "retinanet" else {"box_batch_size_per_image": cfg.box_batch_per_image}
+    return det_models.build_detector(cfg.detector, cfg.arch, num_classes, k_size=cfg.ksize,
+                                     trainable_layers=cfg.trainable_layers, backbone_weights=backbone_weights,
+                                     eca_impl=cfg.eca_impl, min_size=cfg.min_size, max_size=cfg.max_size,
+                                     norm_layer=norm_layer, **head_options)
+
+
+def coco_table(metrics: dict[str, Any]) -> str:
+    """The COCO numbers as a markdown table: one row per kind (box, mask), one column per metric."""
+    from ecanet.detection.coco_eval import METRIC_NAMES
+    kinds = [kind for kind in ("box", "mask") if f"{kind}_AP" in metrics]
+    cell = lambda value: "-" if value is None else f"{value:.2f}"  # noqa: E731
+    return metrics_lib.markdown_table(["", *METRIC_NAMES],
+                                      [[kind, *(cell(metrics[f"{kind}_{name}"]) for name in METRIC_NAMES)]
+                                       for kind in kinds])
+
+
+def evaluate_checkpoint(cfg: Any, info: Any, precision: Any, checkpoint: dict, path: Path) -> int:
+    """``-e``: the COCO AP of the detector in ``checkpoint`` on the validation split, printed as a table."""
+    data = det_engine.build_data(cfg, info, evaluate_only=True)
+    if data.num_classes > checkpoint["num_classes"]:
+        raise DataError(f"{cfg.val_annotations} uses category ids up to {data.num_classes - 1}, but {path} predicts "
+                        f"{checkpoint['num_classes']} classes. Evaluate it on the dataset it was trained for.")
+    model = build_model(cfg, checkpoint["num_classes"], backbone_weights=None)
+    det_ckpt.load_detector_weights(model, checkpoint, str(path))
+    model.to(info.device)
+    log.info("evaluating %s (%s with %s backbone, epoch %d) on %d images of %s", path, cfg.detector, cfg.arch,
+             checkpoint.get("epoch", 0), len(data.val_set), cfg.val_images)
+    result = det_engine.evaluate(model, data.val_loader, data.val_set, info, precision, data.with_masks)
+    if info.is_main:
+        print(coco_table(result.metrics), flush=True)
+        if cfg.output:
+            Path(cfg.output).mkdir(parents=True, exist_ok=True)
+            logger = metrics_lib.MetricsLogger(Path(cfg.output), tensorboard=False)
+            logger.record("eval", {"checkpoint": str(path), "images": result.images,
+                                   "eval_time_s": result.seconds, **result.metrics})
+            logger.close()
+    return EXIT_OK
+
+
+def train(cfg: Any, info: Any, precision: Any, resume_path: Path | None, checkpoint: dict | None) -> int:
+    runtime.seed_everything(cfg.seed + info.rank, deterministic=False)
+    torch.backends.cudnn.benchmark = False  # image sizes vary from batch to batch: tuning per size costs more
+    data = det_engine.build_data(cfg, info)
+    num_classes = cfg.num_classes or data.num_classes
+    if num_classes < data.num_classes:
+        raise ConfigError(f"--num-classes {cfg.num_classes} but the annotations use category ids up to "
+                          f"{data.num_classes - 1}: pass at least --num-classes {data.num_classes}.")
+    if checkpoint is not None:
+        check_data_unchanged(cfg, checkpoint, resume_path, data, info)
+    if not cfg.weights and checkpoint is None and cfg.trainable_layers < options.MAX_TRAINABLE_LAYERS:
+        log.warning("no --weights: the backbone starts from random weights, and --trainable-layers %d keeps its "
+                    "first stages random and frozen; pass --trainable-layers 5 to train them",
+                    cfg.trainable_layers)
+    state = build_train_state(cfg, info, data, precision, num_classes, checkpoint, resume_path)
+    rng_states = None
+    if checkpoint is not None:
+        rng_states = det_ckpt.restore_training_state(state, checkpoint, info)
+        base_lr = optim.scaled_lr(cfg.lr, cfg.batch_size, cfg.lr_base_batch)
+        if state.scheduler.base_lrs[0] != base_lr:  # a changed --lr on resume replaces the run's
+            old, new = optim.rebase_schedule(state.scheduler, base_lr)
+            log.info("the schedule continues from base learning rate %.6g (the run had %.6g)", new, old)
+        log.info("resumed from %s: epoch %d, step %d of %d (global step %d)", resume_path, state.position.epoch + 1,
+                 state.position.step_in_epoch, data.steps_per_epoch, state.position.global_step)
+    record = det_ckpt.DetectorRecord(cfg.detector, cfg.arch, num_classes, dict(data.categories), cfg.seed,
+                                     info.world_size, options.config_to_yaml_dict(cfg),
+                                     det_ckpt.training_set_fingerprint(data.train_set))
+    elapsed_before = float(checkpoint.get("elapsed_s", 0.0)) if checkpoint else 0.0
+    del checkpoint
+    run_dir = Path(cfg.output)  # made only now: a run that fails its input checks leaves nothing behind
+    with rundir.open_run_directory(run_dir, info, write_config=lambda path: options.write_run_config(cfg, path),
+                                   steps_done=lambda: state.position.global_step,
+                                   last_checkpoint=det_ckpt.LAST_CHECKPOINT, stop_workers=data.close
+                                   ) as (metrics, preemption):
+        trainable = sum(p.numel() for p in state.model.parameters() if p.requires_grad)
+        log.info("%s with %s backbone (ECA kernel sizes %s, %s norm): %s parameters, %s trainable; %d train / %d val "
+                 "images, %d classes; %d process(es), batch %d in total, lr %.4g; %d steps per epoch; run directory "
+                 "%s", cfg.detector, cfg.arch,
+                 ckpt.NetworkSpec(cfg.arch, 0, models.eca_kernel_sizes(state.model.backbone.body)).kernel_string
+                 or "-", cfg.norm, f"{models.count_parameters(state.model):,}", f"{trainable:,}", len(data.train_set),
+                 len(data.val_set), num_classes, info.world_size, cfg.batch_size, state.scheduler.base_lrs[0],
+                 data.steps_per_epoch, run_dir)
+        if rng_states:
+            ckpt.restore_rng_state(rng_states[info.rank])
+        preemption.install()
+        return epoch_loop(cfg, info, state, data, record, run_dir, metrics, preemption, elapsed_before)
+
+
+def build_train_state(cfg: Any, info: Any, data: Any, precision: Any, num_classes: int, checkpoint: dict | None,
+                      resume_path: Path | None) -> Any:
+    """The detector (from --weights, or a resumed run's weights), SGD and the per-step schedule, on the device."""
+    model = build_model(cfg, num_classes, backbone_weights=None if checkpoint is not None else cfg.weights)
+    if checkpoint is not None:
+        det_ckpt.load_detector_weights(model, checkpoint, str(resume_path))
+    model.to(info.device)
+    if cfg.norm == "bn" and info.distributed and info.device.type == "cuda":  # SyncBatchNorm runs on GPUs only
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    base_lr = optim.scaled_lr(cfg.lr, cfg.batch_size, cfg.lr_base_batch)
+    optimizer = optim.build_optimizer(model, base_lr, cfg.momentum, cfg.weight_decay)
+    scheduler = optim.build_scheduler(optimizer, det_engine.lr_factor_fn(data.steps_per_epoch, cfg.lr_steps,
+                                                                         cfg.warmup_iters, cfg.warmup_factor))
+    return det_engine.DetectionTrainState(model, optimizer, scheduler, det_engine.LossTotals(info.device), precision,
+                                          forward_model=dist.wrap_model(model, info))
+
+
+def epoch_loop(cfg: Any, info: Any, state: Any, data: Any, record: Any, run_dir: Path, metrics: Any,
+               preemption: Any, elapsed_before: float) -> int:
+    loop = engine.LoopOptions(cfg.epochs, data.steps_per_epoch, cfg.clip_grad_norm, cfg.print_freq,
+                              cfg.save_every_steps)
+    t_run = time.perf_counter()
+    elapsed = lambda: elapsed_before + time.perf_counter() - t_run  # noqa: E731 - training and evaluation, all segments
+
+    def save(reason: str) -> None:
+        dist.sync_buffers(state.model, info)
+        det_ckpt.save_training_checkpoint(state, record, run_dir, info, reason, elapsed_s=elapsed())
+
+    last_eval: dict[str, Any] = {}
+    while state.position.epoch < cfg.epochs:
+        pos = state.position
+        data.train_sampler.set_epoch(pos.epoch, pos.step_in_epoch * data.batch_per_process)
+        if pos.step_in_epoch == 0:
+            state.losses = det_engine.LossTotals(info.device)
+        if info.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(info.device)
+        result = det_engine.train_one_epoch(state, data.train_loader, loop, info, should_stop=preemption.should_stop,
+                                            save_checkpoint=lambda: save("step"), metrics=metrics)
+        if result.preempted:
+            log.warning("%s received: saving a checkpoint at epoch %d step %d and exiting (code %d); rerun the same "
+                        "command with --resume auto --output %s to continue", preemption.signal_name or "stop signal",
+                        pos.epoch + 1, pos.step_in_epoch, EXIT_PREEMPTED, run_dir)
+            save("preempted")
+            return EXIT_PREEMPTED
+        pos.epoch, pos.step_in_epoch = pos.epoch + 1, 0
+        epoch_record = {"epoch": pos.epoch, "step": pos.global_step, "lr": state.optimizer.param_groups[0]["lr"],
+                        **{f"train_{name}": value for name, value in result.losses.items()},
+                        "epoch_time_s": result.seconds, "images_per_s": result.images_per_s,
+                        "images_per_s_per_gpu": result.images_per_s / info.world_size,
+                        "peak_memory_gib": torch.cuda.max_memory_allocated(info.device) / 2**30
+                        if info.device.type == "cuda" else 0.0}
+        if pos.epoch == cfg.epochs or (cfg.eval_every and pos.epoch % cfg.eval_every == 0):
+            dist.sync_buffers(state.model, info)
+            val = det_engine.evaluate(state.model, data.val_loader, data.val_set, info, state.precision,
+                                      data.with_masks, desc="val")
+            last_eval = val.metrics
+            epoch_record.update(val.metrics, val_images=val.images, eval_time_s=val.seconds)
+        metrics.record("epoch", epoch_record, step=pos.epoch)
+        log.info("epoch %d/%d: train loss %.4f | %s | lr %.4g | %.1f img/s | %s", pos.epoch, cfg.epochs,
+                 result.losses["loss"], "  ".join(f"{k} {v:.2f}" for k, v in epoch_record.items()
+                                                   if k in last_eval and v is not None and k.endswith("AP"))
+                 or "not evaluated", epoch_record["lr"], result.images_per_s,
+                 metrics_lib.format_duration(result.seconds))
+        save("epoch")
+        if preemption.should_stop() and pos.epoch < cfg.epochs:
+            log.warning("%s received: exiting after epoch %d's checkpoint (code %d)", preemption.signal_name or
+                        "stop signal", pos.epoch, EXIT_PREEMPTED)
+            return EXIT_PREEMPTED
+    det_ckpt.save_final_weights(state, record, run_dir, info, last_eval)
+    summary = {"detector": cfg.detector, "arch": cfg.arch, "epochs": state.position.epoch,
+               "steps": state.position.global_step, "images": len(data.train_set), "wall_time_s": elapsed(),
+               "parameters": models.count_parameters(state.model), **last_eval}
+    metrics.record("summary", summary)
+    log.info("results (%s, %s backbone, %d epochs)\n%s\nrun directory: %s\nTensorBoard:   tensorboard --logdir %s",
+             cfg.detector, cfg.arch, state.position.epoch, coco_table(last_eval) if last_eval else "-", run_dir,
+             run_dir / "tensorboard")
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,66 @@
+"""What every ecanet command line shares: the errors a user can act on, as one paragraph and an exit code.
+
+:func:`run_command` is the outermost frame of ``main.py``, ``light_main.py`` and ``det_main.py``. It
+installs the start-up stop handlers (a stop signal before training exits 75 at once), and turns
+
+* a :class:`~ecanet.errors.UserError` (bad input) into its message and exit 2;
+* a stop before training into exit 75;
+* a non-finite loss or weight (:class:`ecanet.engine.NonFiniteLossError`) into exit 3 and what to do;
+* a failed save (:class:`ecanet.checkpoint.CheckpointSaveError`) into exit 4;
+
+without a traceback unless ``--debug``. Anything else is a bug and propagates. Torch-free, so that
+``--help`` stays fast: the two torch-side error types are looked up only once their modules are loaded.
+"""
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Callable, Sequence
+
+from . import signals as stop_signals
+from .errors import EXIT_DIVERGED, EXIT_PREEMPTED, EXIT_SAVE_FAILED, UserError, print_error, user_message
+
+log = logging.getLogger("ecanet")
+
+SAVE_FAILED_FIX = ("Free disk space or fix permissions, then rerun with --resume auto: the previous checkpoint "
+                   "is intact.")
+
+
+def _loaded_type(module: str, name: str) -> type | None:
+    loaded = sys.modules.get(module)
+    return getattr(loaded, name, None) if loaded is not None else None
+
+
+def run_command(command: Callable[[], int], argv: Sequence[str] | None,
+                remedies: str = "a lower --lr, --warmup-epochs, --amp bf16 instead of fp16, or --clip-grad-norm"
+                ) -> int:
+    """``command()``'s exit code, or the exit code of the error it raised (see the module docstring).
+
+    ``argv``: the command's arguments (None: ``sys.argv[1:]``), only to see ``--debug``. ``remedies``: what
+    a diverged run may change, named in exit 3's message.
+    """
+    debug = "--debug" in (sys.argv[1:] if argv is None else argv)
+    previous_handlers = stop_signals.install_startup_stop_handlers()  # until training starts: stop at once
+    try:
+        return command()
+    except UserError as exc:
+        return _report(exc, debug, exc.exit_code)
+    except stop_signals.StoppedBeforeTraining as exc:
+        return _report(exc, debug, EXIT_PREEMPTED)
+    except Exception as exc:  # noqa: BLE001 - only the two kinds below are expected; others propagate
+        diverged = _loaded_type("ecanet.engine", "NonFiniteLossError")
+        if diverged is not None and isinstance(exc, diverged):
+            return _report(exc, debug, EXIT_DIVERGED, exc.advice(remedies))
+        save_failed = _loaded_type("ecanet.checkpoint", "CheckpointSaveError")
+        if save_failed is not None and isinstance(exc, save_failed):
+            return _report(exc, debug, EXIT_SAVE_FAILED, SAVE_FAILED_FIX)
+        raise
+    finally:
+        stop_signals.restore_signal_handlers(previous_handlers)
+
+
+def _report(exc: BaseException, debug: bool, code: int, fix: str = "") -> int:
+    if debug:
+        log.exception("error (exit code %d)", code)
+    print_error(f"{user_message(exc)} {fix}")
+    return code

@@ -1,0 +1,210 @@
+"""Detection checkpoints: ``last.pth`` (everything a run needs to continue bit-identically) and ``model.pth``
+(the trained detector's weights and how to rebuild it), on :mod:`ecanet.checkpoint`'s atomic save and
+weights-only read.
+
+Both are dicts with ``format`` :data:`DETECTION_FORMAT`; the weights are under ``model`` (as in torchvision's
+references), keys without DDP's ``module.`` prefix. The network is rebuilt from ``detector``, ``arch``,
+``num_classes`` and ``eca_kernel_sizes`` (every ECA layer of the backbone, by module name), the run's options
+from ``config`` (``config.yaml``'s keys). ``last.pth`` adds optimizer, schedule, gradient scaler, position
+(epoch, step in the epoch, global step), the epoch's loss sums so far, every rank's RNG states, the sampler
+seed, the number of processes and the training set's fingerprint.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+from torch import nn
+
+from .. import models
+from ..checkpoint import (CheckpointSaveError, capture_rng_state, check_state_dict, library_versions,
+                          read_checkpoint, save_checkpoint, strip_wrapper_prefixes)
+from ..distributed import DistInfo, all_gather_objects, any_rank
+from ..engine import EpochPosition, NonFiniteLossError, first_non_finite
+from ..errors import CheckpointError
+
+log = logging.getLogger(__name__)
+
+DETECTION_FORMAT = "ecanet-detection-checkpoint"
+DETECTION_FORMAT_VERSION = 1
+LAST_CHECKPOINT = "last.pth"     # training state, rewritten at every epoch end and --save-every-steps
+FINAL_WEIGHTS = "model.pth"      # the finished run's detector, no training state
+
+
+@dataclass(frozen=True)
+class DetectorRecord:
+    """What a run's checkpoints record beside the weights and training state."""
+
+    detector: str
+    arch: str
+    num_classes: int
+    categories: dict[int, str]     # category id -> name, of the training annotations
+    seed: int
+    world_size: int
+    config: dict[str, Any]         # the resolved options, as config.yaml holds them
+    train_set: str                 # training_set_fingerprint()
+
+
+def training_set_fingerprint(dataset: Any) -> str:
+    """Which images a run trains on, in a line: their number and a hash of their file names in sampler order.
+    Two runs whose fingerprints differ see other images at the same step."""
+    base = getattr(dataset, "dataset", dataset)
+    names = [base.coco.imgs[base.ids[i]]["file_name"] for i in range(len(dataset))]
+    digest = hashlib.sha256(json.dumps(names).encode()).hexdigest()[:16]
+    return f"{len(names)} images, sha256 {digest}"
+
+
+def _network_fields(model: nn.Module, record: DetectorRecord) -> dict[str, Any]:
+    return {"format": DETECTION_FORMAT, "format_version": DETECTION_FORMAT_VERSION, "detector": record.detector,
+            "arch": record.arch, "num_classes": record.num_classes,
+            "categories": {int(k): v for k, v in record.categories.items()},
+            "eca_kernel_sizes": models.eca_kernel_sizes(model.backbone.body),
+            "model": strip_wrapper_prefixes(model.state_dict()), "config": record.config,
+            "versions": library_versions()}
+
+
+def training_checkpoint(state: Any, record: DetectorRecord, reason: str, rng_states: list[Any],
+                        elapsed_s: float = 0.0) -> dict[str, Any]:
+    """The contents of ``last.pth``; ``reason`` says why it was written ('epoch', 'step', 'preempted'),
+    ``elapsed_s`` the seconds of training and evaluation so far (every segment of a resumed run)."""
+    position = state.position
+    return {
+        **_network_fields(state.model, record), "reason": reason,
+        "optimizer": state.optimizer.state_dict(), "lr_scheduler": state.scheduler.state_dict(),
+        "scaler": state.precision.scaler.state_dict() if state.precision.scaler is not None else None,
+        "epoch": position.epoch, "step_in_epoch": position.step_in_epoch, "global_step": position.global_step,
+        "epoch_losses": state.losses.state_dict() if position.step_in_epoch else None,
+        "rng": rng_states, "sampler_seed": record.seed, "world_size": record.world_size,
+        "train_set": record.train_set, "elapsed_s": float(elapsed_s),
+    }
+
+
+def _refuse_non_finite(state: Any, info: DistInfo) -> None:
+    bad = first_non_finite(state.model)
+    if any_rank(bad is not None, info):  # never save what cannot be trained on from
+        raise NonFiniteLossError(state.position.global_step, state.position.epoch,
+                                 state.optimizer.param_groups[0]["lr"],
+                                 what=f"the model's {bad}" if bad else "another rank's model")
+
+
+def _save_on_rank0(contents: Any, path: Path, info: DistInfo) -> None:
+    """Rank 0 writes ``contents()`` to ``path`` atomically; every rank raises CheckpointSaveError if it failed."""
+    error = None
+    if info.is_main:
+        try:
+            save_checkpoint(contents(), path)
+        except CheckpointSaveError as exc:
+            error = str(exc)
+    if any_rank(error is not None, info):
+        raise CheckpointSaveError(error or f"rank 0 could not write {path}")
+
+
+def save_training_checkpoint(state: Any, record: DetectorRecord, run_dir: Path, info: DistInfo, reason: str,
+                             elapsed_s: float = 0.0) -> Path:
+    """Write ``run_dir/last.pth`` (rank 0) after checking that the weights are finite; returns its path.
+
+    Raises:
+        NonFiniteLossError: a weight or buffer is NaN/inf (nothing written).
+        CheckpointSaveError: on every rank when rank 0 could not write; the previous file is intact.
+    """
+    _refuse_non_finite(state, info)
+    rng_states = all_gather_objects(capture_rng_state(), info)
+    path = run_dir / LAST_CHECKPOINT
+    _save_on_rank0(lambda: training_checkpoint(state, record, reason, rng_states, elapsed_s), path, info)
+    log.info("saved %s (%s; global step %d)", path, reason, state.position.global_step)
+    return path
+
+
+def save_final_weights(state: Any, record: DetectorRecord, run_dir: Path, info: DistInfo,
+                       metrics: Mapping[str, Any] | None) -> Path:
+    """Write ``run_dir/model.pth``: the detector and its last evaluation, no training state."""
+    _refuse_non_finite(state, info)
+    path = run_dir / FINAL_WEIGHTS
+    _save_on_rank0(lambda: {**_network_fields(state.model, record), "reason": "final",
+                            "epoch": state.position.epoch, "global_step": state.position.global_step,
+                            "metrics": dict(metrics or {})}, path, info)
+    log.info("saved %s (the trained detector)", path)
+    return path
+
+
+# ----------------------------------------------------------------------------------------------- reading
+
+def read_detection_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """A detection checkpoint (weights-only load, errors a user can act on); a CheckpointError for any other file."""
+    obj = read_checkpoint(path)
+    if not isinstance(obj, Mapping) or obj.get("format") != DETECTION_FORMAT:
+        raise CheckpointError(f"{path} is not a detection checkpoint of det_main.py (no format "
+                              f"'{DETECTION_FORMAT}'). A classification checkpoint initialises the backbone: pass it "
+                              f"as --weights; --resume and -e take a detection run's last.pth or model.pth.")
+    version = obj.get("format_version")
+    if not isinstance(version, int) or version > DETECTION_FORMAT_VERSION:
+        raise CheckpointError(f"{path} is a detection checkpoint in format version {version!r}, which this ecanet "
+                              f"does not read (up to {DETECTION_FORMAT_VERSION}). Upgrade ecanet.")
+    return dict(obj)
+
+
+def is_training_checkpoint(obj: Mapping[str, Any]) -> bool:
+    return "optimizer" in obj
+
+
+def find_checkpoint(resume: str | None, run_dir: Path | None) -> Path | None:
+    """The checkpoint ``--resume`` names: a path, ``run_dir/last.pth`` for 'auto' (None when it does not exist:
+    a new run), or None. Refuses (CheckpointError) to start a new run over a run directory's checkpoints."""
+    if resume == "auto":
+        path = run_dir / LAST_CHECKPOINT if run_dir is not None else None
+        if path is not None and path.is_file():
+            return path
+        log.info("--resume auto: no %s in %s yet, starting a new run", LAST_CHECKPOINT, run_dir)
+    elif resume:
+        return Path(resume)
+    taken = [name for name in (LAST_CHECKPOINT, FINAL_WEIGHTS) if run_dir is not None and (run_dir / name).exists()]
+    if taken:
+        raise CheckpointError(f"run directory {run_dir} already holds {' and '.join(taken)}; a new run there would "
+                              f"overwrite them. Continue it with --resume auto, or pick another --output.")
+    return None
+
+
+def load_detector_weights(model: nn.Module, obj: Mapping[str, Any], source: str) -> None:
+    """Load a detection checkpoint's weights into ``model`` (built from the same options), after giving its
+    backbone the checkpoint's ECA kernel sizes; a CheckpointError names the keys that do not fit."""
+    kernel_sizes = dict(obj.get("eca_kernel_sizes") or {})
+    if kernel_sizes:
+        body = model.backbone.body
+        frozen = {name for name, p in body.named_parameters() if not p.requires_grad}
+        try:
+            models.set_eca_kernel_sizes(body, kernel_sizes)  # new layers where sizes differ: trainable by default
+        except KeyError as exc:
+            raise CheckpointError(f"{source} has ECA layers this backbone lacks ({exc}). Evaluate or resume it with "
+                                  f"its own --arch ({obj.get('arch')}).") from None
+        for name, parameter in body.named_parameters():
+            if name in frozen:  # the frozen stages stay frozen: the optimizer holds the same parameters as before
+                parameter.requires_grad_(False)
+    state_dict = obj["model"]
+    check_state_dict(model, state_dict, source)
+    model.load_state_dict(state_dict, strict=True)
+
+
+def restore_training_state(state: Any, obj: Mapping[str, Any], info: DistInfo) -> list[Any] | None:
+    """Load optimizer, schedule, scaler, position and the epoch's loss sums into ``state`` (the weights are
+    loaded by :func:`load_detector_weights`); returns every rank's RNG states to restore last, or None when the
+    checkpoint was written by another number of processes."""
+    state.optimizer.load_state_dict(obj["optimizer"])
+    state.scheduler.load_state_dict(obj["lr_scheduler"])
+    if state.precision.scaler is not None and obj.get("scaler"):
+        state.precision.scaler.load_state_dict(obj["scaler"])
+    state.position = EpochPosition(int(obj["epoch"]), int(obj["step_in_epoch"]), int(obj["global_step"]))
+    if obj.get("epoch_losses") is not None:
+        state.losses.load_state_dict(obj["epoch_losses"])
+    if int(obj.get("world_size", 1)) != info.world_size:
+        return None
+    return obj.get("rng") or None
+
+
+def is_complete(obj: Mapping[str, Any], epochs: int) -> bool:
+    """Whether a training checkpoint has finished ``epochs`` epochs."""
+    return int(obj.get("epoch", 0)) >= epochs and int(obj.get("step_in_epoch", 0)) == 0

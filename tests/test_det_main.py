@@ -1,0 +1,316 @@
+"""det_main.py: training, evaluation, exact resume, preemption and bad input on a tiny COCO-format toy set.
+
+Every run is a ResNet-18 detector on 64x64 canvases (min/max size 64) of the toy set from
+``detection_fixtures`` (6 training and 3 validation images, Fashion-MNIST-like pictures), a few steps on the CPU,
+run through ``det_main.main`` in this process.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import ROOT
+from detection_fixtures import make_tiny_toyset
+from ecanet.errors import EXIT_DIVERGED, EXIT_OK, EXIT_PREEMPTED, EXIT_USAGE
+
+# pycocotools' mask code trips a NumPy 2 deprecation inside its own code.
+pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation doesn't accept a copy keyword")
+
+TINY = ["--arch", "resnet18", "--min-size", "64", "--max-size", "64", "-j", "0", "--seed", "5", "--device", "cpu",
+        "-p", "1"]
+# Faster R-CNN with 32 sampled proposals per image (the cheapest R-CNN step), 4 images in steps of 2, 2 epochs,
+# an ECA-ResNet-18 backbone from a classification checkpoint whose kernel sizes (5333) are not the default.
+FASTER = [*TINY, "--arch", "eca_resnet18", "--detector", "faster_rcnn", "--box-batch-per-image", "32", "-b", "2",
+          "--limit-train", "4", "--epochs", "2", "--eval-every", "0", "--lr", "0.02", "--warmup-iters", "2"]
+
+
+def run_det(argv) -> int:
+    import det_main
+    return det_main.main([str(a) for a in argv])
+
+
+@pytest.fixture(scope="module")
+def toy(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("det") / "toy"
+    make_tiny_toyset(root)
+    return root
+
+
+@pytest.fixture(scope="module")
+def backbone(tmp_path_factory) -> Path:
+    """An ECA-ResNet-18 classification checkpoint (official container) with ECA kernel sizes 5333: those of
+    layer1 (frozen) and layer2 differ from ResNet-18's adaptive 3555."""
+    from ecanet import models
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("backbone") / "eca_resnet18_k5333.pth.tar"
+    model = models.create_model("eca_resnet18", num_classes=10, k_size="5333")
+    torch.save({"state_dict": {f"module.{k}": v for k, v in model.state_dict().items()}, "arch": "eca_resnet18"}, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def mask_run(toy, tmp_path_factory) -> Path:
+    """Mask R-CNN, 2 steps of 2 images, then COCO evaluation of boxes and masks."""
+    out = tmp_path_factory.mktemp("mask") / "run"
+    assert run_det([toy, *TINY, "--detector", "mask_rcnn", "--box-batch-per-image", "32", "-b", "2",
+                    "--limit-train", "4", "--epochs", "1", "--output", out]) == EXIT_OK
+    return out
+
+
+@pytest.fixture(scope="module")
+def straight_run(toy, backbone, tmp_path_factory) -> Path:
+    """Faster R-CNN, 4 steps over 2 epochs without a stop."""
+    out = tmp_path_factory.mktemp("straight") / "run"
+    assert run_det([toy, *FASTER, "--weights", backbone, "--output", out]) == EXIT_OK
+    return out
+
+
+def records(run_dir: Path, event: str = "epoch") -> list[dict]:
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    return [r for r in map(json.loads, lines) if r["event"] == event]
+
+
+def weights(path: Path) -> dict[str, torch.Tensor]:
+    return torch.load(path, map_location="cpu", weights_only=True)["model"]
+
+
+def digest(folder: Path) -> dict[str, str]:
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file() and p.name != ".lock"}
+
+
+def one_error_line(capsys) -> str:
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    return lines[0]
+
+
+# ----------------------------------------------------------------------------------------------- the CLI
+
+def test_help_answers_without_importing_torch():
+    check = ("import sys, runpy\nsys.argv = ['det_main.py', '--help']\n"
+             "try:\n    runpy.run_path('det_main.py', run_name='__main__')\nexcept SystemExit:\n    pass\n"
+             "print('torch loaded' if 'torch' in sys.modules else 'torch not loaded')")
+    result = subprocess.run([sys.executable, "-c", check], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert "--resume-override" in result.stdout and "instances_train2017.json" in result.stdout, result.stderr
+    assert result.stdout.strip().endswith("torch not loaded")
+
+
+def test_the_paper_configs_load_with_their_values():
+    from ecanet.detection.configs import load_detection_config
+    from ecanet.detection.options import parse_options
+    for path in sorted((ROOT / "configs" / "detection").glob("*.yaml")):
+        args = parse_options(["data", "--config", str(path)])
+        expected = load_detection_config(path)
+        assert {key: getattr(args, key) for key in expected} == expected, path.name
+        assert args.lr_base_batch == expected["batch_size"]  # the config's lr is for its own batch
+    args = parse_options(["data", "--config", str(ROOT / "configs/detection/mask_rcnn_eca_resnet50.yaml"), "-b", "16"])
+    assert (args.batch_size, args.lr, args.lr_base_batch) == (16, 0.01, 8)
+
+
+def test_schedule_warms_up_then_steps_down():
+    from ecanet.detection.engine import lr_factor_fn
+    factor = lr_factor_fn(steps_per_epoch=10, lr_steps=[2, 3], warmup_iters=4, warmup_factor=0.2)
+    assert [round(factor(step), 6) for step in (0, 1, 2, 4, 19, 20, 29, 30)] == \
+        [0.2, 0.4, 0.6, 1.0, 1.0, 0.1, 0.1, 0.01]
+
+
+# ---------------------------------------------------------------------------------- training, evaluation
+
+def test_mask_rcnn_trains_and_is_evaluated_with_pycocotools(mask_run, toy):
+    files = {p.name for p in mask_run.iterdir()}
+    assert {"config.yaml", "train.log", "metrics.jsonl", "last.pth", "model.pth"} <= files
+    assert any((mask_run / "tensorboard").iterdir())
+    (epoch,) = records(mask_run)
+    # 2 steps of 2 images; lr 0.01 for 8 images scaled to 2, then warm-up from 1/3 over 500 steps, at step 2
+    assert epoch["step"] == 2 and epoch["val_images"] == 3
+    assert epoch["lr"] == pytest.approx(0.01 * 2 / 8 * (1 / 3 * (1 - 2 / 500) + 2 / 500), rel=1e-12)
+    losses = {"train_loss_classifier", "train_loss_box_reg", "train_loss_mask", "train_loss_objectness",
+              "train_loss_rpn_box_reg"}
+    assert losses <= epoch.keys()
+    assert epoch["train_loss"] == pytest.approx(sum(epoch[k] for k in losses))
+    # every canvas item is below 32x32 pixels: COCO's small objects only, so APm and APl do not exist
+    areas = [a["area"] for a in json.loads((toy / "annotations/instances_val.json").read_text())["annotations"]]
+    assert max(areas) < 32 ** 2
+    for kind in ("box", "mask"):
+        assert all(0.0 <= epoch[f"{kind}_{name}"] <= 100.0 for name in ("AP", "AP50", "AP75", "APs"))
+        assert epoch[f"{kind}_APm"] is None and epoch[f"{kind}_APl"] is None
+    last = torch.load(mask_run / "last.pth", map_location="cpu", weights_only=True)
+    assert (last["epoch"], last["step_in_epoch"], last["global_step"], last["num_classes"]) == (1, 0, 2, 11)
+    assert last["train_set"].startswith("4 images, ")
+
+
+def test_evaluating_the_trained_detector_prints_the_same_numbers(straight_run, toy, capsys):
+    """-e rebuilds the detector from model.pth alone (detector, backbone, kernel sizes, image sizes recorded)."""
+    capsys.readouterr()
+    assert run_det([toy, "-e", "--resume", straight_run / "model.pth", "--device", "cpu", "-j", "0"]) == EXIT_OK
+    out = capsys.readouterr().out
+    (summary,) = records(straight_run, "summary")
+    assert "| mask |" not in out
+    for kind in ("box",):
+        row = next(line for line in out.splitlines() if line.startswith(f"| {kind} |"))
+        cells = [cell.strip() for cell in row.strip("|").split("|")][1:]
+        assert cells == [f"{summary[f'{kind}_{n}']:.2f}" if summary[f"{kind}_{n}"] is not None else "-"
+                         for n in ("AP", "AP50", "AP75", "APs", "APm", "APl")]
+
+
+def test_evaluation_of_perfect_detections_is_100_ap(toy):
+    """The engine's evaluation against an oracle that returns the ground truth: box and mask AP 100."""
+    from pycocotools import mask as mask_util
+
+    from ecanet.detection.data import CocoDetectionDataset, collate_fn
+    from ecanet.detection.engine import evaluate
+    from ecanet.distributed import DistInfo
+    from ecanet.engine import Precision
+
+    dataset = CocoDetectionDataset(toy / "val", toy / "annotations/instances_val.json", with_masks=True)
+
+    class Oracle(torch.nn.Module):
+        """Returns each image's ground truth, in the order the batches come."""
+
+        def forward(self, images):
+            outputs = []
+            for _ in images:
+                annotations = dataset.coco.imgToAnns[self.pending.pop(0)]
+                boxes = torch.tensor([a["bbox"] for a in annotations], dtype=torch.float32)   # (N, 4) x, y, w, h
+                boxes[:, 2:] += boxes[:, :2]                                                  # x1, y1, x2, y2
+                masks = torch.stack([torch.from_numpy(mask_util.decode(dataset.coco.annToRLE(a)))
+                                     for a in annotations])                                   # (N, H, W)
+                outputs.append({"boxes": boxes, "scores": torch.ones(len(annotations)),
+                                "labels": torch.tensor([a["category_id"] for a in annotations]),
+                                "masks": masks[:, None].float()})                         # (N, 1, H, W)
+            return outputs
+
+    oracle = Oracle()
+    oracle.pending = list(dataset.ids)
+    batches = [collate_fn([dataset[index]]) for index in range(len(dataset))]
+    result = evaluate(oracle, batches, dataset, DistInfo(), Precision(), with_masks=True)
+    assert result.metrics["box_AP"] == pytest.approx(100.0) and result.metrics["mask_AP"] == pytest.approx(100.0)
+    assert result.metrics["box_APm"] is None and result.images == 3
+
+
+# ------------------------------------------------------------------------------ preemption, exact resume
+
+def test_a_stop_signal_saves_and_the_resumed_run_ends_bit_identical(straight_run, toy, backbone, tmp_path,
+                                                                    monkeypatch, capsys):
+    import ecanet.detection.engine as det_engine
+    step = det_engine._backward_and_step
+    steps_done = []
+
+    def sigterm_after_the_third_step(*args):
+        step(*args)
+        steps_done.append(1)
+        if len(steps_done) == 3:  # in the second epoch: what SLURM or Kubernetes send before they kill
+            signal.raise_signal(signal.SIGTERM)
+
+    out = tmp_path / "run"
+    monkeypatch.setattr(det_engine, "_backward_and_step", sigterm_after_the_third_step)
+    assert run_det([toy, *FASTER, "--weights", backbone, "--output", out, "--resume", "auto"]) == EXIT_PREEMPTED
+    monkeypatch.undo()
+    last = torch.load(out / "last.pth", map_location="cpu", weights_only=True)
+    assert (last["reason"], last["epoch"], last["step_in_epoch"], last["global_step"]) == ("preempted", 1, 1, 3)
+    assert not (out / "model.pth").exists()
+    assert (last["eca_kernel_sizes"]["layer1.0.eca"], last["eca_kernel_sizes"]["layer2.0.eca"]) == (5, 3)  # the file's
+
+    # the same command resumes: --weights is not read again, the run's own weights and kernel sizes are used
+    assert run_det([toy, *FASTER, "--weights", backbone, "--output", out, "--resume", "auto"]) == EXIT_OK
+    assert "resumed from" in capsys.readouterr().err
+    straight, resumed = weights(straight_run / "model.pth"), weights(out / "model.pth")
+    assert straight.keys() == resumed.keys()
+    assert all(torch.equal(straight[k], resumed[k]) for k in straight)
+    # the second epoch's mean losses include the step before the stop (restored from last.pth)
+    assert records(out)[-1]["train_loss"] == records(straight_run)[-1]["train_loss"]
+    assert records(out)[-1]["box_AP"] == records(straight_run)[-1]["box_AP"]
+
+
+def test_resuming_a_finished_run_does_nothing(straight_run, toy, tmp_path):
+    out = Path(shutil.copytree(straight_run, tmp_path / "run"))
+    before = digest(out)
+    assert run_det([toy, *FASTER, "--output", out, "--resume", "auto"]) == EXIT_OK
+    assert digest(out) == before
+
+
+def test_a_non_finite_loss_stops_with_exit_3_and_saves_nothing(toy, tmp_path, monkeypatch, capsys):
+    from torchvision.models.detection import roi_heads
+    loss = roi_heads.fastrcnn_loss
+    monkeypatch.setattr(roi_heads, "fastrcnn_loss", lambda *a: tuple(x * float("nan") for x in loss(*a)))
+    out = tmp_path / "run"
+    assert run_det([toy, *FASTER, "--output", out]) == EXIT_DIVERGED
+    assert "NaN/inf at global step 0" in one_error_line(capsys)
+    assert not list(out.glob("*.pth"))
+
+
+# ------------------------------------------------------------------------------------------- bad input
+
+def broken_copy(toy: Path, tmp: Path, change) -> Path:
+    data = Path(shutil.copytree(toy, tmp / "data"))
+    change(data)
+    return data
+
+
+def box_outside(data: Path) -> None:
+    path = data / "annotations/instances_train.json"
+    content = json.loads(path.read_text())
+    content["annotations"][0]["bbox"] = [50.0, 50.0, 40.0, 40.0]  # reaches 90 px on a 64 px canvas
+    path.write_text(json.dumps(content))
+
+
+BAD_DATA = {
+    "missing annotation file": (lambda d: (d / "annotations/instances_train.json").unlink(),
+                                "no train annotation file"),
+    "box outside the image": (box_outside, "invalid boxes"),
+    "missing image": (lambda d: (d / "train/000002.jpg").unlink(), "000002.jpg"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_DATA)
+def test_bad_data_exits_2_and_leaves_no_run_directory(case, toy, tmp_path, capsys):
+    change, fragment = BAD_DATA[case]
+    data = broken_copy(toy, tmp_path, change)
+    out = tmp_path / "run"
+    assert run_det([data, *FASTER, "--output", out]) == EXIT_USAGE
+    assert fragment in one_error_line(capsys)
+    assert not out.exists()
+
+
+def test_an_output_that_is_a_file_exits_2(toy, tmp_path, capsys):
+    out = tmp_path / "file"
+    out.write_text("not a directory")
+    assert run_det([toy, *FASTER, "--output", out]) == EXIT_USAGE
+    assert "is a file" in one_error_line(capsys)
+    assert out.read_text() == "not a directory"
+
+
+def test_a_second_run_in_the_same_output_exits_2(toy, tmp_path, capsys):
+    from ecanet.runlock import RunLock
+    out = tmp_path / "run"
+    out.mkdir()
+    with RunLock(out):
+        assert run_det([toy, *FASTER, "--output", out]) == EXIT_USAGE
+    assert "is in use by" in one_error_line(capsys)
+
+
+def test_resuming_with_another_batch_size_exits_2_naming_both(straight_run, toy, tmp_path, capsys):
+    out = Path(shutil.copytree(straight_run, tmp_path / "run"))
+    (out / "model.pth").unlink()  # as if stopped before the end
+    before = digest(out)
+    assert run_det([toy, *FASTER, "-b", "4", "--epochs", "3", "--output", out, "--resume", "auto"]) == EXIT_USAGE
+    assert "batch-size 2 -> 4" in one_error_line(capsys)
+    assert digest(out) == before
+
+
+def test_a_classification_checkpoint_is_not_resumed(toy, tmp_path, capsys):
+    path = tmp_path / "classifier.pth"
+    torch.save({"state_dict": {"fc.weight": torch.zeros(2, 2)}}, path)
+    assert run_det([toy, *FASTER, "--resume", path, "--output", tmp_path / "run"]) == EXIT_USAGE
+    assert "pass it as --weights" in one_error_line(capsys)
+    assert not (tmp_path / "run").exists()
