@@ -45,7 +45,8 @@ log = logging.getLogger("ecanet")
 def main(argv: Sequence[str] | None = None, defaults: Mapping[str, Any] | None = None,
          prog: str | None = None, description: str | None = None) -> int:
     """The command line: parse and run; the errors a user can fix become one paragraph and an exit code."""
-    return run_command(lambda: run(config.parse_config(argv, defaults, prog, description)), argv)
+    return run_command(lambda: run(config.parse_config(argv, defaults, prog, description)), argv,
+                       remedies="a lower --lr, --warmup-epochs, --amp bf16 instead of fp16, or --clip-grad-norm")
 
 
 def run(args: Any) -> int:

@@ -31,9 +31,7 @@ def _loaded_type(module: str, name: str) -> type | None:
     return getattr(loaded, name, None) if loaded is not None else None
 
 
-def run_command(command: Callable[[], int], argv: Sequence[str] | None,
-                remedies: str = "a lower --lr, --warmup-epochs, --amp bf16 instead of fp16, or --clip-grad-norm"
-                ) -> int:
+def run_command(command: Callable[[], int], argv: Sequence[str] | None, remedies: str) -> int:
     """``command()``'s exit code, or the exit code of the error it raised (see the module docstring).
 
     ``argv``: the command's arguments (None: ``sys.argv[1:]``), only to see ``--debug``. ``remedies``: what

@@ -14,8 +14,12 @@ from typing import Any
 PREEMPTION_SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT)
 
 
-class StoppedBeforeTraining(Exception):
-    """A stop signal arrived while the run was starting (imports, data, model): nothing was saved."""
+class StoppedBeforeTraining(BaseException):
+    """A stop signal arrived while the run was starting (imports, data, model): nothing was saved.
+
+    A BaseException, as KeyboardInterrupt is: the signal can arrive inside any code, and code that catches
+    ``Exception`` (an optional import that falls back, say) must not swallow the stop.
+    """
 
     def __init__(self, signal_name: str) -> None:
         super().__init__(f"{signal_name} received before training started; nothing was saved. Rerun the same "

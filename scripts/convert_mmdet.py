@@ -17,6 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from ecanet.constants import DETECTOR_NAMES  # noqa: E402
 from ecanet.errors import EXIT_OK, ConfigError, UserError, print_error  # noqa: E402
 from ecanet.lazy import lazy_import  # noqa: E402
 
@@ -24,14 +25,13 @@ torch = lazy_import("torch")
 ckpt = lazy_import("ecanet.checkpoint")
 convert = lazy_import("ecanet.detection.convert")
 
-DETECTORS = ("faster_rcnn", "mask_rcnn", "retinanet")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="convert_mmdet.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("checkpoint", metavar="CHECKPOINT", help="the mmdetection v1 file ({'meta', 'state_dict', "
                                                                  "'optimizer'}), read with weights_only")
-    parser.add_argument("detector", choices=DETECTORS, help="what the file holds")
+    parser.add_argument("detector", choices=DETECTOR_NAMES, help="what the file holds")
     parser.add_argument("output", metavar="OUTPUT", help="the state_dict file to write")
     parser.add_argument("--force", action="store_true", help="overwrite OUTPUT if it exists")
     return parser

@@ -2,7 +2,7 @@
 # Detection demo: Mask R-CNN with an ECA-ResNet-50 and with a ResNet-50 backbone on the Fashion-MNIST detection
 # toy set, both from scratch (no ImageNet weights), same seed, schedule and data; then a CSV of their COCO AP.
 #
-#   bash scripts/det_demo.sh                     # one GPU: about 6 minutes for both runs on an H200
+#   bash scripts/det_demo.sh                     # one GPU: 6 minutes for both runs on an H200 (docs/detection.md)
 #   DET_DEMO_IMAGES=8 bash scripts/det_demo.sh   # a CPU smoke run of about a minute (tiny sizes without a GPU)
 #
 #   1. scripts/make_fashion_detection.py -> $DET_DEMO_DATA (skipped when it exists): IMAGES training canvases
@@ -21,8 +21,8 @@ PY=${PY:-.venv/bin/python}
 
 if "$PY" -c "import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)"; then
     DEVICE=cuda; AMP=bf16
-    # Sized for ~3 minutes per backbone on one H200: 6 epochs of 3,000 canvases at 256 px, 3 evaluations.
-    IMAGES=${DET_DEMO_IMAGES:-3000}; EPOCHS=${DET_DEMO_EPOCHS:-6}; SIZE=${DET_DEMO_SIZE:-256}
+    # 2.5-3.3 minutes per backbone on one H200: 4 epochs of 3,000 canvases at 256 px, 2 evaluations.
+    IMAGES=${DET_DEMO_IMAGES:-3000}; EPOCHS=${DET_DEMO_EPOCHS:-4}; SIZE=${DET_DEMO_SIZE:-256}
     BATCH=${DET_DEMO_BATCH:-16}; EVAL_EVERY=2
 else
     DEVICE=cpu; AMP=off  # bf16 is emulated, and slow, on most CPUs
@@ -64,7 +64,7 @@ import yaml
 from ecanet.metrics import read_metrics
 
 csv_path, device, run_dirs = sys.argv[1], sys.argv[2], sys.argv[3:]
-columns = ["backbone", "seed", "epochs", "images", "box_AP", "box_AP50", "box_AP75", "mask_AP", "gpu_seconds", "device"]
+columns = ["backbone", "seed", "epochs", "images", "box_AP", "box_AP50", "box_AP75", "mask_AP", "wall_seconds", "device"]
 with open(csv_path, "w", newline="") as f:
     writer = csv.writer(f)
     writer.writerow(columns)

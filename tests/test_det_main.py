@@ -314,3 +314,19 @@ def test_a_classification_checkpoint_is_not_resumed(toy, tmp_path, capsys):
     assert run_det([toy, *FASTER, "--resume", path, "--output", tmp_path / "run"]) == EXIT_USAGE
     assert "pass it as --weights" in one_error_line(capsys)
     assert not (tmp_path / "run").exists()
+
+
+def test_a_weights_file_keeps_its_kernel_sizes_over_the_config_files(toy, backbone):
+    """The paper's Mask R-CNN row names k 3377, the released ECA-ResNet-50 file has 3557: with --weights, the
+    file's kernel sizes are used unless --ksize is given on the command line."""
+    from ecanet.detection import options
+    config = ROOT / "configs" / "detection" / "mask_rcnn_eca_resnet50.yaml"
+
+    def resolved(*extra):
+        args = options.parse_options([str(toy), "--config", str(config), "--arch", "eca_resnet18", "--weights",
+                                      str(backbone), *extra])
+        options.validate(args)
+        return options.resolve(args, default_workers=0, fresh_seed=0, timestamp="t")
+
+    assert resolved().ksize is None
+    assert resolved("--ksize", "3377").ksize == "3377"

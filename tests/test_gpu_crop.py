@@ -8,6 +8,8 @@ GPU: the same comparison on CUDA, and that GpuAugment picks the kernel there.
 """
 from __future__ import annotations
 
+import re
+
 import os
 
 import pytest
@@ -39,7 +41,7 @@ def crop_cases(device: str, size: int) -> tuple[list[torch.Tensor], list[tuple[i
     image = torch.randint(0, 256, (3, 171, 229), dtype=torch.uint8, generator=gen).to(device)  # (3, H, W)
     hwc = torch.randint(0, 256, (83, 97, 3), dtype=torch.uint8, generator=gen).to(device).permute(2, 0, 1)
     square = torch.randint(0, 256, (3, size + 9, size + 11), dtype=torch.uint8, generator=gen).to(device)
-    big = torch.randint(0, 256, (3, 10 * size + 10, 16 * size + 8), dtype=torch.uint8, generator=gen).to(device)
+    big = torch.randint(0, 256, (3, 5 * size + 10, 8 * size + 8), dtype=torch.uint8, generator=gen).to(device)
     s = (size, size, 0, 0)  # a training crop: the box, resized to S x S
     cases = [
         (image[:, 10:150, 3:220], s),          # non-square box (shrink at S = 32, enlarge at S = 224)
@@ -50,7 +52,7 @@ def crop_cases(device: str, size: int) -> tuple[list[torch.Tensor], list[tuple[i
         (image[:, 0:1, 0:1], s),               # one pixel
         (image[:, 60:160, 50:70], s),          # enlarge one axis, shrink the other
         (hwc[:, 3:80, 1:96], s),               # channels-last strides, as PIL arrays moved to the GPU
-        (big[:, 20:10 * size + 2, 5:16 * size + 1], s),  # a big box: scales about 9.4 and 15.8
+        (big[:, 20:5 * size + 2, 5:8 * size + 1], s),  # a big box: scales about 4.4 and 7.8
         (image, (size + 13, size + 40, 6, 20)),  # evaluation: resize the whole image, keep a window
         (hwc, (size, size + 5, 0, 5)),
     ]
@@ -124,20 +126,20 @@ def test_cpu_without_interpreter_uses_pytorch_per_image():
 @pytest.mark.skipif(INTERPRETED, reason="this is the subprocess's parent")
 @pytest.mark.skipif(interpreter_rejects_numpy(), reason="this Triton's interpreter does not run with NumPy >= 2.5")
 def test_triton_interpreter():
-    assert "5 passed" in run_interpreter_tests(__file__)
+    output = run_interpreter_tests(__file__)
+    assert re.search(r"\b4 passed\b", output) and "failed" not in output, output[-2000:]
 
 
 @interpreter_only
-@pytest.mark.parametrize("size", [32, 24])
-def test_interpreter_kernel_matches_per_image_pytorch(size):
-    assert_matches_per_image_pytorch("cpu", size)
+def test_interpreter_kernel_matches_per_image_pytorch():
+    assert_matches_per_image_pytorch("cpu", 32)  # the GPU test takes 224 too; the interpreter is slow
 
 
 @interpreter_only
 def test_interpreter_gpu_augment_same_batches_with_and_without_kernel(tmp_path):
     """The whole GPU-share pipeline (decode, crop, resize, flip, normalise) on decoded JPEGs, training
     and evaluation plans: the kernel gives the per-image path's batches."""
-    make_photo_folder(tmp_path)
+    make_photo_folder(tmp_path, per_class=2)
     for train in (True, False):
         dataset = EncodedImageFolder(str(tmp_path / ("train" if train else "val")), train, 48, 55)
         batch = collate_encoded([dataset[(i, sample_seed(3, 0, i))] for i in range(len(dataset))])
@@ -145,7 +147,7 @@ def test_interpreter_gpu_augment_same_batches_with_and_without_kernel(tmp_path):
         per_image = GpuAugment(48, IMAGENET_MEAN, IMAGENET_STD, torch.device("cpu"), batched_crop=False)
         assert kernel.batched_crop and not per_image.batched_crop
         got, expected = kernel(*batch[:4]), per_image(*batch[:4])
-        assert got.shape == expected.shape == (12, 3, 48, 48)
+        assert got.shape == expected.shape == (6, 3, 48, 48)
         assert (got - expected).abs().max() < TOLERANCE / 255 / min(IMAGENET_STD)
 
 
@@ -154,7 +156,7 @@ def test_interpreter_gpu_augment_same_batches_with_and_without_kernel(tmp_path):
 def test_interpreter_gpu_augment_mixed_batches_in_the_models_layout(tmp_path, channels_last):
     """A batch split between the two shares, written by the kernel straight into the model's layout
     (normalised, flipped, each crop in its row): the per-image path's batch, in the same layout."""
-    make_photo_folder(tmp_path)
+    make_photo_folder(tmp_path, per_class=2)
     dataset = EncodedImageFolder(str(tmp_path / "train"), True, 48, 55, gpu_share=0.5)
     batch = collate_encoded([dataset[(i, sample_seed(5, 0, i))] for i in range(len(dataset))])
     plans = batch[3]
@@ -163,7 +165,7 @@ def test_interpreter_gpu_augment_mixed_batches_in_the_models_layout(tmp_path, ch
     per_image = GpuAugment(48, IMAGENET_MEAN, IMAGENET_STD, torch.device("cpu"), channels_last=channels_last,
                            batched_crop=False)
     got, expected = kernel(*batch[:4]), per_image(*batch[:4])
-    assert got.shape == expected.shape == (12, 3, 48, 48) and got.stride() == expected.stride()
+    assert got.shape == expected.shape == (6, 3, 48, 48) and got.stride() == expected.stride()
     assert got.is_contiguous(memory_format=torch.channels_last) == channels_last
     assert (got - expected).abs().max() < TOLERANCE / 255 / min(IMAGENET_STD)
 

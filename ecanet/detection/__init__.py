@@ -9,7 +9,9 @@ Submodules: :mod:`~ecanet.detection.backbone` (ResNet-FPN backbones), :mod:`~eca
 :mod:`~ecanet.detection.costs` (parameters and FLOPs beside the paper's), :mod:`~ecanet.detection.data`
 and :mod:`~ecanet.detection.transforms` (COCO-format data, checked), :mod:`~ecanet.detection.coco_eval`
 (COCO's AP with pycocotools, exact over several processes), :mod:`~ecanet.detection.toyset` (a small
-detection set made of Fashion-MNIST pictures). The public names below are imported on first use, so
+detection set made of Fashion-MNIST pictures), :mod:`~ecanet.detection.convert` (the released mmdetection
+files), and what ``det_main.py`` runs on: :mod:`~ecanet.detection.options`, :mod:`~ecanet.detection.engine`,
+:mod:`~ecanet.detection.checkpoint`. The public names below are imported on first use, so
 importing one submodule never needs the others.
 """
 import importlib as _importlib

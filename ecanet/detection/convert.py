@@ -114,6 +114,7 @@ from ..checkpoint import NetworkSpec, read_checkpoint, strip_wrapper_prefixes
 from ..errors import CheckpointError, ConfigError
 from ..models import set_eca_kernel_sizes
 from ..models.resnet import RESNET_SPECS, STAGE_WIDTHS, BasicBlock, Bottleneck
+from .backbone import BN_STEP_COUNTER
 from .models import COCO_NUM_CLASSES, DETECTORS, build_detector
 
 # COCO's 80 category ids in mmdetection v1's label order (labels 1-80; torchvision uses the ids themselves).
@@ -144,7 +145,6 @@ RETINANET_MAX_DETECTIONS = 100                       # test_cfg max_per_img
 INCLUSIVE_TO_CONTINUOUS = (0.0, 0.0, 1.0, 1.0)
 
 V2_HEAD_PREFIX = "roi_head."
-BN_STEP_COUNTER = "num_batches_tracked"
 SHOW_KEYS = 5
 
 _CONV = r"\.conv\.(weight|bias)$"

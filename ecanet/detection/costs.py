@@ -42,7 +42,7 @@ from ..errors import ConfigError
 from ..models import EcaModule
 from ..models.resnet import BasicBlock, Bottleneck
 from .backbone import FPN_CHANNELS
-from .models import build_detector
+from .models import COCO_NUM_CLASSES, build_detector
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)  # thop 0.1.1 imports distutils
@@ -239,7 +239,7 @@ def paper_convention_cost(name: str, img_hw: tuple[int, int] = PAPER_IMAGE_HW) -
 def detector_params(name: str, num_classes: int | None = None) -> tuple[int, int]:
     """``(all, trainable)`` parameters of ecanet's detector for the row (91 classes unless given); fast."""
     row = paper_row(name)
-    model = _build(row, num_classes or 91, FrozenBatchNorm2d)
+    model = _build(row, num_classes or COCO_NUM_CLASSES, FrozenBatchNorm2d)
     return sum(p.numel() for p in model.parameters()), sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
@@ -247,10 +247,10 @@ def ecanet_cost(name: str, img_hw: tuple[int, int] = PAPER_IMAGE_HW) -> Detector
     """Every figure of the row: ecanet's detector (counted by thop and torch) and the paper's convention."""
     row = paper_row(name)
     params, trainable = detector_params(name)
-    thop_model = DummyForward(_build(row, 91, FrozenBatchNorm2d))  # thop leaves buffers behind: its own copy
+    thop_model = DummyForward(_build(row, COCO_NUM_CLASSES, FrozenBatchNorm2d))  # thop leaves buffers behind: its own copy
     macs, _ = thop.profile(thop_model, inputs=(_image(img_hw),), verbose=False)
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        DummyForward(_build(row, 91, FrozenBatchNorm2d))(_image(img_hw))
+        DummyForward(_build(row, COCO_NUM_CLASSES, FrozenBatchNorm2d))(_image(img_hw))
     paper_params, paper_flops = paper_convention_cost(name, img_hw)
     return DetectorCost(row, img_hw, params, trainable, int(macs), counter.get_total_flops(), paper_params,
                         paper_flops)

@@ -16,8 +16,7 @@ reported as a :class:`ecanet.errors.DataError` naming the file and the fix:
   height 0, annotation 918 for one); more than that means the file is wrong (e.g. boxes written as
   x1, y1, x2, y2 instead of x, y, width, height) and is an error naming the first few annotation ids;
 * image files: every listed image must exist and its header must open and give the size the annotation
-  file records. That is cheap, PIL reads the header only: 0.16 ms per image against 2.0 ms for a full
-  decode, for the 256x256 toy-set JPEGs in the page cache on the 2-core CPU machine.
+  file records. PIL reads the header only, which costs a small fraction of a full decode.
   ``check_images="full"`` decodes every image instead, which also finds files cut short after an intact
   header; without it such a file stops the run with a DataError naming it when it is first read. A broken
   image is never replaced by another one.

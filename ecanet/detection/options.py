@@ -12,6 +12,7 @@ Importable without torch, so that ``det_main.py --help`` answers at once.
 from __future__ import annotations
 
 import argparse
+import logging
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -20,6 +21,8 @@ from .. import config as cls_config
 from ..config import AMP_CHOICES, DEVICES, Config
 from ..constants import DETECTOR_NAMES, ECA_IMPLEMENTATIONS, MAX_TRAINABLE_LAYERS
 from ..errors import ConfigError, DataError
+
+log = logging.getLogger(__name__)
 
 NORMS = ("auto", "frozen", "bn")
 PAPER_BATCH = 8               # the paper configs' total batch (mmdetection's 2 images x 8 GPUs / 2)
@@ -42,11 +45,11 @@ else 8) and is scaled linearly to --batch-size, the total over all processes. Sc
 Config files: flat YAML, keys = long options (configs/detection/*.yaml, or a run's config.yaml); the command
 line overrides them. --resume continues a run with its recorded options unless options say otherwise.
 Exit codes: 0 ok, 1 unexpected error, 2 bad input, 3 loss became NaN/inf, 4 checkpoint could not be written,
-75 stopped by a signal (checkpoint saved; rerun the same command with --resume auto).
+75 stopped by a signal (during training a checkpoint was saved, before it nothing was; rerun the same command
+with --resume auto).
 
 Examples:
-  python det_main.py data/coco --config configs/detection/mask_rcnn_eca_resnet50.yaml \
-      --weights eca_resnet50_k3557.pth.tar
+  python det_main.py data/coco --config configs/detection/mask_rcnn_eca_resnet50.yaml --weights ECA_R50.pth.tar
   torchrun --nproc_per_node 8 det_main.py data/coco --config configs/detection/retinanet_eca_resnet50.yaml ...
   python det_main.py data/coco -e --resume runs/det-mask_rcnn-eca_resnet50-.../model.pth
 """
@@ -361,6 +364,12 @@ def resolve(args: argparse.Namespace, *, default_workers: int, fresh_seed: int, 
                 values[action.dest] = recorded[key]
     if values["ksize"] is not None and not values["arch"].startswith("eca_"):
         values["ksize"] = None  # a config file's kernel sizes for an ECA backbone (validate refused an explicit one)
+    if values["ksize"] is not None and values["weights"] and "ksize" not in args.command_line:
+        # The paper's rows name kernel sizes (3377) whose ImageNet backbones were not released; a --weights
+        # file's own kernel sizes are the ones its ECA weights fit. Only --ksize on the command line insists.
+        log.info("--weights %s: its ECA kernel sizes are used, not the config file's ksize %s",
+                 values["weights"], values["ksize"])
+        values["ksize"] = None
     if values["norm"] == "auto":
         values["norm"] = "frozen" if values["weights"] else "bn"
     values["workers"] = default_workers if args.workers is None else args.workers
