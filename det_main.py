@@ -27,6 +27,7 @@ from ecanet.lazy import lazy_import
 # Imported on first use, so that `--help` answers before torch has loaded.
 torch = lazy_import("torch")
 ckpt = lazy_import("ecanet.checkpoint")
+coco_eval = lazy_import("ecanet.detection.coco_eval")
 det_ckpt = lazy_import("ecanet.detection.checkpoint")
 det_engine = lazy_import("ecanet.detection.engine")
 det_models = lazy_import("ecanet.detection.models")
@@ -146,16 +147,6 @@ def build_model(cfg: Any, num_classes: int, backbone_weights: str | None) -> Any
                                      norm_layer=norm_layer, **head_options)
 
 
-def coco_table(metrics: dict[str, Any]) -> str:
-    """The COCO numbers as a markdown table: one row per kind (box, mask), one column per metric."""
-    from ecanet.detection.coco_eval import METRIC_NAMES
-    kinds = [kind for kind in ("box", "mask") if f"{kind}_AP" in metrics]
-    cell = lambda value: "-" if value is None else f"{value:.2f}"  # noqa: E731
-    return metrics_lib.markdown_table(["", *METRIC_NAMES],
-                                      [[kind, *(cell(metrics[f"{kind}_{name}"]) for name in METRIC_NAMES)]
-                                       for kind in kinds])
-
-
 def evaluate_checkpoint(cfg: Any, info: Any, precision: Any, checkpoint: dict, path: Path) -> int:
     """``-e``: the COCO AP of the detector in ``checkpoint`` on the validation split, printed as a table."""
     data = det_engine.build_data(cfg, info, evaluate_only=True)
@@ -169,7 +160,7 @@ def evaluate_checkpoint(cfg: Any, info: Any, precision: Any, checkpoint: dict, p
              checkpoint.get("epoch", 0), len(data.val_set), cfg.val_images)
     result = det_engine.evaluate(model, data.val_loader, data.val_set, info, precision, data.with_masks)
     if info.is_main:
-        print(coco_table(result.metrics), flush=True)
+        print(coco_eval.coco_table(result.metrics), flush=True)
         if cfg.output:
             Path(cfg.output).mkdir(parents=True, exist_ok=True)
             logger = metrics_lib.MetricsLogger(Path(cfg.output), tensorboard=False)
@@ -301,7 +292,7 @@ def epoch_loop(cfg: Any, info: Any, state: Any, data: Any, record: Any, run_dir:
                "parameters": models.count_parameters(state.model), **last_eval}
     metrics.record("summary", summary)
     log.info("results (%s, %s backbone, %d epochs)\n%s\nrun directory: %s\nTensorBoard:   tensorboard --logdir %s",
-             cfg.detector, cfg.arch, state.position.epoch, coco_table(last_eval) if last_eval else "-", run_dir,
+             cfg.detector, cfg.arch, state.position.epoch, coco_eval.coco_table(last_eval) if last_eval else "-", run_dir,
              run_dir / "tensorboard")
     return EXIT_OK
 

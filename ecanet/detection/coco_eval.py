@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import copy
 import logging
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -22,6 +22,7 @@ from pycocotools.cocoeval import COCOeval
 from torchvision.ops import box_convert
 
 from ..distributed import DistInfo, all_gather_objects, broadcast_object
+from ..metrics import markdown_table
 from .data import pycocotools_output_to_log
 
 log = logging.getLogger(__name__)
@@ -174,3 +175,12 @@ def evaluate_distributed(coco_gt: COCO, image_ids: Sequence[int], detections: li
         evaluated, all_detections = gathered
         metrics = evaluate_coco(coco_gt, all_detections, iou_types, image_ids=evaluated)
     return broadcast_object(metrics, info)
+
+
+def coco_table(metrics: Mapping[str, Any]) -> str:
+    """The COCO numbers (``box_AP``, ``mask_AP50``, ...) as a markdown table: one row per kind present (box,
+    mask), one column per metric; "-" for COCO's "no such objects"."""
+    kinds = [kind for kind in ("box", "mask") if f"{kind}_AP" in metrics]
+    cell = lambda value: "-" if value is None else f"{value:.2f}"  # noqa: E731
+    return markdown_table(["", *METRIC_NAMES],
+                          [[kind, *(cell(metrics[f"{kind}_{name}"]) for name in METRIC_NAMES)] for kind in kinds])
