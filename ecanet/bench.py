@@ -13,6 +13,7 @@ import contextlib
 import copy
 import dataclasses
 import functools
+import gc
 import logging
 import statistics
 import time
@@ -23,7 +24,7 @@ import torch
 from torch import nn
 
 from .constants import IMAGENET_CLASSES
-from .engine import _backward_and_step
+from .engine import _backward_and_step, freeze_heap, release_heap
 from .models.attention import scale_add_relu
 from .models.eca_module import EcaModule, adaptive_kernel_size, parse_kernel_sizes, set_eca_impl
 from .models.mobilenetv2 import INVERTED_RESIDUAL_SETTING, block_kernel_sizes
@@ -98,6 +99,39 @@ def _median_ms(fn: Callable[[], object], *, warmup: int, iters: int, repeats: in
     return statistics.median(runs), runs
 
 
+class GcWatch:
+    """Python's garbage collections while the block runs, and the host time they took.
+
+    A collection of the oldest generation walks every live object (torch and its imports hold millions), so
+    it stalls the host for milliseconds; a step that is bound by kernel launches loses that time, a step
+    that is bound by GPU work does not. Recording the collections of each timed repeat tells the two
+    apart when repeats disagree."""
+
+    OLDEST_GENERATION = 2
+
+    def __init__(self) -> None:
+        self.collections = 0           # of any generation
+        self.full_collections = 0      # of the oldest generation
+        self.pause_ms = 0.0
+        self._started: float | None = None
+
+    def _callback(self, phase: str, info: dict) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+        elif self._started is not None:
+            self.collections += 1
+            self.full_collections += info["generation"] == self.OLDEST_GENERATION
+            self.pause_ms += (time.perf_counter() - self._started) * 1e3
+            self._started = None
+
+    def __enter__(self) -> "GcWatch":
+        gc.callbacks.append(self._callback)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        gc.callbacks.remove(self._callback)
+
+
 def _autocast(device: torch.device, amp_dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
     if amp_dtype is None or amp_dtype == torch.float32:
         return contextlib.nullcontext()
@@ -160,6 +194,9 @@ class ThroughputResult:
     step_ms_all: list[float] = field(default_factory=list)      # one mean step time per repeat
     images_per_s_all: list[float] = field(default_factory=list)
     timed_steps: int = 0                # steps per repeat
+    frozen_heap: bool = False           # timed with the heap out of the garbage collector's view
+    gc_pause_ms_all: list[float] = field(default_factory=list)  # host time in garbage collection, per repeat
+    gc_full_collections_all: list[int] = field(default_factory=list)  # oldest-generation collections, per repeat
 
     @property
     def images_per_s_min(self) -> float:
@@ -231,7 +268,7 @@ def measure_throughput(model: nn.Module, *, batch_size: int, img_size: int = 224
                        amp_dtype: torch.dtype | None = torch.bfloat16, channels_last: bool = True,
                        compile: bool = False, warmup_steps: int = 10, timed_steps: int = 30, repeats: int = 3,
                        device: str | torch.device = "cuda", cudnn_benchmark: bool = True,
-                       repeat_seconds: float | None = None) -> ThroughputResult:
+                       repeat_seconds: float | None = None, frozen_heap: bool = True) -> ThroughputResult:
     """Images/s of training (forward, cross-entropy, backward, SGD step) or inference steps.
 
     Each of ``repeats`` repeats times ``timed_steps`` steps back to back; with ``repeat_seconds`` a repeat
@@ -244,6 +281,10 @@ def measure_throughput(model: nn.Module, *, batch_size: int, img_size: int = 224
     ``compile`` wraps the model in ``torch.compile`` (default mode) after ``torch._dynamo.reset()``, so
     earlier compilations neither count against the recompile limit nor leak into this one; the optimiser
     step stays eager. Peak memory counts from the start of the warm-up.
+
+    ``frozen_heap`` times the steps as the training loop runs them: with every object alive after the
+    warm-up taken out of the garbage collector's view (:func:`ecanet.engine.freeze_heap`), released
+    afterwards. Each repeat's collections and their host time are recorded either way (:class:`GcWatch`).
     """
     device = torch.device(device)
     with _prepared_step(model, batch_size=batch_size, img_size=img_size, train=train, amp_dtype=amp_dtype,
@@ -258,16 +299,28 @@ def measure_throughput(model: nn.Module, *, batch_size: int, img_size: int = 224
         if repeat_seconds is not None:
             last_step_s = _time_ms(step, 1, device) / 1e3
             timed_steps = max(MIN_TIMED_STEPS, min(timed_steps, round(repeat_seconds / last_step_s)))
-        step_ms, runs = _median_ms(step, warmup=0, iters=timed_steps, repeats=repeats, device=device)
+        runs, watches = [], []
+        if frozen_heap:
+            freeze_heap()
+        try:
+            for _ in range(repeats):
+                with GcWatch() as watch:
+                    runs.append(_time_ms(step, timed_steps, device))
+                watches.append(watch)
+        finally:
+            if frozen_heap:
+                release_heap()
+        step_ms = statistics.median(runs)
         peak = _peak_memory_gib(device)
-    logger.info("%s %s%s: %.1f img/s (%.2f ms/step, peak %.2f GiB)", type(model).__name__,
-                "train" if train else "infer", " compiled" if compile else "", batch_size * 1e3 / step_ms,
-                step_ms, peak)
+    logger.info("%s %s%s: %.1f img/s (%.2f ms/step, peak %.2f GiB, %.1f ms in garbage collection)",
+                type(model).__name__, "train" if train else "infer", " compiled" if compile else "",
+                batch_size * 1e3 / step_ms, step_ms, peak, sum(w.pause_ms for w in watches))
     return ThroughputResult(
         images_per_s=batch_size * 1e3 / step_ms, step_ms_median=step_ms, peak_memory_gib=peak,
         batch_size=batch_size, img_size=img_size, train=train, compiled=compile, amp_dtype=dtype_name(amp_dtype),
         channels_last=channels_last, warmup_s=warmup_s, step_ms_all=runs,
-        images_per_s_all=[batch_size * 1e3 / ms for ms in runs], timed_steps=timed_steps)
+        images_per_s_all=[batch_size * 1e3 / ms for ms in runs], timed_steps=timed_steps, frozen_heap=frozen_heap,
+        gc_pause_ms_all=[w.pause_ms for w in watches], gc_full_collections_all=[w.full_collections for w in watches])
 
 
 # ----------------------------------------------------------------------------------------------------

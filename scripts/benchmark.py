@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
 """GPU benchmarks: model throughput (eager and compiled), the ECA layer against its memory floor, the loader.
 
-    python scripts/benchmark.py --released --official-code ../ECANet/models --json results/benchmark_h200.json
+    python scripts/benchmark.py --released --official-code ../ECANet/models --json results/released.json
                                         # every released ECA network against its baseline: docs/performance.md
-    python scripts/benchmark.py --summarize results/benchmark_h200.json --page docs/performance.md
+    python scripts/benchmark.py --summarize results/benchmark_h200*.json --page docs/performance.md
     python scripts/benchmark.py --released mobilenet_v2 resnet50 --cases train-compiled   # some pairs, one case
 
     python scripts/benchmark.py --archs eca_resnet50 resnet50 --torchvision resnet50        # train + infer
@@ -61,6 +61,13 @@ ECA_PREFIX = "eca_"
 TARGET_RATIOS = {"train-compiled": 0.98, "train-eager": 0.94, "infer-eager": 0.98}
 TARGET_H200_COMPILED_TRAIN_IMG_S = 6500
 TARGET_LAYER_VS_FLOOR = 1.5
+# --released: every ECA network at this fraction of its baseline's img/s in every case, and steady: its
+# spread over the repeats ((max - min) / median) at most SPREAD_FACTOR times its baseline's, where spreads
+# under SPREAD_NOISE_FLOOR (0.1%) count as timer noise and pass.
+TARGET_RELEASED_RATIO = 0.95
+SPREAD_FACTOR = 2.0
+SPREAD_NOISE_FLOOR = 0.001
+SOURCES = ("ecanet", "official", "timm")
 MICRO_VARIANTS = (("tail", "fused"), ("tail", "plain"), ("no-attention tail", "none"),
                   ("layer", "fused"), ("layer", "plain"))
 MOBILENET_MICRO_VARIANTS = (("residual tail", "fused"), ("residual tail", "plain"), ("layer", "fused"),
@@ -165,7 +172,8 @@ def run_models(args: argparse.Namespace, report: Report) -> str | None:
                     model, batch_size=args.batch_size, img_size=args.img_size, train=mode == "train",
                     amp_dtype=AMP_DTYPES[args.amp], channels_last=args.channels_last,
                     compile=how == "compiled", warmup_steps=args.warmup_steps, timed_steps=args.timed_steps,
-                    repeats=args.repeats, device=args.device, repeat_seconds=args.repeat_seconds)
+                    repeats=args.repeats, device=args.device, repeat_seconds=args.repeat_seconds,
+                    frozen_heap=args.freeze_heap)
                 record.update(result.to_dict())
             except Exception as error:  # noqa: BLE001 -- one failed row must not lose the others
                 log.exception("%s %s failed", case, label)
@@ -249,18 +257,20 @@ def _timm():
 
 def _released_builders(args: argparse.Namespace) -> list[tuple[dict, Callable]]:
     """(row labels, builder) for every network of the --released suite, pair by pair."""
-    official = load_official_models(args.official_code)
-    timm = _timm() if args.timm else None
+    official = load_official_models(args.official_code) if "official" in args.sources else None
+    timm = _timm() if "timm" in args.sources else None
     timm_names = set(timm.list_models()) if timm is not None else set()
     pairs = [pair for pair in RELEASED_PAIRS if not args.released or pair[1] in args.released]
     rows: list[tuple[dict, Callable]] = []
     for eca_arch, base_arch in pairs:
         k_size = models.RELEASED_KERNEL_SIZES.get(eca_arch)
-        rows.append(({"pair": base_arch, "model": base_arch, "source": "ecanet", "role": "baseline", "eca_impl": None},
-                     lambda arch=base_arch: models.create_model(arch)))
-        for impl in args.eca_impl or DEFAULT_ECA_IMPLS["released"]:
-            rows.append(({"pair": base_arch, "model": eca_arch, "source": "ecanet", "role": "eca", "eca_impl": impl},
-                         lambda arch=eca_arch, k=k_size, impl=impl: models.create_model(arch, k_size=k, eca_impl=impl)))
+        if "ecanet" in args.sources:
+            rows.append(({"pair": base_arch, "model": base_arch, "source": "ecanet", "role": "baseline",
+                          "eca_impl": None}, lambda arch=base_arch: models.create_model(arch)))
+            for impl in args.eca_impl or DEFAULT_ECA_IMPLS["released"]:
+                rows.append(({"pair": base_arch, "model": eca_arch, "source": "ecanet", "role": "eca",
+                              "eca_impl": impl}, lambda arch=eca_arch, k=k_size, impl=impl:
+                             models.create_model(arch, k_size=k, eca_impl=impl)))
         if official is not None and hasattr(official, eca_arch):
             # the official constructors take one kernel size per stage as a list; MobileNetV2's has its rule built in
             kwargs = {} if eca_arch == "eca_mobilenet_v2" else {"k_size": list(k_size)}
@@ -305,7 +315,7 @@ def run_released(args: argparse.Namespace, report: Report) -> str | None:
                     build(), batch_size=args.batch_size, img_size=args.img_size, train=mode == "train",
                     amp_dtype=AMP_DTYPES[args.amp], channels_last=args.channels_last, compile=how == "compiled",
                     warmup_steps=args.warmup_steps, timed_steps=args.timed_steps, repeats=args.repeats,
-                    device=args.device, repeat_seconds=args.repeat_seconds)
+                    device=args.device, repeat_seconds=args.repeat_seconds, frozen_heap=args.freeze_heap)
                 record.update(result.to_dict())
             except Exception as error:  # noqa: BLE001 -- one failed row must not lose the others
                 log.exception("%s %s failed", case, labels["model"])
@@ -316,26 +326,82 @@ def run_released(args: argparse.Namespace, report: Report) -> str | None:
             records.append(record)
             _released_ratios(records)
             report.set("released", records)
-    return _released_markdown(records)
+    return released_report(records)
+
+
+def _spread(record: dict) -> float:
+    """A measurement's run-to-run spread: (max - min) / median of its repeats' img/s."""
+    return (record["images_per_s_max"] - record["images_per_s_min"]) / record["images_per_s"]
+
+
+def _network_name(record: dict) -> str:
+    return record["model"] + (f" ({record['eca_impl']})" if record.get("eca_impl") else "")
 
 
 def _released_markdown(records: list[dict]) -> str:
-    """One row per measurement, pair by pair: median img/s with the repeats' min-max, and the ECA rows'
-    ratio to their baseline."""
+    """One row per measurement, pair by pair: median img/s with the repeats' min-max and spread, and the
+    ECA rows' ratio to their baseline."""
     order = {base: i for i, (_, base) in enumerate(RELEASED_PAIRS)}
     cases = {case: i for i, case in enumerate(CASES)}
     rows = []
     for r in sorted(records, key=lambda r: (order.get(r["pair"], len(order)), cases.get(r["case"], len(cases)))):
-        name = r["model"] + (f" ({r['eca_impl']})" if r.get("eca_impl") else "")
         if "error" in r:
-            rows.append((r["pair"], r["case"], name, r["source"], "error", r["error"][:60], "", ""))
+            rows.append((r["pair"], r["case"], _network_name(r), r["source"], "error", r["error"][:60], "", "", ""))
             continue
         ratio = r.get("vs_baseline")
-        rows.append((r["pair"], r["case"], name, r["source"], f"{r['images_per_s']:,.0f}",
-                     f"{r['images_per_s_min']:,.0f}-{r['images_per_s_max']:,.0f}",
+        rows.append((r["pair"], r["case"], _network_name(r), r["source"], f"{r['images_per_s']:,.0f}",
+                     f"{r['images_per_s_min']:,.0f}-{r['images_per_s_max']:,.0f}", f"{100 * _spread(r):.2f}%",
                      f"{len(r['images_per_s_all'])}x{r.get('timed_steps', '?')}", f"{ratio:.3f}x" if ratio else ""))
-    return markdown_table(("pair", "case", "network", "code", "img/s (median)", "min-max", "repeats x steps",
-                           "vs baseline"), rows)
+    return markdown_table(("pair", "case", "network", "code", "img/s (median)", "min-max", "spread",
+                           "repeats x steps", "vs baseline"), rows)
+
+
+def _released_ratio_table(records: list[dict]) -> str:
+    """One row per ECA network and code, one column per case measured: its img/s over its baseline's."""
+    cases = [case for case in CASES if any(r["case"] == case for r in records)]
+    order = {base: i for i, (_, base) in enumerate(RELEASED_PAIRS)}
+    ratios: dict[tuple, dict[str, float]] = {}
+    for r in sorted(records, key=lambda r: (order.get(r["pair"], len(order)), SOURCES.index(r["source"]))):
+        if r["role"] == "eca":
+            ratios.setdefault((r["pair"], _network_name(r), r["source"]), {})[r["case"]] = r.get("vs_baseline")
+    rows = [(pair, name, source, *(f"{by_case[c]:.3f}x" if by_case.get(c) else "-" for c in cases))
+            for (pair, name, source), by_case in ratios.items()]
+    return markdown_table(("pair", "ECA network", "code", *cases), rows)
+
+
+def _released_targets(records: list[dict]) -> str:
+    """The verdicts: ecanet's ECA networks (default implementation) at TARGET_RELEASED_RATIO of their
+    baselines in all four cases, and every ECA network's spread within SPREAD_FACTOR of its baseline's."""
+    ours = {(r["pair"], r["case"]): r for r in records if r["role"] == "eca" and r["source"] == "ecanet"
+            and r.get("eca_impl") in (None, "auto") and r.get("vs_baseline")}
+    missing = [f"{base} {case}" for _, base in RELEASED_PAIRS for case in CASES if (base, case) not in ours]
+    below = [f"{r['model']} {r['case']} {r['vs_baseline']:.3f}x" for r in ours.values()
+             if r["vs_baseline"] < TARGET_RELEASED_RATIO]
+    ratio_line = (f"- ecanet's ECA networks (auto) at >= {TARGET_RELEASED_RATIO}x of their baselines: "
+                  f"{len(ours) - len(below)} of {len(ours)} measurements "
+                  + ("met" if not below else "met; NOT met: " + ", ".join(below))
+                  + (f" (not measured: {', '.join(missing)})" if missing else ""))
+    baseline_spread = {(r["pair"], r["source"], r["case"]): _spread(r) for r in records
+                       if r["role"] == "baseline" and "error" not in r}
+    unsteady, compared = [], 0
+    for r in records:
+        reference = baseline_spread.get((r["pair"], "ecanet" if r["source"] == "official" else r["source"], r["case"]))
+        if r["role"] != "eca" or "error" in r or reference is None:
+            continue
+        compared += 1
+        if _spread(r) > max(SPREAD_FACTOR * reference, SPREAD_NOISE_FLOOR):
+            unsteady.append(f"{_network_name(r)} [{r['source']}] {r['case']} {100 * _spread(r):.2f}% "
+                            f"(baseline {100 * reference:.2f}%)")
+    spread_line = (f"- spread of every ECA network at most {SPREAD_FACTOR:g}x its baseline's (spreads under "
+                   f"{100 * SPREAD_NOISE_FLOOR:g}% count as timer noise): {compared - len(unsteady)} of {compared} "
+                   + ("met" if not unsteady else "met; NOT met: " + "; ".join(unsteady)))
+    return "Targets:\n" + ratio_line + "\n" + spread_line
+
+
+def released_report(records: list[dict]) -> str:
+    """The --released section: ratios at a glance, the verdicts, then every measurement."""
+    return (_released_ratio_table(records) + "\n\n" + _released_targets(records) + "\n\n### Every measurement\n\n"
+            + _released_markdown(records))
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -475,7 +541,7 @@ def summarize(paths: list[str]) -> str:
     released = [record for run in runs for record in run.get("released", [])]
     if released:
         _released_ratios(released)
-        parts.append("## Released networks against their baselines\n\n" + _released_markdown(released))
+        parts.append("## Released networks against their baselines\n\n" + released_report(released))
     records = [record for run in runs for record in run.get("models", [])]
     if records:
         _with_ratios(records)
@@ -493,14 +559,20 @@ files, which this command wrote:
 
 Synthetic data already on the device (the model alone, not the input pipeline), bf16 autocast,
 channels_last, batch 256, 224x224; each figure is the median of timed repeats after warm-up
-(`ecanet.bench.measure_throughput`). "vs baseline" is an ECA network's images/s over its baseline's
-(`eca_resnet50` over `resnet50`) in the same run. ECA implementations: `auto` is ecanet's default (fused
+(`ecanet.bench.measure_throughput`); "heap frozen" means the timed steps ran with the objects alive after
+warm-up out of Python's garbage collector's view, as in training (`ecanet.engine.freeze_heap`).
+"vs baseline" is an ECA network's images/s over its baseline's (`eca_resnet50` over `resnet50`) in the
+same run. ECA implementations: `auto` is ecanet's default (fused
 Triton kernels in eager mode, the BatchNorm+ECA form that Inductor fuses under `torch.compile`); `plain` is
 the official computation. How the fused ECA works: [design/fused_eca.md](design/fused_eca.md).
-The released-networks table (`--released`) gives each measurement's median over its repeats and the
-repeats' min-max; "repeats x steps" is how many timed repeats of how many steps each (`--repeat-seconds`
-sizes the repeats, so deep networks time fewer steps). Rows of the official code compare with ecanet's
-baseline, rows of timm with timm's.
+The released networks (`--released`) come first: each ECA network's images/s over its baseline's per case,
+then the targets (every ECA network of ecanet at >= 0.95x of its baseline in all four cases, and timings as
+steady as the baseline's), then every measurement with its median over the repeats, the repeats' min-max,
+and the spread ((max - min) / median). "repeats x steps" is how many timed repeats of how many steps each
+(`--repeat-seconds` sizes the repeats, so deep networks time fewer steps). The official code's networks
+(the official repository's `models/`) compare with ecanet's baseline, which is the same network;
+timm's ECA-ResNets, which have the deep 'd' stem, with timm's ResNet of that stem. A case not measured
+shows "-" and is listed under the targets. `scripts/gpu_bench.sh` (`STEPS=released`) runs all of it.
 
 """
 
@@ -510,11 +582,14 @@ def performance_page(paths: list[str], summary: str) -> str:
     the tables of :func:`summarize`."""
     commands = []
     for path in paths:
-        env = json.loads(Path(path).read_text())["environment"]
+        run = json.loads(Path(path).read_text())
+        env = run["environment"]
         command = env.get("command", "").replace(str(ROOT) + "/", "")
+        # results files that predate --freeze-heap were timed with the heap unfrozen
+        heap = "heap frozen" if run["args"].get("freeze_heap") else "heap not frozen"
         commands.append(f"- `{path}`: {env.get('gpu', '?')} ({env.get('gpu_count', 1)} visible), torch "
-                        f"{env.get('torch')}, Triton {env.get('triton')}, {env.get('date_utc', '?')[:10]}; "
-                        f"`python {command}`")
+                        f"{env.get('torch')}, Triton {env.get('triton')}, {env.get('date_utc', '?')[:10]}, "
+                        f"{heap}; `python {command}`")
     return PAGE_HEADER.format(files=" ".join(paths), commands="\n".join(commands)) + summary.split("\n", 1)[1].lstrip() + "\n"
 
 
@@ -650,8 +725,9 @@ def build_parser() -> argparse.ArgumentParser:
     what.add_argument("--official-code", default=None, metavar="DIR",
                       help="with --released: also the official implementation, imported from DIR, the official "
                            "repository's models/ folder (skipped when absent)")
-    what.add_argument("--timm", action=argparse.BooleanOptionalAction, default=True,
-                      help="with --released: also timm's nearest networks where timm is installed")
+    what.add_argument("--sources", nargs="+", choices=SOURCES, default=list(SOURCES),
+                      help="with --released: whose networks to measure: ecanet's, the official code's (needs "
+                           "--official-code) and timm's nearest ones (where timm is installed); default all")
     what.add_argument("--eca-micro", nargs="?", const="resnet50", default=None, choices=("resnet50", "mobilenet_v2"),
                       help="the ECA layer alone, on the ECA shapes of ResNet-50 (default) or MobileNetV2, "
                            "against its memory floor")
@@ -697,6 +773,10 @@ def build_parser() -> argparse.ArgumentParser:
     how.add_argument("--repeat-seconds", type=float, default=None, metavar="S",
                      help="time as many steps per repeat as fill about S seconds (at least 3, at most "
                           "--timed-steps), so deep networks take no longer than shallow ones")
+    how.add_argument("--freeze-heap", action=argparse.BooleanOptionalAction, default=True,
+                     help="time with the objects alive after warm-up out of the garbage collector's view, as "
+                          "the training loop does (ecanet.engine.freeze_heap); each repeat's collections and "
+                          "their host time go to the JSON either way")
     how.add_argument("--device", default="cuda")
     how.add_argument("--seed", type=int, default=0)
 

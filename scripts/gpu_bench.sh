@@ -9,8 +9,13 @@
 #               SOURCES (default "synthetic cpu gpu"): synthetic data, then the JPEG folder with --decode cpu
 #               and --decode gpu (images/s, peak memory)
 #
-#   released    (only when named in STEPS) scripts/benchmark.py --released: the six released ECA networks against
-#               their baselines, train and inference, eager and compiled (compiling takes about a minute a network)
+#   released    (only when named in STEPS; the three steps below in order) every released ECA network against its
+#               baseline, each in one scripts/benchmark.py run: released-eager (train and inference), released-warm
+#               (compiles every network, JOBS processes at a time, to fill Inductor's on-disk cache at
+#               $TORCHINDUCTOR_CACHE_DIR; measures nothing), released-compiled (train and inference compiled, timed
+#               one network at a time; Inductor loads the graphs the warm step compiled instead of compiling
+#               each network in turn, which alone takes 30-130 s a network on an H200 host).
+#               OFFICIAL=DIR adds the official code's networks (the official repository's models/ folder).
 #
 #   OUT=/some/dir STEPS="loader main" SOURCES="synthetic gpu" bash scripts/gpu_bench.sh
 set -uo pipefail
@@ -29,12 +34,34 @@ BENCH=(scripts/benchmark.py --batch-size 256 --amp bf16 --channels-last --repeat
 has() { [[ " $STEPS " == *" $1 "* ]]; }
 
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
-if has released; then
-    echo "=== every released ECA network against its baseline (eager; then compiled, which compiles 12 networks)"
-    timeout 330 "$PY" "${BENCH[@]}" --released --cases train-eager infer-eager --repeat-seconds 0.5 \
-        --json "$OUT/released_eager.json" 2>&1 | grep -vE " INFO "
-    timeout 1500 "$PY" "${BENCH[@]}" --released --cases train-compiled infer-compiled --repeat-seconds 1 \
-        --json "$OUT/released_compiled.json" 2>&1 | grep -vE " INFO "
+RELEASED_PAIRS="resnet152 resnet101 resnet50 mobilenet_v2 resnet34 resnet18"   # slowest to compile first
+JOBS=${JOBS:-8}
+export TORCHINDUCTOR_CACHE_DIR=${TORCHINDUCTOR_CACHE_DIR:-$PWD/.cache/inductor}
+OFFICIAL=${OFFICIAL:-}
+RELEASED_SOURCES=${RELEASED_SOURCES:-"ecanet ${OFFICIAL:+official }timm"}   # whose networks: ecanet official timm
+# shellcheck disable=SC2206
+RELEASED=("$PY" "${BENCH[@]}" ${OFFICIAL:+--official-code "$OFFICIAL"})
+has released && STEPS="$STEPS released-eager released-warm released-compiled"
+if has released-eager; then
+    echo "=== every released ECA network against its baseline, eager"
+    # shellcheck disable=SC2086
+    timeout 570 "${RELEASED[@]}" --released --sources $RELEASED_SOURCES --cases train-eager infer-eager --warmup-steps 5 \
+        --repeat-seconds 0.5 --json "$OUT/released_eager.json" 2>&1 | grep -vE " INFO "
+fi
+if has released-warm; then
+    echo "=== compiling every released network, $JOBS processes at a time, into $TORCHINDUCTOR_CACHE_DIR"
+    # one process per pair, code and case
+    for pair in $RELEASED_PAIRS; do for source in $RELEASED_SOURCES; do for mode in train infer; do
+        echo "--released $pair --sources $source --cases $mode-compiled"; done; done; done \
+    | TORCHINDUCTOR_COMPILE_THREADS=4 timeout 570 xargs -P "$JOBS" -L 1 "${RELEASED[@]}" --repeats 1 \
+        --warmup-steps 1 --timed-steps 1 2>&1 | grep -E "ERROR|Error|Traceback"
+    du -sh "$TORCHINDUCTOR_CACHE_DIR"
+fi
+if has released-compiled; then
+    echo "=== every released ECA network against its baseline, compiled"
+    # shellcheck disable=SC2086
+    timeout 570 "${RELEASED[@]}" --released --sources $RELEASED_SOURCES --cases train-compiled infer-compiled --warmup-steps 5 \
+        --repeat-seconds 1 --json "$OUT/released_compiled.json" 2>&1 | grep -vE " INFO "
 fi
 if has throughput; then
     echo "=== throughput"

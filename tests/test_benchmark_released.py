@@ -20,13 +20,13 @@ def _row(pair, model, source, role, case, images_per_s, impl=None):
 
 
 def test_released_pairs_are_the_six_released_networks_each_with_its_baseline():
-    rows = benchmark._released_builders(_args("--released", "--no-timm"))
+    rows = benchmark._released_builders(_args("--released", "--sources", "ecanet", "official"))
     labels = [(r["model"], r["role"], r["eca_impl"]) for r, _ in rows]
     assert labels == [label for eca, base in benchmark.RELEASED_PAIRS
                       for label in ((base, "baseline", None), (eca, "eca", "auto"))]
     assert len(labels) == 12
     only = benchmark._released_builders(_args("--released", "mobilenet_v2", "--eca-impl", "auto", "plain",
-                                              "--no-timm"))
+                                              "--sources", "ecanet", "official"))
     assert [(r["model"], r["eca_impl"]) for r, _ in only] == [
         ("mobilenet_v2", None), ("eca_mobilenet_v2", "auto"), ("eca_mobilenet_v2", "plain")]
     model = only[1][1]()
@@ -37,7 +37,7 @@ def test_missing_official_code_is_skipped_not_an_error(tmp_path, caplog):
     assert benchmark.load_official_models(None) is None
     assert benchmark.load_official_models(str(tmp_path)) is None
     assert "official rows skipped" in caplog.text
-    rows = benchmark._released_builders(_args("--released", "resnet18", "--official-code", str(tmp_path), "--no-timm"))
+    rows = benchmark._released_builders(_args("--released", "resnet18", "--official-code", str(tmp_path), "--sources", "ecanet", "official"))
     assert [r["source"] for r, _ in rows] == ["ecanet", "ecanet"]
 
 
@@ -46,7 +46,7 @@ def test_official_code_is_imported_as_a_package(tmp_path):
     package.mkdir()
     (package / "__init__.py").write_text("from .nets import *\n")
     (package / "nets.py").write_text("def eca_resnet18(k_size=(3, 3, 3, 3)):\n    return ('built', list(k_size))\n")
-    rows = benchmark._released_builders(_args("--released", "resnet18", "--official-code", str(package), "--no-timm"))
+    rows = benchmark._released_builders(_args("--released", "resnet18", "--official-code", str(package), "--sources", "ecanet", "official"))
     official = [(r, build) for r, build in rows if r["source"] == "official"]
     assert len(official) == 1 and official[0][0]["model"] == "eca_resnet18"
     assert official[0][1]() == ("built", ["3", "5", "7", "7"])    # the released kernel sizes, one per stage
@@ -64,5 +64,58 @@ def test_ratios_compare_with_the_same_sources_baseline_and_the_table_shows_the_s
                                                      "role": "baseline", "eca_impl": None, "case": "infer-eager",
                                                      "error": "RuntimeError: out of memory"}])
     lines = table.splitlines()
-    assert lines[3] == "| resnet50 | train-eager | eca_resnet50 (auto) | ecanet | 950 | 949-951 | 3x7 | 0.950x |"
+    assert lines[3] == ("| resnet50 | train-eager | eca_resnet50 (auto) | ecanet | 950 | 949-951 | 0.21% | 3x7 "
+                        "| 0.950x |")
     assert lines[-1].startswith("| mobilenet_v2 | infer-eager | mobilenet_v2 | ecanet | error | RuntimeError")
+
+
+def _pair_records(ratio: float, eca_spread: float, base_spread: float = 0.0) -> list[dict]:
+    """ecanet's six pairs in all four cases, every ECA network at ``ratio`` of its baseline."""
+    records = []
+    for eca, base in benchmark.RELEASED_PAIRS:
+        for case in benchmark.CASES:
+            for model, role, rate, spread, impl in ((base, "baseline", 1000.0, base_spread, None),
+                                                    (eca, "eca", 1000.0 * ratio, eca_spread, "auto")):
+                records.append(_row(base, model, "ecanet", role, case, rate, impl) | {
+                    "images_per_s_min": rate * (1 - spread / 2), "images_per_s_max": rate * (1 + spread / 2)})
+    benchmark._released_ratios(records)
+    return records
+
+
+def test_targets_name_each_slow_or_unsteady_measurement_and_what_was_not_measured():
+    met = benchmark._released_targets(_pair_records(0.96, eca_spread=0.0008))
+    assert "24 of 24 measurements met" in met and "not measured" not in met
+    assert "24 of 24 met" in met                       # spreads under the noise floor pass
+
+    records = _pair_records(0.96, eca_spread=0.004, base_spread=0.001)
+    slow = next(r for r in records if r["model"] == "eca_resnet152" and r["case"] == "train-compiled")
+    slow["images_per_s"] = 940.0
+    benchmark._released_ratios(records)
+    verdict = benchmark._released_targets([r for r in records if not (r["pair"] == "mobilenet_v2"
+                                                                      and r["case"] == "infer-compiled")])
+    assert "22 of 23 measurements met; NOT met: eca_resnet152 train-compiled 0.940x" in verdict
+    assert "(not measured: mobilenet_v2 infer-compiled)" in verdict
+    assert "spread" in verdict and "0 of 23 met; NOT met: eca_resnet18 (auto) [ecanet] train-eager 0.40% " \
+           "(baseline 0.10%)" in verdict
+
+
+def test_ratio_table_has_one_row_per_eca_network_and_code():
+    records = [_row("resnet50", "resnet50", "ecanet", "baseline", "train-eager", 1000.0),
+               _row("resnet50", "eca_resnet50", "ecanet", "eca", "train-eager", 950.0, "auto"),
+               _row("resnet50", "eca_resnet50", "official", "eca", "train-eager", 800.0),
+               _row("resnet50", "resnet50", "ecanet", "baseline", "infer-eager", 2000.0),
+               _row("resnet50", "eca_resnet50", "ecanet", "eca", "infer-eager", 2100.0, "auto")]
+    benchmark._released_ratios(records)
+    lines = benchmark._released_ratio_table(records).splitlines()
+    assert lines[0] == "| pair | ECA network | code | train-eager | infer-eager |"
+    assert lines[2:] == ["| resnet50 | eca_resnet50 (auto) | ecanet | 0.950x | 1.050x |",
+                         "| resnet50 | eca_resnet50 | official | 0.800x | - |"]
+
+
+def test_sources_pick_whose_networks_are_measured(tmp_path):
+    package = tmp_path / "models"
+    package.mkdir()
+    (package / "__init__.py").write_text("def eca_resnet18(k_size=(3, 3, 3, 3)):\n    return 'official'\n")
+    rows = benchmark._released_builders(_args("--released", "resnet18", "--official-code", str(package),
+                                              "--sources", "official"))
+    assert [(r["source"], r["model"]) for r, _ in rows] == [("official", "eca_resnet18")]

@@ -424,6 +424,33 @@ def test_throughput_helper_on_cpu():
     assert all(p.grad is None for p in model.parameters())
 
 
+class _CollectsGarbage(nn.Module):
+    """A layer whose forward runs a full garbage collection: the pause a launch-bound step can suffer."""
+
+    def forward(self, x):
+        import gc
+        gc.collect()
+        return x
+
+
+def test_throughput_records_each_repeats_garbage_collections():
+    import gc
+    from ecanet.bench import measure_throughput
+    gc.collect()     # the generations' counters start from zero: six small steps allocate too little for another
+    quiet = nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 3))
+    result = measure_throughput(quiet, batch_size=2, img_size=8, train=False, amp_dtype=None, warmup_steps=1,
+                                timed_steps=2, repeats=3, device="cpu")
+    assert len(result.gc_full_collections_all) == len(result.gc_pause_ms_all) == 3
+    assert result.gc_full_collections_all == [0, 0, 0]
+    noisy = nn.Sequential(_CollectsGarbage(), nn.Flatten(), nn.Linear(3 * 8 * 8, 3))
+    result = measure_throughput(noisy, batch_size=2, img_size=8, train=False, amp_dtype=None, warmup_steps=1,
+                                timed_steps=2, repeats=3, device="cpu")
+    assert result.gc_full_collections_all == [2, 2, 2]       # one per step
+    assert all(ms > 0 for ms in result.gc_pause_ms_all)
+    assert result.frozen_heap and gc.get_freeze_count() == 0     # timed frozen, released afterwards
+    assert "gc_pause_ms_all" in result.to_dict()
+
+
 def test_profile_helper_on_cpu_attributes_the_step():
     """On a CPU the profile lists PyTorch's operators; the convolutions are found, the model's mode restored."""
     from ecanet.bench import profile_step

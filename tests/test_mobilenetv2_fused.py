@@ -142,7 +142,6 @@ def _network_outputs(model, images, impl, compiled, amp, dtype=torch.float32):
     replica = set_eca_impl(copy.deepcopy(model).to(dtype), impl)
     run = torch.compile(replica) if compiled else replica
     x = images.to(dtype).clone().requires_grad_()
-    torch.manual_seed(1)   # the same dropout mask in every run
     with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
         out = run(x).float()
     grads = torch.autograd.grad(out.square().sum(), [x, replica.features[3].conv[-1].conv.weight])
@@ -161,7 +160,10 @@ FLOAT32_ORDER_FACTOR = 4   # how much further from float64 another summation ord
 @pytest.fixture(scope="module")
 def network_and_images():
     torch.manual_seed(0)
-    model = models.create_model("eca_mobilenet_v2", num_classes=10).cuda().to(memory_format=torch.channels_last)
+    # no dropout: on the GPU a seed draws different masks for float32 and float64, which alone moves the
+    # logits by order 1 and would hide what these tests compare
+    model = models.create_model("eca_mobilenet_v2", num_classes=10, dropout=0.0).cuda().to(
+        memory_format=torch.channels_last)
     images = torch.randn(32, 3, 112, 112, device="cuda").contiguous(memory_format=torch.channels_last)
     return model, images
 
