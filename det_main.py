@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from ecanet.cli import run_command
+from ecanet.config import check_resume_changes, describe_changes
 from ecanet.detection import options
 from ecanet.errors import EXIT_OK, EXIT_PREEMPTED, CheckpointError, ConfigError, DataError
 from ecanet.lazy import lazy_import
@@ -104,20 +105,10 @@ def check_changes(cfg: Any, checkpoint: dict, path: Path) -> None:
     network, locked, free = options.resume_changes(checkpoint.get("config") or {}, options.config_to_yaml_dict(cfg))
     if network:
         raise CheckpointError(f"{path} holds another network than these options build "
-                              f"({options.describe_changes(network)}). Leave those options out: the checkpoint's "
+                              f"({describe_changes(network)}). Leave those options out: the checkpoint's "
                               f"own are used.")
-    if cfg.evaluate:
-        return
-    if locked and not cfg.resume_override:
-        raise ConfigError(f"{path} was trained with other {', '.join(locked)} than this command gives "
-                          f"({options.describe_changes(locked)}): resuming would change which images each step sees. "
-                          f"Repeat the run's options (its config.yaml), or pass --resume-override to continue "
-                          f"anyway, not bit-identically.")
-    if locked:
-        log.warning("--resume-override: continuing with %s; the run is no longer bit-identical",
-                    options.describe_changes(locked))
-    if free:
-        log.info("resumed with changed options: %s", options.describe_changes(free))
+    if not cfg.evaluate:
+        check_resume_changes(locked, free, path, cfg.resume_override)
 
 
 def check_data_unchanged(cfg: Any, checkpoint: dict, path: Path, data: Any, info: Any) -> None:
@@ -128,12 +119,7 @@ def check_data_unchanged(cfg: Any, checkpoint: dict, path: Path, data: Any, info
         locked["training set"] = (checkpoint["train_set"], train_set)
     if int(checkpoint.get("world_size", 1)) != info.world_size:
         locked["processes"] = (int(checkpoint.get("world_size", 1)), info.world_size)
-    if locked and not cfg.resume_override:
-        raise ConfigError(f"{path} was trained with another {' and '.join(locked)} "
-                          f"({options.describe_changes(locked)}): resuming would change which images each step "
-                          f"sees. Resume on the run's data and number of processes, or pass --resume-override.")
-    if locked:
-        log.warning("--resume-override: %s; the run is no longer bit-identical", options.describe_changes(locked))
+    check_resume_changes(locked, {}, path, cfg.resume_override)
 
 
 def build_model(cfg: Any, num_classes: int, backbone_weights: str | None) -> Any:

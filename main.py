@@ -113,16 +113,7 @@ def check_resume_changes(cfg: config.Config, resume_obj: Any, path: Path, info: 
     saved_world = int(resume_obj.get("world_size", 1))
     if saved_world != info.world_size:
         locked["processes"] = (saved_world, info.world_size)
-    changes = lambda found: ", ".join(f"{k} {old} -> {new}" for k, (old, new) in found.items())  # noqa: E731
-    if locked and not cfg.resume_override:
-        raise ConfigError(f"{path} was trained with other {', '.join(locked)} than this command gives "
-                          f"({changes(locked)}): resuming would change which images each step sees. Repeat the "
-                          f"run's options (its config.yaml), or pass --resume-override to continue anyway, not "
-                          f"bit-identically.")
-    if locked:
-        log.warning("--resume-override: continuing with %s; the run is no longer bit-identical", changes(locked))
-    if free:
-        log.info("resumed with changed options: %s", changes(free))
+    config.check_resume_changes(locked, free, path, cfg.resume_override)
 
 
 def log_recipe_use(cfg: config.Config, recipe: Any) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import logging
 import os
 from datetime import datetime
 from pathlib import Path
@@ -17,6 +18,8 @@ import yaml
 
 from .constants import ECA_IMPLEMENTATIONS, IMAGENET_MEAN, IMAGENET_STD
 from .errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 AMP_CHOICES = ("off", "bf16", "fp16")
 SCHEDULES = ("step", "cosine")
@@ -399,6 +402,29 @@ def resume_changes(recorded: Mapping[str, Any], current: Mapping[str, Any]) -> t
         if old != new and key not in RESUME_META_OPTIONS:
             (locked if key in RESUME_LOCKED_OPTIONS else free)[key] = (old, new)
     return locked, free
+
+
+def describe_changes(changes: Mapping[str, tuple[Any, Any]]) -> str:
+    """``{key: (old, new)}`` as 'key old -> new, ...'."""
+    return ", ".join(f"{key} {old} -> {new}" for key, (old, new) in changes.items())
+
+
+def check_resume_changes(locked: Mapping[str, tuple[Any, Any]], free: Mapping[str, tuple[Any, Any]],
+                         path: str | os.PathLike, resume_override: bool) -> None:
+    """What a resumed run changes, ``{what: (old, new)}``. ``locked`` changes decide which images each step
+    sees (batch size, seed, the number of processes, the training set): an error unless ``resume_override``
+    (--resume-override), then a warning, since the run is no longer bit-identical. ``free`` changes are
+    logged."""
+    if locked and not resume_override:
+        raise ConfigError(f"{path} was trained with other {', '.join(locked)} than this run has "
+                          f"({describe_changes(locked)}): resuming would change which images each step sees. "
+                          f"Repeat the run's options (its config.yaml), data and number of processes, or pass "
+                          f"--resume-override to continue anyway, not bit-identically.")
+    if locked:
+        log.warning("--resume-override: continuing with %s; the run is no longer bit-identical",
+                    describe_changes(locked))
+    if free:
+        log.info("resumed with changed options: %s", describe_changes(free))
 
 
 # ----------------------------------------------------------------------------------------- option checks

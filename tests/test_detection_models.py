@@ -206,8 +206,8 @@ def test_shipped_configs_are_the_papers_rows_and_build():
 
 def test_config_unknown_key_and_bad_value(tmp_path):
     path = tmp_path / "bad.yaml"
-    path.write_text("detector: faster_rcnn\nbatch-size: 8\nlearning_rate: 0.01\n")
-    with pytest.raises(ConfigError, match="unknown key 'learning_rate'.*lr_steps"):
+    path.write_text("detector: faster_rcnn\nbatch-size: 8\nlearning_rat: 0.01\n")
+    with pytest.raises(ConfigError, match="unknown key 'learning_rat'. Did you mean 'learning-rate'"):
         load_detection_config(path)
     path.write_text("detector: faster_rcnn\nepochs: twelve\n")
     with pytest.raises(ConfigError, match="'epochs'"):

@@ -334,10 +334,6 @@ def resume_changes(recorded: Mapping[str, Any], current: Mapping[str, Any]) -> t
     return network, locked, free
 
 
-def describe_changes(changes: Mapping[str, tuple[Any, Any]]) -> str:
-    return ", ".join(f"{key} {old} -> {new}" for key, (old, new) in changes.items())
-
-
 # ------------------------------------------------------------------------------------ the resolved config
 
 def resolve(args: argparse.Namespace, *, default_workers: int, fresh_seed: int, timestamp: str,
