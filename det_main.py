@@ -31,7 +31,7 @@ ckpt = lazy_import("ecanet.checkpoint")
 coco_eval = lazy_import("ecanet.detection.coco_eval")
 det_ckpt = lazy_import("ecanet.detection.checkpoint")
 det_engine = lazy_import("ecanet.detection.engine")
-det_models = lazy_import("ecanet.detection.models")
+det_configs = lazy_import("ecanet.detection.configs")
 dist = lazy_import("ecanet.distributed")
 engine = lazy_import("ecanet.engine")
 loaders = lazy_import("ecanet.data.loaders")
@@ -124,13 +124,7 @@ def check_data_unchanged(cfg: Any, checkpoint: dict, path: Path, data: Any, info
 
 def build_model(cfg: Any, num_classes: int, backbone_weights: str | None) -> Any:
     """The detector the options describe, on the CPU; its backbone from ``backbone_weights`` when given."""
-    from torchvision.ops import FrozenBatchNorm2d
-    norm_layer = FrozenBatchNorm2d if cfg.norm == "frozen" else torch.nn.BatchNorm2d
-    head_options = {} if cfg.detector == "retinanet" else {"box_batch_size_per_image": cfg.box_batch_per_image}
-    return det_models.build_detector(cfg.detector, cfg.arch, num_classes, k_size=cfg.ksize,
-                                     trainable_layers=cfg.trainable_layers, backbone_weights=backbone_weights,
-                                     eca_impl=cfg.eca_impl, min_size=cfg.min_size, max_size=cfg.max_size,
-                                     norm_layer=norm_layer, **head_options)
+    return det_configs.detector_from_config(vars(cfg), num_classes=num_classes, backbone_weights=backbone_weights)
 
 
 def evaluate_checkpoint(cfg: Any, info: Any, precision: Any, checkpoint: dict, path: Path) -> int:

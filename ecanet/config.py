@@ -286,18 +286,21 @@ def _coerce_scalar(key: str, value: Any, convert: Any, action: argparse.Action) 
     return out
 
 
-def load_config_file(path: str | os.PathLike, parser: argparse.ArgumentParser) -> dict[str, Any]:
-    """Read a flat YAML config and return ``{dest: value}``, checking every key and type."""
+def load_config_file(path: str | os.PathLike, parser: argparse.ArgumentParser,
+                     example: str = "configs/eca_resnet50.yaml") -> dict[str, Any]:
+    """Read a flat YAML config and return ``{dest: value}``, checking every key and type against ``parser``'s
+    options; ``example`` is the config file the error messages point to."""
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"config file {path} does not exist. Check --config (configs/ holds the recipes).")
+        raise ConfigError(f"config file {path} does not exist. Check the path; {Path(example).parent}/ holds "
+                          f"the recipes (e.g. {example}).")
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as exc:
         raise ConfigError(f"config file {path} is not valid YAML: {exc}. Fix the file.") from None
     except UnicodeDecodeError:
         raise ConfigError(f"config file {path} is not text (not UTF-8): it is probably another kind of file. "
-                          f"Give --config a YAML file such as configs/eca_resnet50.yaml.") from None
+                          f"Give a YAML file such as {example}.") from None
     except OSError as exc:
         raise ConfigError(f"config file {path} cannot be read ({exc.strerror or exc}). Fix its permissions or "
                           f"pass another --config.") from None

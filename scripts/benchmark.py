@@ -284,14 +284,20 @@ def _released_builders(args: argparse.Namespace) -> list[tuple[dict, Callable]]:
     return rows
 
 
+def _baseline_key(record: dict) -> tuple:
+    """Which baseline a record compares with: the same pair, case and run (``run``: the results file's index
+    when :func:`summarize` merges several), and the same code's, ecanet's for the official code's."""
+    source = "ecanet" if record["source"] == "official" else record["source"]
+    return record["pair"], source, record["case"], record.get("run")
+
+
 def _released_ratios(records: list[dict]) -> None:
     """Adds 'vs_baseline' to every ECA row: its img/s over the same source's baseline in the same case
     (the official code has no baseline of its own: ecanet's, the same network as torchvision's)."""
-    base = {(r["pair"], r["source"], r["case"]): r.get("images_per_s") for r in records if r["role"] == "baseline"}
+    base = {_baseline_key(r): r.get("images_per_s") for r in records if r["role"] == "baseline"}
     for r in records:
         if r["role"] == "eca" and r.get("images_per_s"):
-            source = "ecanet" if r["source"] == "official" else r["source"]
-            reference = base.get((r["pair"], source, r["case"]))
+            reference = base.get(_baseline_key(r))
             r["vs_baseline"] = r["images_per_s"] / reference if reference else None
 
 
@@ -373,19 +379,19 @@ def _released_targets(records: list[dict]) -> str:
     """The verdicts: ecanet's ECA networks (default implementation) at TARGET_RELEASED_RATIO of their
     baselines in all four cases, and every ECA network's spread within SPREAD_FACTOR of its baseline's."""
     ours = {(r["pair"], r["case"]): r for r in records if r["role"] == "eca" and r["source"] == "ecanet"
-            and r.get("eca_impl") in (None, "auto") and r.get("vs_baseline")}
+            and r.get("eca_impl") in (None, "auto")}
     missing = [f"{base} {case}" for _, base in RELEASED_PAIRS for case in CASES if (base, case) not in ours]
-    below = [f"{r['model']} {r['case']} {r['vs_baseline']:.3f}x" for r in ours.values()
-             if r["vs_baseline"] < TARGET_RELEASED_RATIO]
+    # a row without a ratio (it or its baseline failed) counts as not met
+    below = [f"{r['model']} {r['case']} " + (f"{r['vs_baseline']:.3f}x" if r.get("vs_baseline") else "failed")
+             for r in ours.values() if (r.get("vs_baseline") or 0) < TARGET_RELEASED_RATIO]
     ratio_line = (f"- ecanet's ECA networks (auto) at >= {TARGET_RELEASED_RATIO}x of their baselines: "
-                  f"{len(ours) - len(below)} of {len(ours)} measurements "
-                  + ("met" if not below else "met; NOT met: " + ", ".join(below))
-                  + (f" (not measured: {', '.join(missing)})" if missing else ""))
-    baseline_spread = {(r["pair"], r["source"], r["case"]): _spread(r) for r in records
-                       if r["role"] == "baseline" and "error" not in r}
+                  + (f"{len(ours) - len(below)} of {len(ours)} measurements "
+                     + ("met" if not below else "met; NOT met: " + ", ".join(below)) if ours else "none measured")
+                  + (f" (not measured: {', '.join(missing)})" if missing and ours else ""))
+    baseline_spread = {_baseline_key(r): _spread(r) for r in records if r["role"] == "baseline" and "error" not in r}
     unsteady, compared = [], 0
     for r in records:
-        reference = baseline_spread.get((r["pair"], "ecanet" if r["source"] == "official" else r["source"], r["case"]))
+        reference = baseline_spread.get(_baseline_key(r))
         if r["role"] != "eca" or "error" in r or reference is None:
             continue
         compared += 1
@@ -538,7 +544,7 @@ def summarize(paths: list[str]) -> str:
                 parts.append("ECA cost per ResNet-50 step: " + "; ".join(
                     f"{impl} {v['train_ms']:.2f} ms train, {v['infer_ms']:.2f} ms infer"
                     for impl, v in micro["per_step"].items()))
-    released = [record for run in runs for record in run.get("released", [])]
+    released = [record | {"run": index} for index, run in enumerate(runs) for record in run.get("released", [])]
     if released:
         _released_ratios(released)
         parts.append("## Released networks against their baselines\n\n" + released_report(released))

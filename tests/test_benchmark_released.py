@@ -119,3 +119,30 @@ def test_sources_pick_whose_networks_are_measured(tmp_path):
     rows = benchmark._released_builders(_args("--released", "resnet18", "--official-code", str(package),
                                               "--sources", "official"))
     assert [(r["source"], r["model"]) for r, _ in rows] == [("official", "eca_resnet18")]
+
+
+def test_a_failed_row_is_not_met():
+    records = _pair_records(0.96, eca_spread=0.0)
+    for r in records:
+        r.pop("vs_baseline", None)
+    baseline = next(r for r in records if r["model"] == "resnet18" and r["case"] == "train-eager")
+    baseline["error"] = "RuntimeError: out of memory"
+    del baseline["images_per_s"]
+    benchmark._released_ratios(records)
+    verdict = benchmark._released_targets(records)
+    assert "23 of 24 measurements met; NOT met: eca_resnet18 train-eager failed" in verdict
+    assert "none measured" in benchmark._released_targets([])
+
+
+def test_merged_results_files_keep_each_runs_own_baseline(tmp_path):
+    import json
+    paths = []
+    for index, scale in enumerate((1.0, 0.5)):      # the second run's machine is twice as slow
+        records = [_row("resnet50", "resnet50", "ecanet", "baseline", "train-eager", 1000.0 * scale),
+                   _row("resnet50", "eca_resnet50", "ecanet", "eca", "train-eager", 960.0 * scale, "auto")]
+        path = tmp_path / f"run{index}.json"
+        path.write_text(json.dumps({"environment": {}, "args": {}, "released": records}))
+        paths.append(str(path))
+    summary = benchmark.summarize(paths)
+    # the ratio table (one row per network) and the two runs' rows of every measurement
+    assert summary.count("| 0.960x |") == 3 and "1.920x" not in summary and "0.480x" not in summary

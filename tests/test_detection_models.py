@@ -204,6 +204,29 @@ def test_shipped_configs_are_the_papers_rows_and_build():
         assert ks == {int(k) for k in row.k_size}
 
 
+def test_a_config_builds_the_model_det_main_would(tmp_path):
+    """detector_from_config reads every model option of det_main's (norm, eca-impl, box sampler, classes)
+    and refuses a config that names no detector."""
+    from torchvision.ops import FrozenBatchNorm2d
+    path = tmp_path / "model.yaml"
+    path.write_text("arch: eca_resnet18\n")
+    with pytest.raises(ConfigError, match="lacks detector"):
+        detector_from_config(load_detection_config(path))
+    path.write_text("detector: faster_rcnn\narch: eca_resnet18\neca-impl: plain\nnorm: bn\nnum-classes: 5\n"
+                    "box-batch-per-image: 64\nepochs: 3\n")
+    model = meta(detector_from_config, load_detection_config(path))
+    body = model.backbone.body
+    assert model.roi_heads.box_predictor.cls_score.out_features == 5
+    assert model.roi_heads.fg_bg_sampler.batch_size_per_image == 64
+    assert {layer.impl for layer in body.modules() if hasattr(layer, "impl")} == {"plain"}
+    assert any(isinstance(m, nn.BatchNorm2d) for m in body.modules())
+    assert not any(isinstance(m, FrozenBatchNorm2d) for m in body.modules())
+    path.write_text("detector: retinanet\narch: resnet18\n")     # no weights: norm 'auto' trains BatchNorm
+    model = meta(detector_from_config, load_detection_config(path), num_classes=3)
+    assert model.head.classification_head.num_classes == 3
+    assert any(isinstance(m, nn.BatchNorm2d) for m in model.backbone.body.modules())
+
+
 def test_config_unknown_key_and_bad_value(tmp_path):
     path = tmp_path / "bad.yaml"
     path.write_text("detector: faster_rcnn\nbatch-size: 8\nlearning_rat: 0.01\n")

@@ -9,9 +9,10 @@ the same key. :func:`load_detection_config` returns them with underscores (argpa
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Any, Mapping
 
 from .. import config as cls_config
+from ..errors import ConfigError
 
 
 def load_detection_config(path: str | os.PathLike) -> dict[str, Any]:
@@ -24,20 +25,37 @@ def load_detection_config(path: str | os.PathLike) -> dict[str, Any]:
         ConfigError: a missing or unreadable file, not a flat mapping, an unknown key (the message names it
             and the closest known ones) or a value of the wrong type.
     """
-    from .options import build_parser   # the command line's options are the keys: one reader for both
-    return cls_config.load_config_file(path, build_parser())
+    from .options import DETECTION_CONFIG_EXAMPLE, build_parser   # det_main's options are the keys
+    return cls_config.load_config_file(path, build_parser(), DETECTION_CONFIG_EXAMPLE)
 
 
-def detector_from_config(config: dict[str, Any], **overrides: Any):
-    """The detector a loaded config describes (:func:`~ecanet.detection.models.build_detector`); ``overrides``
-    (e.g. ``backbone_weights``, ``eca_impl``) are passed on."""
-    from .models import build_detector  # here, so that reading a config does not import torch
-    missing = [k for k in ("detector", "arch") if k not in config]
+def detector_from_config(config: Mapping[str, Any], **overrides: Any):
+    """The detector a config describes, built as ``det_main.py`` builds it, on the CPU.
+
+    ``config`` maps option dests to values: a loaded config file, or ``vars()`` of det_main's resolved
+    options. It must name ``detector`` and ``arch``; the model's other options (``ksize``, ``num_classes``,
+    ``trainable_layers``, ``norm``, ``eca_impl``, ``weights``, ``min_size``, ``max_size``,
+    ``box_batch_per_image``) take det_main's defaults when absent, and training options are not used.
+    ``overrides`` are :func:`~ecanet.detection.models.build_detector`'s arguments (``backbone_weights``,
+    ``num_classes``, ...) and win over the config.
+    """
+    import torch  # here, so that reading a config does not import torch
+    from torchvision.ops import FrozenBatchNorm2d
+
+    from .models import build_detector
+    from .options import build_parser, resolved_norm
+    missing = [k for k in ("detector", "arch") if not config.get(k)]
     if missing:
         raise ConfigError(f"the detection config lacks {', '.join(missing)}; add them (e.g. detector: mask_rcnn, "
                           f"arch: eca_resnet50).")
-    options = {"k_size": config.get("ksize"), "num_classes": config.get("num_classes"),
-               "trainable_layers": config.get("trainable_layers"), "min_size": config.get("min_size"),
-               "max_size": config.get("max_size")}
-    options = {k: v for k, v in options.items() if v is not None}
-    return build_detector(config["detector"], config["arch"], **{**options, **overrides})
+    values = {action.dest: action.default for action in build_parser()._actions} | dict(config)
+    norm = resolved_norm(values["norm"], values["weights"])
+    options = {"k_size": values["ksize"],
+               "trainable_layers": values["trainable_layers"], "backbone_weights": values["weights"],
+               "eca_impl": values["eca_impl"], "min_size": values["min_size"], "max_size": values["max_size"],
+               "norm_layer": FrozenBatchNorm2d if norm == "frozen" else torch.nn.BatchNorm2d}
+    if values["num_classes"] is not None:     # det_main's default: from the annotations; here COCO's
+        options["num_classes"] = values["num_classes"]
+    if values["detector"] != "retinanet":     # RetinaNet has no box sampler
+        options["box_batch_size_per_image"] = values["box_batch_per_image"]
+    return build_detector(values["detector"], values["arch"], **{**options, **overrides})

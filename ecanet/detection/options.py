@@ -24,6 +24,7 @@ from ..errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
 
+DETECTION_CONFIG_EXAMPLE = "configs/detection/mask_rcnn_eca_resnet50.yaml"
 NORMS = ("auto", "frozen", "bn")
 PAPER_BATCH = 8               # the paper configs' total batch (mmdetection's 2 images x 8 GPUs / 2)
 PAPER_BOX_BATCH_PER_IMAGE = 512   # RoIs per image in the R-CNN heads' loss (torchvision's and mmdetection's)
@@ -175,7 +176,7 @@ def parse_options(argv: Sequence[str] | None = None) -> argparse.Namespace:
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--config", default=None)
     known, _ = pre.parse_known_args(argv)
-    from_file = cls_config.load_config_file(known.config, parser) if known.config else {}
+    from_file = cls_config.load_config_file(known.config, parser, DETECTION_CONFIG_EXAMPLE) if known.config else {}
     if "batch_size" in from_file and "lr_base_batch" not in from_file:
         from_file["lr_base_batch"] = from_file["batch_size"]  # a config's lr is for its own batch
     parser.set_defaults(**from_file)
@@ -366,8 +367,7 @@ def resolve(args: argparse.Namespace, *, default_workers: int, fresh_seed: int, 
         log.info("--weights %s: its ECA kernel sizes are used, not the config file's ksize %s",
                  values["weights"], values["ksize"])
         values["ksize"] = None
-    if values["norm"] == "auto":
-        values["norm"] = "frozen" if values["weights"] else "bn"
+    values["norm"] = resolved_norm(values["norm"], values["weights"])
     values["workers"] = default_workers if args.workers is None else args.workers
     values["seed"] = fresh_seed if values["seed"] is None else values["seed"]  # a resumed run's: recorded
     given = {k: values[k] for k in ("train_images", "train_annotations", "val_images", "val_annotations")}
@@ -375,6 +375,12 @@ def resolve(args: argparse.Namespace, *, default_workers: int, fresh_seed: int, 
     if not values["output"] and not args.evaluate:
         values["output"] = str(Path("runs") / f"det-{values['detector']}-{values['arch']}-{timestamp}")
     return Config(**values)
+
+
+def resolved_norm(norm: str, weights: str | None) -> str:
+    """--norm auto: the backbone's BatchNorm frozen over pretrained weights (their statistics come from
+    ImageNet's large batches, as in the paper's runs), trained from scratch."""
+    return ("frozen" if weights else "bn") if norm == "auto" else norm
 
 
 def default_timestamp() -> str:
