@@ -141,13 +141,13 @@ def test_interpreter_gpu_augment_same_batches_with_and_without_kernel(tmp_path):
     and evaluation plans: the kernel gives the per-image path's batches."""
     make_photo_folder(tmp_path, per_class=2)
     for train in (True, False):
-        dataset = EncodedImageFolder(str(tmp_path / ("train" if train else "val")), train, 48, 55)
+        dataset = EncodedImageFolder(str(tmp_path / ("train" if train else "val")), train, 32, 36)
         batch = collate_encoded([dataset[(i, sample_seed(3, 0, i))] for i in range(len(dataset))])
-        kernel = GpuAugment(48, IMAGENET_MEAN, IMAGENET_STD, torch.device("cpu"))
-        per_image = GpuAugment(48, IMAGENET_MEAN, IMAGENET_STD, torch.device("cpu"), batched_crop=False)
+        kernel = GpuAugment(32, IMAGENET_MEAN, IMAGENET_STD, torch.device("cpu"))
+        per_image = GpuAugment(32, IMAGENET_MEAN, IMAGENET_STD, torch.device("cpu"), batched_crop=False)
         assert kernel.batched_crop and not per_image.batched_crop
         got, expected = kernel(*batch[:4]), per_image(*batch[:4])
-        assert got.shape == expected.shape == (6, 3, 48, 48)
+        assert got.shape == expected.shape == (6, 3, 32, 32)
         assert (got - expected).abs().max() < TOLERANCE / 255 / min(IMAGENET_STD)
 
 
@@ -157,15 +157,15 @@ def test_interpreter_gpu_augment_mixed_batches_in_the_models_layout(tmp_path, ch
     """A batch split between the two shares, written by the kernel straight into the model's layout
     (normalised, flipped, each crop in its row): the per-image path's batch, in the same layout."""
     make_photo_folder(tmp_path, per_class=2)
-    dataset = EncodedImageFolder(str(tmp_path / "train"), True, 48, 55, gpu_share=0.5)
+    dataset = EncodedImageFolder(str(tmp_path / "train"), True, 32, 36, gpu_share=0.5)
     batch = collate_encoded([dataset[(i, sample_seed(5, 0, i))] for i in range(len(dataset))])
     plans = batch[3]
     assert 0 < int(plans[:, 7].sum()) < len(plans) and int(plans[:, 4].sum()) > 0  # both shares, some flips
-    kernel = GpuAugment(48, IMAGENET_MEAN, IMAGENET_STD, torch.device("cpu"), channels_last=channels_last)
-    per_image = GpuAugment(48, IMAGENET_MEAN, IMAGENET_STD, torch.device("cpu"), channels_last=channels_last,
+    kernel = GpuAugment(32, IMAGENET_MEAN, IMAGENET_STD, torch.device("cpu"), channels_last=channels_last)
+    per_image = GpuAugment(32, IMAGENET_MEAN, IMAGENET_STD, torch.device("cpu"), channels_last=channels_last,
                            batched_crop=False)
     got, expected = kernel(*batch[:4]), per_image(*batch[:4])
-    assert got.shape == expected.shape == (6, 3, 48, 48) and got.stride() == expected.stride()
+    assert got.shape == expected.shape == (6, 3, 32, 32) and got.stride() == expected.stride()
     assert got.is_contiguous(memory_format=torch.channels_last) == channels_last
     assert (got - expected).abs().max() < TOLERANCE / 255 / min(IMAGENET_STD)
 
