@@ -139,6 +139,18 @@ def image_folder(tmp_path_factory) -> Path:
     return make_image_folder(tmp_path_factory.mktemp("imagefolder"))
 
 
+# The two-process run of the DDP test (test_main): resnet18, 2 epochs, EMA and label smoothing, so that every
+# state a checkpoint saves is exercised when an interrupted copy of the run is resumed.
+DDP_RUN = [*SMALL_RUN, "-a", "resnet18", "--epochs", "2", "--ema", "--ema-decay", "0.9", "--label-smoothing", "0.1"]
+DDP_ENV = {"OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+
+
+def torchrun_main(image_folder: Path, out: Path, port: int, extra=()) -> list[str]:
+    """The command line of main.py under torchrun with two processes on this machine."""
+    return [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port),
+            str(ROOT / "main.py"), str(image_folder), *DDP_RUN, "--output", str(out), *map(str, extra)]
+
+
 def run_main(argv, defaults=None) -> int:
     """main.py's main() in this process (fast: no interpreter start-up)."""
     import main

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 
@@ -10,7 +11,7 @@ import torch
 import yaml
 
 from ecanet.metrics import read_metrics
-from conftest import ROOT, SMALL_RUN, run_main, run_script
+from conftest import DDP_ENV, ROOT, SMALL_RUN, run_main, run_script, state_dicts_equal, torchrun_main
 
 
 @pytest.fixture(scope="module")
@@ -65,32 +66,55 @@ def test_an_official_format_file_evaluates_without_flags(trained_run, image_fold
 
 
 @pytest.mark.slow
-def test_torchrun_two_processes_and_exact_ddp_evaluation(image_folder, tmp_path):
+def test_torchrun_two_processes_exact_evaluation_and_a_preempted_rank(image_folder, tmp_path):
+    """Two processes (gloo): the run, its evaluation on one and on two processes (each validation image
+    counted once), and the same run with SIGTERM sent to one rank mid-epoch: every rank stops at the same
+    step, and the resumed run ends bit-identical to the uninterrupted one. One test, so that one reference
+    run serves both checks."""
+    env = {**os.environ, **DDP_ENV}
     out = tmp_path / "ddp"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
-           str(ROOT / "main.py"), str(image_folder), "-a", "resnet18", "--epochs", "2", "--output", str(out),
-           *SMALL_RUN]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=ROOT,
-                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    proc = subprocess.run(torchrun_main(image_folder, out, 29517), capture_output=True, text=True, timeout=300,
+                          cwd=ROOT, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     ckpt = torch.load(out / "last.pth", weights_only=True)
     assert ckpt["world_size"] == 2 and len(ckpt["rng"]) == 2
     assert ckpt["global_step"] == 2 * (16 * 3 // 2 // 8)  # 48 images over 2 ranks, batch 8 each
     assert "2 process(es) x batch 8 = 16" in proc.stderr
     assert "Warning" not in proc.stderr, proc.stderr[-3000:]  # no deprecation warning from any rank
+
     # Evaluation under DDP counts each of the 15 validation images exactly once (15 is odd).
     eval_cmd = [str(image_folder), "-e", "--resume", str(out / "last.pth"), *SMALL_RUN]
     assert run_main([*eval_cmd, "--output", str(tmp_path / "e1")]) == 0   # one process, this one
     two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
                           "--master_port", "29518", str(ROOT / "main.py"), *eval_cmd, "--output",
-                          str(tmp_path / "e2")], capture_output=True, text=True, timeout=300, cwd=ROOT,
-                         env={**os.environ, "OMP_NUM_THREADS": "1"})
+                          str(tmp_path / "e2")], capture_output=True, text=True, timeout=300, cwd=ROOT, env=env)
     assert two.returncode == 0, two.stderr[-3000:]
     r1 = read_metrics(tmp_path / "e1" / "metrics.jsonl", "eval")[0]
     r2 = read_metrics(tmp_path / "e2" / "metrics.jsonl", "eval")[0]
     assert r1["images"] == r2["images"] == 15
     assert r1["val_top1"] == r2["val_top1"] and r1["val_top5"] == r2["val_top5"]
     assert r1["val_loss"] == pytest.approx(r2["val_loss"], rel=1e-6)
+
+    # SIGTERM to one rank only: the ranks must still agree on the step they stop at.
+    preempted = tmp_path / "preempted"
+    launcher = subprocess.Popen(torchrun_main(image_folder, preempted, 29532, ["-p", "1"]), stderr=subprocess.PIPE,
+                                text=True, cwd=ROOT, env=env)
+    log = []
+    for line in launcher.stderr:
+        log.append(line)
+        if "epoch 1/2 step 1/3" in line:
+            workers = subprocess.run(["pgrep", "-P", str(launcher.pid)], capture_output=True, text=True).stdout.split()
+            os.kill(int(sorted(workers)[-1]), signal.SIGTERM)
+    launcher.wait(timeout=300)
+    saved = torch.load(preempted / "last.pth", weights_only=True)
+    assert saved["reason"] == "preempted", "".join(log)[-3000:]
+    assert saved["epoch"] == 0 and 1 <= saved["step_in_epoch"] < 3 and len(saved["rng"]) == 2
+    resumed = subprocess.run(torchrun_main(image_folder, preempted, 29533, ["--resume", "auto"]), capture_output=True,
+                             text=True, timeout=300, cwd=ROOT, env=env)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    final = torch.load(preempted / "last.pth", weights_only=True)
+    assert final["global_step"] == ckpt["global_step"] == 6
+    assert state_dicts_equal(final["state_dict"], ckpt["state_dict"])
 
 
 @pytest.mark.slow
