@@ -25,7 +25,7 @@ import torch
 import torch.distributed as dist
 
 from .errors import ConfigError
-from .signals import PREEMPTION_SIGNALS
+from .signals import PREEMPTION_SIGNALS, raise_if_stopped_before_training
 
 log = logging.getLogger(__name__)
 
@@ -194,6 +194,9 @@ class PreemptionHandler:
         self._previous: dict[int, Any] = {}
 
     def install(self) -> "PreemptionHandler":
+        """Take over the stop signals from the start-up handlers, as training starts (a stop received during
+        start-up whose exception was lost ends the run here, before its first step)."""
+        raise_if_stopped_before_training()
         for sig in PREEMPTION_SIGNALS:
             self._previous[sig] = signal.signal(sig, self._handle)
         return self

@@ -27,14 +27,32 @@ class StoppedBeforeTraining(BaseException):
         self.signal_name = signal_name
 
 
+# The stop signal received during start-up, if any. Kept because the exception the handler raises can be
+# lost: a signal that lands inside a weakref callback or a __del__ (an import lock's, say) has its exception
+# printed as "Exception ignored in ..." and dropped, and the start-up would go on into training.
+_stop_received: str | None = None
+
+
 def _stop_before_training(signum: int, frame: Any) -> None:
-    raise StoppedBeforeTraining(signal.Signals(signum).name)
+    global _stop_received
+    _stop_received = signal.Signals(signum).name
+    raise StoppedBeforeTraining(_stop_received)
 
 
 def install_startup_stop_handlers() -> dict[int, Any]:
     """From a command's first line until training starts, a stop signal ends the process at once with
     :class:`StoppedBeforeTraining` (exit code 75, nothing saved). Returns the handlers to restore."""
+    global _stop_received
+    _stop_received = None
     return {sig: signal.signal(sig, _stop_before_training) for sig in PREEMPTION_SIGNALS}
+
+
+def raise_if_stopped_before_training() -> None:
+    """Raise :class:`StoppedBeforeTraining` if a stop signal arrived during start-up and its exception was
+    lost (see ``_stop_received``): called as training is about to start, so such a stop still ends the run
+    before its first step."""
+    if _stop_received is not None:
+        raise StoppedBeforeTraining(_stop_received)
 
 
 def restore_signal_handlers(previous: dict[int, Any]) -> None:

@@ -60,3 +60,23 @@ def test_cuda_requested_without_a_gpu(clean_env):
         pytest.skip("a GPU is present")
     with pytest.raises(ConfigError, match="no CUDA GPU is visible"):
         distributed.resolve_device("cuda")
+
+
+def test_a_start_up_stop_whose_exception_was_lost_still_ends_the_run_before_training():
+    """A stop signal that lands inside a weakref callback or __del__ has its exception printed and dropped
+    by Python; the stop is remembered, and taking over the signals for training raises it then."""
+    import signal
+    from ecanet import signals
+    previous = signals.install_startup_stop_handlers()
+    try:
+        handler = distributed.PreemptionHandler(distributed.DistInfo())
+        handler.install().uninstall()                      # no stop received: training may start
+        with pytest.raises(signals.StoppedBeforeTraining):
+            signals._stop_before_training(signal.SIGTERM, None)   # the exception a callback would drop
+        with pytest.raises(signals.StoppedBeforeTraining, match="SIGTERM received before training started"):
+            handler.install()
+        assert signal.getsignal(signal.SIGTERM) is signals._stop_before_training   # nothing taken over
+        signals.install_startup_stop_handlers()            # a new start-up forgets the old stop
+        handler.install().uninstall()
+    finally:
+        signals.restore_signal_handlers(previous)
