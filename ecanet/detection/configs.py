@@ -48,14 +48,15 @@ def detector_from_config(config: Mapping[str, Any], **overrides: Any):
     if missing:
         raise ConfigError(f"the detection config lacks {', '.join(missing)}; add them (e.g. detector: mask_rcnn, "
                           f"arch: eca_resnet50).")
-    values = {action.dest: action.default for action in build_parser()._actions} | dict(config)
-    norm = resolved_norm(values["norm"], values["weights"])
-    options = {"k_size": values["ksize"],
-               "trainable_layers": values["trainable_layers"], "backbone_weights": values["weights"],
-               "eca_impl": values["eca_impl"], "min_size": values["min_size"], "max_size": values["max_size"],
+    parser = build_parser()
+    value = lambda dest: config[dest] if dest in config else parser.get_default(dest)  # noqa: E731
+    norm = resolved_norm(value("norm"), value("weights"))
+    options = {"k_size": value("ksize"), "trainable_layers": value("trainable_layers"),
+               "backbone_weights": value("weights"), "eca_impl": value("eca_impl"), "min_size": value("min_size"),
+               "max_size": value("max_size"),
                "norm_layer": FrozenBatchNorm2d if norm == "frozen" else torch.nn.BatchNorm2d}
-    if values["num_classes"] is not None:     # det_main's default: from the annotations; here COCO's
-        options["num_classes"] = values["num_classes"]
-    if values["detector"] != "retinanet":     # RetinaNet has no box sampler
-        options["box_batch_size_per_image"] = values["box_batch_per_image"]
-    return build_detector(values["detector"], values["arch"], **{**options, **overrides})
+    if value("num_classes") is not None:      # det_main's default: from the annotations; here COCO's
+        options["num_classes"] = value("num_classes")
+    if config["detector"] != "retinanet":     # RetinaNet has no box sampler
+        options["box_batch_size_per_image"] = value("box_batch_per_image")
+    return build_detector(config["detector"], config["arch"], **{**options, **overrides})
