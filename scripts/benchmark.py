@@ -593,7 +593,9 @@ def performance_page(paths: list[str], summary: str) -> str:
         command = env.get("command", "").replace(str(ROOT) + "/", "")
         # results files that predate --freeze-heap were timed with the heap unfrozen
         heap = "heap frozen" if run["args"].get("freeze_heap") else "heap not frozen"
-        commands.append(f"- `{path}`: {env.get('gpu', '?')} ({env.get('gpu_count', 1)} visible), torch "
+        # a file may keep only some of its run's rows (e.g. one source's networks); it says which
+        subset = f" ({env['rows_kept']})" if env.get("rows_kept") else ""
+        commands.append(f"- `{path}`{subset}: {env.get('gpu', '?')} ({env.get('gpu_count', 1)} visible), torch "
                         f"{env.get('torch')}, Triton {env.get('triton')}, {env.get('date_utc', '?')[:10]}, "
                         f"{heap}; `python {command}`")
     return PAGE_HEADER.format(files=" ".join(paths), commands="\n".join(commands)) + summary.split("\n", 1)[1].lstrip() + "\n"

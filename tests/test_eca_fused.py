@@ -377,6 +377,56 @@ def _losses_per_implementation(model: nn.Module, images: torch.Tensor, labels: t
     return losses
 
 
+def _misaligned_copy(t: torch.Tensor) -> torch.Tensor:
+    """t's values and strides at an address 4 bytes past a 16-byte boundary (Triton compiles such pointers apart)."""
+    storage = torch.empty(t.untyped_storage().nbytes() // t.element_size() + 1, dtype=t.dtype, device=t.device)
+    out = storage[1:].as_strided(t.shape, t.stride())
+    out.copy_(t)
+    assert out.data_ptr() % 16 != 0 and out.stride() == t.stride()
+    return out
+
+
+def repeated_and_misaligned_calls(device: str, dtype: torch.dtype) -> dict[str, float]:
+    """Max relative errors against float64 references of three forward+backward calls of one signature
+    (the first compiles the plan's launches, the second reuses them) and a fourth with inputs at addresses
+    that are not 16-byte aligned; each must match, and the plans are found in the cache as expected."""
+    from ecanet.models import eca_fused
+    from ecanet.models.eca_fused import eca_backward, eca_forward, reference_backward, reference_forward
+    eca_fused._forward_plan.cache_clear()
+    eca_fused._backward_plan.cache_clear()
+    x, identity, grad, weight = make_inputs((3, 40, 6, 5), dtype, True, 5, True, device)
+    d64 = lambda t: t.double()  # noqa: E731
+    ref_out, ref_gate, ref_mean = reference_forward(d64(x), d64(weight), d64(identity), True)
+    ref_dx, ref_dw, _ = reference_backward(d64(grad), d64(x), d64(weight), ref_gate, ref_mean, ref_out)
+    errors = {}
+    for call, misaligned in (("first", False), ("second", False), ("third", False), ("misaligned", True)):
+        args = [_misaligned_copy(t) if misaligned else t for t in (x, identity, grad)]
+        out, gate, mean = eca_forward(args[0], weight, args[1], True)
+        dx, dw, _ = eca_backward(args[2], args[0], weight, gate, mean, out)
+        errors[call] = max(max_rel_err(out, ref_out), max_rel_err(dx, ref_dx), max_rel_err(dw, ref_dw))
+    for plans in (eca_fused._forward_plan, eca_fused._backward_plan):
+        info = plans.cache_info()
+        assert (info.hits, info.misses) == (2, 2), info   # aligned: 1 miss + 2 hits; misaligned: its own plan
+    return errors
+
+
+@interpreter_only
+def test_interpreter_repeated_and_misaligned_calls_match_reference():
+    errors = repeated_and_misaligned_calls("cpu", torch.float32)
+    assert max(errors.values()) < TOLERANCE[torch.float32], errors
+
+
+@interpreter_only
+def test_interpreter_inference_builds_no_autograd_node():
+    module = EcaModule(24, 3, impl="fused")
+    x, identity = torch.randn(2, 24, 5, 4), torch.randn(2, 24, 5, 4)
+    with torch.no_grad():
+        inferred = module.scale_add_relu(x, identity)
+    trained = module.scale_add_relu(x.requires_grad_(), identity)
+    assert inferred.grad_fn is None and trained.grad_fn is not None
+    assert torch.equal(inferred, trained.detach())
+
+
 @interpreter_only
 def test_interpreter_training_steps_match_plain():
     torch.manual_seed(0)
@@ -516,6 +566,14 @@ GPU_SHAPES = [(3, 120, 7, 9), (1, 256, 56, 56), (2, 2048, 7, 7), (5, 1000, 13, 1
 def test_gpu_fused_matches_float64_plain(shape, dtype, channels_last, with_identity, relu):
     k = 3 + 2 * (shape[1] % 3)                                   # 3, 5 or 7
     errors = fused_vs_float64_plain(shape, dtype, channels_last, k, with_identity, "cuda", relu=relu)
+    assert max(errors.values()) < TOLERANCE[dtype], errors
+
+
+@gpu_test
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_gpu_repeated_and_misaligned_calls_match_reference(dtype):
+    """After its first call a plan launches the compiled kernels directly; that path must compute the same."""
+    errors = repeated_and_misaligned_calls("cuda", dtype)
     assert max(errors.values()) < TOLERANCE[dtype], errors
 
 

@@ -21,10 +21,12 @@ so the block tail moves 4 N elements forward and 6 N backward, where unfused PyT
 13 N (see ``docs/design/fused_eca.md``). Without the ReLU pass A writes nothing: ``x * s`` alone moves
 3 N forward and 4 N backward, and ``x * s + identity`` 4 N and 4 N (d identity is the incoming gradient).
 
-Every launch's tiling and grid depend on the shape alone and are fixed (no autotuning), so a shape's
-kernels are compiled once, on its first call, and every later call runs the same code. In eager mode the
-kernels are called through a plain ``torch.autograd.Function``, which costs less host time per call than
-the custom op's dispatch; under ``torch.compile`` the custom op is what Inductor sees.
+Every launch's tiling and grid depend on the shape alone and are fixed (no autotuning). Each call signature
+(shape, layout, flags, dtypes, alignment) gets a plan whose first call compiles its kernels through Triton's
+JIT and whose later calls launch the compiled kernels directly, with a fraction of the JIT's host time per
+launch (:class:`_Launch`). In eager mode the kernels are called through a plain ``torch.autograd.Function``
+(none at all when no input needs a gradient), which costs less host time per call than the custom op's
+dispatch; under ``torch.compile`` the custom op is what Inductor sees.
 
 The two reductions walk the batch from its last sample to its first and the element-wise passes that
 follow walk it forwards, so the first samples the second pass needs are the last the first pass read: they
@@ -67,6 +69,8 @@ GATE_BLOCK_C = 256               # channels per program in the (B, C) gate kerne
 REDUCTION_PROGRAMS_PER_SM = 16
 MAX_SPLITS = 64                  # bounds the per-channel loop over partial sums in the gate kernels
 INTERPRETER_NUM_SMS = 2          # a made-up SM count for the interpreter, so small tests still split
+POINTER_ALIGNMENT = 16           # bytes; Triton compiles pointers that are multiples of it differently
+PLAN_CACHE_SIZE = 1024           # call signatures whose launches are kept (a network has a few dozen)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -258,12 +262,6 @@ def _device_of(t: torch.Tensor) -> contextlib.AbstractContextManager:
     return torch.cuda.device(t.device) if t.is_cuda else contextlib.nullcontext()
 
 
-def _shape(x: torch.Tensor) -> tuple[int, int, int, bool]:
-    """(B, C, P, channels_last) of a tensor already in the kernels' layout (see :func:`_dense`)."""
-    B, C, H, W = x.shape
-    return B, C, H * W, memory_format(x) == torch.channels_last
-
-
 @dataclass(frozen=True)
 class _Reduction:
     """How a reduction over H*W is launched for one shape: the same for forward pass 1 and backward pass A."""
@@ -275,92 +273,139 @@ class _Reduction:
     splits: int
     tiles_per_split: int
 
-    @classmethod
-    def for_tensor(cls, x: torch.Tensor) -> "_Reduction":
-        return _reduction_plan(*_shape(x), x.device)
-
-    def empty_partials(self, device: torch.device) -> torch.Tensor:
-        return torch.empty((self.splits, self.B, self.C), device=device, dtype=torch.float32)
-
     @property
     def grid(self) -> tuple[int, int, int]:
         return triton.cdiv(self.C, self.tiling.block_c), self.splits, self.B
 
 
-@functools.lru_cache(maxsize=None)
 def _reduction_plan(B: int, C: int, P: int, channels_last: bool, device: torch.device) -> _Reduction:
-    """The reduction launch of one shape, worked out once: later calls skip the arithmetic."""
+    """The tiling and H*W splits of a reduction over one shape."""
     tiling = _Tiling.for_shape(C, P, channels_last)
     return _Reduction(B, C, P, tiling, *_reduction_splits(B, C, P, tiling, device))
 
 
-def _launch_channel_sum(x: torch.Tensor) -> tuple[torch.Tensor, int]:
-    """Pass 1: the (splits, B, C) float32 partial sums of x over H*W."""
-    r = _Reduction.for_tensor(x)
-    partial = r.empty_partials(x.device)
-    _channel_sum_kernel[r.grid](x, partial, r.B, r.C, r.P, r.tiles_per_split, num_warps=NUM_WARPS,
-                                **r.tiling.meta())
-    return partial, r.splits
+class _Launch:
+    """One kernel with a fixed grid and fixed scalar arguments: ``launch(*tensors)`` runs it on new tensors.
+
+    Why not ``kernel[grid](...)`` on every call: Triton's JIT launch binds, specializes and hashes every
+    argument before it finds the compiled kernel, several times the host time of a PyTorch element-wise op.
+    With three launches each way per ECA layer, the short eager steps of ResNet-18/34/152 and MobileNetV2
+    waited on the host, not the GPU (docs/design/fused_eca.md, "Host time per call"). So the first call goes
+    through Triton's JIT, which compiles the kernel or finds it in its cache, and later calls launch that
+    compiled kernel directly (``CompiledKernel[grid]``, Triton's own launcher). That is valid while every
+    argument Triton specializes on stays the same: the integers (fixed here), and the tensors' dtypes and
+    16-byte alignment, which are in the key of the plan that owns the launch (:func:`_forward_plan`,
+    :func:`_backward_plan`). Under Triton's interpreter every call goes through the JIT.
+    """
+
+    __slots__ = ("kernel", "grid", "scalars", "constexprs", "_runner", "_tail")
+
+    def __init__(self, kernel, grid: tuple[int, ...], scalars: tuple, constexprs: dict) -> None:
+        self.kernel, self.grid, self.scalars, self.constexprs = kernel, grid, scalars, constexprs
+        self._runner = None
+        self._tail: tuple = ()
+
+    def __call__(self, *tensors: torch.Tensor) -> None:
+        if self._runner is not None:
+            self._runner(*tensors, *self._tail)
+            return
+        compiled = self.kernel[self.grid](*tensors, *self.scalars, num_warps=NUM_WARPS, **self.constexprs)
+        if not INTERPRETER and compiled is not None:
+            # The compiled kernel takes every parameter in order, constexprs included, as the JIT passes them.
+            constexpr_names = self.kernel.arg_names[len(tensors) + len(self.scalars):]
+            self._tail = (*self.scalars, *(self.constexprs[name] for name in constexpr_names))
+            self._runner = compiled[(*self.grid, 1, 1)[:3]]   # the compiled kernel's launcher takes 3-D grids
 
 
-def _launch_backward_reduce(grad: torch.Tensor, out: torch.Tensor | None, x: torch.Tensor,
-                            grad_pre: torch.Tensor) -> tuple[torch.Tensor, int]:
-    """Pass A: fills grad_pre (when out is given, i.e. with ReLU) and returns partial sums of grad_pre * x."""
-    r = _Reduction.for_tensor(x)
-    partial = r.empty_partials(x.device)
-    relu = out is not None
-    _backward_reduce_kernel[r.grid](grad, out if relu else grad, x, grad_pre, partial, r.B, r.C, r.P,
-                                    r.tiles_per_split, RELU=relu, num_warps=NUM_WARPS, **r.tiling.meta())
-    return partial, r.splits
+def _aligned(*tensors: torch.Tensor | None) -> bool:
+    """Whether every tensor's address is a multiple of 16 bytes (Triton compiles such pointers differently)."""
+    address = 0
+    for t in tensors:
+        if t is not None:
+            address |= t.data_ptr()
+    return address % POINTER_ALIGNMENT == 0
 
 
-def _launch_channel_affine(x: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor | None,
-                           identity: torch.Tensor | None, relu: bool) -> torch.Tensor:
-    """Pass 3 / C: a new tensor act(x * scale[b, c] + shift[b, c] + identity), laid out as x."""
-    B, C, P, channels_last = _shape(x)
-    tiling = _Tiling.for_shape(C, P, channels_last)
-    out = _empty_like(x)
-    grid = (triton.cdiv(P, tiling.block_p), triton.cdiv(C, tiling.block_c), B)
-    # Absent operands are never read (their constexpr flag is off); any tensor fills the slot.
-    _channel_affine_kernel[grid](x, scale, scale if shift is None else shift,
-                                 x if identity is None else identity, out, C, P,
-                                 HAS_SHIFT=shift is not None, HAS_IDENTITY=identity is not None, RELU=relu,
-                                 num_warps=NUM_WARPS, **tiling.meta())
-    return out
+class _ForwardPlan:
+    """Forward passes 1-3 of one call signature: ``plan(x, weight, identity) -> (out, gate, mean)``."""
+
+    def __init__(self, B: int, C: int, P: int, channels_last: bool, k: int, has_identity: bool, relu: bool,
+                 device: torch.device) -> None:
+        r = _reduction_plan(B, C, P, channels_last, device)
+        self.partial_shape, self.stats_shape = (r.splits, B, C), (B, C)
+        gate_block = min(triton.next_power_of_2(C), GATE_BLOCK_C)
+        self.channel_sum = _Launch(_channel_sum_kernel, r.grid, (B, C, P, r.tiles_per_split), r.tiling.meta())
+        self.gate = _Launch(_gate_forward_kernel, (triton.cdiv(C, gate_block), B), (B, C, r.splits, 1.0 / P),
+                            {"K": k, "PAD": (k - 1) // 2, "BLOCK_C": gate_block})
+        self.scale = _Launch(_channel_affine_kernel, _pointwise_grid(B, C, P, r.tiling), (C, P),
+                             {"HAS_SHIFT": False, "HAS_IDENTITY": has_identity, "RELU": relu, **r.tiling.meta()})
+
+    def __call__(self, x: torch.Tensor, weight: torch.Tensor,
+                 identity: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        partial = torch.empty(self.partial_shape, device=x.device, dtype=torch.float32)  # (splits, B, C)
+        mean = torch.empty(self.stats_shape, device=x.device, dtype=torch.float32)       # (B, C)
+        gate = torch.empty_like(mean)                                                     # (B, C)
+        out = _empty_like(x)
+        self.channel_sum(x, partial)                                                      # pass 1
+        self.gate(partial, weight, mean, gate)                                            # pass 2
+        # Absent operands are never read (their constexpr flag is off); any tensor fills the slot.
+        self.scale(x, gate, gate, x if identity is None else identity, out)               # pass 3
+        return out, gate, mean
 
 
-def _kernel_size(weight: torch.Tensor) -> tuple[int, int]:
-    k = weight.shape[-1]
-    return k, (k - 1) // 2
+class _BackwardPlan:
+    """Backward passes A-C of one call signature: ``plan(grad, x, weight, gate, mean, out)``, see
+    :func:`_backward_passes`."""
+
+    def __init__(self, B: int, C: int, P: int, channels_last: bool, k: int, relu: bool,
+                 device: torch.device) -> None:
+        r = _reduction_plan(B, C, P, channels_last, device)
+        self.relu = relu
+        self.partial_shape = (r.splits, B, C)
+        gate_block = min(triton.next_power_of_2(C), GATE_BLOCK_C)
+        gate_grid = (triton.cdiv(C, gate_block), B)
+        self.weight_partial_shape = (gate_grid[0] * B, k)
+        self.reduce = _Launch(_backward_reduce_kernel, r.grid, (B, C, P, r.tiles_per_split),
+                              {"RELU": relu, **r.tiling.meta()})
+        self.gate = _Launch(_gate_backward_kernel, gate_grid, (B, C, r.splits, 1.0 / P),
+                            {"K": k, "PAD": (k - 1) // 2, "BLOCK_C": gate_block})
+        self.scale = _Launch(_channel_affine_kernel, _pointwise_grid(B, C, P, r.tiling), (C, P),
+                             {"HAS_SHIFT": True, "HAS_IDENTITY": False, "RELU": False, **r.tiling.meta()})
+
+    def __call__(self, grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, gate: torch.Tensor,
+                 mean: torch.Tensor, out: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        grad_pre = _empty_like(x) if self.relu else grad
+        partial = torch.empty(self.partial_shape, device=x.device, dtype=torch.float32)      # (splits, B, C)
+        self.reduce(grad, out if self.relu else grad, x, grad_pre, partial)                   # pass A
+        shift = torch.empty_like(gate)                                                         # (B, C)
+        weight_partial = torch.empty(self.weight_partial_shape, device=x.device, dtype=torch.float32)
+        self.gate(partial, gate, mean, weight, shift, weight_partial)                         # pass B
+        grad_weight = weight_partial.sum(0).view(weight.shape).to(weight.dtype)
+        grad_x = _empty_like(grad_pre)
+        self.scale(grad_pre, gate, shift, grad_pre, grad_x)                                   # pass C
+        return grad_x, grad_weight, grad_pre if self.relu else x.new_empty(0)
 
 
-def _launch_gate_forward(partial: torch.Tensor, splits: int, weight: torch.Tensor,
-                         P: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Pass 2: (mean, gate), both (B, C) float32."""
-    _, B, C = partial.shape
-    k, pad = _kernel_size(weight)
-    mean = torch.empty((B, C), device=partial.device, dtype=torch.float32)
-    gate = torch.empty_like(mean)
-    block_c = min(triton.next_power_of_2(C), GATE_BLOCK_C)
-    grid = (triton.cdiv(C, block_c), B)
-    _gate_forward_kernel[grid](partial, weight.reshape(k).contiguous(), mean, gate, B, C, splits, 1.0 / P,
-                               K=k, PAD=pad, BLOCK_C=block_c, num_warps=NUM_WARPS)
-    return mean, gate
+def _pointwise_grid(B: int, C: int, P: int, tiling: _Tiling) -> tuple[int, int, int]:
+    """One program per (BLOCK_P, BLOCK_C) tile of each sample: forward pass 3, backward pass C."""
+    return triton.cdiv(P, tiling.block_p), triton.cdiv(C, tiling.block_c), B
 
 
-def _launch_gate_backward(partial: torch.Tensor, splits: int, gate: torch.Tensor, mean: torch.Tensor,
-                          weight: torch.Tensor, P: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Pass B: (shift = dL/dmean / P of shape (B, C), dL/dweight shaped and typed as weight)."""
-    _, B, C = partial.shape
-    k, pad = _kernel_size(weight)
-    block_c = min(triton.next_power_of_2(C), GATE_BLOCK_C)
-    grid = (triton.cdiv(C, block_c), B)
-    shift = torch.empty_like(gate)
-    weight_partial = torch.empty((grid[0] * B, k), device=gate.device, dtype=torch.float32)
-    _gate_backward_kernel[grid](partial, gate, mean, weight.reshape(k).contiguous(), shift, weight_partial,
-                                B, C, splits, 1.0 / P, K=k, PAD=pad, BLOCK_C=block_c, num_warps=NUM_WARPS)
-    grad_weight = weight_partial.sum(0).reshape(weight.shape).to(weight.dtype)
-    return shift, grad_weight
+@functools.lru_cache(maxsize=PLAN_CACHE_SIZE)
+def _forward_plan(shape: torch.Size, channels_last: bool, k: int, has_identity: bool, relu: bool,
+                  device: torch.device, _specialization: tuple) -> _ForwardPlan:
+    """The forward plan of one call signature. ``_specialization`` (the tensors' dtypes and whether their
+    addresses are 16-byte aligned) only keys the cache: code compiled for one never runs on another."""
+    B, C, H, W = shape
+    return _ForwardPlan(B, C, H * W, channels_last, k, has_identity, relu, device)
+
+
+@functools.lru_cache(maxsize=PLAN_CACHE_SIZE)
+def _backward_plan(shape: torch.Size, channels_last: bool, k: int, relu: bool, device: torch.device,
+                   _specialization: tuple) -> _BackwardPlan:
+    """The backward plan of one call signature; ``_specialization`` as for :func:`_forward_plan`."""
+    B, C, H, W = shape
+    return _BackwardPlan(B, C, H * W, channels_last, k, relu, device)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -369,28 +414,24 @@ def _launch_gate_backward(partial: torch.Tensor, splits: int, gate: torch.Tensor
 def _forward_passes(x: torch.Tensor, weight: torch.Tensor, identity: torch.Tensor | None,
                     relu: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Forward passes 1-3: (out, gate, mean), out = act(x * gate [+ identity]); gate, mean (B, C) fp32."""
-    P = x.shape[2] * x.shape[3]
-    x, identity = _dense(x, x), _dense(identity, x)
+    x, identity, weight = _dense(x, x), _dense(identity, x), weight.contiguous()
+    plan = _forward_plan(x.shape, memory_format(x) == torch.channels_last, weight.shape[-1], identity is not None,
+                         relu, x.device, (x.dtype, weight.dtype, None if identity is None else identity.dtype,
+                                          _aligned(x, weight, identity)))
     with _device_of(x):
-        partial, splits = _launch_channel_sum(x)                          # (splits, B, C)
-        mean, gate = _launch_gate_forward(partial, splits, weight, P)     # (B, C) each
-        out = _launch_channel_affine(x, gate, None, identity, relu=relu)
-    return out, gate, mean
+        return plan(x, weight, identity)
 
 
 def _backward_passes(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, gate: torch.Tensor,
                      mean: torch.Tensor, out: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Backward passes A-C: (dx, dweight, grad * [out > 0]); ``out`` is the forward's output when it had the
     ReLU and None otherwise, in which case the third output is an empty placeholder (the gradient itself)."""
-    P = x.shape[2] * x.shape[3]
-    grad, out, x = _dense(grad, x), _dense(out, x), _dense(x, x)
-    relu = out is not None
+    grad, out, x, weight = _dense(grad, x), _dense(out, x), _dense(x, x), weight.contiguous()
+    gate, mean = gate.contiguous(), mean.contiguous()   # (B, C) each; under torch.compile they come from Inductor
+    plan = _backward_plan(x.shape, memory_format(x) == torch.channels_last, weight.shape[-1], out is not None,
+                          x.device, (x.dtype, grad.dtype, weight.dtype, _aligned(grad, x, weight, gate, mean, out)))
     with _device_of(x):
-        grad_pre = _empty_like(x) if relu else grad
-        partial, splits = _launch_backward_reduce(grad, out, x, grad_pre)             # pass A
-        shift, grad_weight = _launch_gate_backward(partial, splits, gate, mean, weight, P)  # pass B
-        grad_x = _launch_channel_affine(grad_pre, gate, shift, None, relu=False)    # pass C
-    return grad_x, grad_weight, grad_pre if relu else x.new_empty(0)
+        return plan(grad, x, weight, gate, mean, out)
 
 
 def _save_for_backward(ctx, x: torch.Tensor, weight: torch.Tensor, identity: torch.Tensor | None, relu: bool,
@@ -479,7 +520,10 @@ class _EagerEca(torch.autograd.Function):
 def _eca(x: torch.Tensor, weight: torch.Tensor, identity: torch.Tensor | None, relu: bool) -> torch.Tensor:
     if torch.compiler.is_compiling():
         return eca_forward(x, weight, identity, relu)[0]
-    return _EagerEca.apply(x, weight, identity, relu)
+    if torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad
+                                    or (identity is not None and identity.requires_grad)):
+        return _EagerEca.apply(x, weight, identity, relu)
+    return _forward_passes(x, weight, identity, relu)[0]   # inference: no autograd node to build
 
 
 # ----------------------------------------------------------------------------------------------------
