@@ -19,10 +19,10 @@ $(STAMP): requirements.txt pyproject.toml scripts/setup_venv.sh
 venv: $(STAMP)
 
 test: $(STAMP)
-	$(PY) -m pytest -q -n auto tests
+	$(PY) -m pytest -q -n auto --dist worksteal tests
 
 test-fast: $(STAMP)
-	$(PY) -m pytest -q -n auto -m "not slow" tests
+	$(PY) -m pytest -q -n auto --dist worksteal -m "not slow" tests
 
 demo: $(STAMP)
 	PY=$(PY) bash scripts/demo.sh
