@@ -439,6 +439,67 @@ def test_interpreter_training_steps_match_plain():
 
 
 @needs_triton
+@pytest.mark.parametrize(("version", "takes_constexprs"), [("3.0.0", False), ("3.2.0", False), ("3.3.0", True),
+                                                           ("3.6.0+git0a1b2c3", True)])
+def test_direct_launches_pass_what_tritons_jit_passes(version, takes_constexprs):
+    """Triton 3.3 and later hand a compiled kernel every parameter, constexprs included; earlier ones only the
+    others. The direct launches must pass what the installed version's JIT would."""
+    from ecanet.models import eca_fused
+    kernel = eca_fused._channel_sum_kernel          # (x_ptr, partial_ptr, B, C, P, tiles_per_split, <3 constexprs>)
+    constexprs = {"BLOCK_C": 128, "CHANNELS_LAST": True, "BLOCK_P": 32}
+    tail = eca_fused._launcher_arguments(kernel.arg_names, 2, (8, 64, 49, 1), constexprs, version)
+    assert tail == ((8, 64, 49, 1, True, 32, 128) if takes_constexprs else (8, 64, 49, 1))
+
+
+class _FakeKernel:
+    """Stands in for a @triton.jit kernel: ``kernel[grid](...)`` is the JIT launch and returns the 'compiled
+    kernel', whose ``[grid](...)`` is the direct launch. ``refuse`` makes the direct launch raise, as Triton's
+    launcher does when handed arguments it does not take."""
+
+    __name__ = "fake_kernel"
+    arg_names = ["x_ptr", "n", "BLOCK"]
+
+    def __init__(self, refuse: bool) -> None:
+        self.refuse, self.jit_launches, self.direct_launches = refuse, 0, 0
+
+    def __getitem__(self, grid):
+        def jit_launch(*args, num_warps, **constexprs):
+            self.jit_launches += 1
+            return _FakeCompiledKernel(self)
+        return jit_launch
+
+
+class _FakeCompiledKernel:
+    def __init__(self, kernel: _FakeKernel) -> None:
+        self.kernel = kernel
+
+    def __getitem__(self, grid):
+        assert len(grid) == 3   # Triton's compiled-kernel launcher reads grid[0], grid[1] and grid[2]
+
+        def direct_launch(*args):
+            self.kernel.direct_launches += 1
+            if self.kernel.refuse:
+                raise TypeError("function takes exactly 5 arguments (6 given)")
+        return direct_launch
+
+
+@needs_triton
+@pytest.mark.skipif(INTERPRETED, reason="under the interpreter every launch goes through the JIT")
+@pytest.mark.parametrize("refuse", [False, True])
+def test_a_launch_goes_direct_after_its_first_call_and_back_to_the_jit_if_refused(refuse, caplog):
+    from ecanet.models import eca_fused
+    kernel = _FakeKernel(refuse)
+    launch = eca_fused._Launch(kernel, (4,), (7,), {"BLOCK": 16})
+    for _ in range(3):
+        launch(torch.zeros(1))
+    if refuse:   # 1st call: JIT; 2nd: refused directly, then JIT; 3rd: JIT. The refusal is final, logged once.
+        assert (kernel.jit_launches, kernel.direct_launches) == (3, 1)
+        assert caplog.text.count("goes through Triton's JIT from now on") == 1
+    else:
+        assert (kernel.jit_launches, kernel.direct_launches) == (1, 2)
+
+
+@needs_triton
 @pytest.mark.skipif(INTERPRETED, reason="compiles with the real Triton compiler")
 def test_kernels_compile_for_sm90():
     """Triton's real compiler (ptxas included) accepts every kernel for Hopper, without a GPU."""

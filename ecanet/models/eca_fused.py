@@ -41,7 +41,9 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import logging
 import os
+import re
 from dataclasses import dataclass
 from typing import Optional
 
@@ -51,6 +53,8 @@ import triton.language as tl
 from torch.autograd.function import once_differentiable
 
 from .channel_conv import channel_conv, channel_conv_weight_grad
+
+logger = logging.getLogger(__name__)
 
 # Kernels run on CPU tensors only in Triton's interpreter; it is chosen when the kernels are defined.
 INTERPRETER = os.environ.get("TRITON_INTERPRET", "0") == "1"
@@ -71,6 +75,7 @@ MAX_SPLITS = 64                  # bounds the per-channel loop over partial sums
 INTERPRETER_NUM_SMS = 2          # a made-up SM count for the interpreter, so small tests still split
 POINTER_ALIGNMENT = 16           # bytes; Triton compiles pointers that are multiples of it differently
 PLAN_CACHE_SIZE = 1024           # call signatures whose launches are kept (a network has a few dozen)
+LAUNCHER_TAKES_CONSTEXPRS_SINCE = (3, 3)   # Triton version from which compiled kernels take constexpr arguments
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -295,26 +300,50 @@ class _Launch:
     compiled kernel directly (``CompiledKernel[grid]``, Triton's own launcher). That is valid while every
     argument Triton specializes on stays the same: the integers (fixed here), and the tensors' dtypes and
     16-byte alignment, which are in the key of the plan that owns the launch (:func:`_forward_plan`,
-    :func:`_backward_plan`). Under Triton's interpreter every call goes through the JIT.
+    :func:`_backward_plan`). The direct launch passes what the installed Triton's JIT would pass
+    (:func:`_launcher_arguments`); should the launcher refuse them, that launch goes through the JIT from then
+    on, with a warning. Under Triton's interpreter every call goes through the JIT.
     """
 
-    __slots__ = ("kernel", "grid", "scalars", "constexprs", "_runner", "_tail")
+    __slots__ = ("kernel", "grid", "scalars", "constexprs", "_runner", "_tail", "_direct")
 
     def __init__(self, kernel, grid: tuple[int, ...], scalars: tuple, constexprs: dict) -> None:
         self.kernel, self.grid, self.scalars, self.constexprs = kernel, grid, scalars, constexprs
         self._runner = None
         self._tail: tuple = ()
+        self._direct = not INTERPRETER   # whether to launch the compiled kernel directly after the first call
 
     def __call__(self, *tensors: torch.Tensor) -> None:
         if self._runner is not None:
-            self._runner(*tensors, *self._tail)
-            return
+            try:
+                self._runner(*tensors, *self._tail)
+                return
+            except (TypeError, ValueError, IndexError) as exc:   # the launcher refused the arguments
+                logger.warning("fused ECA: launching %s directly failed (%s); it goes through Triton's JIT from "
+                               "now on", self.kernel.__name__, exc)
+                self._runner, self._direct = None, False
         compiled = self.kernel[self.grid](*tensors, *self.scalars, num_warps=NUM_WARPS, **self.constexprs)
-        if not INTERPRETER and compiled is not None:
-            # The compiled kernel takes every parameter in order, constexprs included, as the JIT passes them.
-            constexpr_names = self.kernel.arg_names[len(tensors) + len(self.scalars):]
-            self._tail = (*self.scalars, *(self.constexprs[name] for name in constexpr_names))
+        if self._direct and compiled is not None and hasattr(compiled, "__getitem__"):
+            self._tail = _launcher_arguments(self.kernel.arg_names, len(tensors), self.scalars, self.constexprs)
             self._runner = compiled[(*self.grid, 1, 1)[:3]]   # the compiled kernel's launcher takes 3-D grids
+
+
+def _launcher_arguments(arg_names: list[str], num_tensors: int, scalars: tuple, constexprs: dict,
+                       version: str = triton.__version__) -> tuple:
+    """What follows the tensors in a call of a compiled kernel: the arguments Triton's own JIT passes to it.
+
+    Triton 3.3 and later pass every parameter in order, constexprs included (the launcher drops them);
+    earlier versions pass only the others.
+    """
+    if _major_minor(version) < LAUNCHER_TAKES_CONSTEXPRS_SINCE:
+        return tuple(scalars)
+    return (*scalars, *(constexprs[name] for name in arg_names[num_tensors + len(scalars):]))
+
+
+def _major_minor(version: str) -> tuple[int, int]:
+    """(3, 6) for "3.6.0", "3.6.0+git..." or "3.6"."""
+    match = re.match(r"(\d+)\.(\d+)", version)
+    return (int(match[1]), int(match[2])) if match else (0, 0)
 
 
 def _aligned(*tensors: torch.Tensor | None) -> bool:
