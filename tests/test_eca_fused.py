@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import os
+import types
 from pathlib import Path
 
 import pytest
@@ -387,26 +388,32 @@ def _misaligned_copy(t: torch.Tensor) -> torch.Tensor:
 
 
 def repeated_and_misaligned_calls(device: str, dtype: torch.dtype) -> dict[str, float]:
-    """Max relative errors against float64 references of three forward+backward calls of one signature
-    (the first compiles the plan's launches, the second reuses them) and a fourth with inputs at addresses
-    that are not 16-byte aligned; each must match, and the plans are found in the cache as expected."""
+    """Max relative errors against float64 references of forward+backward calls of one shape: three aligned
+    (the first builds the plans; on a GPU the later ones launch the compiled kernels directly), one with
+    every input 4 bytes off a 16-byte boundary and one with only the identity off; C and H*W are multiples
+    of 16, where Triton's code for aligned pointers uses 16-byte vector accesses. Each alignment pattern must
+    get its own plan."""
     from ecanet.models import eca_fused
     from ecanet.models.eca_fused import eca_backward, eca_forward, reference_backward, reference_forward
     eca_fused._forward_plan.cache_clear()
     eca_fused._backward_plan.cache_clear()
-    x, identity, grad, weight = make_inputs((3, 40, 6, 5), dtype, True, 5, True, device)
+    x, identity, grad, weight = make_inputs((2, 32, 4, 4), dtype, True, 5, True, device)
     d64 = lambda t: t.double()  # noqa: E731
     ref_out, ref_gate, ref_mean = reference_forward(d64(x), d64(weight), d64(identity), True)
     ref_dx, ref_dw, _ = reference_backward(d64(grad), d64(x), d64(weight), ref_gate, ref_mean, ref_out)
     errors = {}
-    for call, misaligned in (("first", False), ("second", False), ("third", False), ("misaligned", True)):
-        args = [_misaligned_copy(t) if misaligned else t for t in (x, identity, grad)]
+    for call, misaligned in (("first", ()), ("second", ()), ("third", ()), ("all misaligned", (0, 1, 2)),
+                             ("identity misaligned", (1,))):
+        args = [_misaligned_copy(t) if i in misaligned else t for i, t in enumerate((x, identity, grad))]
         out, gate, mean = eca_forward(args[0], weight, args[1], True)
         dx, dw, _ = eca_backward(args[2], args[0], weight, gate, mean, out)
         errors[call] = max(max_rel_err(out, ref_out), max_rel_err(dx, ref_dx), max_rel_err(dw, ref_dw))
-    for plans in (eca_fused._forward_plan, eca_fused._backward_plan):
-        info = plans.cache_info()
-        assert (info.hits, info.misses) == (2, 2), info   # aligned: 1 miss + 2 hits; misaligned: its own plan
+    forward, backward = eca_fused._forward_plan.cache_info(), eca_fused._backward_plan.cache_info()
+    assert (forward.hits, forward.misses) == (2, 3), forward     # aligned, all misaligned, identity misaligned
+    assert (backward.hits, backward.misses) == (3, 2), backward  # its inputs: aligned twice over, or all misaligned
+    plan = eca_fused._forward_plan(*eca_fused._forward_key(x, weight.contiguous(), identity, True))
+    direct = not eca_fused.INTERPRETER   # on a GPU the launches have gone direct; the interpreter never does
+    assert [launch.direct for launch in (plan.channel_sum, plan.gate, plan.scale)] == [direct] * 3
     return errors
 
 
@@ -417,14 +424,20 @@ def test_interpreter_repeated_and_misaligned_calls_match_reference():
 
 
 @interpreter_only
-def test_interpreter_inference_builds_no_autograd_node():
+def test_interpreter_inference_calls_the_passes_without_the_autograd_function(monkeypatch):
+    from ecanet.models import eca_fused
     module = EcaModule(24, 3, impl="fused")
     x, identity = torch.randn(2, 24, 5, 4), torch.randn(2, 24, 5, 4)
+    trained = module.scale_add_relu(x.clone().requires_grad_(), identity)
+
+    def no_apply(*args):
+        raise AssertionError("inference went through the autograd function")
+    monkeypatch.setattr(eca_fused._EagerEca, "apply", no_apply)
     with torch.no_grad():
         inferred = module.scale_add_relu(x, identity)
-    trained = module.scale_add_relu(x.requires_grad_(), identity)
-    assert inferred.grad_fn is None and trained.grad_fn is not None
-    assert torch.equal(inferred, trained.detach())
+    with torch.inference_mode():
+        inferred_in_inference_mode = module.scale_add_relu(x, identity)
+    assert torch.equal(inferred, trained.detach()) and torch.equal(inferred_in_inference_mode, inferred)
 
 
 @interpreter_only
@@ -452,15 +465,16 @@ def test_direct_launches_pass_what_tritons_jit_passes(version, takes_constexprs)
 
 
 class _FakeKernel:
-    """Stands in for a @triton.jit kernel: ``kernel[grid](...)`` is the JIT launch and returns the 'compiled
-    kernel', whose ``[grid](...)`` is the direct launch. ``refuse`` makes the direct launch raise, as Triton's
-    launcher does when handed arguments it does not take."""
+    """Stands in for a @triton.jit kernel of parameters (x_ptr, n, BLOCK: constexpr): ``kernel[grid](...)`` is
+    the JIT launch and returns the 'compiled kernel', whose ``[grid](...)`` is the direct launch and whose
+    ``src.signature`` lists ``compiled_arguments`` parameters."""
 
     __name__ = "fake_kernel"
     arg_names = ["x_ptr", "n", "BLOCK"]
 
-    def __init__(self, refuse: bool) -> None:
-        self.refuse, self.jit_launches, self.direct_launches = refuse, 0, 0
+    def __init__(self, compiled_arguments: int) -> None:
+        self.src = types.SimpleNamespace(signature=dict.fromkeys(self.arg_names[:compiled_arguments], "i32"))
+        self.jit_launches, self.direct_launches = 0, []
 
     def __getitem__(self, grid):
         def jit_launch(*args, num_warps, **constexprs):
@@ -471,32 +485,34 @@ class _FakeKernel:
 
 class _FakeCompiledKernel:
     def __init__(self, kernel: _FakeKernel) -> None:
-        self.kernel = kernel
+        self.kernel, self.src = kernel, kernel.src
 
     def __getitem__(self, grid):
         assert len(grid) == 3   # Triton's compiled-kernel launcher reads grid[0], grid[1] and grid[2]
-
-        def direct_launch(*args):
-            self.kernel.direct_launches += 1
-            if self.kernel.refuse:
-                raise TypeError("function takes exactly 5 arguments (6 given)")
-        return direct_launch
+        return lambda *args: self.kernel.direct_launches.append(args)
 
 
 @needs_triton
 @pytest.mark.skipif(INTERPRETED, reason="under the interpreter every launch goes through the JIT")
-@pytest.mark.parametrize("refuse", [False, True])
-def test_a_launch_goes_direct_after_its_first_call_and_back_to_the_jit_if_refused(refuse, caplog):
+@pytest.mark.parametrize("signature_matches", [True, False])
+def test_a_launch_goes_direct_after_its_first_call_when_the_arguments_match(signature_matches, monkeypatch,
+                                                                           caplog):
+    """The direct launch passes x and what this Triton's JIT would (n and, from Triton 3.3 on, BLOCK); a
+    compiled signature of another length keeps every launch on the JIT, with one warning."""
     from ecanet.models import eca_fused
-    kernel = _FakeKernel(refuse)
+    monkeypatch.setattr(eca_fused, "_JIT_ONLY", set())
+    tail = eca_fused._launcher_arguments(_FakeKernel.arg_names, 1, (7,), {"BLOCK": 16})
+    kernel = _FakeKernel(1 + len(tail) if signature_matches else len(tail))
     launch = eca_fused._Launch(kernel, (4,), (7,), {"BLOCK": 16})
+    x = torch.zeros(1)
     for _ in range(3):
-        launch(torch.zeros(1))
-    if refuse:   # 1st call: JIT; 2nd: refused directly, then JIT; 3rd: JIT. The refusal is final, logged once.
-        assert (kernel.jit_launches, kernel.direct_launches) == (3, 1)
-        assert caplog.text.count("goes through Triton's JIT from now on") == 1
+        launch(x)
+    if signature_matches:
+        assert kernel.jit_launches == 1 and launch.direct
+        assert [(args[0] is x, *args[1:]) for args in kernel.direct_launches] == [(True, *tail)] * 2
     else:
-        assert (kernel.jit_launches, kernel.direct_launches) == (1, 2)
+        assert kernel.jit_launches == 3 and not kernel.direct_launches and not launch.direct
+        assert caplog.text.count("its launches go through Triton's JIT") == 1
 
 
 @needs_triton

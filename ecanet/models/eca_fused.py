@@ -299,33 +299,47 @@ class _Launch:
     through Triton's JIT, which compiles the kernel or finds it in its cache, and later calls launch that
     compiled kernel directly (``CompiledKernel[grid]``, Triton's own launcher). That is valid while every
     argument Triton specializes on stays the same: the integers (fixed here), and the tensors' dtypes and
-    16-byte alignment, which are in the key of the plan that owns the launch (:func:`_forward_plan`,
-    :func:`_backward_plan`). The direct launch passes what the installed Triton's JIT would pass
-    (:func:`_launcher_arguments`); should the launcher refuse them, that launch goes through the JIT from then
-    on, with a warning. Under Triton's interpreter every call goes through the JIT.
+    16-byte alignment, which are in the key of the plan that owns the launch (:func:`_forward_key`,
+    :func:`_backward_key`). The direct launch passes what the installed Triton's JIT would pass
+    (:func:`_launcher_arguments`), checked once against the compiled kernel's signature; where they disagree
+    the launches go through the JIT, with a warning. Under Triton's interpreter every call goes through the JIT.
     """
 
-    __slots__ = ("kernel", "grid", "scalars", "constexprs", "_runner", "_tail", "_direct")
+    __slots__ = ("kernel", "grid", "scalars", "constexprs", "_runner", "_tail")
 
     def __init__(self, kernel, grid: tuple[int, ...], scalars: tuple, constexprs: dict) -> None:
         self.kernel, self.grid, self.scalars, self.constexprs = kernel, grid, scalars, constexprs
         self._runner = None
         self._tail: tuple = ()
-        self._direct = not INTERPRETER   # whether to launch the compiled kernel directly after the first call
+
+    @property
+    def direct(self) -> bool:
+        """Whether calls after the first launch the compiled kernel directly."""
+        return self._runner is not None
 
     def __call__(self, *tensors: torch.Tensor) -> None:
         if self._runner is not None:
-            try:
-                self._runner(*tensors, *self._tail)
-                return
-            except (TypeError, ValueError, IndexError) as exc:   # the launcher refused the arguments
-                logger.warning("fused ECA: launching %s directly failed (%s); it goes through Triton's JIT from "
-                               "now on", self.kernel.__name__, exc)
-                self._runner, self._direct = None, False
+            self._runner(*tensors, *self._tail)
+            return
         compiled = self.kernel[self.grid](*tensors, *self.scalars, num_warps=NUM_WARPS, **self.constexprs)
-        if self._direct and compiled is not None and hasattr(compiled, "__getitem__"):
-            self._tail = _launcher_arguments(self.kernel.arg_names, len(tensors), self.scalars, self.constexprs)
-            self._runner = compiled[(*self.grid, 1, 1)[:3]]   # the compiled kernel's launcher takes 3-D grids
+        if INTERPRETER or compiled is None or not hasattr(compiled, "__getitem__"):
+            return
+        tail = _launcher_arguments(self.kernel.arg_names, len(tensors), self.scalars, self.constexprs)
+        # Triton's launcher does not count its arguments: check them against the compiled signature, which
+        # lists exactly what the JIT passes (every parameter from Triton 3.3 on, the non-constexprs before).
+        expected = len(getattr(getattr(compiled, "src", None), "signature", None) or ())
+        if len(tensors) + len(tail) != expected:
+            if self.kernel.__name__ not in _JIT_ONLY:
+                _JIT_ONLY.add(self.kernel.__name__)
+                logger.warning("fused ECA: this Triton (%s) compiles %s to take %d arguments where %d were "
+                               "worked out; its launches go through Triton's JIT", triton.__version__,
+                               self.kernel.__name__, expected, len(tensors) + len(tail))
+            return
+        self._tail = tail
+        self._runner = compiled[(*self.grid, 1, 1)[:3]]   # the compiled kernel's launcher takes 3-D grids
+
+
+_JIT_ONLY: set[str] = set()   # kernels whose direct launch was refused (warned once each)
 
 
 def _launcher_arguments(arg_names: list[str], num_tensors: int, scalars: tuple, constexprs: dict,
@@ -346,13 +360,10 @@ def _major_minor(version: str) -> tuple[int, int]:
     return (int(match[1]), int(match[2])) if match else (0, 0)
 
 
-def _aligned(*tensors: torch.Tensor | None) -> bool:
-    """Whether every tensor's address is a multiple of 16 bytes (Triton compiles such pointers differently)."""
-    address = 0
-    for t in tensors:
-        if t is not None:
-            address |= t.data_ptr()
-    return address % POINTER_ALIGNMENT == 0
+def _alignments(*tensors: torch.Tensor | None) -> tuple[bool | None, ...]:
+    """Whether each tensor's address is a multiple of 16 bytes (None for an absent one): Triton compiles such
+    pointers differently, one by one."""
+    return tuple(None if t is None else t.data_ptr() % POINTER_ALIGNMENT == 0 for t in tensors)
 
 
 class _ForwardPlan:
@@ -423,8 +434,9 @@ def _pointwise_grid(B: int, C: int, P: int, tiling: _Tiling) -> tuple[int, int, 
 @functools.lru_cache(maxsize=PLAN_CACHE_SIZE)
 def _forward_plan(shape: torch.Size, channels_last: bool, k: int, has_identity: bool, relu: bool,
                   device: torch.device, _specialization: tuple) -> _ForwardPlan:
-    """The forward plan of one call signature. ``_specialization`` (the tensors' dtypes and whether their
-    addresses are 16-byte aligned) only keys the cache: code compiled for one never runs on another."""
+    """The forward plan of one call signature (:func:`_forward_key`). ``_specialization`` (each tensor's dtype
+    and whether its address is 16-byte aligned) only keys the cache: code compiled for one never runs on
+    another."""
     B, C, H, W = shape
     return _ForwardPlan(B, C, H * W, channels_last, k, has_identity, relu, device)
 
@@ -432,7 +444,8 @@ def _forward_plan(shape: torch.Size, channels_last: bool, k: int, has_identity: 
 @functools.lru_cache(maxsize=PLAN_CACHE_SIZE)
 def _backward_plan(shape: torch.Size, channels_last: bool, k: int, relu: bool, device: torch.device,
                    _specialization: tuple) -> _BackwardPlan:
-    """The backward plan of one call signature; ``_specialization`` as for :func:`_forward_plan`."""
+    """The backward plan of one call signature (:func:`_backward_key`); ``_specialization`` as for
+    :func:`_forward_plan`."""
     B, C, H, W = shape
     return _BackwardPlan(B, C, H * W, channels_last, k, relu, device)
 
@@ -440,13 +453,26 @@ def _backward_plan(shape: torch.Size, channels_last: bool, k: int, relu: bool, d
 # ----------------------------------------------------------------------------------------------------
 # The passes of one call, forward and backward
 # ----------------------------------------------------------------------------------------------------
+def _forward_key(x: torch.Tensor, weight: torch.Tensor, identity: torch.Tensor | None, relu: bool) -> tuple:
+    """The arguments of :func:`_forward_plan` for dense inputs: the call signature."""
+    return (x.shape, memory_format(x) == torch.channels_last, weight.shape[-1], identity is not None, relu,
+            x.device, (x.dtype, weight.dtype, None if identity is None else identity.dtype,
+                       _alignments(x, weight, identity)))
+
+
+def _backward_key(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, gate: torch.Tensor,
+                  mean: torch.Tensor, out: torch.Tensor | None) -> tuple:
+    """The arguments of :func:`_backward_plan` for dense inputs: the call signature."""
+    return (x.shape, memory_format(x) == torch.channels_last, weight.shape[-1], out is not None, x.device,
+            (x.dtype, grad.dtype, weight.dtype, gate.dtype, mean.dtype, None if out is None else out.dtype,
+             _alignments(grad, x, weight, gate, mean, out)))
+
+
 def _forward_passes(x: torch.Tensor, weight: torch.Tensor, identity: torch.Tensor | None,
                     relu: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Forward passes 1-3: (out, gate, mean), out = act(x * gate [+ identity]); gate, mean (B, C) fp32."""
     x, identity, weight = _dense(x, x), _dense(identity, x), weight.contiguous()
-    plan = _forward_plan(x.shape, memory_format(x) == torch.channels_last, weight.shape[-1], identity is not None,
-                         relu, x.device, (x.dtype, weight.dtype, None if identity is None else identity.dtype,
-                                          _aligned(x, weight, identity)))
+    plan = _forward_plan(*_forward_key(x, weight, identity, relu))
     with _device_of(x):
         return plan(x, weight, identity)
 
@@ -457,8 +483,7 @@ def _backward_passes(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, 
     ReLU and None otherwise, in which case the third output is an empty placeholder (the gradient itself)."""
     grad, out, x, weight = _dense(grad, x), _dense(out, x), _dense(x, x), weight.contiguous()
     gate, mean = gate.contiguous(), mean.contiguous()   # (B, C) each; under torch.compile they come from Inductor
-    plan = _backward_plan(x.shape, memory_format(x) == torch.channels_last, weight.shape[-1], out is not None,
-                          x.device, (x.dtype, grad.dtype, weight.dtype, _aligned(grad, x, weight, gate, mean, out)))
+    plan = _backward_plan(*_backward_key(grad, x, weight, gate, mean, out))
     with _device_of(x):
         return plan(grad, x, weight, gate, mean, out)
 
@@ -546,12 +571,17 @@ class _EagerEca(torch.autograd.Function):
         return *_gradients(ctx, grad_out, _backward_passes), None
 
 
+def _forward_ad_active() -> bool:
+    """Whether a forward-mode AD level is open (``torch.autograd.forward_ad.dual_level``)."""
+    return getattr(torch.autograd.forward_ad, "_current_level", -1) >= 0
+
+
 def _eca(x: torch.Tensor, weight: torch.Tensor, identity: torch.Tensor | None, relu: bool) -> torch.Tensor:
     if torch.compiler.is_compiling():
         return eca_forward(x, weight, identity, relu)[0]
-    if torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad
-                                    or (identity is not None and identity.requires_grad)):
-        return _EagerEca.apply(x, weight, identity, relu)
+    if (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad
+                                     or (identity is not None and identity.requires_grad))) or _forward_ad_active():
+        return _EagerEca.apply(x, weight, identity, relu)   # forward-mode AD: apply says it has no jvp
     return _forward_passes(x, weight, identity, relu)[0]   # inference: no autograd node to build
 
 
