@@ -23,8 +23,8 @@ so the block tail moves 4 N elements forward and 6 N backward, where unfused PyT
 
 Every launch's tiling and grid depend on the shape alone and are fixed (no autotuning). Each call signature
 (shape, layout, flags, dtypes, alignment) gets a plan whose first call compiles its kernels through Triton's
-JIT and whose later calls launch the compiled kernels directly, with a fraction of the JIT's host time per
-launch (:class:`_Launch`). In eager mode the kernels are called through a plain ``torch.autograd.Function``
+JIT and whose later calls launch the compiled kernels directly, without the JIT's per-call handling of the
+arguments (:class:`_Launch`). In eager mode the kernels are called through a plain ``torch.autograd.Function``
 (none at all when no input needs a gradient), which costs less host time per call than the custom op's
 dispatch; under ``torch.compile`` the custom op is what Inductor sees.
 
@@ -293,16 +293,16 @@ class _Launch:
     """One kernel with a fixed grid and fixed scalar arguments: ``launch(*tensors)`` runs it on new tensors.
 
     Why not ``kernel[grid](...)`` on every call: Triton's JIT launch binds, specializes and hashes every
-    argument before it finds the compiled kernel, several times the host time of a PyTorch element-wise op.
-    With three launches each way per ECA layer, the short eager steps of ResNet-18/34/152 and MobileNetV2
-    waited on the host, not the GPU (docs/design/fused_eca.md, "Host time per call"). So the first call goes
-    through Triton's JIT, which compiles the kernel or finds it in its cache, and later calls launch that
-    compiled kernel directly (``CompiledKernel[grid]``, Triton's own launcher). That is valid while every
-    argument Triton specializes on stays the same: the integers (fixed here), and the tensors' dtypes and
-    16-byte alignment, which are in the key of the plan that owns the launch (:func:`_forward_key`,
-    :func:`_backward_key`). The direct launch passes what the installed Triton's JIT would pass
-    (:func:`_launcher_arguments`), checked once against the compiled kernel's signature; where they disagree
-    the launches go through the JIT, with a warning. Under Triton's interpreter every call goes through the JIT.
+    argument before it finds the compiled kernel, on every call. With three launches each way per ECA layer,
+    the short eager steps of ResNet-18/34/152 and MobileNetV2 waited on the host, not the GPU
+    (docs/design/fused_eca.md, "Host time per call"). So the first call goes through Triton's JIT, which
+    compiles the kernel or finds it in its cache, and later calls launch that compiled kernel directly
+    (``CompiledKernel[grid]``, Triton's own launcher). That is valid while every argument Triton specializes
+    on stays the same: the integers (fixed here), and the tensors' dtypes and 16-byte alignment, which are in
+    the key of the plan that owns the launch (:func:`_forward_key`, :func:`_backward_key`). The direct launch
+    passes what the installed Triton's JIT would pass (:func:`_launcher_arguments`), checked once against the
+    compiled kernel's signature; where they disagree the launches go through the JIT, with a warning. Under
+    Triton's interpreter every call goes through the JIT.
     """
 
     __slots__ = ("kernel", "grid", "scalars", "constexprs", "_runner", "_tail")
@@ -373,10 +373,8 @@ class _ForwardPlan:
                  device: torch.device) -> None:
         r = _reduction_plan(B, C, P, channels_last, device)
         self.partial_shape, self.stats_shape = (r.splits, B, C), (B, C)
-        gate_block = min(triton.next_power_of_2(C), GATE_BLOCK_C)
         self.channel_sum = _Launch(_channel_sum_kernel, r.grid, (B, C, P, r.tiles_per_split), r.tiling.meta())
-        self.gate = _Launch(_gate_forward_kernel, (triton.cdiv(C, gate_block), B), (B, C, r.splits, 1.0 / P),
-                            {"K": k, "PAD": (k - 1) // 2, "BLOCK_C": gate_block})
+        self.gate = _Launch(_gate_forward_kernel, *_gate_launch(B, C, P, k, r.splits))
         self.scale = _Launch(_channel_affine_kernel, _pointwise_grid(B, C, P, r.tiling), (C, P),
                              {"HAS_SHIFT": False, "HAS_IDENTITY": has_identity, "RELU": relu, **r.tiling.meta()})
 
@@ -402,13 +400,10 @@ class _BackwardPlan:
         r = _reduction_plan(B, C, P, channels_last, device)
         self.relu = relu
         self.partial_shape = (r.splits, B, C)
-        gate_block = min(triton.next_power_of_2(C), GATE_BLOCK_C)
-        gate_grid = (triton.cdiv(C, gate_block), B)
-        self.weight_partial_shape = (gate_grid[0] * B, k)
         self.reduce = _Launch(_backward_reduce_kernel, r.grid, (B, C, P, r.tiles_per_split),
                               {"RELU": relu, **r.tiling.meta()})
-        self.gate = _Launch(_gate_backward_kernel, gate_grid, (B, C, r.splits, 1.0 / P),
-                            {"K": k, "PAD": (k - 1) // 2, "BLOCK_C": gate_block})
+        self.gate = _Launch(_gate_backward_kernel, *_gate_launch(B, C, P, k, r.splits))
+        self.weight_partial_shape = (self.gate.grid[0] * B, k)   # one row of dw partial sums per program
         self.scale = _Launch(_channel_affine_kernel, _pointwise_grid(B, C, P, r.tiling), (C, P),
                              {"HAS_SHIFT": True, "HAS_IDENTITY": False, "RELU": False, **r.tiling.meta()})
 
@@ -424,6 +419,12 @@ class _BackwardPlan:
         grad_x = _empty_like(grad_pre)
         self.scale(grad_pre, gate, shift, grad_pre, grad_x)                                   # pass C
         return grad_x, grad_weight, grad_pre if self.relu else x.new_empty(0)
+
+
+def _gate_launch(B: int, C: int, P: int, k: int, splits: int) -> tuple[tuple[int, int], tuple, dict]:
+    """(grid, scalars, constexprs) of the (B, C) gate kernels, forward pass 2 and backward pass B."""
+    block_c = min(triton.next_power_of_2(C), GATE_BLOCK_C)
+    return (triton.cdiv(C, block_c), B), (B, C, splits, 1.0 / P), {"K": k, "PAD": (k - 1) // 2, "BLOCK_C": block_c}
 
 
 def _pointwise_grid(B: int, C: int, P: int, tiling: _Tiling) -> tuple[int, int, int]:
@@ -471,7 +472,8 @@ def _backward_key(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, gat
 def _forward_passes(x: torch.Tensor, weight: torch.Tensor, identity: torch.Tensor | None,
                     relu: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Forward passes 1-3: (out, gate, mean), out = act(x * gate [+ identity]); gate, mean (B, C) fp32."""
-    x, identity, weight = _dense(x, x), _dense(identity, x), weight.contiguous()
+    layout = memory_format(x)
+    x, identity, weight = _dense(x, layout), _dense(identity, layout), weight.contiguous()
     plan = _forward_plan(*_forward_key(x, weight, identity, relu))
     with _device_of(x):
         return plan(x, weight, identity)
@@ -481,7 +483,8 @@ def _backward_passes(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, 
                      mean: torch.Tensor, out: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Backward passes A-C: (dx, dweight, grad * [out > 0]); ``out`` is the forward's output when it had the
     ReLU and None otherwise, in which case the third output is an empty placeholder (the gradient itself)."""
-    grad, out, x, weight = _dense(grad, x), _dense(out, x), _dense(x, x), weight.contiguous()
+    layout = memory_format(x)
+    grad, out, x, weight = _dense(grad, layout), _dense(out, layout), _dense(x, layout), weight.contiguous()
     gate, mean = gate.contiguous(), mean.contiguous()   # (B, C) each; under torch.compile they come from Inductor
     plan = _backward_plan(*_backward_key(grad, x, weight, gate, mean, out))
     with _device_of(x):
@@ -595,9 +598,10 @@ def memory_format(x: torch.Tensor) -> torch.memory_format:
     return torch.contiguous_format
 
 
-def _dense(t: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor | None:
-    """t in the layout the kernels use for ``like`` (no copy when it already is)."""
-    return None if t is None else t.contiguous(memory_format=memory_format(like))
+def _dense(t: torch.Tensor | None, layout: torch.memory_format) -> torch.Tensor | None:
+    """t dense in ``layout``, the kernels' layout for a call's x (:func:`memory_format`); no copy when it
+    already is."""
+    return None if t is None else t.contiguous(memory_format=layout)
 
 
 def _empty_like(x: torch.Tensor) -> torch.Tensor:
@@ -617,7 +621,7 @@ def supports(x: torch.Tensor, identity: torch.Tensor | None = None) -> bool:
 
 def eca_scale(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     """ECA, Eq. (9)-(11): ``x * sigmoid(C1D_k(GAP(x)))`` for x (B, C, H, W) and a conv weight (1, 1, k)."""
-    return _eca(_dense(x, x), weight, None, False)
+    return _eca(_dense(x, memory_format(x)), weight, None, False)
 
 
 def eca_scale_add_relu(x: torch.Tensor, weight: torch.Tensor, identity: torch.Tensor | None = None, *,
@@ -627,9 +631,10 @@ def eca_scale_add_relu(x: torch.Tensor, weight: torch.Tensor, identity: torch.Te
     ``identity`` None leaves the add out, ``relu=False`` the ReLU. ``identity`` is cast to x's dtype and
     layout, as the plain ``out += identity`` does.
     """
-    x = _dense(x, x)
+    layout = memory_format(x)
+    x = _dense(x, layout)
     if identity is not None:
-        identity = identity.to(dtype=x.dtype, memory_format=memory_format(x))
+        identity = identity.to(dtype=x.dtype, memory_format=layout)
     return _eca(x, weight, identity, relu)
 
 
