@@ -15,7 +15,9 @@
 #               $TORCHINDUCTOR_CACHE_DIR; measures nothing), released-compiled (train and inference compiled, timed
 #               one network at a time; Inductor loads the graphs the warm step compiled instead of compiling
 #               each network in turn, which alone takes 30-130 s a network on an H200 host).
-#               OFFICIAL=DIR adds the official code's networks (the official repository's models/ folder).
+#               OFFICIAL=DIR adds the official code's networks (the official repository's models/ folder);
+#               RELEASED_PAIRS and COMPILED_MODES ("train infer") narrow the compiled steps, e.g. to what one
+#               10-minute call can compile and time.
 #
 #   OUT=/some/dir STEPS="loader main" SOURCES="synthetic gpu" bash scripts/gpu_bench.sh
 set -uo pipefail
@@ -34,7 +36,8 @@ BENCH=(scripts/benchmark.py --batch-size 256 --amp bf16 --channels-last --repeat
 has() { [[ " $STEPS " == *" $1 "* ]]; }
 
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
-RELEASED_PAIRS="resnet152 resnet101 resnet50 mobilenet_v2 resnet34 resnet18"   # slowest to compile first
+RELEASED_PAIRS=${RELEASED_PAIRS:-"resnet152 resnet101 resnet50 mobilenet_v2 resnet34 resnet18"}   # slowest to compile first
+COMPILED_MODES=${COMPILED_MODES:-"train infer"}
 JOBS=${JOBS:-8}
 export TORCHINDUCTOR_CACHE_DIR=${TORCHINDUCTOR_CACHE_DIR:-$PWD/.cache/inductor}
 OFFICIAL=${OFFICIAL:-}
@@ -51,7 +54,7 @@ fi
 if has released-warm; then
     echo "=== compiling every released network, $JOBS processes at a time, into $TORCHINDUCTOR_CACHE_DIR"
     # one process per pair, code and case
-    for pair in $RELEASED_PAIRS; do for source in $RELEASED_SOURCES; do for mode in train infer; do
+    for pair in $RELEASED_PAIRS; do for source in $RELEASED_SOURCES; do for mode in $COMPILED_MODES; do
         echo "--released $pair --sources $source --cases $mode-compiled"; done; done; done \
     | TORCHINDUCTOR_COMPILE_THREADS=4 timeout 570 xargs -P "$JOBS" -L 1 "${RELEASED[@]}" --repeats 1 \
         --warmup-steps 1 --timed-steps 1 2>&1 | grep -E "ERROR|Error|Traceback"
@@ -60,8 +63,9 @@ fi
 if has released-compiled; then
     echo "=== every released ECA network against its baseline, compiled"
     # shellcheck disable=SC2086
-    timeout 570 "${RELEASED[@]}" --released --sources $RELEASED_SOURCES --cases train-compiled infer-compiled --warmup-steps 5 \
-        --repeat-seconds 1 --json "$OUT/released_compiled.json" 2>&1 | grep -vE " INFO "
+    timeout 570 "${RELEASED[@]}" --released $RELEASED_PAIRS --sources $RELEASED_SOURCES \
+        --cases $(printf '%s-compiled ' $COMPILED_MODES) --warmup-steps 5 --repeat-seconds 1 \
+        --json "$OUT/released_compiled.json" 2>&1 | grep -vE " INFO "
 fi
 if has throughput; then
     echo "=== throughput"

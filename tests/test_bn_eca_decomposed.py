@@ -26,6 +26,23 @@ def _modules(channels: int, k: int, seed: int = 0):
     return bn, eca
 
 
+def _count_calls(monkeypatch, *names: str) -> dict[str, int]:
+    """Counts the calls of these functions of eca_module (a compiled model counts the calls it traced)."""
+    calls = dict.fromkeys(names, 0)
+
+    def counting(name):
+        real = getattr(eca_module, name)
+
+        def wrapper(*args, **kwargs):
+            calls[name] += 1
+            return real(*args, **kwargs)
+        return wrapper
+
+    for name in names:
+        monkeypatch.setattr(eca_module, name, counting(name))
+    return calls
+
+
 # (with_identity, relu): ResNet's tail, MobileNetV2's residual tail, MobileNetV2's tail without residual.
 TAILS = [(True, True), (True, False), (False, False)]
 
@@ -126,17 +143,10 @@ def test_compiled_block_takes_the_decomposed_form_and_matches_eager(monkeypatch)
     x = torch.randn(2, 16, 6, 5, dtype=torch.float64, requires_grad=True)
     x_ref = x.detach().clone().requires_grad_()
     eager = set_eca_impl(copy.deepcopy(block), "plain")
-    calls = {"n": 0}
-    real = eca_module.bn_eca_tail_decomposed
-
-    def counting(*args, **kwargs):
-        calls["n"] += 1
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(eca_module, "bn_eca_tail_decomposed", counting)
+    calls = _count_calls(monkeypatch, "bn_eca_tail_decomposed")
     compiled = torch.compile(block, backend="aot_eager", fullgraph=True)
     out = compiled(x)
-    assert calls["n"] >= 1  # traced through the decomposed form
+    assert calls["bn_eca_tail_decomposed"] >= 1  # traced through the decomposed form
     ref = eager(x_ref)
     torch.testing.assert_close(out, ref, rtol=1e-10, atol=1e-10)
     torch.testing.assert_close(block.bn3.running_var, eager.bn3.running_var, rtol=1e-12, atol=1e-12)
@@ -156,3 +166,101 @@ def test_eager_and_plain_never_take_the_decomposed_form(monkeypatch):
     monkeypatch.setattr(eca_module, "bn_eca_tail_decomposed", fail)
     model = models.create_model("eca_resnet18", num_classes=3).train()
     model(torch.randn(2, 3, 32, 32)).sum().backward()
+
+
+@pytest.mark.parametrize("bias", [False, True])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_conv_output_mean_is_the_mean_of_the_convolution(bias, channels_last):
+    torch.manual_seed(3)
+    conv = nn.Conv2d(6, 10, kernel_size=1, bias=bias).double()
+    layout = torch.channels_last if channels_last else torch.contiguous_format
+    y = torch.randn(3, 6, 7, 5, dtype=torch.float64).contiguous(memory_format=layout)
+    torch.testing.assert_close(eca_module.conv_output_mean(conv, y), conv(y).mean(dim=(2, 3)),
+                               rtol=1e-12, atol=1e-12)
+
+
+def test_conv_output_mean_stays_float32_under_autocast():
+    """Under bf16 autocast the product is still float32: the same numbers as without autocast."""
+    torch.manual_seed(4)
+    conv = nn.Conv2d(8, 16, kernel_size=1, bias=False)
+    y = torch.randn(2, 8, 5, 5)
+    expected = eca_module.conv_output_mean(conv, y)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mean = eca_module.conv_output_mean(conv, y)
+    assert mean.dtype == torch.float32
+    torch.testing.assert_close(mean, expected, rtol=1e-6, atol=1e-6)
+
+
+def test_pooling_from_the_convolution_input_is_for_eval_only():
+    bn, eca = _modules(6, 3)
+    x = torch.randn(2, 6, 3, 3, dtype=torch.float64)
+    with pytest.raises(ValueError, match="eval mode"):
+        bn_eca_tail_decomposed(x, bn.train(), eca.conv.weight, x_mean=x.mean(dim=(2, 3)))
+
+
+# (block, whether compiled inference takes ECA's pooling from the last convolution's input): only
+# Bottleneck's 1x1 conv3 (C/4 -> C) qualifies; BasicBlock's conv2 is 3x3 and MobileNetV2's projection
+# has more input than output channels.
+POOLING_BLOCKS = [
+    (lambda: models.resnet.Bottleneck(16, 4, attention="eca", k_size=3), (2, 16, 6, 5), True),
+    (lambda: models.resnet.BasicBlock(8, 8, attention="eca", k_size=3), (2, 8, 6, 5), False),
+    (lambda: models.mobilenetv2.InvertedResidual(8, 8, 1, 6, attention="eca", k_size=3), (2, 8, 6, 5), False),
+]
+
+
+@pytest.mark.parametrize(("build", "shape", "pools_from_input"), POOLING_BLOCKS)
+def test_compiled_inference_tail_matches_eager(monkeypatch, build, shape, pools_from_input):
+    torch.manual_seed(5)
+    block = set_eca_impl(build().double(), "auto")
+    for module in block.modules():   # non-trivial running statistics, so that BN's map matters
+        if isinstance(module, nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.5, 0.5)
+            module.running_var.uniform_(0.5, 1.5)
+            nn.init.uniform_(module.weight, 0.5, 1.5)
+            nn.init.uniform_(module.bias, -0.5, 0.5)
+    block.eval()
+    eager = set_eca_impl(copy.deepcopy(block), "plain")
+    calls = _count_calls(monkeypatch, "conv_output_mean", "bn_eca_tail_decomposed")
+    x = torch.randn(shape, dtype=torch.float64, requires_grad=True)
+    x_ref = x.detach().clone().requires_grad_()
+    out = torch.compile(block, backend="aot_eager", fullgraph=True)(x)
+    ref = eager(x_ref)
+    assert calls["bn_eca_tail_decomposed"] >= 1
+    assert (calls["conv_output_mean"] >= 1) == pools_from_input
+    torch.testing.assert_close(out, ref, rtol=1e-10, atol=1e-10)
+    grad = torch.randn_like(ref)   # eval-mode BatchNorm with trainable weights, as when fine-tuning
+    out.backward(grad)
+    ref.backward(grad)
+    torch.testing.assert_close(x.grad, x_ref.grad, rtol=1e-9, atol=1e-9)
+    for (name, mine), theirs in zip(block.named_parameters(), eager.parameters()):
+        torch.testing.assert_close(mine.grad, theirs.grad, rtol=1e-9, atol=1e-9, msg=name)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_gpu_compiled_bottleneck_inference_is_as_accurate_as_plain(monkeypatch):
+    """Inductor's compiled inference of Bottleneck ECA-ResNet under bf16 autocast, with ECA's pooling taken
+    through conv3, lands no further from the float64 network than the plain code's bf16 does."""
+    torch.manual_seed(0)
+    model = models.resnet.ResNet(models.resnet.Bottleneck, (1, 1, 1, 1), num_classes=10, attention="eca",
+                                 k_size=3)
+    for module in model.modules():
+        if isinstance(module, nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.2, 0.2)
+            module.running_var.uniform_(0.5, 1.5)
+    model = model.cuda().eval().to(memory_format=torch.channels_last)
+    images = torch.randn(8, 3, 64, 64, device="cuda").contiguous(memory_format=torch.channels_last)
+    calls = _count_calls(monkeypatch, "conv_output_mean")
+    torch._dynamo.reset()
+
+    def logits(impl, compiled, dtype=torch.float32, amp=True):
+        replica = set_eca_impl(copy.deepcopy(model).to(dtype), impl)
+        run = torch.compile(replica) if compiled else replica
+        with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
+            return run(images.to(dtype)).double()
+
+    exact = logits("plain", compiled=False, dtype=torch.float64, amp=False)
+    error = {name: ((out - exact).norm() / exact.norm()).item()
+             for name, out in (("plain", logits("plain", compiled=False)), ("auto", logits("auto", compiled=True)))}
+    assert calls["conv_output_mean"] >= 1
+    assert error["auto"] <= 1.5 * error["plain"] + 1e-3, error

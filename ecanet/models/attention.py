@@ -2,10 +2,10 @@
 
 ResNet and ECA-ResNet (and SE-ResNet) are the same code: a block asks :func:`create_attention` for its
 attention module and stores it under the kind's name (``block.eca`` / ``block.se``), which is what gives
-the official state-dict keys (``layer1.0.eca.conv.weight``). Blocks end with :func:`bn_scale_add_relu`,
-``relu(attention(bn(x)) + identity)`` (MobileNetV2's without the ReLU), so an implementation may fuse the
-BatchNorm, the rescale, the residual add and the ReLU (see ``ecanet/models/eca_fused.py`` and
-``docs/design/fused_eca.md``).
+the official state-dict keys (``layer1.0.eca.conv.weight``). Blocks end with
+:func:`conv_bn_scale_add_relu`, ``relu(attention(bn(conv(y))) + identity)`` (MobileNetV2's without the
+ReLU), so an implementation may fuse the BatchNorm, the rescale, the residual add and the ReLU (see
+``ecanet/models/eca_fused.py`` and ``docs/design/fused_eca.md``).
 """
 from __future__ import annotations
 
@@ -74,6 +74,21 @@ def bn_scale_add_relu(bn: nn.Module, attention: nn.Module | None, x: torch.Tenso
     if fused is not None:
         return fused(bn, x, identity, relu=relu)
     return scale_add_relu(attention, bn(x), identity, relu=relu)
+
+
+def conv_bn_scale_add_relu(conv: nn.Module, bn: nn.Module, attention: nn.Module | None, y: torch.Tensor,
+                           identity: torch.Tensor | None = None, *, relu: bool = True) -> torch.Tensor:
+    """``relu(attention(bn(conv(y))) + identity)``: a block's tail from its last convolution's input.
+
+    ``identity`` and ``relu`` as in :func:`scale_add_relu`. An attention module with a
+    ``conv_bn_scale_add_relu`` (the ECA module) may take its pooling from ``y`` (see
+    :meth:`~ecanet.models.eca_module.EcaModule.conv_bn_scale_add_relu`); otherwise the convolution runs,
+    then :func:`bn_scale_add_relu`.
+    """
+    fused = getattr(attention, "conv_bn_scale_add_relu", None)  # None for no attention too
+    if fused is not None:
+        return fused(conv, bn, y, identity, relu=relu)
+    return bn_scale_add_relu(bn, attention, conv(y), identity, relu=relu)
 
 
 def create_attention(kind: AttentionKind, channels: int, k_size: int | None = None) -> nn.Module | None:

@@ -155,8 +155,46 @@ class EcaModule(nn.Module):
             return bn_eca_tail_decomposed(x, bn, self.conv.weight, identity, relu=relu)
         return self.scale_add_relu(bn(x), identity, relu=relu)
 
+    def conv_bn_scale_add_relu(self, conv: nn.Module, bn: nn.Module, y: torch.Tensor,
+                               identity: torch.Tensor | None = None, *, relu: bool = True) -> torch.Tensor:
+        """``relu(ECA(bn(conv(y))) + identity)``: a block's tail from its last convolution's input.
+
+        ``identity`` and ``relu`` as in :meth:`bn_scale_add_relu`, which this is once ``conv`` has run, with
+        one exception. In compiled inference (implementation ``"auto"``, ``bn`` in eval mode) BatchNorm needs no
+        statistics, so ECA's pooling would be the only pass reading ``conv(y)`` before the pointwise tail. When
+        ``conv`` is a 1x1 convolution with no more input than output channels (ResNet's Bottleneck: C/4 to C),
+        the pooling is taken from ``y`` instead (:func:`conv_output_mean`), and the tail reads ``conv(y)``
+        once, as BatchNorm + add + ReLU alone do.
+        """
+        x = conv(y)
+        if (self.impl == "auto" and torch.compiler.is_compiling() and not bn.training
+                and _decomposable_bn(bn, x) and _pools_through_conv(conv, y)):
+            return bn_eca_tail_decomposed(x, bn, self.conv.weight, identity, relu=relu,
+                                          x_mean=conv_output_mean(conv, y))
+        return self.bn_scale_add_relu(bn, x, identity, relu=relu)
+
     def extra_repr(self) -> str:
         return f"channels={self.channels}, k_size={self.k_size}, impl={self.impl!r}"
+
+
+def _pools_through_conv(conv: nn.Module, y: torch.Tensor) -> bool:
+    """Whether :func:`conv_output_mean` applies to ``conv`` and reads no more than ``conv(y)`` would: a 1x1,
+    stride-1, unpadded, ungrouped ``nn.Conv2d`` with no more input than output channels."""
+    return (type(conv) is nn.Conv2d and y.dim() == 4 and conv.kernel_size == (1, 1) and conv.stride == (1, 1)
+            and conv.padding in ((0, 0), "valid") and conv.groups == 1
+            and conv.in_channels <= conv.out_channels)
+
+
+def conv_output_mean(conv: nn.Conv2d, y: torch.Tensor) -> torch.Tensor:
+    """The mean over H, W of ``conv(y)`` for a 1x1, stride-1, unpadded convolution, taken from ``y``: such a
+    convolution maps every pixel by the same matrix W, so mean_hw(W y + bias) = W mean_hw(y) + bias.
+    Returns (B, C_out) in float32 (float64 for float64 input), whatever autocast is active."""
+    compute = torch.promote_types(y.dtype, torch.float32)
+    pooled = y.to(compute).mean(dim=(2, 3))                                      # (B, C_in)
+    weight = conv.weight.reshape(conv.out_channels, conv.in_channels).to(compute)  # (C_out, C_in)
+    with torch.autocast(y.device.type, enabled=False):   # autocast would round the product to bf16/fp16
+        out = pooled @ weight.t()                                                # (B, C_out)
+    return out if conv.bias is None else out + conv.bias.to(compute)
 
 
 def _decomposable_bn(bn: nn.Module, x: torch.Tensor) -> bool:
@@ -281,7 +319,8 @@ class _BnEcaTailTraining(torch.autograd.Function):
 
 
 def bn_eca_tail_decomposed(x: torch.Tensor, bn: nn.BatchNorm2d, weight: torch.Tensor,
-                           identity: torch.Tensor | None = None, *, relu: bool = True) -> torch.Tensor:
+                           identity: torch.Tensor | None = None, *, relu: bool = True,
+                           x_mean: torch.Tensor | None = None) -> torch.Tensor:
     """``relu(ECA(BN(x)) + identity)`` as one reduction and one pointwise pass each way, for torch.compile.
 
     BatchNorm (batch statistics in training, running ones in eval) and ECA (Eq. 9-11) share their
@@ -291,8 +330,12 @@ def bn_eca_tail_decomposed(x: torch.Tensor, bn: nn.BatchNorm2d, weight: torch.Te
     Inductor makes of it the passes BatchNorm + add + ReLU need alone. ``identity`` None leaves the add
     out and ``relu=False`` the ReLU (MobileNetV2: ``ECA(BN(x)) + x`` or ``ECA(BN(x))``). In training the
     backward is written out as well (:class:`_BnEcaTailTraining`). Running statistics are updated as
-    ``nn.BatchNorm2d`` does (unbiased variance, ``momentum``).
+    ``nn.BatchNorm2d`` does (unbiased variance, ``momentum``). ``x_mean``, the (B, C) mean of x over H, W
+    in float32 when the caller already has it (:func:`conv_output_mean`), spares the eval-mode reduction;
+    training takes the mean from BatchNorm's sums.
     """
+    if bn.training and x_mean is not None:
+        raise ValueError("x_mean applies to BatchNorm in eval mode; in training the batch sums give the mean")
     if bn.training:
         out, mean, var = _BnEcaTailTraining.apply(x, bn.weight, bn.bias, weight, identity, bn.eps, relu)
         count = x.shape[0] * x.shape[2] * x.shape[3]
@@ -305,7 +348,9 @@ def bn_eca_tail_decomposed(x: torch.Tensor, bn: nn.BatchNorm2d, weight: torch.Te
     xf = x.to(compute)
     a = bn.weight * torch.rsqrt(bn.running_var + bn.eps)          # (C,)
     shift = bn.bias - bn.running_mean * a                         # (C,)
-    pooled = xf.mean(dim=(2, 3)) * a + shift                      # (B, C): mean over H, W of BN(x)
+    if x_mean is None:
+        x_mean = xf.mean(dim=(2, 3))                              # (B, C)
+    pooled = x_mean.to(compute) * a + shift                       # (B, C): mean over H, W of BN(x)
     taps = weight.reshape(-1).to(compute)
     return _gate_and_tail(xf, a, shift, pooled, taps, identity, relu, _tail_dtype(x, identity))[0]
 

@@ -4,9 +4,9 @@ Module names reproduce torchvision's ``mobilenet_v2`` and the official ``eca_mob
 block is ``features.N.conv`` = [pw ConvBNReLU6 (if expanded)], dw ConvBNReLU6, pw-linear Conv2d, BN and,
 for ECA, the ECA layer last (after the projection BN, before the residual add).
 
-With attention, a block's projection BatchNorm, its attention and its residual add (no ReLU) run as one
-tail, :func:`~ecanet.models.attention.bn_scale_add_relu` with ``relu=False``, the same call that ends a
-ResNet block: under ``torch.compile`` ECA's pooling then comes out of BatchNorm's statistics pass, and the
+With attention, a block's projection convolution, BatchNorm, attention and residual add (no ReLU) run as one
+tail, :func:`~ecanet.models.attention.conv_bn_scale_add_relu` with ``relu=False``, the same call that ends
+a ResNet block: under ``torch.compile`` ECA's pooling then comes out of BatchNorm's statistics pass, and the
 rescale and the add join BatchNorm's pointwise pass (``docs/design/fused_eca.md``).
 """
 from __future__ import annotations
@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .attention import AttentionKind, bn_scale_add_relu, create_attention
+from .attention import AttentionKind, conv_bn_scale_add_relu, create_attention
 from .eca_module import parse_kernel_sizes
 
 STEM_CHANNELS = 32
@@ -72,11 +72,12 @@ class InvertedResidual(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (B, inp, H, W)
         if not self.has_attention:
             return x + self.conv(x) if self.use_res_connect else self.conv(x)
-        *body, bn, attention = self.conv
+        *body, project, bn, attention = self.conv
         out = x
         for layer in body:
-            out = layer(out)                              # (B, oup, H / stride, W / stride), before BN
-        return bn_scale_add_relu(bn, attention, out, x if self.use_res_connect else None, relu=False)
+            out = layer(out)                              # (B, hidden, H / stride, W / stride)
+        return conv_bn_scale_add_relu(project, bn, attention, out, x if self.use_res_connect else None,
+                                      relu=False)
 
 
 def block_kernel_sizes(k_size: object) -> list[int | None]:

@@ -13,7 +13,7 @@ from typing import Callable, Sequence, Type, Union
 import torch
 from torch import nn
 
-from .attention import AttentionKind, bn_scale_add_relu, create_attention
+from .attention import AttentionKind, conv_bn_scale_add_relu, create_attention
 from .eca_module import parse_kernel_sizes
 
 STEM_CHANNELS = 64
@@ -67,7 +67,7 @@ class BasicBlock(_AttentionBlock):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         identity = x if self.downsample is None else self.downsample(x)
         out = self.relu(self.bn1(self.conv1(x)))
-        return bn_scale_add_relu(self.bn2, self.attention, self.conv2(out), identity)
+        return conv_bn_scale_add_relu(self.conv2, self.bn2, self.attention, out, identity)
 
 
 class Bottleneck(_AttentionBlock):
@@ -92,7 +92,7 @@ class Bottleneck(_AttentionBlock):
         identity = x if self.downsample is None else self.downsample(x)
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.relu(self.bn2(self.conv2(out)))
-        return bn_scale_add_relu(self.bn3, self.attention, self.conv3(out), identity)
+        return conv_bn_scale_add_relu(self.conv3, self.bn3, self.attention, out, identity)
 
 
 Block = Union[Type[BasicBlock], Type[Bottleneck]]
