@@ -160,13 +160,15 @@ def _cudnn_flags(benchmark: bool, deterministic: bool | None = None) -> Iterator
         torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = previous
 
 
-def _fresh_compile(model: nn.Module, compile: bool) -> Callable[[torch.Tensor], torch.Tensor]:
-    """``torch.compile(model)`` after ``torch._dynamo.reset()`` (so earlier compilations neither count against
-    the recompile limit nor leak into this one), or the model itself."""
+def _fresh_compile(model: nn.Module, compile: bool,
+                   options: dict | None = None) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``torch.compile(model, options=options)`` after ``torch._dynamo.reset()`` (so earlier compilations neither
+    count against the recompile limit nor leak into this one), or the model itself. ``options`` are Inductor
+    settings (``torch._inductor.config`` names, e.g. ``{"combo_kernels": True}``); None keeps the defaults."""
     if not compile:
         return model
     torch._dynamo.reset()
-    return torch.compile(model)
+    return torch.compile(model, options=options or None)
 
 
 def dtype_name(dtype: torch.dtype | None) -> str:
@@ -244,14 +246,14 @@ def _infer_step(forward: Callable[[torch.Tensor], torch.Tensor], images: torch.T
 @contextlib.contextmanager
 def _prepared_step(model: nn.Module, *, batch_size: int, img_size: int, train: bool,
                    amp_dtype: torch.dtype | None, channels_last: bool, compile: bool,
-                   device: torch.device) -> Iterator[Callable[[], None]]:
+                   device: torch.device, compile_options: dict | None = None) -> Iterator[Callable[[], None]]:
     """A training or inference step of ``model`` on synthetic data; restores the model's mode afterwards."""
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     was_training = model.training
     model.to(device=device, memory_format=memory_format).train(train)
     images = torch.randn(batch_size, NUM_IMAGE_CHANNELS, img_size, img_size, device=device)
     images = images.contiguous(memory_format=memory_format)
-    forward = _fresh_compile(model, compile)
+    forward = _fresh_compile(model, compile, compile_options)
     if train:
         targets = torch.randint(0, _num_classes(model), (batch_size,), device=device)
         step = _train_step(forward, model, images, targets, amp_dtype)
@@ -268,7 +270,8 @@ def measure_throughput(model: nn.Module, *, batch_size: int, img_size: int = 224
                        amp_dtype: torch.dtype | None = torch.bfloat16, channels_last: bool = True,
                        compile: bool = False, warmup_steps: int = 10, timed_steps: int = 30, repeats: int = 3,
                        device: str | torch.device = "cuda", cudnn_benchmark: bool = True,
-                       repeat_seconds: float | None = None, frozen_heap: bool = True) -> ThroughputResult:
+                       repeat_seconds: float | None = None, frozen_heap: bool = True,
+                       compile_options: dict | None = None) -> ThroughputResult:
     """Images/s of training (forward, cross-entropy, backward, SGD step) or inference steps.
 
     Each of ``repeats`` repeats times ``timed_steps`` steps back to back; with ``repeat_seconds`` a repeat
@@ -278,9 +281,9 @@ def measure_throughput(model: nn.Module, *, batch_size: int, img_size: int = 224
     The model is moved to ``device`` (and to channels_last) in place and put in train/eval mode for the
     measurement (its previous mode is restored); the optimiser state lives only inside this call, so one
     model can be measured repeatedly. Inputs are random images and labels made once, on the device.
-    ``compile`` wraps the model in ``torch.compile`` (default mode) after ``torch._dynamo.reset()``, so
-    earlier compilations neither count against the recompile limit nor leak into this one; the optimiser
-    step stays eager. Peak memory counts from the start of the warm-up.
+    ``compile`` wraps the model in ``torch.compile`` (default mode, or the Inductor settings
+    ``compile_options``) after ``torch._dynamo.reset()``, so earlier compilations neither count against the
+    recompile limit nor leak into this one; the optimiser step stays eager. Peak memory counts from the start of the warm-up.
 
     ``frozen_heap`` times the steps as the training loop runs them: with every object alive after the
     warm-up taken out of the garbage collector's view (:func:`ecanet.engine.freeze_heap`), released
@@ -288,7 +291,8 @@ def measure_throughput(model: nn.Module, *, batch_size: int, img_size: int = 224
     """
     device = torch.device(device)
     with _prepared_step(model, batch_size=batch_size, img_size=img_size, train=train, amp_dtype=amp_dtype,
-                        channels_last=channels_last, compile=compile, device=device) as step, \
+                        channels_last=channels_last, compile=compile, device=device,
+                        compile_options=compile_options) as step, \
             _cudnn_flags(cudnn_benchmark):
         _reset_peak_memory(device)
         t0 = time.perf_counter()
@@ -384,7 +388,8 @@ class StepProfile:
 def profile_step(model: nn.Module, *, batch_size: int, img_size: int = 224, train: bool,
                  amp_dtype: torch.dtype | None = torch.bfloat16, channels_last: bool = True,
                  compile: bool = False, warmup_steps: int = 10, steps: int = 5, timed_steps: int = 30,
-                 repeats: int = 3, device: str | torch.device = "cuda") -> StepProfile:
+                 repeats: int = 3, device: str | torch.device = "cuda",
+                 compile_options: dict | None = None) -> StepProfile:
     """Which CUDA kernels one training or inference step runs and how long each takes (torch.profiler).
 
     Same step as :func:`measure_throughput`. The step is also timed without the profiler (median of
@@ -397,7 +402,8 @@ def profile_step(model: nn.Module, *, batch_size: int, img_size: int = 224, trai
     device = torch.device(device)
     on_gpu = device.type == "cuda"
     with _prepared_step(model, batch_size=batch_size, img_size=img_size, train=train, amp_dtype=amp_dtype,
-                        channels_last=channels_last, compile=compile, device=device) as step, \
+                        channels_last=channels_last, compile=compile, device=device,
+                        compile_options=compile_options) as step, \
             _cudnn_flags(True):
         step_ms, _ = _median_ms(step, warmup=warmup_steps, iters=timed_steps, repeats=repeats, device=device)
         with profile(activities=[ProfilerActivity.CUDA if on_gpu else ProfilerActivity.CPU]) as prof:

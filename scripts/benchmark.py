@@ -5,6 +5,8 @@
                                         # every released ECA network against its baseline: docs/performance.md
     python scripts/benchmark.py --summarize results/benchmark_h200*.json --page docs/performance.md
     python scripts/benchmark.py --released mobilenet_v2 resnet50 --cases train-compiled   # some pairs, one case
+    python scripts/benchmark.py --released --cases train-compiled --inductor-option combo_kernels=True
+                                        # compiled with an Inductor setting (ecanet and baselines alike)
 
     python scripts/benchmark.py --archs eca_resnet50 resnet50 --torchvision resnet50        # train + infer
     python scripts/benchmark.py --archs eca_resnet50 resnet50 --cases train-compiled        # one case
@@ -28,6 +30,7 @@ one (e.g. a data-loader benchmark) is a function and an entry there.
 from __future__ import annotations
 
 import argparse
+import ast
 import datetime
 import importlib.util
 import json
@@ -173,7 +176,7 @@ def run_models(args: argparse.Namespace, report: Report) -> str | None:
                     amp_dtype=AMP_DTYPES[args.amp], channels_last=args.channels_last,
                     compile=how == "compiled", warmup_steps=args.warmup_steps, timed_steps=args.timed_steps,
                     repeats=args.repeats, device=args.device, repeat_seconds=args.repeat_seconds,
-                    frozen_heap=args.freeze_heap)
+                    frozen_heap=args.freeze_heap, compile_options=dict(args.inductor_option))
                 record.update(result.to_dict())
             except Exception as error:  # noqa: BLE001 -- one failed row must not lose the others
                 log.exception("%s %s failed", case, label)
@@ -321,7 +324,8 @@ def run_released(args: argparse.Namespace, report: Report) -> str | None:
                     build(), batch_size=args.batch_size, img_size=args.img_size, train=mode == "train",
                     amp_dtype=AMP_DTYPES[args.amp], channels_last=args.channels_last, compile=how == "compiled",
                     warmup_steps=args.warmup_steps, timed_steps=args.timed_steps, repeats=args.repeats,
-                    device=args.device, repeat_seconds=args.repeat_seconds, frozen_heap=args.freeze_heap)
+                    device=args.device, repeat_seconds=args.repeat_seconds, frozen_heap=args.freeze_heap,
+                    compile_options=dict(args.inductor_option))
                 record.update(result.to_dict())
             except Exception as error:  # noqa: BLE001 -- one failed row must not lose the others
                 log.exception("%s %s failed", case, labels["model"])
@@ -684,7 +688,8 @@ def run_profile(args: argparse.Namespace, report: Report) -> str | None:
                     build(), batch_size=args.batch_size, img_size=args.img_size, train=mode == "train",
                     amp_dtype=AMP_DTYPES[args.amp], channels_last=args.channels_last,
                     compile=how == "compiled", warmup_steps=args.warmup_steps, steps=args.profile,
-                    timed_steps=args.timed_steps, repeats=args.repeats, device=args.device)
+                    timed_steps=args.timed_steps, repeats=args.repeats, device=args.device,
+                    compile_options=dict(args.inductor_option))
             except Exception as error:  # noqa: BLE001 -- one failed row must not lose the others
                 log.exception("profiling %s failed", name)
                 records.append({"model": label, "eca_impl": impl, "case": case, "error": str(error)})
@@ -718,6 +723,23 @@ SUITES: tuple[tuple[str, Callable[[argparse.Namespace, Report], str | None]], ..
 # ----------------------------------------------------------------------------------------------------
 # Command line
 # ----------------------------------------------------------------------------------------------------
+def inductor_option(pair: str) -> tuple[str, object]:
+    """One ``--inductor-option`` NAME=VALUE as (name, value): VALUE is a Python literal (``True``, ``64``) or else
+    a string; NAME must be a setting of ``torch._inductor.config``."""
+    from torch._inductor import config as inductor_config
+
+    name, sep, text = (part.strip() for part in pair.partition("="))
+    if not sep or not name:
+        raise argparse.ArgumentTypeError(f"takes NAME=VALUE, e.g. combo_kernels=True; got {pair!r}")
+    if name not in inductor_config.get_config_copy():
+        raise argparse.ArgumentTypeError(f"torch {torch.__version__}'s Inductor has no setting {name!r} (the names "
+                                         f"are those of torch._inductor.config, e.g. combo_kernels)")
+    try:
+        return name, ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return name, text
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -785,6 +807,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="time with the objects alive after warm-up out of the garbage collector's view, as "
                           "the training loop does (ecanet.engine.freeze_heap); each repeat's collections and "
                           "their host time go to the JSON either way")
+    how.add_argument("--inductor-option", action="append", type=inductor_option, default=[],
+                     metavar="NAME=VALUE",
+                     help="an Inductor setting for the compiled cases (a torch._inductor.config name, a Python "
+                          "literal value), e.g. combo_kernels=True; repeat for several; default none")
     how.add_argument("--device", default="cuda")
     how.add_argument("--seed", type=int, default=0)
 

@@ -17,7 +17,8 @@
 #               each network in turn, which alone takes 30-130 s a network on an H200 host).
 #               OFFICIAL=DIR adds the official code's networks (the official repository's models/ folder);
 #               RELEASED_PAIRS and COMPILED_MODES ("train infer") narrow the compiled steps, e.g. to what one
-#               10-minute call can compile and time.
+#               10-minute call can compile and time; COMPILE_ARGS adds arguments to both compiled steps (e.g.
+#               "--inductor-option combo_kernels=True", which the warm step must share to fill the right cache).
 #
 #   OUT=/some/dir STEPS="loader main" SOURCES="synthetic gpu" bash scripts/gpu_bench.sh
 set -uo pipefail
@@ -38,6 +39,7 @@ has() { [[ " $STEPS " == *" $1 "* ]]; }
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 RELEASED_PAIRS=${RELEASED_PAIRS:-"resnet152 resnet101 resnet50 mobilenet_v2 resnet34 resnet18"}   # slowest to compile first
 COMPILED_MODES=${COMPILED_MODES:-"train infer"}
+COMPILE_ARGS=${COMPILE_ARGS:-}
 JOBS=${JOBS:-8}
 export TORCHINDUCTOR_CACHE_DIR=${TORCHINDUCTOR_CACHE_DIR:-$PWD/.cache/inductor}
 OFFICIAL=${OFFICIAL:-}
@@ -54,16 +56,17 @@ fi
 if has released-warm; then
     echo "=== compiling every released network, $JOBS processes at a time, into $TORCHINDUCTOR_CACHE_DIR"
     # one process per pair, code and case
+    # shellcheck disable=SC2086
     for pair in $RELEASED_PAIRS; do for source in $RELEASED_SOURCES; do for mode in $COMPILED_MODES; do
         echo "--released $pair --sources $source --cases $mode-compiled"; done; done; done \
-    | TORCHINDUCTOR_COMPILE_THREADS=4 timeout 570 xargs -P "$JOBS" -L 1 "${RELEASED[@]}" --repeats 1 \
+    | TORCHINDUCTOR_COMPILE_THREADS=4 timeout 570 xargs -P "$JOBS" -L 1 "${RELEASED[@]}" $COMPILE_ARGS --repeats 1 \
         --warmup-steps 1 --timed-steps 1 2>&1 | grep -E "ERROR|Error|Traceback"
     du -sh "$TORCHINDUCTOR_CACHE_DIR"
 fi
 if has released-compiled; then
     echo "=== every released ECA network against its baseline, compiled"
     # shellcheck disable=SC2086
-    timeout 570 "${RELEASED[@]}" --released $RELEASED_PAIRS --sources $RELEASED_SOURCES \
+    timeout 570 "${RELEASED[@]}" $COMPILE_ARGS --released $RELEASED_PAIRS --sources $RELEASED_SOURCES \
         --cases $(printf '%s-compiled ' $COMPILED_MODES) --warmup-steps 5 --repeat-seconds 1 \
         --json "$OUT/released_compiled.json" 2>&1 | grep -vE " INFO "
 fi

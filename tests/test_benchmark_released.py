@@ -3,7 +3,11 @@ from __future__ import annotations
 
 import argparse
 
+import pytest
+import torch
+
 from conftest import load_script
+from ecanet import bench
 
 benchmark = load_script("benchmark")
 
@@ -146,3 +150,22 @@ def test_merged_results_files_keep_each_runs_own_baseline(tmp_path):
     summary = benchmark.summarize(paths)
     # the ratio table (one row per network) and the two runs' rows of every measurement
     assert summary.count("| 0.960x |") == 3 and "1.920x" not in summary and "0.480x" not in summary
+
+
+def test_inductor_options_reach_torch_compile(monkeypatch):
+    """--inductor-option NAME=VALUE pairs become torch.compile's options (literals parsed); none leaves the
+    defaults; a name Inductor lacks, or a pair without '=', is refused by the parser (exit 2)."""
+    args = _args("--inductor-option", "combo_kernels=True", "--inductor-option", "max_fusion_size=32")
+    assert dict(args.inductor_option) == {"combo_kernels": True, "max_fusion_size": 32}
+    assert _args().inductor_option == []
+    seen = []
+    monkeypatch.setattr(torch, "compile", lambda model, **kwargs: seen.append(kwargs) or model)
+    model = torch.nn.Linear(2, 2)
+    assert bench._fresh_compile(model, True, dict(args.inductor_option)) is model
+    bench._fresh_compile(model, True, {})
+    assert bench._fresh_compile(model, False, {"combo_kernels": True}) is model
+    assert seen == [{"options": {"combo_kernels": True, "max_fusion_size": 32}}, {"options": None}]
+    for bad in ("no_such_setting=1", "combo_kernels"):
+        with pytest.raises(SystemExit) as exit_info:
+            _args("--inductor-option", bad)
+        assert exit_info.value.code == 2
