@@ -395,7 +395,8 @@ def profile_step(model: nn.Module, *, batch_size: int, img_size: int = 224, trai
     Same step as :func:`measure_throughput`. The step is also timed without the profiler (median of
     ``repeats`` runs of ``timed_steps`` steps), so the gap between wall clock and summed kernel time shows
     too; on one stream that gap is time the GPU waits (launches, the CPU). On a CPU the "kernels" are
-    PyTorch's operators and their times are self CPU times.
+    PyTorch's operators and their times are self CPU times. ``compile`` and ``compile_options`` as for
+    :func:`measure_throughput`.
     """
     from torch.profiler import ProfilerActivity, profile
 
@@ -590,12 +591,13 @@ LOSS_CURVE_DISTINCT_BATCHES = 4   # a small fixed set of random batches, cycled,
 def loss_curves(model: nn.Module, impls: Sequence[str] = ("fused", "plain"), *, steps: int = 30,
                 batch_size: int = 32, img_size: int = 224, amp_dtype: torch.dtype | None = torch.bfloat16,
                 channels_last: bool = True, device: str | torch.device = "cuda", seed: int = 0,
-                compile: bool = False) -> dict[str, list[float]]:
+                compile: bool = False, compile_options: dict | None = None) -> dict[str, list[float]]:
     """The training loss per step of copies of ``model``, one per ECA implementation, on the same data.
 
     Every run starts from the same weights and sees the same fixed batches (random images and labels,
     cycled) under SGD (lr 0.02, momentum 0.9); cuDNN runs deterministic algorithms, so the curves differ
-    only through the ECA implementation (and, with ``compile``, through torch.compile's code).
+    only through the ECA implementation (and, with ``compile``, through torch.compile's code, built with the
+    Inductor settings ``compile_options``).
     """
     device = torch.device(device)
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
@@ -610,7 +612,7 @@ def loss_curves(model: nn.Module, impls: Sequence[str] = ("fused", "plain"), *, 
         for impl in impls:
             replica = set_eca_impl(copy.deepcopy(model), impl).to(device=device, memory_format=memory_format).train()
             optimizer = torch.optim.SGD(replica.parameters(), lr=LOSS_CURVE_LR, momentum=SGD_MOMENTUM)
-            forward = _fresh_compile(replica, compile)
+            forward = _fresh_compile(replica, compile, compile_options)
             losses = []
             for step in range(steps):
                 images, targets = batches[step % len(batches)]

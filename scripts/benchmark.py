@@ -503,7 +503,8 @@ def run_loss_curve(args: argparse.Namespace, report: Report) -> str | None:
     curves = bench.loss_curves(model, impls, channels_last=args.channels_last, **options)
     if args.compile != "off":   # ecanet's default under torch.compile: the written-out BN+ECA tail
         curves[COMPILED_CURVE] = bench.loss_curves(model, ["auto"], channels_last=args.channels_last,
-                                                   compile=True, **options)["auto"]
+                                                   compile=True, compile_options=dict(args.inductor_option),
+                                                   **options)["auto"]
     reference = impls[-1]
     curves[NOISE_REFERENCE] = bench.loss_curves(model, [reference], channels_last=False, **options)[reference]
     diffs = {name: bench.max_relative_difference(curve, curves[reference])
@@ -724,20 +725,27 @@ SUITES: tuple[tuple[str, Callable[[argparse.Namespace, Report], str | None]], ..
 # Command line
 # ----------------------------------------------------------------------------------------------------
 def inductor_option(pair: str) -> tuple[str, object]:
-    """One ``--inductor-option`` NAME=VALUE as (name, value): VALUE is a Python literal (``True``, ``64``) or else
-    a string; NAME must be a setting of ``torch._inductor.config``."""
+    """One ``--inductor-option`` NAME=VALUE as (name, value): NAME a setting of ``torch._inductor.config``
+    ('-' read as '_'), VALUE a Python literal (``True``, ``64``) or else a string, of the setting's type."""
     from torch._inductor import config as inductor_config
 
     name, sep, text = (part.strip() for part in pair.partition("="))
+    name = name.replace("-", "_")
     if not sep or not name:
         raise argparse.ArgumentTypeError(f"takes NAME=VALUE, e.g. combo_kernels=True; got {pair!r}")
     if name not in inductor_config.get_config_copy():
         raise argparse.ArgumentTypeError(f"torch {torch.__version__}'s Inductor has no setting {name!r} (the names "
                                          f"are those of torch._inductor.config, e.g. combo_kernels)")
     try:
-        return name, ast.literal_eval(text)
+        value = ast.literal_eval(text)
     except (ValueError, SyntaxError):
-        return name, text
+        value = text
+    # torch.compile checks the type only when it compiles, after every network's eager rows; check it now.
+    expected = inductor_config.get_type(name) if hasattr(inductor_config, "get_type") else None
+    if isinstance(expected, type) and not isinstance(value, expected):
+        raise argparse.ArgumentTypeError(f"{name} takes a {expected.__name__}, e.g. {name}="
+                                         f"{inductor_config.get_config_copy()[name]!r}; got {text!r}")
+    return name, value
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -60,7 +60,7 @@ if has released-warm; then
     for pair in $RELEASED_PAIRS; do for source in $RELEASED_SOURCES; do for mode in $COMPILED_MODES; do
         echo "--released $pair --sources $source --cases $mode-compiled"; done; done; done \
     | TORCHINDUCTOR_COMPILE_THREADS=4 timeout 570 xargs -P "$JOBS" -L 1 "${RELEASED[@]}" $COMPILE_ARGS --repeats 1 \
-        --warmup-steps 1 --timed-steps 1 2>&1 | grep -E "ERROR|Error|Traceback"
+        --warmup-steps 1 --timed-steps 1 2>&1 | grep -E "ERROR|Error|error:|Traceback"
     du -sh "$TORCHINDUCTOR_CACHE_DIR"
 fi
 if has released-compiled; then

@@ -165,7 +165,38 @@ def test_inductor_options_reach_torch_compile(monkeypatch):
     bench._fresh_compile(model, True, {})
     assert bench._fresh_compile(model, False, {"combo_kernels": True}) is model
     assert seen == [{"options": {"combo_kernels": True, "max_fusion_size": 32}}, {"options": None}]
-    for bad in ("no_such_setting=1", "combo_kernels"):
+    assert dict(_args("--inductor-option", "combo-kernels=False").inductor_option) == {"combo_kernels": False}
+    for bad in ("no_such_setting=1", "combo_kernels", "combo_kernels=yes", "max_fusion_size=1.5"):
         with pytest.raises(SystemExit) as exit_info:
             _args("--inductor-option", bad)
         assert exit_info.value.code == 2
+
+
+def test_inductor_options_reach_every_compiled_measurement(monkeypatch):
+    """The throughput, released, profile and loss-curve suites all hand --inductor-option to ecanet.bench."""
+    seen = {}
+
+    def recording(name):
+        def fake(*args, **kwargs):
+            seen.setdefault(name, []).append(kwargs)
+            if name == "loss_curves":
+                return {impl: [1.0] for impl in args[1]}
+            raise RuntimeError("not measured in this test")   # each suite records the row as failed
+        return fake
+
+    for name in ("measure_throughput", "profile_step", "loss_curves"):
+        monkeypatch.setattr(bench, name, recording(name))
+    common = ("--device", "cpu", "--inductor-option", "combo_kernels=True")
+    for suite, argv in ((benchmark.run_released, ("--released", "resnet18", "--sources", "ecanet",
+                                                  "--cases", "infer-compiled")),
+                        (benchmark.run_models, ("--archs", "resnet18", "--cases", "infer-compiled")),
+                        (benchmark.run_profile, ("--archs", "resnet18", "--cases", "infer-compiled", "--profile", "1")),
+                        (benchmark.run_loss_curve, ("--loss-curve", "1", "--eca-impl", "auto", "plain",
+                                                    "--compile", "on"))):
+        args = _args(*argv, *common)
+        suite(args, benchmark.Report(None, args))
+    compiled = [kwargs for calls in seen.values() for kwargs in calls if kwargs.get("compile")]
+    assert {name for name, calls in seen.items() if any(c.get("compile") for c in calls)} == {
+        "measure_throughput", "profile_step", "loss_curves"}
+    assert len(compiled) == 2 + 1 + 1 + 1   # resnet18 and eca_resnet18 released, one --archs, profile, curve
+    assert all(kwargs["compile_options"] == {"combo_kernels": True} for kwargs in compiled)

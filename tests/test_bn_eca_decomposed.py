@@ -191,6 +191,45 @@ def test_conv_output_mean_stays_float32_under_autocast():
     torch.testing.assert_close(mean, expected, rtol=1e-6, atol=1e-6)
 
 
+def _hooked(hook_kind: str) -> nn.Conv2d:
+    conv = nn.Conv2d(4, 16, 1, bias=False)
+    if hook_kind == "forward":
+        conv.register_forward_hook(lambda module, inputs, out: out * 2)
+    elif hook_kind == "pre":
+        conv.register_forward_pre_hook(lambda module, inputs: (inputs[0] * 3,))
+    else:
+        conv.forward = lambda y: nn.functional.conv2d(y, conv.weight) + 1
+    return conv
+
+
+class _ConvSubclass(nn.Conv2d):
+    pass
+
+
+# Only a plain 1x1, stride-1, unpadded, ungrouped convolution that computes its own forward, with no more input
+# than output channels, has its output's mean taken from its input.
+@pytest.mark.parametrize(("build", "pools"), [
+    (lambda: nn.Conv2d(4, 16, 1, bias=False), True),
+    (lambda: nn.Conv2d(4, 16, 1, bias=True, padding="valid", dilation=2), True),
+    (lambda: nn.Conv2d(16, 4, 1), False),                   # more input than output channels
+    (lambda: nn.Conv2d(4, 16, 3, padding=1), False),
+    (lambda: nn.Conv2d(4, 16, 1, stride=2), False),
+    (lambda: nn.Conv2d(4, 16, 1, padding=1), False),
+    (lambda: nn.Conv2d(4, 16, 1, groups=4), False),
+    (lambda: _ConvSubclass(4, 16, 1), False),
+    (lambda: _hooked("forward"), False),
+    (lambda: _hooked("pre"), False),
+    (lambda: _hooked("instance forward"), False),
+])
+def test_which_convolutions_pool_through_their_input(build, pools):
+    conv = build()
+    y = torch.randn(2, 4, 5, 5)
+    assert eca_module._pools_through_conv(conv, y) == pools
+    if pools:
+        torch.testing.assert_close(eca_module.conv_output_mean(conv, y), conv(y).mean(dim=(2, 3)),
+                                   rtol=1e-5, atol=1e-5)
+
+
 def test_pooling_from_the_convolution_input_is_for_eval_only():
     bn, eca = _modules(6, 3)
     x = torch.randn(2, 6, 3, 3, dtype=torch.float64)

@@ -179,15 +179,18 @@ class EcaModule(nn.Module):
 
 def _pools_through_conv(conv: nn.Module, y: torch.Tensor) -> bool:
     """Whether :func:`conv_output_mean` applies to ``conv`` and reads no more than ``conv(y)`` would: a 1x1,
-    stride-1, unpadded, ungrouped ``nn.Conv2d`` with no more input than output channels."""
-    return (type(conv) is nn.Conv2d and y.dim() == 4 and conv.kernel_size == (1, 1) and conv.stride == (1, 1)
-            and conv.padding in ((0, 0), "valid") and conv.groups == 1
+    stride-1, unpadded, ungrouped ``nn.Conv2d`` (dilation and padding mode do not matter then) with no more
+    input than output channels, computing exactly its own ``forward`` (no hooks on it, which could change
+    its input or output, and no ``forward`` replaced on the instance)."""
+    return (type(conv) is nn.Conv2d and "forward" not in vars(conv) and not conv._forward_hooks
+            and not conv._forward_pre_hooks and y.dim() == 4 and conv.kernel_size == (1, 1)
+            and conv.stride == (1, 1) and conv.padding in ((0, 0), "valid") and conv.groups == 1
             and conv.in_channels <= conv.out_channels)
 
 
 def conv_output_mean(conv: nn.Conv2d, y: torch.Tensor) -> torch.Tensor:
-    """The mean over H, W of ``conv(y)`` for a 1x1, stride-1, unpadded convolution, taken from ``y``: such a
-    convolution maps every pixel by the same matrix W, so mean_hw(W y + bias) = W mean_hw(y) + bias.
+    """The mean over H, W of ``conv(y)`` for a 1x1, stride-1, unpadded, ungrouped convolution, taken from ``y``:
+    such a convolution maps every pixel by the same matrix W, so mean_hw(W y + bias) = W mean_hw(y) + bias.
     Returns (B, C_out) in float32 (float64 for float64 input), whatever autocast is active."""
     compute = torch.promote_types(y.dtype, torch.float32)
     pooled = y.to(compute).mean(dim=(2, 3))                                      # (B, C_in)
