@@ -283,7 +283,8 @@ def measure_throughput(model: nn.Module, *, batch_size: int, img_size: int = 224
     model can be measured repeatedly. Inputs are random images and labels made once, on the device.
     ``compile`` wraps the model in ``torch.compile`` (default mode, or the Inductor settings
     ``compile_options``) after ``torch._dynamo.reset()``, so earlier compilations neither count against the
-    recompile limit nor leak into this one; the optimiser step stays eager. Peak memory counts from the start of the warm-up.
+    recompile limit nor leak into this one; the optimiser step stays eager. Peak memory counts from the start
+    of the warm-up.
 
     ``frozen_heap`` times the steps as the training loop runs them: with every object alive after the
     warm-up taken out of the garbage collector's view (:func:`ecanet.engine.freeze_heap`), released

@@ -733,7 +733,8 @@ def inductor_option(pair: str) -> tuple[str, object]:
     name = name.replace("-", "_")
     if not sep or not name:
         raise argparse.ArgumentTypeError(f"takes NAME=VALUE, e.g. combo_kernels=True; got {pair!r}")
-    if name not in inductor_config.get_config_copy():
+    settings = inductor_config.get_config_copy()
+    if name not in settings:
         raise argparse.ArgumentTypeError(f"torch {torch.__version__}'s Inductor has no setting {name!r} (the names "
                                          f"are those of torch._inductor.config, e.g. combo_kernels)")
     try:
@@ -744,7 +745,7 @@ def inductor_option(pair: str) -> tuple[str, object]:
     expected = inductor_config.get_type(name) if hasattr(inductor_config, "get_type") else None
     if isinstance(expected, type) and not isinstance(value, expected):
         raise argparse.ArgumentTypeError(f"{name} takes a {expected.__name__}, e.g. {name}="
-                                         f"{inductor_config.get_config_copy()[name]!r}; got {text!r}")
+                                         f"{settings[name]!r}; got {text!r}")
     return name, value
 
 
