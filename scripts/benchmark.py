@@ -7,6 +7,8 @@
     python scripts/benchmark.py --released mobilenet_v2 resnet50 --cases train-compiled   # some pairs, one case
     python scripts/benchmark.py --released --cases train-compiled --inductor-option combo_kernels=True
                                         # compiled with an Inductor setting (ecanet and baselines alike)
+    python scripts/benchmark.py --released --cases train-compiled infer-compiled --compile-jobs 12 \
+        --resume --json results/compiled.json  # compile in parallel first; run again to finish a cut-short run
 
     python scripts/benchmark.py --archs eca_resnet50 resnet50 --torchvision resnet50        # train + infer
     python scripts/benchmark.py --archs eca_resnet50 resnet50 --cases train-compiled        # one case
@@ -20,9 +22,10 @@ Each ECA network is measured with every ``--eca-impl`` so the kernels' effect is
 compared with its baseline (``eca_resnet50`` with ``resnet50``). ``--released`` measures the six released
 ECA networks (ECA-ResNet-18/34/50/101/152, ECA-MobileNetV2) against their baselines in every case, with the
 spread (min, median, max) over the repeats; with ``--official-code`` the official implementation of each
-ECA network too, and where timm is installed its nearest ECA networks and baselines. Tables go to stdout as
-markdown; ``--json`` collects every number with the GPU, versions and date, rewritten after each
-measurement so an interrupted run keeps what it measured.
+ECA network too, and where timm is installed its nearest ECA networks and baselines. Its compiled rows are
+each timed in a fresh Python process, as a training run holds one network (``--fresh-process``). Tables go
+to stdout as markdown; ``--json`` collects every number with the GPU, versions and date, rewritten after
+each measurement so an interrupted run keeps what it measured, and ``--resume`` continues it.
 
 Suites (``SUITES``) are independent: each reads its own options and adds a section to the report; a new
 one (e.g. a data-loader benchmark) is a function and an entry there.
@@ -35,8 +38,11 @@ import datetime
 import importlib.util
 import json
 import logging
+import os
 import platform
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Callable
@@ -104,21 +110,42 @@ def environment() -> dict:
     if torch.cuda.is_available():
         env["gpu"] = torch.cuda.get_device_name()
         env["gpu_count"] = torch.cuda.device_count()
+    env["code"] = code_revision()
     return env
+
+
+def code_revision() -> str | None:
+    """The checkout's revision, '-dirty' when it has uncommitted changes; None outside a git checkout."""
+    try:
+        done = subprocess.run(["git", "-C", str(ROOT), "describe", "--always", "--dirty", "--abbrev=12"],
+                              capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return done.stdout.strip() or None if done.returncode == 0 else None
 
 
 class Report:
     """Sections of results; the JSON file is rewritten whenever one changes."""
 
-    def __init__(self, path: str | None, args: argparse.Namespace) -> None:
+    def __init__(self, path: str | None, args: argparse.Namespace, previous: dict | None = None) -> None:
+        """``previous``: the results file this run continues (``--resume``); its sections are kept and this
+        run's date and command are added to its environment under ``continued``."""
         self.path = Path(path) if path else None
-        self.data = {"environment": environment(), "args": vars(args)}
+        if previous is None:
+            self.data = {"environment": environment(), "args": vars(args)}
+        else:
+            env = environment()
+            self.data = previous
+            self.data["environment"].setdefault("continued", []).append(
+                {"date_utc": env["date_utc"], "command": env["command"]})
 
     def set(self, key: str, value: object) -> None:
         self.data[key] = value
-        if self.path is not None:
+        if self.path is not None:   # written whole, then renamed: a run killed meanwhile leaves the last file
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self.path.write_text(json.dumps(self.data, indent=2, default=str) + "\n")
+            partial = self.path.with_name(self.path.name + ".partial")
+            partial.write_text(json.dumps(self.data, indent=2, default=str) + "\n")
+            os.replace(partial, self.path)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -304,35 +331,157 @@ def _released_ratios(records: list[dict]) -> None:
             r["vs_baseline"] = r["images_per_s"] / reference if reference else None
 
 
+def _measure_released_row(args: argparse.Namespace, case: str, build: Callable) -> dict:
+    """One row's measurement in this process: ``measure_throughput``'s numbers, or ``error`` if it failed."""
+    mode, how = case.split("-")
+    try:
+        return bench.measure_throughput(
+            build(), batch_size=args.batch_size, img_size=args.img_size, train=mode == "train",
+            amp_dtype=AMP_DTYPES[args.amp], channels_last=args.channels_last, compile=how == "compiled",
+            warmup_steps=args.warmup_steps, timed_steps=args.timed_steps, repeats=args.repeats,
+            device=args.device, repeat_seconds=args.repeat_seconds, frozen_heap=args.freeze_heap,
+            compile_options=dict(args.inductor_option)).to_dict()
+    except Exception as error:  # noqa: BLE001 -- one failed row must not lose the others
+        log.exception("%s failed", case)
+        return {"error": f"{type(error).__name__}: {error}"}
+    finally:
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+
+def _row_command(args: argparse.Namespace, case: str, index: int, json_path: Path, *extra: str) -> list[str]:
+    """This script's command line for one row of --released, measured alone (``--row``) into ``json_path``."""
+    if getattr(args, "argv", None) is None:
+        raise ValueError("measuring rows in fresh processes needs args.argv, the command line main() parsed")
+    return [sys.executable, str(Path(__file__).resolve()), *args.argv, *extra, "--fresh-process", "none",
+            "--row", case, str(index), "--json", str(json_path)]
+
+
+def _row_from_child(json_path: Path, returncode: int, expected: dict) -> dict:
+    """The record a --row process wrote for the row ``expected`` labels, or an ``error`` saying what went wrong."""
+    try:
+        (record,) = json.loads(json_path.read_text())["released"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return {"error": f"the row's process exited with code {returncode} and wrote no record"}
+    if _row_key(record) != _row_key(expected):   # the child built its rows differently (e.g. an import failed)
+        return {"error": f"the row's process measured {_row_key(record)}, not this row"}
+    return {key: value for key, value in record.items() if key != "vs_baseline"}
+
+
+def _fill_compile_cache(args: argparse.Namespace, rows: list[tuple[str, int]], tmp: Path) -> None:
+    """Compile the compiled rows in up to ``--compile-jobs`` processes at once, one step each, so that the timed
+    processes load their graphs from Inductor's on-disk cache instead of compiling one network after another
+    (30-130 s a network on an H200 host). Nothing they measure is kept."""
+    compiled = [(case, index) for case, index in rows if case.endswith("-compiled")]
+    if args.compile_jobs < 2 or not compiled:
+        return
+    log.info("compiling %d networks, %d processes at a time", len(compiled), args.compile_jobs)
+    running: list[tuple[subprocess.Popen, Path, str]] = []
+
+    def finish(process: subprocess.Popen, log_path: Path, what: str) -> None:
+        if process.wait() != 0:   # the timed process then compiles the network itself, or records the error
+            tail = log_path.read_text(errors="replace").strip().splitlines()[-3:]
+            log.warning("compiling %s failed (exit code %s): %s", what, process.returncode, " | ".join(tail))
+
+    for number, (case, index) in enumerate(compiled):
+        if len(running) >= args.compile_jobs:
+            finish(*running.pop(0))
+        command = _row_command(args, case, index, tmp / f"compile-{number}.json", "--repeats", "1",
+                               "--warmup-steps", "1", "--timed-steps", "1")
+        log_path = tmp / f"compile-{number}.log"
+        with log_path.open("w") as stderr:
+            running.append((subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=stderr), log_path,
+                            f"{case} row {index}"))
+    for entry in running:
+        finish(*entry)
+
+
+# What a continued results file and the run continuing it must share (besides the machine and versions).
+RESUME_SETTINGS = ("batch_size", "img_size", "amp", "channels_last", "repeats", "warmup_steps", "timed_steps",
+                   "repeat_seconds", "freeze_heap", "inductor_option", "fresh_process")
+RESUME_ENVIRONMENT = ("gpu", "torch", "cuda", "triton")
+RESUME_DEFAULTS = {"fresh_process": "none"}   # files from before --fresh-process timed every row in one process
+
+
+def usage_error(message: str) -> None:
+    """Bad input found after parsing: argparse's form (the message on stderr, exit code 2)."""
+    print(f"{Path(__file__).name}: error: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+def _row_key(record: dict) -> tuple:
+    """What identifies a row of --released across runs: pair, case, code, network and ECA implementation."""
+    return record["pair"], record["case"], record["source"], record["model"], record.get("eca_impl")
+
+
+def resumable_results(args: argparse.Namespace) -> tuple[dict | None, str | None]:
+    """For ``--resume``: (the results file's contents, None), (None, None) when there is no file yet (a fresh
+    start), or (None, why this run cannot continue it)."""
+    path = Path(args.json)
+    if not path.exists():
+        return None, None
+    try:
+        previous = json.loads(path.read_text())
+        env, settings, rows = previous["environment"], previous["args"], previous.get("released", [])
+        if not (isinstance(env, dict) and isinstance(settings, dict) and isinstance(rows, list)
+                and all(isinstance(r, dict) and {"pair", "case", "source", "model", "role"} <= r.keys() for r in rows)):
+            raise TypeError("unexpected layout")
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
+        return None, (f"{path} is not a results file of this script ({type(error).__name__}: {error}); give "
+                      f"--json a new path to start one.")
+    now = environment()
+    mine = json.loads(json.dumps(vars(args), default=str))
+    differences = [f"{key} {env.get(key)!r} there, {now.get(key)!r} here" for key in RESUME_ENVIRONMENT
+                   if env.get(key) != now.get(key)]
+    if env.get("code") and now.get("code") and env["code"] != now["code"]:   # unknown outside a git checkout
+        differences.append(f"code {env['code']} there, {now['code']} here")
+    differences += [f"--{key.replace('_', '-')} {settings.get(key, RESUME_DEFAULTS.get(key))!r} there, "
+                    f"{mine.get(key)!r} here" for key in RESUME_SETTINGS
+                    if settings.get(key, RESUME_DEFAULTS.get(key)) != mine.get(key)]
+    if differences:
+        return None, (f"{path} was measured differently ({'; '.join(differences)}), so its rows and this run's "
+                      f"would not compare. Continue it with its own settings on the same machine and versions, "
+                      f"or write to another --json file.")
+    return previous, None
+
+
 def run_released(args: argparse.Namespace, report: Report) -> str | None:
     if args.released is None:
         return None
     unknown = set(args.released) - {base for _, base in RELEASED_PAIRS}
     if unknown:
-        raise SystemExit(f"--released takes baselines of released pairs ({', '.join(b for _, b in RELEASED_PAIRS)}); "
-                         f"got {', '.join(sorted(unknown))}")
-    records: list[dict] = []
+        usage_error(f"--released takes baselines of released pairs ({', '.join(b for _, b in RELEASED_PAIRS)}); "
+                    f"got {', '.join(sorted(unknown))}.")
     builders = _released_builders(args)
-    for case in _cases(args):
-        mode, how = case.split("-")
-        for labels, build in builders:
+    rows = [(case, index) for case in _cases(args) for index in range(len(builders))]
+    if args.row is not None:
+        if args.row not in rows:
+            usage_error(f"--row {' '.join(map(str, args.row))} is not a row of this --released run "
+                        f"(cases {', '.join(_cases(args))}, rows 0-{len(builders) - 1}).")
+        rows = [args.row]
+    # --resume: the results file's measured rows stay; this run measures the others (and retries failed ones)
+    wanted = {_row_key(builders[index][0] | {"case": case}) for case, index in rows}
+    records = [r for r in report.data.get("released", []) if "error" not in r or _row_key(r) not in wanted]
+    measured = {_row_key(r) for r in records}
+    if measured & wanted:
+        log.info("%d of this run's %d rows are in %s already", len(measured & wanted), len(rows), args.json)
+    rows = [(case, index) for case, index in rows if _row_key(builders[index][0] | {"case": case}) not in measured]
+    with tempfile.TemporaryDirectory(prefix="benchmark-rows-") as tmp:
+        if args.row is None and args.fresh_process != "none":
+            _fill_compile_cache(args, rows, Path(tmp))
+        for case, index in rows:
+            labels, build = builders[index]
             log.info("%s %s %s%s", case, labels["source"], labels["model"],
                      f" ({labels['eca_impl']})" if labels["eca_impl"] else "")
             record = labels | {"case": case}
-            try:
-                result = bench.measure_throughput(
-                    build(), batch_size=args.batch_size, img_size=args.img_size, train=mode == "train",
-                    amp_dtype=AMP_DTYPES[args.amp], channels_last=args.channels_last, compile=how == "compiled",
-                    warmup_steps=args.warmup_steps, timed_steps=args.timed_steps, repeats=args.repeats,
-                    device=args.device, repeat_seconds=args.repeat_seconds, frozen_heap=args.freeze_heap,
-                    compile_options=dict(args.inductor_option))
-                record.update(result.to_dict())
-            except Exception as error:  # noqa: BLE001 -- one failed row must not lose the others
-                log.exception("%s %s failed", case, labels["model"])
-                record["error"] = f"{type(error).__name__}: {error}"
-            finally:
-                if torch.cuda.is_available():
-                    torch.cuda.empty_cache()
+            fresh = args.row is None and (args.fresh_process == "all" or
+                                          (args.fresh_process == "compiled" and case.endswith("-compiled")))
+            if fresh:
+                json_path = Path(tmp) / f"row-{len(records)}.json"
+                done = subprocess.run(_row_command(args, case, index, json_path), stdout=subprocess.DEVNULL)
+                record.update(_row_from_child(json_path, done.returncode, record))
+            else:
+                record.update(_measure_released_row(args, case, build))
             records.append(record)
             _released_ratios(records)
             report.set("released", records)
@@ -525,6 +674,27 @@ def run_loss_curve(args: argparse.Namespace, report: Report) -> str | None:
 # ----------------------------------------------------------------------------------------------------
 # --summarize: one report from the JSON files of several runs; --page: the docs page
 # ----------------------------------------------------------------------------------------------------
+def _latest_measurements(records: list[dict]) -> list[dict]:
+    """The rows a summary of several results files shows: each ECA network's measurement of a case from the
+    last file that gives it a ratio (all of its rows where none does), and the baselines those rows compare
+    with. A baseline no kept ECA row compares with is left out when another file's rows of that pair and case
+    are kept (an interrupted later run that measured the baseline only); one with no ECA rows of its pair and
+    case anywhere stays."""
+    def network(r: dict) -> tuple:
+        return r["pair"], r["case"], r["source"], r["model"], r.get("eca_impl")
+
+    latest: dict[tuple, int] = {}
+    for r in records:
+        if r["role"] == "eca" and r.get("vs_baseline"):
+            latest[network(r)] = max(latest.get(network(r), -1), r["run"])
+    kept_eca = [r for r in records if r["role"] == "eca" and latest.get(network(r), r["run"]) == r["run"]]
+    kept = {id(r) for r in kept_eca}
+    compared = {_baseline_key(r) for r in kept_eca}
+    groups_with_eca = {_baseline_key(r)[:3] for r in records if r["role"] == "eca"}
+    return [r for r in records if id(r) in kept or r["role"] == "baseline" and (
+        _baseline_key(r) in compared or _baseline_key(r)[:3] not in groups_with_eca)]
+
+
 def summarize(paths: list[str]) -> str:
     """Merges the sections of several ``--json`` files into one short markdown summary."""
     runs = [json.loads(Path(path).read_text()) for path in paths]
@@ -552,6 +722,7 @@ def summarize(paths: list[str]) -> str:
     released = [record | {"run": index} for index, run in enumerate(runs) for record in run.get("released", [])]
     if released:
         _released_ratios(released)
+        released = _latest_measurements(released)
         parts.append("## Released networks against their baselines\n\n" + released_report(released))
     records = [record for run in runs for record in run.get("models", [])]
     if records:
@@ -583,7 +754,12 @@ and the spread ((max - min) / median). "repeats x steps" is how many timed repea
 (`--repeat-seconds` sizes the repeats, so deep networks time fewer steps). The official code's networks
 (the official repository's `models/`) compare with ecanet's baseline, which is the same network;
 timm's ECA-ResNets, which have the deep 'd' stem, with timm's ResNet of that stem. A case not measured
-shows "-" and is listed under the targets. `scripts/gpu_bench.sh` (`STEPS=released`) runs all of it.
+shows "-" and is listed under the targets. `--released` times each compiled row in a fresh Python process
+(`--fresh-process`), loading graphs that parallel processes compiled first (`--compile-jobs`): a process
+that has compiled and timed other networks before slows the host side of later compiled ECA steps.
+Each results file above says how its rows were timed. Where several results files measure the same network
+and case, the page shows the last file's measurement with the baseline of its own run; the earlier rows stay
+in their files. `scripts/gpu_bench.sh` (`STEPS=released`) runs all of it.
 
 """
 
@@ -598,11 +774,17 @@ def performance_page(paths: list[str], summary: str) -> str:
         command = env.get("command", "").replace(str(ROOT) + "/", "")
         # results files that predate --freeze-heap were timed with the heap unfrozen
         heap = "heap frozen" if run["args"].get("freeze_heap") else "heap not frozen"
+        # results files that predate --fresh-process timed every row in the one process
+        processes = {"compiled": "compiled rows each in a fresh process", "all": "each row in a fresh process"}.get(
+            run["args"].get("fresh_process"), "all rows in one process")
         # a file may keep only some of its run's rows (e.g. one source's networks); it says which
         subset = f" ({env['rows_kept']})" if env.get("rows_kept") else ""
+        # a run continued with --resume lists each continuation's date and command
+        continued = "".join(f"; continued {c['date_utc'][:10]} by `python {c['command'].replace(str(ROOT) + '/', '')}`"
+                            for c in env.get("continued", []))
         commands.append(f"- `{path}`{subset}: {env.get('gpu', '?')} ({env.get('gpu_count', 1)} visible), torch "
                         f"{env.get('torch')}, Triton {env.get('triton')}, {env.get('date_utc', '?')[:10]}, "
-                        f"{heap}; `python {command}`")
+                        f"{heap}, {processes}; `python {command}`{continued}")
     return PAGE_HEADER.format(files=" ".join(paths), commands="\n".join(commands)) + summary.split("\n", 1)[1].lstrip() + "\n"
 
 
@@ -820,6 +1002,20 @@ def build_parser() -> argparse.ArgumentParser:
                      metavar="NAME=VALUE",
                      help="an Inductor setting for the compiled cases (a torch._inductor.config name, a Python "
                           "literal value), e.g. combo_kernels=True; repeat for several; default none")
+    how.add_argument("--fresh-process", choices=("compiled", "all", "none"), default="compiled",
+                     help="with --released: measure each row of these cases in a fresh Python process, as a "
+                          "training run holds one network (default %(default)s: a process that compiled other "
+                          "networks before slows the host side of later compiled steps); 'none': all in this one")
+    how.add_argument("--compile-jobs", type=int, default=1, metavar="N",
+                     help="with --released and fresh processes: first compile every compiled row in N processes "
+                          "at once into Inductor's on-disk cache (TORCHINDUCTOR_CACHE_DIR), then time them one "
+                          "at a time (default %(default)s: each compiles as it is timed)")
+    how.add_argument("--resume", action="store_true",
+                     help="with --released and --json: keep the rows the results file holds and measure only the "
+                          "others, e.g. after a run was cut short (the file must come from the same GPU, versions "
+                          "and settings; without a file, start one)")
+    how.add_argument("--row", nargs=2, type=str, default=None, metavar=("CASE", "INDEX"),
+                     help=argparse.SUPPRESS)  # the one row of --released a fresh process measures
     how.add_argument("--device", default="cuda")
     how.add_argument("--seed", type=int, default=0)
 
@@ -835,6 +1031,21 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)   # what a --fresh-process row process re-parses
+    if args.row is not None:
+        case, index = args.row
+        if case not in CASES or not index.isdigit():
+            parser.error(f"--row takes a case ({', '.join(CASES)}) and a row number, got {case} {index}.")
+        args.row = (case, int(index))
+    if args.compile_jobs < 1:
+        parser.error(f"--compile-jobs takes a positive number of processes, got {args.compile_jobs}.")
+    previous = None
+    if args.resume:
+        if args.released is None or args.json is None:
+            parser.error("--resume continues the --released run whose results file --json names; give both.")
+        previous, problem = resumable_results(args)
+        if problem:
+            parser.error(problem)
     if any(not 0.0 <= share <= 1.0 for share in args.gpu_decode_share):
         parser.error(f"--gpu-decode-share takes fractions between 0 and 1, got {args.gpu_decode_share}.")
     if args.summarize:
@@ -845,11 +1056,13 @@ def main(argv: list[str] | None = None) -> int:
         else:
             print(text)
         return 0
-    report = Report(args.json, args)
+    report = Report(args.json, args, previous)
     env = report.data["environment"]
     print(f"# {env.get('gpu', args.device)}, torch {env['torch']}, triton {env['triton']}, {env['date_utc']}",
           flush=True)
     for title, suite in SUITES:
+        if args.row is not None and suite is not run_released:   # a row process measures that row alone
+            continue
         t0 = time.perf_counter()
         section = suite(args, report)
         if section is not None:

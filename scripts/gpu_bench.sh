@@ -9,16 +9,17 @@
 #               SOURCES (default "synthetic cpu gpu"): synthetic data, then the JPEG folder with --decode cpu
 #               and --decode gpu (images/s, peak memory)
 #
-#   released    (only when named in STEPS; the three steps below in order) every released ECA network against its
-#               baseline, each in one scripts/benchmark.py run: released-eager (train and inference), released-warm
-#               (compiles every network, JOBS processes at a time, to fill Inductor's on-disk cache at
-#               $TORCHINDUCTOR_CACHE_DIR; measures nothing), released-compiled (train and inference compiled, timed
-#               one network at a time; Inductor loads the graphs the warm step compiled instead of compiling
-#               each network in turn, which alone takes 30-130 s a network on an H200 host).
+#   released    (only when named in STEPS; the two steps below in order) every released ECA network against its
+#               baseline, each step one scripts/benchmark.py run: released-eager (train and inference), released-compiled
+#               (train and inference compiled: first compiles every network, JOBS processes at a time, into Inductor's
+#               on-disk cache at $TORCHINDUCTOR_CACHE_DIR, then times each network in a fresh process that loads its
+#               graphs from there; compiling one network after another alone takes 30-130 s a network on an H200 host).
 #               OFFICIAL=DIR adds the official code's networks (the official repository's models/ folder);
-#               RELEASED_PAIRS and COMPILED_MODES ("train infer") narrow the compiled steps, e.g. to what one
-#               10-minute call can compile and time; COMPILE_ARGS adds arguments to both compiled steps (e.g.
-#               "--inductor-option combo_kernels=True", which the warm step must share to fill the right cache).
+#               RELEASED_PAIRS and COMPILED_MODES ("train infer") narrow the compiled step, e.g. to what one
+#               10-minute call can compile and time; COMPILE_ARGS adds arguments to it (e.g.
+#               "--inductor-option combo_kernels=True"). RESUME=1: both steps continue the results file already at
+#               their path in $OUT (--resume), e.g. to finish a step a time limit cut short; the file must come from
+#               the same GPU, versions, settings and (in a git checkout) code.
 #
 #   OUT=/some/dir STEPS="loader main" SOURCES="synthetic gpu" bash scripts/gpu_bench.sh
 set -uo pipefail
@@ -37,38 +38,30 @@ BENCH=(scripts/benchmark.py --batch-size 256 --amp bf16 --channels-last --repeat
 has() { [[ " $STEPS " == *" $1 "* ]]; }
 
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
-RELEASED_PAIRS=${RELEASED_PAIRS:-"resnet152 resnet101 resnet50 mobilenet_v2 resnet34 resnet18"}   # slowest to compile first
+RELEASED_PAIRS=${RELEASED_PAIRS:-"resnet18 resnet34 resnet50 resnet101 resnet152 mobilenet_v2"}   # measured in this order
 COMPILED_MODES=${COMPILED_MODES:-"train infer"}
 COMPILE_ARGS=${COMPILE_ARGS:-}
-JOBS=${JOBS:-8}
+RESUME=${RESUME:-}
+JOBS=${JOBS:-12}
 export TORCHINDUCTOR_CACHE_DIR=${TORCHINDUCTOR_CACHE_DIR:-$PWD/.cache/inductor}
 OFFICIAL=${OFFICIAL:-}
 RELEASED_SOURCES=${RELEASED_SOURCES:-"ecanet ${OFFICIAL:+official }timm"}   # whose networks: ecanet official timm
 # shellcheck disable=SC2206
 RELEASED=("$PY" "${BENCH[@]}" ${OFFICIAL:+--official-code "$OFFICIAL"})
-has released && STEPS="$STEPS released-eager released-warm released-compiled"
+has released && STEPS="$STEPS released-eager released-compiled"
 if has released-eager; then
     echo "=== every released ECA network against its baseline, eager"
     # shellcheck disable=SC2086
     timeout 570 "${RELEASED[@]}" --released --sources $RELEASED_SOURCES --cases train-eager infer-eager --warmup-steps 5 \
-        --repeat-seconds 0.5 --json "$OUT/released_eager.json" 2>&1 | grep -vE " INFO "
-fi
-if has released-warm; then
-    echo "=== compiling every released network, $JOBS processes at a time, into $TORCHINDUCTOR_CACHE_DIR"
-    # one process per pair, code and case
-    # shellcheck disable=SC2086
-    for pair in $RELEASED_PAIRS; do for source in $RELEASED_SOURCES; do for mode in $COMPILED_MODES; do
-        echo "--released $pair --sources $source --cases $mode-compiled"; done; done; done \
-    | TORCHINDUCTOR_COMPILE_THREADS=4 timeout 570 xargs -P "$JOBS" -L 1 "${RELEASED[@]}" $COMPILE_ARGS --repeats 1 \
-        --warmup-steps 1 --timed-steps 1 2>&1 | grep -E "ERROR|Error|error:|Traceback"
-    du -sh "$TORCHINDUCTOR_CACHE_DIR"
+        --repeat-seconds 0.5 ${RESUME:+--resume} --json "$OUT/released_eager.json" 2>&1 | grep -vE " INFO "
 fi
 if has released-compiled; then
-    echo "=== every released ECA network against its baseline, compiled"
+    echo "=== every released ECA network against its baseline, compiled ($JOBS compiling processes at a time)"
     # shellcheck disable=SC2086
-    timeout 570 "${RELEASED[@]}" $COMPILE_ARGS --released $RELEASED_PAIRS --sources $RELEASED_SOURCES \
-        --cases $(printf '%s-compiled ' $COMPILED_MODES) --warmup-steps 5 --repeat-seconds 1 \
-        --json "$OUT/released_compiled.json" 2>&1 | grep -vE " INFO "
+    TORCHINDUCTOR_COMPILE_THREADS=${TORCHINDUCTOR_COMPILE_THREADS:-2} timeout 570 "${RELEASED[@]}" $COMPILE_ARGS \
+        --released $RELEASED_PAIRS --sources $RELEASED_SOURCES --cases $(printf '%s-compiled ' $COMPILED_MODES) \
+        --warmup-steps 5 --repeat-seconds 1 --compile-jobs "$JOBS" ${RESUME:+--resume} --json "$OUT/released_compiled.json" 2>&1 \
+        | grep -vE " INFO "
 fi
 if has throughput; then
     echo "=== throughput"

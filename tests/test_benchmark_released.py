@@ -141,15 +141,41 @@ def test_a_failed_row_is_not_met():
 def test_merged_results_files_keep_each_runs_own_baseline(tmp_path):
     import json
     paths = []
-    for index, scale in enumerate((1.0, 0.5)):      # the second run's machine is twice as slow
-        records = [_row("resnet50", "resnet50", "ecanet", "baseline", "train-eager", 1000.0 * scale),
-                   _row("resnet50", "eca_resnet50", "ecanet", "eca", "train-eager", 960.0 * scale, "auto")]
+    for index, (scale, case) in enumerate(((1.0, "train-eager"), (0.5, "infer-eager"))):   # the second run's
+        records = [_row("resnet50", "resnet50", "ecanet", "baseline", case, 1000.0 * scale),  # machine is twice
+                   _row("resnet50", "eca_resnet50", "ecanet", "eca", case, 960.0 * scale, "auto")]  # as slow
         path = tmp_path / f"run{index}.json"
         path.write_text(json.dumps({"environment": {}, "args": {}, "released": records}))
         paths.append(str(path))
     summary = benchmark.summarize(paths)
-    # the ratio table (one row per network) and the two runs' rows of every measurement
-    assert summary.count("| 0.960x |") == 3 and "1.920x" not in summary and "0.480x" not in summary
+    assert "| resnet50 | eca_resnet50 (auto) | ecanet | 0.960x | 0.960x |" in summary
+    assert "1.920x" not in summary and "0.480x" not in summary
+
+
+def test_a_later_results_file_supersedes_the_measurements_it_repeats(tmp_path):
+    """Each ECA network's case comes from the last file that measured it with its baseline: here the second
+    run re-measured resnet18's pair, and was interrupted after resnet152's baseline, so resnet152's pair (and
+    the official network, which only the first run measured) keep the first run's rows."""
+    import json
+    first = [_row("resnet18", "resnet18", "ecanet", "baseline", "train-compiled", 1000.0),
+             _row("resnet18", "eca_resnet18", "ecanet", "eca", "train-compiled", 830.0, "auto"),
+             _row("resnet18", "eca_resnet18", "official", "eca", "train-compiled", 700.0),
+             _row("resnet152", "resnet152", "ecanet", "baseline", "train-compiled", 300.0),
+             _row("resnet152", "eca_resnet152", "ecanet", "eca", "train-compiled", 290.0, "auto")]
+    second = [_row("resnet18", "resnet18", "ecanet", "baseline", "train-compiled", 1010.0),
+              _row("resnet18", "eca_resnet18", "ecanet", "eca", "train-compiled", 990.0, "auto"),
+              _row("resnet152", "resnet152", "ecanet", "baseline", "train-compiled", 310.0)]
+    paths = []
+    for index, records in enumerate((first, second)):
+        path = tmp_path / f"run{index}.json"
+        path.write_text(json.dumps({"environment": {}, "args": {}, "released": records}))
+        paths.append(str(path))
+    summary = benchmark.summarize(paths)
+    assert "| resnet18 | eca_resnet18 (auto) | ecanet | 0.980x |" in summary      # 990 / 1010, the second run
+    assert "| resnet18 | eca_resnet18 | official | 0.700x |" in summary           # 700 / 1000, the first run
+    assert "| resnet152 | eca_resnet152 (auto) | ecanet | 0.967x |" in summary    # 290 / 300, the first run
+    assert "0.830x" not in summary and "310 |" not in summary
+    assert "| 1,000 |" in summary and "| 1,010 |" in summary     # each run's resnet18 baseline its rows compare with
 
 
 def test_inductor_options_reach_torch_compile(monkeypatch):
@@ -188,7 +214,7 @@ def test_inductor_options_reach_every_compiled_measurement(monkeypatch):
         monkeypatch.setattr(bench, name, recording(name))
     common = ("--device", "cpu", "--inductor-option", "combo_kernels=True")
     for suite, argv in ((benchmark.run_released, ("--released", "resnet18", "--sources", "ecanet",
-                                                  "--cases", "infer-compiled")),
+                                                  "--cases", "infer-compiled", "--fresh-process", "none")),
                         (benchmark.run_models, ("--archs", "resnet18", "--cases", "infer-compiled")),
                         (benchmark.run_profile, ("--archs", "resnet18", "--cases", "infer-compiled", "--profile", "1")),
                         (benchmark.run_loss_curve, ("--loss-curve", "1", "--eca-impl", "auto", "plain",
@@ -200,3 +226,170 @@ def test_inductor_options_reach_every_compiled_measurement(monkeypatch):
         "measure_throughput", "profile_step", "loss_curves"}
     assert len(compiled) == 2 + 1 + 1 + 1   # resnet18 and eca_resnet18 released, one --archs, profile, curve
     assert all(kwargs["compile_options"] == {"combo_kernels": True} for kwargs in compiled)
+
+
+def test_fresh_process_rows_are_measured_by_child_processes(tmp_path, monkeypatch):
+    """--fresh-process all: every row runs in its own process (this one cannot measure: its
+    measure_throughput raises), and the parent's results file holds both rows with the ratio."""
+    import json
+    monkeypatch.setattr(bench, "measure_throughput", lambda *a, **k: (_ for _ in ()).throw(AssertionError))
+    out = tmp_path / "rows.json"
+    assert benchmark.main(["--released", "resnet18", "--sources", "ecanet", "--cases", "infer-eager",
+                           "--fresh-process", "all", "--device", "cpu", "--amp", "fp32", "--batch-size", "2",
+                           "--img-size", "32", "--repeats", "2", "--warmup-steps", "1", "--timed-steps", "1",
+                           "--json", str(out)]) == 0
+    records = json.loads(out.read_text())["released"]
+    assert [(r["model"], r["case"]) for r in records] == [("resnet18", "infer-eager"), ("eca_resnet18", "infer-eager")]
+    assert all("error" not in r and r["images_per_s"] > 0 and len(r["images_per_s_all"]) == 2 for r in records)
+    assert records[1]["vs_baseline"] == records[1]["images_per_s"] / records[0]["images_per_s"]
+
+
+def test_compile_jobs_fill_the_cache_before_the_timed_rows(tmp_path, monkeypatch):
+    """--compile-jobs N starts one short process per compiled row, at most N at once, before any row is timed;
+    each timed row is then a process of its own, and eager rows stay in this one with the default."""
+    events = []
+
+    class FakePopen:
+        running = 0
+
+        def __init__(self, command, **kwargs):
+            FakePopen.running += 1
+            assert FakePopen.running <= 2
+            events.append(("compile", command))
+
+        def wait(self):
+            FakePopen.running -= 1
+            return 0
+
+    monkeypatch.setattr(benchmark.subprocess, "Popen", FakePopen)
+    monkeypatch.setattr(benchmark.subprocess, "run", lambda command, **kwargs: "--row" in command and events.append(
+        ("time", command)) or benchmark.subprocess.CompletedProcess(command, 3))   # not git's
+    monkeypatch.setattr(bench, "measure_throughput", lambda *a, **k: events.append(("here", None)) or
+                        (_ for _ in ()).throw(RuntimeError("not measured in this test")))
+    argv = ["--released", "resnet18", "resnet34", "--sources", "ecanet", "--cases", "train-compiled",
+            "infer-eager", "--compile-jobs", "2", "--device", "cpu"]
+    args = _args(*argv)
+    args.argv = argv
+    args_report = benchmark.Report(None, args)
+    benchmark.run_released(args, args_report)
+    kinds = [kind for kind, _ in events]
+    assert kinds == ["compile"] * 4 + ["time"] * 4 + ["here"] * 4
+    records = args_report.data["released"]
+    assert all("exited with code 3" in r["error"] for r in records if r["case"] == "train-compiled")
+    for kind, command in events[:8]:
+        row = command.index("--row")
+        assert command[row + 1] == "train-compiled" and command[command.index("--fresh-process") + 1] == "none"
+        assert ("--repeats" in command) == (kind == "compile")
+    assert sorted(int(command[command.index("--row") + 2]) for _, command in events[:4]) == [0, 1, 2, 3]
+
+
+def test_a_row_outside_the_run_and_an_unknown_pair_are_refused(capsys):
+    for argv, message in ((["--row", "train-eager", "x"], "takes a case"),
+                          (["--cases", "infer-eager", "--row", "infer-eager", "5"], "not a row of this --released run"),
+                          (["--released", "resnet19"], "takes baselines of released pairs")):
+        with pytest.raises(SystemExit) as exit_info:
+            benchmark.main(["--released", "resnet18", "--sources", "ecanet", "--device", "cpu", *argv])
+        assert exit_info.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_a_child_that_measured_another_row_or_nothing_gives_an_error_row(tmp_path):
+    import json
+    expected = {"pair": "resnet18", "case": "train-compiled", "source": "ecanet", "model": "resnet18",
+                "eca_impl": None}
+    path = tmp_path / "row.json"
+    assert "wrote no record" in benchmark._row_from_child(path, -9, expected)["error"]
+    path.write_text(json.dumps({"released": [expected | {"model": "eca_resnet18", "images_per_s": 1.0}]}))
+    assert "not this row" in benchmark._row_from_child(path, 0, expected)["error"]
+    path.write_text(json.dumps({"released": [expected | {"images_per_s": 1.0, "vs_baseline": 2.0}]}))
+    assert benchmark._row_from_child(path, 0, expected) == expected | {"images_per_s": 1.0}
+
+
+def test_a_failed_compile_process_is_reported(tmp_path, monkeypatch, caplog):
+    """A compile process that fails is logged with the end of its error output; the row is still timed."""
+    class FailingPopen:
+        def __init__(self, command, stdout, stderr):
+            stderr.write("Traceback\ntorch.OutOfMemoryError: CUDA out of memory\n")
+            stderr.flush()
+            self.returncode = 1
+
+        def wait(self):
+            return self.returncode
+
+    monkeypatch.setattr(benchmark.subprocess, "Popen", FailingPopen)
+    args = _args("--released", "resnet18", "--sources", "ecanet", "--cases", "train-compiled", "--compile-jobs", "2")
+    args.argv = []
+    with caplog.at_level("WARNING", logger="benchmark"):
+        benchmark._fill_compile_cache(args, [("train-compiled", 0), ("train-compiled", 1)], tmp_path)
+    failures = [r.getMessage() for r in caplog.records if "failed" in r.getMessage()]
+    assert len(failures) == 2 and all("CUDA out of memory" in message for message in failures)
+
+
+class _FakeResult:
+    def __init__(self, images_per_s):
+        self.images_per_s = images_per_s
+
+    def to_dict(self):
+        v = self.images_per_s
+        return {"images_per_s": v, "images_per_s_min": v, "images_per_s_max": v, "images_per_s_all": [v] * 3,
+                "timed_steps": 5}
+
+
+def _resume_argv(path, *pairs, extra=()):
+    return ["--released", *pairs, "--sources", "ecanet", "--cases", "infer-eager", "--fresh-process", "none",
+            "--device", "cpu", "--json", str(path), *extra]
+
+
+def test_resume_keeps_the_measured_rows_and_measures_the_rest(tmp_path, monkeypatch):
+    """A run cut short (here: eca_resnet18 failed) is continued with --resume: resnet18's row is kept, the
+    failed row is measured again, and pairs the first run did not name are added; the file records both runs."""
+    import json
+    calls = []
+
+    def fake(model, **kwargs):
+        calls.append(type(model).__name__ + str(sum(p.numel() for p in model.parameters())))
+        if len(calls) == 2:                            # the first run's second row fails
+            raise RuntimeError("cut short")
+        return _FakeResult(100.0 * len(calls))
+
+    monkeypatch.setattr(bench, "measure_throughput", fake)
+    path = tmp_path / "released.json"
+    assert benchmark.main(_resume_argv(path, "resnet18")) == 0
+    first = json.loads(path.read_text())["released"]
+    assert [("error" in r) for r in first] == [False, True]
+    assert benchmark.main(_resume_argv(path, "resnet18", "resnet34", extra=["--resume"])) == 0
+    data = json.loads(path.read_text())
+    records = data["released"]
+    assert [(r["model"], "error" in r) for r in records] == [("resnet18", False), ("eca_resnet18", False),
+                                                             ("resnet34", False), ("eca_resnet34", False)]
+    assert len(calls) == 5                                       # 2 in the first run, 3 in the second
+    assert records[0]["images_per_s"] == 100.0                    # kept, not measured again
+    assert records[1]["vs_baseline"] == records[1]["images_per_s"] / 100.0
+    assert len(data["environment"]["continued"]) == 1
+    assert benchmark.main(_resume_argv(path, "resnet18", "resnet34", extra=["--resume"])) == 0
+    assert len(calls) == 5 and json.loads(path.read_text()) == data   # nothing left to measure or to write
+    page = benchmark.performance_page([str(path)], benchmark.summarize([str(path)]))
+    assert page.count("; continued ") == 1
+
+
+def test_resume_refuses_a_file_measured_differently_and_leaves_it_untouched(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(bench, "measure_throughput", lambda model, **kwargs: _FakeResult(10.0))
+    path = tmp_path / "released.json"
+    assert benchmark.main(_resume_argv(path, "resnet18")) == 0
+    before = path.read_bytes()
+    for extra in (["--resume", "--batch-size", "128"], ["--resume", "--inductor-option", "combo_kernels=True"]):
+        with pytest.raises(SystemExit) as exit_info:
+            benchmark.main(_resume_argv(path, "resnet18", extra=extra))
+        assert exit_info.value.code == 2 and "measured differently" in capsys.readouterr().err
+        assert path.read_bytes() == before
+    path.write_text('{"environment": [], "args": []}')
+    with pytest.raises(SystemExit) as exit_info:
+        benchmark.main(_resume_argv(path, "resnet18", extra=["--resume"]))
+    assert exit_info.value.code == 2 and "is not a results file" in capsys.readouterr().err
+    path.write_text("not json")
+    with pytest.raises(SystemExit) as exit_info:
+        benchmark.main(_resume_argv(path, "resnet18", extra=["--resume"]))
+    assert exit_info.value.code == 2 and "is not a results file" in capsys.readouterr().err
+    assert path.read_text() == "not json"
+    with pytest.raises(SystemExit) as exit_info:
+        benchmark.main(["--released", "resnet18", "--resume"])
+    assert exit_info.value.code == 2
