@@ -228,20 +228,24 @@ def test_inductor_options_reach_every_compiled_measurement(monkeypatch):
     assert all(kwargs["compile_options"] == {"combo_kernels": True} for kwargs in compiled)
 
 
-def test_fresh_process_rows_are_measured_by_child_processes(tmp_path, monkeypatch):
-    """--fresh-process all: every row runs in its own process (this one cannot measure: its
-    measure_throughput raises), and the parent's results file holds both rows with the ratio."""
+def test_a_fresh_process_row_is_measured_by_a_child_process(tmp_path, monkeypatch):
+    """--fresh-process all: a row runs in its own process (this one cannot measure: its measure_throughput
+    raises). The run continues a results file (--resume) that holds the baseline's row already, so one child
+    measures eca_resnet18, and the file then holds both rows with the ratio."""
     import json
     monkeypatch.setattr(bench, "measure_throughput", lambda *a, **k: (_ for _ in ()).throw(AssertionError))
     out = tmp_path / "rows.json"
-    assert benchmark.main(["--released", "resnet18", "--sources", "ecanet", "--cases", "infer-eager",
-                           "--fresh-process", "all", "--device", "cpu", "--amp", "fp32", "--batch-size", "2",
-                           "--img-size", "32", "--repeats", "2", "--warmup-steps", "1", "--timed-steps", "1",
-                           "--json", str(out)]) == 0
+    argv = ["--released", "resnet18", "--sources", "ecanet", "--cases", "infer-eager", "--fresh-process", "all",
+            "--device", "cpu", "--amp", "fp32", "--batch-size", "2", "--img-size", "32", "--repeats", "2",
+            "--warmup-steps", "1", "--timed-steps", "1", "--json", str(out)]
+    args = _args(*argv)
+    baseline = _row("resnet18", "resnet18", "ecanet", "baseline", "infer-eager", 1000.0)
+    out.write_text(json.dumps({"environment": benchmark.environment(), "args": vars(args), "released": [baseline]}))
+    assert benchmark.main(argv + ["--resume"]) == 0
     records = json.loads(out.read_text())["released"]
-    assert [(r["model"], r["case"]) for r in records] == [("resnet18", "infer-eager"), ("eca_resnet18", "infer-eager")]
-    assert all("error" not in r and r["images_per_s"] > 0 and len(r["images_per_s_all"]) == 2 for r in records)
-    assert records[1]["vs_baseline"] == records[1]["images_per_s"] / records[0]["images_per_s"]
+    assert [r["model"] for r in records] == ["resnet18", "eca_resnet18"] and records[0] == baseline
+    assert "error" not in records[1] and len(records[1]["images_per_s_all"]) == 2
+    assert records[1]["vs_baseline"] == records[1]["images_per_s"] / 1000.0
 
 
 def test_compile_jobs_fill_the_cache_before_the_timed_rows(tmp_path, monkeypatch):
