@@ -234,6 +234,7 @@ def test_a_fresh_process_row_is_measured_by_a_child_process(tmp_path, monkeypatc
     measures eca_resnet18, and the file then holds both rows with the ratio."""
     import json
     monkeypatch.setattr(bench, "measure_throughput", lambda *a, **k: (_ for _ in ()).throw(AssertionError))
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")   # the child's tiny CPU steps; more threads only contend with the suite
     out = tmp_path / "rows.json"
     argv = ["--released", "resnet18", "--sources", "ecanet", "--cases", "infer-eager", "--fresh-process", "all",
             "--device", "cpu", "--amp", "fp32", "--batch-size", "2", "--img-size", "32", "--repeats", "2",
