@@ -460,12 +460,13 @@ def run_released(args: argparse.Namespace, report: Report) -> str | None:
                         f"(cases {', '.join(_cases(args))}, rows 0-{len(builders) - 1}).")
         rows = [args.row]
     # --resume: the results file's measured rows stay; this run measures the others (and retries failed ones)
-    wanted = {_row_key(builders[index][0] | {"case": case}) for case, index in rows}
-    records = [r for r in report.data.get("released", []) if "error" not in r or _row_key(r) not in wanted]
+    wanted = {row: _row_key(builders[row[1]][0] | {"case": row[0]}) for row in rows}
+    retried = set(wanted.values())
+    records = [r for r in report.data.get("released", []) if "error" not in r or _row_key(r) not in retried]
     measured = {_row_key(r) for r in records}
-    if measured & wanted:
-        log.info("%d of this run's %d rows are in %s already", len(measured & wanted), len(rows), args.json)
-    rows = [(case, index) for case, index in rows if _row_key(builders[index][0] | {"case": case}) not in measured]
+    rows = [row for row in rows if wanted[row] not in measured]
+    if len(rows) < len(wanted):
+        log.info("%d of this run's %d rows are in %s already", len(wanted) - len(rows), len(wanted), args.json)
     with tempfile.TemporaryDirectory(prefix="benchmark-rows-") as tmp:
         if args.row is None and args.fresh_process != "none":
             _fill_compile_cache(args, rows, Path(tmp))
@@ -680,14 +681,11 @@ def _latest_measurements(records: list[dict]) -> list[dict]:
     with. A baseline no kept ECA row compares with is left out when another file's rows of that pair and case
     are kept (an interrupted later run that measured the baseline only); one with no ECA rows of its pair and
     case anywhere stays."""
-    def network(r: dict) -> tuple:
-        return r["pair"], r["case"], r["source"], r["model"], r.get("eca_impl")
-
     latest: dict[tuple, int] = {}
     for r in records:
         if r["role"] == "eca" and r.get("vs_baseline"):
-            latest[network(r)] = max(latest.get(network(r), -1), r["run"])
-    kept_eca = [r for r in records if r["role"] == "eca" and latest.get(network(r), r["run"]) == r["run"]]
+            latest[_row_key(r)] = max(latest.get(_row_key(r), -1), r["run"])
+    kept_eca = [r for r in records if r["role"] == "eca" and latest.get(_row_key(r), r["run"]) == r["run"]]
     kept = {id(r) for r in kept_eca}
     compared = {_baseline_key(r) for r in kept_eca}
     groups_with_eca = {_baseline_key(r)[:3] for r in records if r["role"] == "eca"}
