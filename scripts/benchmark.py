@@ -371,11 +371,13 @@ def _row_from_child(json_path: Path, returncode: int, expected: dict) -> dict:
 def _fill_compile_cache(args: argparse.Namespace, rows: list[tuple[str, int]], tmp: Path) -> None:
     """Compile the compiled rows in up to ``--compile-jobs`` processes at once, one step each, so that the timed
     processes load their graphs from Inductor's on-disk cache instead of compiling one network after another
-    (30-130 s a network on an H200 host). Nothing they measure is kept."""
+    (30-130 s a network on an H200 host). Nothing they measure is kept, nor the kernel configurations they
+    autotuned (:func:`forget_autotuning`)."""
     compiled = [(case, index) for case, index in rows if case.endswith("-compiled")]
     if args.compile_jobs < 2 or not compiled:
         return
     log.info("compiling %d networks, %d processes at a time", len(compiled), args.compile_jobs)
+    started = time.time()
     running: list[tuple[subprocess.Popen, Path, str]] = []
 
     def finish(process: subprocess.Popen, log_path: Path, what: str) -> None:
@@ -394,6 +396,39 @@ def _fill_compile_cache(args: argparse.Namespace, rows: list[tuple[str, int]], t
                             f"{case} row {index}"))
     for entry in running:
         finish(*entry)
+    forgotten = forget_autotuning(inductor_cache_dir(), since=started)
+    log.info("compiled; %d kernel configurations autotuned side by side discarded, to be tuned by each timed "
+             "process alone", forgotten)
+
+
+def inductor_cache_dir() -> Path:
+    """Inductor's on-disk cache, as torch finds it ($TORCHINDUCTOR_CACHE_DIR, else its per-user default)."""
+    if os.environ.get("TORCHINDUCTOR_CACHE_DIR"):
+        return Path(os.environ["TORCHINDUCTOR_CACHE_DIR"])
+    try:  # torch names its default only privately
+        from torch._inductor.runtime.cache_dir_utils import default_cache_dir
+        return Path(default_cache_dir())
+    except ImportError:
+        return Path(tempfile.gettempdir()) / f"torchinductor_{os.environ.get('USER', 'unknown_user')}"
+
+
+def forget_autotuning(cache: Path, *, since: float) -> int:
+    """Delete the Triton kernel configurations Inductor's autotuner chose and saved (``*.best_config``, beside each
+    kernel in ``cache``) at or after ``since`` (a ``time.time()``); returns how many.
+
+    A compiled kernel with several candidate configurations times them all on its first call and saves the
+    fastest, which later processes then reuse without timing. Chosen while several compiling processes run
+    kernels on the same GPU, those timings measure the contention as much as the kernels; deleted, each timed
+    process tunes its kernels alone. Choices saved earlier stay."""
+    forgotten = 0
+    for path in cache.rglob("*.best_config"):
+        try:
+            if path.stat().st_mtime >= since:
+                path.unlink()
+                forgotten += 1
+        except FileNotFoundError:   # another process removed it meanwhile
+            pass
+    return forgotten
 
 
 # What a continued results file and the run continuing it must share (besides the machine and versions).
@@ -754,7 +789,9 @@ and the spread ((max - min) / median). "repeats x steps" is how many timed repea
 timm's ECA-ResNets, which have the deep 'd' stem, with timm's ResNet of that stem. A case not measured
 shows "-" and is listed under the targets. `--released` times each compiled row in a fresh Python process
 (`--fresh-process`), loading graphs that parallel processes compiled first (`--compile-jobs`): a process
-that has compiled and timed other networks before slows the host side of later compiled ECA steps.
+that has compiled and timed other networks before slows the host side of later compiled ECA steps. The kernel
+configurations those parallel processes autotuned are then deleted, so each timed process tunes its kernels
+alone: tuned side by side on one GPU, they time the contention as much as the kernels.
 Each results file above says how its rows were timed. Where several results files measure the same network
 and case, the page shows the last file's measurement with the baseline of its own run; the earlier rows stay
 in their files. `scripts/gpu_bench.sh` (`STEPS=released`) runs all of it.
@@ -775,8 +812,10 @@ def performance_page(paths: list[str], summary: str) -> str:
         # results files that predate --fresh-process timed every row in the one process
         processes = {"compiled": "compiled rows each in a fresh process", "all": "each row in a fresh process"}.get(
             run["args"].get("fresh_process"), "all rows in one process")
-        # a file may keep only some of its run's rows (e.g. one source's networks); it says which
-        subset = f" ({env['rows_kept']})" if env.get("rows_kept") else ""
+        # a file may keep only some of its run's rows (e.g. one source's networks) and say which, or carry a note
+        # on how it was measured
+        notes = "; ".join(env[key] for key in ("rows_kept", "note") if env.get(key))
+        subset = f" ({notes})" if notes else ""
         # a run continued with --resume lists each continuation's date and command
         continued = "".join(f"; continued {c['date_utc'][:10]} by `python {c['command'].replace(str(ROOT) + '/', '')}`"
                             for c in env.get("continued", []))
@@ -1007,7 +1046,8 @@ def build_parser() -> argparse.ArgumentParser:
     how.add_argument("--compile-jobs", type=int, default=1, metavar="N",
                      help="with --released and fresh processes: first compile every compiled row in N processes "
                           "at once into Inductor's on-disk cache (TORCHINDUCTOR_CACHE_DIR), then time them one "
-                          "at a time (default %(default)s: each compiles as it is timed)")
+                          "at a time, each tuning its kernels alone (default %(default)s: each compiles as it is "
+                          "timed)")
     how.add_argument("--resume", action="store_true",
                      help="with --released and --json: keep the rows the results file holds and measure only the "
                           "others, e.g. after a run was cut short (the file must come from the same GPU, versions "

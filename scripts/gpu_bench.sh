@@ -13,7 +13,8 @@
 #               baseline, each step one scripts/benchmark.py run: released-eager (train and inference), released-compiled
 #               (train and inference compiled: first compiles every network, JOBS processes at a time, into Inductor's
 #               on-disk cache at $TORCHINDUCTOR_CACHE_DIR, then times each network in a fresh process that loads its
-#               graphs from there; compiling one network after another alone takes 30-130 s a network on an H200 host).
+#               graphs from there and tunes their kernels alone; compiling one network after another alone takes
+#               30-130 s a network on an H200 host).
 #               OFFICIAL=DIR adds the official code's networks (the official repository's models/ folder);
 #               RELEASED_PAIRS and COMPILED_MODES ("train infer") narrow the compiled step, e.g. to what one
 #               10-minute call can compile and time; COMPILE_ARGS adds arguments to it (e.g.

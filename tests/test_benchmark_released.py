@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import argparse
+import os
+import time
 
 import pytest
 import torch
@@ -251,8 +253,15 @@ def test_a_fresh_process_row_is_measured_by_a_child_process(tmp_path, monkeypatc
 
 def test_compile_jobs_fill_the_cache_before_the_timed_rows(tmp_path, monkeypatch):
     """--compile-jobs N starts one short process per compiled row, at most N at once, before any row is timed;
-    each timed row is then a process of its own, and eager rows stay in this one with the default."""
+    each timed row is then a process of its own, and eager rows stay in this one with the default. The kernel
+    configurations the compiling processes autotuned are deleted from Inductor's cache; earlier ones stay."""
     events = []
+    cache = tmp_path / "inductor"
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(cache))
+    earlier = cache / "ab" / "triton_red_earlier.best_config"
+    earlier.parent.mkdir(parents=True)
+    earlier.write_text("{}")
+    os.utime(earlier, (time.time() - 60, time.time() - 60))
 
     class FakePopen:
         running = 0
@@ -261,6 +270,8 @@ def test_compile_jobs_fill_the_cache_before_the_timed_rows(tmp_path, monkeypatch
             FakePopen.running += 1
             assert FakePopen.running <= 2
             events.append(("compile", command))
+            (cache / "cd" / f"triton_red_{len(events)}.best_config").parent.mkdir(exist_ok=True)
+            (cache / "cd" / f"triton_red_{len(events)}.best_config").write_text("{}")
 
         def wait(self):
             FakePopen.running -= 1
@@ -286,6 +297,7 @@ def test_compile_jobs_fill_the_cache_before_the_timed_rows(tmp_path, monkeypatch
         assert command[row + 1] == "train-compiled" and command[command.index("--fresh-process") + 1] == "none"
         assert ("--repeats" in command) == (kind == "compile")
     assert sorted(int(command[command.index("--row") + 2]) for _, command in events[:4]) == [0, 1, 2, 3]
+    assert sorted(cache.rglob("*.best_config")) == [earlier]
 
 
 def test_a_row_outside_the_run_and_an_unknown_pair_are_refused(capsys):
