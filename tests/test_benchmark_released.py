@@ -270,8 +270,9 @@ def test_compile_jobs_fill_the_cache_before_the_timed_rows(tmp_path, monkeypatch
             FakePopen.running += 1
             assert FakePopen.running <= 2
             events.append(("compile", command))
-            (cache / "cd" / f"triton_red_{len(events)}.best_config").parent.mkdir(exist_ok=True)
-            (cache / "cd" / f"triton_red_{len(events)}.best_config").write_text("{}")
+            tuned = cache / "cd" / f"triton_red_{len(events)}.best_config"   # what its first calls would save
+            tuned.parent.mkdir(exist_ok=True)
+            tuned.write_text("{}")
 
         def wait(self):
             FakePopen.running -= 1
