@@ -184,12 +184,22 @@ def _with_ratios(records: list[dict]) -> None:
             r["vs_baseline"] = r["images_per_s"] / reference if reference else None
 
 
+def _throughput(args: argparse.Namespace, model: torch.nn.Module, case: str) -> bench.ThroughputResult:
+    """``bench.measure_throughput`` of ``model`` in ``case`` ('train-eager', ...) with this run's settings."""
+    mode, how = case.split("-")
+    return bench.measure_throughput(
+        model, batch_size=args.batch_size, img_size=args.img_size, train=mode == "train",
+        amp_dtype=AMP_DTYPES[args.amp], channels_last=args.channels_last, compile=how == "compiled",
+        warmup_steps=args.warmup_steps, timed_steps=args.timed_steps, repeats=args.repeats, device=args.device,
+        repeat_seconds=args.repeat_seconds, frozen_heap=args.freeze_heap,
+        compile_options=dict(args.inductor_option))
+
+
 def run_models(args: argparse.Namespace, report: Report) -> str | None:
     if not args.archs and not args.torchvision:
         return None
     records: list[dict] = []
     for case in _cases(args):
-        mode, how = case.split("-")
         for label, impl, build in _model_builders(args):
             if impl == "fused" and not fused_eca_available():
                 log.warning("skipping %s fused: Triton is not available", label)
@@ -197,19 +207,11 @@ def run_models(args: argparse.Namespace, report: Report) -> str | None:
             log.info("%s %s%s", case, label, f" ({impl})" if impl else "")
             record = {"model": label, "eca_impl": impl, "case": case}
             try:
-                model = build()
-                result = bench.measure_throughput(
-                    model, batch_size=args.batch_size, img_size=args.img_size, train=mode == "train",
-                    amp_dtype=AMP_DTYPES[args.amp], channels_last=args.channels_last,
-                    compile=how == "compiled", warmup_steps=args.warmup_steps, timed_steps=args.timed_steps,
-                    repeats=args.repeats, device=args.device, repeat_seconds=args.repeat_seconds,
-                    frozen_heap=args.freeze_heap, compile_options=dict(args.inductor_option))
-                record.update(result.to_dict())
+                record.update(_throughput(args, build(), case).to_dict())
             except Exception as error:  # noqa: BLE001 -- one failed row must not lose the others
                 log.exception("%s %s failed", case, label)
                 record["error"] = f"{type(error).__name__}: {error}"
             finally:
-                model = None
                 if torch.cuda.is_available():
                     torch.cuda.empty_cache()
             records.append(record)
@@ -333,14 +335,8 @@ def _released_ratios(records: list[dict]) -> None:
 
 def _measure_released_row(args: argparse.Namespace, case: str, build: Callable) -> dict:
     """One row's measurement in this process: ``measure_throughput``'s numbers, or ``error`` if it failed."""
-    mode, how = case.split("-")
     try:
-        return bench.measure_throughput(
-            build(), batch_size=args.batch_size, img_size=args.img_size, train=mode == "train",
-            amp_dtype=AMP_DTYPES[args.amp], channels_last=args.channels_last, compile=how == "compiled",
-            warmup_steps=args.warmup_steps, timed_steps=args.timed_steps, repeats=args.repeats,
-            device=args.device, repeat_seconds=args.repeat_seconds, frozen_heap=args.freeze_heap,
-            compile_options=dict(args.inductor_option)).to_dict()
+        return _throughput(args, build(), case).to_dict()
     except Exception as error:  # noqa: BLE001 -- one failed row must not lose the others
         log.exception("%s failed", case)
         return {"error": f"{type(error).__name__}: {error}"}
@@ -396,20 +392,10 @@ def _fill_compile_cache(args: argparse.Namespace, rows: list[tuple[str, int]], t
                             f"{case} row {index}"))
     for entry in running:
         finish(*entry)
-    forgotten = forget_autotuning(inductor_cache_dir(), since=started)
+    from torch._inductor.runtime.cache_dir_utils import cache_dir   # torch's rule for it; no public name
+    forgotten = forget_autotuning(Path(cache_dir()), since=started)
     log.info("compiled; %d kernel configurations autotuned side by side discarded, to be tuned by each timed "
              "process alone", forgotten)
-
-
-def inductor_cache_dir() -> Path:
-    """Inductor's on-disk cache, as torch finds it ($TORCHINDUCTOR_CACHE_DIR, else its per-user default)."""
-    if os.environ.get("TORCHINDUCTOR_CACHE_DIR"):
-        return Path(os.environ["TORCHINDUCTOR_CACHE_DIR"])
-    try:  # torch names its default only privately
-        from torch._inductor.runtime.cache_dir_utils import default_cache_dir
-        return Path(default_cache_dir())
-    except ImportError:
-        return Path(tempfile.gettempdir()) / f"torchinductor_{os.environ.get('USER', 'unknown_user')}"
 
 
 def forget_autotuning(cache: Path, *, since: float) -> int:
