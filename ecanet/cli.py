@@ -38,8 +38,9 @@ def run_command(command: Callable[[], int], argv: Sequence[str] | None, remedies
     a diverged run may change, named in exit 3's message.
     """
     debug = "--debug" in (sys.argv[1:] if argv is None else argv)
-    previous_handlers = stop_signals.install_startup_stop_handlers()  # until training starts: stop at once
+    previous_handlers = stop_signals.stop_signal_handlers()
     try:
+        stop_signals.install_startup_stop_handlers()  # until training starts: stop at once
         return command()
     except UserError as exc:
         return _report(exc, debug, exc.exit_code)

@@ -39,12 +39,22 @@ def _stop_before_training(signum: int, frame: Any) -> None:
     raise StoppedBeforeTraining(_stop_received)
 
 
-def install_startup_stop_handlers() -> dict[int, Any]:
+def stop_signal_handlers() -> dict[int, Any]:
+    """The stop signals' handlers now, for :func:`restore_signal_handlers`."""
+    return {sig: signal.getsignal(sig) for sig in PREEMPTION_SIGNALS}
+
+
+def install_startup_stop_handlers() -> None:
     """From a command's first line until training starts, a stop signal ends the process at once with
-    :class:`StoppedBeforeTraining` (exit code 75, nothing saved). Returns the handlers to restore."""
+    :class:`StoppedBeforeTraining` (exit code 75, nothing saved).
+
+    The signal can already arrive while the handlers are being installed, and its exception is then raised
+    from here: call this inside the ``try`` that handles the stop, after saving the handlers to restore with
+    :func:`stop_signal_handlers`."""
     global _stop_received
     _stop_received = None
-    return {sig: signal.signal(sig, _stop_before_training) for sig in PREEMPTION_SIGNALS}
+    for sig in PREEMPTION_SIGNALS:
+        signal.signal(sig, _stop_before_training)
 
 
 def raise_if_stopped_before_training() -> None:
@@ -57,7 +67,8 @@ def raise_if_stopped_before_training() -> None:
 
 def restore_signal_handlers(previous: dict[int, Any]) -> None:
     for sig, handler in previous.items():
-        signal.signal(sig, handler)
+        if handler is not None:   # None: a handler installed outside Python, which Python cannot reinstall
+            signal.signal(sig, handler)
 
 
 def ignore_stop_signals(worker_id: int = 0) -> None:

@@ -67,8 +67,9 @@ def test_a_start_up_stop_whose_exception_was_lost_still_ends_the_run_before_trai
     by Python; the stop is remembered, and taking over the signals for training raises it then."""
     import signal
     from ecanet import signals
-    previous = signals.install_startup_stop_handlers()
+    previous = signals.stop_signal_handlers()
     try:
+        signals.install_startup_stop_handlers()
         handler = distributed.PreemptionHandler(distributed.DistInfo())
         handler.install().uninstall()                      # no stop received: training may start
         with pytest.raises(signals.StoppedBeforeTraining):

@@ -387,6 +387,27 @@ def test_fault(case, image_folder, finished_run, tmp_path, monkeypatch, capsys, 
 
 # ------------------------------------------------------------------- what a few cases must show beyond that
 
+def test_a_stop_signal_while_the_handlers_are_installed_exits_75(monkeypatch, capsys):
+    """A scheduler's SIGTERM can land between the first stop handler's installation and the last one's: the
+    command still exits 75 with its one paragraph, and every handler is put back."""
+    from ecanet import cli, signals
+    install = signal.signal
+
+    def install_then_receive(signum, handler):
+        previous = install(signum, handler)
+        if handler is signals._stop_before_training and signum == signals.PREEMPTION_SIGNALS[0]:
+            signal.raise_signal(signum)   # before the other stop signals have their handlers
+        return previous
+
+    before = signals.stop_signal_handlers()
+    monkeypatch.setattr(signal, "signal", install_then_receive)
+    code = cli.run_command(lambda: pytest.fail("the command ran after the stop"), [], "")
+    monkeypatch.undo()
+    assert code == EXIT_PREEMPTED
+    assert f"{signals.PREEMPTION_SIGNALS[0].name} received before training started" in capsys.readouterr().err
+    assert signals.stop_signal_handlers() == before
+
+
 def test_a_link_loop_is_reported_and_not_followed(image_folder, tmp_path, caplog):
     from ecanet.data.folders import RobustImageFolder
     data = Path(shutil.copytree(image_folder, tmp_path / "data"))
