@@ -35,7 +35,7 @@ log = logging.getLogger("paras_flops")
 
 RELEASED = "released"
 STDOUT = "-"
-# --bench: the two operating points; ECA costs far more on a GPU than its FLOPs suggest.
+# --bench: latency at batch 1 and throughput at batch 256; ECA costs far more on a GPU than its FLOPs suggest.
 LATENCY_BATCH = 1
 THROUGHPUT_BATCH = 256
 BENCH_HEADERS = ("model", "mode", "latency, batch 1 (ms)", "throughput, batch 256 (img/s)", "peak memory (GiB)")

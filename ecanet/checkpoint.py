@@ -67,11 +67,11 @@ def read_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> Any:
     """
     path = Path(path)
     if not path.exists():
-        raise CheckpointError(f"checkpoint {path} does not exist. Check the path given to --resume/--weights.")
+        raise CheckpointError(f"checkpoint {path} does not exist. Check the path given on the command line.")
     if path.is_dir():
         raise CheckpointError(f"checkpoint {path} is a directory, and not an export folder (no {EXPORT_CONFIG}). "
-                              f"Give the checkpoint file inside it (e.g. {path / 'last.pth'}), or use "
-                              f"'--resume auto --output {path}'.")
+                              f"Give the checkpoint file inside it (e.g. {path / 'last.pth'}); to continue the training run "
+                              f"it holds, run main.py with '--resume auto --output {path}'.")
     if path.stat().st_size == 0:
         raise CheckpointError(f"checkpoint {path} is empty (0 bytes): it was probably cut off while "
                               f"being written. Use an earlier checkpoint.")
@@ -111,7 +111,7 @@ def _unreadable_message(path: Path, exc: BaseException) -> str:
     reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     return (f"{path} is not a readable PyTorch checkpoint ({reason[:200]}). It may be truncated (an "
             f"interrupted copy or download) or a different kind of file. Re-download or re-copy it, or "
-            f"point --resume/--weights at another checkpoint.")
+            f"give another checkpoint.")
 
 
 def strip_wrapper_prefixes(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -139,8 +139,8 @@ def extract_state_dict(obj: Any, source: str = "checkpoint") -> dict[str, torch.
             return strip_wrapper_prefixes(obj)
     raise CheckpointError(
         f"{source} holds no model weights: expected a state_dict (name -> tensor) or a dict with a "
-        f"'state_dict' entry (the official ECA-Net format); found {_describe(obj)}. Point --resume/--weights "
-        f"at a model checkpoint.")
+        f"'state_dict' entry (the official ECA-Net format); found {_describe(obj)}. Give a model checkpoint "
+        f"instead.")
 
 
 def _describe(obj: Any) -> str:

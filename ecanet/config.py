@@ -165,8 +165,8 @@ def _add_speed_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--compile", action="store_true", help="torch.compile the model")
     g.add_argument("--compile-mode", choices=COMPILE_MODES, default="default",
                    help="with --compile: torch.compile's mode. 'reduce-overhead' and 'max-autotune' replay the "
-                        "model's forward and backward as CUDA graphs (single-process runs only; with --decode gpu "
-                        "they were slower than 'default' on an H200, docs/performance.md)")
+                        "model's forward and backward as CUDA graphs (single-process runs only; on an H200 with "
+                        "--decode gpu they are slower than 'default': docs/design/input_pipeline.md)")
     g.add_argument("--sync-bn", action="store_true", help="SyncBatchNorm across processes")
     g.add_argument("--deterministic", action="store_true",
                    help="deterministic algorithms (bit-identical resume on CPU; slower on GPU)")

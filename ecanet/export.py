@@ -26,9 +26,16 @@ ONNX_FILE = "model.onnx"
 ONNX_TOLERANCE = 1e-4     # largest |onnxruntime - PyTorch| logit difference accepted by verify_onnx
 
 
+def newest_onnx_opset() -> int:
+    """The newest opset torch's TorchScript-based ONNX exporter writes (:func:`export_onnx` uses that exporter)."""
+    from torch.onnx import _constants   # torch names this limit nowhere public
+    return getattr(_constants, "ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET", _constants.ONNX_MAX_OPSET)
+
+
 def check_onnx_options(opset: int, img_size: int) -> None:
     """Refuse what an ONNX export cannot do, before anything is written: missing packages, an opset too old
-    for these networks, an input size that is no size (a :class:`ConfigError` naming the fix)."""
+    for these networks or too new for torch's exporter, an input size that is no size (a :class:`ConfigError`
+    naming the fix)."""
     missing = [name for name in ("onnx", "onnxruntime") if importlib.util.find_spec(name) is None]
     if missing:
         raise ConfigError(f"--format onnx needs {' and '.join(missing)}, which is not installed. Install it with "
@@ -36,6 +43,9 @@ def check_onnx_options(opset: int, img_size: int) -> None:
     if opset < MIN_ONNX_OPSET:
         raise ConfigError(f"--opset {opset} is too old for these networks; use {MIN_ONNX_OPSET} or newer "
                           f"(default {DEFAULT_ONNX_OPSET}).")
+    if opset > newest_onnx_opset():
+        raise ConfigError(f"--opset {opset} is newer than this torch's ONNX exporter writes; use "
+                          f"{MIN_ONNX_OPSET} to {newest_onnx_opset()} (default {DEFAULT_ONNX_OPSET}).")
     if img_size < 1:
         raise ConfigError(f"--img-size {img_size} is no image size; pass the input size to export, e.g. 224.")
 

@@ -420,11 +420,6 @@ def released_models() -> list[tuple[str, str | None]]:
     return [(arch, released_k_size(arch)) for arch in sorted(models.list_models(), key=table_order)]
 
 
-def all_model_costs(img_size: int = DEFAULT_IMG_SIZE, num_classes: int = DEFAULT_NUM_CLASSES) -> list[ModelCost]:
-    """:class:`ModelCost` of every network in :func:`released_models`."""
-    return [model_cost(arch, k_size, img_size, num_classes) for arch, k_size in released_models()]
-
-
 # --------------------------------------------------------------------------------------------- reports
 def _attention_cells(a: AttentionCost) -> tuple[str, str, str]:
     if a.kind is None:

@@ -714,9 +714,22 @@ def _latest_measurements(records: list[dict]) -> list[dict]:
         _baseline_key(r) in compared or _baseline_key(r)[:3] not in groups_with_eca)]
 
 
+def read_results(path: str) -> dict:
+    """A results file this script wrote (``--json``), or a usage error naming the file and what is wrong."""
+    try:
+        results = json.loads(Path(path).read_text())
+    except OSError as error:
+        usage_error(f"cannot read results file {path} ({error.strerror or error}); give files that --json wrote.")
+    except ValueError as error:
+        usage_error(f"{path} is not JSON ({error}); give files that --json wrote.")
+    if not isinstance(results, dict) or "environment" not in results:
+        usage_error(f"{path} is not a results file of this script (no 'environment'); give files that --json wrote.")
+    return results
+
+
 def summarize(paths: list[str]) -> str:
     """Merges the sections of several ``--json`` files into one short markdown summary."""
-    runs = [json.loads(Path(path).read_text()) for path in paths]
+    runs = [read_results(path) for path in paths]
     env = runs[0]["environment"] if runs else {}
     parts = [f"# Summary: {env.get('gpu', '?')}, torch {env.get('torch')}, triton {env.get('triton')}, "
              f"{env.get('date_utc')}"]
@@ -790,7 +803,7 @@ def performance_page(paths: list[str], summary: str) -> str:
     the tables of :func:`summarize`."""
     commands = []
     for path in paths:
-        run = json.loads(Path(path).read_text())
+        run = read_results(path)
         env = run["environment"]
         command = env.get("command", "").replace(str(ROOT) + "/", "")
         # results files that predate --freeze-heap were timed with the heap unfrozen

@@ -2,7 +2,7 @@
 # Detection demo: Mask R-CNN with an ECA-ResNet-50 and with a ResNet-50 backbone on the Fashion-MNIST detection
 # toy set, both from scratch (no ImageNet weights), same seed, schedule and data; then a CSV of their COCO AP.
 #
-#   bash scripts/det_demo.sh                     # one GPU: 6 minutes for both runs on an H200 (docs/detection.md)
+#   bash scripts/det_demo.sh                     # one GPU: both runs in about 6 minutes on an H200 (2026-12-03, docs/detection.md)
 #   DET_DEMO_IMAGES=8 bash scripts/det_demo.sh   # a CPU smoke run of about a minute (tiny sizes without a GPU)
 #
 #   1. scripts/make_fashion_detection.py -> $DET_DEMO_DATA (skipped when it exists): IMAGES training canvases

@@ -58,6 +58,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size-scale", type=float, default=1.0, help="multiply the image sizes")
     parser.add_argument("--workers", type=int, default=multiprocessing.cpu_count())
     args = parser.parse_args(argv)
+    for option, value in (("--classes", args.classes), ("--train-per-class", args.train_per_class),
+                          ("--val-per-class", args.val_per_class), ("--workers", args.workers)):
+        if value < 1:
+            parser.error(f"{option} takes a whole number of at least 1, got {value}.")
+    if not args.size_scale > 0:
+        parser.error(f"--size-scale takes a positive factor, got {args.size_scale}.")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     tasks = []
     for split, per_class in (("train", args.train_per_class), ("val", args.val_per_class)):

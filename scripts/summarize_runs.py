@@ -30,6 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from ecanet.errors import EXIT_OK, DataError, UserError, print_error, user_message  # noqa: E402
 from ecanet.metrics import format_duration, markdown_table, read_metrics  # noqa: E402
 
 
@@ -48,7 +49,8 @@ def _epoch_seconds(epoch: dict[str, Any], val_images: int | None) -> float:
     """Training plus validation time of one epoch record."""
     images = epoch.get("val_images", val_images)
     if images is None:
-        raise SystemExit("error: epoch records without 'val_images' (older runs): pass --val-images N")
+        raise DataError("epoch records without 'val_images' (runs from older versions of ecanet): pass "
+                        "--val-images N, the number of validation images per epoch.")
     return epoch["epoch_time_s"] + images / epoch["val_images_per_s"]
 
 
@@ -57,7 +59,11 @@ def load_run(path: Path, val_images: int | None = None) -> dict[str, Any]:
     epochs = [r for r in records if r.get("event") == "epoch"]
     summaries = [r for r in records if r.get("event") == "summary"]
     if not epochs or not summaries:
-        raise SystemExit(f"error: {path} has no finished run (metrics.jsonl lacks epoch or summary lines)")
+        raise DataError(f"{path} holds no finished run (its metrics.jsonl lacks epoch or summary lines); leave it "
+                        f"out, or summarize it once the run has ended.")
+    if not (path / "config.yaml").is_file():
+        raise DataError(f"{path} has metrics.jsonl but no config.yaml, which names the run's network; give the run "
+                        f"directory main.py wrote, with both files.")
     config = yaml.safe_load((path / "config.yaml").read_text())
     last, summary = epochs[-1], summaries[-1]
     steady = epochs[1:] or epochs
@@ -138,16 +144,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--val-images", type=int, default=None,
                         help="validation images per epoch, for records that do not say (older runs)")
     args = parser.parse_args(argv)
-    runs = [load_run(p, args.val_images) for p in run_dirs(args.runs)]
-    if not runs:
-        print("error: no run directories with metrics.jsonl found", file=sys.stderr)
-        return 2
+    try:
+        runs = [load_run(p, args.val_images) for p in run_dirs(args.runs)]
+        if not runs:
+            raise DataError(f"no run directories with metrics.jsonl under {', '.join(map(str, args.runs))}; give "
+                            f"run directories main.py wrote, or folders of them.")
+    except UserError as exc:
+        print_error(user_message(exc))
+        return exc.exit_code
     print(table(runs))
     if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(runs, indent=2))
     if args.csv:
         write_csv(args.csv, runs)
-    return 0
+    return EXIT_OK
 
 
 if __name__ == "__main__":

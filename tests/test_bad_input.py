@@ -11,7 +11,7 @@ import torch
 from ecanet.errors import EXIT_USAGE
 from ecanet.metrics import read_metrics
 from imagefolder import make_image_folder
-from conftest import SMALL_RUN, run_main, run_script
+from conftest import SMALL_RUN, load_script, run_main, run_script
 
 
 def _fails_cleanly(argv, capsys, *phrases, defaults=None, during_training=False) -> str:
@@ -188,3 +188,17 @@ def test_cuda_graph_compile_modes_are_refused_with_several_processes(dataset, ca
                    capsys, f"--compile-mode {mode} (CUDA graphs) is not supported with several processes",
                    "--compile-mode default")
     assert not (dataset.parent / "run").exists()
+
+
+def test_the_jpeg_folder_generator_refuses_counts_below_one(tmp_path, capsys):
+    script = load_script("make_jpeg_folder")
+    out = tmp_path / "jpegs"
+    for option in ("--classes", "--train-per-class", "--val-per-class", "--workers"):
+        with pytest.raises(SystemExit) as exit_info:
+            script.main([str(out), option, "0"])
+        assert exit_info.value.code == EXIT_USAGE
+        assert f"{option} takes a whole number of at least 1, got 0" in capsys.readouterr().err
+    assert not out.exists()
+    assert script.main([str(out), "--classes", "2", "--train-per-class", "1", "--val-per-class", "1",
+                        "--workers", "1", "--size-scale", "0.1"]) == 0
+    assert len(list(out.rglob("*.jpg"))) == 4

@@ -310,6 +310,17 @@ def test_a_row_outside_the_run_and_an_unknown_pair_are_refused(capsys):
         assert exit_info.value.code == 2 and message in capsys.readouterr().err
 
 
+def test_summarizing_a_missing_or_foreign_results_file_is_refused(tmp_path, capsys):
+    (tmp_path / "other.json").write_text('{"rows": []}')
+    (tmp_path / "broken.json").write_text('{"environment": ')
+    for name, message in (("missing.json", "cannot read results file"), ("other.json", "no 'environment'"),
+                          ("broken.json", "is not JSON")):
+        with pytest.raises(SystemExit) as exit_info:
+            benchmark.main(["--summarize", str(tmp_path / name), "--page", str(tmp_path / "page.md")])
+        assert exit_info.value.code == 2 and message in capsys.readouterr().err
+    assert not (tmp_path / "page.md").exists()
+
+
 def test_a_child_that_measured_another_row_or_nothing_gives_an_error_row(tmp_path):
     import json
     expected = {"pair": "resnet18", "case": "train-compiled", "source": "ecanet", "model": "resnet18",

@@ -120,3 +120,27 @@ def test_summarize_runs_writes_the_table_as_csv(tmp_path: Path, capsys):
     assert float(eca["top1_std"]) == pytest.approx(0.5 ** 0.5, abs=1e-4)
     assert eca["top1_per_seed"] == "72.00 73.00"
     assert float(eca["train_eval_s_per_run"]) == pytest.approx(4.0)  # 2 epochs x (1 s + 100 images / 100 per s)
+
+
+def test_summarize_runs_refuses_what_is_no_finished_run_with_exit_2(tmp_path: Path, capsys):
+    """An unfinished run (epoch lines without 'val_images' is the older format), a run without config.yaml and
+    a folder without runs are each one paragraph and exit code 2, never a traceback; --json makes its folder."""
+    run = make_run(tmp_path / "old", "eca_resnet18", 0)   # epochs without val_images
+    lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    (run / "metrics.jsonl").write_text("".join(json.dumps(line | {"parameters": 1000, "val_images_per_s": 100.0}) + "\n"
+                                               for line in lines))
+    cases = [([run], "pass --val-images N"), ([tmp_path / "empty"], "no run directories with metrics.jsonl")]
+    (tmp_path / "empty").mkdir()
+    unfinished = make_run(tmp_path / "unfinished", "resnet18", 0)
+    (unfinished / "metrics.jsonl").write_text(json.dumps({"event": "start"}) + "\n")
+    cases.append(([unfinished], "holds no finished run"))
+    no_config = make_run(tmp_path / "no_config", "resnet18", 0)
+    (no_config / "config.yaml").unlink()
+    cases.append(([no_config, "--val-images", "100"], "no config.yaml"))
+    for argv, message in cases:
+        assert summarize.main([str(a) for a in argv]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and message in err and len(err.strip().splitlines()) == 1, err
+    out = tmp_path / "new" / "runs.json"
+    assert summarize.main([str(run), "--val-images", "100", "--json", str(out)]) == 0
+    assert json.loads(out.read_text())[0]["arch"] == "eca_resnet18"

@@ -244,10 +244,14 @@ def test_a_damaged_export_folder_is_named_with_the_fix(small_run, image_folder, 
     assert _snapshot(folder) == before
 
 
-def test_unsupported_onnx_options_are_refused_before_anything_is_written(small_run, tmp_path):
+def test_unsupported_onnx_options_are_refused_before_anything_is_written(small_run, tmp_path, capsys):
     out = tmp_path / "onnx"
     proc = run_script("scripts/export.py", [small_run / "best.pth", out, "--format", "onnx", "--opset", "9"])
     assert proc.returncode == EXIT_USAGE and "--opset 9 is too old" in proc.stderr and "Traceback" not in proc.stderr
+    assert not out.exists()
+    script = load_script("export")
+    assert script.main([str(small_run / "best.pth"), str(out), "--format", "onnx", "--opset", "99"]) == EXIT_USAGE
+    assert "--opset 99 is newer than this torch's ONNX exporter writes" in capsys.readouterr().err
     assert not out.exists()
 
 

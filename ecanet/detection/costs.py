@@ -29,7 +29,7 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass
-from typing import Callable, Iterator
+from typing import Callable
 
 import torch
 from torch import nn
@@ -254,11 +254,6 @@ def ecanet_cost(name: str, img_hw: tuple[int, int] = PAPER_IMAGE_HW) -> Detector
     paper_params, paper_flops = paper_convention_cost(name, img_hw)
     return DetectorCost(row, img_hw, params, trainable, int(macs), counter.get_total_flops(), paper_params,
                         paper_flops)
-
-
-def all_costs(img_hw: tuple[int, int] = PAPER_IMAGE_HW) -> Iterator[DetectorCost]:
-    for name in PAPER_ROWS:
-        yield ecanet_cost(name, img_hw)
 
 
 # ------------------------------------------------------------------------------------------ reports
