@@ -123,12 +123,13 @@ def test_summarize_runs_writes_the_table_as_csv(tmp_path: Path, capsys):
 
 
 def test_summarize_runs_refuses_what_is_no_finished_run_with_exit_2(tmp_path: Path, capsys):
-    """An unfinished run (epoch lines without 'val_images' is the older format), a run without config.yaml and
-    a folder without runs are each one paragraph and exit code 2, never a traceback; --json makes its folder."""
+    """Epoch lines without 'val_images' (the older format) and no --val-images, an unfinished run, a run
+    without config.yaml and a folder without runs: each one paragraph and exit code 2, never a traceback.
+    --json makes its folder."""
     run = make_run(tmp_path / "old", "eca_resnet18", 0)   # epochs without val_images
-    lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    (run / "metrics.jsonl").write_text("".join(json.dumps(line | {"parameters": 1000, "val_images_per_s": 100.0}) + "\n"
-                                               for line in lines))
+    lines = [json.loads(line) | {"parameters": 1000, "val_images_per_s": 100.0}
+             for line in (run / "metrics.jsonl").read_text().splitlines()]
+    (run / "metrics.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
     cases = [([run], "pass --val-images N"), ([tmp_path / "empty"], "no run directories with metrics.jsonl")]
     (tmp_path / "empty").mkdir()
     unfinished = make_run(tmp_path / "unfinished", "resnet18", 0)
