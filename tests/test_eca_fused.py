@@ -531,8 +531,8 @@ def test_kernels_compile_for_sm90():
     kernels = [(F._channel_sum_kernel, big, meta), (F._backward_reduce_kernel, big, {**meta, "RELU": True}),
                (F._channel_affine_kernel, big, {**meta, "HAS_SHIFT": False, "HAS_IDENTITY": True, "RELU": True}),
                (F._gate_forward_kernel, small, gate), (F._gate_backward_kernel, small, gate)]
-    for kernel, types, constants in kernels:
-        compile_triton_for_sm90(kernel, types, constants)
+    for kernel, argument_types, constants in kernels:
+        compile_triton_for_sm90(kernel, argument_types, constants)
 
 
 # ----------------------------------------------------------------------------------------------------
