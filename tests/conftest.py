@@ -36,6 +36,7 @@ def compile_triton_for_sm90(kernel, types: dict[str, str], constants: dict) -> N
     """Compile a Triton kernel for Hopper (sm_90) with Triton's real compiler, ptxas included; no GPU needed.
     ``types``: the runtime arguments' Triton types ("*bf16", "i32", ...); ``constants``: the constexprs.
     Skips the calling test where this Triton's compiler API is another."""
+    import tempfile
     import warnings
     import triton
     try:
@@ -50,7 +51,10 @@ def compile_triton_for_sm90(kernel, types: dict[str, str], constants: dict) -> N
             source = ASTSource(fn=kernel, signature=signature, constexprs=constants)
         except (TypeError, KeyError) as error:
             pytest.skip(f"this Triton's ASTSource takes another signature format ({error})")
-        compiled = triton.compile(source, target=GPUTarget("cuda", 90, 32))
+        # Triton caches every compile, by default in the home folder: a folder of this call's own instead
+        with tempfile.TemporaryDirectory(prefix="triton-cache-") as cache, pytest.MonkeyPatch.context() as patch:
+            patch.setenv("TRITON_CACHE_DIR", cache)
+            compiled = triton.compile(source, target=GPUTarget("cuda", 90, 32))
     assert compiled.asm["cubin"]
 
 

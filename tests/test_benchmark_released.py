@@ -345,6 +345,7 @@ def test_a_failed_compile_process_is_reported(tmp_path, monkeypatch, caplog):
             return self.returncode
 
     monkeypatch.setattr(benchmark.subprocess, "Popen", FailingPopen)
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "inductor"))   # not the shared cache it cleans
     args = _args("--released", "resnet18", "--sources", "ecanet", "--cases", "train-compiled", "--compile-jobs", "2")
     args.argv = []
     with caplog.at_level("WARNING", logger="benchmark"):

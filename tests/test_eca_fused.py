@@ -538,17 +538,22 @@ def test_kernels_compile_for_sm90():
 # ----------------------------------------------------------------------------------------------------
 # CPU: the benchmark helpers
 # ----------------------------------------------------------------------------------------------------
-def test_throughput_helper_on_cpu():
-    from ecanet.bench import measure_throughput
+def test_throughput_helper_on_cpu(monkeypatch):
+    from ecanet import bench
     model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
                           nn.Linear(4, 3)).eval()
     for train in (True, False):
-        result = measure_throughput(model, batch_size=2, img_size=16, train=train, amp_dtype=None,
-                                    warmup_steps=1, timed_steps=1, repeats=2, device="cpu")
+        result = bench.measure_throughput(model, batch_size=2, img_size=16, train=train, amp_dtype=None,
+                                          warmup_steps=1, timed_steps=1, repeats=2, device="cpu")
         assert result.images_per_s > 0 and len(result.step_ms_all) == 2
-        assert result.images_per_s == pytest.approx(2e3 / result.step_ms_median)
     assert not model.training                   # the caller's mode is restored
     assert all(p.grad is None for p in model.parameters())
+    repeats_ms = iter([4.0, 9.0, 6.0])          # ms per step of three repeats: median 6 ms
+    monkeypatch.setattr(bench, "_time_ms", lambda step, steps, device: next(repeats_ms))
+    result = bench.measure_throughput(model, batch_size=2, img_size=16, train=True, amp_dtype=None,
+                                      warmup_steps=1, timed_steps=1, repeats=3, device="cpu")
+    assert result.step_ms_all == [4.0, 9.0, 6.0] and result.step_ms_median == 6.0
+    assert result.images_per_s == pytest.approx(2 / 0.006)   # 2 images every 6 ms
 
 
 class _CollectsGarbage(nn.Module):

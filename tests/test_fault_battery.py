@@ -359,7 +359,8 @@ def test_fault(case, image_folder, finished_run, tmp_path, monkeypatch, capsys, 
     import torch
     ctx = Context(image_folder, finished_run, tmp_path, monkeypatch)
     argv = [str(a) for a in case.arrange(ctx)]
-    before_all, before_checkpoints = digest(ctx.out), digest(ctx.out, "*.pth")
+    # "untouched": nothing the case arranged changes (the run directory, and e.g. a file given as --output)
+    before_all, before_checkpoints = digest(ctx.tmp), digest(ctx.out, "*.pth")
     fresh = not ctx.out.exists()
     if case.signal_to_send:
         code, err, logged = run_with_signal(argv, case)
@@ -374,7 +375,7 @@ def test_fault(case, image_folder, finished_run, tmp_path, monkeypatch, capsys, 
     else:
         assert case.says in logged, logged[-3000:]
     if case.checkpoint == "untouched":
-        assert digest(ctx.out) == before_all
+        assert digest(ctx.tmp) == before_all
     elif case.checkpoint == "kept":
         assert digest(ctx.out, "*.pth") == before_checkpoints
     elif case.checkpoint == "saved":
@@ -484,10 +485,10 @@ def test_messages_are_one_paragraph_without_escape_codes():
 
 # ------------------------------------------------------------------------ every option against its domain
 
-def _outside_and_inside(low, low_inclusive, high, high_inclusive):
-    """Values just outside each bound of a domain (refused) and one inside it (accepted)."""
-    integer = float(low).is_integer() and (high == float("inf") or float(high).is_integer())
-    step = 1 if integer and low >= 1 else 1e-3
+def _outside_and_inside(low, low_inclusive, high, high_inclusive, integer):
+    """Values just outside each bound of a domain (refused) and one inside it (accepted); ``integer``: the
+    option takes whole numbers, so "just outside" is one away."""
+    step = 1 if integer else 1e-3
     outside = [low - step if low_inclusive else low]
     if high != float("inf"):
         outside.append(high + step if high_inclusive else high)
@@ -500,18 +501,15 @@ def test_every_numeric_option_is_checked_against_its_domain(option):
     """Each option of OPTION_DOMAINS: just outside its bounds is a ConfigError naming the option and the
     range; inside them the checks pass (validate alone: nothing is run)."""
     from ecanet import config
-    outside, inside = _outside_and_inside(*config.OPTION_DOMAINS[option])
-    kind = type(config.build_parser()._option_string_actions[option].default or 0)
+    integer = config.build_parser()._option_string_actions[option].type is int
+    outside, inside = _outside_and_inside(*config.OPTION_DOMAINS[option], integer=integer)
     for value in outside:
-        if kind is int and not float(value).is_integer():
-            continue  # argparse refuses it already
-        argv = ["DATA", option, str(kind(value) if kind is int else value)]
+        argv = ["DATA", option, str(int(value) if integer else value)]
         if option == "--start-epoch":
             argv += ["--epochs", "100"]
         with pytest.raises(config.ConfigError, match=re.escape(option) + " must be"):
             config.validate(config.parse_config(argv))
-    value = int(inside) if kind is int and float(inside).is_integer() else inside
-    config.validate(config.parse_config(["DATA", option, str(value)]))
+    config.validate(config.parse_config(["DATA", option, str(int(inside) if integer else inside)]))
 
 
 @pytest.mark.parametrize(("argv", "refused"), [

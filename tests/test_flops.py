@@ -205,10 +205,14 @@ def test_img_size_scales_the_count():
 
 # ------------------------------------------------------------------------------------------- CLI
 def test_cli_all_markdown_and_json(tmp_path, capsys, monkeypatch):
-    """--all counts what released_models() lists (every network: `make model-table`); here three of them,
-    to keep the suite fast. test_pinned_counts pins every released network's figures."""
+    """--all counts what released_models() lists (every network, in the paper's table order, ECA networks
+    with the kernel sizes of the official checkpoints: `make model-table`); here three of them, to keep the
+    suite fast. test_pinned_counts pins four networks' figures."""
     every = flops.released_models()
-    assert [arch for arch, _ in every] == sorted(models.list_models(), key=flops.table_order)
+    assert every == [("mobilenet_v2", None), ("eca_mobilenet_v2", None)] + [
+        (f"{attention}resnet{depth}", k if attention == "eca_" else None)
+        for depth, k in ((18, "3577"), (34, "3357"), (50, "3557"), (101, "3357"), (152, "3357"))
+        for attention in ("", "se_", "eca_")]
     chosen = [(arch, k) for arch, k in every if arch in ("resnet18", "eca_resnet50", "eca_mobilenet_v2")]
     monkeypatch.setattr(flops, "released_models", lambda: chosen)
     path = tmp_path / "costs.json"

@@ -16,7 +16,9 @@ from ecanet.data.gpu.decode import (READY_COLUMN, EncodedImageFolder, GpuAugment
                                     read_payload, train_crop_plan, val_crop_plan)
 
 IMG = 64
-needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def needs_cuda(test):
+    """A GPU test: selected by ``-m gpu``, skipped without CUDA."""
+    return pytest.mark.gpu(pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")(test))
 needs_nvimgcodec = pytest.mark.skipif(not region_decode_available(), reason="needs nvImageCodec (nvidia-nvimgcodec-cu13)")
 REGION_DECODE = [False, pytest.param(True, marks=needs_nvimgcodec)]
 
