@@ -431,8 +431,20 @@ def usage_error(message: str) -> None:
 
 
 def _row_key(record: dict) -> tuple:
-    """What identifies a row of --released across runs: pair, case, code, network and ECA implementation."""
-    return record["pair"], record["case"], record["source"], record["model"], record.get("eca_impl")
+    """What identifies a row of --released across runs: pair, case, code, network, ECA implementation and the
+    Inductor settings it was compiled with (:func:`_compile_settings`)."""
+    return (record["pair"], record["case"], record["source"], record["model"], record.get("eca_impl"),
+            record.get("compile_settings"))
+
+
+def _compile_settings(run: dict, case: str) -> dict:
+    """``{"compile_settings": "name=value, ..."}`` for a compiled row of a results file measured with
+    ``--inductor-option``, else ``{}``: such rows (e.g. ``triton.cudagraphs=True``, the CUDA graphs of
+    ``torch.compile(mode="reduce-overhead")``) are measurements of their own, beside the default compiler's."""
+    options = run.get("args", {}).get("inductor_option") or []
+    if not options or not case.endswith("-compiled"):
+        return {}
+    return {"compile_settings": ", ".join(f"{name}={value}" for name, value in options)}
 
 
 def resumable_results(args: argparse.Namespace) -> tuple[dict | None, str | None]:
@@ -516,7 +528,9 @@ def _spread(record: dict) -> float:
 
 
 def _network_name(record: dict) -> str:
-    return record["model"] + (f" ({record['eca_impl']})" if record.get("eca_impl") else "")
+    """The network as the tables show it: its name, then its ECA implementation and compile settings, if any."""
+    details = [record[key] for key in ("eca_impl", "compile_settings") if record.get(key)]
+    return record["model"] + (f" ({'; '.join(details)})" if details else "")
 
 
 def _released_markdown(records: list[dict]) -> str:
@@ -554,7 +568,7 @@ def _released_targets(records: list[dict]) -> str:
     """The verdicts: ecanet's ECA networks (default implementation) at TARGET_RELEASED_RATIO of their
     baselines in all four cases, and every ECA network's spread within SPREAD_FACTOR of its baseline's."""
     ours = {(r["pair"], r["case"]): r for r in records if r["role"] == "eca" and r["source"] == "ecanet"
-            and r.get("eca_impl") in (None, "auto")}
+            and r.get("eca_impl") in (None, "auto") and not r.get("compile_settings")}
     missing = [f"{base} {case}" for _, base in RELEASED_PAIRS for case in CASES if (base, case) not in ours]
     # a row without a ratio (it or its baseline failed) counts as not met
     below = [f"{r['model']} {r['case']} " + (f"{r['vs_baseline']:.3f}x" if r.get("vs_baseline") else "failed")
@@ -751,7 +765,8 @@ def summarize(paths: list[str]) -> str:
                 parts.append("ECA cost per ResNet-50 step: " + "; ".join(
                     f"{impl} {v['train_ms']:.2f} ms train, {v['infer_ms']:.2f} ms infer"
                     for impl, v in micro["per_step"].items()))
-    released = [record | {"run": index} for index, run in enumerate(runs) for record in run.get("released", [])]
+    released = [record | {"run": index} | _compile_settings(run, record["case"])
+                for index, run in enumerate(runs) for record in run.get("released", [])]
     if released:
         _released_ratios(released)
         released = _latest_measurements(released)
@@ -793,7 +808,11 @@ configurations those parallel processes autotuned are then deleted, so each time
 alone: tuned side by side on one GPU, they time the contention as much as the kernels.
 Each results file above says how its rows were timed. Where several results files measure the same network
 and case, the page shows the last file's measurement with the baseline of its own run; the earlier rows stay
-in their files. `scripts/gpu_bench.sh` (`STEPS=released`) runs all of it.
+in their files. Compiled rows of a file measured with Inductor settings (`--inductor-option`) are rows of
+their own, the settings beside the network's name, and the targets count only the default compiler's rows:
+`triton.cudagraphs=True` replays each compiled step as CUDA graphs, as `main.py --compile-mode
+reduce-overhead` does, so the host no longer launches each kernel.
+`scripts/gpu_bench.sh` (`STEPS=released`) runs all of it.
 
 """
 

@@ -180,6 +180,29 @@ def test_a_later_results_file_supersedes_the_measurements_it_repeats(tmp_path):
     assert "| 1,000 |" in summary and "| 1,010 |" in summary     # each run's resnet18 baseline its rows compare with
 
 
+def test_rows_compiled_with_inductor_settings_stand_beside_the_default_rows(tmp_path):
+    """A later file measured with --inductor-option neither replaces the default compiler's rows nor counts
+    towards the targets; its compiled rows show their settings, its eager rows are plain eager rows."""
+    import json
+    default = [_row("mobilenet_v2", "mobilenet_v2", "ecanet", "baseline", "train-compiled", 1000.0),
+               _row("mobilenet_v2", "eca_mobilenet_v2", "ecanet", "eca", "train-compiled", 740.0, "auto")]
+    graphs = [_row("mobilenet_v2", "mobilenet_v2", "ecanet", "baseline", "train-compiled", 1200.0),
+              _row("mobilenet_v2", "eca_mobilenet_v2", "ecanet", "eca", "train-compiled", 1188.0, "auto"),
+              _row("mobilenet_v2", "mobilenet_v2", "ecanet", "baseline", "train-eager", 800.0),
+              _row("mobilenet_v2", "eca_mobilenet_v2", "ecanet", "eca", "train-eager", 776.0, "auto")]
+    paths = []
+    for index, (records, options) in enumerate(((default, []), (graphs, [["triton.cudagraphs", True]]))):
+        path = tmp_path / f"run{index}.json"
+        path.write_text(json.dumps({"environment": {}, "args": {"inductor_option": options}, "released": records}))
+        paths.append(str(path))
+    summary = benchmark.summarize(paths)
+    assert "| mobilenet_v2 | eca_mobilenet_v2 (auto) | ecanet | 0.970x | 0.740x |" in summary
+    assert "| mobilenet_v2 | eca_mobilenet_v2 (auto; triton.cudagraphs=True) | ecanet | - | 0.990x |" in summary
+    assert ("| mobilenet_v2 | train-compiled | eca_mobilenet_v2 (auto; triton.cudagraphs=True) | ecanet | 1,188 |"
+            in summary)
+    assert "1 of 2 measurements met; NOT met: eca_mobilenet_v2 train-compiled 0.740x" in summary
+
+
 def test_inductor_options_reach_torch_compile(monkeypatch):
     """--inductor-option NAME=VALUE pairs become torch.compile's options (literals parsed); none leaves the
     defaults; a name Inductor lacks, or a pair without '=', is refused by the parser (exit 2)."""
