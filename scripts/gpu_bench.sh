@@ -9,7 +9,7 @@
 #               SOURCES (default "synthetic cpu gpu"): synthetic data, then the JPEG folder with --decode cpu
 #               and --decode gpu (images/s, peak memory)
 #
-#   released    (only when named in STEPS; the two steps below in order) every released ECA network against its
+#   released    (only when named in STEPS; the steps below in order) every released ECA network against its
 #               baseline, each step one scripts/benchmark.py run: released-eager (train and inference), released-compiled
 #               (train and inference compiled: first compiles every network, JOBS processes at a time, into Inductor's
 #               on-disk cache at $TORCHINDUCTOR_CACHE_DIR, then times each network in a fresh process that loads its
@@ -18,9 +18,12 @@
 #               OFFICIAL=DIR adds the official code's networks (the official repository's models/ folder);
 #               RELEASED_PAIRS and COMPILED_MODES ("train infer") narrow the compiled step, e.g. to what one
 #               10-minute call can compile and time; COMPILE_ARGS adds arguments to it (e.g.
-#               "--inductor-option combo_kernels=True"). RESUME=1: both steps continue the results file already at
-#               their path in $OUT (--resume), e.g. to finish a step a time limit cut short; the file must come from
+#               "--inductor-option combo_kernels=True"). RESUME=1: each step continues the results file already at
+#               its path in $OUT (--resume), e.g. to finish a step a time limit cut short; the file must come from
 #               the same GPU, versions, settings and (in a git checkout) code.
+#   released-cudagraphs  (in STEPS=released, after released-compiled) the compiled step again for CUDAGRAPH_PAIRS
+#               (default "mobilenet_v2"), its compiled steps replayed as CUDA graphs (--inductor-option
+#               triton.cudagraphs=True, what --compile-mode reduce-overhead turns on); RESUME=1 as above.
 #
 #   OUT=/some/dir STEPS="loader main" SOURCES="synthetic gpu" bash scripts/gpu_bench.sh
 set -uo pipefail
@@ -49,7 +52,8 @@ OFFICIAL=${OFFICIAL:-}
 RELEASED_SOURCES=${RELEASED_SOURCES:-"ecanet ${OFFICIAL:+official }timm"}   # whose networks: ecanet official timm
 # shellcheck disable=SC2206
 RELEASED=("$PY" "${BENCH[@]}" ${OFFICIAL:+--official-code "$OFFICIAL"})
-has released && STEPS="$STEPS released-eager released-compiled"
+CUDAGRAPH_PAIRS=${CUDAGRAPH_PAIRS:-"mobilenet_v2"}
+has released && STEPS="$STEPS released-eager released-compiled released-cudagraphs"
 if has released-eager; then
     echo "=== every released ECA network against its baseline, eager"
     # shellcheck disable=SC2086
@@ -63,6 +67,14 @@ if has released-compiled; then
         --released $RELEASED_PAIRS --sources $RELEASED_SOURCES --cases $(printf '%s-compiled ' $COMPILED_MODES) \
         --warmup-steps 5 --repeat-seconds 1 --compile-jobs "$JOBS" ${RESUME:+--resume} --json "$OUT/released_compiled.json" 2>&1 \
         | grep -vE " INFO "
+fi
+if has released-cudagraphs; then
+    echo "=== released ECA networks against their baselines, compiled and replayed as CUDA graphs: $CUDAGRAPH_PAIRS"
+    # shellcheck disable=SC2086
+    TORCHINDUCTOR_COMPILE_THREADS=${TORCHINDUCTOR_COMPILE_THREADS:-2} timeout 570 "${RELEASED[@]}" \
+        --inductor-option triton.cudagraphs=True --released $CUDAGRAPH_PAIRS --sources ecanet \
+        --cases $(printf '%s-compiled ' $COMPILED_MODES) --warmup-steps 5 --repeat-seconds 1 --compile-jobs "$JOBS" \
+        ${RESUME:+--resume} --json "$OUT/released_compiled_cudagraphs.json" 2>&1 | grep -vE " INFO "
 fi
 if has throughput; then
     echo "=== throughput"
