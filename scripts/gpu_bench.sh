@@ -60,21 +60,24 @@ if has released-eager; then
     timeout 570 "${RELEASED[@]}" --released --sources $RELEASED_SOURCES --cases train-eager infer-eager --warmup-steps 5 \
         --repeat-seconds 0.5 ${RESUME:+--resume} --json "$OUT/released_eager.json" 2>&1 | grep -vE " INFO "
 fi
+# The compiled released step: PAIRS, then the results file's name in $OUT, then more scripts/benchmark.py arguments.
+released_compiled() {
+    local pairs=$1 json=$2
+    shift 2
+    # shellcheck disable=SC2086
+    TORCHINDUCTOR_COMPILE_THREADS=${TORCHINDUCTOR_COMPILE_THREADS:-2} timeout 570 "${RELEASED[@]}" "$@" \
+        --released $pairs --cases $(printf '%s-compiled ' $COMPILED_MODES) --warmup-steps 5 --repeat-seconds 1 \
+        --compile-jobs "$JOBS" ${RESUME:+--resume} --json "$OUT/$json" 2>&1 | grep -vE " INFO "
+}
 if has released-compiled; then
     echo "=== every released ECA network against its baseline, compiled ($JOBS compiling processes at a time)"
     # shellcheck disable=SC2086
-    TORCHINDUCTOR_COMPILE_THREADS=${TORCHINDUCTOR_COMPILE_THREADS:-2} timeout 570 "${RELEASED[@]}" $COMPILE_ARGS \
-        --released $RELEASED_PAIRS --sources $RELEASED_SOURCES --cases $(printf '%s-compiled ' $COMPILED_MODES) \
-        --warmup-steps 5 --repeat-seconds 1 --compile-jobs "$JOBS" ${RESUME:+--resume} --json "$OUT/released_compiled.json" 2>&1 \
-        | grep -vE " INFO "
+    released_compiled "$RELEASED_PAIRS" released_compiled.json $COMPILE_ARGS --sources $RELEASED_SOURCES
 fi
 if has released-cudagraphs; then
     echo "=== released ECA networks against their baselines, compiled and replayed as CUDA graphs: $CUDAGRAPH_PAIRS"
-    # shellcheck disable=SC2086
-    TORCHINDUCTOR_COMPILE_THREADS=${TORCHINDUCTOR_COMPILE_THREADS:-2} timeout 570 "${RELEASED[@]}" \
-        --inductor-option triton.cudagraphs=True --released $CUDAGRAPH_PAIRS --sources ecanet \
-        --cases $(printf '%s-compiled ' $COMPILED_MODES) --warmup-steps 5 --repeat-seconds 1 --compile-jobs "$JOBS" \
-        ${RESUME:+--resume} --json "$OUT/released_compiled_cudagraphs.json" 2>&1 | grep -vE " INFO "
+    released_compiled "$CUDAGRAPH_PAIRS" released_compiled_cudagraphs.json --sources ecanet \
+        --inductor-option triton.cudagraphs=True
 fi
 if has throughput; then
     echo "=== throughput"
