@@ -77,17 +77,18 @@ def bn_scale_add_relu(bn: nn.Module, attention: nn.Module | None, x: torch.Tenso
 
 
 def conv_bn_scale_add_relu(conv: nn.Module, bn: nn.Module, attention: nn.Module | None, y: torch.Tensor,
-                           identity: torch.Tensor | None = None, *, relu: bool = True) -> torch.Tensor:
+                           identity: torch.Tensor | None = None, *, relu: bool = True,
+                           compiled_tail: str = "decomposed") -> torch.Tensor:
     """``relu(attention(bn(conv(y))) + identity)``: a block's tail from its last convolution's input.
 
     ``identity`` and ``relu`` as in :func:`scale_add_relu`. An attention module with a
-    ``conv_bn_scale_add_relu`` (the ECA module) may take its pooling from ``y`` (see
-    :meth:`~ecanet.models.eca_module.EcaModule.conv_bn_scale_add_relu`); otherwise the convolution runs,
-    then :func:`bn_scale_add_relu`.
+    ``conv_bn_scale_add_relu`` (the ECA module) may take its pooling from ``y`` and chooses its compiled
+    training form by ``compiled_tail`` (see :meth:`~ecanet.models.eca_module.EcaModule.conv_bn_scale_add_relu`);
+    otherwise the convolution runs, then :func:`bn_scale_add_relu`.
     """
     fused = getattr(attention, "conv_bn_scale_add_relu", None)  # None for no attention too
     if fused is not None:
-        return fused(conv, bn, y, identity, relu=relu)
+        return fused(conv, bn, y, identity, relu=relu, compiled_tail=compiled_tail)
     return bn_scale_add_relu(bn, attention, conv(y), identity, relu=relu)
 
 

@@ -42,6 +42,14 @@ except Exception as exc:  # noqa: BLE001 -- a broken Triton install must not bre
     _FUSED_IMPORT_ERROR = f"{type(exc).__name__}: {exc}"
     logger.warning("fused ECA failed to load (%s); the plain implementation runs", _FUSED_IMPORT_ERROR)
 
+try:  # also needs torch.library.triton_op (torch 2.6 and later); without it compiled training takes the
+    from . import bn_eca_fused  # decomposed BatchNorm+ECA tail
+except Exception as exc:  # noqa: BLE001 -- as above: ImportError, or a Triton that fails to load
+    bn_eca_fused = None
+    logger.log(logging.WARNING if eca_fused is not None and hasattr(torch.library, "triton_op") else logging.DEBUG,
+               "fused BatchNorm+ECA training tail unavailable (%s: %s); compiled training takes the decomposed "
+               "tail", type(exc).__name__, exc)
+
 
 def check_eca_impl(impl: str) -> str:
     """``impl`` normalised to one of :data:`ECA_IMPLEMENTATIONS`, or a ValueError naming the choices."""
@@ -73,6 +81,10 @@ def _use_fused(impl: str, x: torch.Tensor, identity: torch.Tensor | None = None)
                                "before ecanet.models is imported); use 'auto' to fall back to the plain code")
     return eca_fused.supports(x, identity)
 
+
+# How compiled training runs a block's BatchNorm+ECA tail (EcaModule.bn_scale_add_relu): written out for
+# Inductor to fuse, or as the Triton kernels of bn_eca_fused.
+COMPILED_TAILS = ("decomposed", "kernels")
 
 # The paper's constants for the adaptive kernel size psi(C) (Eq. 12/13): gamma = 2, b = 1.
 DEFAULT_GAMMA = 2
@@ -143,24 +155,35 @@ class EcaModule(nn.Module):
         return torch.relu_(out) if relu else out
 
     def bn_scale_add_relu(self, bn: nn.Module, x: torch.Tensor, identity: torch.Tensor | None = None, *,
-                          relu: bool = True) -> torch.Tensor:
+                          relu: bool = True, compiled_tail: str = "decomposed") -> torch.Tensor:
         """``relu(ECA(bn(x)) + identity)``: a block's tail from its last convolution's output.
 
         ``identity`` None leaves the residual add out, ``relu=False`` the ReLU. Under ``torch.compile``
-        (implementation ``"auto"``) this is written out so that Inductor can fuse BatchNorm's statistics with
-        ECA's pooling and BN's affine map with the rescale, add and ReLU (:func:`bn_eca_tail_decomposed`);
-        otherwise ``bn`` runs as a module, then :meth:`scale_add_relu`.
+        (implementation ``"auto"``) BatchNorm and ECA are not run as modules. ``compiled_tail`` (one of
+        :data:`COMPILED_TAILS`, chosen by the network) says how the training step runs them:
+        ``"decomposed"`` writes the tail out so that Inductor fuses BatchNorm's statistics with ECA's pooling
+        and BN's affine map with the rescale, add and ReLU (:func:`bn_eca_tail_decomposed`; what ResNets use);
+        ``"kernels"`` runs it as six Triton kernels, fewer launches than Inductor makes of it
+        (:mod:`~ecanet.models.bn_eca_fused`; MobileNetV2, whose compiled step is bound by launches), on CUDA
+        tensors where they import, the decomposed form elsewhere. Compiled inference always takes the
+        decomposed form. Outside torch.compile ``bn`` runs as a module, then :meth:`scale_add_relu`.
         """
+        if compiled_tail not in COMPILED_TAILS:
+            raise ValueError(f"unknown compiled tail {compiled_tail!r}; choose one of {', '.join(COMPILED_TAILS)}")
         if self.impl == "auto" and torch.compiler.is_compiling() and _decomposable_bn(bn, x):
+            if (compiled_tail == "kernels" and bn.training and bn_eca_fused is not None
+                    and bn_eca_fused.supports_training_tail(x, bn, identity)):
+                return bn_eca_fused.bn_eca_tail_training(x, bn, self.conv.weight, identity, relu=relu)
             return bn_eca_tail_decomposed(x, bn, self.conv.weight, identity, relu=relu)
         return self.scale_add_relu(bn(x), identity, relu=relu)
 
     def conv_bn_scale_add_relu(self, conv: nn.Module, bn: nn.Module, y: torch.Tensor,
-                               identity: torch.Tensor | None = None, *, relu: bool = True) -> torch.Tensor:
+                               identity: torch.Tensor | None = None, *, relu: bool = True,
+                               compiled_tail: str = "decomposed") -> torch.Tensor:
         """``relu(ECA(bn(conv(y))) + identity)``: a block's tail from its last convolution's input.
 
-        ``identity`` and ``relu`` as in :meth:`bn_scale_add_relu`, which this is once ``conv`` has run, with
-        one exception. In compiled inference (implementation ``"auto"``, ``bn`` in eval mode) BatchNorm needs no
+        ``identity``, ``relu`` and ``compiled_tail`` as in :meth:`bn_scale_add_relu`, which this is once
+        ``conv`` has run, with one exception. In compiled inference (implementation ``"auto"``, ``bn`` in eval mode) BatchNorm needs no
         statistics, so ECA's pooling would be the only pass reading ``conv(y)`` before the pointwise tail. When
         ``conv`` is a 1x1 convolution with no more input than output channels (ResNet's Bottleneck: C/4 to C),
         the pooling is taken from ``y`` instead (:func:`conv_output_mean`), and the tail reads ``conv(y)``
@@ -171,7 +194,7 @@ class EcaModule(nn.Module):
                 and _decomposable_bn(bn, x) and _pools_through_conv(conv, y)):
             return bn_eca_tail_decomposed(x, bn, self.conv.weight, identity, relu=relu,
                                           x_mean=conv_output_mean(conv, y))
-        return self.bn_scale_add_relu(bn, x, identity, relu=relu)
+        return self.bn_scale_add_relu(bn, x, identity, relu=relu, compiled_tail=compiled_tail)
 
     def extra_repr(self) -> str:
         return f"channels={self.channels}, k_size={self.k_size}, impl={self.impl!r}"

@@ -1,0 +1,495 @@
+"""A block's training tail, BatchNorm + ECA + add + ReLU, as Triton kernels that torch.compile launches itself.
+
+``relu(ECA(BN(x)) + identity)`` with BatchNorm on batch statistics (Wang et al., CVPR 2020, Eq. 9-11 after
+BatchNorm); the add and the ReLU are each optional (MobileNetV2's block ends with ``ECA(BN(x)) + x``).
+x is (B, C, H, W) with P = H * W pixels per sample and channel and N = B * P per channel.
+
+Why these kernels exist next to the decomposed form (:func:`~ecanet.models.eca_module.bn_eca_tail_decomposed`):
+from that form Inductor makes the same big passes as BatchNorm's own, but splits the small (B, C) and (C,)
+arithmetic between them into several kernels of its own. A compiled training step of ECA-MobileNetV2 is
+bound by the host launching kernels one by one (docs/design/fused_eca.md), so each extra launch costs time.
+Here the tail is three kernels each way, fewer than Inductor's BatchNorm alone. They are ``torch.library``
+``triton_op``s: Inductor sees the Triton kernels inside and launches them from its own generated code, with
+no Python dispatch of the op on each call.
+
+Every statistic is of ``xs = x - pivot[c]``, the pivot being each channel's mean over the first tile of the
+first sample: xs's mean is then small against its spread, so E[xs^2] - E[xs]^2 does not cancel in float32,
+and a channel whose mean is large against its spread (mean 1000, spread 0.01) keeps its spread's precision.
+
+Forward::
+
+    1. statistics  grid (channel blocks, H*W splits, B)      reads x
+         per (b, split, c): sums of xs and xs^2 over the split's pixels
+    2. finalize    grid (channel blocks,), loops over B      reads the (B, splits, C) partials
+         mu = mean of xs, var = mean of xs^2 - mu^2, r = (var + eps)^-1/2                    (C,)
+         running statistics as nn.BatchNorm2d (momentum, unbiased variance)
+         xhat_mean[b, c] = r (mean over p of xs - mu)        each sample's mean of x-hat       (B, C)
+         pooled = gamma xhat_mean + beta                      Eq. (9): GAP of BN(x)             (B, C)
+    3. apply       grid (H*W tiles, channel blocks, B)       reads x [and identity], writes out
+         g = sigmoid(C1D_k(pooled))                           Eq. (10)-(11), per program
+         out = act((xs - mu) r gamma g + beta g [+ identity])
+
+Backward, from G' = dL/dout [* (out > 0)], which is also dL/didentity::
+
+    A. reduce      reads grad [and out, writing G'] and x: per (b, split, c) sums of G' and G' x-hat
+    B. gate        grid (channel blocks,), loops over B
+         dS = sum_p G' x-hat, dO = sum_p G';  dz = (gamma dS + beta dO) g (1 - g)          (B, C)
+         dpooled = C1D_k^T(dz);  dw[j] = sum_{b,c} dz[b, c] pooled[b, c + j - pad]
+         dgamma = sum_b (g dS + dpooled xhat_mean);  dbeta = sum_b (g dO + dpooled)            (C,)
+    C. apply       reads G' and x, writes dx
+         dx = gamma r (G' g + dpooled / P - dbeta / N - x-hat dgamma / N)
+
+The last line is BatchNorm's own backward for the gradient that reaches BN(x), G' g + dpooled / P: BN(x)
+feeds the rescale and, through the mean, the gate. Arithmetic is float32; x and identity may be float16,
+bfloat16 or float32, contiguous or channels_last. Like the other kernels the reductions are deterministic
+(partial sums, no atomics) and nothing is autotuned.
+"""
+import functools
+from dataclasses import dataclass
+from typing import Optional, Tuple
+
+import torch
+import triton
+import triton.language as tl
+from torch import nn
+from torch.library import triton_op, wrap_triton
+
+from .eca_fused import (NUM_WARPS, _dense, _pointwise_grid, _reduction_plan, _tile,
+                        memory_format, supports)
+
+# The finalize and gate kernels read (BLOCK_B, BLOCK_S, BLOCK_C) tiles of the (B, splits, C) partial sums.
+FINALIZE_BLOCK_C = 32          # channels per program: 10 programs for ECA-MobileNetV2's 320 channels
+FINALIZE_TILE_ELEMENTS = 4096  # elements of one such tile
+RUNNING_STATS_BLOCK_C = 1024   # channels per program of the running statistics' update
+
+
+@triton.jit
+def _bn_stats_kernel(x_ptr, pivot_ptr, sum_part_ptr, square_part_ptr, B, C, P, tiles_per_split,
+                     CHANNELS_LAST: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr):
+    """Forward 1: per (b, split, c) the sums of xs = x - pivot and of xs^2 over the split's pixels.
+
+    The pivot is each channel's mean over the first tile of the first sample: every program computes it the
+    same way, and the first split of the first sample stores it for the other passes."""
+    c_start = tl.program_id(0) * BLOCK_C
+    split = tl.program_id(1)
+    b = B - 1 - tl.program_id(2)                         # last sample first: the apply pass starts at the first
+    c = c_start + tl.arange(0, BLOCK_C)
+    offsets, mask = _tile(0, c_start, C, P, CHANNELS_LAST, BLOCK_P, BLOCK_C)
+    first = tl.load(x_ptr + offsets, mask=mask, other=0.0).to(tl.float32)
+    pivot = tl.sum(first, axis=0) / tl.minimum(P, BLOCK_P).to(tl.float32)          # (BLOCK_C,)
+    tl.store(pivot_ptr + c, pivot, mask=(c < C) & (split == 0) & (b == 0))
+    sample = b.to(tl.int64) * C * P
+    acc_sum = tl.zeros((BLOCK_P, BLOCK_C), dtype=tl.float32)
+    acc_square = tl.zeros((BLOCK_P, BLOCK_C), dtype=tl.float32)
+    for i in range(tiles_per_split):
+        p_start = (split * tiles_per_split + i) * BLOCK_P
+        offsets, mask = _tile(p_start, c_start, C, P, CHANNELS_LAST, BLOCK_P, BLOCK_C)
+        xs = tl.where(mask, tl.load(x_ptr + sample + offsets, mask=mask, other=0.0).to(tl.float32)
+                      - pivot[None, :], 0.0)            # (BLOCK_P, BLOCK_C)
+        acc_sum += xs
+        acc_square += xs * xs
+    row = (b.to(tl.int64) * tl.num_programs(1) + split) * C
+    tl.store(sum_part_ptr + row + c, tl.sum(acc_sum, axis=0), mask=c < C)
+    tl.store(square_part_ptr + row + c, tl.sum(acc_square, axis=0), mask=c < C)
+
+
+@triton.jit
+def _partial_tile(b, s, c, B, C, num_splits):
+    """Offsets and mask of the (BLOCK_B, BLOCK_S, BLOCK_C) tile of a (B, splits, C) array at samples b, splits
+    s and channels c (channels outside [0, C) masked: the 1-D convolution's zero padding)."""
+    offsets = (b[:, None, None].to(tl.int64) * num_splits + s[None, :, None]) * C + c[None, None, :]
+    mask = (b < B)[:, None, None] & (s < num_splits)[None, :, None] & ((c >= 0) & (c < C))[None, None, :]
+    return offsets, mask
+
+
+@triton.jit
+def _bn_finalize_kernel(sum_part_ptr, square_part_ptr, pivot_ptr, gamma_ptr, beta_ptr, centre_ptr, rstd_ptr,
+                        xhat_mean_ptr, pooled_ptr, batch_mean_ptr, batch_var_ptr, B, C, P, num_splits, eps,
+                        BLOCK_B: tl.constexpr, BLOCK_S: tl.constexpr, BLOCK_C: tl.constexpr):
+    """Forward 2: BatchNorm's batch statistics (and the unbiased variance for the running one), and ECA's
+    pooled input (Eq. 9)."""
+    c = tl.program_id(0) * BLOCK_C + tl.arange(0, BLOCK_C)
+    s = tl.arange(0, BLOCK_S)
+    total = B * 1.0 * P                                 # N; B or P may come as a plain int
+    acc_sum = tl.zeros((BLOCK_C,), dtype=tl.float32)
+    acc_square = tl.zeros((BLOCK_C,), dtype=tl.float32)
+    for b_start in range(0, B, BLOCK_B):                 # the splits' sums; each sample's sum kept for pass 2
+        b = b_start + tl.arange(0, BLOCK_B)
+        offsets, mask = _partial_tile(b, s, c, B, C, num_splits)
+        sample_sum = tl.sum(tl.load(sum_part_ptr + offsets, mask=mask, other=0.0), axis=1)  # (BLOCK_B, BLOCK_C)
+        acc_sum += tl.sum(sample_sum, axis=0)
+        acc_square += tl.sum(tl.sum(tl.load(square_part_ptr + offsets, mask=mask, other=0.0), axis=1), axis=0)
+        tl.store(xhat_mean_ptr + b[:, None] * C + c[None, :], sample_sum,
+                 mask=(b < B)[:, None] & (c < C)[None, :])
+    mu = acc_sum / total                                 # (BLOCK_C,) mean of xs
+    var = tl.maximum(acc_square / total - mu * mu, 0.0)  # the pivot keeps xs's mean small: no cancellation
+    rstd = 1.0 / tl.sqrt(var + eps)
+    gamma = tl.load(gamma_ptr + c, mask=c < C, other=0.0).to(tl.float32)
+    beta = tl.load(beta_ptr + c, mask=c < C, other=0.0).to(tl.float32)
+    tl.debug_barrier()                                   # pass 2 reads what other threads stored in pass 1
+    for b_start in range(0, B, BLOCK_B):                 # pass 2: x-hat's sample means and pooled BN(x)
+        b = b_start + tl.arange(0, BLOCK_B)
+        index = b[:, None] * C + c[None, :]
+        out_mask = (b < B)[:, None] & (c < C)[None, :]
+        xhat_mean = (tl.load(xhat_mean_ptr + index, mask=out_mask, other=0.0) / P - mu[None, :]) * rstd[None, :]
+        tl.store(xhat_mean_ptr + index, xhat_mean, mask=out_mask)
+        tl.store(pooled_ptr + index, gamma[None, :] * xhat_mean + beta[None, :], mask=out_mask)
+    tl.store(centre_ptr + c, mu, mask=c < C)
+    tl.store(rstd_ptr + c, rstd, mask=c < C)
+    tl.store(batch_mean_ptr + c, tl.load(pivot_ptr + c, mask=c < C, other=0.0) + mu, mask=c < C)
+    tl.store(batch_var_ptr + c, var * (total / tl.maximum(total - 1.0, 1.0)), mask=c < C)
+
+
+@triton.jit
+def _running_stats_kernel(running_mean_ptr, running_var_ptr, batches_ptr, batch_mean_ptr, batch_var_ptr, C, momentum,
+                          BLOCK_C: tl.constexpr):
+    """BatchNorm's running statistics after a batch, as nn.BatchNorm2d with a momentum: r += momentum (batch - r)."""
+    c = tl.program_id(0) * BLOCK_C + tl.arange(0, BLOCK_C)
+    running_mean = tl.load(running_mean_ptr + c, mask=c < C, other=0.0).to(tl.float32)
+    running_var = tl.load(running_var_ptr + c, mask=c < C, other=0.0).to(tl.float32)
+    batch_mean = tl.load(batch_mean_ptr + c, mask=c < C, other=0.0)
+    batch_var = tl.load(batch_var_ptr + c, mask=c < C, other=0.0)
+    tl.store(running_mean_ptr + c, (running_mean + momentum * (batch_mean - running_mean))
+             .to(running_mean_ptr.dtype.element_ty), mask=c < C)
+    tl.store(running_var_ptr + c, (running_var + momentum * (batch_var - running_var))
+             .to(running_var_ptr.dtype.element_ty), mask=c < C)
+    if tl.program_id(0) == 0:
+        tl.store(batches_ptr, tl.load(batches_ptr) + 1)
+
+
+@triton.jit
+def _bn_eca_apply_kernel(x_ptr, identity_ptr, out_ptr, gate_ptr, pivot_ptr, centre_ptr, rstd_ptr, gamma_ptr, beta_ptr,
+                         pooled_ptr, weight_ptr, C, P,
+                         HAS_IDENTITY: tl.constexpr, RELU: tl.constexpr, K: tl.constexpr, PAD: tl.constexpr,
+                         CHANNELS_LAST: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr):
+    """Forward 3: the gate from the pooled BN(x) (Eq. 10-11), then out = act(BN(x) g [+ identity])."""
+    p_start = tl.program_id(0) * BLOCK_P
+    c_start = tl.program_id(1) * BLOCK_C
+    b = tl.program_id(2)
+    c = c_start + tl.arange(0, BLOCK_C)
+    z = tl.zeros((BLOCK_C,), dtype=tl.float32)
+    for j in tl.static_range(K):                         # C1D_k with zero padding
+        src = c + (j - PAD)
+        z += tl.load(weight_ptr + j).to(tl.float32) * tl.load(pooled_ptr + b * C + src,
+                                                               mask=(src >= 0) & (src < C), other=0.0)
+    gate = tl.sigmoid(z)                                 # (BLOCK_C,)
+    tl.store(gate_ptr + b * C + c, gate, mask=(c < C) & (tl.program_id(0) == 0))
+    gamma = tl.load(gamma_ptr + c, mask=c < C, other=0.0).to(tl.float32)
+    beta = tl.load(beta_ptr + c, mask=c < C, other=0.0).to(tl.float32)
+    scale = gamma * tl.load(rstd_ptr + c, mask=c < C, other=0.0) * gate
+    centre = tl.load(centre_ptr + c, mask=c < C, other=0.0)
+    pivot = tl.load(pivot_ptr + c, mask=c < C, other=0.0)
+    sample = b.to(tl.int64) * C * P
+    offsets, mask = _tile(p_start, c_start, C, P, CHANNELS_LAST, BLOCK_P, BLOCK_C)
+    xs = tl.load(x_ptr + sample + offsets, mask=mask, other=0.0).to(tl.float32) - pivot[None, :]
+    y = (xs - centre[None, :]) * scale[None, :] + (beta * gate)[None, :]
+    if HAS_IDENTITY:
+        y += tl.load(identity_ptr + sample + offsets, mask=mask, other=0.0).to(tl.float32)
+    if RELU:
+        y = tl.where(y < 0, 0.0, y)                      # relu that keeps NaN, as torch.relu
+    tl.store(out_ptr + sample + offsets, y.to(out_ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def _bn_eca_backward_reduce_kernel(grad_ptr, out_ptr, x_ptr, grad_pre_ptr, pivot_ptr, centre_ptr, rstd_ptr, sum_part_ptr,
+                                   dot_part_ptr, B, C, P, tiles_per_split,
+                                   RELU: tl.constexpr, CHANNELS_LAST: tl.constexpr, BLOCK_P: tl.constexpr,
+                                   BLOCK_C: tl.constexpr):
+    """Backward A: G' = grad [* (out > 0)] (stored when RELU) and per (b, split, c) sums of G' and G' x-hat."""
+    c_start = tl.program_id(0) * BLOCK_C
+    split = tl.program_id(1)
+    b = B - 1 - tl.program_id(2)                         # last sample first, as the statistics pass
+    c = c_start + tl.arange(0, BLOCK_C)
+    pivot = tl.load(pivot_ptr + c, mask=c < C, other=0.0)
+    centre = tl.load(centre_ptr + c, mask=c < C, other=0.0)
+    rstd = tl.load(rstd_ptr + c, mask=c < C, other=0.0)
+    sample = b.to(tl.int64) * C * P
+    acc_grad = tl.zeros((BLOCK_P, BLOCK_C), dtype=tl.float32)
+    acc_dot = tl.zeros((BLOCK_P, BLOCK_C), dtype=tl.float32)
+    for i in range(tiles_per_split):
+        p_start = (split * tiles_per_split + i) * BLOCK_P
+        offsets, mask = _tile(p_start, c_start, C, P, CHANNELS_LAST, BLOCK_P, BLOCK_C)
+        grad = tl.load(grad_ptr + sample + offsets, mask=mask, other=0.0).to(tl.float32)
+        if RELU:
+            out = tl.load(out_ptr + sample + offsets, mask=mask, other=0.0)
+            grad = tl.where(out <= 0, 0.0, grad)         # torch's threshold_backward, NaN included
+            tl.store(grad_pre_ptr + sample + offsets, grad.to(grad_pre_ptr.dtype.element_ty), mask=mask)
+        xs = tl.load(x_ptr + sample + offsets, mask=mask, other=0.0).to(tl.float32) - pivot[None, :]
+        acc_grad += grad
+        acc_dot += grad * ((xs - centre[None, :]) * rstd[None, :])
+    row = (b.to(tl.int64) * tl.num_programs(1) + split) * C
+    tl.store(sum_part_ptr + row + c, tl.sum(acc_grad, axis=0), mask=c < C)
+    tl.store(dot_part_ptr + row + c, tl.sum(acc_dot, axis=0), mask=c < C)
+
+
+@triton.jit
+def _logit_grad(sum_part_ptr, dot_part_ptr, gate_ptr, gamma_ptr, beta_ptr, b, s, c, B, C, num_splits):
+    """dL/dz at samples b and channels c, (BLOCK_B, BLOCK_C), 0 outside [0, C); with dS and dO there.
+
+    dS = sum_p G' x-hat and dO = sum_p G' add up the splits' partial sums; dL/dg = gamma dS + beta dO, and
+    dz = dL/dg g (1 - g) through the sigmoid of Eq. (11)."""
+    offsets, mask = _partial_tile(b, s, c, B, C, num_splits)
+    grad_offset = tl.sum(tl.load(sum_part_ptr + offsets, mask=mask, other=0.0), axis=1)    # (BLOCK_B, BLOCK_C)
+    grad_scale = tl.sum(tl.load(dot_part_ptr + offsets, mask=mask, other=0.0), axis=1)
+    valid = (c >= 0) & (c < C)
+    gamma = tl.load(gamma_ptr + c, mask=valid, other=0.0).to(tl.float32)
+    beta = tl.load(beta_ptr + c, mask=valid, other=0.0).to(tl.float32)
+    gate = tl.load(gate_ptr + b[:, None] * C + c[None, :], mask=(b < B)[:, None] & valid[None, :], other=0.0)
+    logit_grad = (gamma[None, :] * grad_scale + beta[None, :] * grad_offset) * gate * (1.0 - gate)
+    return logit_grad, grad_scale, grad_offset, gate
+
+
+@triton.jit
+def _bn_eca_gate_backward_kernel(sum_part_ptr, dot_part_ptr, gate_ptr, pooled_ptr, xhat_mean_ptr, gamma_ptr,
+                                 beta_ptr, weight_ptr, grad_pooled_ptr, grad_gamma_ptr, grad_beta_ptr,
+                                 weight_partial_ptr, B, C, num_splits,
+                                 K: tl.constexpr, PAD: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_B: tl.constexpr,
+                                 BLOCK_S: tl.constexpr, BLOCK_C: tl.constexpr):
+    """Backward B: through the gate (Eq. 10-11) to dpooled and dw, and BatchNorm's dgamma and dbeta."""
+    c = tl.program_id(0) * BLOCK_C + tl.arange(0, BLOCK_C)
+    s = tl.arange(0, BLOCK_S)
+    taps = tl.arange(0, BLOCK_K)
+    acc_gamma = tl.zeros((BLOCK_C,), dtype=tl.float32)
+    acc_beta = tl.zeros((BLOCK_C,), dtype=tl.float32)
+    acc_weight = tl.zeros((BLOCK_K,), dtype=tl.float32)
+    for b_start in range(0, B, BLOCK_B):
+        b = b_start + tl.arange(0, BLOCK_B)
+        out_mask = (b < B)[:, None] & (c < C)[None, :]
+        logit_grad, grad_scale, grad_offset, gate = _logit_grad(sum_part_ptr, dot_part_ptr, gate_ptr, gamma_ptr,
+                                                                beta_ptr, b, s, c, B, C, num_splits)
+        grad_pooled = tl.zeros((BLOCK_B, BLOCK_C), dtype=tl.float32)
+        for j in tl.static_range(K):
+            # dpooled[c] = sum_j w[j] dz[c - j + PAD]: tap j of output channel c - (j - PAD) read channel c.
+            if j == PAD:
+                neighbour = logit_grad
+            else:
+                neighbour = _logit_grad(sum_part_ptr, dot_part_ptr, gate_ptr, gamma_ptr, beta_ptr, b, s,
+                                        c - (j - PAD), B, C, num_splits)[0]
+            grad_pooled += tl.load(weight_ptr + j).to(tl.float32) * neighbour
+            # dw[j] = sum dz[b, c] pooled[b, c + j - PAD]
+            src = c + (j - PAD)
+            pooled = tl.load(pooled_ptr + b[:, None] * C + src[None, :],
+                             mask=(b < B)[:, None] & ((src >= 0) & (src < C))[None, :], other=0.0)
+            acc_weight += tl.where(taps == j, tl.sum(tl.sum(logit_grad * pooled, axis=1), axis=0), 0.0)
+        tl.store(grad_pooled_ptr + b[:, None] * C + c[None, :], grad_pooled, mask=out_mask)
+        xhat_mean = tl.load(xhat_mean_ptr + b[:, None] * C + c[None, :], mask=out_mask, other=0.0)
+        acc_gamma += tl.sum(tl.where(out_mask, gate * grad_scale + grad_pooled * xhat_mean, 0.0), axis=0)
+        acc_beta += tl.sum(tl.where(out_mask, gate * grad_offset + grad_pooled, 0.0), axis=0)
+    tl.store(grad_gamma_ptr + c, acc_gamma.to(grad_gamma_ptr.dtype.element_ty), mask=c < C)
+    tl.store(grad_beta_ptr + c, acc_beta.to(grad_beta_ptr.dtype.element_ty), mask=c < C)
+    tl.store(weight_partial_ptr + tl.program_id(0) * K + taps, acc_weight, mask=taps < K)
+
+
+@triton.jit
+def _bn_eca_backward_apply_kernel(grad_pre_ptr, x_ptr, grad_x_ptr, gate_ptr, grad_pooled_ptr, pivot_ptr, centre_ptr,
+                                  rstd_ptr, gamma_ptr, grad_gamma_ptr, grad_beta_ptr, weight_partial_ptr,
+                                  grad_weight_ptr, B, C, P, weight_rows,
+                                  K: tl.constexpr, BLOCK_K: tl.constexpr, CHANNELS_LAST: tl.constexpr,
+                                  BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr):
+    """Backward C: dx = gamma r (G' g + dpooled / P - dbeta / N - x-hat dgamma / N); the first program also adds
+    up the gate kernel's partial sums of dw."""
+    p_start = tl.program_id(0) * BLOCK_P
+    c_start = tl.program_id(1) * BLOCK_C
+    b = tl.program_id(2)
+    if (tl.program_id(0) == 0) & (tl.program_id(1) == 0) & (tl.program_id(2) == 0):
+        taps = tl.arange(0, BLOCK_K)
+        grad_weight = tl.zeros((BLOCK_K,), dtype=tl.float32)
+        for row in range(weight_rows):
+            grad_weight += tl.load(weight_partial_ptr + row * K + taps, mask=taps < K, other=0.0)
+        tl.store(grad_weight_ptr + taps, grad_weight.to(grad_weight_ptr.dtype.element_ty), mask=taps < K)
+    c = c_start + tl.arange(0, BLOCK_C)
+    total = B * 1.0 * P                                 # N; B or P may come as a plain int
+    rstd = tl.load(rstd_ptr + c, mask=c < C, other=0.0)
+    norm = tl.load(gamma_ptr + c, mask=c < C, other=0.0).to(tl.float32) * rstd       # gamma r
+    gate = tl.load(gate_ptr + b * C + c, mask=c < C, other=0.0)
+    grad_pooled = tl.load(grad_pooled_ptr + b * C + c, mask=c < C, other=0.0)
+    grad_gamma = tl.load(grad_gamma_ptr + c, mask=c < C, other=0.0).to(tl.float32)
+    grad_beta = tl.load(grad_beta_ptr + c, mask=c < C, other=0.0).to(tl.float32)
+    centre = tl.load(centre_ptr + c, mask=c < C, other=0.0)
+    pivot = tl.load(pivot_ptr + c, mask=c < C, other=0.0)
+    per_channel = norm * (grad_pooled / P - grad_beta / total)                       # (BLOCK_C,)
+    xhat_factor = -norm * rstd * grad_gamma / total
+    sample = b.to(tl.int64) * C * P
+    offsets, mask = _tile(p_start, c_start, C, P, CHANNELS_LAST, BLOCK_P, BLOCK_C)
+    grad = tl.load(grad_pre_ptr + sample + offsets, mask=mask, other=0.0).to(tl.float32)
+    xs = tl.load(x_ptr + sample + offsets, mask=mask, other=0.0).to(tl.float32) - pivot[None, :]
+    grad_x = (grad * (norm * gate)[None, :] + per_channel[None, :]
+              + (xs - centre[None, :]) * xhat_factor[None, :])
+    tl.store(grad_x_ptr + sample + offsets, grad_x.to(grad_x_ptr.dtype.element_ty), mask=mask)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Launch sizes
+# ----------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class _TailPlan:
+    """Grids and block sizes of the six kernels for one shape and layout."""
+
+    reduce_grid: tuple[int, int, int]
+    pointwise_grid: tuple[int, int, int]
+    splits: int
+    tiles_per_split: int
+    tiling_meta: dict
+    finalize_grid: tuple[int]
+    finalize_meta: dict
+
+
+def _empty_as(x: torch.Tensor) -> torch.Tensor:
+    """A new tensor with x's shape, dtype and strides; x is dense (:func:`~ecanet.models.eca_fused._dense`).
+
+    By strides, not ``memory_format``: Inductor's lowering of ``empty(memory_format=channels_last)`` makes a
+    contiguous buffer, and giving the kernel the layout it was traced with then costs a kernel that fills a
+    new one."""
+    return torch.empty_strided(x.shape, x.stride(), dtype=x.dtype, device=x.device)
+
+
+@functools.lru_cache(maxsize=None)
+def _tail_plan(B: int, C: int, P: int, channels_last: bool, device: torch.device) -> _TailPlan:
+    r = _reduction_plan(B, C, P, channels_last, device)
+    block_c = min(triton.next_power_of_2(C), FINALIZE_BLOCK_C)
+    block_s = triton.next_power_of_2(r.splits)
+    block_b = max(1, min(triton.next_power_of_2(B), FINALIZE_TILE_ELEMENTS // (block_s * block_c)))
+    return _TailPlan(r.grid, _pointwise_grid(B, C, P, r.tiling), r.splits, r.tiles_per_split,
+                     r.tiling.meta(), (triton.cdiv(C, block_c),),
+                     {"BLOCK_B": block_b, "BLOCK_S": block_s, "BLOCK_C": block_c})
+
+
+def _plan_for(x: torch.Tensor) -> _TailPlan:
+    B, C, H, W = x.shape
+    return _tail_plan(B, C, H * W, memory_format(x) == torch.channels_last, x.device)
+
+
+# ----------------------------------------------------------------------------------------------------
+# The ops: ecanet::bn_eca_train_forward and ecanet::bn_eca_train_backward
+# ----------------------------------------------------------------------------------------------------
+# The ops' schemas are read off these annotations, which must therefore be real types (this module does not
+# import ``annotations`` from __future__; torch 2.11's triton_op takes no ``schema`` argument).
+_Tensors9 = Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
+                  torch.Tensor, torch.Tensor]
+_Tensors5 = Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
+
+
+@triton_op("ecanet::bn_eca_train_forward", mutates_args=())
+def bn_eca_train_forward(x: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor, weight: torch.Tensor,
+                         identity: Optional[torch.Tensor], eps: float, relu: bool) -> _Tensors9:
+    """(out, batch_mean, unbiased batch_var, pivot, centre, rstd, xhat_mean, pooled, gate): forward passes 1-3 (module
+    docstring). ``identity`` must have x's dtype and layout. The op is functional, as ``torch.library`` needs
+    for an autograd formula: the caller updates the running statistics from the batch's."""
+    layout = memory_format(x)
+    x, identity = _dense(x, layout), _dense(identity, layout)
+    B, C, H, W = x.shape
+    P = H * W
+    plan = _plan_for(x)
+    k = weight.numel()
+    partial = dict(device=x.device, dtype=torch.float32)
+    sum_part, square_part = torch.empty((B, plan.splits, C), **partial), torch.empty((B, plan.splits, C), **partial)
+    pivot, centre, rstd, batch_mean, batch_var = (torch.empty((C,), **partial) for _ in range(5))
+    xhat_mean, pooled, gate = (torch.empty((B, C), **partial) for _ in range(3))
+    out = _empty_as(x)
+    wrap_triton(_bn_stats_kernel)[plan.reduce_grid](
+        x, pivot, sum_part, square_part, B, C, P, plan.tiles_per_split, num_warps=NUM_WARPS, **plan.tiling_meta)
+    wrap_triton(_bn_finalize_kernel)[plan.finalize_grid](
+        sum_part, square_part, pivot, gamma, beta, centre, rstd, xhat_mean, pooled, batch_mean, batch_var,
+        B, C, P, plan.splits, eps, num_warps=NUM_WARPS, **plan.finalize_meta)
+    wrap_triton(_bn_eca_apply_kernel)[plan.pointwise_grid](
+        x, x if identity is None else identity, out, gate, pivot, centre, rstd, gamma, beta, pooled, weight, C, P,
+        num_warps=NUM_WARPS, HAS_IDENTITY=identity is not None, RELU=relu, K=k, PAD=(k - 1) // 2,
+        **plan.tiling_meta)
+    return out, batch_mean, batch_var, pivot, centre, rstd, xhat_mean, pooled, gate
+
+
+@triton_op("ecanet::bn_eca_train_backward", mutates_args=())
+def bn_eca_train_backward(grad: torch.Tensor, x: torch.Tensor, out: Optional[torch.Tensor], gamma: torch.Tensor,
+                          beta: torch.Tensor, weight: torch.Tensor, pivot: torch.Tensor, centre: torch.Tensor, rstd: torch.Tensor,
+                          xhat_mean: torch.Tensor, pooled: torch.Tensor,
+                          gate: torch.Tensor) -> _Tensors5:
+    """(dx, dgamma, dbeta, dweight, G'): backward passes A-C. ``out`` is the forward's output when it had the
+    ReLU, else None; G' = grad * (out > 0) then, and an empty placeholder without the ReLU (G' is grad)."""
+    layout = memory_format(x)
+    grad, out, x = _dense(grad, layout), _dense(out, layout), _dense(x, layout)
+    B, C, H, W = x.shape
+    P = H * W
+    plan = _plan_for(x)
+    k = weight.numel()
+    relu = out is not None
+    partial = dict(device=x.device, dtype=torch.float32)
+    sum_part, dot_part = torch.empty((B, plan.splits, C), **partial), torch.empty((B, plan.splits, C), **partial)
+    grad_pre = _empty_as(x) if relu else grad
+    wrap_triton(_bn_eca_backward_reduce_kernel)[plan.reduce_grid](
+        grad, out if relu else grad, x, grad_pre, pivot, centre, rstd, sum_part, dot_part, B, C, P, plan.tiles_per_split,
+        num_warps=NUM_WARPS, RELU=relu, **plan.tiling_meta)
+    grad_pooled = torch.empty((B, C), **partial)
+    grad_gamma, grad_beta = torch.empty_like(gamma), torch.empty_like(beta)
+    weight_partial = torch.empty((plan.finalize_grid[0], k), **partial)
+    block_k = triton.next_power_of_2(k)
+    wrap_triton(_bn_eca_gate_backward_kernel)[plan.finalize_grid](
+        sum_part, dot_part, gate, pooled, xhat_mean, gamma, beta, weight, grad_pooled, grad_gamma, grad_beta,
+        weight_partial, B, C, plan.splits, num_warps=NUM_WARPS, K=k, PAD=(k - 1) // 2, BLOCK_K=block_k,
+        **plan.finalize_meta)
+    grad_x, grad_weight = _empty_as(x), torch.empty_like(weight)
+    wrap_triton(_bn_eca_backward_apply_kernel)[plan.pointwise_grid](
+        grad_pre, x, grad_x, gate, grad_pooled, pivot, centre, rstd, gamma, grad_gamma, grad_beta, weight_partial,
+        grad_weight, B, C, P, plan.finalize_grid[0], num_warps=NUM_WARPS, K=k, BLOCK_K=block_k,
+        **plan.tiling_meta)
+    return grad_x, grad_gamma, grad_beta, grad_weight, grad_pre if relu else x.new_empty(0)
+
+
+@triton_op("ecanet::bn_update_running_stats", mutates_args={"running_mean", "running_var", "num_batches_tracked"})
+def bn_update_running_stats(running_mean: torch.Tensor, running_var: torch.Tensor, num_batches_tracked: torch.Tensor,
+                            batch_mean: torch.Tensor, batch_var: torch.Tensor, momentum: float) -> None:
+    """``nn.BatchNorm2d``'s update after a batch (``batch_var`` unbiased), in one kernel: under torch.compile the
+    two running statistics and the batch count would otherwise be a kernel each."""
+    C = running_mean.numel()
+    block_c = min(triton.next_power_of_2(C), RUNNING_STATS_BLOCK_C)
+    wrap_triton(_running_stats_kernel)[(triton.cdiv(C, block_c),)](
+        running_mean, running_var, num_batches_tracked, batch_mean, batch_var, C, momentum, BLOCK_C=block_c)
+
+
+def _setup_context(ctx, inputs, output) -> None:
+    x, gamma, beta, weight, identity, _eps, relu = inputs
+    out, _batch_mean, _batch_var, pivot, centre, rstd, xhat_mean, pooled, gate = output
+    ctx.has_identity, ctx.relu = identity is not None, relu
+    # The ReLU mask is read from out, which the next layer keeps alive anyway (it is its input).
+    ctx.save_for_backward(x, gamma, beta, weight, pivot, centre, rstd, xhat_mean, pooled, gate,
+                          *((out,) if relu else ()))
+
+
+def _backward(ctx, grad_out, *_unused_grads):
+    x, gamma, beta, weight, pivot, centre, rstd, xhat_mean, pooled, gate, *saved_out = ctx.saved_tensors
+    out = saved_out[0] if ctx.relu else None
+    grad_x, grad_gamma, grad_beta, grad_weight, grad_pre = bn_eca_train_backward(
+        grad_out, x, out, gamma, beta, weight, pivot, centre, rstd, xhat_mean, pooled, gate)
+    grad_identity = None if not ctx.has_identity else (grad_pre if ctx.relu else grad_out)
+    return grad_x, grad_gamma, grad_beta, grad_weight, grad_identity, None, None
+
+
+bn_eca_train_forward.register_autograd(_backward, setup_context=_setup_context)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Public functions
+# ----------------------------------------------------------------------------------------------------
+def supports_training_tail(x: torch.Tensor, bn: nn.BatchNorm2d, identity: torch.Tensor | None = None) -> bool:
+    """Whether compiled training takes :func:`bn_eca_tail_training` for these inputs: what the fused ECA kernels
+    take, on a CUDA device (Triton's interpreter runs the ops only outside torch.compile), a static batch size (the launch grids are fixed when a graph is
+    compiled) and float32 BatchNorm parameters and statistics."""
+    return (supports(x, identity) and x.is_cuda and type(x.shape[0]) is int
+            and all(t.dtype == torch.float32 for t in (bn.weight, bn.bias, bn.running_mean, bn.running_var)))
+
+
+def bn_eca_tail_training(x: torch.Tensor, bn: nn.BatchNorm2d, weight: torch.Tensor,
+                         identity: torch.Tensor | None = None, *, relu: bool = True) -> torch.Tensor:
+    """``relu(ECA(BN(x)) + identity)`` with BatchNorm in training (batch statistics; running statistics updated
+    as ``nn.BatchNorm2d`` does), as three Triton kernels each way. ``identity`` None leaves the add out and
+    ``relu=False`` the ReLU; ``identity`` is cast to x's dtype and layout, as the plain ``out += identity`` does.
+    Check :func:`supports_training_tail` first."""
+    if x.shape[0] * x.shape[2] * x.shape[3] == 1:   # as nn.BatchNorm2d: one value has no batch variance
+        raise ValueError(f"Expected more than 1 value per channel when training, got input size {tuple(x.shape)}")
+    layout = memory_format(x)
+    x = _dense(x, layout)
+    if identity is not None:
+        identity = identity.to(dtype=x.dtype, memory_format=layout)
+    out, batch_mean, batch_var, *_ = bn_eca_train_forward(x, bn.weight, bn.bias, weight, identity, bn.eps, relu)
+    bn_update_running_stats(bn.running_mean, bn.running_var, bn.num_batches_tracked, batch_mean.detach(),
+                            batch_var.detach(), bn.momentum)
+    return out

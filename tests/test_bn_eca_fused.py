@@ -1,0 +1,228 @@
+"""The Triton training tail relu(ECA(BN(x)) + identity) that compiled training runs on GPUs
+(``ecanet.models.bn_eca_fused``): the function, the gradients of x, identity, BatchNorm's affine parameters
+and ECA's kernel, and BatchNorm's running statistics, against the float64 modules.
+
+CPU: the kernels under Triton's interpreter (tests named ``interpreter``, in a subprocess); CPU tensors
+never take the tail. GPU: compiled blocks of ECA-MobileNetV2 and ECA-ResNet take it and match the plain code.
+"""
+from __future__ import annotations
+
+import copy
+import os
+
+import pytest
+import torch
+from torch import nn
+
+from ecanet.models import eca_module
+from ecanet.models.eca_module import EcaModule, set_eca_impl
+from conftest import interpreter_rejects_numpy, run_interpreter_tests
+
+INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
+HAS_TAIL = eca_module.bn_eca_fused is not None
+HAS_CUDA = torch.cuda.is_available()
+interpreter_only = pytest.mark.skipif(not (INTERPRETED and HAS_TAIL),
+                                      reason="runs in test_triton_interpreter's subprocess")
+gpu = pytest.mark.skipif(not (HAS_CUDA and HAS_TAIL), reason="needs a CUDA GPU, Triton and torch.library.triton_op")
+
+# (with_identity, relu): ResNet's tail, MobileNetV2's residual tail, MobileNetV2's tail without residual.
+TAILS = [(True, True), (True, False), (False, False)]
+
+
+def _modules(channels: int, k: int, seed: int = 0) -> tuple[nn.BatchNorm2d, EcaModule]:
+    """float64 BatchNorm (random affine parameters and running statistics) and ECA (random kernel)."""
+    torch.manual_seed(seed)
+    bn = nn.BatchNorm2d(channels).double()
+    nn.init.uniform_(bn.weight, 0.5, 1.5)
+    nn.init.uniform_(bn.bias, -0.5, 0.5)
+    bn.running_mean.uniform_(-0.2, 0.2)
+    bn.running_var.uniform_(0.5, 1.5)
+    eca = EcaModule(channels, k, impl="plain").double()
+    nn.init.normal_(eca.conv.weight)
+    return bn, eca
+
+
+def _tail_against_float64(x64: torch.Tensor, k: int, with_identity: bool, relu: bool, dtype: torch.dtype,
+                          layout: torch.memory_format, seed: int = 0) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """{name: (fused result, float64 reference)} for the output, the gradients and the running statistics of one
+    training step of the tail on x64's values in ``dtype``."""
+    from ecanet.models import bn_eca_fused
+    bn, eca = _modules(x64.shape[1], k, seed)
+    bn_fused, weight = copy.deepcopy(bn).float(), eca.conv.weight.detach().float().clone().requires_grad_()
+    torch.manual_seed(seed + 1)
+    identity64, grad64 = torch.randn_like(x64), torch.randn_like(x64)
+    x_ref = x64.to(dtype).double().requires_grad_()
+    identity_ref = identity64.to(dtype).double().requires_grad_()
+    ref = eca.scale_add_relu(bn(x_ref), identity_ref if with_identity else None, relu=relu)
+    x = x64.to(dtype).contiguous(memory_format=layout).requires_grad_()
+    identity = identity64.to(dtype).contiguous(memory_format=layout).requires_grad_()
+    out = bn_eca_fused.bn_eca_tail_training(x, bn_fused, weight, identity if with_identity else None, relu=relu)
+    assert out.dtype == dtype
+    ref.backward(grad64)
+    out.backward(grad64.to(dtype))
+    pairs = {"out": (out, ref), "x.grad": (x.grad, x_ref.grad), "gamma.grad": (bn_fused.weight.grad, bn.weight.grad),
+             "beta.grad": (bn_fused.bias.grad, bn.bias.grad), "eca.grad": (weight.grad, eca.conv.weight.grad),
+             "running_mean": (bn_fused.running_mean, bn.running_mean),
+             "running_var": (bn_fused.running_var, bn.running_var),
+             "num_batches_tracked": (bn_fused.num_batches_tracked, bn.num_batches_tracked)}
+    if with_identity:
+        pairs["identity.grad"] = (identity.grad, identity_ref.grad)
+    else:
+        assert identity.grad is None
+    return pairs
+
+
+def _assert_close(pairs: dict, rtol: float, atol: float) -> None:
+    for name, (got, want) in pairs.items():
+        torch.testing.assert_close(got.double(), want.double(), rtol=rtol, atol=atol, msg=name)
+
+
+def test_cpu_tensors_never_take_the_triton_tail():
+    """On the CPU compiled training keeps the decomposed form (the kernels need a GPU under torch.compile)."""
+    if not HAS_TAIL:
+        pytest.skip("the Triton tail did not import")
+    bn, _ = _modules(8, 3)
+    assert not eca_module.bn_eca_fused.supports_training_tail(torch.randn(2, 8, 3, 3), bn.float())
+
+
+# ----------------------------------------------------------------------------------------------------
+# The kernels, interpreted on the CPU
+# ----------------------------------------------------------------------------------------------------
+@pytest.mark.skipif(not HAS_TAIL, reason="Triton or torch.library.triton_op is missing")
+@pytest.mark.skipif(INTERPRETED, reason="this is the subprocess's parent")
+@pytest.mark.skipif(interpreter_rejects_numpy(), reason="this Triton's interpreter does not run with NumPy >= 2.5")
+def test_triton_interpreter():
+    run_interpreter_tests(__file__)
+
+
+@interpreter_only
+@pytest.mark.parametrize(("with_identity", "relu"), TAILS)
+@pytest.mark.parametrize(("shape", "k", "channels_last"),
+                         [((3, 20, 7, 9), 3, False), ((3, 20, 7, 9), 3, True), ((1, 37, 5, 5), 5, True),
+                          ((4, 64, 2, 3), 1, False), ((5, 40, 33, 31), 3, True)])
+def test_interpreter_tail_matches_float64_modules(shape, k, channels_last, with_identity, relu):
+    """float32 against the float64 modules: several H*W splits (33x31), one sample, more channels than a program
+    takes (64, 40), kernel sizes 1, 3 and 5, both layouts."""
+    torch.manual_seed(2)
+    x64 = torch.randn(shape, dtype=torch.float64) * 2 + 0.3
+    layout = torch.channels_last if channels_last else torch.contiguous_format
+    _assert_close(_tail_against_float64(x64, k, with_identity, relu, torch.float32, layout), rtol=1e-4, atol=1e-4)
+
+
+@interpreter_only
+def test_interpreter_large_mean_activations_do_not_lose_the_variance():
+    """float32 activations with mean 1000 and standard deviation 0.01, a 300-sigma outlier in the first pixel,
+    still give BatchNorm's output and statistics as the float64 modules do (a pivot at that pixel alone, or
+    sums of squares around 0, would not)."""
+    torch.manual_seed(1)
+    x64 = (1000 + 0.01 * torch.randn(16, 8, 56, 56)).double()
+    x64[0, :, 0, 0] += 3.0
+    pairs = _tail_against_float64(x64, 3, True, True, torch.float32, torch.contiguous_format)
+    _assert_close({name: pairs[name] for name in ("out", "running_var", "num_batches_tracked")}, rtol=1e-4, atol=1e-4)
+
+
+@interpreter_only
+def test_interpreter_bf16_tail_stays_within_bf16_rounding():
+    """bf16 activations (as under autocast): out and the gradients of x and identity in bf16, the parameters'
+    in float32, within bf16 rounding of the float64 computation on the same bf16 inputs."""
+    torch.manual_seed(3)
+    pairs = _tail_against_float64(torch.randn(3, 24, 7, 5, dtype=torch.float64), 5, True, True, torch.bfloat16,
+                                  torch.channels_last)
+    assert pairs["x.grad"][0].dtype == pairs["identity.grad"][0].dtype == torch.bfloat16
+    assert pairs["gamma.grad"][0].dtype == pairs["eca.grad"][0].dtype == torch.float32
+    for name, (got, want) in pairs.items():
+        assert (got.double() - want).abs().max() <= 2e-2 * want.abs().max() + 1e-6, name
+
+
+@interpreter_only
+def test_interpreter_tail_refuses_one_value_per_channel():
+    from ecanet.models import bn_eca_fused
+    bn, eca = _modules(6, 3)
+    with pytest.raises(ValueError, match="more than 1 value per channel"):
+        bn_eca_fused.bn_eca_tail_training(torch.randn(1, 6, 1, 1), bn.float(), eca.conv.weight.float())
+
+
+# ----------------------------------------------------------------------------------------------------
+# GPU: compiled blocks take the tail
+# ----------------------------------------------------------------------------------------------------
+def _training_step(block: nn.Module, x: torch.Tensor, grad: torch.Tensor, compiled: bool) -> list[torch.Tensor]:
+    """Output, gradients of x and of every parameter, and buffers after one training step of ``block``."""
+    x = x.detach().clone().requires_grad_()
+    out = (torch.compile(block, fullgraph=True) if compiled else block)(x)
+    out.backward(grad.to(out.dtype))
+    return [out, x.grad, *(p.grad for p in block.parameters()), *(b.double() for b in block.buffers())]
+
+
+def _compiled_block_against_plain(block: nn.Module, x: torch.Tensor, monkeypatch) -> None:
+    """One compiled training step of ``block`` ('auto') takes the Triton tail, and its float32 output,
+    gradients and buffers are no further from the float64 step than the plain block's float32 step is
+    (within a factor for summation order; no TF32): gradients summed over many pixels differ by summation
+    order alone by more than a fixed tolerance would allow, and a wrong kernel is off by order 1."""
+    from ecanet.models import bn_eca_fused
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
+    calls = []
+    real = bn_eca_fused.bn_eca_tail_training
+
+    def recording(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(bn_eca_fused, "bn_eca_tail_training", recording)
+    block = set_eca_impl(block.cuda().to(memory_format=torch.channels_last).train(), "auto")
+    x = x.cuda().contiguous(memory_format=torch.channels_last)
+    grad = torch.randn_like(block(x)).double()     # (a step in train mode: the blocks below start from copies)
+    torch._dynamo.reset()
+    exact = _training_step(set_eca_impl(copy.deepcopy(block).double(), "plain"), x.double(), grad, False)
+    plain = _training_step(set_eca_impl(copy.deepcopy(block), "plain"), x, grad, False)
+    compiled = _training_step(block, x, grad, True)
+    assert calls, "the compiled block did not take the Triton tail"
+    names = ["out", "x.grad", *(f"{n}.grad" for n, _ in block.named_parameters()), *(n for n, _ in block.named_buffers())]
+    for name, got, reference, want in zip(names, compiled, plain, exact):
+        want = want.double()
+        error = (got.double() - want).norm() / want.norm().clamp_min(1e-12)
+        plain_error = (reference.double() - want).norm() / want.norm().clamp_min(1e-12)
+        assert error <= FLOAT32_ORDER_FACTOR * plain_error + 1e-6, (name, error.item(), plain_error.item())
+
+
+FLOAT32_ORDER_FACTOR = 4   # how much further from float64 another summation order may land than the plain code
+
+
+@pytest.mark.gpu
+@gpu
+@pytest.mark.parametrize("kind", ["residual", "strided"])
+def test_gpu_compiled_mobilenet_block_takes_the_triton_tail(kind, monkeypatch):
+    from ecanet.models.mobilenetv2 import InvertedResidual
+    inp, oup, stride, k = (24, 24, 1, 1) if kind == "residual" else (96, 160, 2, 3)
+    torch.manual_seed(0)
+    block = InvertedResidual(inp, oup, stride, 6, attention="eca", k_size=k)
+    nn.init.normal_(block.conv[-1].conv.weight)
+    _compiled_block_against_plain(block, torch.randn(8, inp, 28, 28), monkeypatch)
+
+
+class _ResidualTail(nn.Module):
+    """A Bottleneck's end, conv3 -> BN -> ECA -> + shortcut -> ReLU, asking for the Triton tail (ResNets
+    themselves keep the decomposed form: their larger activations run faster through Inductor's kernels)."""
+
+    def __init__(self, channels: int, k: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(channels // 4, channels, 1, bias=False)
+        self.shortcut = nn.Conv2d(channels // 4, channels, 1, bias=False)
+        self.bn = nn.BatchNorm2d(channels)
+        self.eca = EcaModule(channels, k)
+        nn.init.normal_(self.eca.conv.weight)
+
+    def forward(self, y: torch.Tensor) -> torch.Tensor:
+        return self.eca.conv_bn_scale_add_relu(self.conv, self.bn, y, self.shortcut(y), compiled_tail="kernels")
+
+
+@pytest.mark.gpu
+@gpu
+def test_gpu_compiled_residual_tail_with_relu_takes_the_triton_tail(monkeypatch):
+    torch.manual_seed(0)
+    _compiled_block_against_plain(_ResidualTail(256, 5), torch.randn(8, 64, 28, 28), monkeypatch)
+
+
+def test_unknown_compiled_tail_is_refused():
+    bn, eca = _modules(8, 3)
+    with pytest.raises(ValueError, match="unknown compiled tail"):
+        eca.bn_scale_add_relu(bn, torch.randn(2, 8, 3, 3, dtype=torch.float64), compiled_tail="fused")
