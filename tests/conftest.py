@@ -1,4 +1,4 @@
-"""Shared test helpers: the official state-dict layouts and small generated ImageFolders."""
+"""Shared test helpers: the official state-dict layouts, small generated ImageFolders, a BatchNorm+ECA pair."""
 from __future__ import annotations
 
 import os
@@ -171,3 +171,19 @@ def run_script(script: str, argv, timeout: float = 300, **kwargs):
 
 def state_dicts_equal(a: dict, b: dict) -> bool:
     return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def bn_and_eca(channels: int, k: int, seed: int = 0):
+    """A float64 training BatchNorm2d (random affine parameters and running statistics) and ECA module (random
+    kernel; implementation 'auto', which runs the plain code on CPU tensors): a block tail's two modules."""
+    from torch import nn
+    from ecanet.models.eca_module import EcaModule
+    torch.manual_seed(seed)
+    bn = nn.BatchNorm2d(channels).double()
+    nn.init.uniform_(bn.weight, 0.5, 1.5)
+    nn.init.uniform_(bn.bias, -0.5, 0.5)
+    bn.running_mean.uniform_(-0.2, 0.2)
+    bn.running_var.uniform_(0.5, 1.5)
+    eca = EcaModule(channels, k).double()
+    nn.init.normal_(eca.conv.weight)
+    return bn, eca

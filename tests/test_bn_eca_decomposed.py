@@ -11,19 +11,8 @@ from torch import nn
 
 from ecanet import models
 from ecanet.models import eca_module
-from ecanet.models.eca_module import EcaModule, bn_eca_tail_decomposed, set_eca_impl
-
-
-def _modules(channels: int, k: int, seed: int = 0):
-    torch.manual_seed(seed)
-    bn = nn.BatchNorm2d(channels).double()
-    nn.init.uniform_(bn.weight, 0.5, 1.5)
-    nn.init.uniform_(bn.bias, -0.5, 0.5)
-    bn.running_mean.uniform_(-0.2, 0.2)
-    bn.running_var.uniform_(0.5, 1.5)
-    eca = EcaModule(channels, k).double()
-    nn.init.normal_(eca.conv.weight)
-    return bn, eca
+from ecanet.models.eca_module import bn_eca_tail_decomposed, set_eca_impl
+from conftest import bn_and_eca
 
 
 def _count_calls(monkeypatch, *names: str) -> dict[str, int]:
@@ -52,7 +41,7 @@ TAILS = [(True, True), (True, False), (False, False)]
 @pytest.mark.parametrize("training", [True, False])
 @pytest.mark.parametrize(("shape", "k"), [((3, 20, 7, 9), 3), ((1, 37, 5, 5), 5), ((4, 64, 2, 3), 1)])
 def test_decomposed_tail_is_the_module_tail(shape, k, training, channels_last, with_identity, relu):
-    bn, eca = _modules(shape[1], k)
+    bn, eca = bn_and_eca(shape[1], k)
     bn_ref = copy.deepcopy(bn)
     eca_ref = set_eca_impl(copy.deepcopy(eca), "plain")
     bn.train(training)
@@ -87,7 +76,7 @@ def test_large_mean_activations_do_not_lose_the_variance():
     """Sums of squares around the first sample's channel means (not around 0): float32 activations with mean
     1000 and standard deviation 0.01 still give BatchNorm's output, as the float64 modules compute it, even
     with a 300-sigma outlier in the first pixel (which defeats a shift by that pixel alone)."""
-    bn, eca = _modules(8, 3)
+    bn, eca = bn_and_eca(8, 3)
     torch.manual_seed(1)
     x = 1000 + 0.01 * torch.randn(16, 8, 56, 56)
     x[0, :, 0, 0] += 3.0
@@ -101,7 +90,7 @@ def test_large_mean_activations_do_not_lose_the_variance():
 
 def test_training_tail_refuses_one_value_per_channel_and_double_backward():
     """As nn.BatchNorm2d: a batch of one 1x1 image has no variance. The written-out backward is first order."""
-    bn, eca = _modules(6, 3)
+    bn, eca = bn_and_eca(6, 3)
     with pytest.raises(ValueError, match="more than 1 value per channel"):
         bn_eca_tail_decomposed(torch.randn(1, 6, 1, 1, dtype=torch.float64), bn, eca.conv.weight,
                                    torch.randn(1, 6, 1, 1, dtype=torch.float64))
@@ -115,7 +104,7 @@ def test_training_tail_refuses_one_value_per_channel_and_double_backward():
 def test_bf16_tail_keeps_dtypes_and_matches_float64():
     """Activations in bf16 (as under autocast): out and the gradients of x and identity come back in bf16,
     the parameters' gradients in float32, all within bf16 rounding of the float64 computation."""
-    bn, eca = _modules(24, 5)
+    bn, eca = bn_and_eca(24, 5)
     shape = (3, 24, 7, 5)
     torch.manual_seed(2)
     x64, id64, grad64 = torch.randn(shape, dtype=torch.float64), torch.randn(shape, dtype=torch.float64), \
@@ -231,7 +220,7 @@ def test_which_convolutions_pool_through_their_input(build, pools):
 
 
 def test_pooling_from_the_convolution_input_is_for_eval_only():
-    bn, eca = _modules(6, 3)
+    bn, eca = bn_and_eca(6, 3)
     x = torch.randn(2, 6, 3, 3, dtype=torch.float64)
     with pytest.raises(ValueError, match="eval mode"):
         bn_eca_tail_decomposed(x, bn.train(), eca.conv.weight, x_mean=x.mean(dim=(2, 3)))

@@ -16,7 +16,7 @@ from torch import nn
 
 from ecanet.models import eca_module
 from ecanet.models.eca_module import EcaModule, set_eca_impl
-from conftest import interpreter_rejects_numpy, run_interpreter_tests
+from conftest import bn_and_eca, interpreter_rejects_numpy, run_interpreter_tests
 
 INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
 HAS_TAIL = eca_module.bn_eca_fused is not None
@@ -29,25 +29,12 @@ gpu = pytest.mark.skipif(not (HAS_CUDA and HAS_TAIL), reason="needs a CUDA GPU, 
 TAILS = [(True, True), (True, False), (False, False)]
 
 
-def _modules(channels: int, k: int, seed: int = 0) -> tuple[nn.BatchNorm2d, EcaModule]:
-    """float64 BatchNorm (random affine parameters and running statistics) and ECA (random kernel)."""
-    torch.manual_seed(seed)
-    bn = nn.BatchNorm2d(channels).double()
-    nn.init.uniform_(bn.weight, 0.5, 1.5)
-    nn.init.uniform_(bn.bias, -0.5, 0.5)
-    bn.running_mean.uniform_(-0.2, 0.2)
-    bn.running_var.uniform_(0.5, 1.5)
-    eca = EcaModule(channels, k, impl="plain").double()
-    nn.init.normal_(eca.conv.weight)
-    return bn, eca
-
-
 def _tail_against_float64(x64: torch.Tensor, k: int, with_identity: bool, relu: bool, dtype: torch.dtype,
                           layout: torch.memory_format, seed: int = 0) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """{name: (fused result, float64 reference)} for the output, the gradients and the running statistics of one
     training step of the tail on x64's values in ``dtype``."""
     from ecanet.models import bn_eca_fused
-    bn, eca = _modules(x64.shape[1], k, seed)
+    bn, eca = bn_and_eca(x64.shape[1], k, seed)
     bn_fused, weight = copy.deepcopy(bn).float(), eca.conv.weight.detach().float().clone().requires_grad_()
     torch.manual_seed(seed + 1)
     identity64, grad64 = torch.randn_like(x64), torch.randn_like(x64)
@@ -81,7 +68,7 @@ def test_cpu_tensors_never_take_the_triton_tail():
     """On the CPU compiled training keeps the decomposed form (the kernels need a GPU under torch.compile)."""
     if not HAS_TAIL:
         pytest.skip("the Triton tail did not import")
-    bn, _ = _modules(8, 3)
+    bn, _ = bn_and_eca(8, 3)
     assert not eca_module.bn_eca_fused.supports_training_tail(torch.randn(2, 8, 3, 3), bn.float())
 
 
@@ -100,7 +87,7 @@ def test_triton_interpreter():
 @pytest.mark.parametrize(("shape", "k", "channels_last"),
                          [((3, 20, 7, 9), 3, False), ((3, 20, 7, 9), 3, True), ((1, 37, 5, 5), 5, True),
                           ((4, 64, 2, 3), 1, False), ((5, 40, 33, 31), 3, True)])
-def test_interpreter_tail_matches_float64_modules(shape, k, channels_last, with_identity, relu):
+def test_interpreter_tail_matches_float64bn_and_eca(shape, k, channels_last, with_identity, relu):
     """float32 against the float64 modules: several H*W splits (33x31), one sample, more channels than a program
     takes (64, 40), kernel sizes 1, 3 and 5, both layouts."""
     torch.manual_seed(2)
@@ -137,7 +124,7 @@ def test_interpreter_bf16_tail_stays_within_bf16_rounding():
 @interpreter_only
 def test_interpreter_tail_refuses_one_value_per_channel():
     from ecanet.models import bn_eca_fused
-    bn, eca = _modules(6, 3)
+    bn, eca = bn_and_eca(6, 3)
     with pytest.raises(ValueError, match="more than 1 value per channel"):
         bn_eca_fused.bn_eca_tail_training(torch.randn(1, 6, 1, 1), bn.float(), eca.conv.weight.float())
 
@@ -176,7 +163,8 @@ def _compiled_block_against_plain(block: nn.Module, x: torch.Tensor, monkeypatch
     plain = _training_step(set_eca_impl(copy.deepcopy(block), "plain"), x, grad, False)
     compiled = _training_step(block, x, grad, True)
     assert calls, "the compiled block did not take the Triton tail"
-    names = ["out", "x.grad", *(f"{n}.grad" for n, _ in block.named_parameters()), *(n for n, _ in block.named_buffers())]
+    names = ["out", "x.grad", *(f"{n}.grad" for n, _ in block.named_parameters()),
+             *(n for n, _ in block.named_buffers())]
     for name, got, reference, want in zip(names, compiled, plain, exact):
         want = want.double()
         error = (got.double() - want).norm() / want.norm().clamp_min(1e-12)
@@ -223,6 +211,6 @@ def test_gpu_compiled_residual_tail_with_relu_takes_the_triton_tail(monkeypatch)
 
 
 def test_unknown_compiled_tail_is_refused():
-    bn, eca = _modules(8, 3)
+    bn, eca = bn_and_eca(8, 3)
     with pytest.raises(ValueError, match="unknown compiled tail"):
         eca.bn_scale_add_relu(bn, torch.randn(2, 8, 3, 3, dtype=torch.float64), compiled_tail="fused")

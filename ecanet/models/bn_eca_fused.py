@@ -54,8 +54,8 @@ import triton.language as tl
 from torch import nn
 from torch.library import triton_op, wrap_triton
 
-from .eca_fused import (NUM_WARPS, _dense, _pointwise_grid, _reduction_plan, _tile,
-                        memory_format, supports)
+from .eca_fused import (NUM_WARPS, _dense, _pointwise_grid, _reduction_plan, _tile, memory_format,
+                        relu_masked_grad, supports)
 
 # The finalize and gate kernels read (BLOCK_B, BLOCK_S, BLOCK_C) tiles of the (B, splits, C) partial sums.
 FINALIZE_BLOCK_C = 32          # channels per program: 10 programs for ECA-MobileNetV2's 320 channels
@@ -191,8 +191,8 @@ def _bn_eca_apply_kernel(x_ptr, identity_ptr, out_ptr, gate_ptr, pivot_ptr, cent
 
 
 @triton.jit
-def _bn_eca_backward_reduce_kernel(grad_ptr, out_ptr, x_ptr, grad_pre_ptr, pivot_ptr, centre_ptr, rstd_ptr, sum_part_ptr,
-                                   dot_part_ptr, B, C, P, tiles_per_split,
+def _bn_eca_backward_reduce_kernel(grad_ptr, out_ptr, x_ptr, grad_pre_ptr, pivot_ptr, centre_ptr, rstd_ptr,
+                                   sum_part_ptr, dot_part_ptr, B, C, P, tiles_per_split,
                                    RELU: tl.constexpr, CHANNELS_LAST: tl.constexpr, BLOCK_P: tl.constexpr,
                                    BLOCK_C: tl.constexpr):
     """Backward A: G' = grad [* (out > 0)] (stored when RELU) and per (b, split, c) sums of G' and G' x-hat."""
@@ -209,11 +209,7 @@ def _bn_eca_backward_reduce_kernel(grad_ptr, out_ptr, x_ptr, grad_pre_ptr, pivot
     for i in range(tiles_per_split):
         p_start = (split * tiles_per_split + i) * BLOCK_P
         offsets, mask = _tile(p_start, c_start, C, P, CHANNELS_LAST, BLOCK_P, BLOCK_C)
-        grad = tl.load(grad_ptr + sample + offsets, mask=mask, other=0.0).to(tl.float32)
-        if RELU:
-            out = tl.load(out_ptr + sample + offsets, mask=mask, other=0.0)
-            grad = tl.where(out <= 0, 0.0, grad)         # torch's threshold_backward, NaN included
-            tl.store(grad_pre_ptr + sample + offsets, grad.to(grad_pre_ptr.dtype.element_ty), mask=mask)
+        grad = relu_masked_grad(grad_ptr, out_ptr, grad_pre_ptr, sample + offsets, mask, RELU)
         xs = tl.load(x_ptr + sample + offsets, mask=mask, other=0.0).to(tl.float32) - pivot[None, :]
         acc_grad += grad
         acc_dot += grad * ((xs - centre[None, :]) * rstd[None, :])
@@ -372,9 +368,9 @@ _Tensors5 = Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.
 @triton_op("ecanet::bn_eca_train_forward", mutates_args=())
 def bn_eca_train_forward(x: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor, weight: torch.Tensor,
                          identity: Optional[torch.Tensor], eps: float, relu: bool) -> _Tensors9:
-    """(out, batch_mean, unbiased batch_var, pivot, centre, rstd, xhat_mean, pooled, gate): forward passes 1-3 (module
-    docstring). ``identity`` must have x's dtype and layout. The op is functional, as ``torch.library`` needs
-    for an autograd formula: the caller updates the running statistics from the batch's."""
+    """(out, batch_mean, unbiased batch_var, pivot, centre, rstd, xhat_mean, pooled, gate): forward passes 1-3
+    (module docstring). ``identity`` must have x's dtype and layout. The op is functional, as ``torch.library``
+    needs for an autograd formula: the caller updates the running statistics from the batch's."""
     layout = memory_format(x)
     x, identity = _dense(x, layout), _dense(identity, layout)
     B, C, H, W = x.shape
@@ -400,8 +396,8 @@ def bn_eca_train_forward(x: torch.Tensor, gamma: torch.Tensor, beta: torch.Tenso
 
 @triton_op("ecanet::bn_eca_train_backward", mutates_args=())
 def bn_eca_train_backward(grad: torch.Tensor, x: torch.Tensor, out: Optional[torch.Tensor], gamma: torch.Tensor,
-                          beta: torch.Tensor, weight: torch.Tensor, pivot: torch.Tensor, centre: torch.Tensor, rstd: torch.Tensor,
-                          xhat_mean: torch.Tensor, pooled: torch.Tensor,
+                          beta: torch.Tensor, weight: torch.Tensor, pivot: torch.Tensor, centre: torch.Tensor,
+                          rstd: torch.Tensor, xhat_mean: torch.Tensor, pooled: torch.Tensor,
                           gate: torch.Tensor) -> _Tensors5:
     """(dx, dgamma, dbeta, dweight, G'): backward passes A-C. ``out`` is the forward's output when it had the
     ReLU, else None; G' = grad * (out > 0) then, and an empty placeholder without the ReLU (G' is grad)."""
@@ -416,8 +412,8 @@ def bn_eca_train_backward(grad: torch.Tensor, x: torch.Tensor, out: Optional[tor
     sum_part, dot_part = torch.empty((B, plan.splits, C), **partial), torch.empty((B, plan.splits, C), **partial)
     grad_pre = _empty_as(x) if relu else grad
     wrap_triton(_bn_eca_backward_reduce_kernel)[plan.reduce_grid](
-        grad, out if relu else grad, x, grad_pre, pivot, centre, rstd, sum_part, dot_part, B, C, P, plan.tiles_per_split,
-        num_warps=NUM_WARPS, RELU=relu, **plan.tiling_meta)
+        grad, out if relu else grad, x, grad_pre, pivot, centre, rstd, sum_part, dot_part, B, C, P,
+        plan.tiles_per_split, num_warps=NUM_WARPS, RELU=relu, **plan.tiling_meta)
     grad_pooled = torch.empty((B, C), **partial)
     grad_gamma, grad_beta = torch.empty_like(gamma), torch.empty_like(beta)
     weight_partial = torch.empty((plan.finalize_grid[0], k), **partial)
@@ -471,8 +467,8 @@ bn_eca_train_forward.register_autograd(_backward, setup_context=_setup_context)
 # ----------------------------------------------------------------------------------------------------
 def supports_training_tail(x: torch.Tensor, bn: nn.BatchNorm2d, identity: torch.Tensor | None = None) -> bool:
     """Whether compiled training takes :func:`bn_eca_tail_training` for these inputs: what the fused ECA kernels
-    take, on a CUDA device (Triton's interpreter runs the ops only outside torch.compile), a static batch size (the launch grids are fixed when a graph is
-    compiled) and float32 BatchNorm parameters and statistics."""
+    take, on a CUDA device (Triton's interpreter runs the ops only outside torch.compile), a static batch size
+    (the launch grids are fixed when a graph is compiled) and float32 BatchNorm parameters and statistics."""
     return (supports(x, identity) and x.is_cuda and type(x.shape[0]) is int
             and all(t.dtype == torch.float32 for t in (bn.weight, bn.bias, bn.running_mean, bn.running_var)))
 

@@ -113,6 +113,18 @@ def _channel_sum_kernel(x_ptr, partial_ptr, B, C, P, tiles_per_split,
 
 
 @triton.jit
+def relu_masked_grad(grad_ptr, out_ptr, grad_pre_ptr, offsets, mask, RELU: tl.constexpr):
+    """The incoming gradient at ``offsets`` in float32; with RELU, zero where out <= 0 (torch's
+    threshold_backward, NaN included) and stored to grad_pre, the residual's gradient."""
+    grad = tl.load(grad_ptr + offsets, mask=mask, other=0.0).to(tl.float32)
+    if RELU:
+        out = tl.load(out_ptr + offsets, mask=mask, other=0.0)
+        grad = tl.where(out <= 0, 0.0, grad)
+        tl.store(grad_pre_ptr + offsets, grad.to(grad_pre_ptr.dtype.element_ty), mask=mask)
+    return grad
+
+
+@triton.jit
 def _backward_reduce_kernel(grad_ptr, out_ptr, x_ptr, grad_pre_ptr, partial_ptr, B, C, P, tiles_per_split,
                             RELU: tl.constexpr, CHANNELS_LAST: tl.constexpr, BLOCK_P: tl.constexpr,
                             BLOCK_C: tl.constexpr):
@@ -125,11 +137,7 @@ def _backward_reduce_kernel(grad_ptr, out_ptr, x_ptr, grad_pre_ptr, partial_ptr,
     for i in range(tiles_per_split):
         p_start = (split * tiles_per_split + i) * BLOCK_P
         offsets, mask = _tile(p_start, c_start, C, P, CHANNELS_LAST, BLOCK_P, BLOCK_C)
-        grad = tl.load(grad_ptr + sample + offsets, mask=mask, other=0.0).to(tl.float32)
-        if RELU:
-            out = tl.load(out_ptr + sample + offsets, mask=mask, other=0.0)
-            grad = tl.where(out <= 0, 0.0, grad)         # torch's threshold_backward, NaN included
-            tl.store(grad_pre_ptr + sample + offsets, grad.to(grad_pre_ptr.dtype.element_ty), mask=mask)
+        grad = relu_masked_grad(grad_ptr, out_ptr, grad_pre_ptr, sample + offsets, mask, RELU)
         acc += grad * tl.load(x_ptr + sample + offsets, mask=mask, other=0.0).to(tl.float32)
     c = c_start + tl.arange(0, BLOCK_C)
     tl.store(partial_ptr + (split * B + b) * C + c, tl.sum(acc, axis=0), mask=c < C)

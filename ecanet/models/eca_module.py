@@ -8,7 +8,9 @@ Triton kernels in :mod:`ecanet.models.eca_fused` that fuse the rescale with the 
 Each module carries its choice (``EcaModule(..., impl=...)``, or :func:`set_eca_impl` on a whole network,
 which is what ``create_model(..., eca_impl=...)`` does). The default ``"auto"`` runs the fused kernels on
 CUDA tensors when Triton imports and the plain code everywhere else, and under ``torch.compile`` lets
-Inductor fuse BatchNorm with ECA (:func:`bn_eca_tail_decomposed`).
+Inductor fuse BatchNorm with ECA (:func:`bn_eca_tail_decomposed`), or, for networks that ask for it
+(ECA-MobileNetV2's training step), runs BatchNorm and ECA as the Triton kernels of
+:mod:`~ecanet.models.bn_eca_fused`.
 """
 from __future__ import annotations
 
@@ -183,11 +185,11 @@ class EcaModule(nn.Module):
         """``relu(ECA(bn(conv(y))) + identity)``: a block's tail from its last convolution's input.
 
         ``identity``, ``relu`` and ``compiled_tail`` as in :meth:`bn_scale_add_relu`, which this is once
-        ``conv`` has run, with one exception. In compiled inference (implementation ``"auto"``, ``bn`` in eval mode) BatchNorm needs no
-        statistics, so ECA's pooling would be the only pass reading ``conv(y)`` before the pointwise tail. When
-        ``conv`` is a 1x1 convolution with no more input than output channels (ResNet's Bottleneck: C/4 to C),
-        the pooling is taken from ``y`` instead (:func:`conv_output_mean`), and the tail reads ``conv(y)``
-        once, as BatchNorm + add + ReLU alone do.
+        ``conv`` has run, with one exception. In compiled inference (implementation ``"auto"``, ``bn`` in eval
+        mode) BatchNorm needs no statistics, so ECA's pooling would be the only pass reading ``conv(y)`` before
+        the pointwise tail. When ``conv`` is a 1x1 convolution with no more input than output channels
+        (ResNet's Bottleneck: C/4 to C), the pooling is taken from ``y`` instead (:func:`conv_output_mean`),
+        and the tail reads ``conv(y)`` once, as BatchNorm + add + ReLU alone do.
         """
         x = conv(y)
         if (self.impl == "auto" and torch.compiler.is_compiling() and not bn.training
