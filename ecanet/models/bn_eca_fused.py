@@ -8,9 +8,9 @@ Why these kernels exist next to the decomposed form (:func:`~ecanet.models.eca_m
 from that form Inductor makes the same big passes as BatchNorm's own, but splits the small (B, C) and (C,)
 arithmetic between them into several kernels of its own. A compiled training step of ECA-MobileNetV2 is
 bound by the host launching kernels one by one (docs/design/fused_eca.md), so each extra launch costs time.
-Here the tail is three kernels each way, fewer than Inductor's BatchNorm alone. They are ``torch.library``
-``triton_op``s: Inductor sees the Triton kernels inside and launches them from its own generated code, with
-no Python dispatch of the op on each call.
+Here the tail is three kernels each way and one for the running statistics, fewer than Inductor makes of
+BatchNorm alone. They are ``torch.library`` ``triton_op``s: Inductor sees the Triton kernels inside and
+launches them from its own generated code, with no Python dispatch of the op on each call.
 
 Every statistic is of ``xs = x - pivot[c]``, the pivot being each channel's mean over the first tile of the
 first sample: xs's mean is then small against its spread, so E[xs^2] - E[xs]^2 does not cancel in float32,
@@ -319,7 +319,7 @@ def _bn_eca_backward_apply_kernel(grad_pre_ptr, x_ptr, grad_x_ptr, gate_ptr, gra
 # ----------------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class _TailPlan:
-    """Grids and block sizes of the six kernels for one shape and layout."""
+    """Grids and block sizes of the tail's kernels for one shape and layout."""
 
     reduce_grid: tuple[int, int, int]
     pointwise_grid: tuple[int, int, int]

@@ -165,7 +165,7 @@ class EcaModule(nn.Module):
         :data:`COMPILED_TAILS`, chosen by the network) says how the training step runs them:
         ``"decomposed"`` writes the tail out so that Inductor fuses BatchNorm's statistics with ECA's pooling
         and BN's affine map with the rescale, add and ReLU (:func:`bn_eca_tail_decomposed`; what ResNets use);
-        ``"kernels"`` runs it as six Triton kernels, fewer launches than Inductor makes of it
+        ``"kernels"`` runs it as Triton kernels, three each way, fewer launches than Inductor makes of it
         (:mod:`~ecanet.models.bn_eca_fused`; MobileNetV2, whose compiled step is bound by launches), on CUDA
         tensors where they import, the decomposed form elsewhere. Compiled inference always takes the
         decomposed form. Outside torch.compile ``bn`` runs as a module, then :meth:`scale_add_relu`.
