@@ -54,8 +54,8 @@ import triton.language as tl
 from torch import nn
 from torch.library import triton_op, wrap_triton
 
-from .eca_fused import (NUM_WARPS, _dense, _pointwise_grid, _reduction_plan, _tile, memory_format,
-                        relu_masked_grad, supports)
+from .eca_fused import (NUM_WARPS, _dense, _pointwise_grid, _reduction_plan, _tile, add_relu_store,
+                        memory_format, relu_masked_grad, supports)
 
 # The finalize and gate kernels read (BLOCK_B, BLOCK_S, BLOCK_C) tiles of the (B, splits, C) partial sums.
 FINALIZE_BLOCK_C = 32          # channels per program: 10 programs for ECA-MobileNetV2's 320 channels
@@ -183,11 +183,7 @@ def _bn_eca_apply_kernel(x_ptr, identity_ptr, out_ptr, gate_ptr, pivot_ptr, cent
     offsets, mask = _tile(p_start, c_start, C, P, CHANNELS_LAST, BLOCK_P, BLOCK_C)
     xs = tl.load(x_ptr + sample + offsets, mask=mask, other=0.0).to(tl.float32) - pivot[None, :]
     y = (xs - centre[None, :]) * scale[None, :] + (beta * gate)[None, :]
-    if HAS_IDENTITY:
-        y += tl.load(identity_ptr + sample + offsets, mask=mask, other=0.0).to(tl.float32)
-    if RELU:
-        y = tl.where(y < 0, 0.0, y)                      # relu that keeps NaN, as torch.relu
-    tl.store(out_ptr + sample + offsets, y.to(out_ptr.dtype.element_ty), mask=mask)
+    add_relu_store(y, identity_ptr, out_ptr, sample + offsets, mask, HAS_IDENTITY, RELU)
 
 
 @triton.jit
@@ -481,10 +477,8 @@ def bn_eca_tail_training(x: torch.Tensor, bn: nn.BatchNorm2d, weight: torch.Tens
     Check :func:`supports_training_tail` first."""
     if x.shape[0] * x.shape[2] * x.shape[3] == 1:   # as nn.BatchNorm2d: one value has no batch variance
         raise ValueError(f"Expected more than 1 value per channel when training, got input size {tuple(x.shape)}")
-    layout = memory_format(x)
-    x = _dense(x, layout)
-    if identity is not None:
-        identity = identity.to(dtype=x.dtype, memory_format=layout)
+    if identity is not None:   # the op makes x dense in this layout
+        identity = identity.to(dtype=x.dtype, memory_format=memory_format(x))
     out, batch_mean, batch_var, *_ = bn_eca_train_forward(x, bn.weight, bn.bias, weight, identity, bn.eps, relu)
     bn_update_running_stats(bn.running_mean, bn.running_var, bn.num_batches_tracked, batch_mean.detach(),
                             batch_var.detach(), bn.momentum)

@@ -158,11 +158,18 @@ def _channel_affine_kernel(x_ptr, scale_ptr, shift_ptr, identity_ptr, out_ptr, C
     y = tl.load(x_ptr + sample + offsets, mask=mask, other=0.0).to(tl.float32) * scale[None, :]
     if HAS_SHIFT:
         y += tl.load(shift_ptr + b * C + c, mask=c < C, other=0.0)[None, :]
+    add_relu_store(y, identity_ptr, out_ptr, sample + offsets, mask, HAS_IDENTITY, RELU)
+
+
+@triton.jit
+def add_relu_store(y, identity_ptr, out_ptr, offsets, mask, HAS_IDENTITY: tl.constexpr, RELU: tl.constexpr):
+    """A block tail's last steps on a float32 tile y: + identity (with HAS_IDENTITY), the ReLU (with RELU),
+    stored to out in out's dtype."""
     if HAS_IDENTITY:
-        y += tl.load(identity_ptr + sample + offsets, mask=mask, other=0.0).to(tl.float32)
+        y += tl.load(identity_ptr + offsets, mask=mask, other=0.0).to(tl.float32)
     if RELU:
         y = tl.where(y < 0, 0.0, y)                      # relu that keeps NaN, as torch.relu
-    tl.store(out_ptr + sample + offsets, y.to(out_ptr.dtype.element_ty), mask=mask)
+    tl.store(out_ptr + offsets, y.to(out_ptr.dtype.element_ty), mask=mask)
 
 
 @triton.jit
