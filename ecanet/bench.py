@@ -16,6 +16,7 @@ import functools
 import gc
 import logging
 import statistics
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterator, Sequence
@@ -46,6 +47,7 @@ MICRO_WARMUP_ITERS = 5
 MICRO_TIMED_ITERS = 20
 MOBILENET_STEM_STRIDE = 2        # MobileNetV2's first convolution halves the input side
 MIN_TIMED_STEPS = 3              # a repeat of measure_throughput(repeat_seconds=...) times at least this many steps
+MAX_SETTLING_STEPS = 20          # warm-up steps measure_throughput adds at most while the allocator still grows
 
 # Tensor-sized passes over HBM (N elements each way) that the ECA variants cannot avoid, (forward, backward),
 # for an implementation that cannot keep a sample's activation on chip (see measure_eca_layer):
@@ -132,10 +134,107 @@ class GcWatch:
         gc.callbacks.remove(self._callback)
 
 
+# NVML's clock-event reasons (``nvmlClocksEventReason*``, also called throttle reasons): why the GPU runs
+# below its top clock. Idle and the applications-clock setting are left out: they do not slow a busy GPU.
+CLOCK_SLOWDOWN_REASONS = {
+    0x4: "power cap",             # software power capping: the board draws its power limit
+    0x8: "hardware slowdown",     # hardware brake (power supply, over-temperature)
+    0x10: "sync boost",           # held to the clock of other GPUs in its sync-boost group
+    0x20: "thermal",              # software thermal slowdown: GPU or memory temperature above target
+    0x40: "hardware thermal",
+    0x80: "power brake",          # external power-brake signal
+}
+# How often GpuClockWatch reads the clocks while a repeat runs. Each read takes the interpreter lock from the
+# thread launching the kernels for a moment; a few reads a second describe a repeat of half a second or more.
+GPU_SAMPLE_INTERVAL_S = 0.25
+
+
+def _nvml_reader(device: torch.device) -> Callable[[], tuple[float, float, float, int]] | None:
+    """A function reading the GPU's (SM clock MHz, temperature °C, power W, clock-event reason bits), or
+    None where NVML cannot be read (no ``pynvml``, a CPU device, no NVML library)."""
+    if device.type != "cuda":
+        return None
+    try:
+        import pynvml
+        pynvml.nvmlInit()
+        # the UUID names the same GPU to CUDA and NVML, whatever CUDA_VISIBLE_DEVICES renumbers
+        uuid = str(torch.cuda.get_device_properties(device).uuid)
+        handle = pynvml.nvmlDeviceGetHandleByUUID((uuid if uuid.startswith("GPU-") else f"GPU-{uuid}").encode())
+        reasons = getattr(pynvml, "nvmlDeviceGetCurrentClocksEventReasons", None) or \
+            pynvml.nvmlDeviceGetCurrentClocksThrottleReasons
+        reasons(handle)
+    except Exception:  # noqa: BLE001 -- no pynvml, no driver library, an old driver: record nothing
+        return None
+
+    def read() -> tuple[float, float, float, int]:
+        return (pynvml.nvmlDeviceGetClockInfo(handle, pynvml.NVML_CLOCK_SM),
+                pynvml.nvmlDeviceGetTemperature(handle, pynvml.NVML_TEMPERATURE_GPU),
+                pynvml.nvmlDeviceGetPowerUsage(handle) / 1e3, reasons(handle))
+    return read
+
+
+class GpuClockWatch:
+    """The GPU's SM clock, temperature, power and clock slowdowns while the block runs, read every
+    ``interval_s`` by a background thread (NVML, through ``read``; nothing is recorded when it is None).
+
+    A GPU that reaches its power or temperature limit lowers its clock, and a repeat timed meanwhile is
+    slower for a reason that is not the network's. Recording each repeat's clocks tells such repeats apart
+    from the ones the network's own kernels or the host made slow. The NVML calls release the interpreter
+    lock; only the few Python lines around them take it from the thread launching the kernels."""
+
+    def __init__(self, read: Callable[[], tuple[float, float, float, int]] | None,
+                 interval_s: float = GPU_SAMPLE_INTERVAL_S) -> None:
+        self._read, self._interval_s = read, interval_s
+        self._samples: list[tuple[float, float, float, int]] = []
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _sample(self) -> None:
+        while True:
+            try:
+                self._samples.append(self._read())
+            except Exception:  # noqa: BLE001 -- a failed read ends the record, never the timing
+                return
+            if self._stop.wait(self._interval_s):
+                return
+
+    def __enter__(self) -> "GpuClockWatch":
+        if self._read is not None:
+            self._thread = threading.Thread(target=self._sample, name="gpu-clock-watch", daemon=True)
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._thread is not None:
+            self._stop.set()
+            self._thread.join()
+            with contextlib.suppress(Exception):   # the clocks as the block ends, however short it was
+                self._samples.append(self._read())
+
+    def summary(self) -> dict | None:
+        """Mean and lowest SM clock (MHz), highest temperature (°C), mean power (W) and the slowdown reasons
+        seen in any read; None when nothing was read."""
+        if not self._samples:
+            return None
+        clocks, temperatures, powers, reasons = zip(*self._samples)
+        seen = functools.reduce(lambda a, b: a | b, reasons, 0)
+        return {"sm_clock_mhz": statistics.fmean(clocks), "sm_clock_min_mhz": min(clocks),
+                "temperature_c": max(temperatures), "power_w": statistics.fmean(powers),
+                "slowdowns": [name for bit, name in CLOCK_SLOWDOWN_REASONS.items() if seen & bit]}
+
+
 def _autocast(device: torch.device, amp_dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
     if amp_dtype is None or amp_dtype == torch.float32:
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=amp_dtype)
+
+
+def _device_allocations(device: torch.device) -> int:
+    """How many times the caching allocator has asked the driver for memory on ``device`` (0 on a CPU)."""
+    if device.type != "cuda":
+        return 0
+    stats = torch.cuda.memory_stats(device)
+    return stats.get("num_device_alloc", stats.get("segment.all.allocated", 0))
 
 
 def _reset_peak_memory(device: torch.device) -> None:
@@ -199,6 +298,9 @@ class ThroughputResult:
     frozen_heap: bool = False           # timed with the heap out of the garbage collector's view
     gc_pause_ms_all: list[float] = field(default_factory=list)  # host time in garbage collection, per repeat
     gc_full_collections_all: list[int] = field(default_factory=list)  # oldest-generation collections, per repeat
+    gpu_clocks_all: list[dict | None] = field(default_factory=list)   # GpuClockWatch.summary(), per repeat
+    warmup_steps: int = 0               # warm-up steps run, settling ones included
+    device_allocations_all: list[int] = field(default_factory=list)  # the allocator's cudaMalloc calls, per repeat
 
     @property
     def images_per_s_min(self) -> float:
@@ -284,11 +386,14 @@ def measure_throughput(model: nn.Module, *, batch_size: int, img_size: int = 224
     ``compile`` wraps the model in ``torch.compile`` (default mode, or the Inductor settings
     ``compile_options``) after ``torch._dynamo.reset()``, so earlier compilations neither count against the
     recompile limit nor leak into this one; the optimiser step stays eager. Peak memory counts from the start
-    of the warm-up.
+    of the warm-up. After ``warmup_steps`` steps the warm-up goes on, up to ``MAX_SETTLING_STEPS`` more, until
+    a step no longer grows the caching allocator's pool; each repeat records how often it still did
+    (``device_allocations_all``).
 
     ``frozen_heap`` times the steps as the training loop runs them: with every object alive after the
     warm-up taken out of the garbage collector's view (:func:`ecanet.engine.freeze_heap`), released
-    afterwards. Each repeat's collections and their host time are recorded either way (:class:`GcWatch`).
+    afterwards. Each repeat's collections and their host time are recorded either way (:class:`GcWatch`),
+    and on a GPU that NVML can read, its clocks, temperature, power and clock slowdowns (:class:`GpuClockWatch`).
     """
     device = torch.device(device)
     with _prepared_step(model, batch_size=batch_size, img_size=img_size, train=train, amp_dtype=amp_dtype,
@@ -299,19 +404,33 @@ def measure_throughput(model: nn.Module, *, batch_size: int, img_size: int = 224
         t0 = time.perf_counter()
         for _ in range(warmup_steps):
             step()
+        # A step that still grows the caching allocator's pool asks the driver for memory (cudaMalloc), which
+        # costs milliseconds and can wait for the GPU: warm up until a step asks for none, so that no repeat
+        # times the pool's growth (each repeat records whether it still grew).
+        settling_steps = 0
+        while warmup_steps and settling_steps < MAX_SETTLING_STEPS:
+            before = _device_allocations(device)
+            step()
+            settling_steps += 1
+            if _device_allocations(device) == before:
+                break
         _synchronize(device)
         warmup_s = time.perf_counter() - t0
         if repeat_seconds is not None:
             last_step_s = _time_ms(step, 1, device) / 1e3
             timed_steps = max(MIN_TIMED_STEPS, min(timed_steps, round(repeat_seconds / last_step_s)))
-        runs, watches = [], []
+        runs, watches, clocks, device_allocations = [], [], [], []
+        read_gpu = _nvml_reader(device)
         if frozen_heap:
             freeze_heap()
         try:
             for _ in range(repeats):
-                with GcWatch() as watch:
+                allocations = _device_allocations(device)
+                with GcWatch() as watch, GpuClockWatch(read_gpu) as gpu:
                     runs.append(_time_ms(step, timed_steps, device))
                 watches.append(watch)
+                clocks.append(gpu.summary())
+                device_allocations.append(_device_allocations(device) - allocations)
         finally:
             if frozen_heap:
                 release_heap()
@@ -325,7 +444,8 @@ def measure_throughput(model: nn.Module, *, batch_size: int, img_size: int = 224
         batch_size=batch_size, img_size=img_size, train=train, compiled=compile, amp_dtype=dtype_name(amp_dtype),
         channels_last=channels_last, warmup_s=warmup_s, step_ms_all=runs,
         images_per_s_all=[batch_size * 1e3 / ms for ms in runs], timed_steps=timed_steps, frozen_heap=frozen_heap,
-        gc_pause_ms_all=[w.pause_ms for w in watches], gc_full_collections_all=[w.full_collections for w in watches])
+        gc_pause_ms_all=[w.pause_ms for w in watches], gc_full_collections_all=[w.full_collections for w in watches],
+        gpu_clocks_all=clocks, warmup_steps=warmup_steps + settling_steps, device_allocations_all=device_allocations)
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import contextlib
 import datetime
 import importlib.util
 import json
@@ -76,6 +77,7 @@ TARGET_LAYER_VS_FLOOR = 1.5
 TARGET_RELEASED_RATIO = 0.95
 SPREAD_FACTOR = 2.0
 SPREAD_NOISE_FLOOR = 0.001
+CLOCK_STEADY = 0.01   # repeats whose mean SM clocks differ by at most 1% show one clock on the page
 SOURCES = ("ecanet", "official", "timm")
 MICRO_VARIANTS = (("tail", "fused"), ("tail", "plain"), ("no-attention tail", "none"),
                   ("layer", "fused"), ("layer", "plain"))
@@ -110,8 +112,18 @@ def environment() -> dict:
     if torch.cuda.is_available():
         env["gpu"] = torch.cuda.get_device_name()
         env["gpu_count"] = torch.cuda.device_count()
+    env["host"] = host_description()
     env["code"] = code_revision()
     return env
+
+
+def host_description() -> dict:
+    """The host that launched the kernels: a step bound by its launches runs at the host's pace."""
+    cpu = None
+    with contextlib.suppress(OSError):
+        cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                    if line.startswith("model name")), None)
+    return {"cpu": cpu or platform.processor() or None, "cpus": os.cpu_count(), "kernel": platform.release()}
 
 
 def code_revision() -> str | None:
@@ -527,6 +539,19 @@ def _spread(record: dict) -> float:
     return (record["images_per_s_max"] - record["images_per_s_min"]) / record["images_per_s"]
 
 
+def _gpu_clock(record: dict) -> str:
+    """The repeats' mean SM clocks as the tables show them (one figure when they agree within CLOCK_STEADY,
+    else their range) and the clock slowdowns NVML reported; empty for a row measured without NVML."""
+    clocks = [c for c in record.get("gpu_clocks_all") or [] if c]
+    if not clocks:
+        return ""
+    means = [c["sm_clock_mhz"] for c in clocks]
+    low, high = min(means), max(means)
+    text = f"{high:,.0f}" if high - low <= CLOCK_STEADY * high else f"{low:,.0f}-{high:,.0f}"
+    slowdowns = sorted({name for c in clocks for name in c["slowdowns"]})
+    return text + (f" ({', '.join(slowdowns)})" if slowdowns else "")
+
+
 def _network_name(record: dict) -> str:
     """The network as the tables show it: its name, then its ECA implementation and compile settings, if any."""
     details = [record[key] for key in ("eca_impl", "compile_settings") if record.get(key)]
@@ -534,21 +559,25 @@ def _network_name(record: dict) -> str:
 
 
 def _released_markdown(records: list[dict]) -> str:
-    """One row per measurement, pair by pair: median img/s with the repeats' min-max and spread, and the
-    ECA rows' ratio to their baseline."""
+    """One row per measurement, pair by pair: median img/s with the repeats' min-max and spread, the ECA
+    rows' ratio to their baseline, and the GPU's SM clock where any row recorded it."""
     order = {base: i for i, (_, base) in enumerate(RELEASED_PAIRS)}
     cases = {case: i for i, case in enumerate(CASES)}
     rows = []
     for r in sorted(records, key=lambda r: (order.get(r["pair"], len(order)), cases.get(r["case"], len(cases)))):
         if "error" in r:
-            rows.append((r["pair"], r["case"], _network_name(r), r["source"], "error", r["error"][:60], "", "", ""))
+            rows.append((r["pair"], r["case"], _network_name(r), r["source"], "error", r["error"][:60], "", "", "", ""))
             continue
         ratio = r.get("vs_baseline")
         rows.append((r["pair"], r["case"], _network_name(r), r["source"], f"{r['images_per_s']:,.0f}",
                      f"{r['images_per_s_min']:,.0f}-{r['images_per_s_max']:,.0f}", f"{100 * _spread(r):.2f}%",
-                     f"{len(r['images_per_s_all'])}x{r.get('timed_steps', '?')}", f"{ratio:.3f}x" if ratio else ""))
-    return markdown_table(("pair", "case", "network", "code", "img/s (median)", "min-max", "spread",
-                           "repeats x steps", "vs baseline"), rows)
+                     f"{len(r['images_per_s_all'])}x{r.get('timed_steps', '?')}", f"{ratio:.3f}x" if ratio else "",
+                     _gpu_clock(r)))
+    header = ("pair", "case", "network", "code", "img/s (median)", "min-max", "spread", "repeats x steps",
+              "vs baseline", "SM clock MHz")
+    if not any(row[-1] for row in rows):   # results files measured without NVML
+        header, rows = header[:-1], [row[:-1] for row in rows]
+    return markdown_table(header, rows)
 
 
 def _released_ratio_table(records: list[dict]) -> str:
@@ -585,8 +614,9 @@ def _released_targets(records: list[dict]) -> str:
             continue
         compared += 1
         if _spread(r) > max(SPREAD_FACTOR * reference, SPREAD_NOISE_FLOOR):
+            clock = _gpu_clock(r)
             unsteady.append(f"{_network_name(r)} [{r['source']}] {r['case']} {100 * _spread(r):.2f}% "
-                            f"(baseline {100 * reference:.2f}%)")
+                            f"(baseline {100 * reference:.2f}%{f'; SM clock {clock} MHz' if clock else ''})")
     spread_line = (f"- spread of every ECA network at most {SPREAD_FACTOR:g}x its baseline's (spreads under "
                    f"{100 * SPREAD_NOISE_FLOOR:g}% count as timer noise): {compared - len(unsteady)} of {compared} "
                    + ("met" if not unsteady else "met; NOT met: " + "; ".join(unsteady)))
@@ -742,8 +772,9 @@ def read_results(path: str) -> dict:
 
 
 def summarize(paths: list[str]) -> str:
-    """Merges the sections of several ``--json`` files into one short markdown summary."""
-    runs = [read_results(path) for path in paths]
+    """Merges the sections of several ``--json`` files into one short markdown summary, the files taken in
+    the order they were measured (their ``environment.date_utc``; files without one first, as given)."""
+    runs = sorted((read_results(path) for path in paths), key=lambda run: run["environment"].get("date_utc") or "")
     env = runs[0]["environment"] if runs else {}
     parts = [f"# Summary: {env.get('gpu', '?')}, torch {env.get('torch')}, triton {env.get('triton')}, "
              f"{env.get('date_utc')}"]
@@ -799,7 +830,9 @@ The released networks (`--released`) come first: each ECA network's images/s ove
 then the targets (every ECA network of ecanet at >= 0.95x of its baseline in all four cases, and timings as
 steady as the baseline's), then every measurement with its median over the repeats, the repeats' min-max,
 and the spread ((max - min) / median). "repeats x steps" is how many timed repeats of how many steps each
-(`--repeat-seconds` sizes the repeats, so deep networks time fewer steps). The official code's networks
+(`--repeat-seconds` sizes the repeats, so deep networks time fewer steps). Files that recorded it add the GPU's
+SM clock (the repeats' mean clocks, a range where they differ by more than 1%) and any reason NVML gave for a
+lowered clock, such as the power cap (`ecanet.bench.GpuClockWatch`). The official code's networks
 (the official repository's `models/`) compare with ecanet's baseline, which is the same network;
 timm's ECA-ResNets, which have the deep 'd' stem, with timm's ResNet of that stem. A case not measured
 shows "-" and is listed under the targets. `--released` times each compiled row in a fresh Python process
@@ -808,8 +841,8 @@ that has compiled and timed other networks before slows the host side of later c
 configurations those parallel processes autotuned are then deleted, so each timed process tunes its kernels
 alone: tuned side by side on one GPU, they time the contention as much as the kernels.
 Each results file above says how its rows were timed. Where several results files measure the same network
-and case, the page shows the last file's measurement with the baseline of its own run; the earlier rows stay
-in their files. Compiled rows of a file measured with Inductor settings (`--inductor-option`) are rows of
+and case, the page shows the most recently measured file's measurement with the baseline of its own run; the
+earlier rows stay in their files. Compiled rows of a file measured with Inductor settings (`--inductor-option`) are rows of
 their own, the settings beside the network's name, and the targets count only the default compiler's rows:
 `triton.cudagraphs=True` replays each compiled step as CUDA graphs, as `main.py --compile-mode
 reduce-overhead` does, so the host no longer launches each kernel.

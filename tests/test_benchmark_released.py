@@ -105,6 +105,23 @@ def test_targets_name_each_slow_or_unsteady_measurement_and_what_was_not_measure
            "(baseline 0.10%)" in verdict
 
 
+def test_the_tables_show_each_rows_gpu_clocks_and_slowdowns():
+    """A row timed while the GPU lowered its clock says so beside its spread; rows without clocks (results
+    files measured before the clocks were recorded, or without NVML) show nothing."""
+    records = _pair_records(0.96, eca_spread=0.004, base_spread=0.001)
+    steady = {"sm_clock_mhz": 1980.0, "sm_clock_min_mhz": 1980, "temperature_c": 60, "power_w": 500.0,
+              "slowdowns": []}
+    eca = next(r for r in records if r["model"] == "eca_resnet152" and r["case"] == "train-compiled")
+    eca["gpu_clocks_all"] = [steady, steady | {"sm_clock_mhz": 1750.0, "slowdowns": ["power cap"]}, steady]
+    base = next(r for r in records if r["model"] == "resnet152" and r["case"] == "train-compiled")
+    base["gpu_clocks_all"] = [steady, steady | {"sm_clock_mhz": 1970.0}, None]
+    table = benchmark._released_markdown(records)
+    assert "| 1,750-1,980 (power cap) |" in table and "| 1,980 |" in table      # within 1%: one figure
+    assert "eca_resnet152 (auto) [ecanet] train-compiled 0.40% (baseline 0.10%; SM clock 1,750-1,980 (power cap) " \
+           "MHz)" in benchmark._released_targets(records)
+    assert table.splitlines()[2].endswith("|  |")     # no clocks recorded: an empty cell
+
+
 def test_ratio_table_has_one_row_per_eca_network_and_code():
     records = [_row("resnet50", "resnet50", "ecanet", "baseline", "train-eager", 1000.0),
                _row("resnet50", "eca_resnet50", "ecanet", "eca", "train-eager", 950.0, "auto"),
@@ -178,6 +195,20 @@ def test_a_later_results_file_supersedes_the_measurements_it_repeats(tmp_path):
     assert "| resnet152 | eca_resnet152 (auto) | ecanet | 0.967x |" in summary    # 290 / 300, the first run
     assert "0.830x" not in summary and "310 |" not in summary
     assert "| 1,000 |" in summary and "| 1,010 |" in summary     # each run's resnet18 baseline its rows compare with
+
+
+def test_the_most_recently_measured_file_supersedes_whatever_order_the_files_are_given_in(tmp_path):
+    import json
+    paths = []
+    for name, date, rate in (("later", "2026-12-04T10:00:00+00:00", 990.0), ("earlier", "2026-12-03T10:00:00+00:00",
+                                                                            830.0)):
+        path = tmp_path / f"{name}.json"
+        path.write_text(json.dumps({"environment": {"date_utc": date}, "args": {}, "released": [
+            _row("resnet18", "resnet18", "ecanet", "baseline", "train-compiled", 1000.0),
+            _row("resnet18", "eca_resnet18", "ecanet", "eca", "train-compiled", rate, "auto")]}))
+        paths.append(str(path))
+    summary = benchmark.summarize(paths)
+    assert "| resnet18 | eca_resnet18 (auto) | ecanet | 0.990x |" in summary and "0.830x" not in summary
 
 
 def test_rows_compiled_with_inductor_settings_stand_beside_the_default_rows(tmp_path):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import os
+import time
 import types
 from pathlib import Path
 
@@ -581,6 +582,51 @@ def test_throughput_records_each_repeats_garbage_collections():
     assert all(ms > 0 for ms in result.gc_pause_ms_all)
     assert result.frozen_heap and gc.get_freeze_count() == 0     # timed frozen, released afterwards
     assert "gc_pause_ms_all" in result.to_dict()
+
+
+def test_gpu_clock_watch_summarises_each_repeats_reads():
+    """The watch reads in the background while the block runs; the summary is the mean and lowest clock,
+    the hottest read, the mean power and every slowdown any read reported (bits named by NVML's values)."""
+    from ecanet.bench import GpuClockWatch
+    reads = iter([(1980, 60, 600.0, 0), (1755, 71, 700.0, 0x4), (1800, 70, 650.0, 0x20 | 0x1)])
+
+    def read():
+        return next(reads)   # StopIteration past the third read ends the record, as a failed NVML read does
+    with GpuClockWatch(read, interval_s=0.001) as watch:
+        time.sleep(0.05)
+    assert watch.summary() == {"sm_clock_mhz": (1980 + 1755 + 1800) / 3, "sm_clock_min_mhz": 1755,
+                               "temperature_c": 71, "power_w": 650.0, "slowdowns": ["power cap", "thermal"]}
+    reads = iter([(1980, 60, 600.0, 0), (1500, 80, 700.0, 0x40)])
+    with GpuClockWatch(read, interval_s=60) as short:   # a block shorter than the interval: read as it ends too
+        pass
+    assert short.summary()["sm_clock_min_mhz"] == 1500 and short.summary()["slowdowns"] == ["hardware thermal"]
+    with GpuClockWatch(None) as nothing:     # no NVML (a CPU, no pynvml): nothing recorded
+        pass
+    assert nothing.summary() is None
+
+
+def test_throughput_on_cpu_records_no_gpu_clocks():
+    from ecanet.bench import measure_throughput
+    result = measure_throughput(nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 3)), batch_size=2, img_size=8,
+                                train=False, amp_dtype=None, warmup_steps=1, timed_steps=2, repeats=2, device="cpu")
+    assert result.gpu_clocks_all == [None, None]
+
+
+def test_warm_up_goes_on_while_steps_still_grow_the_allocators_pool(monkeypatch):
+    """Each step that asks the driver for memory is followed by another warm-up step; the repeats record how
+    often they still asked (here: the pool grows over the first 8 steps, 2 of warm-up and 6 more)."""
+    from ecanet import bench
+    steps = []
+
+    class Counting(nn.Module):
+        def forward(self, x):
+            steps.append(1)
+            return x.flatten(1)[:, :3]
+    monkeypatch.setattr(bench, "_device_allocations", lambda device: min(len(steps), 8))
+    result = bench.measure_throughput(Counting(), batch_size=2, img_size=8, train=False, amp_dtype=None,
+                                      warmup_steps=2, timed_steps=2, repeats=2, device="cpu")
+    assert result.warmup_steps == 2 + 7       # the 9th step is the first that asked for nothing
+    assert result.device_allocations_all == [0, 0]
 
 
 def test_profile_helper_on_cpu_attributes_the_step():
