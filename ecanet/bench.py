@@ -19,7 +19,7 @@ import statistics
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Iterator, NamedTuple, Sequence
 
 import torch
 from torch import nn
@@ -149,9 +149,19 @@ CLOCK_SLOWDOWN_REASONS = {
 GPU_SAMPLE_INTERVAL_S = 0.25
 
 
-def _nvml_reader(device: torch.device) -> Callable[[], tuple[float, float, float, int]] | None:
-    """A function reading the GPU's (SM clock MHz, temperature °C, power W, clock-event reason bits), or
-    None where NVML cannot be read (no ``pynvml``, a CPU device, no NVML library)."""
+class GpuReading(NamedTuple):
+    """One NVML read of a GPU."""
+
+    sm_clock_mhz: float
+    temperature_c: float
+    power_w: float
+    busy_percent: float    # of NVML's last sample period (1/6 s to 1 s) during which a kernel ran
+    slowdown_bits: int     # clock-event reasons, CLOCK_SLOWDOWN_REASONS' bits among them
+
+
+def _nvml_reader(device: torch.device) -> Callable[[], GpuReading] | None:
+    """A function reading the GPU's clock, temperature, power, busy time and clock slowdowns, or None where
+    NVML cannot be read (no ``pynvml``, a CPU device, no NVML library)."""
     if device.type != "cuda":
         return None
     try:
@@ -166,26 +176,27 @@ def _nvml_reader(device: torch.device) -> Callable[[], tuple[float, float, float
     except Exception:  # noqa: BLE001 -- no pynvml, no driver library, an old driver: record nothing
         return None
 
-    def read() -> tuple[float, float, float, int]:
-        return (pynvml.nvmlDeviceGetClockInfo(handle, pynvml.NVML_CLOCK_SM),
-                pynvml.nvmlDeviceGetTemperature(handle, pynvml.NVML_TEMPERATURE_GPU),
-                pynvml.nvmlDeviceGetPowerUsage(handle) / 1e3, reasons(handle))
+    def read() -> GpuReading:
+        return GpuReading(pynvml.nvmlDeviceGetClockInfo(handle, pynvml.NVML_CLOCK_SM),
+                          pynvml.nvmlDeviceGetTemperature(handle, pynvml.NVML_TEMPERATURE_GPU),
+                          pynvml.nvmlDeviceGetPowerUsage(handle) / 1e3,
+                          pynvml.nvmlDeviceGetUtilizationRates(handle).gpu, reasons(handle))
     return read
 
 
 class GpuClockWatch:
-    """The GPU's SM clock, temperature, power and clock slowdowns while the block runs, read every
-    ``interval_s`` by a background thread (NVML, through ``read``; nothing is recorded when it is None).
+    """The GPU's SM clock, temperature, power, busy time and clock slowdowns while the block runs, read
+    every ``interval_s`` by a background thread (NVML, through ``read``; nothing is recorded when it is None).
 
     A GPU that reaches its power or temperature limit lowers its clock, and a repeat timed meanwhile is
-    slower for a reason that is not the network's. Recording each repeat's clocks tells such repeats apart
-    from the ones the network's own kernels or the host made slow. The NVML calls release the interpreter
+    slower for a reason that is not the network's; a GPU busy for less than all of a repeat waited for the
+    host. Recording each repeat's reads tells such repeats apart from the ones the network's own kernels
+    made slow. The NVML calls release the interpreter
     lock; only the few Python lines around them take it from the thread launching the kernels."""
 
-    def __init__(self, read: Callable[[], tuple[float, float, float, int]] | None,
-                 interval_s: float = GPU_SAMPLE_INTERVAL_S) -> None:
+    def __init__(self, read: Callable[[], GpuReading] | None, interval_s: float = GPU_SAMPLE_INTERVAL_S) -> None:
         self._read, self._interval_s = read, interval_s
-        self._samples: list[tuple[float, float, float, int]] = []
+        self._samples: list[GpuReading] = []
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -212,14 +223,15 @@ class GpuClockWatch:
                 self._samples.append(self._read())
 
     def summary(self) -> dict | None:
-        """Mean and lowest SM clock (MHz), highest temperature (°C), mean power (W) and the slowdown reasons
-        seen in any read; None when nothing was read."""
+        """Mean and lowest SM clock (MHz), highest temperature (°C), mean power (W), mean busy percentage
+        and the slowdown reasons seen in any read; None when nothing was read."""
         if not self._samples:
             return None
-        clocks, temperatures, powers, reasons = zip(*self._samples)
-        seen = functools.reduce(lambda a, b: a | b, reasons, 0)
-        return {"sm_clock_mhz": statistics.fmean(clocks), "sm_clock_min_mhz": min(clocks),
-                "temperature_c": max(temperatures), "power_w": statistics.fmean(powers),
+        reads = GpuReading(*zip(*self._samples))
+        seen = functools.reduce(lambda a, b: a | b, reads.slowdown_bits, 0)
+        return {"sm_clock_mhz": statistics.fmean(reads.sm_clock_mhz), "sm_clock_min_mhz": min(reads.sm_clock_mhz),
+                "temperature_c": max(reads.temperature_c), "power_w": statistics.fmean(reads.power_w),
+                "busy_percent": statistics.fmean(reads.busy_percent),
                 "slowdowns": [name for bit, name in CLOCK_SLOWDOWN_REASONS.items() if seen & bit]}
 
 

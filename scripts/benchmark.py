@@ -552,6 +552,16 @@ def _gpu_clock(record: dict) -> str:
     return text + (f" ({', '.join(slowdowns)})" if slowdowns else "")
 
 
+def _gpu_busy(record: dict) -> str:
+    """The repeats' mean GPU busy percentages (NVML's utilisation), one figure or their range; empty for a row
+    measured without NVML or before it was recorded. Below 100% the GPU waited for the host."""
+    busy = [c["busy_percent"] for c in record.get("gpu_clocks_all") or [] if c and "busy_percent" in c]
+    if not busy:
+        return ""
+    low, high = round(min(busy)), round(max(busy))
+    return f"{high}%" if low == high else f"{low}-{high}%"
+
+
 def _network_name(record: dict) -> str:
     """The network as the tables show it: its name, then its ECA implementation and compile settings, if any."""
     details = [record[key] for key in ("eca_impl", "compile_settings") if record.get(key)]
@@ -566,17 +576,18 @@ def _released_markdown(records: list[dict]) -> str:
     rows = []
     for r in sorted(records, key=lambda r: (order.get(r["pair"], len(order)), cases.get(r["case"], len(cases)))):
         if "error" in r:
-            rows.append((r["pair"], r["case"], _network_name(r), r["source"], "error", r["error"][:60], "", "", "", ""))
+            rows.append((r["pair"], r["case"], _network_name(r), r["source"], "error", r["error"][:60], "", "", "", "",
+                         ""))
             continue
         ratio = r.get("vs_baseline")
         rows.append((r["pair"], r["case"], _network_name(r), r["source"], f"{r['images_per_s']:,.0f}",
                      f"{r['images_per_s_min']:,.0f}-{r['images_per_s_max']:,.0f}", f"{100 * _spread(r):.2f}%",
                      f"{len(r['images_per_s_all'])}x{r.get('timed_steps', '?')}", f"{ratio:.3f}x" if ratio else "",
-                     _gpu_clock(r)))
+                     _gpu_clock(r), _gpu_busy(r)))
     header = ("pair", "case", "network", "code", "img/s (median)", "min-max", "spread", "repeats x steps",
-              "vs baseline", "SM clock MHz")
-    if not any(row[-1] for row in rows):   # results files measured without NVML
-        header, rows = header[:-1], [row[:-1] for row in rows]
+              "vs baseline", "SM clock MHz", "GPU busy")
+    if not any(row[-2] for row in rows):   # results files measured without NVML
+        header, rows = header[:-2], [row[:-2] for row in rows]
     return markdown_table(header, rows)
 
 
@@ -614,9 +625,10 @@ def _released_targets(records: list[dict]) -> str:
             continue
         compared += 1
         if _spread(r) > max(SPREAD_FACTOR * reference, SPREAD_NOISE_FLOOR):
-            clock = _gpu_clock(r)
+            clock, busy = _gpu_clock(r), _gpu_busy(r)
+            gpu = (f"; SM clock {clock} MHz" if clock else "") + (f"; GPU busy {busy}" if busy else "")
             unsteady.append(f"{_network_name(r)} [{r['source']}] {r['case']} {100 * _spread(r):.2f}% "
-                            f"(baseline {100 * reference:.2f}%{f'; SM clock {clock} MHz' if clock else ''})")
+                            f"(baseline {100 * reference:.2f}%{gpu})")
     spread_line = (f"- spread of every ECA network at most {SPREAD_FACTOR:g}x its baseline's (spreads under "
                    f"{100 * SPREAD_NOISE_FLOOR:g}% count as timer noise): {compared - len(unsteady)} of {compared} "
                    + ("met" if not unsteady else "met; NOT met: " + "; ".join(unsteady)))
@@ -830,9 +842,10 @@ The released networks (`--released`) come first: each ECA network's images/s ove
 then the targets (every ECA network of ecanet at >= 0.95x of its baseline in all four cases, and timings as
 steady as the baseline's), then every measurement with its median over the repeats, the repeats' min-max,
 and the spread ((max - min) / median). "repeats x steps" is how many timed repeats of how many steps each
-(`--repeat-seconds` sizes the repeats, so deep networks time fewer steps). Files that recorded it add the GPU's
-SM clock (the repeats' mean clocks, a range where they differ by more than 1%) and any reason NVML gave for a
-lowered clock, such as the power cap (`ecanet.bench.GpuClockWatch`). The official code's networks
+(`--repeat-seconds` sizes the repeats, so deep networks time fewer steps). Files that recorded them add the
+GPU's SM clock (the repeats' mean clocks, a range where they differ by more than 1%), any reason NVML gave for
+a lowered clock, such as the power cap, and how busy the GPU was (the share of time a kernel ran; below 100%
+it waited for the host) (`ecanet.bench.GpuClockWatch`). The official code's networks
 (the official repository's `models/`) compare with ecanet's baseline, which is the same network;
 timm's ECA-ResNets, which have the deep 'd' stem, with timm's ResNet of that stem. A case not measured
 shows "-" and is listed under the targets. `--released` times each compiled row in a fresh Python process

@@ -110,16 +110,17 @@ def test_the_tables_show_each_rows_gpu_clocks_and_slowdowns():
     files measured before the clocks were recorded, or without NVML) show nothing."""
     records = _pair_records(0.96, eca_spread=0.004, base_spread=0.001)
     steady = {"sm_clock_mhz": 1980.0, "sm_clock_min_mhz": 1980, "temperature_c": 60, "power_w": 500.0,
-              "slowdowns": []}
+              "busy_percent": 100.0, "slowdowns": []}
     eca = next(r for r in records if r["model"] == "eca_resnet152" and r["case"] == "train-compiled")
-    eca["gpu_clocks_all"] = [steady, steady | {"sm_clock_mhz": 1750.0, "slowdowns": ["power cap"]}, steady]
+    eca["gpu_clocks_all"] = [steady, steady | {"sm_clock_mhz": 1750.0, "slowdowns": ["power cap"]},
+                             steady | {"busy_percent": 86.6}]
     base = next(r for r in records if r["model"] == "resnet152" and r["case"] == "train-compiled")
     base["gpu_clocks_all"] = [steady, steady | {"sm_clock_mhz": 1970.0}, None]
     table = benchmark._released_markdown(records)
-    assert "| 1,750-1,980 (power cap) |" in table and "| 1,980 |" in table      # within 1%: one figure
+    assert "| 1,750-1,980 (power cap) | 87-100% |" in table and "| 1,980 | 100% |" in table   # within 1%: one
     assert "eca_resnet152 (auto) [ecanet] train-compiled 0.40% (baseline 0.10%; SM clock 1,750-1,980 (power cap) " \
-           "MHz)" in benchmark._released_targets(records)
-    assert table.splitlines()[2].endswith("|  |")     # no clocks recorded: an empty cell
+           "MHz; GPU busy 87-100%)" in benchmark._released_targets(records)
+    assert table.splitlines()[2].endswith("|  |  |")     # no clocks recorded: empty cells
 
 
 def test_ratio_table_has_one_row_per_eca_network_and_code():

@@ -587,16 +587,18 @@ def test_throughput_records_each_repeats_garbage_collections():
 def test_gpu_clock_watch_summarises_each_repeats_reads():
     """The watch reads in the background while the block runs; the summary is the mean and lowest clock,
     the hottest read, the mean power and every slowdown any read reported (bits named by NVML's values)."""
-    from ecanet.bench import GpuClockWatch
-    reads = iter([(1980, 60, 600.0, 0), (1755, 71, 700.0, 0x4), (1800, 70, 650.0, 0x20 | 0x1)])
+    from ecanet.bench import GpuClockWatch, GpuReading
+    reads = iter([GpuReading(1980, 60, 600.0, 100, 0), GpuReading(1755, 71, 700.0, 97, 0x4),
+                  GpuReading(1800, 70, 650.0, 91, 0x20 | 0x1)])
 
     def read():
         return next(reads)   # StopIteration past the third read ends the record, as a failed NVML read does
     with GpuClockWatch(read, interval_s=0.001) as watch:
         time.sleep(0.05)
     assert watch.summary() == {"sm_clock_mhz": (1980 + 1755 + 1800) / 3, "sm_clock_min_mhz": 1755,
-                               "temperature_c": 71, "power_w": 650.0, "slowdowns": ["power cap", "thermal"]}
-    reads = iter([(1980, 60, 600.0, 0), (1500, 80, 700.0, 0x40)])
+                               "temperature_c": 71, "power_w": 650.0, "busy_percent": 96.0,
+                               "slowdowns": ["power cap", "thermal"]}
+    reads = iter([GpuReading(1980, 60, 600.0, 100, 0), GpuReading(1500, 80, 700.0, 100, 0x40)])
     with GpuClockWatch(read, interval_s=60) as short:   # a block shorter than the interval: read as it ends too
         pass
     assert short.summary()["sm_clock_min_mhz"] == 1500 and short.summary()["slowdowns"] == ["hardware thermal"]
