@@ -135,18 +135,22 @@ class GcWatch:
 
 
 # NVML's clock-event reasons (``nvmlClocksEventReason*``, also called throttle reasons): why the GPU runs
-# below its top clock. Idle and the applications-clock setting are left out: they do not slow a busy GPU.
+# below its top clock. Idle (0x1) is left out: it lowers the clock of a GPU with nothing to run.
 CLOCK_SLOWDOWN_REASONS = {
+    0x2: "applications clocks",   # the clocks an administrator set (nvidia-smi -ac) cap the GPU's
     0x4: "power cap",             # software power capping: the board draws its power limit
     0x8: "hardware slowdown",     # hardware brake (power supply, over-temperature)
     0x10: "sync boost",           # held to the clock of other GPUs in its sync-boost group
     0x20: "thermal",              # software thermal slowdown: GPU or memory temperature above target
     0x40: "hardware thermal",
     0x80: "power brake",          # external power-brake signal
+    0x100: "display clocks",      # held to the clock a display needs
 }
-# How often GpuClockWatch reads the clocks while a repeat runs. Each read takes the interpreter lock from the
-# thread launching the kernels for a moment; a few reads a second describe a repeat of half a second or more.
+# How often GpuWatch reads the GPU while a repeat runs, the first read one interval in. Each read takes the
+# interpreter lock from the thread launching the kernels for a moment; a few reads a second describe a repeat
+# of half a second or more.
 GPU_SAMPLE_INTERVAL_S = 0.25
+GPU_READ_TIMEOUT_S = 5.0
 
 
 class GpuReading(NamedTuple):
@@ -155,13 +159,15 @@ class GpuReading(NamedTuple):
     sm_clock_mhz: float
     temperature_c: float
     power_w: float
-    busy_percent: float    # of NVML's last sample period (1/6 s to 1 s) during which a kernel ran
+    busy_percent: float    # of NVML's last sample period (1/6 s to 1 s, by GPU) during which a kernel ran
     slowdown_bits: int     # clock-event reasons, CLOCK_SLOWDOWN_REASONS' bits among them
 
 
+@functools.lru_cache(maxsize=None)
 def _nvml_reader(device: torch.device) -> Callable[[], GpuReading] | None:
-    """A function reading the GPU's clock, temperature, power, busy time and clock slowdowns, or None where
-    NVML cannot be read (no ``pynvml``, a CPU device, no NVML library)."""
+    """A function reading the GPU's clock, temperature, power, busy time and clock slowdowns through NVML
+    (the ``bench`` extra, ``nvidia-ml-py``), or None where NVML cannot be read: a CPU device (silently), or
+    no ``pynvml``, no driver library or an old driver (with a warning, once per device)."""
     if device.type != "cuda":
         return None
     try:
@@ -169,11 +175,15 @@ def _nvml_reader(device: torch.device) -> Callable[[], GpuReading] | None:
         pynvml.nvmlInit()
         # the UUID names the same GPU to CUDA and NVML, whatever CUDA_VISIBLE_DEVICES renumbers
         uuid = str(torch.cuda.get_device_properties(device).uuid)
-        handle = pynvml.nvmlDeviceGetHandleByUUID((uuid if uuid.startswith("GPU-") else f"GPU-{uuid}").encode())
+        if not uuid.startswith(("GPU-", "MIG-")):
+            uuid = f"GPU-{uuid}"
+        handle = pynvml.nvmlDeviceGetHandleByUUID(uuid.encode())
         reasons = getattr(pynvml, "nvmlDeviceGetCurrentClocksEventReasons", None) or \
             pynvml.nvmlDeviceGetCurrentClocksThrottleReasons
         reasons(handle)
-    except Exception:  # noqa: BLE001 -- no pynvml, no driver library, an old driver: record nothing
+    except Exception as error:  # noqa: BLE001 -- whatever stops NVML, the timing goes on without its reads
+        logger.warning("the GPU's clock, power and busy time are not recorded: NVML cannot be read (%s: %s); "
+                       "install the bench extra (pip install nvidia-ml-py)", type(error).__name__, error)
         return None
 
     def read() -> GpuReading:
@@ -184,9 +194,11 @@ def _nvml_reader(device: torch.device) -> Callable[[], GpuReading] | None:
     return read
 
 
-class GpuClockWatch:
-    """The GPU's SM clock, temperature, power, busy time and clock slowdowns while the block runs, read
-    every ``interval_s`` by a background thread (NVML, through ``read``; nothing is recorded when it is None).
+class GpuWatch:
+    """The GPU's SM clock, temperature, power, busy time and clock slowdowns while the block runs: read
+    every ``interval_s`` by a background thread, the first read one interval in, and once more as the block
+    ends (NVML, through ``read``; nothing is recorded when it is None). Each busy figure covers NVML's last
+    sample period, so for a block shorter than that period it includes time before the block.
 
     A GPU that reaches its power or temperature limit lowers its clock, and a repeat timed meanwhile is
     slower for a reason that is not the network's; a GPU busy for less than all of a repeat waited for the
@@ -201,36 +213,35 @@ class GpuClockWatch:
         self._thread: threading.Thread | None = None
 
     def _sample(self) -> None:
-        while True:
+        while not self._stop.wait(self._interval_s):
             try:
                 self._samples.append(self._read())
             except Exception:  # noqa: BLE001 -- a failed read ends the record, never the timing
                 return
-            if self._stop.wait(self._interval_s):
-                return
 
-    def __enter__(self) -> "GpuClockWatch":
+    def __enter__(self) -> "GpuWatch":
         if self._read is not None:
-            self._thread = threading.Thread(target=self._sample, name="gpu-clock-watch", daemon=True)
+            self._thread = threading.Thread(target=self._sample, name="gpu-watch", daemon=True)
             self._thread.start()
         return self
 
     def __exit__(self, *exc_info: object) -> None:
         if self._thread is not None:
             self._stop.set()
-            self._thread.join()
-            with contextlib.suppress(Exception):   # the clocks as the block ends, however short it was
+            self._thread.join(timeout=GPU_READ_TIMEOUT_S)   # a hung NVML call must not hang the benchmark
+            with contextlib.suppress(Exception):   # the GPU as the block ends, however short it was
                 self._samples.append(self._read())
 
     def summary(self) -> dict | None:
         """Mean and lowest SM clock (MHz), highest temperature (°C), mean power (W), mean busy percentage
         and the slowdown reasons seen in any read; None when nothing was read."""
-        if not self._samples:
+        samples = list(self._samples)   # a copy: a reader thread that timed out may still append
+        if not samples:
             return None
-        reads = GpuReading(*zip(*self._samples))
+        reads = GpuReading(*zip(*samples))
         seen = functools.reduce(lambda a, b: a | b, reads.slowdown_bits, 0)
         return {"sm_clock_mhz": statistics.fmean(reads.sm_clock_mhz), "sm_clock_min_mhz": min(reads.sm_clock_mhz),
-                "temperature_c": max(reads.temperature_c), "power_w": statistics.fmean(reads.power_w),
+                "temperature_max_c": max(reads.temperature_c), "power_w": statistics.fmean(reads.power_w),
                 "busy_percent": statistics.fmean(reads.busy_percent),
                 "slowdowns": [name for bit, name in CLOCK_SLOWDOWN_REASONS.items() if seen & bit]}
 
@@ -310,7 +321,7 @@ class ThroughputResult:
     frozen_heap: bool = False           # timed with the heap out of the garbage collector's view
     gc_pause_ms_all: list[float] = field(default_factory=list)  # host time in garbage collection, per repeat
     gc_full_collections_all: list[int] = field(default_factory=list)  # oldest-generation collections, per repeat
-    gpu_clocks_all: list[dict | None] = field(default_factory=list)   # GpuClockWatch.summary(), per repeat
+    gpu_all: list[dict | None] = field(default_factory=list)   # GpuWatch.summary(), per repeat
     warmup_steps: int = 0               # warm-up steps run, settling ones included
     device_allocations_all: list[int] = field(default_factory=list)  # the allocator's cudaMalloc calls, per repeat
 
@@ -398,14 +409,15 @@ def measure_throughput(model: nn.Module, *, batch_size: int, img_size: int = 224
     ``compile`` wraps the model in ``torch.compile`` (default mode, or the Inductor settings
     ``compile_options``) after ``torch._dynamo.reset()``, so earlier compilations neither count against the
     recompile limit nor leak into this one; the optimiser step stays eager. Peak memory counts from the start
-    of the warm-up. After ``warmup_steps`` steps the warm-up goes on, up to ``MAX_SETTLING_STEPS`` more, until
-    a step no longer grows the caching allocator's pool; each repeat records how often it still did
-    (``device_allocations_all``).
+    of the warm-up. After ``warmup_steps`` steps (none when it is 0) the warm-up goes on, up to
+    ``MAX_SETTLING_STEPS`` more, while a step still grows the caching allocator's pool; each repeat records
+    how often it still did (``device_allocations_all``).
 
     ``frozen_heap`` times the steps as the training loop runs them: with every object alive after the
     warm-up taken out of the garbage collector's view (:func:`ecanet.engine.freeze_heap`), released
     afterwards. Each repeat's collections and their host time are recorded either way (:class:`GcWatch`),
-    and on a GPU that NVML can read, its clocks, temperature, power and clock slowdowns (:class:`GpuClockWatch`).
+    and on a GPU that NVML can read, its clock, temperature, power, busy time and clock slowdowns
+    (:class:`GpuWatch`).
     """
     device = torch.device(device)
     with _prepared_step(model, batch_size=batch_size, img_size=img_size, train=train, amp_dtype=amp_dtype,
@@ -414,34 +426,34 @@ def measure_throughput(model: nn.Module, *, batch_size: int, img_size: int = 224
             _cudnn_flags(cudnn_benchmark):
         _reset_peak_memory(device)
         t0 = time.perf_counter()
-        for _ in range(warmup_steps):
-            step()
         # A step that still grows the caching allocator's pool asks the driver for memory (cudaMalloc), which
-        # costs milliseconds and can wait for the GPU: warm up until a step asks for none, so that no repeat
-        # times the pool's growth (each repeat records whether it still grew).
-        settling_steps = 0
-        while warmup_steps and settling_steps < MAX_SETTLING_STEPS:
+        # costs milliseconds and can wait for the GPU: past warmup_steps, warm up until a step asks for none,
+        # so that no repeat times the pool's growth (each repeat records whether it still grew).
+        warmup_run, grew = 0, False
+        while warmup_run < warmup_steps or (grew and warmup_run < warmup_steps + MAX_SETTLING_STEPS):
             before = _device_allocations(device)
             step()
-            settling_steps += 1
-            if _device_allocations(device) == before:
-                break
+            warmup_run += 1
+            grew = _device_allocations(device) > before
+        if grew:
+            logger.warning("%s: the step still asked the driver for memory after %d warm-up steps; the repeats "
+                           "record how often it still did", type(model).__name__, warmup_run)
         _synchronize(device)
         warmup_s = time.perf_counter() - t0
         if repeat_seconds is not None:
             last_step_s = _time_ms(step, 1, device) / 1e3
             timed_steps = max(MIN_TIMED_STEPS, min(timed_steps, round(repeat_seconds / last_step_s)))
-        runs, watches, clocks, device_allocations = [], [], [], []
+        runs, watches, gpu_states, device_allocations = [], [], [], []
         read_gpu = _nvml_reader(device)
         if frozen_heap:
             freeze_heap()
         try:
             for _ in range(repeats):
                 allocations = _device_allocations(device)
-                with GcWatch() as watch, GpuClockWatch(read_gpu) as gpu:
+                with GcWatch() as watch, GpuWatch(read_gpu) as gpu:
                     runs.append(_time_ms(step, timed_steps, device))
                 watches.append(watch)
-                clocks.append(gpu.summary())
+                gpu_states.append(gpu.summary())
                 device_allocations.append(_device_allocations(device) - allocations)
         finally:
             if frozen_heap:
@@ -457,7 +469,7 @@ def measure_throughput(model: nn.Module, *, batch_size: int, img_size: int = 224
         channels_last=channels_last, warmup_s=warmup_s, step_ms_all=runs,
         images_per_s_all=[batch_size * 1e3 / ms for ms in runs], timed_steps=timed_steps, frozen_heap=frozen_heap,
         gc_pause_ms_all=[w.pause_ms for w in watches], gc_full_collections_all=[w.full_collections for w in watches],
-        gpu_clocks_all=clocks, warmup_steps=warmup_steps + settling_steps, device_allocations_all=device_allocations)
+        gpu_all=gpu_states, warmup_steps=warmup_run, device_allocations_all=device_allocations)
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -123,7 +123,8 @@ def host_description() -> dict:
     with contextlib.suppress(OSError):
         cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                     if line.startswith("model name")), None)
-    return {"cpu": cpu or platform.processor() or None, "cpus": os.cpu_count(), "kernel": platform.release()}
+    return {"cpu": cpu or platform.processor() or None, "cpus": len(os.sched_getaffinity(0)),
+            "kernel": platform.release()}
 
 
 def code_revision() -> str | None:
@@ -539,23 +540,23 @@ def _spread(record: dict) -> float:
     return (record["images_per_s_max"] - record["images_per_s_min"]) / record["images_per_s"]
 
 
-def _gpu_clock(record: dict) -> str:
-    """The repeats' mean SM clocks as the tables show them (one figure when they agree within CLOCK_STEADY,
-    else their range) and the clock slowdowns NVML reported; empty for a row measured without NVML."""
-    clocks = [c for c in record.get("gpu_clocks_all") or [] if c]
-    if not clocks:
-        return ""
-    means = [c["sm_clock_mhz"] for c in clocks]
+def _gpu_clock(record: dict) -> tuple[str, str]:
+    """(the repeats' mean SM clocks in MHz as the tables show them, the clock slowdowns NVML reported): one
+    figure when the means agree within CLOCK_STEADY, else their range; empty strings for a row measured
+    without NVML."""
+    states = [state for state in record.get("gpu_all") or [] if state]
+    if not states:
+        return "", ""
+    means = [state["sm_clock_mhz"] for state in states]
     low, high = min(means), max(means)
-    text = f"{high:,.0f}" if high - low <= CLOCK_STEADY * high else f"{low:,.0f}-{high:,.0f}"
-    slowdowns = sorted({name for c in clocks for name in c["slowdowns"]})
-    return text + (f" ({', '.join(slowdowns)})" if slowdowns else "")
+    clock = f"{high:,.0f}" if high - low <= CLOCK_STEADY * high else f"{low:,.0f}-{high:,.0f}"
+    return clock, ", ".join(sorted({name for state in states for name in state["slowdowns"]}))
 
 
 def _gpu_busy(record: dict) -> str:
     """The repeats' mean GPU busy percentages (NVML's utilisation), one figure or their range; empty for a row
-    measured without NVML or before it was recorded. Below 100% the GPU waited for the host."""
-    busy = [c["busy_percent"] for c in record.get("gpu_clocks_all") or [] if c and "busy_percent" in c]
+    measured without NVML. Below 100% the GPU waited for the host."""
+    busy = [state["busy_percent"] for state in record.get("gpu_all") or [] if state]
     if not busy:
         return ""
     low, high = round(min(busy)), round(max(busy))
@@ -574,16 +575,18 @@ def _released_markdown(records: list[dict]) -> str:
     order = {base: i for i, (_, base) in enumerate(RELEASED_PAIRS)}
     cases = {case: i for i, case in enumerate(CASES)}
     rows = []
-    for r in sorted(records, key=lambda r: (order.get(r["pair"], len(order)), cases.get(r["case"], len(cases)))):
+    for r in sorted(records, key=lambda r: (order.get(r["pair"], len(order)), cases.get(r["case"], len(cases)),
+                                            SOURCES.index(r["source"]))):
         if "error" in r:
             rows.append((r["pair"], r["case"], _network_name(r), r["source"], "error", r["error"][:60], "", "", "", "",
                          ""))
             continue
         ratio = r.get("vs_baseline")
+        clock, slowdowns = _gpu_clock(r)
         rows.append((r["pair"], r["case"], _network_name(r), r["source"], f"{r['images_per_s']:,.0f}",
                      f"{r['images_per_s_min']:,.0f}-{r['images_per_s_max']:,.0f}", f"{100 * _spread(r):.2f}%",
                      f"{len(r['images_per_s_all'])}x{r.get('timed_steps', '?')}", f"{ratio:.3f}x" if ratio else "",
-                     _gpu_clock(r), _gpu_busy(r)))
+                     clock + (f" ({slowdowns})" if slowdowns else ""), _gpu_busy(r)))
     header = ("pair", "case", "network", "code", "img/s (median)", "min-max", "spread", "repeats x steps",
               "vs baseline", "SM clock MHz", "GPU busy")
     if not any(row[-2] for row in rows):   # results files measured without NVML
@@ -625,8 +628,9 @@ def _released_targets(records: list[dict]) -> str:
             continue
         compared += 1
         if _spread(r) > max(SPREAD_FACTOR * reference, SPREAD_NOISE_FLOOR):
-            clock, busy = _gpu_clock(r), _gpu_busy(r)
-            gpu = (f"; SM clock {clock} MHz" if clock else "") + (f"; GPU busy {busy}" if busy else "")
+            (clock, slowdowns), busy = _gpu_clock(r), _gpu_busy(r)
+            gpu = ((f"; SM clock {clock} MHz" + (f" ({slowdowns})" if slowdowns else "") if clock else "")
+                   + (f"; GPU busy {busy}" if busy else ""))
             unsteady.append(f"{_network_name(r)} [{r['source']}] {r['case']} {100 * _spread(r):.2f}% "
                             f"(baseline {100 * reference:.2f}%{gpu})")
     spread_line = (f"- spread of every ECA network at most {SPREAD_FACTOR:g}x its baseline's (spreads under "
@@ -783,11 +787,20 @@ def read_results(path: str) -> dict:
     return results
 
 
+def _measured_at(run: dict) -> datetime.datetime:
+    """When a results file's run began (``environment.date_utc``); the earliest time for a file without one."""
+    try:
+        when = datetime.datetime.fromisoformat(run["environment"]["date_utc"])
+    except (KeyError, TypeError, ValueError):
+        when = datetime.datetime.min
+    return when if when.tzinfo else when.replace(tzinfo=datetime.timezone.utc)
+
+
 def summarize(paths: list[str]) -> str:
     """Merges the sections of several ``--json`` files into one short markdown summary, the files taken in
     the order they were measured (their ``environment.date_utc``; files without one first, as given)."""
-    runs = sorted((read_results(path) for path in paths), key=lambda run: run["environment"].get("date_utc") or "")
-    env = runs[0]["environment"] if runs else {}
+    runs = sorted((read_results(path) for path in paths), key=_measured_at)
+    env = runs[-1]["environment"] if runs else {}
     parts = [f"# Summary: {env.get('gpu', '?')}, torch {env.get('torch')}, triton {env.get('triton')}, "
              f"{env.get('date_utc')}"]
     for run in runs:
@@ -845,7 +858,7 @@ and the spread ((max - min) / median). "repeats x steps" is how many timed repea
 (`--repeat-seconds` sizes the repeats, so deep networks time fewer steps). Files that recorded them add the
 GPU's SM clock (the repeats' mean clocks, a range where they differ by more than 1%), any reason NVML gave for
 a lowered clock, such as the power cap, and how busy the GPU was (the share of time a kernel ran; below 100%
-it waited for the host) (`ecanet.bench.GpuClockWatch`). The official code's networks
+it waited for the host) (`ecanet.bench.GpuWatch`). The official code's networks
 (the official repository's `models/`) compare with ecanet's baseline, which is the same network;
 timm's ECA-ResNets, which have the deep 'd' stem, with timm's ResNet of that stem. A case not measured
 shows "-" and is listed under the targets. `--released` times each compiled row in a fresh Python process

@@ -105,22 +105,24 @@ def test_targets_name_each_slow_or_unsteady_measurement_and_what_was_not_measure
            "(baseline 0.10%)" in verdict
 
 
-def test_the_tables_show_each_rows_gpu_clocks_and_slowdowns():
-    """A row timed while the GPU lowered its clock says so beside its spread; rows without clocks (results
-    files measured before the clocks were recorded, or without NVML) show nothing."""
+def test_the_tables_show_each_rows_gpu_clocks_slowdowns_and_busy_time():
+    """A row timed while the GPU lowered its clock or waited for the host says so beside its spread; rows
+    without GPU reads (measured without NVML) show nothing, and a page with no such row has no such columns."""
     records = _pair_records(0.96, eca_spread=0.004, base_spread=0.001)
-    steady = {"sm_clock_mhz": 1980.0, "sm_clock_min_mhz": 1980, "temperature_c": 60, "power_w": 500.0,
+    assert "SM clock" not in benchmark._released_markdown(records)
+    steady = {"sm_clock_mhz": 1980.0, "sm_clock_min_mhz": 1980, "temperature_max_c": 60, "power_w": 500.0,
               "busy_percent": 100.0, "slowdowns": []}
     eca = next(r for r in records if r["model"] == "eca_resnet152" and r["case"] == "train-compiled")
-    eca["gpu_clocks_all"] = [steady, steady | {"sm_clock_mhz": 1750.0, "slowdowns": ["power cap"]},
-                             steady | {"busy_percent": 86.6}]
+    eca["gpu_all"] = [steady, steady | {"sm_clock_mhz": 1750.0, "slowdowns": ["power cap"]},
+                      steady | {"busy_percent": 86.6}]
     base = next(r for r in records if r["model"] == "resnet152" and r["case"] == "train-compiled")
-    base["gpu_clocks_all"] = [steady, steady | {"sm_clock_mhz": 1970.0}, None]
+    base["gpu_all"] = [steady, steady | {"sm_clock_mhz": 1970.0}, None]
     table = benchmark._released_markdown(records)
-    assert "| 1,750-1,980 (power cap) | 87-100% |" in table and "| 1,980 | 100% |" in table   # within 1%: one
-    assert "eca_resnet152 (auto) [ecanet] train-compiled 0.40% (baseline 0.10%; SM clock 1,750-1,980 (power cap) " \
-           "MHz; GPU busy 87-100%)" in benchmark._released_targets(records)
-    assert table.splitlines()[2].endswith("|  |  |")     # no clocks recorded: empty cells
+    assert "| 1,750-1,980 (power cap) | 87-100% |" in table       # the repeats' means differ by more than 1%
+    assert "| 1,980 | 100% |" in table                            # within 1%: one figure
+    assert "eca_resnet152 (auto) [ecanet] train-compiled 0.40% (baseline 0.10%; SM clock 1,750-1,980 MHz " \
+           "(power cap); GPU busy 87-100%)" in benchmark._released_targets(records)
+    assert table.splitlines()[2].endswith("|  |  |")     # no reads recorded: empty cells
 
 
 def test_ratio_table_has_one_row_per_eca_network_and_code():
@@ -201,7 +203,8 @@ def test_a_later_results_file_supersedes_the_measurements_it_repeats(tmp_path):
 def test_the_most_recently_measured_file_supersedes_whatever_order_the_files_are_given_in(tmp_path):
     import json
     paths = []
-    for name, date, rate in (("later", "2026-12-04T10:00:00+00:00", 990.0), ("earlier", "2026-12-03T10:00:00+00:00",
+    # the later file is given first; its date is written with another UTC offset than the earlier one's
+    for name, date, rate in (("later", "2026-12-04T03:00:00-07:00", 990.0), ("earlier", "2026-12-04T09:00:00+00:00",
                                                                             830.0)):
         path = tmp_path / f"{name}.json"
         path.write_text(json.dumps({"environment": {"date_utc": date}, "args": {}, "released": [
@@ -210,6 +213,14 @@ def test_the_most_recently_measured_file_supersedes_whatever_order_the_files_are
         paths.append(str(path))
     summary = benchmark.summarize(paths)
     assert "| resnet18 | eca_resnet18 (auto) | ecanet | 0.990x |" in summary and "0.830x" not in summary
+
+
+def test_within_a_pair_and_case_the_rows_follow_the_sources_order():
+    records = [_row("resnet50", "resnet50d", "timm", "baseline", "train-eager", 900.0),
+               _row("resnet50", "eca_resnet50", "official", "eca", "train-eager", 800.0),
+               _row("resnet50", "resnet50", "ecanet", "baseline", "train-eager", 1000.0)]
+    lines = benchmark._released_markdown(records).splitlines()[2:]
+    assert [line.split(" | ")[3] for line in lines] == ["ecanet", "official", "timm"]
 
 
 def test_rows_compiled_with_inductor_settings_stand_beside_the_default_rows(tmp_path):

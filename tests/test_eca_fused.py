@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import os
+import sys
 import time
 import types
 from pathlib import Path
@@ -584,39 +585,72 @@ def test_throughput_records_each_repeats_garbage_collections():
     assert "gc_pause_ms_all" in result.to_dict()
 
 
-def test_gpu_clock_watch_summarises_each_repeats_reads():
-    """The watch reads in the background while the block runs; the summary is the mean and lowest clock,
-    the hottest read, the mean power and every slowdown any read reported (bits named by NVML's values)."""
-    from ecanet.bench import GpuClockWatch, GpuReading
+def test_gpu_watch_summarises_each_repeats_reads():
+    """The watch reads in the background while the block runs, and once as it ends; the summary is the mean
+    and lowest clock, the hottest read, the mean power and busy time, and every slowdown any read reported
+    (bits named by NVML's values)."""
+    from ecanet.bench import GpuReading, GpuWatch
     reads = iter([GpuReading(1980, 60, 600.0, 100, 0), GpuReading(1755, 71, 700.0, 97, 0x4),
                   GpuReading(1800, 70, 650.0, 91, 0x20 | 0x1)])
 
     def read():
         return next(reads)   # StopIteration past the third read ends the record, as a failed NVML read does
-    with GpuClockWatch(read, interval_s=0.001) as watch:
+    with GpuWatch(read, interval_s=0.001) as watch:
         time.sleep(0.05)
     assert watch.summary() == {"sm_clock_mhz": (1980 + 1755 + 1800) / 3, "sm_clock_min_mhz": 1755,
-                               "temperature_c": 71, "power_w": 650.0, "busy_percent": 96.0,
+                               "temperature_max_c": 71, "power_w": 650.0, "busy_percent": 96.0,
                                "slowdowns": ["power cap", "thermal"]}
-    reads = iter([GpuReading(1980, 60, 600.0, 100, 0), GpuReading(1500, 80, 700.0, 100, 0x40)])
-    with GpuClockWatch(read, interval_s=60) as short:   # a block shorter than the interval: read as it ends too
+    reads = iter([GpuReading(1500, 80, 700.0, 100, 0x40)])
+    with GpuWatch(read, interval_s=60) as short:   # a block shorter than the interval: the read as it ends
         pass
     assert short.summary()["sm_clock_min_mhz"] == 1500 and short.summary()["slowdowns"] == ["hardware thermal"]
-    with GpuClockWatch(None) as nothing:     # no NVML (a CPU, no pynvml): nothing recorded
+    with GpuWatch(None) as nothing:     # no NVML (a CPU, no pynvml): nothing recorded
         pass
     assert nothing.summary() is None
 
 
-def test_throughput_on_cpu_records_no_gpu_clocks():
+def test_nvml_reader_finds_the_gpu_by_uuid_and_reads_it_in_watts_and_mhz(monkeypatch, caplog):
+    """A stand-in pynvml: the GPU is looked up by the UUID CUDA gives it (whatever CUDA_VISIBLE_DEVICES
+    renumbers), power comes in milliwatts, and an NVML without the clock-event call falls back to the older
+    throttle-reasons one. Where NVML cannot be read the timing goes on unrecorded, with a warning."""
+    import types
+    from ecanet import bench
+    looked_up = []
+    fake = types.SimpleNamespace(
+        NVML_CLOCK_SM=0, NVML_TEMPERATURE_GPU=0, nvmlInit=lambda: None,
+        nvmlDeviceGetHandleByUUID=lambda uuid: looked_up.append(uuid) or "handle",
+        nvmlDeviceGetCurrentClocksThrottleReasons=lambda handle: 0x4,
+        nvmlDeviceGetClockInfo=lambda handle, kind: 1830, nvmlDeviceGetTemperature=lambda handle, kind: 64,
+        nvmlDeviceGetPowerUsage=lambda handle: 699_500,
+        nvmlDeviceGetUtilizationRates=lambda handle: types.SimpleNamespace(gpu=93))
+    monkeypatch.setitem(sys.modules, "pynvml", fake)
+    monkeypatch.setattr(torch.cuda, "get_device_properties",
+                        lambda device: types.SimpleNamespace(uuid="0c1d2e3f-aaaa-bbbb-cccc-0123456789ab"))
+    bench._nvml_reader.cache_clear()
+    try:
+        read = bench._nvml_reader(torch.device("cuda", 3))
+        assert looked_up == [b"GPU-0c1d2e3f-aaaa-bbbb-cccc-0123456789ab"]
+        assert read() == bench.GpuReading(1830, 64, 699.5, 93, 0x4)
+        fake.nvmlInit = lambda: (_ for _ in ()).throw(RuntimeError("NVML Shared Library Not Found"))
+        assert bench._nvml_reader(torch.device("cuda", 4)) is None
+        assert "NVML cannot be read (RuntimeError: NVML Shared Library Not Found)" in caplog.text
+        assert bench._nvml_reader(torch.device("cpu")) is None
+    finally:
+        bench._nvml_reader.cache_clear()
+
+
+def test_throughput_on_cpu_records_no_gpu_reads():
     from ecanet.bench import measure_throughput
     result = measure_throughput(nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 3)), batch_size=2, img_size=8,
                                 train=False, amp_dtype=None, warmup_steps=1, timed_steps=2, repeats=2, device="cpu")
-    assert result.gpu_clocks_all == [None, None]
+    assert result.gpu_all == [None, None] and result.warmup_steps == 1
 
 
-def test_warm_up_goes_on_while_steps_still_grow_the_allocators_pool(monkeypatch):
+def test_warm_up_goes_on_while_steps_still_grow_the_allocators_pool(monkeypatch, caplog):
     """Each step that asks the driver for memory is followed by another warm-up step; the repeats record how
-    often they still asked (here: the pool grows over the first 8 steps, 2 of warm-up and 6 more)."""
+    often they still asked. Here the pool grows over the first 8 steps: 2 of warm-up and 6 more, and the 9th
+    step is the first that asks for nothing. A pool that never stops growing ends the warm-up at
+    MAX_SETTLING_STEPS more, with a warning, and every repeat records its steps' requests."""
     from ecanet import bench
     steps = []
 
@@ -624,11 +658,19 @@ def test_warm_up_goes_on_while_steps_still_grow_the_allocators_pool(monkeypatch)
         def forward(self, x):
             steps.append(1)
             return x.flatten(1)[:, :3]
+
+    def measure():
+        steps.clear()
+        return bench.measure_throughput(Counting(), batch_size=2, img_size=8, train=False, amp_dtype=None,
+                                        warmup_steps=2, timed_steps=2, repeats=2, device="cpu")
     monkeypatch.setattr(bench, "_device_allocations", lambda device: min(len(steps), 8))
-    result = bench.measure_throughput(Counting(), batch_size=2, img_size=8, train=False, amp_dtype=None,
-                                      warmup_steps=2, timed_steps=2, repeats=2, device="cpu")
-    assert result.warmup_steps == 2 + 7       # the 9th step is the first that asked for nothing
-    assert result.device_allocations_all == [0, 0]
+    result = measure()
+    assert result.warmup_steps == 9 and result.device_allocations_all == [0, 0]
+    monkeypatch.setattr(bench, "_device_allocations", lambda device: len(steps))
+    result = measure()
+    assert result.warmup_steps == 2 + bench.MAX_SETTLING_STEPS
+    assert result.device_allocations_all == [2, 2]      # one request per step, in every repeat
+    assert "still asked the driver for memory" in caplog.text
 
 
 def test_profile_helper_on_cpu_attributes_the_step():
