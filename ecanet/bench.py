@@ -429,12 +429,12 @@ def measure_throughput(model: nn.Module, *, batch_size: int, img_size: int = 224
         # A step that still grows the caching allocator's pool asks the driver for memory (cudaMalloc), which
         # costs milliseconds and can wait for the GPU: past warmup_steps, warm up until a step asks for none,
         # so that no repeat times the pool's growth (each repeat records whether it still grew).
-        warmup_run, grew = 0, False
+        warmup_run, grew, allocations = 0, False, _device_allocations(device)
         while warmup_run < warmup_steps or (grew and warmup_run < warmup_steps + MAX_SETTLING_STEPS):
-            before = _device_allocations(device)
             step()
             warmup_run += 1
-            grew = _device_allocations(device) > before
+            now = _device_allocations(device)
+            grew, allocations = now > allocations, now
         if grew:
             logger.warning("%s: the step still asked the driver for memory after %d warm-up steps; the repeats "
                            "record how often it still did", type(model).__name__, warmup_run)

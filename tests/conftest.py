@@ -58,6 +58,17 @@ def compile_triton_for_sm90(kernel, types: dict[str, str], constants: dict) -> N
     assert compiled.asm["cubin"]
 
 
+INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"   # this process runs Triton's kernels interpreted
+
+
+def interpreter_parent(test):
+    """Marks a file's test that runs the file's interpreter tests in a child process (:func:`run_interpreter_tests`):
+    skipped inside that child, and where this Triton's interpreter cannot run with the installed NumPy."""
+    test = pytest.mark.skipif(interpreter_rejects_numpy(),
+                              reason="this Triton's interpreter does not run with NumPy >= 2.5")(test)
+    return pytest.mark.skipif(INTERPRETED, reason="this is the subprocess's parent")(test)
+
+
 def run_interpreter_tests(test_file: str) -> str:
     """Run ``test_file``'s tests named ``*interpreter*`` in a child pytest with ``TRITON_INTERPRET=1``: the
     interpreter is chosen when Triton's kernels are defined, so it needs a process of its own. Returns the

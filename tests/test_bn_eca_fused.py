@@ -8,7 +8,6 @@ never take the tail. GPU: compiled blocks of ECA-MobileNetV2 and ECA-ResNet take
 from __future__ import annotations
 
 import copy
-import os
 
 import pytest
 import torch
@@ -16,9 +15,8 @@ from torch import nn
 
 from ecanet.models import eca_module
 from ecanet.models.eca_module import EcaModule, set_eca_impl
-from conftest import bn_and_eca, interpreter_rejects_numpy, run_interpreter_tests
+from conftest import bn_and_eca, INTERPRETED, interpreter_parent, run_interpreter_tests
 
-INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
 HAS_TAIL = eca_module.bn_eca_fused is not None
 HAS_CUDA = torch.cuda.is_available()
 interpreter_only = pytest.mark.skipif(not (INTERPRETED and HAS_TAIL),
@@ -76,8 +74,7 @@ def test_cpu_tensors_never_take_the_triton_tail():
 # The kernels, interpreted on the CPU
 # ----------------------------------------------------------------------------------------------------
 @pytest.mark.skipif(not HAS_TAIL, reason="Triton or torch.library.triton_op is missing")
-@pytest.mark.skipif(INTERPRETED, reason="this is the subprocess's parent")
-@pytest.mark.skipif(interpreter_rejects_numpy(), reason="this Triton's interpreter does not run with NumPy >= 2.5")
+@interpreter_parent
 def test_triton_interpreter():
     run_interpreter_tests(__file__)
 

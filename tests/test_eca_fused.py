@@ -11,7 +11,6 @@ layouts, fp32/bf16/fp16; autocast; ``torch.compile(fullgraph=True)``; a short tr
 from __future__ import annotations
 
 import copy
-import os
 import sys
 import time
 import types
@@ -24,10 +23,9 @@ from torch import nn
 from ecanet import models
 from ecanet.models import eca_module
 from ecanet.models.eca_module import EcaModule, set_eca_impl, set_eca_kernel_sizes
-from conftest import compile_triton_for_sm90, interpreter_rejects_numpy, run_interpreter_tests
+from conftest import compile_triton_for_sm90, INTERPRETED, interpreter_parent, run_interpreter_tests
 
 ROOT = Path(__file__).resolve().parents[1]
-INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
 HAS_TRITON = eca_module.fused_eca_available()
 HAS_CUDA = torch.cuda.is_available()
 
@@ -269,8 +267,7 @@ def test_reference_formulas_match_autograd(shape, k, with_identity, relu):
 # CPU: the Triton kernels, interpreted (in a subprocess) and compiled for sm_90
 # ----------------------------------------------------------------------------------------------------
 @needs_triton
-@pytest.mark.skipif(INTERPRETED, reason="this is the subprocess's parent")
-@pytest.mark.skipif(interpreter_rejects_numpy(), reason="this Triton's interpreter does not run with NumPy >= 2.5")
+@interpreter_parent
 def test_triton_interpreter():
     run_interpreter_tests(__file__)
 

@@ -10,18 +10,16 @@ from __future__ import annotations
 
 import re
 
-import os
 
 import pytest
 import torch
 
-from conftest import compile_triton_for_sm90, interpreter_rejects_numpy, run_interpreter_tests
+from conftest import compile_triton_for_sm90, INTERPRETED, interpreter_parent, run_interpreter_tests
 from imagefolder import make_photo_folder
 from ecanet.data import IMAGENET_MEAN, IMAGENET_STD, sample_seed
 from ecanet.data.gpu.decode import (EncodedImageFolder, GpuAugment, batched_crop_available, collate_encoded,
                                     crop_resize_one, gpu_crop_module)
 
-INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
 HAS_TRITON = gpu_crop_module() is not None
 HAS_CUDA = torch.cuda.is_available()
 needs_triton = pytest.mark.skipif(not HAS_TRITON, reason="Triton is not installed")
@@ -123,8 +121,7 @@ def test_cpu_without_interpreter_uses_pytorch_per_image():
 
 
 @needs_triton
-@pytest.mark.skipif(INTERPRETED, reason="this is the subprocess's parent")
-@pytest.mark.skipif(interpreter_rejects_numpy(), reason="this Triton's interpreter does not run with NumPy >= 2.5")
+@interpreter_parent
 def test_triton_interpreter():
     output = run_interpreter_tests(__file__)
     assert re.search(r"\b4 passed\b", output) and "failed" not in output, output[-2000:]

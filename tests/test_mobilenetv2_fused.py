@@ -9,7 +9,6 @@ GPU: the whole network, fused and compiled, against the plain code in float32 an
 from __future__ import annotations
 
 import copy
-import os
 
 import pytest
 import torch
@@ -18,9 +17,8 @@ from ecanet import models
 from ecanet.models import eca_module
 from ecanet.models.eca_module import EcaModule, set_eca_impl
 from ecanet.models.mobilenetv2 import InvertedResidual
-from conftest import interpreter_rejects_numpy, run_interpreter_tests
+from conftest import INTERPRETED, interpreter_parent, run_interpreter_tests
 
-INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
 HAS_TRITON = eca_module.fused_eca_available()
 HAS_CUDA = torch.cuda.is_available()
 interpreter_only = pytest.mark.skipif(not (INTERPRETED and HAS_TRITON),
@@ -111,8 +109,7 @@ def test_state_dict_keys_keep_the_official_layout():
 # The Triton kernels, interpreted on the CPU
 # ----------------------------------------------------------------------------------------------------
 @pytest.mark.skipif(not HAS_TRITON, reason="Triton is not installed")
-@pytest.mark.skipif(INTERPRETED, reason="this is the subprocess's parent")
-@pytest.mark.skipif(interpreter_rejects_numpy(), reason="this Triton's interpreter does not run with NumPy >= 2.5")
+@interpreter_parent
 def test_triton_interpreter():
     run_interpreter_tests(__file__)
 

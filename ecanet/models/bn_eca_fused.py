@@ -55,12 +55,21 @@ from torch import nn
 from torch.library import triton_op, wrap_triton
 
 from .eca_fused import (NUM_WARPS, _dense, _pointwise_grid, _reduction_plan, _tile, add_relu_store,
-                        memory_format, relu_masked_grad, supports)
+                        memory_format, reduction_program, relu_masked_grad, supports)
 
 # The finalize and gate kernels read (BLOCK_B, BLOCK_S, BLOCK_C) tiles of the (B, splits, C) partial sums.
 FINALIZE_BLOCK_C = 32          # channels per program: 10 programs for ECA-MobileNetV2's 320 channels
 FINALIZE_TILE_ELEMENTS = 4096  # elements of one such tile
 RUNNING_STATS_BLOCK_C = 1024   # channels per program of the running statistics' update
+
+
+@triton.jit
+def _store_partials(first_ptr, second_ptr, first_acc, second_acc, b, split, c, C):
+    """Stores a reduction program's two (BLOCK_P, BLOCK_C) accumulators, summed over pixels, at
+    [b, split, c] of the (B, splits, C) partial sums."""
+    row = (b.to(tl.int64) * tl.num_programs(1) + split) * C
+    tl.store(first_ptr + row + c, tl.sum(first_acc, axis=0), mask=c < C)
+    tl.store(second_ptr + row + c, tl.sum(second_acc, axis=0), mask=c < C)
 
 
 @triton.jit
@@ -70,9 +79,7 @@ def _bn_stats_kernel(x_ptr, pivot_ptr, sum_part_ptr, square_part_ptr, B, C, P, t
 
     The pivot is each channel's mean over the first tile of the first sample: every program computes it the
     same way, and the first split of the first sample stores it for the other passes."""
-    c_start = tl.program_id(0) * BLOCK_C
-    split = tl.program_id(1)
-    b = B - 1 - tl.program_id(2)                         # last sample first: the apply pass starts at the first
+    c_start, split, b = reduction_program(B, BLOCK_C)
     c = c_start + tl.arange(0, BLOCK_C)
     offsets, mask = _tile(0, c_start, C, P, CHANNELS_LAST, BLOCK_P, BLOCK_C)
     first = tl.load(x_ptr + offsets, mask=mask, other=0.0).to(tl.float32)
@@ -88,9 +95,7 @@ def _bn_stats_kernel(x_ptr, pivot_ptr, sum_part_ptr, square_part_ptr, B, C, P, t
                       - pivot[None, :], 0.0)            # (BLOCK_P, BLOCK_C)
         acc_sum += xs
         acc_square += xs * xs
-    row = (b.to(tl.int64) * tl.num_programs(1) + split) * C
-    tl.store(sum_part_ptr + row + c, tl.sum(acc_sum, axis=0), mask=c < C)
-    tl.store(square_part_ptr + row + c, tl.sum(acc_square, axis=0), mask=c < C)
+    _store_partials(sum_part_ptr, square_part_ptr, acc_sum, acc_square, b, split, c, C)
 
 
 @triton.jit
@@ -192,9 +197,7 @@ def _bn_eca_backward_reduce_kernel(grad_ptr, out_ptr, x_ptr, grad_pre_ptr, pivot
                                    RELU: tl.constexpr, CHANNELS_LAST: tl.constexpr, BLOCK_P: tl.constexpr,
                                    BLOCK_C: tl.constexpr):
     """Backward A: G' = grad [* (out > 0)] (stored when RELU) and per (b, split, c) sums of G' and G' x-hat."""
-    c_start = tl.program_id(0) * BLOCK_C
-    split = tl.program_id(1)
-    b = B - 1 - tl.program_id(2)                         # last sample first, as the statistics pass
+    c_start, split, b = reduction_program(B, BLOCK_C)
     c = c_start + tl.arange(0, BLOCK_C)
     pivot = tl.load(pivot_ptr + c, mask=c < C, other=0.0)
     centre = tl.load(centre_ptr + c, mask=c < C, other=0.0)
@@ -209,9 +212,7 @@ def _bn_eca_backward_reduce_kernel(grad_ptr, out_ptr, x_ptr, grad_pre_ptr, pivot
         xs = tl.load(x_ptr + sample + offsets, mask=mask, other=0.0).to(tl.float32) - pivot[None, :]
         acc_grad += grad
         acc_dot += grad * ((xs - centre[None, :]) * rstd[None, :])
-    row = (b.to(tl.int64) * tl.num_programs(1) + split) * C
-    tl.store(sum_part_ptr + row + c, tl.sum(acc_grad, axis=0), mask=c < C)
-    tl.store(dot_part_ptr + row + c, tl.sum(acc_dot, axis=0), mask=c < C)
+    _store_partials(sum_part_ptr, dot_part_ptr, acc_grad, acc_dot, b, split, c, C)
 
 
 @triton.jit

@@ -96,12 +96,18 @@ def _tile(p_start, c_start, C, P, CHANNELS_LAST: tl.constexpr, BLOCK_P: tl.const
 
 
 @triton.jit
+def reduction_program(B, BLOCK_C: tl.constexpr):
+    """A reduction program's (first channel, H·W split, sample) from its (channel block, split, sample) ids:
+    the samples are walked last first, so that the element-wise pass that follows, which walks them first
+    first, finds the last ones read still in L2 (see the module docstring)."""
+    return tl.program_id(0) * BLOCK_C, tl.program_id(1), B - 1 - tl.program_id(2)
+
+
+@triton.jit
 def _channel_sum_kernel(x_ptr, partial_ptr, B, C, P, tiles_per_split,
                         CHANNELS_LAST: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr):
     """Forward pass 1: partial[split, b, c] = sum of x[b, c, p] over this split's pixels."""
-    c_start = tl.program_id(0) * BLOCK_C
-    split = tl.program_id(1)
-    b = B - 1 - tl.program_id(2)                         # last sample first: see the module docstring
+    c_start, split, b = reduction_program(B, BLOCK_C)
     sample = b.to(tl.int64) * C * P                      # int64: B * C * P may pass 2**31
     acc = tl.zeros((BLOCK_P, BLOCK_C), dtype=tl.float32)
     for i in range(tiles_per_split):
@@ -129,9 +135,7 @@ def _backward_reduce_kernel(grad_ptr, out_ptr, x_ptr, grad_pre_ptr, partial_ptr,
                             RELU: tl.constexpr, CHANNELS_LAST: tl.constexpr, BLOCK_P: tl.constexpr,
                             BLOCK_C: tl.constexpr):
     """Backward pass A: grad_pre = grad * [out > 0] (stored when RELU) and partial sums of grad_pre * x."""
-    c_start = tl.program_id(0) * BLOCK_C
-    split = tl.program_id(1)
-    b = B - 1 - tl.program_id(2)                         # last sample first, as in _channel_sum_kernel
+    c_start, split, b = reduction_program(B, BLOCK_C)
     sample = b.to(tl.int64) * C * P
     acc = tl.zeros((BLOCK_P, BLOCK_C), dtype=tl.float32)
     for i in range(tiles_per_split):
