@@ -10,7 +10,7 @@ STAMP := $(VENV)/.ecanet-installed
 help:
 	@echo "make demo         prepare Fashion-MNIST and train ECA-ResNet-18 on the CPU (a few minutes)"
 	@echo "make test         create .venv if needed and run the test suite"
-	@echo "make test-fast    the test suite without the tests that start main.py processes"
+	@echo "make test-fast    the test suite without the tests marked slow (real main.py runs, a compile cache)"
 	@echo "make model-table  print the model table of docs/model_zoo.md (paras_flops.py --all --markdown)"
 
 $(STAMP): requirements.txt pyproject.toml scripts/setup_venv.sh

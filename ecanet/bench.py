@@ -27,7 +27,7 @@ from torch import nn
 from .constants import IMAGENET_CLASSES
 from .engine import _backward_and_step, freeze_heap, release_heap
 from .models.attention import scale_add_relu
-from .models.eca_module import EcaModule, adaptive_kernel_size, parse_kernel_sizes, set_eca_impl
+from .models.eca_module import EcaModule, adaptive_kernel_size, compile_model, parse_kernel_sizes, set_eca_impl
 from .models.mobilenetv2 import INVERTED_RESIDUAL_SETTING, block_kernel_sizes
 from .models.resnet import RESNET_SPECS, STAGE_WIDTHS
 
@@ -290,7 +290,7 @@ def _fresh_compile(model: nn.Module, compile: bool,
     if not compile:
         return model
     torch._dynamo.reset()
-    return torch.compile(model, options=options or None)
+    return compile_model(model, options=options or None)
 
 
 def dtype_name(dtype: torch.dtype | None) -> str:

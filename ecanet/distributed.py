@@ -25,6 +25,7 @@ import torch
 import torch.distributed as dist
 
 from .errors import ConfigError
+from .models.eca_module import compile_model
 from .signals import PREEMPTION_SIGNALS, raise_if_stopped_before_training
 
 log = logging.getLogger(__name__)
@@ -235,7 +236,7 @@ def wrap_model(model: torch.nn.Module, info: DistInfo, compile: bool = False,
                            else {"broadcast_buffers": False})
         model = ddp(model, device_ids=device_ids, gradient_as_bucket_view=True, **no_forward_sync)
     if compile:
-        model = torch.compile(model, mode=compile_mode)
+        model = compile_model(model, mode=compile_mode)
     return model
 
 

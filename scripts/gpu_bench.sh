@@ -24,9 +24,9 @@
 #   released-cudagraphs  (in STEPS=released, after released-compiled) the compiled step again for CUDAGRAPH_PAIRS
 #               (default "mobilenet_v2"), its compiled steps replayed as CUDA graphs (--inductor-option
 #               triton.cudagraphs=True, what --compile-mode reduce-overhead turns on); RESUME=1 as above.
-#   gpu-tests   (only when named, and first) the tests marked gpu (pytest -m gpu, ~7 min on an H200), the log
-#               and a JUnit XML in $OUT; test modules that need what this machine lacks (thop, pycocotools)
-#               fail to collect and are listed, the others run.
+#   gpu-tests   (only when named, and first) the tests marked gpu (pytest -m gpu, TEST_WORKERS processes at a
+#               time, default 4; ~7 min on an H200 in one), the log and a JUnit XML in $OUT; test modules that need
+#               what this machine lacks (thop, pycocotools) fail to collect and are listed, the others run.
 #
 #   OUT=/some/dir STEPS="loader main" SOURCES="synthetic gpu" bash scripts/gpu_bench.sh
 set -uo pipefail
@@ -39,6 +39,7 @@ WORKERS=${WORKERS:-$(( $(nproc) - 1 ))}
 SHARES=${SHARES:-"1 0.6 0.45 0.3"}
 MAIN_SHARE=${MAIN_SHARE:-auto}   # --gpu-decode-share of the main.py --decode gpu run (main.py's default)
 SOURCES=${SOURCES:-"synthetic cpu gpu"}
+TEST_WORKERS=${TEST_WORKERS:-4}
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
 BENCH=(scripts/benchmark.py --batch-size 256 --amp bf16 --channels-last --repeats 3)
@@ -47,8 +48,8 @@ has() { [[ " $STEPS " == *" $1 "* ]]; }
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 if has gpu-tests; then
     echo "=== the tests marked gpu"
-    timeout 540 "$PY" -m pytest -q -p no:cacheprovider -m gpu --continue-on-collection-errors \
-        --junitxml="$OUT/gpu_tests.xml" tests > "$OUT/gpu_tests.log" 2>&1
+    timeout 540 "$PY" -m pytest -q -p no:cacheprovider -m gpu --continue-on-collection-errors -n "$TEST_WORKERS" \
+        --dist worksteal --durations 5 --junitxml="$OUT/gpu_tests.xml" tests > "$OUT/gpu_tests.log" 2>&1
     tail -n 3 "$OUT/gpu_tests.log"
 fi
 RELEASED_PAIRS=${RELEASED_PAIRS:-"resnet18 resnet34 resnet50 resnet101 resnet152 mobilenet_v2"}   # measured in this order

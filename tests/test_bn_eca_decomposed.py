@@ -4,6 +4,7 @@ and without the add and the ReLU (ResNet's tail, MobileNetV2's residual and non-
 from __future__ import annotations
 
 import copy
+import os
 
 import pytest
 import torch
@@ -292,3 +293,43 @@ def test_gpu_compiled_bottleneck_inference_is_as_accurate_as_plain(monkeypatch):
              for name, out in (("plain", logits("plain", compiled=False)), ("auto", logits("auto", compiled=True)))}
     assert calls["conv_output_mean"] >= 1
     assert error["auto"] <= 1.5 * error["plain"] + 1e-3, error
+
+
+# One training step of a compiled ECA Bottleneck in a process of its own; prints AOTAutograd's cache
+# counters and the input's gradient. argv[1]: "ecanet" compiles through models.compile_model, "torch"
+# through torch.compile alone.
+_CACHED_STEP = r"""
+import json, sys, torch
+from torch._dynamo.utils import counters
+from ecanet import models
+torch.manual_seed(0)
+block = models.set_eca_impl(models.resnet.Bottleneck(16, 4, attention="eca", k_size=3).train(), "auto")
+compile_ = models.compile_model if sys.argv[1] == "ecanet" else torch.compile
+x = torch.randn(2, 16, 6, 5, requires_grad=True)
+compile_(block)(x).square().sum().backward()
+print(json.dumps({"aot": dict(counters["aot_autograd"]), "grad": x.grad.flatten().tolist()}))
+"""
+
+
+@pytest.mark.slow
+def test_compiled_training_step_loads_from_the_cache_in_a_new_process(tmp_path):
+    """The compiled training tail is a torch.autograd.Function, which torch keeps out of AOTAutograd's cache by
+    default: through compile_model a second process loads the whole compiled step from disk, with the same
+    gradient, where torch.compile alone runs AOTAutograd again."""
+    import json
+    import subprocess
+    import sys
+    env = dict(os.environ, TORCHINDUCTOR_CACHE_DIR=str(tmp_path / "inductor"), TORCHINDUCTOR_FX_GRAPH_CACHE="1",
+               TORCHINDUCTOR_AUTOGRAD_CACHE="1")
+
+    def step(how: str) -> dict:
+        done = subprocess.run([sys.executable, "-c", _CACHED_STEP, how], env=env, capture_output=True,
+                              text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-2000:]
+        return json.loads(done.stdout.strip().splitlines()[-1])
+
+    first, second, torch_only = step("ecanet"), step("ecanet"), step("torch")
+    assert first["aot"].get("autograd_cache_saved") == 1, first["aot"]
+    assert second["aot"].get("autograd_cache_hit") == 1 and "autograd_cache_bypass" not in second["aot"], second["aot"]
+    assert second["grad"] == first["grad"]
+    assert torch_only["aot"].get("autograd_cache_bypass") == 1, torch_only["aot"]   # what compile_model changes

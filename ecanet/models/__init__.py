@@ -9,8 +9,8 @@ from __future__ import annotations
 from torch import nn
 
 from .attention import ATTENTION_KINDS, SqueezeExcitation, create_attention, scale_add_relu
-from .eca_module import (EcaModule, adaptive_kernel_size, check_eca_impl, eca_kernel_sizes, fused_eca_available,
-                         parse_kernel_sizes, set_eca_impl, set_eca_kernel_sizes)
+from .eca_module import (EcaModule, adaptive_kernel_size, check_eca_impl, compile_model, eca_kernel_sizes,
+                         fused_eca_available, parse_kernel_sizes, set_eca_impl, set_eca_kernel_sizes)
 from .features import FeatureExtractor, FeatureInfo, stage_info
 from .mobilenetv2 import OFFICIAL_ECA_DROPOUT, MobileNetV2, block_kernel_sizes
 from .registry import UnknownModelError, create_model, is_model, list_models, register_model
@@ -151,10 +151,10 @@ def check_kernel_sizes(arch: str, k_size: object) -> None:
 
 
 __all__ = [
-    "ATTENTION_KINDS", "EcaModule", "MobileNetV2", "RELEASED_KERNEL_SIZES", "RESNET_SPECS", "ResNet", "SqueezeExcitation",
-    "UnknownModelError", "adaptive_kernel_size", "build_resnet", "check_eca_impl", "check_kernel_sizes",
-    "count_parameters", "create_attention", "create_model", "eca_kernel_sizes", "fused_eca_available", "is_model",
-    "list_models", "parse_kernel_sizes", "register_model", "scale_add_relu", "set_eca_impl",
-    "set_eca_kernel_sizes",
+    "ATTENTION_KINDS", "EcaModule", "MobileNetV2", "RELEASED_KERNEL_SIZES", "RESNET_SPECS", "ResNet",
+    "SqueezeExcitation", "UnknownModelError", "adaptive_kernel_size", "build_resnet", "check_eca_impl",
+    "check_kernel_sizes", "compile_model", "count_parameters", "create_attention", "create_model",
+    "eca_kernel_sizes", "fused_eca_available", "is_model", "list_models", "parse_kernel_sizes", "register_model",
+    "scale_add_relu", "set_eca_impl", "set_eca_kernel_sizes"
 ]
 __all__ += ["FeatureExtractor", "FeatureInfo", "stage_info"]  # the multi-scale feature API (features.py)

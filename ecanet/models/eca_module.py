@@ -383,6 +383,28 @@ def bn_eca_tail_decomposed(x: torch.Tensor, bn: nn.BatchNorm2d, weight: torch.Te
     return _gate_and_tail(xf, a, shift, pooled, taps, identity, relu, _tail_dtype(x, identity))[0]
 
 
+# torch's switch that lets AOTAutograd's on-disk cache store graphs holding a torch.autograd.Function.
+_AUTOGRAD_FUNCTION_CACHE_SETTING = "autograd_cache_allow_custom_autograd_functions"
+
+
+def compile_model(model: nn.Module, **compile_kwargs: object) -> nn.Module:
+    """``torch.compile(model, **compile_kwargs)``, with ECA networks' compiled training steps cached on disk.
+
+    The compiled training tail (:class:`_BnEcaTailTraining`) is a ``torch.autograd.Function``. Dynamo traces
+    its forward and backward into the graph, so the graph's cache key covers them, but torch keeps any graph
+    holding such a function out of AOTAutograd's cache unless ``torch._functorch.config.``
+    ``autograd_cache_allow_custom_autograd_functions`` is set. Without it, a process compiling an ECA
+    network's training step finds Inductor's kernels on disk yet runs AOTAutograd again (the joint graph's
+    trace and partition), where its baseline loads both: a restarted or resumed job pays that again each
+    time. This turns the setting on for the process (torch reads it when it compiles a graph, lazily, so it
+    cannot be scoped to this call); torch versions without it are left as they are.
+    """
+    functorch_config = torch._functorch.config
+    if hasattr(functorch_config, _AUTOGRAD_FUNCTION_CACHE_SETTING):
+        setattr(functorch_config, _AUTOGRAD_FUNCTION_CACHE_SETTING, True)
+    return torch.compile(model, **compile_kwargs)
+
+
 def parse_kernel_sizes(k_size: object, num_stages: int) -> list[int | None]:
     """Turn a user's ``k_size`` into one entry per stage (None = the adaptive psi(C) of each layer).
 
