@@ -36,6 +36,7 @@ import argparse
 import ast
 import contextlib
 import datetime
+import hashlib
 import importlib.util
 import json
 import logging
@@ -114,6 +115,7 @@ def environment() -> dict:
         env["gpu_count"] = torch.cuda.device_count()
     env["host"] = host_description()
     env["code"] = code_revision()
+    env["code_tree"] = code_tree()
     return env
 
 
@@ -135,6 +137,61 @@ def code_revision() -> str | None:
     except (OSError, subprocess.TimeoutExpired):
         return None
     return done.stdout.strip() or None if done.returncode == 0 else None
+
+
+def code_tree(root: Path = ROOT) -> str | None:
+    """The git tree id of the checkout's tracked files as they are now, uncommitted changes included: what
+    ``git rev-parse COMMIT^{tree}`` prints for a commit of exactly these files (``git stash create``'s tree
+    for a changed checkout). None outside a git checkout.
+
+    '-dirty' says only that something differs from the last commit; this names the code itself, so two
+    results files measured with different uncommitted changes never pass for one code, and a copy of the
+    files whose git history is older than they are still names the commit they match. Untracked files are
+    left out, as ``--dirty`` leaves them (the results file this script writes is one); nothing is written
+    to the repository (``git hash-object`` without ``-w``)."""
+    def git(*command: str, stdin: str | None = None) -> str:
+        done = subprocess.run(["git", "-C", str(root), *command], input=stdin, capture_output=True, text=True,
+                              timeout=60)
+        if done.returncode != 0:
+            raise subprocess.CalledProcessError(done.returncode, command)
+        return done.stdout
+    try:
+        paths = sorted({p for p in git("ls-files", "-z", "--cached").split("\0")
+                        if p and ((root / p).is_file() or (root / p).is_symlink())})
+        files = [p for p in paths if not (root / p).is_symlink()]
+        blobs = dict(zip(files, git("hash-object", "--stdin-paths", stdin="\n".join(files) + "\n").split()))
+    except (OSError, subprocess.SubprocessError):
+        return None
+    tree: dict = {}
+    for path in paths:
+        *folders, name = path.split("/")
+        node = tree
+        for folder in folders:
+            node = node.setdefault(folder, {})
+        full = root / path
+        if full.is_symlink():   # git stores a link as a blob of its target's path
+            node[name] = ("120000", _git_object("blob", os.readlink(full).encode()))
+        else:
+            node[name] = ("100755" if os.access(full, os.X_OK) else "100644", bytes.fromhex(blobs[path]))
+    return _git_tree(tree).hex()
+
+
+def _git_object(kind: str, body: bytes) -> bytes:
+    """The SHA-1 id git gives an object of this kind and content."""
+    return hashlib.sha1(f"{kind} {len(body)}\0".encode() + body).digest()
+
+
+def _git_tree(node: dict) -> bytes:
+    """The id of the git tree object of ``node`` ({name: (mode, id) for a file, {...} for a folder}), in git's
+    order: names compared as bytes, a folder's as if it ended in '/'."""
+    entries = []
+    for name, value in node.items():
+        if isinstance(value, dict):
+            entries.append((name.encode() + b"/", b"40000 " + name.encode() + b"\0" + _git_tree(value)))
+        else:
+            mode, object_id = value
+            entries.append((name.encode(), mode.encode() + b" " + name.encode() + b"\0" + object_id))
+    return _git_object("tree", b"".join(entry for _, entry in sorted(entries)))
 
 
 class Report:
@@ -479,7 +536,10 @@ def resumable_results(args: argparse.Namespace) -> tuple[dict | None, str | None
     mine = json.loads(json.dumps(vars(args), default=str))
     differences = [f"{key} {env.get(key)!r} there, {now.get(key)!r} here" for key in RESUME_ENVIRONMENT
                    if env.get(key) != now.get(key)]
-    if env.get("code") and now.get("code") and env["code"] != now["code"]:   # unknown outside a git checkout
+    if env.get("code_tree") and now.get("code_tree"):   # the files themselves (unknown outside a git checkout)
+        if env["code_tree"] != now["code_tree"]:
+            differences.append(f"code (git tree) {env['code_tree']} there, {now['code_tree']} here")
+    elif env.get("code") and now.get("code") and env["code"] != now["code"]:   # files from before code_tree
         differences.append(f"code {env['code']} there, {now['code']} here")
     differences += [f"--{key.replace('_', '-')} {settings.get(key, RESUME_DEFAULTS.get(key))!r} there, "
                     f"{mine.get(key)!r} here" for key in RESUME_SETTINGS
@@ -888,8 +948,12 @@ def performance_page(paths: list[str], summary: str) -> str:
         # results files that predate --freeze-heap were timed with the heap unfrozen
         heap = "heap frozen" if run["args"].get("freeze_heap") else "heap not frozen"
         # results files that predate --fresh-process timed every row in the one process
+        fresh = run["args"].get("fresh_process")
+        if fresh == "compiled" and not any(r.get("case", "").endswith("-compiled") for r in run.get("released", [])):
+            fresh = None   # nothing compiled: every row was timed in the one process
         processes = {"compiled": "compiled rows each in a fresh process", "all": "each row in a fresh process"}.get(
-            run["args"].get("fresh_process"), "all rows in one process")
+            fresh, "all rows in one process")
+        code = f"code {env['code']}, " if env.get("code") else ""
         # a file may keep only some of its run's rows (e.g. one source's networks) and say which, or carry a note
         # on how it was measured
         notes = "; ".join(env[key] for key in ("rows_kept", "note") if env.get(key))
@@ -898,7 +962,7 @@ def performance_page(paths: list[str], summary: str) -> str:
         continued = "".join(f"; continued {c['date_utc'][:10]} by `python {c['command'].replace(str(ROOT) + '/', '')}`"
                             for c in env.get("continued", []))
         commands.append(f"- `{path}`{subset}: {env.get('gpu', '?')} ({env.get('gpu_count', 1)} visible), torch "
-                        f"{env.get('torch')}, Triton {env.get('triton')}, {env.get('date_utc', '?')[:10]}, "
+                        f"{env.get('torch')}, Triton {env.get('triton')}, {env.get('date_utc', '?')[:10]}, {code}"
                         f"{heap}, {processes}; `python {command}`{continued}")
     return PAGE_HEADER.format(files=" ".join(paths), commands="\n".join(commands)) + summary.split("\n", 1)[1].lstrip() + "\n"
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import importlib.util
 import inspect
+import re
 
 import torch
 
@@ -33,13 +34,21 @@ def test_the_official_layout_name_re_exports_the_networks():
     assert models.create_model is networks.create_model and models.eca_resnet50 is networks.eca_resnet50
 
 
-def test_performance_page_is_generated_from_the_results_file(monkeypatch):
+def test_performance_page_is_generated_from_the_results_files_it_names(monkeypatch):
+    """docs/performance.md is what its own first line's command makes of the results files it names; a results
+    file the page leaves out is evidence a design page cites, not a stray."""
     spec = importlib.util.spec_from_file_location("benchmark", ROOT / "scripts" / "benchmark.py")
     benchmark = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(benchmark)
-    results = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "results").glob("benchmark_*.json"))
-    assert results, "no benchmark results file"
+    page_path = ROOT / "docs" / "performance.md"
+    command = re.search(r"`python scripts/benchmark.py --summarize (.+?) --page docs/performance.md`",
+                        page_path.read_text())
+    assert command, "docs/performance.md does not say which results files it was generated from"
+    results = command.group(1).split()
+    assert results and all((ROOT / path).is_file() for path in results), results
     monkeypatch.chdir(ROOT)  # the page names the results files as the command was given them, from the root
     page = benchmark.performance_page(results, benchmark.summarize(results))
-    assert (ROOT / "docs" / "performance.md").read_text() == page, \
-        "docs/performance.md is stale: python scripts/benchmark.py --summarize results/benchmark_*.json --page docs/performance.md"
+    assert page_path.read_text() == page, f"docs/performance.md is stale: {command.group(0).strip('`')}"
+    docs = "".join(path.read_text() for path in (ROOT / "docs").rglob("*.md"))
+    for path in (ROOT / "results").glob("benchmark_*.json"):
+        assert str(path.relative_to(ROOT)) in results or path.name in docs, f"{path.name}: on no page, cited by no doc"

@@ -469,6 +469,7 @@ def test_resume_keeps_the_measured_rows_and_measures_the_rest(tmp_path, monkeypa
 
 def test_resume_refuses_a_file_measured_differently_and_leaves_it_untouched(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(bench, "measure_throughput", lambda model, **kwargs: _FakeResult(10.0))
+    monkeypatch.setattr(benchmark, "code_tree", lambda: "1" * 40)
     path = tmp_path / "released.json"
     assert benchmark.main(_resume_argv(path, "resnet18")) == 0
     before = path.read_bytes()
@@ -477,6 +478,11 @@ def test_resume_refuses_a_file_measured_differently_and_leaves_it_untouched(tmp_
             benchmark.main(_resume_argv(path, "resnet18", extra=extra))
         assert exit_info.value.code == 2 and "measured differently" in capsys.readouterr().err
         assert path.read_bytes() == before
+    monkeypatch.setattr(benchmark, "code_tree", lambda: "2" * 40)   # other files, whatever the commit says
+    with pytest.raises(SystemExit) as exit_info:
+        benchmark.main(_resume_argv(path, "resnet18", extra=["--resume"]))
+    assert exit_info.value.code == 2 and "code (git tree) 1111" in capsys.readouterr().err
+    assert path.read_bytes() == before
     path.write_text('{"environment": [], "args": []}')
     with pytest.raises(SystemExit) as exit_info:
         benchmark.main(_resume_argv(path, "resnet18", extra=["--resume"]))
@@ -489,3 +495,34 @@ def test_resume_refuses_a_file_measured_differently_and_leaves_it_untouched(tmp_
     with pytest.raises(SystemExit) as exit_info:
         benchmark.main(["--released", "resnet18", "--resume"])
     assert exit_info.value.code == 2
+
+
+def test_code_tree_names_the_files_as_git_would_commit_them(tmp_path):
+    """code_tree is the tree id a commit of the tracked files as they are would have: equal to HEAD's on a clean
+    checkout, to ``git stash create``'s with changes, blind to untracked files; it writes nothing to .git."""
+    import subprocess
+
+    def git(*command: str) -> str:
+        return subprocess.run(["git", "-C", str(tmp_path), "-c", "user.name=t", "-c", "user.email=t@t", *command],
+                              capture_output=True, text=True, check=True).stdout.strip()
+
+    git("init", "-q")
+    (tmp_path / "a.txt").write_text("a\n")
+    (tmp_path / "sub" / "deeper").mkdir(parents=True)
+    (tmp_path / "sub" / "b.py").write_text("print(1)\n")
+    (tmp_path / "sub" / "deeper" / "c").write_bytes(b"\x00\x01")
+    (tmp_path / "sub-file").write_text("sorts between 'sub' and 'sub/' in git's order\n")
+    (tmp_path / "run.sh").write_text("#!/bin/sh\n")
+    (tmp_path / "run.sh").chmod(0o755)
+    (tmp_path / "link").symlink_to("a.txt")
+    git("add", "-A")
+    git("commit", "-qm", "files")
+    assert benchmark.code_tree(tmp_path) == git("rev-parse", "HEAD^{tree}")
+    objects = sorted(p.name for p in (tmp_path / ".git" / "objects").rglob("*"))
+    (tmp_path / "a.txt").write_text("changed\n")
+    (tmp_path / "untracked.json").write_text("{}")
+    changed = benchmark.code_tree(tmp_path)
+    assert sorted(p.name for p in (tmp_path / ".git" / "objects").rglob("*")) == objects
+    assert changed != git("rev-parse", "HEAD^{tree}")
+    assert changed == git("rev-parse", git("stash", "create") + "^{tree}")
+    assert benchmark.code_tree(tmp_path / "not-a-checkout-below") is None
