@@ -910,7 +910,9 @@ warm-up out of Python's garbage collector's view, as in training (`ecanet.engine
 same run. ECA implementations: `auto` is ecanet's default (fused
 Triton kernels in eager mode; under `torch.compile` the BatchNorm+ECA form that Inductor fuses, or for
 ECA-MobileNetV2's training the tail's own Triton kernels); `plain` is the official computation. Each results
-file records the code it was measured with (`environment.code`). How the fused ECA works: [design/fused_eca.md](design/fused_eca.md).
+file records the code it was measured with: `environment.code`, the commit, listed above, and
+`environment.code_tree`, the git tree id of the tracked files as they were, uncommitted changes included.
+How the fused ECA works: [design/fused_eca.md](design/fused_eca.md).
 The released networks (`--released`) come first: each ECA network's images/s over its baseline's per case,
 then the targets (every ECA network of ecanet at >= 0.95x of its baseline in all four cases, and timings as
 steady as the baseline's), then every measurement with its median over the repeats, the repeats' min-max,

@@ -24,9 +24,9 @@
 #   released-cudagraphs  (in STEPS=released, after released-compiled) the compiled step again for CUDAGRAPH_PAIRS
 #               (default "mobilenet_v2"), its compiled steps replayed as CUDA graphs (--inductor-option
 #               triton.cudagraphs=True, what --compile-mode reduce-overhead turns on); RESUME=1 as above.
-#   gpu-tests   (only when named, and first) the tests marked gpu (pytest -m gpu, TEST_WORKERS processes at a
-#               time, default 4; ~7 min on an H200 in one), the log and a JUnit XML in $OUT; test modules that need
-#               what this machine lacks (thop, pycocotools) fail to collect and are listed, the others run.
+#   gpu-tests   (only when named, and first) the tests marked gpu (pytest -m gpu in TEST_WORKERS processes,
+#               default 4: ~2.5 min on an H200), the log and a JUnit XML in $OUT; test modules that need what this
+#               machine lacks (thop, pycocotools) fail to collect and are listed, the others run.
 #
 #   OUT=/some/dir STEPS="loader main" SOURCES="synthetic gpu" bash scripts/gpu_bench.sh
 set -uo pipefail
