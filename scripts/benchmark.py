@@ -42,6 +42,7 @@ import json
 import logging
 import os
 import platform
+import stat
 import subprocess
 import sys
 import tempfile
@@ -129,50 +130,66 @@ def host_description() -> dict:
             "kernel": platform.release()}
 
 
+GIT_TIMEOUT_S = 60        # seconds a git command may take before the code is recorded as unknown
+RESULTS_FOLDER = "results"  # the data this script writes: not part of the code a measurement names
+
+
 def code_revision() -> str | None:
     """The checkout's revision, '-dirty' when it has uncommitted changes; None outside a git checkout."""
     try:
         done = subprocess.run(["git", "-C", str(ROOT), "describe", "--always", "--dirty", "--abbrev=12"],
-                              capture_output=True, text=True, timeout=10)
+                              capture_output=True, text=True, timeout=GIT_TIMEOUT_S)
     except (OSError, subprocess.TimeoutExpired):
         return None
     return done.stdout.strip() or None if done.returncode == 0 else None
 
 
 def code_tree(root: Path = ROOT) -> str | None:
-    """The git tree id of the checkout's tracked files as they are now, uncommitted changes included: what
-    ``git rev-parse COMMIT^{tree}`` prints for a commit of exactly these files (``git stash create``'s tree
-    for a changed checkout). None outside a git checkout.
+    """The git tree id of the checkout's tracked files outside ``results/``, as they are now, uncommitted
+    changes included; None outside a git checkout. Run in a checkout of a commit, it gives the same id for the
+    same code, so it tells which commit a results file was measured with.
 
     '-dirty' says only that something differs from the last commit; this names the code itself, so two
     results files measured with different uncommitted changes never pass for one code, and a copy of the
-    files whose git history is older than they are still names the commit they match. Untracked files are
-    left out, as ``--dirty`` leaves them (the results file this script writes is one); nothing is written
-    to the repository (``git hash-object`` without ``-w``)."""
-    def git(*command: str, stdin: str | None = None) -> str:
-        done = subprocess.run(["git", "-C", str(root), *command], input=stdin, capture_output=True, text=True,
-                              timeout=60)
+    files whose git history is older than they are still names the commit they match. ``results/`` is left
+    out so that a tracked results file can be continued (``--resume``), and untracked files are left out, as
+    ``--dirty`` leaves them. Files are hashed as git stores them in a repository with no clean filters or
+    end-of-line conversion (this one has none); modes follow git's (``core.fileMode``), and a submodule counts
+    as the commit the index records. Nothing is written to the repository."""
+    def git(*command: str) -> bytes:
+        done = subprocess.run(["git", "-C", str(root), *command], capture_output=True, timeout=GIT_TIMEOUT_S)
         if done.returncode != 0:
             raise subprocess.CalledProcessError(done.returncode, command)
         return done.stdout
+
     try:
-        paths = sorted({p for p in git("ls-files", "-z", "--cached").split("\0")
-                        if p and ((root / p).is_file() or (root / p).is_symlink())})
-        files = [p for p in paths if not (root / p).is_symlink()]
-        blobs = dict(zip(files, git("hash-object", "--stdin-paths", stdin="\n".join(files) + "\n").split()))
-    except (OSError, subprocess.SubprocessError):
+        index = git("ls-files", "--stage", "-z")
+        file_mode = git("config", "--bool", "--default", "true", "core.fileMode").strip() != b"false"
+        tree: dict = {}
+        for entry in filter(None, index.split(b"\0")):
+            meta, path = entry.split(b"\t", 1)
+            mode, object_id, stage = meta.split(b" ")
+            if stage != b"0":            # an unresolved merge: no tree to name
+                return None
+            if path.split(b"/", 1)[0] == RESULTS_FOLDER.encode():
+                continue
+            full = root / os.fsdecode(path)
+            if mode == b"160000":        # a submodule: the commit the index records
+                value = (mode, bytes.fromhex(object_id.decode()))
+            elif full.is_symlink():      # git stores a link as a blob of its target's path
+                value = (b"120000", _git_object("blob", os.readlink(os.fsencode(full))))
+            elif full.is_file():
+                executable = full.stat().st_mode & stat.S_IXUSR if file_mode else mode == b"100755"
+                value = (b"100755" if executable else b"100644", _git_object("blob", full.read_bytes()))
+            else:                        # deleted: a commit of the files as they are leaves it out
+                continue
+            *folders, name = path.split(b"/")
+            node = tree
+            for folder in folders:
+                node = node.setdefault(folder, {})
+            node[name] = value
+    except (OSError, ValueError, subprocess.SubprocessError):
         return None
-    tree: dict = {}
-    for path in paths:
-        *folders, name = path.split("/")
-        node = tree
-        for folder in folders:
-            node = node.setdefault(folder, {})
-        full = root / path
-        if full.is_symlink():   # git stores a link as a blob of its target's path
-            node[name] = ("120000", _git_object("blob", os.readlink(full).encode()))
-        else:
-            node[name] = ("100755" if os.access(full, os.X_OK) else "100644", bytes.fromhex(blobs[path]))
     return _git_tree(tree).hex()
 
 
@@ -182,15 +199,15 @@ def _git_object(kind: str, body: bytes) -> bytes:
 
 
 def _git_tree(node: dict) -> bytes:
-    """The id of the git tree object of ``node`` ({name: (mode, id) for a file, {...} for a folder}), in git's
-    order: names compared as bytes, a folder's as if it ended in '/'."""
+    """The id of the git tree object of ``node`` ({name: (mode, id)} for a file, {name: {...}} for a folder,
+    names and modes as bytes), in git's order: names compared as bytes, a folder's as if it ended in '/'."""
     entries = []
     for name, value in node.items():
         if isinstance(value, dict):
-            entries.append((name.encode() + b"/", b"40000 " + name.encode() + b"\0" + _git_tree(value)))
+            entries.append((name + b"/", b"40000 " + name + b"\0" + _git_tree(value)))
         else:
             mode, object_id = value
-            entries.append((name.encode(), mode.encode() + b" " + name.encode() + b"\0" + object_id))
+            entries.append((name, mode + b" " + name + b"\0" + object_id))
     return _git_object("tree", b"".join(entry for _, entry in sorted(entries)))
 
 
@@ -910,8 +927,8 @@ warm-up out of Python's garbage collector's view, as in training (`ecanet.engine
 same run. ECA implementations: `auto` is ecanet's default (fused
 Triton kernels in eager mode; under `torch.compile` the BatchNorm+ECA form that Inductor fuses, or for
 ECA-MobileNetV2's training the tail's own Triton kernels); `plain` is the official computation. Each results
-file records the code it was measured with: `environment.code`, the commit, listed above, and
-`environment.code_tree`, the git tree id of the tracked files as they were, uncommitted changes included.
+file records the code it was measured with: `environment.code`, the commit, and `environment.code_tree`,
+the git tree id of the tracked files outside `results/` as they were, uncommitted changes included.
 How the fused ECA works: [design/fused_eca.md](design/fused_eca.md).
 The released networks (`--released`) come first: each ECA network's images/s over its baseline's per case,
 then the targets (every ECA network of ecanet at >= 0.95x of its baseline in all four cases, and timings as
@@ -955,7 +972,6 @@ def performance_page(paths: list[str], summary: str) -> str:
             fresh = None   # nothing compiled: every row was timed in the one process
         processes = {"compiled": "compiled rows each in a fresh process", "all": "each row in a fresh process"}.get(
             fresh, "all rows in one process")
-        code = f"code {env['code']}, " if env.get("code") else ""
         # a file may keep only some of its run's rows (e.g. one source's networks) and say which, or carry a note
         # on how it was measured
         notes = "; ".join(env[key] for key in ("rows_kept", "note") if env.get(key))
@@ -964,7 +980,7 @@ def performance_page(paths: list[str], summary: str) -> str:
         continued = "".join(f"; continued {c['date_utc'][:10]} by `python {c['command'].replace(str(ROOT) + '/', '')}`"
                             for c in env.get("continued", []))
         commands.append(f"- `{path}`{subset}: {env.get('gpu', '?')} ({env.get('gpu_count', 1)} visible), torch "
-                        f"{env.get('torch')}, Triton {env.get('triton')}, {env.get('date_utc', '?')[:10]}, {code}"
+                        f"{env.get('torch')}, Triton {env.get('triton')}, {env.get('date_utc', '?')[:10]}, "
                         f"{heap}, {processes}; `python {command}`{continued}")
     return PAGE_HEADER.format(files=" ".join(paths), commands="\n".join(commands)) + summary.split("\n", 1)[1].lstrip() + "\n"
 

@@ -497,32 +497,46 @@ def test_resume_refuses_a_file_measured_differently_and_leaves_it_untouched(tmp_
     assert exit_info.value.code == 2
 
 
-def test_code_tree_names_the_files_as_git_would_commit_them(tmp_path):
+def test_code_tree_names_the_files_as_git_would_commit_them(tmp_path, monkeypatch):
     """code_tree is the tree id a commit of the tracked files as they are would have: equal to HEAD's on a clean
-    checkout, to ``git stash create``'s with changes, blind to untracked files; it writes nothing to .git."""
+    checkout, to ``git stash create``'s with changes, blind to untracked files and to results/; it writes
+    nothing to .git."""
     import subprocess
+    monkeypatch.setenv("GIT_CONFIG_GLOBAL", os.devnull)   # no user settings (signing, hooks) in these commits
+    monkeypatch.setenv("GIT_CONFIG_NOSYSTEM", "1")
+    monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path))
+    repo = tmp_path / "repo"
+    repo.mkdir()
 
     def git(*command: str) -> str:
-        return subprocess.run(["git", "-C", str(tmp_path), "-c", "user.name=t", "-c", "user.email=t@t", *command],
+        return subprocess.run(["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t", *command],
                               capture_output=True, text=True, check=True).stdout.strip()
 
     git("init", "-q")
-    (tmp_path / "a.txt").write_text("a\n")
-    (tmp_path / "sub" / "deeper").mkdir(parents=True)
-    (tmp_path / "sub" / "b.py").write_text("print(1)\n")
-    (tmp_path / "sub" / "deeper" / "c").write_bytes(b"\x00\x01")
-    (tmp_path / "sub-file").write_text("sorts between 'sub' and 'sub/' in git's order\n")
-    (tmp_path / "run.sh").write_text("#!/bin/sh\n")
-    (tmp_path / "run.sh").chmod(0o755)
-    (tmp_path / "link").symlink_to("a.txt")
+    (repo / "a.txt").write_text("a\n")
+    (repo / "sub" / "deeper").mkdir(parents=True)
+    (repo / "sub" / "b.py").write_text("print(1)\n")
+    (repo / "sub" / "deeper" / "c").write_bytes(b"\x00\x01\r\n")
+    (repo / "sub-file").write_text("sorts between 'sub' and 'sub/' in git's order\n")
+    for odd in ('"quoted.txt', "new\nline", "space and \u00e9"):   # names git quotes or that hold a newline
+        (repo / odd).write_text(odd)
+    (repo / "run.sh").write_text("#!/bin/sh\n")
+    (repo / "run.sh").chmod(0o755)
+    (repo / "link").symlink_to("a.txt")
     git("add", "-A")
     git("commit", "-qm", "files")
-    assert benchmark.code_tree(tmp_path) == git("rev-parse", "HEAD^{tree}")
-    objects = sorted(p.name for p in (tmp_path / ".git" / "objects").rglob("*"))
-    (tmp_path / "a.txt").write_text("changed\n")
-    (tmp_path / "untracked.json").write_text("{}")
-    changed = benchmark.code_tree(tmp_path)
-    assert sorted(p.name for p in (tmp_path / ".git" / "objects").rglob("*")) == objects
+    assert benchmark.code_tree(repo) == git("rev-parse", "HEAD^{tree}")
+    objects = sorted(p.name for p in (repo / ".git" / "objects").rglob("*"))
+    (repo / "a.txt").write_text("changed\n")
+    (repo / "untracked.json").write_text("{}")
+    changed = benchmark.code_tree(repo)
+    assert sorted(p.name for p in (repo / ".git" / "objects").rglob("*")) == objects
     assert changed != git("rev-parse", "HEAD^{tree}")
     assert changed == git("rev-parse", git("stash", "create") + "^{tree}")
-    assert benchmark.code_tree(tmp_path / "not-a-checkout-below") is None
+    (repo / "results").mkdir()
+    (repo / "results" / "benchmark.json").write_text("{}")
+    git("add", "results")
+    (repo / "results" / "benchmark.json").write_text('{"continued": 1}')   # a tracked results file, continued
+    assert benchmark.code_tree(repo) == changed
+    (tmp_path / "plain").mkdir()
+    assert benchmark.code_tree(tmp_path / "plain") is None   # not a git checkout

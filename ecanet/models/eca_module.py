@@ -396,11 +396,13 @@ def compile_model(model: nn.Module, **compile_kwargs: object) -> nn.Module:
     ``autograd_cache_allow_custom_autograd_functions`` is set. Without it, a process compiling an ECA
     network's training step finds Inductor's kernels on disk yet runs AOTAutograd again (the joint graph's
     trace and partition), where its baseline loads both: a restarted or resumed job pays that again each
-    time. This turns the setting on for the process (torch reads it when it compiles a graph, lazily, so it
-    cannot be scoped to this call); torch versions without it are left as they are.
+    time. For a model holding an :class:`EcaModule` this turns the setting on for the process (torch reads it
+    when it compiles a graph, lazily, so it cannot be scoped to this call); other models, and torch versions
+    without the setting, are left as they are.
     """
     functorch_config = torch._functorch.config
-    if hasattr(functorch_config, _AUTOGRAD_FUNCTION_CACHE_SETTING):
+    holds_eca = any(isinstance(module, EcaModule) for module in model.modules())
+    if holds_eca and hasattr(functorch_config, _AUTOGRAD_FUNCTION_CACHE_SETTING):
         setattr(functorch_config, _AUTOGRAD_FUNCTION_CACHE_SETTING, True)
     return torch.compile(model, **compile_kwargs)
 
