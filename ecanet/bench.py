@@ -47,6 +47,7 @@ MICRO_WARMUP_ITERS = 5
 MICRO_TIMED_ITERS = 20
 MOBILENET_STEM_STRIDE = 2        # MobileNetV2's first convolution halves the input side
 MIN_TIMED_STEPS = 3              # a repeat of measure_throughput(repeat_seconds=...) times at least this many steps
+SIZING_STEPS = 3                 # steps timed one by one to size those repeats (the fastest counts)
 MAX_SETTLING_STEPS = 20          # warm-up steps measure_throughput adds at most while the allocator still grows
 
 # Tensor-sized passes over HBM (N elements each way) that the ECA variants cannot avoid, (forward, backward),
@@ -400,8 +401,9 @@ def measure_throughput(model: nn.Module, *, batch_size: int, img_size: int = 224
     """Images/s of training (forward, cross-entropy, backward, SGD step) or inference steps.
 
     Each of ``repeats`` repeats times ``timed_steps`` steps back to back; with ``repeat_seconds`` a repeat
-    times instead as many steps as fill about that many seconds at the warm-up's last step time (at least
-    ``MIN_TIMED_STEPS``, at most ``timed_steps``), so deep and shallow networks take similar time.
+    times instead as many steps as fill about that many seconds at the fastest of ``SIZING_STEPS`` steps timed
+    after the warm-up (at least ``MIN_TIMED_STEPS``, at most ``timed_steps``), so deep and shallow networks
+    take similar time.
 
     The model is moved to ``device`` (and to channels_last) in place and put in train/eval mode for the
     measurement (its previous mode is restored); the optimiser state lives only inside this call, so one
@@ -440,14 +442,18 @@ def measure_throughput(model: nn.Module, *, batch_size: int, img_size: int = 224
                            "record how often it still did", type(model).__name__, warmup_run)
         _synchronize(device)
         warmup_s = time.perf_counter() - t0
-        if repeat_seconds is not None:
-            last_step_s = _time_ms(step, 1, device) / 1e3
-            timed_steps = max(MIN_TIMED_STEPS, min(timed_steps, round(repeat_seconds / last_step_s)))
         runs, watches, gpu_states, device_allocations = [], [], [], []
         read_gpu = _nvml_reader(device)
         if frozen_heap:
             freeze_heap()
         try:
+            if repeat_seconds is not None:
+                # The fastest of a few steps, with the heap as the repeats have it: one step alone can meet a
+                # full garbage collection or another host stall. Sized by one step taken before the freeze,
+                # compiled eca_resnet152 (83 ms a step) timed MIN_TIMED_STEPS steps a repeat in
+                # results/benchmark_h200_released_compiled.json: that step had taken at least 0.29 s.
+                step_s = min(_time_ms(step, 1, device) for _ in range(SIZING_STEPS)) / 1e3
+                timed_steps = max(MIN_TIMED_STEPS, min(timed_steps, round(repeat_seconds / step_s)))
             for _ in range(repeats):
                 allocations = _device_allocations(device)
                 with GcWatch() as watch, GpuWatch(read_gpu) as gpu:

@@ -555,6 +555,25 @@ def test_throughput_helper_on_cpu(monkeypatch):
     assert result.images_per_s == pytest.approx(2 / 0.006)   # 2 images every 6 ms
 
 
+def test_repeats_are_sized_by_the_fastest_of_a_few_steps_with_the_heap_frozen(monkeypatch):
+    """repeat_seconds sizes a repeat from the fastest of SIZING_STEPS steps timed after the warm-up, as the
+    repeats run them (heap frozen): one slow step (a collection, a host stall) must not cut the repeats short."""
+    import gc
+    from ecanet import bench
+    model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 3))
+    ms_per_step = iter([330.0, 83.0, 85.0, 83.0, 84.0, 83.0])   # three sizing steps, then three repeats
+    calls = []
+
+    def fake_time_ms(step, steps, device):
+        calls.append((steps, gc.get_freeze_count() > 0))
+        return next(ms_per_step)
+    monkeypatch.setattr(bench, "_time_ms", fake_time_ms)
+    result = bench.measure_throughput(model, batch_size=2, img_size=8, train=False, amp_dtype=None,
+                                      warmup_steps=1, timed_steps=30, repeats=3, device="cpu", repeat_seconds=1.0)
+    assert bench.SIZING_STEPS == 3 and calls[:3] == [(1, True)] * 3
+    assert result.timed_steps == round(1.0 / 0.083) == 12 and calls[3:] == [(12, True)] * 3
+
+
 class _CollectsGarbage(nn.Module):
     """A layer whose forward runs a full garbage collection: the pause a launch-bound step can suffer."""
 
