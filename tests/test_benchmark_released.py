@@ -89,9 +89,13 @@ def _pair_records(ratio: float, eca_spread: float, base_spread: float = 0.0) -> 
 
 
 def test_targets_name_each_slow_or_unsteady_measurement_and_what_was_not_measured():
-    met = benchmark._released_targets(_pair_records(0.96, eca_spread=0.0008))
+    records = _pair_records(0.96, eca_spread=0.0008)
+    official = _row("resnet50", "eca_resnet50", "official", "eca", "train-eager", 700.0) | {
+        "images_per_s_min": 600.0, "images_per_s_max": 800.0}          # slow and unsteady, but a reference
+    benchmark._released_ratios(records + [official])
+    met = benchmark._released_targets(records + [official])
     assert "24 of 24 measurements met" in met and "not measured" not in met
-    assert "24 of 24 met" in met                       # spreads under the noise floor pass
+    assert "24 of 24 met" in met                       # spreads under the noise floor pass; the official row is not judged
 
     records = _pair_records(0.96, eca_spread=0.004, base_spread=0.001)
     slow = next(r for r in records if r["model"] == "eca_resnet152" and r["case"] == "train-compiled")
