@@ -285,8 +285,9 @@ def _cudnn_flags(benchmark: bool, deterministic: bool | None = None) -> Iterator
 
 def _fresh_compile(model: nn.Module, compile: bool,
                    options: dict | None = None) -> Callable[[torch.Tensor], torch.Tensor]:
-    """``torch.compile(model, options=options)`` after ``torch._dynamo.reset()`` (so earlier compilations neither
-    count against the recompile limit nor leak into this one), or the model itself. ``options`` are Inductor
+    """``torch.compile(model, options=options)``, through :func:`~ecanet.models.eca_module.compile_model` as
+    training compiles, after ``torch._dynamo.reset()`` (so earlier compilations neither count against the
+    recompile limit nor leak into this one), or the model itself. ``options`` are Inductor
     settings (``torch._inductor.config`` names, e.g. ``{"combo_kernels": True}``); None keeps the defaults."""
     if not compile:
         return model
