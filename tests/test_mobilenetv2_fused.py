@@ -187,10 +187,13 @@ def test_gpu_network_float32_is_as_accurate_as_plain(network_and_images, monkeyp
 @pytest.mark.gpu
 @gpu
 def test_gpu_network_bf16_is_as_accurate_as_plain(network_and_images, monkeypatch):
-    """bf16 autocast: no implementation further from the float32 computation than the plain code is. (A
-    training step of the whole network at initialisation turns bf16 rounding into differences of order 1
-    in the logits and gradients, so the implementations are compared through their distance to float32,
-    not to each other: on the CPU, through the interpreter, fused and plain were within 15% of each other.)"""
+    """bf16 autocast: no implementation's logits or input gradient further from the float32 computation than
+    the plain code's are. (A training step of the whole network at initialisation turns bf16 rounding into
+    differences of order 1 in the logits and gradients, so the implementations are compared through their
+    distance to float32, not to each other: on the CPU, through the interpreter, fused and plain were within
+    15% of each other.) ECA's weight gradient is left to the float32 test: it sums B x C products that nearly
+    cancel, so in bf16 every implementation, the plain code included, lands about ten times its norm away
+    from float32 (one H200), and two such distances compare rounding draws, not kernels."""
     monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
     model, images = network_and_images
     torch._dynamo.reset()
@@ -198,4 +201,4 @@ def test_gpu_network_bf16_is_as_accurate_as_plain(network_and_images, monkeypatc
     plain = _errors(_network_outputs(model, images, "plain", compiled=False, amp=True), exact)
     for impl, compiled in IMPLEMENTATIONS:
         errors = _errors(_network_outputs(model, images, impl, compiled, amp=True), exact)
-        assert all(e <= 1.5 * p + 1e-3 for e, p in zip(errors, plain)), (impl, compiled, errors, plain)
+        assert all(e <= 1.5 * p + 1e-3 for e, p in zip(errors[:2], plain[:2])), (impl, compiled, errors, plain)
