@@ -117,7 +117,8 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--pretrained", action="store_true",
                    help="(official flag) not supported: ecanet downloads nothing; use --weights PATH")
     g.add_argument("--eca-impl", choices=ECA_IMPLEMENTATIONS, default="auto",
-                   help="ECA implementation: fused Triton kernels on CUDA ('auto'/'fused') or plain "
+                   help="ECA implementation: fused Triton kernels on CUDA ('auto'; 'fused' insists on "
+                        "them, and in eager training fuses each block's BatchNorm with ECA too) or plain "
                         "PyTorch")
 
 

@@ -4,7 +4,8 @@ A leaf: it imports nothing of ecanet, so the networks (:mod:`ecanet.models`) and
 (:mod:`ecanet.config`) can both use it without depending on each other.
 """
 # How ECA layers compute (ecanet.models.EcaModule): 'auto' runs the fused Triton kernels on CUDA tensors where
-# Triton imports and the PyTorch code elsewhere; 'fused' insists on the kernels; 'plain' is the PyTorch code.
+# Triton imports and the PyTorch code elsewhere; 'fused' insists on the kernels, and in eager training also runs
+# the block's BatchNorm with ECA as Triton kernels; 'plain' is the PyTorch code.
 ECA_IMPLEMENTATIONS = ("auto", "fused", "plain")
 
 # ImageNet as the paper counts and trains it: 224x224 crops, 1000 classes.

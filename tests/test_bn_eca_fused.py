@@ -1,9 +1,10 @@
-"""The Triton training tail relu(ECA(BN(x)) + identity) that compiled training runs on GPUs
-(``ecanet.models.bn_eca_fused``): the function, the gradients of x, identity, BatchNorm's affine parameters
-and ECA's kernel, and BatchNorm's running statistics, against the float64 modules.
+"""The Triton training tail relu(ECA(BN(x)) + identity) that compiled training runs on GPUs, and eager training
+with implementation 'fused' (``ecanet.models.bn_eca_fused``): the function, the gradients of x, identity,
+BatchNorm's affine parameters and ECA's kernel, and BatchNorm's running statistics, against the float64 modules.
 
-CPU: the kernels under Triton's interpreter (tests named ``interpreter``, in a subprocess); CPU tensors
-never take the tail. GPU: compiled blocks of ECA-MobileNetV2 and ECA-ResNet take it and match the plain code.
+CPU: the kernels under Triton's interpreter (tests named ``interpreter``, in a subprocess), launched as the
+ops and directly; CPU tensors never take the tail. GPU: compiled and eager blocks of ECA-MobileNetV2 and
+ECA-ResNet take it and match the plain code.
 """
 from __future__ import annotations
 
@@ -119,6 +120,33 @@ def test_interpreter_bf16_tail_stays_within_bf16_rounding():
 
 
 @interpreter_only
+@pytest.mark.parametrize("relu", [True, False])
+def test_interpreter_ops_and_eager_launches_agree_bitwise(relu):
+    """The ops (what torch.compile runs) and eager mode's direct launches run the same kernels on the same
+    arguments: the same outputs, statistics and gradients, bit for bit, with and without the ReLU."""
+    from ecanet.models import bn_eca_fused
+    torch.manual_seed(4)
+    x = (torch.randn(3, 20, 7, 9) * 2 + 0.5).contiguous(memory_format=torch.channels_last)
+    identity, grad = torch.randn_like(x), torch.randn_like(x)
+    bn, eca = bn_and_eca(20, 3)
+    params = (bn.weight.detach().float(), bn.bias.detach().float(), eca.conv.weight.detach().float())
+    forward_op = bn_eca_fused.bn_eca_train_forward(x, *params, identity, 1e-5, relu)
+    forward_direct = bn_eca_fused._forward_passes(x, *params, identity, 1e-5, relu, direct=True)
+    saved = forward_op[3:]   # pivot, centre, rstd, xhat_mean, pooled, gate
+    out = forward_op[0] if relu else None
+    backward_op = bn_eca_fused.bn_eca_train_backward(grad, x, out, *params, *saved)
+    backward_direct = bn_eca_fused._backward_passes(grad, x, out, *params, *saved, direct=True)
+    buffers_op = [t.clone() for t in (bn.running_mean, bn.running_var, bn.num_batches_tracked)]
+    buffers_direct = [t.clone() for t in buffers_op]
+    bn_eca_fused.bn_update_running_stats(*buffers_op, forward_op[1], forward_op[2], 0.1)
+    bn_eca_fused._update_running_stats(*buffers_direct, forward_op[1], forward_op[2], 0.1, direct=True)
+    assert not torch.equal(buffers_op[0], bn.running_mean)
+    for got, want in zip((*forward_direct, *backward_direct, *buffers_direct),
+                         (*forward_op, *backward_op, *buffers_op)):
+        assert torch.equal(got, want)
+
+
+@interpreter_only
 def test_interpreter_tail_refuses_one_value_per_channel():
     from ecanet.models import bn_eca_fused
     bn, eca = bn_and_eca(6, 3)
@@ -137,9 +165,9 @@ def _training_step(block: nn.Module, x: torch.Tensor, grad: torch.Tensor, compil
     return [out, x.grad, *(p.grad for p in block.parameters()), *(b.double() for b in block.buffers())]
 
 
-def _compiled_block_against_plain(block: nn.Module, x: torch.Tensor, monkeypatch) -> None:
-    """One compiled training step of ``block`` ('auto') takes the Triton tail, and its float32 output,
-    gradients and buffers are no further from the float64 step than the plain block's float32 step is
+def _block_against_plain(block: nn.Module, x: torch.Tensor, monkeypatch, compiled: bool) -> None:
+    """One training step of ``block``, compiled ('auto') or eager ('fused'), takes the Triton tail, and its
+    float32 output, gradients and buffers are no further from the float64 step than the plain block's float32 step is
     (within a factor for summation order; no TF32): gradients summed over many pixels differ by summation
     order alone by more than a fixed tolerance would allow, and a wrong kernel is off by order 1."""
     from ecanet.models import bn_eca_fused
@@ -151,18 +179,18 @@ def _compiled_block_against_plain(block: nn.Module, x: torch.Tensor, monkeypatch
         calls.append(1)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(bn_eca_fused, "bn_eca_tail_training", recording)
-    block = set_eca_impl(block.cuda().to(memory_format=torch.channels_last).train(), "auto")
+    block = set_eca_impl(block.cuda().to(memory_format=torch.channels_last).train(), "auto" if compiled else "fused")
     x = x.cuda().contiguous(memory_format=torch.channels_last)
     grad = torch.randn_like(block(x)).double()     # (a step in train mode: the blocks below start from copies)
     torch._dynamo.reset()
     exact = _training_step(set_eca_impl(copy.deepcopy(block).double(), "plain"), x.double(), grad, False)
     plain = _training_step(set_eca_impl(copy.deepcopy(block), "plain"), x, grad, False)
-    compiled = _training_step(block, x, grad, True)
-    assert calls, "the compiled block did not take the Triton tail"
+    monkeypatch.setattr(bn_eca_fused, "bn_eca_tail_training", recording)
+    fused = _training_step(block, x, grad, compiled)
+    assert calls, "the block did not take the Triton tail"
     names = ["out", "x.grad", *(f"{n}.grad" for n, _ in block.named_parameters()),
              *(n for n, _ in block.named_buffers())]
-    for name, got, reference, want in zip(names, compiled, plain, exact):
+    for name, got, reference, want in zip(names, fused, plain, exact):
         want = want.double()
         error = (got.double() - want).norm() / want.norm().clamp_min(1e-12)
         plain_error = (reference.double() - want).norm() / want.norm().clamp_min(1e-12)
@@ -174,19 +202,21 @@ FLOAT32_ORDER_FACTOR = 4   # how much further from float64 another summation ord
 
 @pytest.mark.gpu
 @gpu
+@pytest.mark.parametrize("compiled", [True, False], ids=["compiled", "eager"])
 @pytest.mark.parametrize("kind", ["residual", "strided"])
-def test_gpu_compiled_mobilenet_block_takes_the_triton_tail(kind, monkeypatch):
+def test_gpu_mobilenet_block_takes_the_triton_tail(kind, compiled, monkeypatch):
     from ecanet.models.mobilenetv2 import InvertedResidual
     inp, oup, stride, k = (24, 24, 1, 1) if kind == "residual" else (96, 160, 2, 3)
     torch.manual_seed(0)
     block = InvertedResidual(inp, oup, stride, 6, attention="eca", k_size=k)
     nn.init.normal_(block.conv[-1].conv.weight)
-    _compiled_block_against_plain(block, torch.randn(8, inp, 28, 28), monkeypatch)
+    _block_against_plain(block, torch.randn(8, inp, 28, 28), monkeypatch, compiled)
 
 
 class _ResidualTail(nn.Module):
-    """A Bottleneck's end, conv3 -> BN -> ECA -> + shortcut -> ReLU, asking for the Triton tail (ResNets
-    themselves keep the decomposed form: their larger activations run faster through Inductor's kernels)."""
+    """A Bottleneck's end, conv3 -> BN -> ECA -> + shortcut -> ReLU, asking for the Triton tail under
+    torch.compile too (compiled ResNets themselves keep the decomposed form: their larger activations run faster
+    through Inductor's kernels)."""
 
     def __init__(self, channels: int, k: int) -> None:
         super().__init__()
@@ -202,9 +232,22 @@ class _ResidualTail(nn.Module):
 
 @pytest.mark.gpu
 @gpu
-def test_gpu_compiled_residual_tail_with_relu_takes_the_triton_tail(monkeypatch):
+@pytest.mark.parametrize("compiled", [True, False], ids=["compiled", "eager"])
+def test_gpu_residual_tail_with_relu_takes_the_triton_tail(compiled, monkeypatch):
     torch.manual_seed(0)
-    _compiled_block_against_plain(_ResidualTail(256, 5), torch.randn(8, 64, 28, 28), monkeypatch)
+    _block_against_plain(_ResidualTail(256, 5), torch.randn(8, 64, 28, 28), monkeypatch, compiled)
+
+
+@pytest.mark.gpu
+@gpu
+def test_gpu_eager_bottleneck_takes_the_triton_tail(monkeypatch):
+    """An ECA-ResNet Bottleneck in eager training, as main.py --eca-impl fused runs it without --compile."""
+    from ecanet.models.resnet import Bottleneck
+    torch.manual_seed(0)
+    downsample = nn.Sequential(nn.Conv2d(64, 256, 1, bias=False), nn.BatchNorm2d(256))
+    block = Bottleneck(64, 64, downsample=downsample, attention="eca", k_size=5)
+    nn.init.normal_(block.attention.conv.weight)
+    _block_against_plain(block, torch.randn(8, 64, 28, 28), monkeypatch, compiled=False)
 
 
 def test_unknown_compiled_tail_is_refused():

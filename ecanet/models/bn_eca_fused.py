@@ -1,4 +1,5 @@
-"""A block's training tail, BatchNorm + ECA + add + ReLU, as Triton kernels that torch.compile launches itself.
+"""A block's training tail, BatchNorm + ECA + add + ReLU, as Triton kernels: torch.compile launches them itself,
+eager mode directly.
 
 ``relu(ECA(BN(x)) + identity)`` with BatchNorm on batch statistics (Wang et al., CVPR 2020, Eq. 9-11 after
 BatchNorm); the add and the ReLU are each optional (MobileNetV2's block ends with ``ECA(BN(x)) + x``).
@@ -10,7 +11,10 @@ arithmetic between them into several kernels of its own. A compiled training ste
 bound by the host launching kernels one by one (docs/design/fused_eca.md), so each extra launch costs time.
 Here the tail is three kernels each way and one for the running statistics, fewer than Inductor makes of
 BatchNorm alone. They are ``torch.library`` ``triton_op``s: Inductor sees the Triton kernels inside and
-launches them from its own generated code, with no Python dispatch of the op on each call.
+launches them from its own generated code, with no Python dispatch of the op on each call. In eager training
+(implementation ``"fused"``) the same passes run under an ``autograd.Function`` of their own that launches each
+kernel straight to its compiled code (:class:`_DirectLaunches`): they read and write the tail's activations fewer
+times than cuDNN's BatchNorm followed by the fused ECA kernels (docs/design/fused_eca.md).
 
 Every statistic is of ``xs = x - pivot[c]``, the pivot being each channel's mean over the first tile of the
 first sample: xs's mean is then small against its spread, so E[xs^2] - E[xs]^2 does not cancel in float32,
@@ -46,16 +50,18 @@ bfloat16 or float32, contiguous or channels_last. Like the other kernels the red
 """
 import functools
 from dataclasses import dataclass
-from typing import Optional, Tuple
+from typing import Callable, Optional, Tuple
 
 import torch
 import triton
 import triton.language as tl
 from torch import nn
+from torch.autograd.function import once_differentiable
 from torch.library import triton_op, wrap_triton
 
-from .eca_fused import (NUM_WARPS, _dense, _pointwise_grid, _reduction_plan, _tile, add_relu_store,
-                        memory_format, reduction_program, relu_masked_grad, supports)
+from .eca_fused import (NUM_WARPS, PLAN_CACHE_SIZE, POINTER_ALIGNMENT, _dense, _Launch, _pointwise_grid,
+                        _reduction_plan, _tile, add_relu_store, memory_format, reduction_program, relu_masked_grad,
+                        supports)
 
 # The finalize and gate kernels read (BLOCK_B, BLOCK_S, BLOCK_C) tiles of the (B, splits, C) partial sums,
 # one program per BLOCK_C channels looping over the batch. Few channels a program keep enough programs
@@ -357,23 +363,56 @@ def _plan_for(x: torch.Tensor) -> _TailPlan:
 
 
 # ----------------------------------------------------------------------------------------------------
-# The ops: ecanet::bn_eca_train_forward and ecanet::bn_eca_train_backward
+# The passes, launched the way torch.compile traces them or directly in eager mode
 # ----------------------------------------------------------------------------------------------------
-# The ops' schemas are read off these annotations, which must therefore be real types (this module does not
-# import ``annotations`` from __future__; torch 2.11's triton_op takes no ``schema`` argument).
 _Tensors9 = Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
                   torch.Tensor, torch.Tensor]
 _Tensors5 = Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
+# (kernel, grid, tensors, scalars, constexprs) -> None; each kernel takes its tensors, then its scalars, then
+# its constexprs.
+Launcher = Callable[[triton.JITFunction, tuple, tuple, tuple, dict], None]
 
 
-@triton_op("ecanet::bn_eca_train_forward", mutates_args=())
-def bn_eca_train_forward(x: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor, weight: torch.Tensor,
-                         identity: Optional[torch.Tensor], eps: float, relu: bool) -> _Tensors9:
-    """(out, batch_mean, unbiased batch_var, pivot, centre, rstd, xhat_mean, pooled, gate): forward passes 1-3
-    (module docstring). ``identity`` must have x's dtype and layout. The op is functional, as ``torch.library``
-    needs for an autograd formula: the caller updates the running statistics from the batch's."""
+def _traced_launch(kernel, grid: tuple, tensors: tuple, scalars: tuple, constexprs: dict) -> None:
+    """A launch that torch.compile sees inside the ops, and launches from its own generated code."""
+    wrap_triton(kernel)[grid](*tensors, *scalars, num_warps=NUM_WARPS, **constexprs)
+
+
+class _DirectLaunches:
+    """The eager launches of one call signature (:func:`_direct_launcher`), which fixes every kernel's grid,
+    scalars and constexprs and every tensor's dtype and alignment: each kernel goes through Triton's JIT once,
+    then straight to its compiled kernel (:class:`~ecanet.models.eca_fused._Launch`, which says why)."""
+
+    def __init__(self) -> None:
+        self._launches: dict = {}
+
+    def __call__(self, kernel, grid: tuple, tensors: tuple, scalars: tuple, constexprs: dict) -> None:
+        launch = self._launches.get(kernel)
+        if launch is None:
+            launch = self._launches[kernel] = _Launch(kernel, grid, scalars, constexprs)
+        launch(*tensors)
+
+
+@functools.lru_cache(maxsize=PLAN_CACHE_SIZE)
+def _direct_launches(_signature: tuple) -> _DirectLaunches:
+    return _DirectLaunches()
+
+
+def _direct_launcher(tensors: tuple, scalars: tuple) -> _DirectLaunches:
+    """The direct launches of a call on ``tensors`` (dense, None where absent) and ``scalars``: keyed by each
+    tensor's shape, strides, dtype and 16-byte alignment, the scalars and the device."""
+    return _direct_launches((tuple(None if t is None else (t.shape, t.stride(), t.dtype,
+                                                           t.data_ptr() % POINTER_ALIGNMENT == 0)
+                                   for t in tensors), scalars, tensors[0].device))
+
+
+def _forward_passes(x: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor, weight: torch.Tensor,
+                    identity: Optional[torch.Tensor], eps: float, relu: bool, direct: bool) -> _Tensors9:
+    """Forward passes 1-3 (module docstring); :func:`bn_eca_train_forward` says what they return. ``direct``
+    launches the kernels directly (eager mode), otherwise as torch.compile traces them."""
     layout = memory_format(x)
     x, identity = _dense(x, layout), _dense(identity, layout)
+    launch: Launcher = _direct_launcher((x, identity, gamma, beta, weight), (eps, relu)) if direct else _traced_launch
     B, C, H, W = x.shape
     P = H * W
     plan = _plan_for(x)
@@ -383,16 +422,78 @@ def bn_eca_train_forward(x: torch.Tensor, gamma: torch.Tensor, beta: torch.Tenso
     pivot, centre, rstd, batch_mean, batch_var = (torch.empty((C,), **partial) for _ in range(5))
     xhat_mean, pooled, gate = (torch.empty((B, C), **partial) for _ in range(3))
     out = _empty_as(x)
-    wrap_triton(_bn_stats_kernel)[plan.reduce_grid](
-        x, pivot, sum_part, square_part, B, C, P, plan.tiles_per_split, num_warps=NUM_WARPS, **plan.tiling_meta)
-    wrap_triton(_bn_finalize_kernel)[plan.finalize_grid](
-        sum_part, square_part, pivot, gamma, beta, centre, rstd, xhat_mean, pooled, batch_mean, batch_var,
-        B, C, P, plan.splits, eps, num_warps=NUM_WARPS, **plan.finalize_meta)
-    wrap_triton(_bn_eca_apply_kernel)[plan.pointwise_grid](
-        x, x if identity is None else identity, out, gate, pivot, centre, rstd, gamma, beta, pooled, weight, C, P,
-        num_warps=NUM_WARPS, HAS_IDENTITY=identity is not None, RELU=relu, K=k, PAD=(k - 1) // 2,
-        **plan.tiling_meta)
+    launch(_bn_stats_kernel, plan.reduce_grid, (x, pivot, sum_part, square_part), (B, C, P, plan.tiles_per_split),
+           plan.tiling_meta)
+    launch(_bn_finalize_kernel, plan.finalize_grid,
+           (sum_part, square_part, pivot, gamma, beta, centre, rstd, xhat_mean, pooled, batch_mean, batch_var),
+           (B, C, P, plan.splits, eps), plan.finalize_meta)
+    # An absent identity is never read (HAS_IDENTITY is off); x fills its slot.
+    launch(_bn_eca_apply_kernel, plan.pointwise_grid,
+           (x, x if identity is None else identity, out, gate, pivot, centre, rstd, gamma, beta, pooled, weight),
+           (C, P), {"HAS_IDENTITY": identity is not None, "RELU": relu, "K": k, "PAD": (k - 1) // 2,
+                    **plan.tiling_meta})
     return out, batch_mean, batch_var, pivot, centre, rstd, xhat_mean, pooled, gate
+
+
+def _backward_passes(grad: torch.Tensor, x: torch.Tensor, out: Optional[torch.Tensor], gamma: torch.Tensor,
+                     beta: torch.Tensor, weight: torch.Tensor, pivot: torch.Tensor, centre: torch.Tensor,
+                     rstd: torch.Tensor, xhat_mean: torch.Tensor, pooled: torch.Tensor, gate: torch.Tensor,
+                     direct: bool) -> _Tensors5:
+    """Backward passes A-C (module docstring); :func:`bn_eca_train_backward` says what they return. The
+    statistics come from :func:`_forward_passes`; ``direct`` as there."""
+    layout = memory_format(x)
+    grad, out, x = _dense(grad, layout), _dense(out, layout), _dense(x, layout)
+    launch: Launcher = _direct_launcher((grad, x, out, gamma, beta, weight), ()) if direct else _traced_launch
+    B, C, H, W = x.shape
+    P = H * W
+    plan = _plan_for(x)
+    k = weight.numel()
+    relu = out is not None
+    partial = dict(device=x.device, dtype=torch.float32)
+    sum_part, dot_part = torch.empty((B, plan.splits, C), **partial), torch.empty((B, plan.splits, C), **partial)
+    grad_pre = _empty_as(x) if relu else grad
+    launch(_bn_eca_backward_reduce_kernel, plan.reduce_grid,
+           (grad, out if relu else grad, x, grad_pre, pivot, centre, rstd, sum_part, dot_part),
+           (B, C, P, plan.tiles_per_split), {"RELU": relu, **plan.tiling_meta})
+    grad_pooled = torch.empty((B, C), **partial)
+    grad_gamma, grad_beta = torch.empty_like(gamma), torch.empty_like(beta)
+    weight_partial = torch.empty((plan.finalize_grid[0], k), **partial)
+    block_k = triton.next_power_of_2(k)
+    launch(_bn_eca_gate_backward_kernel, plan.finalize_grid,
+           (sum_part, dot_part, gate, pooled, xhat_mean, gamma, beta, weight, grad_pooled, grad_gamma, grad_beta,
+            weight_partial), (B, C, plan.splits),
+           {"K": k, "PAD": (k - 1) // 2, "BLOCK_K": block_k, **plan.finalize_meta})
+    grad_x, grad_weight = _empty_as(x), torch.empty_like(weight)
+    launch(_bn_eca_backward_apply_kernel, plan.pointwise_grid,
+           (grad_pre, x, grad_x, gate, grad_pooled, pivot, centre, rstd, gamma, grad_gamma, grad_beta, weight_partial,
+            grad_weight), (B, C, P, plan.finalize_grid[0]), {"K": k, "BLOCK_K": block_k, **plan.tiling_meta})
+    return grad_x, grad_gamma, grad_beta, grad_weight, grad_pre if relu else x.new_empty(0)
+
+
+def _update_running_stats(running_mean: torch.Tensor, running_var: torch.Tensor, num_batches_tracked: torch.Tensor,
+                          batch_mean: torch.Tensor, batch_var: torch.Tensor, momentum: float, direct: bool) -> None:
+    """``nn.BatchNorm2d``'s update after a batch (``batch_var`` unbiased), in one kernel; ``direct`` as in
+    :func:`_forward_passes`."""
+    buffers = (running_mean, running_var, num_batches_tracked)
+    launch: Launcher = _direct_launcher(buffers, (momentum,)) if direct else _traced_launch
+    C = running_mean.numel()
+    block_c = min(triton.next_power_of_2(C), RUNNING_STATS_BLOCK_C)
+    launch(_running_stats_kernel, (triton.cdiv(C, block_c),), (*buffers, batch_mean, batch_var), (C, momentum),
+           {"BLOCK_C": block_c})
+
+
+# ----------------------------------------------------------------------------------------------------
+# The ops, for torch.compile: ecanet::bn_eca_train_forward and ecanet::bn_eca_train_backward
+# ----------------------------------------------------------------------------------------------------
+# The ops' schemas are read off these annotations, which must therefore be real types (this module does not
+# import ``annotations`` from __future__; torch 2.11's triton_op takes no ``schema`` argument).
+@triton_op("ecanet::bn_eca_train_forward", mutates_args=())
+def bn_eca_train_forward(x: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor, weight: torch.Tensor,
+                         identity: Optional[torch.Tensor], eps: float, relu: bool) -> _Tensors9:
+    """(out, batch_mean, unbiased batch_var, pivot, centre, rstd, xhat_mean, pooled, gate): forward passes 1-3
+    (module docstring). ``identity`` must have x's dtype and layout. The op is functional, as ``torch.library``
+    needs for an autograd formula: the caller updates the running statistics from the batch's."""
+    return _forward_passes(x, gamma, beta, weight, identity, eps, relu, direct=False)
 
 
 @triton_op("ecanet::bn_eca_train_backward", mutates_args=())
@@ -402,33 +503,8 @@ def bn_eca_train_backward(grad: torch.Tensor, x: torch.Tensor, out: Optional[tor
                           gate: torch.Tensor) -> _Tensors5:
     """(dx, dgamma, dbeta, dweight, G'): backward passes A-C. ``out`` is the forward's output when it had the
     ReLU, else None; G' = grad * (out > 0) then, and an empty placeholder without the ReLU (G' is grad)."""
-    layout = memory_format(x)
-    grad, out, x = _dense(grad, layout), _dense(out, layout), _dense(x, layout)
-    B, C, H, W = x.shape
-    P = H * W
-    plan = _plan_for(x)
-    k = weight.numel()
-    relu = out is not None
-    partial = dict(device=x.device, dtype=torch.float32)
-    sum_part, dot_part = torch.empty((B, plan.splits, C), **partial), torch.empty((B, plan.splits, C), **partial)
-    grad_pre = _empty_as(x) if relu else grad
-    wrap_triton(_bn_eca_backward_reduce_kernel)[plan.reduce_grid](
-        grad, out if relu else grad, x, grad_pre, pivot, centre, rstd, sum_part, dot_part, B, C, P,
-        plan.tiles_per_split, num_warps=NUM_WARPS, RELU=relu, **plan.tiling_meta)
-    grad_pooled = torch.empty((B, C), **partial)
-    grad_gamma, grad_beta = torch.empty_like(gamma), torch.empty_like(beta)
-    weight_partial = torch.empty((plan.finalize_grid[0], k), **partial)
-    block_k = triton.next_power_of_2(k)
-    wrap_triton(_bn_eca_gate_backward_kernel)[plan.finalize_grid](
-        sum_part, dot_part, gate, pooled, xhat_mean, gamma, beta, weight, grad_pooled, grad_gamma, grad_beta,
-        weight_partial, B, C, plan.splits, num_warps=NUM_WARPS, K=k, PAD=(k - 1) // 2, BLOCK_K=block_k,
-        **plan.finalize_meta)
-    grad_x, grad_weight = _empty_as(x), torch.empty_like(weight)
-    wrap_triton(_bn_eca_backward_apply_kernel)[plan.pointwise_grid](
-        grad_pre, x, grad_x, gate, grad_pooled, pivot, centre, rstd, gamma, grad_gamma, grad_beta, weight_partial,
-        grad_weight, B, C, P, plan.finalize_grid[0], num_warps=NUM_WARPS, K=k, BLOCK_K=block_k,
-        **plan.tiling_meta)
-    return grad_x, grad_gamma, grad_beta, grad_weight, grad_pre if relu else x.new_empty(0)
+    return _backward_passes(grad, x, out, gamma, beta, weight, pivot, centre, rstd, xhat_mean, pooled, gate,
+                            direct=False)
 
 
 @triton_op("ecanet::bn_update_running_stats", mutates_args={"running_mean", "running_var", "num_batches_tracked"})
@@ -436,10 +512,8 @@ def bn_update_running_stats(running_mean: torch.Tensor, running_var: torch.Tenso
                             batch_mean: torch.Tensor, batch_var: torch.Tensor, momentum: float) -> None:
     """``nn.BatchNorm2d``'s update after a batch (``batch_var`` unbiased), in one kernel: under torch.compile the
     two running statistics and the batch count would otherwise be a kernel each."""
-    C = running_mean.numel()
-    block_c = min(triton.next_power_of_2(C), RUNNING_STATS_BLOCK_C)
-    wrap_triton(_running_stats_kernel)[(triton.cdiv(C, block_c),)](
-        running_mean, running_var, num_batches_tracked, batch_mean, batch_var, C, momentum, BLOCK_C=block_c)
+    _update_running_stats(running_mean, running_var, num_batches_tracked, batch_mean, batch_var, momentum,
+                          direct=False)
 
 
 def _setup_context(ctx, inputs, output) -> None:
@@ -451,25 +525,49 @@ def _setup_context(ctx, inputs, output) -> None:
                           *((out,) if relu else ()))
 
 
-def _backward(ctx, grad_out, *_unused_grads):
+def _gradients(ctx, grad_out: torch.Tensor, backward: Callable[..., _Tensors5]) -> tuple:
+    """(dx, dgamma, dbeta, dweight, didentity or None) from what :func:`_setup_context` kept; ``backward`` runs
+    the passes (the op, or :func:`_backward_passes` launching directly)."""
     x, gamma, beta, weight, pivot, centre, rstd, xhat_mean, pooled, gate, *saved_out = ctx.saved_tensors
     out = saved_out[0] if ctx.relu else None
-    grad_x, grad_gamma, grad_beta, grad_weight, grad_pre = bn_eca_train_backward(
+    grad_x, grad_gamma, grad_beta, grad_weight, grad_pre = backward(
         grad_out, x, out, gamma, beta, weight, pivot, centre, rstd, xhat_mean, pooled, gate)
     grad_identity = None if not ctx.has_identity else (grad_pre if ctx.relu else grad_out)
-    return grad_x, grad_gamma, grad_beta, grad_weight, grad_identity, None, None
+    return grad_x, grad_gamma, grad_beta, grad_weight, grad_identity
+
+
+def _backward(ctx, grad_out, *_unused_grads):
+    return *_gradients(ctx, grad_out, bn_eca_train_backward), None, None
 
 
 bn_eca_train_forward.register_autograd(_backward, setup_context=_setup_context)
+
+
+class _EagerTail(torch.autograd.Function):
+    """The ops' passes in eager mode, launched directly: neither the ops' dispatch nor Triton's JIT binding runs
+    on each call (host time per call). Returns (out, batch_mean, batch_var); the statistics take no gradient."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor, weight: torch.Tensor,
+                identity: Optional[torch.Tensor], eps: float, relu: bool) -> Tuple[torch.Tensor, ...]:
+        output = _forward_passes(x, gamma, beta, weight, identity, eps, relu, direct=True)
+        _setup_context(ctx, (x, gamma, beta, weight, identity, eps, relu), output)
+        ctx.mark_non_differentiable(output[1], output[2])
+        return output[:3]
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_out: torch.Tensor, *_unused_grads):
+        return *_gradients(ctx, grad_out, functools.partial(_backward_passes, direct=True)), None, None
 
 
 # ----------------------------------------------------------------------------------------------------
 # Public functions
 # ----------------------------------------------------------------------------------------------------
 def supports_training_tail(x: torch.Tensor, bn: nn.BatchNorm2d, identity: torch.Tensor | None = None) -> bool:
-    """Whether compiled training takes :func:`bn_eca_tail_training` for these inputs: what the fused ECA kernels
-    take, on a CUDA device (Triton's interpreter runs the ops only outside torch.compile), a static batch size
-    (the launch grids are fixed when a graph is compiled) and float32 BatchNorm parameters and statistics."""
+    """Whether training may take :func:`bn_eca_tail_training` for these inputs: what the fused ECA kernels
+    take, on a CUDA device (Triton's interpreter runs the kernels only outside torch.compile), a static batch
+    size (the launch grids are fixed when a graph is compiled) and float32 BatchNorm parameters and statistics."""
     return (supports(x, identity) and x.is_cuda and type(x.shape[0]) is int
             and all(t.dtype == torch.float32 for t in (bn.weight, bn.bias, bn.running_mean, bn.running_var)))
 
@@ -479,12 +577,21 @@ def bn_eca_tail_training(x: torch.Tensor, bn: nn.BatchNorm2d, weight: torch.Tens
     """``relu(ECA(BN(x)) + identity)`` with BatchNorm in training (batch statistics; running statistics updated
     as ``nn.BatchNorm2d`` does), as three Triton kernels each way. ``identity`` None leaves the add out and
     ``relu=False`` the ReLU; ``identity`` is cast to x's dtype and layout, as the plain ``out += identity`` does.
-    Check :func:`supports_training_tail` first."""
+    Under torch.compile it runs as the ops, which Inductor launches; in eager mode the same kernels are launched
+    directly. Check :func:`supports_training_tail` first; forward-mode AD is not supported."""
     if x.shape[0] * x.shape[2] * x.shape[3] == 1:   # as nn.BatchNorm2d: one value has no batch variance
         raise ValueError(f"Expected more than 1 value per channel when training, got input size {tuple(x.shape)}")
-    if identity is not None:   # the op makes x dense in this layout
+    if identity is not None:   # the passes make x dense in this layout
         identity = identity.to(dtype=x.dtype, memory_format=memory_format(x))
-    out, batch_mean, batch_var, *_ = bn_eca_train_forward(x, bn.weight, bn.bias, weight, identity, bn.eps, relu)
-    bn_update_running_stats(bn.running_mean, bn.running_var, bn.num_batches_tracked, batch_mean.detach(),
-                            batch_var.detach(), bn.momentum)
+    inputs = (x, bn.weight, bn.bias, weight, identity, bn.eps, relu)
+    buffers = (bn.running_mean, bn.running_var, bn.num_batches_tracked)
+    if torch.compiler.is_compiling():
+        out, batch_mean, batch_var, *_ = bn_eca_train_forward(*inputs)
+        bn_update_running_stats(*buffers, batch_mean.detach(), batch_var.detach(), bn.momentum)
+        return out
+    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in inputs[:5]):
+        out, batch_mean, batch_var = _EagerTail.apply(*inputs)
+    else:   # no autograd node to build (e.g. BatchNorm statistics recomputed under no_grad)
+        out, batch_mean, batch_var, *_ = _forward_passes(*inputs, direct=True)
+    _update_running_stats(*buffers, batch_mean, batch_var, bn.momentum, direct=True)
     return out

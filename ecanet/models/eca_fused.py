@@ -593,7 +593,7 @@ class _EagerEca(torch.autograd.Function):
         return *_gradients(ctx, grad_out, _backward_passes), None
 
 
-def _forward_ad_active() -> bool:
+def forward_ad_active() -> bool:
     """Whether a forward-mode AD level is open (``torch.autograd.forward_ad.dual_level``)."""
     return getattr(torch.autograd.forward_ad, "_current_level", -1) >= 0
 
@@ -602,7 +602,7 @@ def _eca(x: torch.Tensor, weight: torch.Tensor, identity: torch.Tensor | None, r
     if torch.compiler.is_compiling():
         return eca_forward(x, weight, identity, relu)[0]
     if (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad
-                                     or (identity is not None and identity.requires_grad))) or _forward_ad_active():
+                                     or (identity is not None and identity.requires_grad))) or forward_ad_active():
         return _EagerEca.apply(x, weight, identity, relu)   # forward-mode AD: apply says it has no jvp
     return _forward_passes(x, weight, identity, relu)[0]   # inference: no autograd node to build
 

@@ -10,7 +10,7 @@ which is what ``create_model(..., eca_impl=...)`` does). The default ``"auto"`` 
 CUDA tensors when Triton imports and the plain code everywhere else, and under ``torch.compile`` lets
 Inductor fuse BatchNorm with ECA (:func:`bn_eca_tail_decomposed`), or, for networks that ask for it
 (ECA-MobileNetV2's training step), runs BatchNorm and ECA as the Triton kernels of
-:mod:`~ecanet.models.bn_eca_fused`.
+:mod:`~ecanet.models.bn_eca_fused`. ``"fused"`` runs those kernels in eager training too.
 """
 from __future__ import annotations
 
@@ -168,7 +168,11 @@ class EcaModule(nn.Module):
         ``"kernels"`` runs it as Triton kernels, three each way, fewer launches than Inductor makes of it
         (:mod:`~ecanet.models.bn_eca_fused`; MobileNetV2, whose compiled step is bound by launches), on CUDA
         tensors where they import, the decomposed form elsewhere. Compiled inference always takes the
-        decomposed form. Outside torch.compile ``bn`` runs as a module, then :meth:`scale_add_relu`.
+        decomposed form. In eager training, implementation ``"fused"`` runs the tail as those Triton kernels
+        wherever they take the inputs (they read and write the tail's activations fewer times than cuDNN's
+        BatchNorm followed by the fused ECA kernels); ``"auto"`` keeps the latter, the combination timed on
+        docs/performance.md. Otherwise ``bn`` runs as a module, then
+        :meth:`scale_add_relu`.
         """
         if compiled_tail not in COMPILED_TAILS:
             raise ValueError(f"unknown compiled tail {compiled_tail!r}; choose one of {', '.join(COMPILED_TAILS)}")
@@ -177,6 +181,10 @@ class EcaModule(nn.Module):
                     and bn_eca_fused.supports_training_tail(x, bn, identity)):
                 return bn_eca_fused.bn_eca_tail_training(x, bn, self.conv.weight, identity, relu=relu)
             return bn_eca_tail_decomposed(x, bn, self.conv.weight, identity, relu=relu)
+        if (self.impl == "fused" and bn.training and bn_eca_fused is not None and not torch.compiler.is_compiling()
+                and _use_fused(self.impl, x, identity) and _decomposable_bn(bn, x)
+                and bn_eca_fused.supports_training_tail(x, bn, identity) and not eca_fused.forward_ad_active()):
+            return bn_eca_fused.bn_eca_tail_training(x, bn, self.conv.weight, identity, relu=relu)
         return self.scale_add_relu(bn(x), identity, relu=relu)
 
     def conv_bn_scale_add_relu(self, conv: nn.Module, bn: nn.Module, y: torch.Tensor,
