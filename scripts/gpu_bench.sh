@@ -16,8 +16,10 @@
 #               graphs from there and tunes their kernels alone; compiling one network after another alone takes
 #               30-130 s a network on an H200 host).
 #               OFFICIAL=DIR adds the official code's networks (the official repository's models/ folder);
-#               RELEASED_PAIRS and COMPILED_MODES ("train infer") narrow the compiled step, e.g. to what one
-#               10-minute call can compile and time; COMPILE_ARGS adds arguments to it (e.g.
+#               RELEASED_IMPLS (default "auto") the ECA implementations of ecanet's networks, e.g. "auto fused"
+#               to time eager training with the BatchNorm+ECA tail kernels against the default;
+#               RELEASED_PAIRS narrows both steps and COMPILED_MODES ("train infer") the compiled one, e.g. to
+#               what one 10-minute call can compile and time; COMPILE_ARGS adds arguments to it (e.g.
 #               "--inductor-option combo_kernels=True"). RESUME=1: each step continues the results file already at
 #               its path in $OUT (--resume), e.g. to finish a step a time limit cut short; the file must come from
 #               the same GPU, versions, settings and (in a git checkout) code.
@@ -60,15 +62,17 @@ JOBS=${JOBS:-12}
 export TORCHINDUCTOR_CACHE_DIR=${TORCHINDUCTOR_CACHE_DIR:-$PWD/.cache/inductor}
 OFFICIAL=${OFFICIAL:-}
 RELEASED_SOURCES=${RELEASED_SOURCES:-"ecanet ${OFFICIAL:+official }timm"}   # whose networks: ecanet official timm
+RELEASED_IMPLS=${RELEASED_IMPLS:-auto}
 # shellcheck disable=SC2206
-RELEASED=("$PY" "${BENCH[@]}" ${OFFICIAL:+--official-code "$OFFICIAL"})
+RELEASED=("$PY" "${BENCH[@]}" --eca-impl $RELEASED_IMPLS ${OFFICIAL:+--official-code "$OFFICIAL"})
 CUDAGRAPH_PAIRS=${CUDAGRAPH_PAIRS:-"mobilenet_v2"}
 has released && STEPS="$STEPS released-eager released-compiled released-cudagraphs"
 if has released-eager; then
     echo "=== every released ECA network against its baseline, eager"
     # shellcheck disable=SC2086
-    timeout 570 "${RELEASED[@]}" --released --sources $RELEASED_SOURCES --cases train-eager infer-eager --warmup-steps 5 \
-        --repeat-seconds 0.5 ${RESUME:+--resume} --json "$OUT/released_eager.json" 2>&1 | grep -vE " INFO "
+    timeout 570 "${RELEASED[@]}" --released $RELEASED_PAIRS --sources $RELEASED_SOURCES --cases train-eager infer-eager \
+        --warmup-steps 5 \
+        --repeat-seconds 1 ${RESUME:+--resume} --json "$OUT/released_eager.json" 2>&1 | grep -vE " INFO "
 fi
 # The compiled released step: PAIRS, then the results file's name in $OUT, then more scripts/benchmark.py arguments.
 released_compiled() {
