@@ -927,7 +927,8 @@ warm-up out of Python's garbage collector's view, as in training (`ecanet.engine
 "vs baseline" is an ECA network's images/s over its baseline's (`eca_resnet50` over `resnet50`) in the
 same run. ECA implementations: `auto` is ecanet's default (fused
 Triton kernels in eager mode; under `torch.compile` the BatchNorm+ECA form that Inductor fuses, or for
-ECA-MobileNetV2's training the tail's own Triton kernels); `plain` is the official computation. Each results
+ECA-MobileNetV2's training the tail's own Triton kernels); `fused` insists on the Triton ECA kernels and, in
+eager training, runs each block's BatchNorm with its ECA as the tail's kernels; `plain` is the official computation. Each results
 file records the code it was measured with: `environment.code`, the commit, and `environment.code_tree`,
 the git tree id of the tracked files outside `results/` as they were, uncommitted changes included.
 How the fused ECA works: [design/fused_eca.md](design/fused_eca.md).
