@@ -119,31 +119,80 @@ def test_interpreter_bf16_tail_stays_within_bf16_rounding():
         assert (got.double() - want).abs().max() <= 2e-2 * want.abs().max() + 1e-6, name
 
 
-@interpreter_only
-@pytest.mark.parametrize("relu", [True, False])
-def test_interpreter_ops_and_eager_launches_agree_bitwise(relu):
-    """The ops (what torch.compile runs) and eager mode's direct launches run the same kernels on the same
-    arguments: the same outputs, statistics and gradients, bit for bit, with and without the ReLU."""
+def _training_step_through(path: str, x: torch.Tensor, identity: torch.Tensor | None, grad: torch.Tensor,
+                           relu: bool) -> list[torch.Tensor]:
+    """Output, gradients (x, identity if any, gamma, beta, ECA's kernel) and BatchNorm's buffers after one training
+    step of the tail, run as torch.compile runs it ('ops': the ops under their autograd formula) or as eager mode
+    does (:func:`bn_eca_tail_training` outside torch.compile)."""
     from ecanet.models import bn_eca_fused
+    bn, eca = bn_and_eca(x.shape[1], 3)
+    bn = bn.float()
+    weight = eca.conv.weight.detach().float().requires_grad_()
+    x = x.detach().clone().requires_grad_()
+    identity = None if identity is None else identity.detach().clone().requires_grad_()
+    if path == "ops":
+        out, batch_mean, batch_var, *_ = bn_eca_fused.bn_eca_train_forward(x, bn.weight, bn.bias, weight, identity,
+                                                                           bn.eps, relu)
+        bn_eca_fused.bn_update_running_stats(bn.running_mean, bn.running_var, bn.num_batches_tracked,
+                                             batch_mean.detach(), batch_var.detach(), bn.momentum)
+    else:
+        out = bn_eca_fused.bn_eca_tail_training(x, bn, weight, identity, relu=relu)
+    out.backward(grad)
+    grads = [x.grad, *(() if identity is None else (identity.grad,)), bn.weight.grad, bn.bias.grad, weight.grad]
+    return [out.detach(), *grads, bn.running_mean, bn.running_var, bn.num_batches_tracked]
+
+
+@interpreter_only
+@pytest.mark.parametrize(("with_identity", "relu"), TAILS)
+def test_interpreter_ops_and_eager_path_agree_bitwise(with_identity, relu):
+    """The ops under their autograd formula (what torch.compile runs) and the eager path (its own autograd.Function
+    launching the kernels directly) share the code that allocates and launches: a training step gives the same
+    output, gradients and running statistics, bit for bit."""
     torch.manual_seed(4)
     x = (torch.randn(3, 20, 7, 9) * 2 + 0.5).contiguous(memory_format=torch.channels_last)
     identity, grad = torch.randn_like(x), torch.randn_like(x)
-    bn, eca = bn_and_eca(20, 3)
-    params = (bn.weight.detach().float(), bn.bias.detach().float(), eca.conv.weight.detach().float())
-    forward_op = bn_eca_fused.bn_eca_train_forward(x, *params, identity, 1e-5, relu)
-    forward_direct = bn_eca_fused._forward_passes(x, *params, identity, 1e-5, relu, direct=True)
-    saved = forward_op[3:]   # pivot, centre, rstd, xhat_mean, pooled, gate
-    out = forward_op[0] if relu else None
-    backward_op = bn_eca_fused.bn_eca_train_backward(grad, x, out, *params, *saved)
-    backward_direct = bn_eca_fused._backward_passes(grad, x, out, *params, *saved, direct=True)
-    buffers_op = [t.clone() for t in (bn.running_mean, bn.running_var, bn.num_batches_tracked)]
-    buffers_direct = [t.clone() for t in buffers_op]
-    bn_eca_fused.bn_update_running_stats(*buffers_op, forward_op[1], forward_op[2], 0.1)
-    bn_eca_fused._update_running_stats(*buffers_direct, forward_op[1], forward_op[2], 0.1, direct=True)
-    assert not torch.equal(buffers_op[0], bn.running_mean)
-    for got, want in zip((*forward_direct, *backward_direct, *buffers_direct),
-                         (*forward_op, *backward_op, *buffers_op)):
+    identity = identity if with_identity else None
+    through_ops = _training_step_through("ops", x, identity, grad, relu)
+    eager = _training_step_through("eager", x, identity, grad, relu)
+    assert through_ops[-1].item() == 1
+    for got, want in zip(eager, through_ops, strict=True):
         assert torch.equal(got, want)
+
+
+class _BatchNormSubclass(nn.BatchNorm2d):
+    """A BatchNorm2d subclass (as SyncBatchNorm is): its forward may differ from nn.BatchNorm2d's."""
+
+
+@interpreter_only
+@pytest.mark.parametrize("case", ["takes", "auto", "plain", "eval", "subclass", "hook", "momentum None"])
+def test_interpreter_which_batchnorms_take_the_eager_tail(case, monkeypatch):
+    """Eager training takes the tail for a plain nn.BatchNorm2d in training mode under implementation 'fused' only
+    (the CUDA requirement is lifted here, so that the interpreter runs it); the others run BatchNorm as a module,
+    then ECA. Either way the block computes the same function."""
+    from ecanet.models import bn_eca_fused
+    calls = []
+    real = bn_eca_fused.bn_eca_tail_training
+    monkeypatch.setattr(bn_eca_fused, "supports_training_tail", lambda x, bn, identity=None: True)
+    monkeypatch.setattr(bn_eca_fused, "bn_eca_tail_training", lambda *a, **kw: calls.append(1) or real(*a, **kw))
+    bn64, eca64 = bn_and_eca(16, 3)
+    bn = (_BatchNormSubclass(16) if case == "subclass" else nn.BatchNorm2d(16)).float()
+    bn.load_state_dict(bn64.state_dict())
+    eca = copy.deepcopy(eca64).float()
+    eca.impl = {"auto": "auto", "plain": "plain"}.get(case, "fused")
+    if case == "eval":
+        bn.eval()
+    if case == "hook":
+        bn.register_forward_hook(lambda module, inputs, output: output)
+    if case == "momentum None":
+        bn.momentum = bn64.momentum = None
+    torch.manual_seed(5)
+    x, identity = torch.randn(4, 16, 5, 6), torch.randn(4, 16, 5, 6)
+    out = eca.bn_scale_add_relu(bn, x, identity)
+    assert bool(calls) == (case == "takes"), case
+    bn64.train(bn.training)
+    want = eca64.scale_add_relu(bn64(x.double()), identity.double())
+    torch.testing.assert_close(out.double(), want, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(bn.running_var.double(), bn64.running_var, rtol=1e-4, atol=1e-6)
 
 
 @interpreter_only
@@ -169,8 +218,9 @@ def _block_against_plain(block: nn.Module, x: torch.Tensor, monkeypatch, compile
     """One training step of ``block``, compiled ('auto') or eager ('fused'), takes the Triton tail, and its
     float32 output, gradients and buffers are no further from the float64 step than the plain block's float32 step is
     (within a factor for summation order; no TF32): gradients summed over many pixels differ by summation
-    order alone by more than a fixed tolerance would allow, and a wrong kernel is off by order 1."""
-    from ecanet.models import bn_eca_fused
+    order alone by more than a fixed tolerance would allow, and a wrong kernel is off by order 1. The eager
+    step is the second of its shapes (a copy of the block takes the first), so its kernels launch directly."""
+    from ecanet.models import bn_eca_fused, eca_fused
     monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
     calls = []
     real = bn_eca_fused.bn_eca_tail_training
@@ -185,9 +235,12 @@ def _block_against_plain(block: nn.Module, x: torch.Tensor, monkeypatch, compile
     torch._dynamo.reset()
     exact = _training_step(set_eca_impl(copy.deepcopy(block).double(), "plain"), x.double(), grad, False)
     plain = _training_step(set_eca_impl(copy.deepcopy(block), "plain"), x, grad, False)
+    if not compiled:
+        _training_step(copy.deepcopy(block), x, grad, False)
     monkeypatch.setattr(bn_eca_fused, "bn_eca_tail_training", recording)
     fused = _training_step(block, x, grad, compiled)
     assert calls, "the block did not take the Triton tail"
+    assert not eca_fused._JIT_ONLY, f"launched through Triton's JIT on every call: {eca_fused._JIT_ONLY}"
     names = ["out", "x.grad", *(f"{n}.grad" for n, _ in block.named_parameters()),
              *(n for n, _ in block.named_buffers())]
     for name, got, reference, want in zip(names, fused, plain, exact):
@@ -236,6 +289,24 @@ class _ResidualTail(nn.Module):
 def test_gpu_residual_tail_with_relu_takes_the_triton_tail(compiled, monkeypatch):
     torch.manual_seed(0)
     _block_against_plain(_ResidualTail(256, 5), torch.randn(8, 64, 28, 28), monkeypatch, compiled)
+
+
+@pytest.mark.gpu
+@gpu
+def test_gpu_eager_tail_without_autograd_is_the_same_step():
+    """In training mode under no_grad (BatchNorm statistics recomputed, say) the eager tail builds no autograd node
+    and gives the same output and running statistics, bit for bit."""
+    torch.manual_seed(0)
+    block = set_eca_impl(_ResidualTail(256, 5).cuda().to(memory_format=torch.channels_last).train(), "fused")
+    y = torch.randn(8, 64, 28, 28, device="cuda").contiguous(memory_format=torch.channels_last)
+    twin = copy.deepcopy(block)
+    with_grad = block(y)
+    with torch.no_grad():
+        without_grad = twin(y)
+    assert with_grad.grad_fn is not None and without_grad.grad_fn is None
+    assert torch.equal(with_grad, without_grad)
+    for got, want in zip(twin.buffers(), block.buffers(), strict=True):
+        assert torch.equal(got, want)
 
 
 @pytest.mark.gpu

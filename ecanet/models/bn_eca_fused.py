@@ -59,9 +59,9 @@ from torch import nn
 from torch.autograd.function import once_differentiable
 from torch.library import triton_op, wrap_triton
 
-from .eca_fused import (NUM_WARPS, PLAN_CACHE_SIZE, POINTER_ALIGNMENT, _dense, _Launch, _pointwise_grid,
-                        _reduction_plan, _tile, add_relu_store, memory_format, reduction_program, relu_masked_grad,
-                        supports)
+from .eca_fused import (NUM_WARPS, PLAN_CACHE_SIZE, POINTER_ALIGNMENT, _dense, _device_of, _Launch, _pointwise_grid,
+                        _reduction_plan, _tile, add_relu_store, forward_ad_active, memory_format, reduction_program,
+                        relu_masked_grad, supports)
 
 # The finalize and gate kernels read (BLOCK_B, BLOCK_S, BLOCK_C) tiles of the (B, splits, C) partial sums,
 # one program per BLOCK_C channels looping over the batch. Few channels a program keep enough programs
@@ -380,8 +380,10 @@ def _traced_launch(kernel, grid: tuple, tensors: tuple, scalars: tuple, constexp
 
 class _DirectLaunches:
     """The eager launches of one call signature (:func:`_direct_launcher`), which fixes every kernel's grid,
-    scalars and constexprs and every tensor's dtype and alignment: each kernel goes through Triton's JIT once,
-    then straight to its compiled kernel (:class:`~ecanet.models.eca_fused._Launch`, which says why)."""
+    scalars and constexprs and the dtype and alignment of every tensor the caller passes (the passes' own
+    buffers are new allocations, aligned): each kernel goes through Triton's JIT once, then straight to its
+    compiled kernel (:class:`~ecanet.models.eca_fused._Launch`, which says why). Launches go to the current
+    CUDA device, which the caller makes x's."""
 
     def __init__(self) -> None:
         self._launches: dict = {}
@@ -443,7 +445,11 @@ def _backward_passes(grad: torch.Tensor, x: torch.Tensor, out: Optional[torch.Te
     statistics come from :func:`_forward_passes`; ``direct`` as there."""
     layout = memory_format(x)
     grad, out, x = _dense(grad, layout), _dense(out, layout), _dense(x, layout)
-    launch: Launcher = _direct_launcher((grad, x, out, gamma, beta, weight), ()) if direct else _traced_launch
+    # (C,) and (B, C) each, as the forward made them unless saved-tensor hooks hand back others: keyed too.
+    pivot, centre, rstd, xhat_mean, pooled, gate = (t.contiguous() for t in (pivot, centre, rstd, xhat_mean, pooled,
+                                                                              gate))
+    launch: Launcher = (_direct_launcher((grad, x, out, gamma, beta, weight, pivot, centre, rstd, xhat_mean, pooled,
+                                          gate), ()) if direct else _traced_launch)
     B, C, H, W = x.shape
     P = H * W
     plan = _plan_for(x)
@@ -558,7 +564,8 @@ class _EagerTail(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_out: torch.Tensor, *_unused_grads):
-        return *_gradients(ctx, grad_out, functools.partial(_backward_passes, direct=True)), None, None
+        with _device_of(grad_out):
+            return *_gradients(ctx, grad_out, functools.partial(_backward_passes, direct=True)), None, None
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -589,9 +596,11 @@ def bn_eca_tail_training(x: torch.Tensor, bn: nn.BatchNorm2d, weight: torch.Tens
         out, batch_mean, batch_var, *_ = bn_eca_train_forward(*inputs)
         bn_update_running_stats(*buffers, batch_mean.detach(), batch_var.detach(), bn.momentum)
         return out
-    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in inputs[:5]):
-        out, batch_mean, batch_var = _EagerTail.apply(*inputs)
-    else:   # no autograd node to build (e.g. BatchNorm statistics recomputed under no_grad)
-        out, batch_mean, batch_var, *_ = _forward_passes(*inputs, direct=True)
-    _update_running_stats(*buffers, batch_mean, batch_var, bn.momentum, direct=True)
+    with _device_of(x):
+        if ((torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in inputs[:5]))
+                or forward_ad_active()):   # under forward-mode AD, apply says it has no jvp
+            out, batch_mean, batch_var = _EagerTail.apply(*inputs)
+        else:   # no autograd node to build (e.g. BatchNorm statistics recomputed under no_grad)
+            out, batch_mean, batch_var, *_ = _forward_passes(*inputs, direct=True)
+        _update_running_stats(*buffers, batch_mean, batch_var, bn.momentum, direct=True)
     return out

@@ -318,7 +318,8 @@ class _Launch:
     compiles the kernel or finds it in its cache, and later calls launch that compiled kernel directly
     (``CompiledKernel[grid]``, Triton's own launcher). That is valid while every argument Triton specializes
     on stays the same: the integers (fixed here), and the tensors' dtypes and 16-byte alignment, which are in
-    the key of the plan that owns the launch (:func:`_forward_key`, :func:`_backward_key`). The direct launch
+    the key of the plan that owns the launch (:func:`_forward_key`, :func:`_backward_key`; for the BatchNorm+ECA
+    tail, :func:`~ecanet.models.bn_eca_fused._direct_launcher`). The direct launch
     passes what the installed Triton's JIT would pass (:func:`_launcher_arguments`), checked once against the
     compiled kernel's signature; where they disagree the launches go through the JIT, with a warning. Under
     Triton's interpreter every call goes through the JIT.

@@ -213,10 +213,8 @@ class EcaModule(nn.Module):
 def _pools_through_conv(conv: nn.Module, y: torch.Tensor) -> bool:
     """Whether :func:`conv_output_mean` applies to ``conv`` and reads no more than ``conv(y)`` would: a 1x1,
     stride-1, unpadded, ungrouped ``nn.Conv2d`` (dilation and padding mode do not matter then) with no more
-    input than output channels, computing exactly its own ``forward`` (no hooks on it, which could change
-    its input or output, and no ``forward`` replaced on the instance)."""
-    return (type(conv) is nn.Conv2d and "forward" not in vars(conv) and not conv._forward_hooks
-            and not conv._forward_pre_hooks and y.dim() == 4 and conv.kernel_size == (1, 1)
+    input than output channels, computing exactly its own ``forward`` (:func:`_runs_own_forward`)."""
+    return (type(conv) is nn.Conv2d and _runs_own_forward(conv) and y.dim() == 4 and conv.kernel_size == (1, 1)
             and conv.stride == (1, 1) and conv.padding in ((0, 0), "valid") and conv.groups == 1
             and conv.in_channels <= conv.out_channels)
 
@@ -233,10 +231,18 @@ def conv_output_mean(conv: nn.Conv2d, y: torch.Tensor) -> torch.Tensor:
     return out if conv.bias is None else out + conv.bias.to(compute)
 
 
+def _runs_own_forward(module: nn.Module) -> bool:
+    """Whether calling ``module`` computes exactly its class's ``forward``: no hooks on it, which could change its
+    input or output, and no ``forward`` replaced on the instance. Code that computes a module's function without
+    calling it (the BatchNorm+ECA tails, the pooling through a convolution) asks this first."""
+    return "forward" not in vars(module) and not module._forward_hooks and not module._forward_pre_hooks
+
+
 def _decomposable_bn(bn: nn.Module, x: torch.Tensor) -> bool:
-    """A plain affine BatchNorm2d with running statistics and a fixed momentum (not SyncBatchNorm)."""
+    """A plain affine BatchNorm2d with running statistics and a fixed momentum (not SyncBatchNorm), computing its
+    own ``forward``."""
     return (type(bn) is nn.BatchNorm2d and bn.affine and bn.track_running_stats and x.dim() == 4
-            and (not bn.training or bn.momentum is not None))
+            and (not bn.training or bn.momentum is not None) and _runs_own_forward(bn))
 
 
 def _tail_dtype(x: torch.Tensor, identity: torch.Tensor | None) -> torch.dtype:
