@@ -72,8 +72,8 @@ if has released-eager; then
     echo "=== every released ECA network against its baseline, eager"
     # shellcheck disable=SC2086
     timeout 570 "${RELEASED[@]}" --released $RELEASED_PAIRS --sources $RELEASED_SOURCES --cases train-eager infer-eager \
-        --warmup-steps 5 \
-        --repeat-seconds 1 ${RESUME:+--resume} --json "$OUT/released_eager.json" 2>&1 | grep -vE " INFO "
+        --warmup-steps 5 --repeat-seconds 1 ${RESUME:+--resume} --json "$OUT/released_eager.json" 2>&1 \
+        | grep -vE " INFO "
 fi
 # The compiled released step: PAIRS, then the results file's name in $OUT, then more scripts/benchmark.py arguments.
 released_compiled() {

@@ -193,7 +193,8 @@ def test_gpu_network_bf16_is_as_accurate_as_plain(network_and_images, monkeypatc
     distance to float32, not to each other: on the CPU, through the interpreter, fused and plain were within
     15% of each other.) ECA's weight gradient is left to the float32 test: it sums B x C products that nearly
     cancel, so in bf16 every implementation, the plain code included, lands about ten times its norm away
-    from float32 (one H200), and two such distances compare rounding draws, not kernels."""
+    from float32 (one H200, 2026-12-04, STEPS=gpu-tests bash scripts/gpu_bench.sh), and two such distances
+    compare rounding draws, not kernels."""
     monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
     model, images = network_and_images
     torch._dynamo.reset()

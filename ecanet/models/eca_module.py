@@ -177,13 +177,11 @@ class EcaModule(nn.Module):
         if compiled_tail not in COMPILED_TAILS:
             raise ValueError(f"unknown compiled tail {compiled_tail!r}; choose one of {', '.join(COMPILED_TAILS)}")
         if self.impl == "auto" and torch.compiler.is_compiling() and _decomposable_bn(bn, x):
-            if (compiled_tail == "kernels" and bn.training and bn_eca_fused is not None
-                    and bn_eca_fused.supports_training_tail(x, bn, identity)):
+            if compiled_tail == "kernels" and _tail_kernels_apply(bn, x, identity):
                 return bn_eca_fused.bn_eca_tail_training(x, bn, self.conv.weight, identity, relu=relu)
             return bn_eca_tail_decomposed(x, bn, self.conv.weight, identity, relu=relu)
-        if (self.impl == "fused" and bn.training and bn_eca_fused is not None and not torch.compiler.is_compiling()
-                and _use_fused(self.impl, x, identity) and _decomposable_bn(bn, x)
-                and bn_eca_fused.supports_training_tail(x, bn, identity) and not eca_fused.forward_ad_active()):
+        if (self.impl == "fused" and not torch.compiler.is_compiling() and _decomposable_bn(bn, x)
+                and _tail_kernels_apply(bn, x, identity) and not eca_fused.forward_ad_active()):
             return bn_eca_fused.bn_eca_tail_training(x, bn, self.conv.weight, identity, relu=relu)
         return self.scale_add_relu(bn(x), identity, relu=relu)
 
@@ -243,6 +241,12 @@ def _decomposable_bn(bn: nn.Module, x: torch.Tensor) -> bool:
     own ``forward``."""
     return (type(bn) is nn.BatchNorm2d and bn.affine and bn.track_running_stats and x.dim() == 4
             and (not bn.training or bn.momentum is not None) and _runs_own_forward(bn))
+
+
+def _tail_kernels_apply(bn: nn.Module, x: torch.Tensor, identity: torch.Tensor | None) -> bool:
+    """Whether a decomposable BatchNorm's training tail can run as :mod:`~ecanet.models.bn_eca_fused`'s kernels:
+    BatchNorm in training mode, the kernels imported, and inputs they take."""
+    return bn.training and bn_eca_fused is not None and bn_eca_fused.supports_training_tail(x, bn, identity)
 
 
 def _tail_dtype(x: torch.Tensor, identity: torch.Tensor | None) -> torch.dtype:
