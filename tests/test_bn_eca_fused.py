@@ -58,17 +58,19 @@ def _tail_against_float64(x64: torch.Tensor, k: int, with_identity: bool, relu: 
     return pairs
 
 
-def _assert_close(pairs: dict, rtol: float, atol: float) -> None:
+def _assert_close(pairs: dict, rtol: float, atol: float, case: str = "") -> None:
     for name, (got, want) in pairs.items():
-        torch.testing.assert_close(got.double(), want.double(), rtol=rtol, atol=atol, msg=name)
+        torch.testing.assert_close(got.double().cpu(), want.double().cpu(), rtol=rtol, atol=atol,
+                                   msg=f"{name} {case}".strip())
 
 
 def test_cpu_tensors_never_take_the_triton_tail():
     """On the CPU compiled training keeps the decomposed form (the kernels need a GPU under torch.compile)."""
     if not HAS_TAIL:
         pytest.skip("the Triton tail did not import")
-    bn, _ = bn_and_eca(8, 3)
-    assert not eca_module.bn_eca_fused.supports_training_tail(torch.randn(2, 8, 3, 3), bn.float())
+    bn, eca = bn_and_eca(8, 3)
+    assert not eca_module.bn_eca_fused.supports_training_tail(torch.randn(2, 8, 3, 3), bn.float(),
+                                                              eca.conv.weight.float())
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -145,9 +147,10 @@ def _training_step_through(path: str, x: torch.Tensor, identity: torch.Tensor | 
 @interpreter_only
 @pytest.mark.parametrize(("with_identity", "relu"), TAILS)
 def test_interpreter_ops_and_eager_path_agree_bitwise(with_identity, relu):
-    """The ops under their autograd formula (what torch.compile runs) and the eager path (its own autograd.Function
-    launching the kernels directly) share the code that allocates and launches: a training step gives the same
-    output, gradients and running statistics, bit for bit."""
+    """The ops under their autograd formula (what torch.compile runs) and the eager path (its own autograd.Function)
+    share the code that allocates and launches: a training step gives the same output, gradients and running
+    statistics, bit for bit. (The interpreter runs every launch through Triton's JIT; the GPU tests check that
+    the eager path's launches go direct.)"""
     torch.manual_seed(4)
     x = (torch.randn(3, 20, 7, 9) * 2 + 0.5).contiguous(memory_format=torch.channels_last)
     identity, grad = torch.randn_like(x), torch.randn_like(x)
@@ -163,36 +166,81 @@ class _BatchNormSubclass(nn.BatchNorm2d):
     """A BatchNorm2d subclass (as SyncBatchNorm is): its forward may differ from nn.BatchNorm2d's."""
 
 
+# How each case builds its BatchNorm2d (the rest take the defaults).
+BATCHNORM_OPTIONS = {"affine off": {"affine": False}, "no running stats": {"track_running_stats": False}}
+# Where each case puts a hook that records its calls: (module, hook kind).
+HOOKS = {"forward hook": ("bn", "forward"), "backward hook": ("bn", "backward"), "ECA hook": ("eca", "forward"),
+         "global hook": (None, "forward")}
+
+
 @interpreter_only
-@pytest.mark.parametrize("case", ["takes", "auto", "plain", "eval", "subclass", "hook", "momentum None"])
-def test_interpreter_which_batchnorms_take_the_eager_tail(case, monkeypatch):
-    """Eager training takes the tail for a plain nn.BatchNorm2d in training mode under implementation 'fused' only
-    (the CUDA requirement is lifted here, so that the interpreter runs it); the others run BatchNorm as a module,
-    then ECA. Either way the block computes the same function."""
+@pytest.mark.parametrize("case", ["takes", "auto", "plain", "eval", "subclass", "momentum None", *BATCHNORM_OPTIONS,
+                                  *HOOKS])
+def test_interpreter_which_batchnorms_take_the_eager_tail(case):
+    """Eager training takes the tail for a plain affine nn.BatchNorm2d with running statistics, in training mode,
+    under implementation 'fused' only, and only where calling BatchNorm and ECA would run nothing but their
+    forwards (hooks of either module, or global ones, are run by calling them). Either way a training step gives
+    the float64 modules' output, gradients and buffers, and every hook runs."""
     from ecanet.models import bn_eca_fused
-    calls = []
-    real = bn_eca_fused.bn_eca_tail_training
-    monkeypatch.setattr(bn_eca_fused, "supports_training_tail", lambda x, bn, identity=None: True)
-    monkeypatch.setattr(bn_eca_fused, "bn_eca_tail_training", lambda *a, **kw: calls.append(1) or real(*a, **kw))
+    torch.manual_seed(5)
+    bn = (_BatchNormSubclass if case == "subclass" else nn.BatchNorm2d)(16, **BATCHNORM_OPTIONS.get(case, {}))
     bn64, eca64 = bn_and_eca(16, 3)
-    bn = (_BatchNormSubclass(16) if case == "subclass" else nn.BatchNorm2d(16)).float()
-    bn.load_state_dict(bn64.state_dict())
+    bn.load_state_dict(bn64.state_dict(), strict=False)   # what bn has of the random parameters and statistics
+    bn.train(case != "eval")
+    if case == "momentum None":
+        bn.momentum = None
+    bn64 = copy.deepcopy(bn).double()
     eca = copy.deepcopy(eca64).float()
     eca.impl = {"auto": "auto", "plain": "plain"}.get(case, "fused")
-    if case == "eval":
-        bn.eval()
-    if case == "hook":
-        bn.register_forward_hook(lambda module, inputs, output: output)
-    if case == "momentum None":
-        bn.momentum = bn64.momentum = None
-    torch.manual_seed(5)
-    x, identity = torch.randn(4, 16, 5, 6), torch.randn(4, 16, 5, 6)
-    out = eca.bn_scale_add_relu(bn, x, identity)
+    calls, hooked, handles = [], [], []
+    real = bn_eca_fused.bn_eca_tail_training
+    taken = lambda *args, **kwargs: calls.append(1) or real(*args, **kwargs)  # noqa: E731
+    if case in HOOKS:
+        where, kind = HOOKS[case]
+        watched = eca if where == "eca" else bn   # a global hook runs for every module: it records bn's calls
+        register = {("bn", "forward"): bn.register_forward_hook, ("eca", "forward"): eca.register_forward_hook,
+                    ("bn", "backward"): bn.register_full_backward_hook,
+                    (None, "forward"): nn.modules.module.register_module_forward_hook}[(where, kind)]
+        handles.append(register(lambda module, *_: hooked.append(module) if module is watched else None))
+    x, identity, grad = torch.randn(4, 16, 5, 6), torch.randn(4, 16, 5, 6), torch.randn(4, 16, 5, 6)
+    x64 = x.double().requires_grad_()
+    x = x.requires_grad_()
+    try:
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(bn_eca_fused, "bn_eca_tail_training", taken)
+            out = eca.bn_scale_add_relu(bn, x, identity)
+        out.backward(grad)
+    finally:
+        for handle in handles:
+            handle.remove()
     assert bool(calls) == (case == "takes"), case
-    bn64.train(bn.training)
-    want = eca64.scale_add_relu(bn64(x.double()), identity.double())
-    torch.testing.assert_close(out.double(), want, rtol=1e-4, atol=1e-4)
-    torch.testing.assert_close(bn.running_var.double(), bn64.running_var, rtol=1e-4, atol=1e-6)
+    assert bool(hooked) == (case in HOOKS), case
+    want = eca64.scale_add_relu(bn64(x64), identity.double())
+    want.backward(grad.double())
+    got = {"out": out, "x.grad": x.grad, "eca.grad": eca.conv.weight.grad, **dict(bn.named_buffers()),
+           **{f"{name}.grad": p.grad for name, p in bn.named_parameters()}}
+    reference = {"out": want, "x.grad": x64.grad, "eca.grad": eca64.conv.weight.grad, **dict(bn64.named_buffers()),
+                 **{f"{name}.grad": p.grad for name, p in bn64.named_parameters()}}
+    assert got.keys() == reference.keys()
+    for name in got:
+        torch.testing.assert_close(got[name].double(), reference[name].double(), rtol=1e-4, atol=1e-4, msg=name)
+
+
+@interpreter_only
+@pytest.mark.parametrize("case", ["takes", "eval", "momentum None", *BATCHNORM_OPTIONS, "float16 statistics",
+                                  "kernel on another device", "float64 input"])
+def test_interpreter_supports_training_tail_answers_for_every_batchnorm(case):
+    """The tail's own test of its inputs says no, rather than failing later, for every BatchNorm it does not
+    take, whatever its caller checked first."""
+    from ecanet.models import bn_eca_fused
+    bn = nn.BatchNorm2d(8, **BATCHNORM_OPTIONS.get(case, {})).train(case != "eval")
+    if case == "momentum None":
+        bn.momentum = None
+    if case == "float16 statistics":
+        bn.half()
+    weight = torch.randn(1, 1, 3, device="meta" if case == "kernel on another device" else "cpu")
+    x = torch.randn(2, 8, 3, 3, dtype=torch.float64 if case == "float64 input" else torch.float32)
+    assert bn_eca_fused.supports_training_tail(x, bn, weight) == (case == "takes")
 
 
 @interpreter_only
@@ -238,9 +286,13 @@ def _block_against_plain(block: nn.Module, x: torch.Tensor, monkeypatch, compile
     if not compiled:
         _training_step(copy.deepcopy(block), x, grad, False)
     monkeypatch.setattr(bn_eca_fused, "bn_eca_tail_training", recording)
+    launchers = _recording_direct_launchers(monkeypatch)
     fused = _training_step(block, x, grad, compiled)
     assert calls, "the block did not take the Triton tail"
     assert not eca_fused._JIT_ONLY, f"launched through Triton's JIT on every call: {eca_fused._JIT_ONLY}"
+    if not compiled:
+        launches = [launch for launcher in launchers for launch in launcher._launches.values()]
+        assert launches and all(launch.direct for launch in launches), [launch.kernel for launch in launches]
     names = ["out", "x.grad", *(f"{n}.grad" for n, _ in block.named_parameters()),
              *(n for n, _ in block.named_buffers())]
     for name, got, reference, want in zip(names, fused, plain, exact):
@@ -251,6 +303,15 @@ def _block_against_plain(block: nn.Module, x: torch.Tensor, monkeypatch, compile
 
 
 FLOAT32_ORDER_FACTOR = 4   # how much further from float64 another summation order may land than the plain code
+
+
+def _recording_direct_launchers(monkeypatch) -> list:
+    """The eager tail's direct launchers (``bn_eca_fused._direct_launcher``), each time one is looked up from now."""
+    from ecanet.models import bn_eca_fused
+    launchers = []
+    real = bn_eca_fused._direct_launcher
+    monkeypatch.setattr(bn_eca_fused, "_direct_launcher", lambda *args: launchers.append(real(*args)) or launchers[-1])
+    return launchers
 
 
 @pytest.mark.gpu
@@ -307,6 +368,49 @@ def test_gpu_eager_tail_without_autograd_is_the_same_step():
     assert torch.equal(with_grad, without_grad)
     for got, want in zip(twin.buffers(), block.buffers(), strict=True):
         assert torch.equal(got, want)
+
+
+def _steps_on_inputs_of_every_kind(device: str) -> None:
+    """Training steps of one BatchNorm+ECA tail on inputs that differ only in layout, batch size or a 4-byte offset
+    of their address, in turn, twice over: each matches the float64 modules' step."""
+    from ecanet.models import bn_eca_fused
+    bn64, eca64 = bn_and_eca(64, 3)
+    height = width = 14
+    for batch, channels_last, offset in [(8, True, 0), (8, False, 0), (7, True, 0), (8, True, 1)] * 2:
+        numel = batch * 64 * height * width
+        storage = torch.randn(2 * (numel + offset), device=device)
+        x, identity = (storage[start + offset:start + offset + numel] for start in (0, numel + offset))
+        x, identity = ((t.view(batch, height, width, 64).permute(0, 3, 1, 2) if channels_last
+                        else t.view(batch, 64, height, width)) for t in (x, identity))
+        assert (x.data_ptr() % 16 == 0) == (offset == 0)
+        bn = copy.deepcopy(bn64).float().to(device)
+        weight = eca64.conv.weight.detach().float().to(device).requires_grad_()
+        x = x.requires_grad_()
+        out = bn_eca_fused.bn_eca_tail_training(x, bn, weight, identity)
+        grad = torch.randn_like(out)
+        out.backward(grad)
+        bn_ref, eca_ref = copy.deepcopy(bn64), copy.deepcopy(eca64)
+        x64 = x.detach().double().cpu().requires_grad_()
+        want = eca_ref.scale_add_relu(bn_ref(x64), identity.double().cpu())
+        want.backward(grad.double().cpu())
+        _assert_close({"out": (out, want), "x.grad": (x.grad, x64.grad),
+                       "eca.grad": (weight.grad, eca_ref.conv.weight.grad),
+                       "gamma.grad": (bn.weight.grad, bn_ref.weight.grad),
+                       "running_var": (bn.running_var, bn_ref.running_var)},
+                      rtol=1e-4, atol=1e-4, case=f"batch {batch}, channels_last {channels_last}, offset {offset}")
+
+
+@interpreter_only
+def test_interpreter_tail_steps_on_inputs_of_every_kind():
+    _steps_on_inputs_of_every_kind("cpu")
+
+
+@pytest.mark.gpu
+@gpu
+def test_gpu_eager_tail_launches_each_layout_batch_and_alignment_as_its_own():
+    """The direct launches fix each tensor's strides and alignment and the grids: a launch kept for another of
+    these inputs would give another step."""
+    _steps_on_inputs_of_every_kind("cuda")
 
 
 @pytest.mark.gpu

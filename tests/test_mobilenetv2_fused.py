@@ -115,10 +115,12 @@ def test_triton_interpreter():
 
 
 @interpreter_only
+@pytest.mark.parametrize("train", [True, False], ids=["train", "eval"])
 @pytest.mark.parametrize("kind", list(BLOCKS))
-def test_interpreter_fused_block_matches_plain(kind):
-    """The fused kernels in the block (x * s + x without the ReLU), forward and backward, in float32."""
-    block = _block(kind).float().train()
+def test_interpreter_fused_block_matches_plain(kind, train):
+    """The block under implementation 'fused', forward and backward, in float32: in training its BatchNorm+ECA
+    tail (x * s + x without the ReLU) as the tail's kernels, in eval mode BatchNorm, then the fused ECA kernels."""
+    block = _block(kind).float().train(train)
     fused, plain = set_eca_impl(copy.deepcopy(block), "fused"), set_eca_impl(copy.deepcopy(block), "plain")
     results = []
     for module in (fused, plain):

@@ -1,13 +1,14 @@
 """The model zoo: every network builds, runs, and has the official parameter counts and key layout."""
 from __future__ import annotations
 
+import copy
 import math
 
 import pytest
 import torch
 
 from ecanet import models
-from ecanet.models import EcaModule, adaptive_kernel_size, create_model, parse_kernel_sizes
+from ecanet.models import EcaModule, adaptive_kernel_size, create_model, parse_kernel_sizes, set_eca_impl
 from conftest import official_layouts, read_layout
 
 ECA_ARCHS = ["eca_resnet18", "eca_resnet34", "eca_resnet50", "eca_resnet101", "eca_resnet152", "eca_mobilenet_v2"]
@@ -54,6 +55,27 @@ def test_every_model_maps_a_batch_to_logits(arch):
         out = model(torch.randn(2, 3, 64, 64))
     assert out.shape == (2, 7)
     assert torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize("impl", ["auto", "fused", "plain"])
+@pytest.mark.parametrize("arch", ["eca_resnet18", "eca_resnet50", "eca_mobilenet_v2"])
+def test_feature_extraction_traces_every_implementation(arch, impl):
+    """torchvision's feature extraction (torch.fx) traces the networks in training and eval mode under every ECA
+    implementation, as detection and segmentation code does with a backbone; a traced graph holds the plain
+    computation (the fused kernels need real tensors) and gives the network's output."""
+    from torchvision.models.feature_extraction import create_feature_extractor, get_graph_node_names
+    torch.manual_seed(0)
+    model = create_model(arch, num_classes=7, eca_impl=impl)
+    reference = set_eca_impl(copy.deepcopy(model), "plain")
+    _, eval_nodes = get_graph_node_names(model)   # traces both modes
+    extractor = create_feature_extractor(model, return_nodes={eval_nodes[-1]: "logits"})
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        for train in (True, False):
+            torch.manual_seed(1)   # the same dropout mask (MobileNetV2's classifier)
+            got = copy.deepcopy(extractor).train(train)(x)["logits"]
+            torch.manual_seed(1)
+            torch.testing.assert_close(got, copy.deepcopy(reference).train(train)(x), msg=f"train={train}")
 
 
 @pytest.mark.parametrize(("arch", "k"), sorted(PINNED_PARAMS, key=str))

@@ -59,9 +59,9 @@ from torch import nn
 from torch.autograd.function import once_differentiable
 from torch.library import triton_op, wrap_triton
 
-from .eca_fused import (NUM_WARPS, PLAN_CACHE_SIZE, POINTER_ALIGNMENT, _dense, _device_of, _Launch, _pointwise_grid,
-                        _reduction_plan, _tile, add_relu_store, forward_ad_active, memory_format, reduction_program,
-                        relu_masked_grad, supports)
+from .eca_fused import (INTERPRETER, NUM_WARPS, PLAN_CACHE_SIZE, POINTER_ALIGNMENT, _dense, _device_of, _Launch,
+                        _pointwise_grid, _reduction_plan, _tile, add_relu_store, forward_ad_active, memory_format,
+                        reduction_program, relu_masked_grad, supports)
 
 # The finalize and gate kernels read (BLOCK_B, BLOCK_S, BLOCK_C) tiles of the (B, splits, C) partial sums,
 # one program per BLOCK_C channels looping over the batch. Few channels a program keep enough programs
@@ -346,7 +346,7 @@ def _empty_as(x: torch.Tensor) -> torch.Tensor:
     return torch.empty_strided(x.shape, x.stride(), dtype=x.dtype, device=x.device)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.lru_cache(maxsize=PLAN_CACHE_SIZE)
 def _tail_plan(B: int, C: int, P: int, channels_last: bool, device: torch.device) -> _TailPlan:
     r = _reduction_plan(B, C, P, channels_last, device)
     block_c = min(triton.next_power_of_2(C), FINALIZE_BLOCK_C)
@@ -402,10 +402,11 @@ def _direct_launches(_signature: tuple) -> _DirectLaunches:
 
 def _direct_launcher(tensors: tuple, scalars: tuple) -> _DirectLaunches:
     """The direct launches of a call on ``tensors`` (dense, None where absent) and ``scalars``: keyed by each
-    tensor's shape, strides, dtype and 16-byte alignment, the scalars and the device."""
+    tensor's shape, strides, dtype and 16-byte alignment, the scalars with their types (Triton compiles an int
+    ``momentum=1`` and a float ``1.0`` differently, which compare equal) and the device."""
     return _direct_launches((tuple(None if t is None else (t.shape, t.stride(), t.dtype,
                                                            t.data_ptr() % POINTER_ALIGNMENT == 0)
-                                   for t in tensors), scalars, tensors[0].device))
+                                   for t in tensors), tuple((type(s), s) for s in scalars), tensors[0].device))
 
 
 def _forward_passes(x: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor, weight: torch.Tensor,
@@ -571,12 +572,19 @@ class _EagerTail(torch.autograd.Function):
 # ----------------------------------------------------------------------------------------------------
 # Public functions
 # ----------------------------------------------------------------------------------------------------
-def supports_training_tail(x: torch.Tensor, bn: nn.BatchNorm2d, identity: torch.Tensor | None = None) -> bool:
-    """Whether training may take :func:`bn_eca_tail_training` for these inputs: what the fused ECA kernels
-    take, on a CUDA device (Triton's interpreter runs the kernels only outside torch.compile), a static batch
-    size (the launch grids are fixed when a graph is compiled) and float32 BatchNorm parameters and statistics."""
-    return (supports(x, identity) and x.is_cuda and type(x.shape[0]) is int
-            and all(t.dtype == torch.float32 for t in (bn.weight, bn.bias, bn.running_mean, bn.running_var)))
+def supports_training_tail(x: torch.Tensor, bn: nn.BatchNorm2d, weight: torch.Tensor,
+                           identity: torch.Tensor | None = None) -> bool:
+    """Whether training may take :func:`bn_eca_tail_training` for these inputs: ``bn`` an affine BatchNorm in
+    training mode with running statistics and a fixed momentum; what the fused ECA kernels take, on a CUDA device
+    (on the CPU only under Triton's interpreter, which runs the kernels outside torch.compile); a static batch size
+    (the launch grids are fixed when a graph is compiled); and BatchNorm's parameters and statistics and ECA's
+    kernel ``weight`` in float32 on x's device (the kernels read them through raw pointers, where a tensor on
+    another device is no error but a wrong address)."""
+    return (bn.training and bn.affine and bn.track_running_stats and bn.momentum is not None
+            and supports(x, identity) and type(x.shape[0]) is int
+            and (x.is_cuda or (INTERPRETER and not torch.compiler.is_compiling()))
+            and all(t.dtype == torch.float32 and t.device == x.device
+                    for t in (bn.weight, bn.bias, bn.running_mean, bn.running_var, weight)))
 
 
 def bn_eca_tail_training(x: torch.Tensor, bn: nn.BatchNorm2d, weight: torch.Tensor,

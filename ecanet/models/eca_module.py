@@ -21,6 +21,7 @@ import os
 import torch
 from torch import nn
 from torch.autograd.function import once_differentiable
+from torch.nn.modules import module as _module_internals   # the global module hooks (_runs_own_forward)
 
 from ..constants import ECA_IMPLEMENTATIONS
 from .channel_conv import channel_conv, channel_conv_weight_grad
@@ -149,7 +150,7 @@ class EcaModule(nn.Module):
         ``identity`` None leaves the add out and ``relu=False`` the ReLU (MobileNetV2's block ends with
         ``x * w + identity``): ``ECA(x)`` alone is ``scale_add_relu(x, relu=False)``.
         """
-        if _use_fused(self.impl, x, identity):
+        if _use_fused(self.impl, x, identity) and _runs_own_forward(self):
             return eca_fused.eca_scale_add_relu(x, self.conv.weight, identity, relu=relu)
         out = self(x)
         if identity is not None:
@@ -176,12 +177,14 @@ class EcaModule(nn.Module):
         """
         if compiled_tail not in COMPILED_TAILS:
             raise ValueError(f"unknown compiled tail {compiled_tail!r}; choose one of {', '.join(COMPILED_TAILS)}")
-        if self.impl == "auto" and torch.compiler.is_compiling() and _decomposable_bn(bn, x):
-            if compiled_tail == "kernels" and _tail_kernels_apply(bn, x, identity):
+        if self.impl == "auto" and torch.compiler.is_compiling() and self._computes_tail_inline(bn, x):
+            if compiled_tail == "kernels" and self._tail_kernels_apply(bn, x, identity):
                 return bn_eca_fused.bn_eca_tail_training(x, bn, self.conv.weight, identity, relu=relu)
             return bn_eca_tail_decomposed(x, bn, self.conv.weight, identity, relu=relu)
-        if (self.impl == "fused" and not torch.compiler.is_compiling() and _decomposable_bn(bn, x)
-                and _tail_kernels_apply(bn, x, identity) and not eca_fused.forward_ad_active()):
+        # bn.training first: eval-mode calls, and torch.fx's tracing (x a Proxy), go no further.
+        if (self.impl == "fused" and bn.training and not torch.compiler.is_compiling()
+                and self._computes_tail_inline(bn, x) and self._tail_kernels_apply(bn, x, identity)
+                and not eca_fused.forward_ad_active()):
             return bn_eca_fused.bn_eca_tail_training(x, bn, self.conv.weight, identity, relu=relu)
         return self.scale_add_relu(bn(x), identity, relu=relu)
 
@@ -199,10 +202,23 @@ class EcaModule(nn.Module):
         """
         x = conv(y)
         if (self.impl == "auto" and torch.compiler.is_compiling() and not bn.training
-                and _decomposable_bn(bn, x) and _pools_through_conv(conv, y)):
+                and self._computes_tail_inline(bn, x) and _pools_through_conv(conv, y)):
             return bn_eca_tail_decomposed(x, bn, self.conv.weight, identity, relu=relu,
                                           x_mean=conv_output_mean(conv, y))
         return self.bn_scale_add_relu(bn, x, identity, relu=relu, compiled_tail=compiled_tail)
+
+    def _computes_tail_inline(self, bn: nn.Module, x: torch.Tensor) -> bool:
+        """Whether ``relu(self(bn(x)) + identity)`` may be computed without calling the two modules: x a tensor,
+        neither module running hooks or a replaced forward (:func:`_runs_own_forward`), and ``bn`` a plain
+        affine BatchNorm2d with running statistics and, in training, a fixed momentum (not SyncBatchNorm)."""
+        return (isinstance(x, torch.Tensor) and type(bn) is nn.BatchNorm2d and bn.affine and bn.track_running_stats
+                and x.dim() == 4 and (not bn.training or bn.momentum is not None)
+                and _runs_own_forward(bn) and _runs_own_forward(self))
+
+    def _tail_kernels_apply(self, bn: nn.BatchNorm2d, x: torch.Tensor, identity: torch.Tensor | None) -> bool:
+        """Whether a training tail that :meth:`_computes_tail_inline` can run as
+        :mod:`~ecanet.models.bn_eca_fused`'s kernels: they imported and take these inputs."""
+        return bn_eca_fused is not None and bn_eca_fused.supports_training_tail(x, bn, self.conv.weight, identity)
 
     def extra_repr(self) -> str:
         return f"channels={self.channels}, k_size={self.k_size}, impl={self.impl!r}"
@@ -230,23 +246,15 @@ def conv_output_mean(conv: nn.Conv2d, y: torch.Tensor) -> torch.Tensor:
 
 
 def _runs_own_forward(module: nn.Module) -> bool:
-    """Whether calling ``module`` computes exactly its class's ``forward``: no hooks on it, which could change its
-    input or output, and no ``forward`` replaced on the instance. Code that computes a module's function without
-    calling it (the BatchNorm+ECA tails, the pooling through a convolution) asks this first."""
-    return "forward" not in vars(module) and not module._forward_hooks and not module._forward_pre_hooks
-
-
-def _decomposable_bn(bn: nn.Module, x: torch.Tensor) -> bool:
-    """A plain affine BatchNorm2d with running statistics and a fixed momentum (not SyncBatchNorm), computing its
-    own ``forward``."""
-    return (type(bn) is nn.BatchNorm2d and bn.affine and bn.track_running_stats and x.dim() == 4
-            and (not bn.training or bn.momentum is not None) and _runs_own_forward(bn))
-
-
-def _tail_kernels_apply(bn: nn.Module, x: torch.Tensor, identity: torch.Tensor | None) -> bool:
-    """Whether a decomposable BatchNorm's training tail can run as :mod:`~ecanet.models.bn_eca_fused`'s kernels:
-    BatchNorm in training mode, the kernels imported, and inputs they take."""
-    return bn.training and bn_eca_fused is not None and bn_eca_fused.supports_training_tail(x, bn, identity)
+    """Whether calling ``module`` computes exactly its class's ``forward`` and nothing else: no ``forward``
+    replaced on the instance, and no hooks that calling it would run (its own forward and backward hooks, or
+    the global ones of ``torch.nn.modules.module``, the same test as ``nn.Module.__call__``'s fast path). Code
+    that computes a module's function without calling it (the fused ECA, the BatchNorm+ECA tails, the pooling
+    through a convolution) asks this first, so that hooks, e.g. ones recording ECA's output, still run."""
+    return "forward" not in vars(module) and not (
+        module._forward_hooks or module._forward_pre_hooks or module._backward_hooks or module._backward_pre_hooks
+        or _module_internals._global_forward_hooks or _module_internals._global_forward_pre_hooks
+        or _module_internals._global_backward_hooks or _module_internals._global_backward_pre_hooks)
 
 
 def _tail_dtype(x: torch.Tensor, identity: torch.Tensor | None) -> torch.dtype:
