@@ -3,7 +3,7 @@
 The command line of :mod:`ecanet.flops`, which does the counting:
 
     python paras_flops.py -a eca_resnet50 --ksize 3557     # one model, in detail
-    python paras_flops.py --all --markdown                 # the README's model table
+    python paras_flops.py --all --markdown                 # the model table of docs/model_zoo.md
     python paras_flops.py --all --json costs.json          # every number, exact, as JSON
     python paras_flops.py -a eca_resnet50 --bench          # GPU latency and throughput (bf16)
     python paras_flops.py --detector mask_rcnn_eca_resnet50 # a COCO detector of the paper, beside its README row
@@ -66,7 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
                              "released checkpoints)")
     parser.add_argument("--json", metavar="PATH", type=str, default=None,
                         help="also write every figure, exact, as JSON to PATH ('-': to stdout instead of the table)")
-    parser.add_argument("--markdown", action="store_true", help="print a markdown table (the README's)")
+    parser.add_argument("--markdown", action="store_true", help="print a markdown table (docs/model_zoo.md's)")
     parser.add_argument("--bench", action="store_true",
                         help="also measure forward latency (batch 1) and throughput (batch 256), bf16, eager and "
                              "compiled; needs a CUDA GPU")

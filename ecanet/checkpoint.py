@@ -75,6 +75,12 @@ def read_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> Any:
     if path.stat().st_size == 0:
         raise CheckpointError(f"checkpoint {path} is empty (0 bytes): it was probably cut off while "
                               f"being written. Use an earlier checkpoint.")
+    with open(path, "rb") as f:
+        head = f.read(len(_ZIP_MAGIC))
+    if not (head.startswith(_ZIP_MAGIC) or head.startswith(_PICKLE_PROTOCOL)):
+        raise CheckpointError(f"{path} is not a PyTorch checkpoint: torch.save writes a zip archive (or, before "
+                              f"torch 1.6, a pickle), and this file starts with {head!r}. Give a checkpoint file "
+                              f"(.pth, .pth.tar) or an export folder.")
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
@@ -91,6 +97,11 @@ def read_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> Any:
             AttributeError, KeyError, IndexError, TypeError) as exc:
         raise CheckpointError(_unreadable_message(path, exc)) from exc
 
+
+# How the files torch.save writes begin: a zip archive (torch 1.6 and later) or a pickle of protocol 2 or more.
+_ZIP_MAGIC = b"PK\x03\x04"
+_PICKLE_PROTOCOL = b"\x80"
+REASON_CHARS = 160   # how much of a loader's own error a message quotes
 
 # torch's refusal starts with this, and names the refused callable or class as "GLOBAL module.name"
 _WEIGHTS_ONLY_REFUSAL = "Weights only load failed"
@@ -109,9 +120,10 @@ def _weights_only_refusal(exc: BaseException) -> str | None:
 
 def _unreadable_message(path: Path, exc: BaseException) -> str:
     reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return (f"{path} is not a readable PyTorch checkpoint ({reason[:200]}). It may be truncated (an "
-            f"interrupted copy or download) or a different kind of file. Re-download or re-copy it, or "
-            f"give another checkpoint.")
+    if len(reason) > REASON_CHARS:   # whole words, and say that it is cut
+        reason = reason[:REASON_CHARS].rsplit(" ", 1)[0].rstrip(" ,;:(") + " ..."
+    return (f"{path} is not a readable PyTorch checkpoint (torch.load: {reason}). It may be truncated (an "
+            f"interrupted copy or download) or damaged. Re-download or re-copy it, or give another checkpoint.")
 
 
 def strip_wrapper_prefixes(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -208,7 +220,7 @@ def infer_network(state_dict: Mapping[str, torch.Tensor], source: str = "checkpo
             f"'fc.weight', no MobileNetV2 'features.0.0.weight'/'classifier.1.weight'; first keys: {sample}). "
             f"Known architectures: {', '.join(models.list_models())}.")
     if not models.is_model(arch):
-        raise CheckpointError(f"{source} holds a {arch}, which ecanet does not register. "
+        raise CheckpointError(f"{source} holds {arch}, which ecanet does not register. "
                               f"Known architectures: {', '.join(models.list_models())}.")
     return NetworkSpec(arch, num_classes, eca)
 
@@ -251,8 +263,8 @@ def recipe_of(obj: Any, spec: NetworkSpec, source: str) -> Recipe:
     recipe = Recipe.from_dict(stored, source)
     if (recipe.arch, recipe.num_classes, dict(recipe.eca_kernel_sizes)) != (spec.arch, spec.num_classes,
                                                                              spec.eca_kernel_sizes):
-        raise CheckpointError(f"{source}: its recipe describes a {recipe.arch} with {recipe.num_classes} classes "
-                              f"but its weights are a {spec.arch} with {spec.num_classes}. The file is damaged or "
+        raise CheckpointError(f"{source}: its recipe describes {recipe.arch} with {recipe.num_classes} classes "
+                              f"but its weights are {spec.arch} with {spec.num_classes}. The file is damaged or "
                               f"was edited by hand; use another checkpoint.")
     return recipe
 
@@ -330,11 +342,11 @@ def load_model(path: str | os.PathLike, arch: str | None = None, map_location: A
     source = str(path)
     spec = NetworkSpec(recipe.arch, recipe.num_classes, dict(recipe.eca_kernel_sizes))
     if arch is not None and arch != spec.arch:
-        message = (f"{source} holds a {spec.arch} ({spec.num_classes} classes"
-                   f"{', ECA kernel sizes ' + spec.kernel_string if spec.kernel_string else ''}), not a {arch}.")
+        message = (f"{source} holds {spec.arch} ({spec.num_classes} classes"
+                   f"{', ECA kernel sizes ' + spec.kernel_string if spec.kernel_string else ''}), not {arch}.")
         if strict_arch:
-            raise CheckpointError(message + f" Pass -a {spec.arch}, or leave -a out to evaluate whatever "
-                                            f"the file holds, or pick the checkpoint of a {arch}.")
+            raise CheckpointError(message + f" Ask for arch={spec.arch!r} (main.py: -a {spec.arch}), or leave "
+                                            f"it out to load whatever the file holds, or pick a checkpoint of {arch}.")
         log.warning("%s Loading it as %s.", message, spec.arch)
     model = build_from_spec(spec, eca_impl)
     check_state_dict(model, state_dict, source)
@@ -360,6 +372,9 @@ def save_export(model: nn.Module, recipe: Recipe, folder: str | os.PathLike) -> 
     from safetensors.torch import save
 
     folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise CheckpointError(f"{folder} is a file; an export is a folder (model.safetensors and config.json). "
+                              f"Pick a folder name for the export.")
     taken = [name for name in (EXPORT_WEIGHTS, EXPORT_CONFIG) if (folder / name).exists()]
     if taken:
         raise CheckpointError(f"{folder} already holds {', '.join(taken)}; an export never overwrites one. "

@@ -105,10 +105,12 @@ def _add_data_options(p: argparse.ArgumentParser) -> None:
 def _add_model_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("model")
     g.add_argument("-a", "--arch", default=None, metavar="ARCH",
-                   help="architecture, e.g. eca_resnet50 (see `python paras_flops.py --all`)")
+                   help="architecture (`python paras_flops.py --all` lists them); main.py without -a: the network "
+                        "of --weights or of the checkpoint resumed or evaluated, else eca_resnet50")
     g.add_argument("--ksize", default=None, metavar="K",
                    help="ECA kernel sizes: one digit per stage as in the official code ('3557'), "
-                        "'3,5,5,7', one value, or 'adaptive' (default: the paper's psi(C))")
+                        "'3,5,5,7', one value, or 'adaptive' (default: the paper's psi(C) for ECA-ResNets; "
+                        "the official '13' for eca_mobilenet_v2)")
     g.add_argument("--num-classes", type=int, default=None, metavar="N",
                    help="classifier outputs (default: the number of class folders)")
     g.add_argument("--weights", default=None, metavar="PATH",
@@ -123,7 +125,7 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
 
 
 def _add_optim_options(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("optimisation (defaults: the paper's ResNet recipe)")
+    g = p.add_argument_group("optimisation")
     g.add_argument("--epochs", type=int, default=100, metavar="N", help="total epochs")
     g.add_argument("--start-epoch", type=int, default=0, metavar="N",
                    help="(official flag) first epoch of a fresh run; --resume sets it from the checkpoint")
@@ -135,9 +137,9 @@ def _add_optim_options(p: argparse.ArgumentParser) -> None:
                         "to the actual global batch (batch size x processes)")
     g.add_argument("--lr-base-batch", type=int, default=256, metavar="N",
                    help="global batch the --lr refers to (linear scaling rule, Goyal et al. 2017)")
-    g.add_argument("--momentum", type=float, default=0.9, metavar="M")
+    g.add_argument("--momentum", type=float, default=0.9, metavar="M", help="SGD momentum")
     g.add_argument("--nesterov", action="store_true", help="Nesterov momentum")
-    g.add_argument("--weight-decay", "--wd", type=float, default=1e-4, metavar="W")
+    g.add_argument("--weight-decay", "--wd", type=float, default=1e-4, metavar="W", help="L2 weight decay")
     g.add_argument("--no-wd-bn-bias", action="store_true",
                    help="no weight decay on BatchNorm parameters and biases")
     g.add_argument("--sched", choices=SCHEDULES, default="step",
@@ -206,7 +208,7 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--debug", action="store_true", help="show Python tracebacks for input errors")
 
 
-class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
     """Show a default only where it says something (not None/False) and the help text has none yet."""
 
     def _get_help_string(self, action: argparse.Action) -> str:
@@ -218,8 +220,9 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
 def build_parser(prog: str | None = None, description: str | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog=prog, description=description or "Train or evaluate ECA-Net and baselines on ImageNet-layout data.",
-        formatter_class=_HelpFormatter,
+        prog=prog, description=description or ("Train or evaluate ECA-Net and baselines on ImageNet-layout data "
+                                                "(defaults: the paper's ResNet recipe)."),
+        formatter_class=HelpFormatter,
         epilog="Config files: flat YAML, keys = long option names (e.g. 'batch-size: 256'); command-line "
                "options override them. Exit codes: 0 ok, 1 unexpected error, 2 bad input, 3 loss became "
                "NaN/inf, 4 checkpoint could not be written, 75 preempted (checkpoint saved; rerun with "
@@ -272,15 +275,20 @@ def _coerce(key: str, value: Any, action: argparse.Action) -> Any:
     return _coerce_scalar(key, value, convert, action)
 
 
+# How a config error names the type a key takes.
+_TYPE_WORDS = {"int": "a whole number", "float": "a number", "str": "text"}
+
+
 def _coerce_scalar(key: str, value: Any, convert: Any, action: argparse.Action) -> Any:
     type_name = getattr(convert, "__name__", str(convert))
+    type_name = _TYPE_WORDS.get(type_name, f"a {type_name}")
     if isinstance(value, (dict, list, bool)) or (convert is int and isinstance(value, float)
                                                   and not value.is_integer()):
-        raise ConfigError(f"config key '{key}' must be a {type_name}, got {value!r}.")
+        raise ConfigError(f"config key '{key}' must be {type_name}, got {value!r}.")
     try:
         out = convert(value)
     except (TypeError, ValueError):
-        raise ConfigError(f"config key '{key}' must be a {type_name}, got {value!r}.") from None
+        raise ConfigError(f"config key '{key}' must be {type_name}, got {value!r}.") from None
     if action.choices is not None and out not in action.choices:
         raise ConfigError(f"config key '{key}' must be one of {', '.join(map(str, action.choices))}; "
                           f"got {value!r}.")
@@ -318,7 +326,10 @@ def load_config_file(path: str | os.PathLike, parser: argparse.ArgumentParser,
             hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
             raise ConfigError(f"config file {path}: unknown key '{key}'.{hint} Keys are the long options "
                               f"of --help without the dashes.")
-        values[action.dest] = _coerce(str(key), value, action)
+        try:
+            values[action.dest] = _coerce(str(key), value, action)
+        except ConfigError as exc:
+            raise ConfigError(f"config file {path}: {exc} Fix that line.") from None
     return values
 
 
@@ -470,6 +481,25 @@ def _domain_text(low: float, low_inclusive: bool, high: float, high_inclusive: b
     return f"in {'[' if low_inclusive else '('}{low:g}, {high:g}{']' if high_inclusive else ')'}"
 
 
+def check_eca_impl_runs(eca_impl: str, wants_cuda: bool) -> None:
+    """``--eca-impl fused`` insists on the Triton kernels: where they cannot run (no Triton, or the CPU) the run is
+    refused before anything is loaded or written, not stopped by the first ECA layer (ConfigError)."""
+    if eca_impl != "fused":
+        return
+    from .models.eca_module import fused_eca_unavailable
+    reason = fused_eca_unavailable(wants_cuda)
+    if reason is not None:
+        raise ConfigError(f"--eca-impl fused insists on the fused ECA kernels, but {reason}. Use --eca-impl auto "
+                          f"(the default: the kernels on GPUs, the plain code elsewhere) or --eca-impl plain.")
+
+
+def check_output_is_a_directory(output: str | None) -> None:
+    """``--output`` names the run's directory: an existing file there is refused (ConfigError), and left alone."""
+    if output and Path(output).exists() and not Path(output).is_dir():
+        raise ConfigError(f"--output {output} is a file, not a directory. Pass a directory for the run's "
+                          f"checkpoints and logs (it is created if missing).")
+
+
 def validate(args: argparse.Namespace) -> None:
     """Reject impossible or conflicting options before anything is loaded or written (raises ConfigError)."""
     import torch  # not at the top: `--help` answers without importing torch
@@ -502,6 +532,7 @@ def validate(args: argparse.Namespace) -> None:
     if args.amp == "fp16" and not wants_cuda:
         raise ConfigError("--amp fp16 needs a CUDA GPU (fp16 autocast with a gradient scaler), and none is "
                           "in use. On the CPU use --amp bf16 or --amp off.")
+    check_eca_impl_runs(args.eca_impl, wants_cuda)
     if args.decode == "gpu" and not wants_cuda:
         raise ConfigError("--decode gpu decodes JPEGs with nvJPEG and needs a CUDA GPU. Use --decode cpu.")
     if args.gpu_decode_share != AUTO and not 0.0 <= args.gpu_decode_share <= 1.0:
@@ -518,6 +549,7 @@ def validate(args: argparse.Namespace) -> None:
                           "use --decode cpu for --augment crop or --random-erasing.")
     if args.evaluate and not (args.resume or args.weights):
         raise ConfigError("-e/--evaluate needs the weights to evaluate: -e --resume PATH (or --weights PATH).")
+    check_output_is_a_directory(args.output)
     if args.resume == "auto" and not args.output:
         raise ConfigError("--resume auto takes the newest checkpoint of the run in --output DIR; pass the same "
                           "--output the run was started with (e.g. --output runs/my-run --resume auto: a job "

@@ -1,6 +1,7 @@
 """A process's set-up for a run: logging, random seeds, numeric precision, and warnings about CPU habits."""
 from __future__ import annotations
 
+import collections
 import logging
 import os
 import random
@@ -22,6 +23,8 @@ AMP_DTYPES = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 #       --img-size 64 -b 64 --epochs 1 --device cpu --amp off|bf16
 # one epoch took 16 s in fp32 and 6m09s with --amp bf16.
 CPU_BF16_SLOWDOWN_NOTE = "an epoch of 16 s in fp32 took 6m09s with it on a 2-core CPU"
+# Records kept from a run's start until its train.log opens (the weights and recipe it starts from, a resume).
+EARLY_LOG_RECORDS = 1000
 
 
 class _StderrHandler(logging.StreamHandler):
@@ -36,8 +39,22 @@ class _StderrHandler(logging.StreamHandler):
         pass
 
 
+class _EarlyRecords(logging.Handler):
+    """Keeps the last :data:`EARLY_LOG_RECORDS` records logged before the run directory exists, for
+    :func:`add_run_log` to put at the head of ``train.log``: what a run starts from (weights, recipe, the
+    checkpoint it resumes) is decided before the directory is claimed, and belongs in the run's log."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: collections.deque[logging.LogRecord] = collections.deque(maxlen=EARLY_LOG_RECORDS)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
 def setup_logging(info: DistInfo, debug: bool = False) -> None:
-    """Rank 0 logs INFO to stderr; other ranks only warnings and errors."""
+    """Rank 0 logs INFO to stderr, and keeps what it logs until :func:`add_run_log` opens ``train.log``; other
+    ranks only warnings and errors."""
     root = logging.getLogger()
     if not getattr(root, "_ecanet_configured", False):
         handler = _StderrHandler()
@@ -45,15 +62,30 @@ def setup_logging(info: DistInfo, debug: bool = False) -> None:
         root.addHandler(handler)
         root._ecanet_configured = True  # type: ignore[attr-defined]
     root.setLevel((logging.DEBUG if debug else logging.INFO) if info.is_main else logging.WARNING)
+    _remove_early_records(root)   # an earlier run's in this process
+    if info.is_main:
+        root.addHandler(_EarlyRecords())
+
+
+def _remove_early_records(root: logging.Logger) -> list[logging.LogRecord]:
+    """Remove the :class:`_EarlyRecords` handlers from ``root``; returns their records."""
+    early = [handler for handler in root.handlers if isinstance(handler, _EarlyRecords)]
+    for handler in early:
+        root.removeHandler(handler)
+    return [record for handler in early for record in handler.records]
 
 
 def add_run_log(run_dir: Path, info: DistInfo) -> logging.Handler | None:
-    """Also log to ``run_dir/train.log`` (rank 0); returns the handler to remove at the end."""
+    """Also log to ``run_dir/train.log`` (rank 0), starting with what was logged since :func:`setup_logging`;
+    returns the handler to remove at the end."""
     if not info.is_main:
         return None
     handler = logging.FileHandler(run_dir / "train.log")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    logging.getLogger().addHandler(handler)
+    root = logging.getLogger()
+    for record in _remove_early_records(root):
+        handler.handle(record)
+    root.addHandler(handler)
     return handler
 
 

@@ -2,8 +2,9 @@
 # Detection demo: Mask R-CNN with an ECA-ResNet-50 and with a ResNet-50 backbone on the Fashion-MNIST detection
 # toy set, both from scratch (no ImageNet weights), same seed, schedule and data; then a CSV of their COCO AP.
 #
-#   bash scripts/det_demo.sh                     # one GPU: both runs in about 6 minutes on an H200 (2026-12-03, docs/detection.md)
-#   DET_DEMO_IMAGES=8 bash scripts/det_demo.sh   # a CPU smoke run of about a minute (tiny sizes without a GPU)
+#   bash scripts/det_demo.sh
+# On one GPU both runs take about 6 minutes (an H200, 2026-12-03, docs/detection.md); without a GPU it is a smoke
+# run of about a minute (8 images, 1 epoch, 128 px).
 #
 #   1. scripts/make_fashion_detection.py -> $DET_DEMO_DATA (skipped when it exists): IMAGES training canvases
 #      of SIZE x SIZE pixels, IMAGES / 6 validation canvases (Debian's dataset-fashion-mnist package)
@@ -12,7 +13,8 @@
 #      scratch needs (--norm bn --trainable-layers 5); images resized to SIZE; the 1x schedule's shape
 #      (x0.1 after 2/3 and 11/12 of the epochs), warm-up 100 steps, lr 0.01 per 8 images scaled to the batch
 #   3. $DET_DEMO_CSV: backbone, seed, epochs, images, box AP, AP50, AP75, mask AP and the seconds each run
-#      trained and evaluated on its device
+#      trained and evaluated on its device; by default results/fashion_detection.csv on a GPU, and on the CPU
+#      fashion_detection.csv in the runs directory (results/ keeps the GPU table)
 # Each run is resumable: rerunning the script continues an interrupted run and skips finished ones.
 # Settings (environment): DET_DEMO_IMAGES, DET_DEMO_EPOCHS, DET_DEMO_SIZE, DET_DEMO_BATCH, DET_DEMO_SEED,
 # DET_DEMO_DATA, DET_DEMO_RUNS, DET_DEMO_CSV, PY.
@@ -24,17 +26,19 @@ if "$PY" -c "import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)"
     # 2.5-3.3 minutes per backbone on one H200: 4 epochs of 3,000 canvases at 256 px, 2 evaluations.
     IMAGES=${DET_DEMO_IMAGES:-3000}; EPOCHS=${DET_DEMO_EPOCHS:-4}; SIZE=${DET_DEMO_SIZE:-256}
     BATCH=${DET_DEMO_BATCH:-16}; EVAL_EVERY=2
+    RESULTS=results/fashion_detection.csv   # the table of docs/detection.md
 else
     DEVICE=cpu; AMP=off  # bf16 is emulated, and slow, on most CPUs
     IMAGES=${DET_DEMO_IMAGES:-8}; EPOCHS=${DET_DEMO_EPOCHS:-1}; SIZE=${DET_DEMO_SIZE:-128}
     BATCH=${DET_DEMO_BATCH:-4}; EVAL_EVERY=1
+    RESULTS=""   # a smoke run's table stays in its runs directory, beside the runs
 fi
 SEED=${DET_DEMO_SEED:-0}
 CLIP=${DET_DEMO_CLIP:-10}  # gradient-norm clipping: from scratch, lr 0.02 can blow the mask loss up without it
 VAL_IMAGES=$(( IMAGES / 6 > 4 ? IMAGES / 6 : 4 ))
 DATA=${DET_DEMO_DATA:-data/fashion-detection-${IMAGES}-${SIZE}px}
 RUNS=${DET_DEMO_RUNS:-runs/det-demo/${IMAGES}img-${SIZE}px-${EPOCHS}ep}
-CSV=${DET_DEMO_CSV:-results/fashion_detection.csv}
+CSV=${DET_DEMO_CSV:-${RESULTS:-$RUNS/fashion_detection.csv}}
 # The 1x schedule's milestones (epochs 8 and 11 of 12) scaled to EPOCHS; a milestone past the end never applies.
 STEP1=$(( EPOCHS * 2 / 3 > 1 ? EPOCHS * 2 / 3 : 1 ))
 STEP2=$(( EPOCHS * 11 / 12 > STEP1 ? EPOCHS * 11 / 12 : STEP1 + 1 ))

@@ -18,6 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from ecanet.config import HelpFormatter  # noqa: E402
 from ecanet.constants import DEFAULT_ONNX_OPSET  # noqa: E402
 from ecanet.errors import EXIT_OK, UserError, print_error  # noqa: E402
 from ecanet.lazy import lazy_import  # noqa: E402
@@ -32,7 +33,7 @@ log = logging.getLogger("export")
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="export.py", description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                     formatter_class=HelpFormatter)
     parser.add_argument("checkpoint", metavar="CHECKPOINT",
                         help="any file ecanet.load_model reads: an ecanet checkpoint, an official ECA-Net file, "
                              "an export folder")

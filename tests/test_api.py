@@ -5,6 +5,7 @@ import importlib.util
 import inspect
 import re
 
+import pytest
 import torch
 
 import ecanet
@@ -28,10 +29,25 @@ def test_the_public_api_is_listed_documented_and_works(tmp_path):
     assert layer(torch.randn(2, 64, 4, 4)).shape == (2, 64, 4, 4)
 
 
-def test_the_official_layout_name_re_exports_the_networks():
+def test_the_official_layout_name_builds_networks_as_the_official_code_does():
+    """Scripts written for the official repository call its functions: k_size first, the official defaults
+    ([3, 3, 3, 3]), a ``pretrained`` flag, and ``models.__dict__[arch]`` as its main.py does."""
     import models  # the checkout's top-level folder, as in the official repository
     from ecanet import models as networks
-    assert models.create_model is networks.create_model and models.eca_resnet50 is networks.eca_resnet50
+    assert models.create_model is networks.create_model and models.EcaModule is networks.EcaModule
+    kernel_sizes = lambda model: list(networks.eca_kernel_sizes(model).values())  # noqa: E731
+    model = models.eca_resnet50(k_size=[3, 5, 5, 7], num_classes=1000, pretrained=False)
+    assert kernel_sizes(model) == kernel_sizes(networks.create_model("eca_resnet50", k_size="3557"))
+    assert model.state_dict().keys() == networks.create_model("eca_resnet50").state_dict().keys()
+    assert set(kernel_sizes(models.__dict__["eca_resnet101"]())) == {3}   # the official default
+    small = models.eca_resnet18([3, 5, 7, 7], 10)
+    assert small.fc.out_features == 10 and kernel_sizes(small) == kernel_sizes(
+        networks.create_model("eca_resnet18", k_size="3577"))
+    mobile = models.eca_mobilenet_v2(pretrained=False, num_classes=10, width_mult=1.0)
+    assert kernel_sizes(mobile) == [1] * 10 + [3] * 7 and mobile.classifier[-1].out_features == 10
+    for build in (models.eca_resnet34, models.eca_mobilenet_v2):
+        with pytest.raises(ValueError, match="pretrained=True.*ecanet.load_model"):
+            build(pretrained=True)
 
 
 def test_performance_page_is_generated_from_the_results_files_it_names(monkeypatch):

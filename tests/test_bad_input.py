@@ -77,9 +77,18 @@ def test_train_and_val_with_different_classes(dataset, capsys):
     (["--gpu-decode-threads", "0"], ["--gpu-decode-threads must be at least 1"]),
     (["--compile-mode", "reduce-overhead"], ["--compile-mode reduce-overhead applies to torch.compile",
                                               "add --compile"]),
+    (["--device", "cpu", "--eca-impl", "fused"], ["--eca-impl fused insists on the fused ECA kernels",
+                                                  "not the CPU", "--eca-impl auto"]),
 ])
 def test_impossible_options(dataset, capsys, options, phrases):
     _fails_cleanly([dataset, *SMALL_RUN, *options], capsys, *phrases)
+
+
+def test_an_output_that_is_a_file_is_refused_and_left_alone(dataset, tmp_path, capsys):
+    out = tmp_path / "notes.txt"
+    out.write_text("my notes")
+    _fails_cleanly([dataset, *SMALL_RUN, "--output", out], capsys, f"--output {out} is a file")
+    assert out.read_text() == "my notes"
 
 
 def test_unknown_config_key(dataset, tmp_path, capsys):
@@ -103,7 +112,7 @@ def test_checkpoint_of_another_architecture(dataset, finished_run, capsys):
     _fails_cleanly([dataset, *SMALL_RUN, "-a", "eca_resnet18", "--epochs", "2", "--output", finished_run,
                     "--resume", "auto"], capsys, "checkpoint of resnet18", "-a resnet18")
     _fails_cleanly([dataset, *SMALL_RUN, "-a", "resnet50", "-e", "--resume", finished_run / "last.pth"],
-                   capsys, "holds a resnet18", "not a resnet50")
+                   capsys, "holds resnet18", "not resnet50")
     assert _snapshot(finished_run) == before
 
 
@@ -115,14 +124,16 @@ def test_new_run_in_a_directory_with_checkpoints_is_refused(dataset, finished_ru
 
 
 def test_not_a_checkpoint_and_truncated_checkpoint(dataset, finished_run, tmp_path, capsys):
-    text = tmp_path / "notes.pth"
-    text.write_text("hello")
-    _fails_cleanly([dataset, *SMALL_RUN, "-e", "--resume", text], capsys, "not a readable PyTorch checkpoint")
+    for name, text in (("notes.pth", "hello"), ("README.md", "# a heading")):   # no advice on unpickling them
+        (tmp_path / name).write_text(text)
+        _fails_cleanly([dataset, *SMALL_RUN, "-e", "--resume", tmp_path / name], capsys,
+                       "is not a PyTorch checkpoint", f"starts with {text[:4].encode()!r}")
     data = (finished_run / "last.pth").read_bytes()
     cut = tmp_path / "cut.pth"
     cut.write_bytes(data[: len(data) // 3])
-    _fails_cleanly([dataset, *SMALL_RUN, "-a", "resnet18", "--resume", cut, "--output", tmp_path / "r2"], capsys,
-                   "truncated")
+    message = _fails_cleanly([dataset, *SMALL_RUN, "-a", "resnet18", "--resume", cut, "--output", tmp_path / "r2"],
+                             capsys, "not a readable PyTorch checkpoint (torch.load: ", "truncated")
+    assert "). It may be truncated" in message, message   # torch's reason quoted whole, or cut at a word and marked
     _fails_cleanly([dataset, *SMALL_RUN, "-e", "--resume", tmp_path / "missing.pth"], capsys, "does not exist")
 
 

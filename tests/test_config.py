@@ -1,6 +1,8 @@
 """Command line and config files: the official command, YAML keys = long options, CLI overrides, errors."""
 from __future__ import annotations
 
+import re
+
 import pytest
 import yaml
 
@@ -55,7 +57,7 @@ def test_unknown_key_is_named_with_a_suggestion(tmp_path):
 def test_wrong_types_are_named(tmp_path, text, key):
     cfg = tmp_path / "c.yaml"
     cfg.write_text(text)
-    with pytest.raises(ConfigError, match=f"'{key}'"):
+    with pytest.raises(ConfigError, match=f"^config file {re.escape(str(cfg))}: config key '{key}'"):
         parse_config(["--config", str(cfg)])
 
 

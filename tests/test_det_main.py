@@ -149,6 +149,10 @@ def test_mask_rcnn_trains_and_is_evaluated_with_pycocotools(mask_run, toy):
     assert last["train_set"].startswith("4 images, ")
 
 
+def test_the_run_log_says_which_weights_the_backbone_started_from(straight_run, backbone):
+    assert f"from {backbone}: " in (straight_run / "train.log").read_text()
+
+
 def test_evaluating_the_trained_detector_prints_the_same_numbers(straight_run, toy, capsys):
     """-e rebuilds the detector from model.pth alone (detector, backbone, kernel sizes, image sizes recorded)."""
     capsys.readouterr()
@@ -288,6 +292,13 @@ def test_an_output_that_is_a_file_exits_2(toy, tmp_path, capsys):
     assert run_det([toy, *FASTER, "--output", out]) == EXIT_USAGE
     assert "is a file" in one_error_line(capsys)
     assert out.read_text() == "not a directory"
+
+
+def test_the_fused_eca_on_the_cpu_exits_2_before_anything_is_written(toy, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert run_det([toy, *FASTER, "--eca-impl", "fused", "--device", "cpu", "--output", out]) == EXIT_USAGE
+    assert "--eca-impl fused insists on the fused ECA kernels" in one_error_line(capsys)
+    assert not out.exists()
 
 
 def test_a_second_run_in_the_same_output_exits_2(toy, tmp_path, capsys):

@@ -9,8 +9,8 @@ from torch import nn
 from torchvision.models.detection import FasterRCNN, MaskRCNN, RetinaNet
 from torchvision.models.detection.backbone_utils import resnet_fpn_backbone
 
-from ecanet.detection import (build_detector, detector_from_config, ecanet_fpn_backbone, list_detectors,
-                              load_detection_config)
+from ecanet.detection import (build_detector, detector_from_config, detector_options, ecanet_fpn_backbone,
+                              list_detectors, load_detection_config)
 from ecanet.detection.costs import PAPER_ROWS
 from ecanet.errors import CheckpointError, ConfigError
 from ecanet.models import create_model, eca_kernel_sizes
@@ -136,8 +136,17 @@ def test_official_file_with_other_kernel_sizes_or_arch(official_file):
     ecanet_fpn_backbone("eca_resnet50", k_size="3557", weights=path)  # agrees: fine
     with pytest.raises(CheckpointError, match="3557"):
         ecanet_fpn_backbone("eca_resnet50", k_size="3377", weights=path)
-    with pytest.raises(CheckpointError, match="holds a eca_resnet50"):
+    with pytest.raises(CheckpointError, match="holds eca_resnet50"):
         ecanet_fpn_backbone("resnet50", weights=path)
+
+
+def test_weights_of_a_network_that_is_no_backbone_are_named_so(tmp_path):
+    from ecanet.models import create_model
+    path = tmp_path / "mobilenet.pth"
+    torch.save(create_model("eca_mobilenet_v2", num_classes=10).state_dict(), path)
+    with pytest.raises(CheckpointError, match="holds eca_mobilenet_v2, which is not a detection backbone") as refused:
+        ecanet_fpn_backbone("eca_resnet50", weights=path)
+    assert "Pass arch" not in str(refused.value)   # no advice that the next call would refuse
 
 
 # ------------------------------------------------------------------------------------------ detectors
@@ -147,6 +156,23 @@ def test_list_detectors_and_unknown_names():
         build_detector("yolo", "resnet50")
     with pytest.raises(ConfigError, match="eca_resnet50"):
         build_detector("faster_rcnn", "vgg16")
+
+
+@pytest.mark.parametrize("name, option", [("mask_rcnn", "weights"), ("faster_rcnn", "box_detection_per_img"),
+                                          ("retinanet", "rpn_post_nms_top_n_test")])
+def test_options_torchvision_would_ignore_are_refused(name, option):
+    """torchvision's detectors pass keyword arguments they do not know on to their image transform, which drops
+    them: a classification checkpoint given as ``weights=``, a misspelt option, or an R-CNN option given to
+    RetinaNet would leave an untrained backbone or a default setting without a word."""
+    with pytest.raises(ConfigError, match=f"takes: {option}\\.") as refused:
+        build_detector(name, "resnet18", **{option: 1})
+    assert ("backbone_weights=PATH" in str(refused.value)) == (option == "weights")
+
+
+def test_the_detectors_own_options_reach_them():
+    assert meta(build_detector, "mask_rcnn", "resnet18", box_detections_per_img=7).roi_heads.detections_per_img == 7
+    assert meta(build_detector, "retinanet", "resnet18", detections_per_img=7).detections_per_img == 7
+    assert "mask_roi_pool" in detector_options("mask_rcnn") and "mask_roi_pool" not in detector_options("faster_rcnn")
 
 
 @pytest.mark.parametrize("name, kind, options", [("faster_rcnn", FasterRCNN, TINY_RCNN),

@@ -281,7 +281,7 @@ CASES = [
     Case("momentum-outside-its-domain", lambda c: [c.data, *RESUME, "--momentum", "-0.1", "--output", c.out],
          EXIT_USAGE, "--momentum must be", "untouched"),
     Case("config-file-that-is-not-text", config_not_text, EXIT_USAGE, "is not text", "untouched"),
-    Case("output-that-is-a-file", output_is_a_file, EXIT_USAGE, "cannot create the run directory", "untouched"),
+    Case("output-that-is-a-file", output_is_a_file, EXIT_USAGE, "is a file, not a directory", "untouched"),
     Case("output-on-a-read-only-filesystem", lambda c: read_only_filesystem(c, new_run=True),
          EXIT_USAGE, "Read-only file system", None),
     Case("resume-on-a-read-only-filesystem", lambda c: read_only_filesystem(c, new_run=False),

@@ -93,6 +93,10 @@ def test_weights_from_a_released_file_keep_every_eca_layer(image_folder, release
     assert "not loading fc.weight, fc.bias: the file's classifier has 1000 classes, this model's 3" in text
     file_state = ckpt.read_weights(released_r18)[0]
     assert f"({len(file_state) - 2} of {len(file_state)} tensors)" in text
+    # What the run started from is decided before its directory exists; its train.log still says so, first.
+    run_log = (out / "train.log").read_text()
+    for line in ("recipe: ", f"initialised from {released_r18}", "not loading fc.weight, fc.bias"):
+        assert line in run_log and run_log.index(line) < run_log.index("epoch 1"), line
     saved = torch.load(out / "last.pth", weights_only=True)
     assert saved["arch"] == "eca_resnet18"   # -a left out: the file's network
     file_k = {k[: -len(".conv.weight")]: v.shape[-1] for k, v in file_state.items() if k.endswith("eca.conv.weight")}
@@ -192,7 +196,7 @@ def test_torch_hub_loads_a_file_or_an_export_folder(small_run, tmp_path):
         assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), hubbed.state_dict().values()))
     untrained = torch.hub.load(str(ROOT), "eca_resnet50", source="local", num_classes=7)
     assert untrained.fc.out_features == 7
-    with pytest.raises(CheckpointError, match="holds a eca_resnet18"):
+    with pytest.raises(CheckpointError, match="holds eca_resnet18"):
         torch.hub.load(str(ROOT), "eca_resnet50", source="local", weights=str(folder))
 
 
@@ -253,6 +257,15 @@ def test_unsupported_onnx_options_are_refused_before_anything_is_written(small_r
     assert script.main([str(small_run / "best.pth"), str(out), "--format", "onnx", "--opset", "99"]) == EXIT_USAGE
     assert "--opset 99 is newer than this torch's ONNX exporter writes" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_an_export_onto_a_file_is_refused_and_the_file_kept(small_run, tmp_path, capsys):
+    out = tmp_path / "notes.md"
+    out.write_text("my notes")
+    assert load_script("export").main([str(small_run / "best.pth"), str(out)]) == EXIT_USAGE
+    err = capsys.readouterr().err
+    assert f"{out} is a file; an export is a folder" in err and "Traceback" not in err
+    assert out.read_text() == "my notes"
 
 
 def test_onnx_without_its_packages_is_refused_before_anything_is_written(small_run, tmp_path, monkeypatch, capsys):

@@ -21,6 +21,7 @@ _PUBLIC = {
     "backbone_archs": "ecanet.detection.backbone",
     "build_detector": "ecanet.detection.models",
     "list_detectors": "ecanet.detection.models",
+    "detector_options": "ecanet.detection.models",
     "load_detection_config": "ecanet.detection.configs",
     "detector_from_config": "ecanet.detection.configs",
     "CocoDetectionDataset": "ecanet.detection.data",

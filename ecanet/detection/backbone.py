@@ -101,8 +101,11 @@ def build_body(arch: str, k_size: object = None, norm_layer: Callable[[int], nn.
 
     state_dict, recipe = read_weights(weights)
     if recipe.arch != arch:
-        raise CheckpointError(f"{weights} holds a {recipe.arch}, not a {arch}. Pass arch={recipe.arch!r} "
-                              f"(--arch {recipe.arch}) to use it, or give the weights of a {arch}.")
+        if recipe.arch not in backbone_archs():
+            raise CheckpointError(f"{weights} holds {recipe.arch}, which is not a detection backbone (the "
+                                  f"backbones are ResNets: {', '.join(backbone_archs())}). Give weights of {arch}.")
+        raise CheckpointError(f"{weights} holds {recipe.arch}, not {arch}. Pass arch={recipe.arch!r} "
+                              f"(--arch {recipe.arch}) to use it, or give weights of {arch}.")
     if k_size is not None and recipe.eca_kernel_sizes:
         check_kernel_sizes_agree(arch, k_size, recipe, weights)
     # Built with the file's classifier size so that the whole file is checked; the FPN drops fc afterwards.

@@ -15,11 +15,14 @@ torchvision's. The FPNs follow mmdetection, which the paper's authors trained wi
 """
 from __future__ import annotations
 
+import inspect
 import os
 from typing import Any, Callable
 
 from torch import nn
 from torchvision.models.detection import FasterRCNN, MaskRCNN, RetinaNet
+from torchvision.models.detection.generalized_rcnn import GeneralizedRCNN
+from torchvision.models.detection.transform import GeneralizedRCNNTransform
 from torchvision.ops import FrozenBatchNorm2d
 from torchvision.ops.feature_pyramid_network import LastLevelP6P7
 
@@ -39,6 +42,29 @@ DETECTORS: dict[str, type[nn.Module]] = dict(zip(DETECTOR_NAMES, (FasterRCNN, Ma
 def list_detectors() -> list[str]:
     """The detector names :func:`build_detector` takes."""
     return sorted(DETECTORS)
+
+
+def detector_options(name: str) -> list[str]:
+    """The keyword arguments torchvision's detector ``name`` uses, besides what :func:`build_detector` sets: its
+    constructor's and those of the classes it passes the rest on to (``MaskRCNN`` to ``FasterRCNN``, both
+    R-CNNs and ``RetinaNet`` to ``GeneralizedRCNNTransform``)."""
+    classes = [cls for cls in DETECTORS[name].__mro__[:DETECTORS[name].__mro__.index(nn.Module)]
+               if cls is not GeneralizedRCNN] + [GeneralizedRCNNTransform]
+    names = {parameter.name for cls in classes for parameter in inspect.signature(cls.__init__).parameters.values()
+             if parameter.kind in (parameter.POSITIONAL_OR_KEYWORD, parameter.KEYWORD_ONLY)}
+    return sorted(names - {"self", "backbone", "num_classes", "min_size", "max_size"})
+
+
+def _check_detector_options(name: str, options: dict) -> None:
+    """torchvision's detectors hand keyword arguments they do not know to ``GeneralizedRCNNTransform``, which
+    ignores them: a misspelt or misplaced option would be dropped without a word. Refuse it instead."""
+    unknown = sorted(set(options) - set(detector_options(name)))
+    if unknown:
+        hint = (" A classification checkpoint for the backbone is backbone_weights=PATH."
+                if {"weights", "weights_backbone", "pretrained"} & set(unknown) else "")
+        raise ConfigError(f"build_detector({name!r}, ...) got keyword arguments that neither it nor torchvision's "
+                          f"{DETECTORS[name].__name__} takes: {', '.join(unknown)}.{hint} The detector's own options "
+                          f"are {', '.join(detector_options(name))}.")
 
 
 def _check_num_classes(num_classes: object) -> int:
@@ -65,10 +91,12 @@ def build_detector(name: str, arch: str, num_classes: int = COCO_NUM_CLASSES, k_
         backbone_weights: a classification checkpoint for the backbone (its ECA kernel sizes are used).
         min_size, max_size: the resizing of torchvision's ``GeneralizedRCNNTransform`` (shorter side to
             ``min_size``, longer side at most ``max_size``).
-        **kwargs: passed to the torchvision detector (e.g. ``box_detections_per_img``, ``rpn_post_nms_top_n_test``).
+        **kwargs: passed to the torchvision detector (e.g. ``box_detections_per_img``, ``rpn_post_nms_top_n_test``;
+            :func:`detector_options` lists them).
 
     Raises:
-        ConfigError: unknown ``name`` or ``arch`` (the message lists the known ones), bad ``num_classes``.
+        ConfigError: unknown ``name`` or ``arch`` (the message lists the known ones), bad ``num_classes``, a keyword
+            argument the detector does not take.
     """
     if name not in DETECTORS:
         raise ConfigError(f"unknown detector {name!r}; known: {', '.join(list_detectors())}. "
@@ -77,6 +105,7 @@ def build_detector(name: str, arch: str, num_classes: int = COCO_NUM_CLASSES, k_
         raise ConfigError(f"unknown detection backbone {arch!r}; known: {', '.join(backbone_archs())}. "
                           f"Pass one of them (--arch).")
     num_classes = _check_num_classes(num_classes)
+    _check_detector_options(name, kwargs)
     backbone_options = dict(arch=arch, k_size=k_size, trainable_layers=trainable_layers, norm_layer=norm_layer,
                             weights=backbone_weights, eca_impl=eca_impl)
     if name == "retinanet":

@@ -163,7 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-class _HelpFormatter(cls_config._HelpFormatter, argparse.RawDescriptionHelpFormatter):
+class _HelpFormatter(cls_config.HelpFormatter, argparse.RawDescriptionHelpFormatter):
     """Defaults shown where they say something (as main.py's help), the epilog's layout kept."""
 
 
@@ -260,6 +260,7 @@ def validate(args: argparse.Namespace) -> None:
     if args.amp == "fp16" and not wants_cuda:
         raise ConfigError("--amp fp16 needs a CUDA GPU (fp16 autocast with a gradient scaler), and none is in use. "
                           "On the CPU use --amp bf16 or --amp off.")
+    cls_config.check_eca_impl_runs(args.eca_impl, wants_cuda)
     if args.evaluate and not args.resume:
         raise ConfigError("-e/--evaluate needs the detection checkpoint to evaluate: -e --resume PATH (a run's "
                           "last.pth or model.pth), or -e --resume auto --output DIR.")
@@ -270,9 +271,7 @@ def validate(args: argparse.Namespace) -> None:
         raise ConfigError("--resume PATH continues a run with its own weights; --weights starts a new run from a "
                           "backbone checkpoint. Give one of them (--resume auto may go with --weights: the first "
                           "start reads them, a resumed run its own checkpoint).")
-    if args.output and Path(args.output).exists() and not Path(args.output).is_dir():
-        raise ConfigError(f"--output {args.output} is a file, not a directory. Pass a directory for the run's "
-                          f"checkpoints and logs (it is created if missing).")
+    cls_config.check_output_is_a_directory(args.output)
     paths = (args.train_images, args.train_annotations, args.val_images, args.val_annotations)
     if not (args.data or args.resume or all(paths)):  # a resumed or evaluated run has its recorded paths
         raise ConfigError("no dataset given. Pass DATA (a folder with annotations/instances_{train,val}.json and "

@@ -67,21 +67,29 @@ def fused_eca_available() -> bool:
     return eca_fused is not None
 
 
+def fused_eca_unavailable(on_cuda: bool) -> str | None:
+    """Why implementation ``"fused"`` cannot run its kernels on a CUDA device (``on_cuda``) or on the CPU, in words;
+    None where it can. Command lines ask this before they load anything."""
+    if eca_fused is None:
+        return f"it needs Triton, which failed to import ({_FUSED_IMPORT_ERROR})"
+    if not on_cuda and not eca_fused.INTERPRETER:
+        return ("its kernels run on CUDA GPUs, not the CPU (Triton's interpreter runs them on the CPU when "
+                "TRITON_INTERPRET=1 is set before ecanet.models is imported)")
+    return None
+
+
 def _use_fused(impl: str, x: torch.Tensor, identity: torch.Tensor | None = None) -> bool:
     """Whether this call runs the fused kernels under the module's implementation ``impl``."""
     if impl == "plain" or not isinstance(x, torch.Tensor):  # e.g. a torch.fx Proxy
         return False
-    if eca_fused is None:
-        if impl == "fused":
-            raise RuntimeError(f"ECA implementation 'fused' needs Triton, which failed to import: "
-                               f"{_FUSED_IMPORT_ERROR}")
-        return False
-    if not x.is_cuda:
-        if impl == "auto":
+    if impl == "auto":
+        if eca_fused is None or not x.is_cuda:
             return False
-        if not eca_fused.INTERPRETER:
-            raise RuntimeError("ECA implementation 'fused' needs a CUDA tensor (or TRITON_INTERPRET=1 set "
-                               "before ecanet.models is imported); use 'auto' to fall back to the plain code")
+    else:
+        reason = fused_eca_unavailable(x.is_cuda)
+        if reason is not None:
+            raise RuntimeError(f"ECA implementation 'fused' cannot run: {reason}. Use 'auto' to fall back to the "
+                               f"plain code.")
     return eca_fused.supports(x, identity)
 
 
