@@ -73,6 +73,11 @@ def load_run(path: Path, val_images: int | None = None) -> dict[str, Any]:
             "peak_gib": max(e.get("peak_memory_gib", 0.0) for e in epochs), "epochs": last["epoch"]}
 
 
+def _gib(peak_gib: float) -> str:
+    """Peak GPU memory for the table; runs on the CPU record none ("-")."""
+    return f"{peak_gib:.1f} GiB" if peak_gib > 0 else "-"
+
+
 def _mean_std(values: list[float]) -> str:
     if len(values) == 1:
         return f"{values[0]:.2f}"
@@ -93,7 +98,7 @@ def table(runs: list[dict[str, Any]]) -> str:
                      _mean_std(ema) if ema else "-", f"{group[0]['params']:,}",
                      format_duration(statistics.mean(r["wall_s"] for r in group)),
                      f"{statistics.mean(r['img_s'] for r in group):,.0f}",
-                     f"{max(r['peak_gib'] for r in group):.1f} GiB"))
+                     _gib(max(r["peak_gib"] for r in group))))
     return markdown_table(headers, rows)
 
 

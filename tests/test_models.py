@@ -57,6 +57,30 @@ def test_every_model_maps_a_batch_to_logits(arch):
     assert torch.isfinite(out).all()
 
 
+@pytest.mark.parametrize("arch", ["eca_resnet18", "eca_mobilenet_v2"])
+def test_the_head_api_is_timms(arch):
+    """num_classes=0 gives the pooled features and no classifier weights; forward_features, forward_head,
+    get_classifier and reset_classifier split and swap the head as timm's networks do."""
+    torch.manual_seed(0)
+    model = create_model(arch, num_classes=10).eval()
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        logits = model(x)
+        features = model.forward_head(model.forward_features(x), pre_logits=True)
+        assert features.shape == (2, model.num_features)
+        torch.testing.assert_close(model.get_classifier()(features), logits)
+        headless = create_model(arch, num_classes=0).eval()
+        unused = headless.load_state_dict(model.state_dict(), strict=False)
+        assert not unused.missing_keys and all(k.startswith(("fc.", "classifier.")) for k in unused.unexpected_keys)
+        torch.testing.assert_close(headless(x), features)
+        model.reset_classifier(3)
+        assert model(x).shape == (2, 3)
+        model.reset_classifier(0)
+        torch.testing.assert_close(model(x), features)
+    with pytest.raises(ValueError, match="num_classes must be a whole number >= 0"):
+        create_model(arch, num_classes=-1)
+
+
 @pytest.mark.parametrize("impl", ["auto", "fused", "plain"])
 @pytest.mark.parametrize("arch", ["eca_resnet18", "eca_resnet50", "eca_mobilenet_v2"])
 def test_feature_extraction_traces_every_implementation(arch, impl):

@@ -111,7 +111,9 @@ def test_summarize_runs_writes_the_table_as_csv(tmp_path: Path, capsys):
             (run / "metrics.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
     out = tmp_path / "out" / "table.csv"
     assert summarize.main([str(tmp_path / "runs"), "--csv", str(out)]) == 0
-    assert "| eca_resnet18 | 2 (0, 1) | 2 |" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "| eca_resnet18 | 2 (0, 1) | 2 |" in printed and printed.count("| 1.0 GiB |") == 2
+    assert summarize._gib(0.0) == "-"   # runs on the CPU record no GPU memory
     rows = {r["network"]: r for r in csv.DictReader(out.open())}
     assert list(rows) == ["eca_resnet18", "resnet18"]
     eca = rows["eca_resnet18"]

@@ -18,6 +18,7 @@ from torch import nn
 
 from .attention import AttentionKind, conv_bn_scale_add_relu, create_attention
 from .eca_module import parse_kernel_sizes
+from .heads import classifier_layer
 
 STEM_CHANNELS = 32
 LAST_CHANNELS = 1280
@@ -113,7 +114,7 @@ class MobileNetV2(nn.Module):
     """MobileNetV2 with optional ECA/SE in every inverted residual block.
 
     Args:
-        num_classes: outputs of the classifier.
+        num_classes: outputs of the classifier; 0 leaves it out (the pooled features, :mod:`.heads`).
         attention: ``'eca'``, ``'se'`` or None.
         k_size: ECA kernel sizes (see :func:`block_kernel_sizes`).
         width_mult: channel multiplier, applied as in the official code (``int(c * width_mult)``).
@@ -140,7 +141,8 @@ class MobileNetV2(nn.Module):
                 block_index += 1
         features.append(ConvBNReLU(input_channel, self.last_channel, kernel_size=1))
         self.features = nn.Sequential(*features)
-        self.classifier = nn.Sequential(nn.Dropout(dropout), nn.Linear(self.last_channel, num_classes))
+        self.num_features = self.last_channel   # channels of the pooled features
+        self.classifier = nn.Sequential(nn.Dropout(dropout), classifier_layer(self.num_features, num_classes))
         self._init_weights()
 
     def _init_weights(self) -> None:
@@ -154,10 +156,29 @@ class MobileNetV2(nn.Module):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
             elif isinstance(m, nn.Linear):
-                nn.init.normal_(m.weight, 0.0, 0.01)
-                nn.init.zeros_(m.bias)
+                _init_linear(m)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.features(x)                           # (B, 1280, H/32, W/32)
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        x = x.mean(dim=(2, 3))                            # (B, num_features)
+        return x if pre_logits else self.classifier(x)    # (B, num_classes), dropout first
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (B, 3, H, W)
-        x = self.features(x)                              # (B, 1280, H/32, W/32)
-        x = x.mean(dim=(2, 3))                            # (B, 1280)
-        return self.classifier(x)                         # (B, num_classes)
+        return self.forward_head(self.forward_features(x))
+
+    def get_classifier(self) -> nn.Module:
+        return self.classifier[-1]
+
+    def reset_classifier(self, num_classes: int) -> None:
+        """A new classifier for ``num_classes``, initialised as the network's; 0 leaves it out."""
+        self.classifier[-1] = classifier_layer(self.num_features, num_classes)
+        if isinstance(self.classifier[-1], nn.Linear):
+            _init_linear(self.classifier[-1])
+
+
+def _init_linear(layer: nn.Linear) -> None:
+    """The classifier's initialisation in torchvision and the official code: N(0, 0.01), bias 0."""
+    nn.init.normal_(layer.weight, 0.0, 0.01)
+    nn.init.zeros_(layer.bias)

@@ -15,6 +15,7 @@ from torch import nn
 
 from .attention import AttentionKind, conv_bn_scale_add_relu, create_attention
 from .eca_module import parse_kernel_sizes
+from .heads import classifier_layer
 
 STEM_CHANNELS = 64
 STAGE_WIDTHS = (64, 128, 256, 512)  # planes of each stage; the block's output is planes * expansion
@@ -104,7 +105,7 @@ class ResNet(nn.Module):
     Args:
         block: BasicBlock or Bottleneck.
         layers: blocks per stage, e.g. (3, 4, 6, 3) for ResNet-50.
-        num_classes: outputs of the classifier.
+        num_classes: outputs of the classifier; 0 leaves it out (the pooled features, :mod:`.heads`).
         attention: ``'eca'``, ``'se'`` or None.
         k_size: ECA kernel sizes, anything :func:`parse_kernel_sizes` accepts (per stage; default adaptive).
         norm_layer: builds every normalisation layer from its channel count (default ``nn.BatchNorm2d``;
@@ -130,7 +131,8 @@ class ResNet(nn.Module):
             setattr(self, f"layer{i + 1}", self._make_layer(block, planes, blocks, stride, attention, k))
         # Adaptive pooling (the official builders also replace AvgPool2d(7) by it): any input size works.
         self.avgpool = nn.AdaptiveAvgPool2d(1)
-        self.fc = nn.Linear(STAGE_WIDTHS[-1] * block.expansion, num_classes)
+        self.num_features = STAGE_WIDTHS[-1] * block.expansion   # channels of the pooled features
+        self.fc = classifier_layer(self.num_features, num_classes)
         self._init_weights()
 
     def _make_layer(self, block: Block, planes: int, blocks: int, stride: int, attention: AttentionKind,
@@ -165,9 +167,20 @@ class ResNet(nn.Module):
         x = self.layer3(x)
         return self.layer4(x)                                  # (B, 512 * expansion, H/32, W/32)
 
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        x = torch.flatten(self.avgpool(x), 1)                  # (B, num_features)
+        return x if pre_logits else self.fc(x)                 # (B, num_classes)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:       # x: (B, 3, H, W)
-        x = torch.flatten(self.avgpool(self.forward_features(x)), 1)  # (B, 512 * expansion)
-        return self.fc(x)                                      # (B, num_classes)
+        return self.forward_head(self.forward_features(x))
+
+    def get_classifier(self) -> nn.Module:
+        return self.fc
+
+    def reset_classifier(self, num_classes: int) -> None:
+        """A new classifier for ``num_classes`` (PyTorch's default Linear initialisation, as the official code);
+        0 leaves it out."""
+        self.fc = classifier_layer(self.num_features, num_classes)
 
 
 # depth -> (block, blocks per stage), He et al. 2016, Table 1.

@@ -1,0 +1,18 @@
+"""The classifier at the end of a network, and timm's convention for leaving it out.
+
+``num_classes=0`` builds ``nn.Identity`` in place of the final ``nn.Linear``: the network then returns its
+pooled features, ``(B, num_features)``, as timm's ``create_model(..., num_classes=0)`` does. Both ResNet and
+MobileNetV2 expose the same small head API: ``num_features``, ``forward_features`` (the last feature map),
+``forward_head(x, pre_logits=False)``, ``get_classifier()`` and ``reset_classifier(num_classes)``.
+"""
+from __future__ import annotations
+
+from torch import nn
+
+
+def classifier_layer(num_features: int, num_classes: int) -> nn.Module:
+    """``nn.Linear(num_features, num_classes)``, or ``nn.Identity`` for ``num_classes`` 0 (pooled features)."""
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 0:
+        raise ValueError(f"num_classes must be a whole number >= 0 (0: no classifier, the pooled features), "
+                         f"got {num_classes!r}")
+    return nn.Linear(num_features, num_classes) if num_classes > 0 else nn.Identity()
