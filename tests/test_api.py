@@ -40,6 +40,8 @@ def test_the_official_layout_name_builds_networks_as_the_official_code_does():
     assert kernel_sizes(model) == kernel_sizes(networks.create_model("eca_resnet50", k_size="3557"))
     assert model.state_dict().keys() == networks.create_model("eca_resnet50").state_dict().keys()
     assert set(kernel_sizes(models.__dict__["eca_resnet101"]())) == {3}   # the official default
+    # the official main.py's --ksize is parsed with type=list: '3557' arrives as ['3', '5', '5', '7']
+    assert kernel_sizes(models.__dict__["eca_resnet50"](k_size=list("3557"))) == kernel_sizes(model)
     small = models.eca_resnet18([3, 5, 7, 7], 10)
     assert small.fc.out_features == 10 and kernel_sizes(small) == kernel_sizes(
         networks.create_model("eca_resnet18", k_size="3577"))
