@@ -42,14 +42,23 @@ class _StderrHandler(logging.StreamHandler):
 class _EarlyRecords(logging.Handler):
     """Keeps the last :data:`EARLY_LOG_RECORDS` records logged before the run directory exists, for
     :func:`add_run_log` to put at the head of ``train.log``: what a run starts from (weights, recipe, the
-    checkpoint it resumes) is decided before the directory is claimed, and belongs in the run's log."""
+    checkpoint it resumes) is decided before the directory is claimed, and belongs in the run's log. Once
+    taken it keeps nothing more, even where a context that saved the root's handlers (tqdm's
+    ``logging_redirect_tqdm``) puts it back."""
 
     def __init__(self) -> None:
         super().__init__()
         self.records: collections.deque[logging.LogRecord] = collections.deque(maxlen=EARLY_LOG_RECORDS)
+        self.taken = False
 
     def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
+        if not self.taken:
+            self.records.append(record)
+
+    def take(self) -> list[logging.LogRecord]:
+        records, self.taken = list(self.records), True
+        self.records.clear()
+        return records
 
 
 def setup_logging(info: DistInfo, debug: bool = False) -> None:
@@ -72,7 +81,7 @@ def _remove_early_records(root: logging.Logger) -> list[logging.LogRecord]:
     early = [handler for handler in root.handlers if isinstance(handler, _EarlyRecords)]
     for handler in early:
         root.removeHandler(handler)
-    return [record for handler in early for record in handler.records]
+    return [record for handler in early for record in handler.take()]
 
 
 def add_run_log(run_dir: Path, info: DistInfo) -> logging.Handler | None:

@@ -7,7 +7,7 @@ that order and with the official defaults (``k_size`` [3, 3, 3, 3] for the ECA-R
 sizes), and build ecanet's networks, whose state_dicts have the official keys. Everything else is
 :mod:`ecanet.models` as it is. This folder is not installed by ``pip install``; new code imports ``ecanet``.
 """
-from typing import Any, Callable, Sequence
+from typing import Any, Callable
 
 import ecanet.models as _networks
 from torch import nn
@@ -26,13 +26,17 @@ def _refuse_pretrained(arch: str, pretrained: bool) -> None:
 
 
 def _official_resnet(arch: str) -> Callable[..., nn.Module]:
-    def build(k_size: Sequence[int] = OFFICIAL_K_SIZE, num_classes: int = 1000, pretrained: bool = False) -> nn.Module:
+    def build(k_size: Any = OFFICIAL_K_SIZE, num_classes: int = 1000, pretrained: bool = False,
+              **kwargs: Any) -> nn.Module:
         _refuse_pretrained(arch, pretrained)
-        return _networks.create_model(arch, num_classes=num_classes, k_size=list(k_size))
+        k_size = OFFICIAL_K_SIZE if k_size is None else k_size
+        return _networks.create_model(arch, num_classes=num_classes, k_size=k_size, **kwargs)
 
     build.__name__ = build.__qualname__ = arch
     build.__doc__ = (f"The official ``models.{arch}(k_size, num_classes, pretrained)``: ecanet's {arch} with one "
-                     f"ECA kernel size per stage (official default {OFFICIAL_K_SIZE}).")
+                     f"ECA kernel size per stage (official default {OFFICIAL_K_SIZE}; None too). ``k_size`` also "
+                     f"takes what :func:`ecanet.create_model` does ('3557', 5, 'adaptive'), and other keywords "
+                     f"go to it (``eca_impl``).")
     return build
 
 

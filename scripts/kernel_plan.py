@@ -115,7 +115,7 @@ def launches(attention: str | None, channels: int, size: int, k: int, batch: int
                            partition_fn=min_cut_rematerialization_partition, decompositions=select_decomp_table(),
                            keep_inference_input_mutations=True)
     if eca_module.bn_eca_fused is not None:   # the block's tensors are on the CPU; its tail qualifies otherwise
-        eca_module.bn_eca_fused.supports_training_tail = lambda x, bn, weight, identity=None: triton_tail
+        eca_module.bn_eca_fused.supports_training_tail = lambda x, bn, identity=None, *, weight: triton_tail
     block = InvertedResidual(channels, channels, 1, EXPANSION, attention, k if attention else None)
     block = block.to(memory_format=torch.channels_last).train()
     x = torch.randn(batch, channels, size, size).contiguous(memory_format=torch.channels_last).requires_grad_()

@@ -42,6 +42,8 @@ def test_the_official_layout_name_builds_networks_as_the_official_code_does():
     assert set(kernel_sizes(models.__dict__["eca_resnet101"]())) == {3}   # the official default
     # the official main.py's --ksize is parsed with type=list: '3557' arrives as ['3', '5', '5', '7']
     assert kernel_sizes(models.__dict__["eca_resnet50"](k_size=list("3557"))) == kernel_sizes(model)
+    assert kernel_sizes(models.eca_resnet50(k_size="3557", eca_impl="plain")) == kernel_sizes(model)
+    assert set(kernel_sizes(models.eca_resnet50(k_size=None))) == {3}
     small = models.eca_resnet18([3, 5, 7, 7], 10)
     assert small.fc.out_features == 10 and kernel_sizes(small) == kernel_sizes(
         networks.create_model("eca_resnet18", k_size="3577"))

@@ -64,13 +64,15 @@ def _assert_close(pairs: dict, rtol: float, atol: float, case: str = "") -> None
                                    msg=f"{name} {case}".strip())
 
 
+@pytest.mark.skipif(INTERPRETED, reason="Triton's interpreter runs the kernels on the CPU")
 def test_cpu_tensors_never_take_the_triton_tail():
-    """On the CPU compiled training keeps the decomposed form (the kernels need a GPU under torch.compile)."""
+    """Without Triton's interpreter the tail's kernels need a GPU: CPU tensors take the decomposed form when
+    compiled and BatchNorm, then ECA, in eager mode."""
     if not HAS_TAIL:
         pytest.skip("the Triton tail did not import")
     bn, eca = bn_and_eca(8, 3)
     assert not eca_module.bn_eca_fused.supports_training_tail(torch.randn(2, 8, 3, 3), bn.float(),
-                                                              eca.conv.weight.float())
+                                                              weight=eca.conv.weight.float())
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -170,7 +172,7 @@ class _BatchNormSubclass(nn.BatchNorm2d):
 BATCHNORM_OPTIONS = {"affine off": {"affine": False}, "no running stats": {"track_running_stats": False}}
 # Where each case puts a hook that records its calls: (module, hook kind).
 HOOKS = {"forward hook": ("bn", "forward"), "backward hook": ("bn", "backward"), "ECA hook": ("eca", "forward"),
-         "global hook": (None, "forward")}
+         "ECA convolution hook": ("conv", "forward"), "global hook": (None, "forward")}
 
 
 @interpreter_only
@@ -197,8 +199,10 @@ def test_interpreter_which_batchnorms_take_the_eager_tail(case):
     taken = lambda *args, **kwargs: calls.append(1) or real(*args, **kwargs)  # noqa: E731
     if case in HOOKS:
         where, kind = HOOKS[case]
-        watched = eca if where == "eca" else bn   # a global hook runs for every module: it records bn's calls
+        # a global hook runs for every module: it records bn's calls
+        watched = {"eca": eca, "conv": eca.conv}.get(where, bn)
         register = {("bn", "forward"): bn.register_forward_hook, ("eca", "forward"): eca.register_forward_hook,
+                    ("conv", "forward"): eca.conv.register_forward_hook,
                     ("bn", "backward"): bn.register_full_backward_hook,
                     (None, "forward"): nn.modules.module.register_module_forward_hook}[(where, kind)]
         handles.append(register(lambda module, *_: hooked.append(module) if module is watched else None))
@@ -240,7 +244,7 @@ def test_interpreter_supports_training_tail_answers_for_every_batchnorm(case):
         bn.half()
     weight = torch.randn(1, 1, 3, device="meta" if case == "kernel on another device" else "cpu")
     x = torch.randn(2, 8, 3, 3, dtype=torch.float64 if case == "float64 input" else torch.float32)
-    assert bn_eca_fused.supports_training_tail(x, bn, weight) == (case == "takes")
+    assert bn_eca_fused.supports_training_tail(x, bn, weight=weight) == (case == "takes")
 
 
 @interpreter_only

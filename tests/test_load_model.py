@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import re
 
 import pytest
 import torch
@@ -80,6 +81,25 @@ def test_not_a_checkpoint(tmp_path):
     path.write_text("these are not weights\n")
     with pytest.raises(CheckpointError, match="is not a PyTorch checkpoint: torch.save writes a zip archive"):
         load_model(path)
+
+
+def test_an_unreadable_file_and_a_bare_safetensors_file_are_named(tmp_path, monkeypatch):
+    from ecanet import checkpoint
+    path = tmp_path / "x.pth"
+    torch.save({"state_dict": {}}, path)
+
+    def refuse(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(checkpoint, "open", refuse, raising=False)   # as for a file of another user
+    with pytest.raises(CheckpointError, match=r"cannot be read \(Permission denied\)"):
+        load_model(path)
+    monkeypatch.undo()
+    weights = tmp_path / "export" / "model.safetensors"
+    weights.parent.mkdir()
+    weights.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{}")
+    with pytest.raises(CheckpointError, match=f"give the folder \\({re.escape(str(weights.parent))}\\)"):
+        load_model(weights)
 
 
 def test_truncated_checkpoint(tmp_path):

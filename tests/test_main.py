@@ -205,3 +205,29 @@ def test_cpu_habits_that_make_a_run_slow_are_named_once(tmp_path, caplog, monkey
     warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
     assert sum("--amp bf16 on a CPU" in w and "6m09s" in w for w in warnings) == 1, warnings
     assert sum("--compile on a CPU" in w for w in warnings) == 1, warnings
+
+
+def test_train_log_starts_with_what_was_logged_before_the_run_directory(tmp_path):
+    """What a run logs before its directory exists opens its train.log; afterwards the keeper holds nothing,
+    even when a context that saved the root logger's handlers (tqdm's logging_redirect_tqdm) puts it back."""
+    import logging
+    from ecanet import runtime
+    from ecanet.distributed import DistInfo
+    root, log = logging.getLogger(), logging.getLogger("ecanet.test")
+    saved_handlers, saved_level = list(root.handlers), root.level
+    try:
+        runtime.setup_logging(DistInfo())
+        log.info("initialised from the file")
+        handlers_before = list(root.handlers)
+        run_log = runtime.add_run_log(tmp_path, DistInfo())
+        log.info("epoch 1")
+        root.handlers[:] = handlers_before   # what logging_redirect_tqdm does on leaving
+        log.info("after the run")
+        keepers = [h for h in root.handlers if type(h).__name__ == "_EarlyRecords"]
+        assert keepers and all(not h.records for h in keepers)
+        run_log.close()
+        lines = (tmp_path / "train.log").read_text().splitlines()
+        assert [line.rsplit(": ", 1)[1] for line in lines] == ["initialised from the file", "epoch 1"]
+    finally:
+        root.handlers[:] = saved_handlers
+        root.setLevel(saved_level)

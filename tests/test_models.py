@@ -4,6 +4,7 @@ from __future__ import annotations
 import copy
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -79,6 +80,10 @@ def test_the_head_api_is_timms(arch):
         torch.testing.assert_close(model(x), features)
     with pytest.raises(ValueError, match="num_classes must be a whole number >= 0"):
         create_model(arch, num_classes=-1)
+    assert create_model(arch, num_classes=np.int64(4)).get_classifier().out_features == 4
+    doubled = create_model(arch).double()
+    doubled.reset_classifier(5)   # on the network's device, in its dtype
+    assert doubled.get_classifier().weight.dtype == torch.float64
 
 
 @pytest.mark.parametrize("impl", ["auto", "fused", "plain"])

@@ -35,6 +35,9 @@ COCO_NUM_CLASSES = 91          # torchvision's COCO category ids 1-90 plus backg
 DEFAULT_MIN_SIZE = 800         # shorter image side after resizing (mmdetection's img_scale (1333, 800))
 DEFAULT_MAX_SIZE = 1333        # longer side cap
 RETINANET_LAYERS = [2, 3, 4]   # C3-C5: P3-P5, then P6 and P7 from the extra block
+# What GeneralizedRCNNTransform reads from its **kwargs, not its signature (torchvision's references pass
+# _skip_resize for large-scale jitter, which resizes in the data pipeline).
+TRANSFORM_KWARGS = {"_skip_resize"}
 
 DETECTORS: dict[str, type[nn.Module]] = dict(zip(DETECTOR_NAMES, (FasterRCNN, MaskRCNN, RetinaNet)))
 
@@ -52,7 +55,7 @@ def detector_options(name: str) -> list[str]:
                if cls is not GeneralizedRCNN] + [GeneralizedRCNNTransform]
     names = {parameter.name for cls in classes for parameter in inspect.signature(cls.__init__).parameters.values()
              if parameter.kind in (parameter.POSITIONAL_OR_KEYWORD, parameter.KEYWORD_ONLY)}
-    return sorted(names - {"self", "backbone", "num_classes", "min_size", "max_size"})
+    return sorted((names | TRANSFORM_KWARGS) - {"self", "backbone", "num_classes", "min_size", "max_size"})
 
 
 def _check_detector_options(name: str, options: dict) -> None:

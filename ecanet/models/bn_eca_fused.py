@@ -572,8 +572,8 @@ class _EagerTail(torch.autograd.Function):
 # ----------------------------------------------------------------------------------------------------
 # Public functions
 # ----------------------------------------------------------------------------------------------------
-def supports_training_tail(x: torch.Tensor, bn: nn.BatchNorm2d, weight: torch.Tensor,
-                           identity: torch.Tensor | None = None) -> bool:
+def supports_training_tail(x: torch.Tensor, bn: nn.BatchNorm2d, identity: torch.Tensor | None = None, *,
+                           weight: torch.Tensor) -> bool:
     """Whether training may take :func:`bn_eca_tail_training` for these inputs: ``bn`` an affine BatchNorm in
     training mode with running statistics and a fixed momentum; what the fused ECA kernels take, on a CUDA device
     (on the CPU only under Triton's interpreter, which runs the kernels outside torch.compile); a static batch size

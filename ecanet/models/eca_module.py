@@ -147,7 +147,7 @@ class EcaModule(nn.Module):
         return torch.sigmoid(y.transpose(-1, -2).unsqueeze(-1))  # (B, C, 1, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (B, C, H, W)
-        if _use_fused(self.impl, x):
+        if _use_fused(self.impl, x) and _runs_own_forward(self.conv):
             return eca_fused.eca_scale(x, self.conv.weight)
         return x * self.attention_weights(x)
 
@@ -158,7 +158,7 @@ class EcaModule(nn.Module):
         ``identity`` None leaves the add out and ``relu=False`` the ReLU (MobileNetV2's block ends with
         ``x * w + identity``): ``ECA(x)`` alone is ``scale_add_relu(x, relu=False)``.
         """
-        if _use_fused(self.impl, x, identity) and _runs_own_forward(self):
+        if _use_fused(self.impl, x, identity) and self._computes_inline():
             return eca_fused.eca_scale_add_relu(x, self.conv.weight, identity, relu=relu)
         out = self(x)
         if identity is not None:
@@ -215,18 +215,25 @@ class EcaModule(nn.Module):
                                           x_mean=conv_output_mean(conv, y))
         return self.bn_scale_add_relu(bn, x, identity, relu=relu, compiled_tail=compiled_tail)
 
+    def _computes_inline(self) -> bool:
+        """Whether ECA may be computed without calling this module and its convolution: neither runs hooks or a
+        replaced forward (:func:`_runs_own_forward`; a forward hook recording ECA's output, say, or a pruning or
+        weight-norm hook recomputing the convolution's weight, needs the modules called)."""
+        return _runs_own_forward(self) and _runs_own_forward(self.conv)
+
     def _computes_tail_inline(self, bn: nn.Module, x: torch.Tensor) -> bool:
-        """Whether ``relu(self(bn(x)) + identity)`` may be computed without calling the two modules: x a tensor,
-        neither module running hooks or a replaced forward (:func:`_runs_own_forward`), and ``bn`` a plain
-        affine BatchNorm2d with running statistics and, in training, a fixed momentum (not SyncBatchNorm)."""
+        """Whether ``relu(self(bn(x)) + identity)`` may be computed without calling the modules: x a tensor,
+        no module running hooks or a replaced forward (:func:`_runs_own_forward`, :meth:`_computes_inline`), and
+        ``bn`` a plain affine BatchNorm2d with running statistics and, in training, a fixed momentum (not
+        SyncBatchNorm)."""
         return (isinstance(x, torch.Tensor) and type(bn) is nn.BatchNorm2d and bn.affine and bn.track_running_stats
                 and x.dim() == 4 and (not bn.training or bn.momentum is not None)
-                and _runs_own_forward(bn) and _runs_own_forward(self))
+                and _runs_own_forward(bn) and self._computes_inline())
 
     def _tail_kernels_apply(self, bn: nn.BatchNorm2d, x: torch.Tensor, identity: torch.Tensor | None) -> bool:
         """Whether a training tail that :meth:`_computes_tail_inline` can run as
         :mod:`~ecanet.models.bn_eca_fused`'s kernels: they imported and take these inputs."""
-        return bn_eca_fused is not None and bn_eca_fused.supports_training_tail(x, bn, self.conv.weight, identity)
+        return bn_eca_fused is not None and bn_eca_fused.supports_training_tail(x, bn, identity, weight=self.conv.weight)
 
     def extra_repr(self) -> str:
         return f"channels={self.channels}, k_size={self.k_size}, impl={self.impl!r}"

@@ -7,12 +7,19 @@ MobileNetV2 expose the same small head API: ``num_features``, ``forward_features
 """
 from __future__ import annotations
 
+import operator
+
 from torch import nn
 
 
 def classifier_layer(num_features: int, num_classes: int) -> nn.Module:
-    """``nn.Linear(num_features, num_classes)``, or ``nn.Identity`` for ``num_classes`` 0 (pooled features)."""
-    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 0:
+    """``nn.Linear(num_features, num_classes)``, or ``nn.Identity`` for ``num_classes`` 0 (pooled features).
+    ``num_classes`` is any integer type (a NumPy integer too), not a bool."""
+    try:
+        count = -1 if isinstance(num_classes, bool) else operator.index(num_classes)
+    except TypeError:
+        count = -1
+    if count < 0:
         raise ValueError(f"num_classes must be a whole number >= 0 (0: no classifier, the pooled features), "
                          f"got {num_classes!r}")
-    return nn.Linear(num_features, num_classes) if num_classes > 0 else nn.Identity()
+    return nn.Linear(num_features, count) if count > 0 else nn.Identity()

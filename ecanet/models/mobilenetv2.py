@@ -172,10 +172,12 @@ class MobileNetV2(nn.Module):
         return self.classifier[-1]
 
     def reset_classifier(self, num_classes: int) -> None:
-        """A new classifier for ``num_classes``, initialised as the network's; 0 leaves it out."""
-        self.classifier[-1] = classifier_layer(self.num_features, num_classes)
-        if isinstance(self.classifier[-1], nn.Linear):
-            _init_linear(self.classifier[-1])
+        """A new classifier for ``num_classes``, initialised as the network's, on its device and in its dtype; 0
+        leaves it out."""
+        layer = classifier_layer(self.num_features, num_classes)
+        if isinstance(layer, nn.Linear):
+            _init_linear(layer)
+        self.classifier[-1] = layer.to(self.features[0][0].weight)
 
 
 def _init_linear(layer: nn.Linear) -> None:

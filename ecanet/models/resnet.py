@@ -178,9 +178,9 @@ class ResNet(nn.Module):
         return self.fc
 
     def reset_classifier(self, num_classes: int) -> None:
-        """A new classifier for ``num_classes`` (PyTorch's default Linear initialisation, as the official code);
-        0 leaves it out."""
-        self.fc = classifier_layer(self.num_features, num_classes)
+        """A new classifier for ``num_classes`` (PyTorch's default Linear initialisation, as the official code),
+        on the network's device and in its dtype; 0 leaves it out."""
+        self.fc = classifier_layer(self.num_features, num_classes).to(self.conv1.weight)
 
 
 # depth -> (block, blocks per stage), He et al. 2016, Table 1.
