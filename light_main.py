@@ -6,7 +6,8 @@
 
 The recipe is ``configs/eca_mobilenet_v2.yaml`` (the ECA-Net paper, Section 4.1, following Sandler et al.
 2018; the official light_main.py): SGD, momentum 0.9, weight decay 4e-5, lr 0.045 for a batch of 96,
-lr x0.98 every epoch, 400 epochs. Every option of main.py works here, and overrides it; see --help.
+lr x0.98 every epoch, 400 epochs. Every option of main.py works here, and overrides it; see --help. Training
+a ResNet with this recipe (-a eca_resnet50) is refused: main.py's defaults are the ResNet recipe.
 """
 from __future__ import annotations
 

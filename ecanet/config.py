@@ -350,7 +350,18 @@ def parse_config(argv: Sequence[str] | None = None, defaults: Mapping[str, Any] 
     parser.set_defaults(**from_file)
     args = parser.parse_args(argv)
     args.explicit = frozenset(from_file) | _given_on_the_command_line(argv, prog, description)
+    recipe_arch = (defaults or {}).get("arch")
+    if (recipe_arch and not known.config and not args.evaluate and "arch" in args.explicit
+            and _family(args.arch) != _family(recipe_arch)):   # evaluation takes its recipe from the checkpoint
+        raise ConfigError(f"{prog or 'this program'}'s defaults are the training recipe of {recipe_arch}, and -a "
+                          f"{args.arch} is not a {_family(recipe_arch)}: it would train with that recipe. Use main.py "
+                          f"(the paper's ResNet recipe) for {args.arch}, or give its recipe with --config.")
     return args
+
+
+def _family(arch: str) -> str:
+    """The recipe family of a network: ``'MobileNetV2'`` or ``'ResNet'`` (plain, SE or ECA)."""
+    return "MobileNetV2" if "mobilenet" in arch else "ResNet"
 
 
 def _given_on_the_command_line(argv: Sequence[str] | None, prog: str | None, description: str | None) -> frozenset[str]:

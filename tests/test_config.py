@@ -106,6 +106,12 @@ def test_light_main_has_the_mobilenet_recipe():
         ("eca_mobilenet_v2", 96, 0.045, 96, 4e-5, 400)
     assert (args.sched, args.lr_decay_epochs, args.lr_decay_rate) == ("step", 1, 0.98)
     assert parse_config(["DATA", "--lr", "0.09"], defaults=MOBILENET_RECIPE).lr == 0.09
+    assert parse_config(["DATA", "-a", "mobilenet_v2"], defaults=MOBILENET_RECIPE).arch == "mobilenet_v2"  # baseline
+    with pytest.raises(ConfigError, match="-a eca_resnet18 is not a MobileNetV2.*Use main.py"):
+        parse_config(["DATA", "-a", "eca_resnet18"], defaults=MOBILENET_RECIPE, prog="light_main.py")
+    assert parse_config(["DATA", "-e", "-a", "eca_resnet18"], defaults=MOBILENET_RECIPE).evaluate   # no training
+    recipe = ROOT / "configs" / "eca_resnet18.yaml"   # a recipe of its own: the defaults do not apply
+    assert parse_config(["DATA", "--config", str(recipe)], defaults=MOBILENET_RECIPE).arch == "eca_resnet18"
 
 
 def test_gpu_decode_share_takes_a_number_or_auto(tmp_path, capsys):
