@@ -233,7 +233,8 @@ class EcaModule(nn.Module):
     def _tail_kernels_apply(self, bn: nn.BatchNorm2d, x: torch.Tensor, identity: torch.Tensor | None) -> bool:
         """Whether a training tail that :meth:`_computes_tail_inline` can run as
         :mod:`~ecanet.models.bn_eca_fused`'s kernels: they imported and take these inputs."""
-        return bn_eca_fused is not None and bn_eca_fused.supports_training_tail(x, bn, identity, weight=self.conv.weight)
+        return (bn_eca_fused is not None
+                and bn_eca_fused.supports_training_tail(x, bn, identity, weight=self.conv.weight))
 
     def extra_repr(self) -> str:
         return f"channels={self.channels}, k_size={self.k_size}, impl={self.impl!r}"
