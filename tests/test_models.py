@@ -78,6 +78,12 @@ def test_the_head_api_is_timms(arch):
         assert model(x).shape == (2, 3)
         model.reset_classifier(0)
         torch.testing.assert_close(model(x), features)
+        model.reset_classifier(0, "")   # no pooling either: the last feature map
+        torch.testing.assert_close(model(x), model.forward_features(x))
+        with pytest.raises(ValueError, match="pass num_classes=0 with it"):
+            model.reset_classifier(5)   # unpooled maps take no classifier
+        model.reset_classifier(5, "avg")
+        assert model(x).shape == (2, 5)
     with pytest.raises(ValueError, match="num_classes must be a whole number >= 0"):
         create_model(arch, num_classes=-1)
     assert create_model(arch, num_classes=np.int64(4)).get_classifier().out_features == 4

@@ -18,7 +18,7 @@ from torch import nn
 
 from .attention import AttentionKind, conv_bn_scale_add_relu, create_attention
 from .eca_module import parse_kernel_sizes
-from .heads import classifier_layer
+from .heads import check_global_pool, classifier_layer
 
 STEM_CHANNELS = 32
 LAST_CHANNELS = 1280
@@ -141,6 +141,7 @@ class MobileNetV2(nn.Module):
                 block_index += 1
         features.append(ConvBNReLU(input_channel, self.last_channel, kernel_size=1))
         self.features = nn.Sequential(*features)
+        self.global_pool = "avg"                # "" after reset_classifier(0, ""): no pooling
         self.num_features = self.last_channel   # channels of the pooled features
         self.classifier = nn.Sequential(nn.Dropout(dropout), classifier_layer(self.num_features, num_classes))
         self._init_weights()
@@ -162,6 +163,8 @@ class MobileNetV2(nn.Module):
         return self.features(x)                           # (B, 1280, H/32, W/32)
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        if not self.global_pool:
+            return x                                      # (B, num_features, H/32, W/32)
         x = x.mean(dim=(2, 3))                            # (B, num_features)
         return x if pre_logits else self.classifier(x)    # (B, num_classes), dropout first
 
@@ -171,9 +174,10 @@ class MobileNetV2(nn.Module):
     def get_classifier(self) -> nn.Module:
         return self.classifier[-1]
 
-    def reset_classifier(self, num_classes: int) -> None:
+    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
         """A new classifier for ``num_classes``, initialised as the network's, on its device and in its dtype; 0
-        leaves it out."""
+        leaves it out. ``global_pool`` as for :meth:`ResNet.reset_classifier`."""
+        self.global_pool = check_global_pool(self.global_pool if global_pool is None else global_pool, num_classes)
         layer = classifier_layer(self.num_features, num_classes)
         if isinstance(layer, nn.Linear):
             _init_linear(layer)

@@ -15,7 +15,7 @@ from torch import nn
 
 from .attention import AttentionKind, conv_bn_scale_add_relu, create_attention
 from .eca_module import parse_kernel_sizes
-from .heads import classifier_layer
+from .heads import check_global_pool, classifier_layer
 
 STEM_CHANNELS = 64
 STAGE_WIDTHS = (64, 128, 256, 512)  # planes of each stage; the block's output is planes * expansion
@@ -131,6 +131,7 @@ class ResNet(nn.Module):
             setattr(self, f"layer{i + 1}", self._make_layer(block, planes, blocks, stride, attention, k))
         # Adaptive pooling (the official builders also replace AvgPool2d(7) by it): any input size works.
         self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.global_pool = "avg"                                 # "" after reset_classifier(0, ""): no pooling
         self.num_features = STAGE_WIDTHS[-1] * block.expansion   # channels of the pooled features
         self.fc = classifier_layer(self.num_features, num_classes)
         self._init_weights()
@@ -168,6 +169,8 @@ class ResNet(nn.Module):
         return self.layer4(x)                                  # (B, 512 * expansion, H/32, W/32)
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        if not self.global_pool:
+            return x                                           # (B, num_features, H/32, W/32)
         x = torch.flatten(self.avgpool(x), 1)                  # (B, num_features)
         return x if pre_logits else self.fc(x)                 # (B, num_classes)
 
@@ -177,9 +180,11 @@ class ResNet(nn.Module):
     def get_classifier(self) -> nn.Module:
         return self.fc
 
-    def reset_classifier(self, num_classes: int) -> None:
+    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
         """A new classifier for ``num_classes`` (PyTorch's default Linear initialisation, as the official code),
-        on the network's device and in its dtype; 0 leaves it out."""
+        on the network's device and in its dtype; 0 leaves it out. ``global_pool`` ``"avg"`` or ``""`` (no
+        pooling, with ``num_classes`` 0); None keeps the current one."""
+        self.global_pool = check_global_pool(self.global_pool if global_pool is None else global_pool, num_classes)
         self.fc = classifier_layer(self.num_features, num_classes).to(self.conv1.weight)
 
 
