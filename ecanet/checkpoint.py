@@ -75,15 +75,15 @@ def read_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> Any:
     if path.stat().st_size == 0:
         raise CheckpointError(f"checkpoint {path} is empty (0 bytes): it was probably cut off while "
                               f"being written. Use an earlier checkpoint.")
+    if path.suffix == ".safetensors":
+        raise CheckpointError(f"{path} is a safetensors file; ecanet reads it as part of an export folder, which "
+                              f"holds its recipe too: give the folder ({path.parent}).")
     try:
         with open(path, "rb") as f:
             head = f.read(len(_ZIP_MAGIC))
     except OSError as exc:
         raise CheckpointError(f"checkpoint {path} cannot be read ({exc.strerror or exc}). Fix its permissions or "
                               f"give another checkpoint.") from None
-    if path.suffix == ".safetensors":
-        raise CheckpointError(f"{path} is a safetensors file; ecanet reads it as part of an export folder, which "
-                              f"holds its recipe too: give the folder ({path.parent}).")
     if not (head.startswith(_ZIP_MAGIC) or head.startswith(_PICKLE_PROTOCOL)):
         raise CheckpointError(f"{path} is not a PyTorch checkpoint: torch.save writes a zip archive (or, before "
                               f"torch 1.6, a pickle), and this file starts with {head!r}. Give a checkpoint file "

@@ -59,7 +59,7 @@ from torch import nn
 from torch.autograd.function import once_differentiable
 from torch.library import triton_op, wrap_triton
 
-from .eca_fused import (INTERPRETER, NUM_WARPS, PLAN_CACHE_SIZE, POINTER_ALIGNMENT, _dense, _device_of, _Launch,
+from .eca_fused import (INTERPRETER, NUM_WARPS, PLAN_CACHE_SIZE, _alignments, _dense, _device_of, _Launch,
                         _pointwise_grid, _reduction_plan, _tile, add_relu_store, forward_ad_active, memory_format,
                         reduction_program, relu_masked_grad, supports)
 
@@ -404,9 +404,8 @@ def _direct_launcher(tensors: tuple, scalars: tuple) -> _DirectLaunches:
     """The direct launches of a call on ``tensors`` (dense, None where absent) and ``scalars``: keyed by each
     tensor's shape, strides, dtype and 16-byte alignment, the scalars with their types (Triton compiles an int
     ``momentum=1`` and a float ``1.0`` differently, which compare equal) and the device."""
-    return _direct_launches((tuple(None if t is None else (t.shape, t.stride(), t.dtype,
-                                                           t.data_ptr() % POINTER_ALIGNMENT == 0)
-                                   for t in tensors), tuple((type(s), s) for s in scalars), tensors[0].device))
+    return _direct_launches((tuple(None if t is None else (t.shape, t.stride(), t.dtype) for t in tensors),
+                             _alignments(*tensors), tuple((type(s), s) for s in scalars), tensors[0].device))
 
 
 def _forward_passes(x: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor, weight: torch.Tensor,

@@ -219,7 +219,7 @@ class EcaModule(nn.Module):
         """Whether ECA may be computed without calling this module and its convolution: neither runs hooks or a
         replaced forward (:func:`_runs_own_forward`; a forward hook recording ECA's output, say, or a pruning or
         weight-norm hook recomputing the convolution's weight, needs the modules called)."""
-        return _runs_own_forward(self) and _runs_own_forward(self.conv)
+        return _runs_own_forward(self, self.conv)
 
     def _computes_tail_inline(self, bn: nn.Module, x: torch.Tensor) -> bool:
         """Whether ``relu(self(bn(x)) + identity)`` may be computed without calling the modules: x a tensor,
@@ -228,7 +228,7 @@ class EcaModule(nn.Module):
         SyncBatchNorm)."""
         return (isinstance(x, torch.Tensor) and type(bn) is nn.BatchNorm2d and bn.affine and bn.track_running_stats
                 and x.dim() == 4 and (not bn.training or bn.momentum is not None)
-                and _runs_own_forward(bn) and self._computes_inline())
+                and _runs_own_forward(bn, self, self.conv))
 
     def _tail_kernels_apply(self, bn: nn.BatchNorm2d, x: torch.Tensor, identity: torch.Tensor | None) -> bool:
         """Whether a training tail that :meth:`_computes_tail_inline` can run as
@@ -261,16 +261,21 @@ def conv_output_mean(conv: nn.Conv2d, y: torch.Tensor) -> torch.Tensor:
     return out if conv.bias is None else out + conv.bias.to(compute)
 
 
-def _runs_own_forward(module: nn.Module) -> bool:
-    """Whether calling ``module`` computes exactly its class's ``forward`` and nothing else: no ``forward``
-    replaced on the instance, and no hooks that calling it would run (its own forward and backward hooks, or
-    the global ones of ``torch.nn.modules.module``, the same test as ``nn.Module.__call__``'s fast path). Code
-    that computes a module's function without calling it (the fused ECA, the BatchNorm+ECA tails, the pooling
-    through a convolution) asks this first, so that hooks, e.g. ones recording ECA's output, still run."""
-    return "forward" not in vars(module) and not (
-        module._forward_hooks or module._forward_pre_hooks or module._backward_hooks or module._backward_pre_hooks
-        or _module_internals._global_forward_hooks or _module_internals._global_forward_pre_hooks
-        or _module_internals._global_backward_hooks or _module_internals._global_backward_pre_hooks)
+def _runs_own_forward(*modules: nn.Module) -> bool:
+    """Whether calling each of ``modules`` computes exactly its class's ``forward`` and nothing else: no
+    ``forward`` replaced on the instance, and no hooks that calling it would run (its own forward and backward
+    hooks, or the global ones of ``torch.nn.modules.module``, the same test as ``nn.Module.__call__``'s fast
+    path; the global ones are looked at once). Code that computes a module's function without calling it (the
+    fused ECA, the BatchNorm+ECA tails, the pooling through a convolution) asks this first, so that hooks, e.g.
+    ones recording ECA's output, still run."""
+    if (_module_internals._global_forward_hooks or _module_internals._global_forward_pre_hooks
+            or _module_internals._global_backward_hooks or _module_internals._global_backward_pre_hooks):
+        return False
+    for module in modules:
+        if "forward" in vars(module) or (module._forward_hooks or module._forward_pre_hooks
+                                         or module._backward_hooks or module._backward_pre_hooks):
+            return False
+    return True
 
 
 def _tail_dtype(x: torch.Tensor, identity: torch.Tensor | None) -> torch.dtype:

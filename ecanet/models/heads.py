@@ -29,8 +29,10 @@ def classifier_layer(num_features: int, num_classes: int) -> nn.Module:
 GLOBAL_POOLS = ("avg", "")   # global average pooling, or none (the feature map itself)
 
 
-def check_global_pool(global_pool: str, num_classes: int) -> str:
-    """``global_pool`` if it is one of :data:`GLOBAL_POOLS` and goes with ``num_classes``, else a ValueError."""
+def check_global_pool(global_pool: str | None, num_classes: int, current: str) -> str:
+    """The pooling ``reset_classifier(num_classes, global_pool)`` leaves: ``current`` for None, else
+    ``global_pool`` if it is one of :data:`GLOBAL_POOLS` and goes with ``num_classes``, else a ValueError."""
+    global_pool = current if global_pool is None else global_pool
     if global_pool not in GLOBAL_POOLS:
         raise ValueError(f"global_pool must be one of {GLOBAL_POOLS}, got {global_pool!r}")
     if global_pool == "" and num_classes:

@@ -177,7 +177,7 @@ class MobileNetV2(nn.Module):
     def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
         """A new classifier for ``num_classes``, initialised as the network's, on its device and in its dtype; 0
         leaves it out. ``global_pool`` as for :meth:`ResNet.reset_classifier`."""
-        self.global_pool = check_global_pool(self.global_pool if global_pool is None else global_pool, num_classes)
+        self.global_pool = check_global_pool(global_pool, num_classes, self.global_pool)
         layer = classifier_layer(self.num_features, num_classes)
         if isinstance(layer, nn.Linear):
             _init_linear(layer)

@@ -184,7 +184,7 @@ class ResNet(nn.Module):
         """A new classifier for ``num_classes`` (PyTorch's default Linear initialisation, as the official code),
         on the network's device and in its dtype; 0 leaves it out. ``global_pool`` ``"avg"`` or ``""`` (no
         pooling, with ``num_classes`` 0); None keeps the current one."""
-        self.global_pool = check_global_pool(self.global_pool if global_pool is None else global_pool, num_classes)
+        self.global_pool = check_global_pool(global_pool, num_classes, self.global_pool)
         self.fc = classifier_layer(self.num_features, num_classes).to(self.conv1.weight)
 
 
