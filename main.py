@@ -131,6 +131,9 @@ def evaluate_checkpoint(cfg: config.Config, info: Any, precision: Any, model: An
         log.info("-e: the ECA kernel sizes are read off the weights; --ksize %s is not used", cfg.ksize)
     data = data_lib.build_data_from_config(cfg, info, evaluate_only=True)
     spec = ckpt.infer_network(model.state_dict())
+    if spec.num_classes == 0:
+        raise UserError(f"{path} holds {spec.arch} without a classifier (headless weights), so there are no class "
+                        f"scores to evaluate. Fine-tune a classifier on it first: --weights {path}.")
     if spec.num_classes != data.num_classes:
         raise UserError(f"{path} has {spec.num_classes} output classes but {cfg.data}/val has {data.num_classes} "
                         f"class folders. Evaluate it on the dataset it was trained for.")

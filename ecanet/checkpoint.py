@@ -204,7 +204,7 @@ def infer_network(state_dict: Mapping[str, torch.Tensor], source: str = "checkpo
     has_se = any(k.endswith(".se.fc1.weight") for k in keys)
     prefix = "eca_" if eca else "se_" if has_se else ""
 
-    if "fc.weight" in keys and "layer1.0.conv1.weight" in keys:
+    if "layer1.0.conv1.weight" in keys and "conv1.weight" in keys:
         blocks: dict[int, set[int]] = {}
         for key in keys:
             match = _LAYER_BLOCK.match(key)
@@ -217,19 +217,26 @@ def infer_network(state_dict: Mapping[str, torch.Tensor], source: str = "checkpo
             raise CheckpointError(
                 f"{source} holds a ResNet with {layers} {block.__name__}s per stage, which matches none of "
                 f"ResNet-18/34/50/101/152. ecanet cannot build it.")
-        arch, num_classes = f"{prefix}resnet{depth}", int(state_dict["fc.weight"].shape[0])
-    elif "classifier.1.weight" in keys and "features.0.0.weight" in keys:
-        arch, num_classes = f"{prefix}mobilenet_v2", int(state_dict["classifier.1.weight"].shape[0])
+        arch, num_classes = f"{prefix}resnet{depth}", _classifier_outputs(state_dict, "fc.weight")
+    elif "features.0.0.weight" in keys:
+        arch, num_classes = f"{prefix}mobilenet_v2", _classifier_outputs(state_dict, "classifier.1.weight")
     else:
         sample = sorted(keys)[:SHOW_KEYS]
         raise CheckpointError(
-            f"{source} does not look like any network ecanet knows (no ResNet 'layer1.0.conv1.weight'/"
-            f"'fc.weight', no MobileNetV2 'features.0.0.weight'/'classifier.1.weight'; first keys: {sample}). "
+            f"{source} does not look like any network ecanet knows (no ResNet 'conv1.weight'/"
+            f"'layer1.0.conv1.weight', no MobileNetV2 'features.0.0.weight'; first keys: {sample}). "
             f"Known architectures: {', '.join(models.list_models())}.")
     if not models.is_model(arch):
         raise CheckpointError(f"{source} holds {arch}, which ecanet does not register. "
                               f"Known architectures: {', '.join(models.list_models())}.")
     return NetworkSpec(arch, num_classes, eca)
+
+
+def _classifier_outputs(state_dict: Mapping[str, torch.Tensor], classifier_key: str) -> int:
+    """The classifier's outputs; 0 for weights without one (a network built with ``num_classes=0``, e.g.
+    self-supervised weights), which then load into the headless network, as timm's ``num_classes=0`` builds."""
+    weight = state_dict.get(classifier_key)
+    return 0 if weight is None else int(weight.shape[0])
 
 
 def check_state_dict(model: nn.Module, state_dict: Mapping[str, torch.Tensor], source: str) -> None:
@@ -334,17 +341,20 @@ def load_model(path: str | os.PathLike, arch: str | None = None, map_location: A
 
     Args:
         path: an official ECA-Net file, a bare state_dict, an ecanet checkpoint, or an export folder.
-        arch: the architecture you expect (optional). The file decides: if it holds another network,
-            a warning is logged and the file's network is built, or, with ``strict_arch``, a
-            :class:`CheckpointError` is raised.
+        arch: the architecture you expect (optional; a name :func:`ecanet.list_models` lists). The file
+            decides: if it holds another network, a warning is logged and the file's network is built, or, with
+            ``strict_arch``, a :class:`CheckpointError` is raised.
         map_location: passed to ``torch.load``.
         strict_arch: raise instead of warning when ``arch`` disagrees with the file.
         eca_impl: how the ECA layers compute (see :func:`ecanet.create_model`).
 
     Returns:
         The model, in eval mode, with every ECA layer's kernel size as in the file, and the file's
-        :class:`~ecanet.recipe.Recipe` (how to preprocess its inputs) as ``model.recipe``.
+        :class:`~ecanet.recipe.Recipe` (how to preprocess its inputs) as ``model.recipe``. Weights without a
+        classifier (saved from a network built with ``num_classes=0``) give that headless network.
     """
+    if arch is not None and not models.is_model(arch):
+        raise models.UnknownModelError(models.unknown_model_message(arch))
     state_dict, recipe = read_weights(path, map_location)
     source = str(path)
     spec = NetworkSpec(recipe.arch, recipe.num_classes, dict(recipe.eca_kernel_sizes))
@@ -713,20 +723,26 @@ def find_run_checkpoint(resume: str | None, run_dir: Path | None) -> Path | None
 def load_weights_into(model: nn.Module, path: str | os.PathLike) -> list[str]:
     """``--weights``: initialise ``model`` from any file :func:`read_weights` reads.
 
-    Only the classifier may differ (another number of classes: it keeps its fresh values); any other
-    difference is a :class:`CheckpointError`. Returns the names of the tensors not loaded, and logs them
-    with the reason.
+    Only the classifier may differ (another number of classes, or none in the file: it keeps its fresh
+    values); any other difference is a :class:`CheckpointError`. Returns the names of the tensors not loaded,
+    and logs them with the reason.
     """
     state, recipe = read_weights(path)
     own = model.state_dict()
     classifier = _classifier_keys(own)
-    # Another number of classes changes the classifier's outputs only; other differences are other networks.
-    same_inputs = all(k in state and state[k].shape[1:] == own[k].shape[1:] for k in classifier)
-    skipped = [k for k in classifier if same_inputs and state[k].shape != own[k].shape]
-    if skipped:
-        log.warning("--weights: not loading %s: the file's classifier has %d classes, this model's %d (a new "
-                    "classifier is trained)", ", ".join(skipped), recipe.num_classes, _num_outputs(own, classifier))
-    check_state_dict(model, {k: (own[k] if k in skipped else v) for k, v in state.items()}, str(path))
+    if classifier and not any(k in state for k in classifier):   # headless weights (num_classes=0)
+        skipped = classifier
+        log.warning("--weights: %s holds no classifier: this model's %d-class classifier starts fresh (%s)",
+                    path, _num_outputs(own, classifier), ", ".join(skipped))
+    else:
+        # Another number of classes changes the classifier's outputs only; other differences are other networks.
+        same_inputs = all(k in state and state[k].shape[1:] == own[k].shape[1:] for k in classifier)
+        skipped = [k for k in classifier if same_inputs and state[k].shape != own[k].shape]
+        if skipped:
+            log.warning("--weights: not loading %s: the file's classifier has %d classes, this model's %d (a new "
+                        "classifier is trained)", ", ".join(skipped), recipe.num_classes,
+                        _num_outputs(own, classifier))
+    check_state_dict(model, {**state, **{k: own[k] for k in skipped}}, str(path))
     model.load_state_dict({k: v for k, v in state.items() if k not in skipped}, strict=not skipped)
     log.info("initialised from %s (%d of %d tensors)", path, len(own) - len(skipped), len(own))
     return skipped

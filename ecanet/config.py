@@ -28,6 +28,7 @@ DECODERS = ("cpu", "gpu")
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")  # torch.compile's
 CUDA_GRAPH_COMPILE_MODES = ("reduce-overhead", "max-autotune")  # the modes that replay CUDA graphs
 DEVICES = ("auto", "cuda", "cpu")
+DEFAULT_ARCH = "eca_resnet50"     # what main.py trains without -a, --weights or a checkpoint
 MAX_AUTO_WORKERS = 16  # the official scripts' -j default
 AUTO = "auto"
 DEFAULT_GPU_DECODE_SHARE = AUTO   # --decode gpu: fraction of images nvJPEG decodes, the rest by CPU workers
@@ -102,11 +103,14 @@ def _add_data_options(p: argparse.ArgumentParser) -> None:
                    help="images per epoch with --synthetic")
 
 
+def _arch_help(default_arch: str) -> str:
+    return (f"architecture (an unknown name lists them all; ecanet.list_models() in Python); without -a: the "
+            f"network of --weights or of the checkpoint resumed or evaluated, else {default_arch} (the default)")
+
+
 def _add_model_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("model")
-    g.add_argument("-a", "--arch", default=None, metavar="ARCH",
-                   help="architecture (`python paras_flops.py --all` lists them); main.py without -a: the network "
-                        "of --weights or of the checkpoint resumed or evaluated, else eca_resnet50")
+    g.add_argument("-a", "--arch", default=None, metavar="ARCH", help=_arch_help(DEFAULT_ARCH))
     g.add_argument("--ksize", default=None, metavar="K",
                    help="ECA kernel sizes: one digit per stage as in the official code ('3557'), "
                         "'3,5,5,7', one value, or 'adaptive' (default: the paper's psi(C) for ECA-ResNets; "
@@ -197,8 +201,9 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
                    help="continue training from a checkpoint; 'auto' = the newest one in --output "
                         "(starts fresh if there is none); with -e: the weights to evaluate")
     g.add_argument("--resume-override", action="store_true",
-                   help="accept options that change the data order or the step count (batch size, image size, "
-                        "number of processes) when resuming; the run then continues, but not bit-identically")
+                   help="accept options that change the data order or the step count (batch size, image sizes, "
+                        "augmentation, seed, number of processes) when resuming; the run then continues, but not "
+                        "bit-identically")
     g.add_argument("-e", "--evaluate", action="store_true",
                    help="only evaluate (--resume/--weights PATH) on DATA/val")
     g.add_argument("--save-every-steps", type=int, default=0, metavar="N",
@@ -209,11 +214,13 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Show a default only where it says something (not None/False) and the help text has none yet."""
+    """Show a default only where it says something (not None, False, '' or an empty list) and the help text
+    has none yet. A default of 0 is shown ('0 in (None, False)' would be true: 0 == False)."""
 
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
-        if action.default in (None, False, "") or "default" in text or action.default is argparse.SUPPRESS:
+        unset = action.default is None or action.default is False or action.default in ("", [], ())
+        if unset or "default" in text or action.default is argparse.SUPPRESS:
             return text
         return super()._get_help_string(action)
 
@@ -343,6 +350,9 @@ def parse_config(argv: Sequence[str] | None = None, defaults: Mapping[str, Any] 
     parser = build_parser(prog, description)
     if defaults:
         parser.set_defaults(**dict(defaults))
+    recipe_arch = (defaults or {}).get("arch")
+    if recipe_arch:
+        next(a for a in parser._actions if a.dest == "arch").help = _arch_help(recipe_arch)
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--config", default=None)
     known, _ = pre.parse_known_args(argv)
@@ -350,7 +360,6 @@ def parse_config(argv: Sequence[str] | None = None, defaults: Mapping[str, Any] 
     parser.set_defaults(**from_file)
     args = parser.parse_args(argv)
     args.explicit = frozenset(from_file) | _given_on_the_command_line(argv, prog, description)
-    recipe_arch = (defaults or {}).get("arch")
     if (recipe_arch and not known.config and not args.evaluate and "arch" in args.explicit
             and _family(args.arch) != _family(recipe_arch)):   # evaluation takes its recipe from the checkpoint
         raise ConfigError(f"{prog or 'this program'}'s defaults are the training recipe of {recipe_arch}, and -a "
@@ -455,7 +464,6 @@ def check_resume_changes(locked: Mapping[str, tuple[Any, Any]], free: Mapping[st
 
 # ----------------------------------------------------------------------------------------- option checks
 
-DEFAULT_ARCH = "eca_resnet50"
 NO_DATASET_MESSAGE = ("no dataset given. Pass DATA (a folder with train/ and val/ class folders), e.g. "
                       "'python main.py /data/imagenet -a eca_resnet50', or use --synthetic.")
 
@@ -535,7 +543,7 @@ def validate(args: argparse.Namespace) -> None:
                           "checkpoint yourself and pass --weights PATH (to start from it) or "
                           "-e --resume PATH (to evaluate it).")
     if args.arch is not None and not models.is_model(args.arch):
-        raise ConfigError(f"unknown architecture '{args.arch}'. Known: {', '.join(models.list_models())}.")
+        raise ConfigError(f"-a: {models.unknown_model_message(args.arch)}.")
     if args.ksize is not None and args.arch is not None and not args.arch.startswith("eca_"):
         raise ConfigError(f"--ksize sets ECA kernel sizes, but '{args.arch}' has no ECA layers. Drop --ksize "
                           f"or pick an eca_* architecture.")
@@ -620,7 +628,8 @@ def resolve(args: argparse.Namespace, *, default_workers: int, fresh_seed: int, 
         default_workers: loader workers per process when ``--workers`` is not given.
         fresh_seed: the seed when neither ``--seed`` nor a resumed run gives one (the same on every rank).
         timestamp: names the default run directory, ``runs/<arch>-<timestamp>``.
-        resumed_seed: the seed of the run being resumed: its data order and augmentations continue.
+        resumed_seed: the seed of the run being resumed: its data order and augmentations continue (unless
+            ``--seed`` names another, which the resume check then refuses without ``--resume-override``).
         recipe: the :class:`~ecanet.recipe.Recipe` of the checkpoint that ``-e`` evaluates, a resumed run
             continues or ``--weights`` starts from: its preprocessing, and when training its architecture,
             apply unless an option sets them.
@@ -635,7 +644,9 @@ def resolve(args: argparse.Namespace, *, default_workers: int, fresh_seed: int, 
         if not args.evaluate and "arch" not in explicit:
             values["arch"] = recipe.arch
     values["workers"] = default_workers if args.workers is None else args.workers
-    values["seed"] = next(s for s in (resumed_seed, args.seed, fresh_seed) if s is not None)
+    # An explicit --seed that differs from a resumed run's is kept, so that the resume check refuses it (it is
+    # a locked option) rather than the run ignoring it.
+    values["seed"] = next(s for s in (args.seed, resumed_seed, fresh_seed) if s is not None)
     if not args.evaluate:
         values["arch"] = values["arch"] or DEFAULT_ARCH
     if args.decode == "gpu":

@@ -6,6 +6,7 @@ paragraph naming the problem and the fix, and exits with :data:`EXIT_USAGE`, wit
 """
 from __future__ import annotations
 
+import operator
 import re
 import sys
 
@@ -35,6 +36,19 @@ class DataError(UserError):
 
 class CheckpointError(UserError):
     """A file that is not a checkpoint, is truncated, or does not fit the requested network."""
+
+
+def whole_number(value: object, what: str, minimum: int | None = None, note: str = "") -> int:
+    """``value`` as an int: any integer type (a NumPy integer too) but not a bool or a float, at least
+    ``minimum``; else a ValueError '<what> must be a whole number >= <minimum><note>, got <value>'."""
+    try:
+        number = None if isinstance(value, bool) else operator.index(value)
+    except TypeError:
+        number = None
+    if number is None or (minimum is not None and number < minimum):
+        bound = f" >= {minimum}" if minimum is not None else ""
+        raise ValueError(f"{what} must be a whole number{bound}{note}, got {value!r}")
+    return number
 
 
 _ANSI_SEQUENCE = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")  # terminal colour and style codes (CSI sequences)

@@ -56,8 +56,8 @@ if str(ROOT) not in sys.path:
 
 import torch  # noqa: E402
 
-import models  # noqa: E402
-from ecanet import bench  # noqa: E402
+from ecanet import bench, models  # noqa: E402
+from ecanet.config import HelpFormatter  # noqa: E402
 from ecanet.metrics import markdown_table  # noqa: E402
 from ecanet.models import fused_eca_available  # noqa: E402
 
@@ -1131,8 +1131,7 @@ def inductor_option(pair: str) -> tuple[str, object]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=HelpFormatter)
     what = parser.add_argument_group("what to measure")
     what.add_argument("--archs", nargs="*", default=[], metavar="ARCH",
                       help=f"ecanet networks, e.g. eca_resnet50 resnet50 ({', '.join(models.list_models())})")
@@ -1154,7 +1153,7 @@ def build_parser() -> argparse.ArgumentParser:
     what.add_argument("--loss-curve", type=int, default=0, metavar="STEPS",
                       help="train --loss-arch for STEPS steps with each --eca-impl and compare the losses "
                            "(with --compile on/both, also 'auto' under torch.compile)")
-    what.add_argument("--loss-arch", default="eca_resnet50", metavar="ARCH")
+    what.add_argument("--loss-arch", default="eca_resnet50", metavar="ARCH", help="the network --loss-curve trains")
     what.add_argument("--loader", nargs="+", choices=("cpu", "gpu"), default=[],
                       help="time the training input pipeline alone on --data (JPEG ImageFolder)")
     what.add_argument("--data", default=None, metavar="DIR", help="ImageFolder root for --loader")
@@ -1165,14 +1164,15 @@ def build_parser() -> argparse.ArgumentParser:
                            "region (main.py's --region-decode; needs nvImageCodec), or whole images with PIL")
     what.add_argument("--loader-batches", type=int, default=50, metavar="N", help="timed batches per repeat")
     what.add_argument("--workers", type=int, default=None, metavar="N", help="loader workers (default: auto)")
-    what.add_argument("--loss-batch-size", type=int, default=32, metavar="N")
+    what.add_argument("--loss-batch-size", type=int, default=32, metavar="N", help="the batch --loss-curve trains on")
     what.add_argument("--profile", type=int, default=0, metavar="STEPS",
                       help="also profile STEPS steps of every network and case with torch.profiler: GPU time "
                            "by kernel family and the largest kernels")
     what.add_argument("--profile-top", type=int, default=25, metavar="N", help="kernels listed per profile")
 
     how = parser.add_argument_group("how")
-    how.add_argument("--modes", nargs="+", choices=("train", "infer"), default=["train", "infer"])
+    how.add_argument("--modes", nargs="+", choices=("train", "infer"), default=["train", "infer"],
+                     help="what --archs and --torchvision time: a training step, inference, or both")
     how.add_argument("--compile", choices=("off", "on", "both"), default="off",
                      help="eager, torch.compile'd or both, for every mode (default %(default)s)")
     how.add_argument("--cases", nargs="+", choices=CASES, default=None,
@@ -1180,15 +1180,18 @@ def build_parser() -> argparse.ArgumentParser:
     how.add_argument("--eca-impl", nargs="+", choices=("auto", "fused", "plain"), default=None,
                      help="ECA implementations to measure each ECA network with (default: fused and plain for "
                           "--archs, auto for --released)")
-    how.add_argument("--ksize", default=RELEASED, help="ECA kernel sizes ('released': 3557 for eca_resnet50)")
-    how.add_argument("--batch-size", type=int, default=256)
-    how.add_argument("--img-size", type=int, default=224)
+    how.add_argument("--ksize", default=RELEASED, metavar="K",
+                     help="ECA kernel sizes (main.py's --ksize forms; 'released': each network's released ones, "
+                          "3557 for eca_resnet50)")
+    how.add_argument("--batch-size", type=int, default=256, metavar="N", help="images per step")
+    how.add_argument("--img-size", type=int, default=224, metavar="PX", help="side of the square synthetic images")
     how.add_argument("--amp", choices=tuple(AMP_DTYPES), default="bf16",
                      help="autocast dtype (fp32: no autocast); the microbenchmark's tensors' dtype")
-    how.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True)
-    how.add_argument("--repeats", type=int, default=3, help="timed repeats; the median is reported")
-    how.add_argument("--warmup-steps", type=int, default=10)
-    how.add_argument("--timed-steps", type=int, default=30,
+    how.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True,
+                     help="networks and images in channels_last memory format")
+    how.add_argument("--repeats", type=int, default=3, metavar="N", help="timed repeats; the median is reported")
+    how.add_argument("--warmup-steps", type=int, default=10, metavar="N", help="untimed steps before the repeats")
+    how.add_argument("--timed-steps", type=int, default=30, metavar="N",
                      help="steps per timed repeat (at most, with --repeat-seconds)")
     how.add_argument("--repeat-seconds", type=float, default=None, metavar="S",
                      help="time as many steps per repeat as fill about S seconds (at least 3, at most "
@@ -1216,8 +1219,8 @@ def build_parser() -> argparse.ArgumentParser:
                           "and settings; without a file, start one)")
     how.add_argument("--row", nargs=2, type=str, default=None, metavar=("CASE", "INDEX"),
                      help=argparse.SUPPRESS)  # the one row of --released a fresh process measures
-    how.add_argument("--device", default="cuda")
-    how.add_argument("--seed", type=int, default=0)
+    how.add_argument("--device", default="cuda", help="where to measure (torch device string)")
+    how.add_argument("--seed", type=int, default=0, metavar="N", help="seed of the weights and synthetic images")
 
     parser.add_argument("--json", metavar="PATH", default=None, help="write every number here")
     parser.add_argument("--summarize", nargs="+", metavar="JSON", default=None,

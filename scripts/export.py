@@ -38,8 +38,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="any file ecanet.load_model reads: an ecanet checkpoint, an official ECA-Net file, "
                              "an export folder")
     parser.add_argument("output", metavar="FOLDER", help="the export folder to write (must not hold an export)")
-    parser.add_argument("--format", nargs="+", choices=FORMATS, default=["safetensors"],
-                        help="what to write: model.safetensors and config.json always; 'onnx' adds model.onnx")
+    # One value per --format (repeatable), so that it may come before the two paths.
+    parser.add_argument("--format", action="append", choices=FORMATS, default=None,
+                        help="what to write: model.safetensors and config.json always; 'onnx' adds model.onnx "
+                             "(repeat --format for several)")
     parser.add_argument("--opset", type=int, default=DEFAULT_ONNX_OPSET, help="ONNX opset (with --format onnx)")
     parser.add_argument("--img-size", type=int, default=None, metavar="PX",
                         help="ONNX input size; default: the recipe's crop size")
@@ -51,11 +53,12 @@ def run(args: argparse.Namespace) -> int:
     model = ckpt.load_model(args.checkpoint, eca_impl="plain")
     recipe = model.recipe
     img_size = args.img_size or recipe.img_size
-    if "onnx" in args.format:  # every check before anything is written
+    formats = args.format or ["safetensors"]
+    if "onnx" in formats:  # every check before anything is written
         export.check_onnx_options(args.opset, img_size)
     ckpt.save_export(model, recipe, out)  # every export folder is self-contained: weights and recipe
     written = [ckpt.EXPORT_WEIGHTS, ckpt.EXPORT_CONFIG]
-    if "onnx" in args.format:
+    if "onnx" in formats:
         path = export.export_onnx(model, recipe, out, args.opset, img_size)
         difference = export.verify_onnx(model, path, torch.randn(2, 3, img_size, img_size))
         log.info("onnxruntime matches PyTorch: largest logit difference %.2e", difference)

@@ -301,6 +301,17 @@ def test_the_fused_eca_on_the_cpu_exits_2_before_anything_is_written(toy, tmp_pa
     assert not out.exists()
 
 
+def test_without_pycocotools_det_main_says_what_to_install(toy, tmp_path, capsys, monkeypatch):
+    import importlib.util
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "pycocotools" else
+                        find_spec(name, *a))
+    out = tmp_path / "run"
+    assert run_det([toy, *FASTER, "--output", out]) == EXIT_USAGE
+    assert "pip install pycocotools" in one_error_line(capsys)
+    assert not out.exists()
+
+
 def test_a_second_run_in_the_same_output_exits_2(toy, tmp_path, capsys):
     from ecanet.runlock import RunLock
     out = tmp_path / "run"

@@ -53,10 +53,27 @@ def test_features_keep_the_classification_keys():
     assert not hasattr(first, "layer3")  # nothing after the last stage asked for
 
 
-@pytest.mark.parametrize("indices", [(), (2, 1), (5,), (1, 1)])
+@pytest.mark.parametrize("indices", [(), (2, 1), (5,), (1, 1), (-6,), 0, 6, True, "1", (1.0,)])
 def test_features_bad_out_indices(indices):
     with pytest.raises(ConfigError, match="out_indices"):
         create_model("resnet18", features_only=True, out_indices=indices)
+
+
+@pytest.mark.parametrize("indices, stages", [(2, ["layer3", "layer4"]), ((-2, -1), ["layer3", "layer4"]),
+                                             (5, ["relu", "layer1", "layer2", "layer3", "layer4"]),
+                                             ((0, -1), ["relu", "layer4"])])
+def test_features_out_indices_as_timm_reads_them(indices, stages):
+    """An int n is the last n stages and a negative index counts from the end; feature_info answers timm's
+    channels(), reduction() and module_name()."""
+    features = create_model("resnet18", features_only=True, out_indices=indices)
+    assert features.feature_info.module_name() == stages
+    assert features.feature_info.channels() == features.out_channels == [f.channels for f in features.feature_info]
+    assert features.feature_info.reduction(-1) == 32 and features.feature_info.channels([0]) == [features.out_channels[0]]
+
+
+def test_out_indices_without_features_only_is_refused():
+    with pytest.raises(ValueError, match="pass features_only=True with it"):
+        create_model("resnet18", out_indices=(1, 2))
 
 
 # ------------------------------------------------------------------------------------------ backbones

@@ -270,6 +270,8 @@ CASES = [
          EXIT_USAGE, "batch-size 8 -> 16", "untouched"),
     Case("resume-with-another-image-size", lambda c: [c.data, *RESUME, "--img-size", "24", "--output", c.out],
          EXIT_USAGE, "img-size 32 -> 24", "untouched"),
+    Case("resume-with-another-seed", lambda c: [c.data, *RESUME, "--seed", "4", "--output", c.out],
+         EXIT_USAGE, "seed 3 -> 4", "untouched"),
     Case("resume-with-override", lambda c: [c.data, *RESUME, "-b", "16", "--resume-override", "--output", c.out],
          EXIT_OK, "the run is no longer bit-identical", "saved"),
     # one run per output directory

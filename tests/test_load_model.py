@@ -159,3 +159,23 @@ def test_atomic_save_keeps_the_previous_file_when_writing_fails(tmp_path, monkey
     monkeypatch.undo()
     assert torch.load(path, weights_only=True)["epoch"] == 1
     assert [p.name for p in tmp_path.iterdir()] == ["last.pth"]  # no temporary file left behind
+
+
+@pytest.mark.parametrize("arch", ["eca_resnet18", "eca_mobilenet_v2"])
+def test_headless_weights_load_as_the_headless_network(tmp_path, arch):
+    """Weights saved from num_classes=0 (no classifier: self-supervised or feature-extraction weights) give the
+    network without a classifier, returning the same pooled features."""
+    torch.manual_seed(0)
+    headless = models.create_model(arch, num_classes=0).eval()
+    path = tmp_path / "headless.pth"
+    torch.save(headless.state_dict(), path)
+    model = load_model(path)
+    assert model.num_classes == 0 and model.recipe.num_classes == 0
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), headless(x))
+
+
+def test_an_unknown_arch_is_named_before_the_file_is_read(tmp_path):
+    with pytest.raises(models.UnknownModelError, match="did you mean eca_resnet50"):
+        load_model(tmp_path / "not-read.pth", arch="eca_resnet5")

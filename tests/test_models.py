@@ -39,8 +39,17 @@ def test_registry_lists_every_network():
 
 
 def test_unknown_arch_names_the_known_ones():
-    with pytest.raises(models.UnknownModelError, match="eca_resnet50"):
-        create_model("eca_resnet51")
+    with pytest.raises(models.UnknownModelError, match="did you mean eca_resnet50\\? known: eca_mobilenet_v2, "):
+        create_model("ECA_ResNet50")
+    with pytest.raises(models.UnknownModelError, match="'transformer'; known: eca_mobilenet_v2, "):
+        create_model("transformer")
+
+
+def test_list_models_takes_a_pattern_or_a_list_of_them():
+    assert models.list_models("eca_resnet1*") == ["eca_resnet101", "eca_resnet152", "eca_resnet18"]
+    assert models.list_models(["se_resnet1?", "mobile*"]) == ["mobilenet_v2", "se_resnet18"]
+    with pytest.raises(TypeError, match="shell pattern"):
+        models.list_models(5)
 
 
 def test_ksize_on_a_baseline_is_refused():
@@ -64,6 +73,7 @@ def test_the_head_api_is_timms(arch):
     get_classifier and reset_classifier split and swap the head as timm's networks do."""
     torch.manual_seed(0)
     model = create_model(arch, num_classes=10).eval()
+    assert model.num_classes == 10
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
         logits = model(x)
@@ -75,9 +85,13 @@ def test_the_head_api_is_timms(arch):
         assert not unused.missing_keys and all(k.startswith(("fc.", "classifier.")) for k in unused.unexpected_keys)
         torch.testing.assert_close(headless(x), features)
         model.reset_classifier(3)
-        assert model(x).shape == (2, 3)
+        assert model(x).shape == (2, 3) and model.num_classes == 3
         model.reset_classifier(0)
         torch.testing.assert_close(model(x), features)
+        assert model.num_classes == 0
+        with pytest.raises(ValueError, match="num_classes must be"):
+            model.reset_classifier("5")
+        assert model.num_classes == 0 and model.global_pool == "avg"   # a refused call changes nothing
         model.reset_classifier(0, "")   # no pooling either: the last feature map
         torch.testing.assert_close(model(x), model.forward_features(x))
         with pytest.raises(ValueError, match="pass num_classes=0 with it"):
@@ -86,7 +100,8 @@ def test_the_head_api_is_timms(arch):
         assert model(x).shape == (2, 5)
     with pytest.raises(ValueError, match="num_classes must be a whole number >= 0"):
         create_model(arch, num_classes=-1)
-    assert create_model(arch, num_classes=np.int64(4)).get_classifier().out_features == 4
+    numpy_count = create_model(arch, num_classes=np.int64(4))
+    assert numpy_count.get_classifier().out_features == 4 and type(numpy_count.num_classes) is int
     doubled = create_model(arch).double()
     doubled.reset_classifier(5)   # on the network's device, in its dtype
     assert doubled.get_classifier().weight.dtype == torch.float64
@@ -208,3 +223,14 @@ def test_official_initialisation():
     w = model.layer3[0].conv2.weight  # 3x3, 256 outputs: N(0, sqrt(2 / (9 * 256)))
     assert abs(w.std().item() - math.sqrt(2 / (9 * 256))) < 0.02 * math.sqrt(2 / (9 * 256)) * 5
     assert torch.all(model.layer3[0].bn3.weight == 1) and torch.all(model.layer3[0].bn3.bias == 0)
+
+
+@pytest.mark.parametrize("kwargs, message", [({"channels": 64.0}, "ECA channels must be a whole number >= 1"),
+                                             ({"channels": 0}, "ECA channels must be a whole number >= 1"),
+                                             ({"channels": True}, "ECA channels must be a whole number"),
+                                             ({"channels": 64, "k_size": 3.0}, "ECA k_size must be a whole number"),
+                                             ({"channels": 64, "k_size": 4}, "positive odd integer")])
+def test_eca_module_refuses_what_is_no_layer_size(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        EcaModule(**kwargs)
+    assert EcaModule(np.int64(64), k_size=np.int64(5)).k_size == 5

@@ -106,6 +106,18 @@ def test_weights_from_a_released_file_keep_every_eca_layer(image_folder, release
                               atol=1e-6)
 
 
+def test_headless_weights_start_a_fresh_classifier_and_are_not_evaluated(image_folder, tmp_path, caplog, capsys):
+    path = tmp_path / "headless.pth"
+    torch.save(ecanet.create_model("eca_resnet18", num_classes=0).state_dict(), path)
+    with caplog.at_level(logging.INFO):
+        assert run_main([image_folder, *SMALL_RUN, "--weights", path, "--epochs", "1", "--output",
+                         tmp_path / "ft"]) == EXIT_OK
+    assert "holds no classifier: this model's 3-class classifier starts fresh (fc.weight, fc.bias)" in caplog.text
+    assert run_main([image_folder, "-e", "--weights", path, "-j", "0"]) == EXIT_USAGE
+    err = capsys.readouterr().err
+    assert "without a classifier (headless weights)" in err and "Traceback" not in err
+
+
 def test_a_ksize_that_disagrees_with_the_weights_is_refused(image_folder, released_r18, tmp_path, capsys):
     out = tmp_path / "ft"
     assert run_main([image_folder, *SMALL_RUN, "--weights", released_r18, "--ksize", "3555", "--epochs", "1",
@@ -173,7 +185,8 @@ def test_an_export_folder_loads_back_without_pickle(small_run, tmp_path, monkeyp
 def test_the_export_command_writes_onnx_that_onnxruntime_agrees_with(small_run, tmp_path):
     pytest.importorskip("onnxruntime")
     out = tmp_path / "onnx"
-    proc = run_script("scripts/export.py", [small_run / "best.pth", out, "--format", "onnx"])  # the recipe's 24 px
+    # --format before the two paths (it takes one value); the recipe's 24 px
+    proc = run_script("scripts/export.py", ["--format", "onnx", small_run / "best.pth", out])
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "onnxruntime matches PyTorch" in proc.stderr
     assert {p.name for p in out.iterdir()} == {"config.json", "model.safetensors", "model.onnx"}

@@ -12,6 +12,7 @@ Importable without torch, so that ``det_main.py --help`` answers at once.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import logging
 from datetime import datetime
 from pathlib import Path
@@ -231,11 +232,19 @@ def _check_domain(option: str, value: Any, low: float, low_inclusive: bool, high
         raise ConfigError(f"{option} must be {domain}, got {value}. Pass a value in that range.")
 
 
+PYCOCOTOOLS_MISSING = ("det_main.py reads COCO annotations and scores COCO's AP with pycocotools, which is not "
+                       "installed. Install it with 'pip install pycocotools', or 'pip install \".[detection]\"' from "
+                       "the checkout.")
+
+
 def validate(args: argparse.Namespace) -> None:
     """Reject impossible or conflicting options before anything is loaded or written (ConfigError)."""
     import torch  # here: `--help` answers without torch
 
     from .backbone import backbone_archs
+
+    if importlib.util.find_spec("pycocotools") is None:
+        raise ConfigError(PYCOCOTOOLS_MISSING)
 
     for option, domain in OPTION_DOMAINS.items():
         value = getattr(args, option.lstrip("-").replace("-", "_"))

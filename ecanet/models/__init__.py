@@ -11,9 +11,9 @@ from torch import nn
 from .attention import ATTENTION_KINDS, SqueezeExcitation, create_attention, scale_add_relu
 from .eca_module import (EcaModule, adaptive_kernel_size, check_eca_impl, compile_model, eca_kernel_sizes,
                          fused_eca_available, parse_kernel_sizes, set_eca_impl, set_eca_kernel_sizes)
-from .features import FeatureExtractor, FeatureInfo, stage_info
+from .features import FeatureExtractor, FeatureInfo, FeatureInfoList, stage_info
 from .mobilenetv2 import OFFICIAL_ECA_DROPOUT, MobileNetV2, block_kernel_sizes
-from .registry import UnknownModelError, create_model, is_model, list_models, register_model
+from .registry import UnknownModelError, create_model, is_model, list_models, register_model, unknown_model_message
 from .resnet import RESNET_SPECS, ResNet, build_resnet
 
 # The kernel sizes of the released checkpoints (official README and file names, e.g.
@@ -155,6 +155,7 @@ __all__ = [
     "SqueezeExcitation", "UnknownModelError", "adaptive_kernel_size", "build_resnet", "check_eca_impl",
     "check_kernel_sizes", "compile_model", "count_parameters", "create_attention", "create_model",
     "eca_kernel_sizes", "fused_eca_available", "is_model", "list_models", "parse_kernel_sizes", "register_model",
-    "scale_add_relu", "set_eca_impl", "set_eca_kernel_sizes"
+    "scale_add_relu", "set_eca_impl", "set_eca_kernel_sizes", "unknown_model_message"
 ]
-__all__ += ["FeatureExtractor", "FeatureInfo", "stage_info"]  # the multi-scale feature API (features.py)
+# the multi-scale feature API (features.py)
+__all__ += ["FeatureExtractor", "FeatureInfo", "FeatureInfoList", "stage_info"]

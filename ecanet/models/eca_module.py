@@ -24,6 +24,7 @@ from torch.autograd.function import once_differentiable
 from torch.nn.modules import module as _module_internals   # the global module hooks (_runs_own_forward)
 
 from ..constants import ECA_IMPLEMENTATIONS
+from ..errors import whole_number
 from .channel_conv import channel_conv, channel_conv_weight_grad
 
 logger = logging.getLogger(__name__)
@@ -119,6 +120,8 @@ class EcaModule(nn.Module):
 
     Implements Eq. (9)-(11) of the paper: ``y = GAP(x)``, ``w = sigmoid(C1D_k(y))``, ``out = x * w``.
 
+    Input ``(B, C, H, W)``, output the same shape.
+
     Args:
         channels: channels of the input; only used to pick ``k`` when ``k_size`` is None.
         k_size: kernel size of the 1-D convolution; None picks ``adaptive_kernel_size(channels)``.
@@ -132,12 +135,12 @@ class EcaModule(nn.Module):
                  b: int = DEFAULT_B, impl: str = "auto") -> None:
         super().__init__()
         self.impl = check_eca_impl(impl)
-        if k_size is None:
-            k_size = adaptive_kernel_size(channels, gamma, b)
+        channels = whole_number(channels, "ECA channels", minimum=1)
+        k_size = adaptive_kernel_size(channels, gamma, b) if k_size is None else whole_number(k_size, "ECA k_size")
         if k_size < 1 or k_size % 2 == 0:
             raise ValueError(f"ECA kernel size must be a positive odd integer, got {k_size}")
         self.channels = channels
-        self.k_size = int(k_size)
+        self.k_size = k_size
         self.conv = nn.Conv1d(1, 1, kernel_size=self.k_size, padding=(self.k_size - 1) // 2, bias=False)
 
     def attention_weights(self, x: torch.Tensor) -> torch.Tensor:

@@ -8,6 +8,8 @@ outputs of its stages instead of class scores, as timm's ``features_only=True`` 
     >>> features = create_model("eca_resnet50", k_size="3557", features_only=True)
     >>> [(f.module, f.channels, f.stride) for f in features.feature_info]
     [('layer1', 256, 4), ('layer2', 512, 8), ('layer3', 1024, 16), ('layer4', 2048, 32)]
+    >>> features.feature_info.channels(), features.feature_info.reduction()   # timm's accessors
+    ([256, 512, 1024, 2048], [4, 8, 16, 32])
 
 A network has five stages, one per stride 2, 4, 8, 16 and 32; each stage's output is that of the last
 module running at its stride. ResNet: 0 the stem's ReLU (64 channels, before the max-pool), 1-4
@@ -40,6 +42,46 @@ class FeatureInfo:
     module: str
     channels: int
     stride: int
+
+
+class FeatureInfoList(list):
+    """The :class:`FeatureInfo` of each returned stage, in order, with timm's ``FeatureInfo`` accessors:
+    ``channels()``, ``reduction()`` (the strides) and ``module_name()``, each for every stage or, given
+    ``idx`` (an int or a list of ints), for those positions."""
+
+    def _get(self, field: str, idx: int | Sequence[int] | None) -> int | str | list:
+        if idx is None:
+            return [getattr(info, field) for info in self]
+        if isinstance(idx, (list, tuple)):
+            return [getattr(self[i], field) for i in idx]
+        return getattr(self[idx], field)
+
+    def channels(self, idx: int | Sequence[int] | None = None) -> int | list[int]:
+        return self._get("channels", idx)
+
+    def reduction(self, idx: int | Sequence[int] | None = None) -> int | list[int]:
+        return self._get("stride", idx)
+
+    def module_name(self, idx: int | Sequence[int] | None = None) -> str | list[str]:
+        return self._get("module", idx)
+
+
+def stage_indices(out_indices: int | Sequence[int], num_stages: int) -> list[int]:
+    """``out_indices`` as a rising list of stage indices, as timm reads it: an int n is the last n stages, and
+    a negative index counts from the end (-1 the last stage). Anything else is a ConfigError."""
+    if isinstance(out_indices, int) and not isinstance(out_indices, bool):
+        indices: list[object] = list(range(num_stages - out_indices, num_stages)) if out_indices > 0 else []
+    elif isinstance(out_indices, (list, tuple, range)):
+        indices = [i + num_stages if isinstance(i, int) and not isinstance(i, bool) and i < 0 else i
+                   for i in out_indices]
+    else:
+        indices = [out_indices]   # refused below
+    valid = all(isinstance(i, int) and not isinstance(i, bool) and 0 <= i < num_stages for i in indices)
+    if not indices or not valid or sorted(set(indices)) != indices:
+        raise ConfigError(f"out_indices {out_indices!r} is not a rising list of stage indices 0-{num_stages - 1} "
+                          f"(negative ones count from the end) or a number of last stages 1-{num_stages}. "
+                          f"Pass e.g. {DEFAULT_OUT_INDICES}.")
+    return indices
 
 
 def _run_order(model: nn.Module) -> list[str]:
@@ -79,25 +121,20 @@ class FeatureExtractor(nn.Module):
     Args:
         model: an ecanet ResNet or MobileNetV2; its modules are shared, not copied. The classifier (and
             any module after the last stage asked for) is left out.
-        out_indices: stage indices, 0-4 (see the module docstring); default (1, 2, 3, 4), strides 4-32.
+        out_indices: stage indices, 0-4 (see the module docstring; negative ones count from the end), or an
+            int n for the last n stages, as timm; default (1, 2, 3, 4), strides 4-32.
 
     Attributes:
-        feature_info: one :class:`FeatureInfo` per returned stage, in order.
+        feature_info: one :class:`FeatureInfo` per returned stage, in order (a :class:`FeatureInfoList`).
         out_channels: the channels of each returned stage.
 
     ``forward(x)`` takes ``(B, 3, H, W)`` and returns a list of ``(B, channels_i, ~H/stride_i, ~W/stride_i)``.
     """
 
-    def __init__(self, model: nn.Module, out_indices: Sequence[int] = DEFAULT_OUT_INDICES) -> None:
+    def __init__(self, model: nn.Module, out_indices: int | Sequence[int] = DEFAULT_OUT_INDICES) -> None:
         super().__init__()
         stages = stage_info(model)
-        indices = list(out_indices)
-        bad = [i for i in indices if not (isinstance(i, int) and 0 <= i < len(stages))]
-        if not indices or bad or sorted(set(indices)) != indices:
-            raise ConfigError(f"out_indices {tuple(out_indices)} is not a rising list of stage indices; "
-                              f"{type(model).__name__} has stages 0-{len(stages) - 1} (strides "
-                              f"{', '.join(str(s.stride) for s in stages)}). Pass e.g. {DEFAULT_OUT_INDICES}.")
-        self.feature_info = [stages[i] for i in indices]
+        self.feature_info = FeatureInfoList(stages[i] for i in stage_indices(out_indices, len(stages)))
         self.out_channels = [info.channels for info in self.feature_info]
         order = _run_order(model)
         self._run = order[: order.index(self.feature_info[-1].module) + 1]

@@ -2,27 +2,25 @@
 
 ``num_classes=0`` builds ``nn.Identity`` in place of the final ``nn.Linear``: the network then returns its
 pooled features, ``(B, num_features)``, as timm's ``create_model(..., num_classes=0)`` does. Both ResNet and
-MobileNetV2 expose the same small head API: ``num_features``, ``forward_features`` (the last feature map),
+MobileNetV2 expose the same small head API: ``num_classes``, ``num_features``, ``forward_features`` (the last feature map),
 ``forward_head(x, pre_logits=False)``, ``get_classifier()`` and ``reset_classifier(num_classes, global_pool)``;
 ``reset_classifier(0, "")`` leaves the pooling out too, so the network returns its last feature map.
 """
 from __future__ import annotations
 
-import operator
-
 from torch import nn
+
+from ..errors import whole_number
+
+
+def check_num_classes(num_classes: object) -> int:
+    """``num_classes`` as an int: any integer type (a NumPy integer too) >= 0, not a bool; else a ValueError."""
+    return whole_number(num_classes, "num_classes", minimum=0, note=" (0: no classifier, the pooled features)")
 
 
 def classifier_layer(num_features: int, num_classes: int) -> nn.Module:
-    """``nn.Linear(num_features, num_classes)``, or ``nn.Identity`` for ``num_classes`` 0 (pooled features).
-    ``num_classes`` is any integer type (a NumPy integer too), not a bool."""
-    try:
-        count = -1 if isinstance(num_classes, bool) else operator.index(num_classes)
-    except TypeError:
-        count = -1
-    if count < 0:
-        raise ValueError(f"num_classes must be a whole number >= 0 (0: no classifier, the pooled features), "
-                         f"got {num_classes!r}")
+    """``nn.Linear(num_features, num_classes)``, or ``nn.Identity`` for ``num_classes`` 0 (pooled features)."""
+    count = check_num_classes(num_classes)
     return nn.Linear(num_features, count) if count > 0 else nn.Identity()
 
 

@@ -18,7 +18,7 @@ from torch import nn
 
 from .attention import AttentionKind, conv_bn_scale_add_relu, create_attention
 from .eca_module import parse_kernel_sizes
-from .heads import check_global_pool, classifier_layer
+from .heads import check_global_pool, check_num_classes, classifier_layer
 
 STEM_CHANNELS = 32
 LAST_CHANNELS = 1280
@@ -143,7 +143,8 @@ class MobileNetV2(nn.Module):
         self.features = nn.Sequential(*features)
         self.global_pool = "avg"                # "" after reset_classifier(0, ""): no pooling
         self.num_features = self.last_channel   # channels of the pooled features
-        self.classifier = nn.Sequential(nn.Dropout(dropout), classifier_layer(self.num_features, num_classes))
+        self.num_classes = check_num_classes(num_classes)   # 0: no classifier
+        self.classifier = nn.Sequential(nn.Dropout(dropout), classifier_layer(self.num_features, self.num_classes))
         self._init_weights()
 
     def _init_weights(self) -> None:
@@ -177,8 +178,10 @@ class MobileNetV2(nn.Module):
     def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
         """A new classifier for ``num_classes``, initialised as the network's, on its device and in its dtype; 0
         leaves it out. ``global_pool`` as for :meth:`ResNet.reset_classifier`."""
+        num_classes = check_num_classes(num_classes)
         self.global_pool = check_global_pool(global_pool, num_classes, self.global_pool)
-        layer = classifier_layer(self.num_features, num_classes)
+        self.num_classes = num_classes
+        layer = classifier_layer(self.num_features, self.num_classes)
         if isinstance(layer, nn.Linear):
             _init_linear(layer)
         self.classifier[-1] = layer.to(self.features[0][0].weight)

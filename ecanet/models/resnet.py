@@ -15,7 +15,7 @@ from torch import nn
 
 from .attention import AttentionKind, conv_bn_scale_add_relu, create_attention
 from .eca_module import parse_kernel_sizes
-from .heads import check_global_pool, classifier_layer
+from .heads import check_global_pool, check_num_classes, classifier_layer
 
 STEM_CHANNELS = 64
 STAGE_WIDTHS = (64, 128, 256, 512)  # planes of each stage; the block's output is planes * expansion
@@ -133,7 +133,8 @@ class ResNet(nn.Module):
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.global_pool = "avg"                                 # "" after reset_classifier(0, ""): no pooling
         self.num_features = STAGE_WIDTHS[-1] * block.expansion   # channels of the pooled features
-        self.fc = classifier_layer(self.num_features, num_classes)
+        self.num_classes = check_num_classes(num_classes)        # 0: no classifier
+        self.fc = classifier_layer(self.num_features, self.num_classes)
         self._init_weights()
 
     def _make_layer(self, block: Block, planes: int, blocks: int, stride: int, attention: AttentionKind,
@@ -184,8 +185,10 @@ class ResNet(nn.Module):
         """A new classifier for ``num_classes`` (PyTorch's default Linear initialisation, as the official code),
         on the network's device and in its dtype; 0 leaves it out. ``global_pool`` ``"avg"`` or ``""`` (no
         pooling, with ``num_classes`` 0); None keeps the current one."""
+        num_classes = check_num_classes(num_classes)
         self.global_pool = check_global_pool(global_pool, num_classes, self.global_pool)
-        self.fc = classifier_layer(self.num_features, num_classes).to(self.conv1.weight)
+        self.num_classes = num_classes
+        self.fc = classifier_layer(self.num_features, self.num_classes).to(self.conv1.weight)
 
 
 # depth -> (block, blocks per stage), He et al. 2016, Table 1.
