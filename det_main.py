@@ -88,7 +88,7 @@ def find_checkpoint(args: Any) -> tuple[Path | None, dict | None]:
                                   f"{det_ckpt.LAST_CHECKPOINT}. Pass the checkpoint's path to --resume.")
         path = found[0]
     else:
-        path = det_ckpt.find_checkpoint(args.resume, run_dir)
+        path = det_ckpt.find_checkpoint(args.resume, run_dir, training=not args.evaluate)
     if path is None:
         return None, None
     checkpoint = det_ckpt.read_detection_checkpoint(path)

@@ -61,23 +61,27 @@ def run(args: Any) -> int:
             model = ckpt.load_model(path, arch=args.arch, strict_arch=args.arch is not None, eca_impl=args.eca_impl)
             recipe = model.recipe
         else:  # the run's seed and network come from the checkpoint it continues
-            recipe = ckpt.read_recipe(args.weights) if args.weights else None
             resume_path = ckpt.find_run_checkpoint(args.resume, Path(args.output) if args.output else None)
             resume_obj = ckpt.read_checkpoint(resume_path) if resume_path is not None else None
+            # --weights starts a new run; a resumed one has its weights in its checkpoint (and the file may be gone)
+            recipe = ckpt.read_recipe(args.weights) if args.weights and resume_obj is None else None
             if resume_obj is not None:  # the run continues as it started: its network and preprocessing
                 recipe = ckpt.training_recipe(resume_obj, str(resume_path))
                 ckpt.check_resumable(resume_obj, resume_path, args.arch or recipe.arch, None, None)
-                if ckpt.is_complete(resume_obj, args.epochs):
+                epochs = args.epochs if "epochs" in args.explicit else (resume_obj.get("config") or {}).get(
+                    "epochs", args.epochs)   # the run's own, unless given (config.resolve)
+                if ckpt.is_complete(resume_obj, epochs):
                     log.info("%s: the run is complete (%d of %d epochs); nothing to do. Pass a larger --epochs to "
-                             "train on.", resume_path, resume_obj["epoch"], args.epochs)
+                             "train on.", resume_path, resume_obj["epoch"], epochs)
                     return EXIT_OK
         cfg = config.resolve(args, default_workers=data_lib.default_workers(info.local_world_size),
                              fresh_seed=dist.broadcast_object(runtime.fresh_seed(), info),
                              timestamp=dist.broadcast_object(datetime.now().strftime("%Y%m%d-%H%M%S"), info),
-                             resumed_seed=resume_obj.get("sampler_seed") if resume_obj else None, recipe=recipe)
+                             resumed_seed=resume_obj.get("sampler_seed") if resume_obj else None, recipe=recipe,
+                             recorded=resume_obj.get("config") if resume_obj else None)
         if recipe is not None:
             log_recipe_use(cfg, recipe)
-        if cfg.weights and not cfg.evaluate and cfg.ksize is not None:
+        if cfg.weights and not cfg.evaluate and resume_obj is None and cfg.ksize is not None:
             ckpt.check_kernel_sizes_agree(cfg.arch, cfg.ksize, recipe, cfg.weights)
         runtime.warn_about_cpu_habits(cfg, info.device)
         if cfg.dist_url is not None:
@@ -110,10 +114,39 @@ def check_resume_changes(cfg: config.Config, resume_obj: Any, path: Path, info: 
     """Options that would change the data order or the step count of the run being resumed are an error
     (unless --resume-override); other changed options are logged."""
     locked, free = config.resume_changes(resume_obj.get("config") or {}, config.config_to_yaml_dict(cfg))
+    if "no-wd-bn-bias" in free:   # the optimizer's state is kept per parameter group, and this regroups them
+        old, new = free["no-wd-bn-bias"]
+        raise ConfigError(f"{path} was trained with{'' if old else 'out'} --no-wd-bn-bias, which changes how the "
+                          f"optimizer groups the parameters and cannot change on resume. Leave the option "
+                          f"{'in' if old else 'out'}, or start a new run from these weights with --weights {path}.")
     saved_world = int(resume_obj.get("world_size", 1))
     if saved_world != info.world_size:
         locked["processes"] = (saved_world, info.world_size)
     config.check_resume_changes(locked, free, path, cfg.resume_override)
+
+
+def continue_rebatched(state: Any, resume_obj: Any, cfg: config.Config, info: Any, steps_per_epoch: int) -> None:
+    """Where a run resumed with another global batch or epoch length (--resume-override) continues: the same
+    share of the epoch, and the schedule at the global step that epochs of this length give."""
+    recorded = resume_obj.get("config") or {}
+    old_batch = int(recorded.get("batch-size", cfg.batch_size)) * int(resume_obj.get("world_size", 1))
+    new_batch = cfg.batch_size * info.world_size
+    position = state.position.rebatched(old_batch, new_batch, steps_per_epoch)
+    if position != state.position:
+        log.warning("resumed with a global batch of %d (the run had %d) and %d steps per epoch: continuing at "
+                    "epoch %d, step %d (global step %d; it was step %d, global step %d)", new_batch, old_batch,
+                    steps_per_epoch, position.epoch + 1, position.step_in_epoch, position.global_step,
+                    state.position.step_in_epoch, state.position.global_step)
+        state.position = position
+        state.scheduler.last_epoch = position.global_step
+
+
+def check_training_set_unchanged(resume_obj: Any, train_size: int, cfg: config.Config, path: Path) -> None:
+    """The number of training images decides each epoch's steps, hence where in the schedule a step is: like the
+    locked options, a change is an error unless --resume-override."""
+    recorded = resume_obj.get("train_size")
+    if recorded is not None and int(recorded) != train_size:
+        config.check_resume_changes({"training images": (int(recorded), train_size)}, {}, path, cfg.resume_override)
 
 
 def log_recipe_use(cfg: config.Config, recipe: Any) -> None:
@@ -137,6 +170,11 @@ def evaluate_checkpoint(cfg: config.Config, info: Any, precision: Any, model: An
     if spec.num_classes != data.num_classes:
         raise UserError(f"{path} has {spec.num_classes} output classes but {cfg.data}/val has {data.num_classes} "
                         f"class folders. Evaluate it on the dataset it was trained for.")
+    difference = ckpt.class_difference(model.recipe.classes, data.classes)
+    if difference:
+        raise UserError(f"{path} was trained on other classes than {cfg.data}/val's class folders: {difference}. "
+                        f"Its scores would be counted against the wrong labels; evaluate it on the dataset it was "
+                        f"trained for.")
     model.to(info.device, memory_format=torch.channels_last if cfg.channels_last else torch.contiguous_format)
     log.info("evaluating %s (%s, %s parameters) on %d images of %s", path, spec.arch,
              f"{models.count_parameters(model):,}", data.val_size, Path(cfg.data) / "val")
@@ -158,11 +196,12 @@ def build_base_lr(cfg: config.Config, info: Any) -> float:
     return optim.scaled_lr(cfg.lr, cfg.batch_size * info.world_size, cfg.lr_base_batch)
 
 
-def build_train_state(cfg: config.Config, info: Any, data: Any, precision: Any, recipe: Any) -> Any:
-    """The network (from scratch, or from ``--weights`` with their kernel sizes), its optimizer, schedule and
-    EMA, on this process's device."""
+def build_train_state(cfg: config.Config, info: Any, data: Any, precision: Any, recipe: Any,
+                      resuming: bool = False) -> Any:
+    """The network (from scratch, or from ``--weights`` with their kernel sizes, unless ``resuming``: the
+    checkpoint then brings the weights), its optimizer, schedule and EMA, on this process's device."""
     model = models.create_model(cfg.arch, num_classes=data.num_classes, k_size=cfg.ksize, eca_impl=cfg.eca_impl)
-    if cfg.weights:
+    if cfg.weights and not resuming:
         file_recipe = ckpt.read_recipe(cfg.weights) if recipe is None or recipe.arch != cfg.arch else recipe
         if file_recipe.arch != cfg.arch:
             raise ConfigError(f"the network in --weights {cfg.weights} is {file_recipe.arch}, but -a asks for "
@@ -194,18 +233,21 @@ def train(cfg: config.Config, info: Any, precision: Any, resume_path: Path | Non
     data = data_lib.build_data_from_config(cfg, info)
     if cfg.num_classes is not None and cfg.num_classes != data.num_classes:
         raise ConfigError(f"--num-classes {cfg.num_classes} but DATA has {data.num_classes} class folders.")
-    state = build_train_state(cfg, info, data, precision, recipe)
+    state = build_train_state(cfg, info, data, precision, recipe, resuming=resume_path is not None)
     rng_states = None
     if resume_path is not None:
         ckpt.check_resumable(resume_obj, resume_path, cfg.arch, models.eca_kernel_sizes(state.model),
-                             data.num_classes)
+                             data.num_classes, data.classes)
+        check_training_set_unchanged(resume_obj, data.train_size, cfg, resume_path)
         check_resume_changes(cfg, resume_obj, resume_path, info)
         rng_states = ckpt.restore_training_state(state, resume_obj, resume_path, info)
-        if {"lr", "lr_base_batch"} & cfg.explicit:  # an explicit learning rate on resume replaces the run's
-            old_lr, new_lr = optim.rebase_schedule(state.scheduler, build_base_lr(cfg, info))
-            if new_lr != old_lr:
-                log.info("--lr on resume: the schedule continues from base learning rate %.6g (the run had %.6g)",
-                         new_lr, old_lr)
+        # The optimizer's state_dict brought back the run's momentum and weight decay: these options may change.
+        optim.set_sgd_options(state.optimizer, cfg.momentum, cfg.weight_decay, cfg.nesterov)
+        continue_rebatched(state, resume_obj, cfg, info, data.steps_per_epoch)
+        # The base learning rate of --lr and the global batch (linear scaling): the run's unless either changed.
+        old_lr, new_lr = optim.rebase_schedule(state.scheduler, build_base_lr(cfg, info))
+        if new_lr != old_lr:
+            log.info("the schedule continues from base learning rate %.6g (the run had %.6g)", new_lr, old_lr)
         log.info("resumed from %s: epoch %d, step %d of %d (global step %d), best top-1 %.3f", resume_path,
                  state.position.epoch + 1, state.position.step_in_epoch, data.steps_per_epoch,
                  state.position.global_step, state.best_top1)
@@ -225,7 +267,7 @@ def train(cfg: config.Config, info: Any, precision: Any, resume_path: Path | Non
         run = ckpt.RunRecord(recipe_lib.Recipe(cfg.arch, data.num_classes, models.eca_kernel_sizes(state.model),
                                                cfg.img_size, cfg.val_resize, mean=tuple(cfg.mean or IMAGENET_MEAN),
                                                std=tuple(cfg.std or IMAGENET_STD), classes=tuple(data.classes)),
-                             cfg.seed, info.world_size, config.config_to_yaml_dict(cfg))
+                             cfg.seed, info.world_size, config.config_to_yaml_dict(cfg), data.train_size)
         preemption.install()
         return epoch_loop(cfg, info, state, data, run, run_dir, metrics, preemption)
 
@@ -265,9 +307,9 @@ def epoch_loop(cfg: config.Config, info: Any, state: Any, data: Any, run: Any, r
         is_best = val.top1 > state.best_top1
         state.best_top1, last_eval = max(state.best_top1, val.top1), val
         record = metrics_lib.epoch_record(pos, result, val, ema_val, state, info)
-        metrics.record("epoch", record, step=pos.epoch)
         log.info("%s", metrics_lib.epoch_line(record, cfg.epochs))
         save("epoch", is_best=is_best)
+        metrics.record("epoch", record, step=pos.epoch)   # after the save: an epoch that a resume redoes is recorded once
     summary = {"arch": cfg.arch, "epochs": state.position.epoch, "best_top1": state.best_top1,
                "final_top1": last_eval.top1 if last_eval else math.nan,
                "final_top5": last_eval.top5 if last_eval else math.nan,

@@ -27,7 +27,7 @@ import tempfile
 import zipfile
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, BinaryIO, Iterator, Mapping, Sequence
 
 import torch
 from torch import nn
@@ -55,7 +55,12 @@ LOW_DISK_BYTES = 16 * 2**20   # below this much free space a failed save is put 
 
 
 class CheckpointSaveError(RuntimeError):
-    """Writing a checkpoint failed (disk full, permissions); the previous checkpoint is untouched."""
+    """Writing a checkpoint failed (disk full, permissions); the previous checkpoint is untouched.
+    ``resumable``: whether the run has a checkpoint from before to resume from."""
+
+    def __init__(self, message: str, resumable: bool = True) -> None:
+        super().__init__(message)
+        self.resumable = resumable
 
 
 # ----------------------------------------------------------------------------------------------- reading
@@ -125,12 +130,17 @@ def _weights_only_refusal(exc: BaseException) -> str | None:
     return f"it refers to {found.group(1)}" if found else "an object that is neither a tensor nor a plain container"
 
 
-def _unreadable_message(path: Path, exc: BaseException) -> str:
+def _loader_reason(exc: BaseException) -> str:
+    """The first line of a loader's error, cut at a whole word after :data:`REASON_CHARS` characters."""
     reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     if len(reason) > REASON_CHARS:   # whole words, and say that it is cut
         reason = reason[:REASON_CHARS].rsplit(" ", 1)[0].rstrip(" ,;:(") + " ..."
-    return (f"{path} is not a readable PyTorch checkpoint (torch.load: {reason}). It may be truncated (an "
-            f"interrupted copy or download) or damaged. Re-download or re-copy it, or give another checkpoint.")
+    return reason
+
+
+def _unreadable_message(path: Path, exc: BaseException) -> str:
+    return (f"{path} is not a readable PyTorch checkpoint (torch.load: {_loader_reason(exc)}). It may be truncated "
+            f"(an interrupted copy or download) or damaged. Re-download or re-copy it, or give another checkpoint.")
 
 
 def strip_wrapper_prefixes(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -444,10 +454,11 @@ def _atomic_file(path: Path) -> Iterator[BinaryIO]:
     """A file to write ``path`` through: a temporary file in the same directory that is fsynced and renamed
     over ``path`` only if the block completes. On any error the temporary file is removed and ``path`` is
     untouched; I/O errors become :class:`CheckpointSaveError`."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.fchmod(fd, FILE_MODE & ~_umask())  # mkstemp makes 0600; a checkpoint or export is shared like any file
+    tmp_name = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.fchmod(fd, FILE_MODE & ~_umask())  # mkstemp makes 0600; a checkpoint or export is shared like any file
         with os.fdopen(fd, "wb") as f:
             yield f
             f.flush()
@@ -455,19 +466,29 @@ def _atomic_file(path: Path) -> Iterator[BinaryIO]:
         os.replace(tmp_name, path)
         _fsync_directory(path.parent)
     except BaseException as exc:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp_name)
-        if isinstance(exc, (OSError, RuntimeError)):
-            raise CheckpointSaveError(f"could not write checkpoint {path}: {_save_failure(exc, path.parent)}") from exc
+        # Why, before the temporary file goes: its removal frees what filled the disk.
+        reason = _save_failure(exc, path.parent) if isinstance(exc, (OSError, RuntimeError)) else None
+        if tmp_name is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp_name)
+        if reason is not None:
+            raise CheckpointSaveError(f"could not write checkpoint {path}: {reason}") from exc
         raise
 
 
+# How torch's zip writer words a write that came up short (a full disk, a quota): its own "enforce fail".
+_SHORT_WRITE_MARKERS = ("file write failed", "unexpected pos")
+
+
 def _save_failure(exc: BaseException, directory: Path) -> str:
-    """Why a save failed, in words: torch reports a full disk as its writer's internal "enforce fail"."""
+    """Why a save failed, in words. A full disk (or quota) is ENOSPC/EDQUOT from Python, or one of torch's
+    writer errors of :data:`_SHORT_WRITE_MARKERS`, or any error with less than :data:`LOW_DISK_BYTES` left."""
     free = shutil.disk_usage(directory).free if directory.exists() else None
-    full = (isinstance(exc, OSError) and exc.errno == errno.ENOSPC) or "file write failed" in str(exc)
+    full = (isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)) or any(
+        marker in str(exc) for marker in _SHORT_WRITE_MARKERS)
     if full or (free is not None and free < LOW_DISK_BYTES):
-        return f"the disk holding {directory} is full ({(free or 0) / 2**20:,.0f} MiB free)"
+        return (f"the disk holding {directory} is full or over its quota ({(free or 0) / 2**20:,.0f} MiB free "
+                f"while writing)")
     return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
 
 
@@ -553,27 +574,39 @@ def is_training_checkpoint(obj: Any) -> bool:
 
 
 def find_resume_checkpoint(run_dir: str | os.PathLike) -> Path | None:
-    """The newest training checkpoint (highest global step) in ``run_dir``, or None."""
+    """The newest training checkpoint (highest global step) in ``run_dir``, or None.
+
+    Unreadable ``*.pth`` files are skipped with a warning; when they are all the directory holds, a
+    :class:`CheckpointError` says so, naming the first and why it cannot be read (a run is never started
+    afresh over them)."""
     run_dir = Path(run_dir)
     best: tuple[int, bool, float, Path] | None = None
-    for path in run_dir.glob("*.pth"):
+    unreadable: list[tuple[Path, Exception]] = []
+    for path in sorted(run_dir.glob("*.pth")):
         try:
             obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
         except Exception as exc:  # noqa: BLE001 - an unreadable file is skipped, loudly
             log.warning("ignoring unreadable file %s while looking for a checkpoint (%s)", path, exc)
+            unreadable.append((path, exc))
             continue
         if is_training_checkpoint(obj):
             # newest = highest global step; on a tie prefer last.pth, then the most recently written
             key = (int(obj.get("global_step", 0)), path.name == LAST_CHECKPOINT, path.stat().st_mtime, path)
             best = key if best is None or key[:3] > best[:3] else best
+    if best is None and unreadable:
+        path, exc = unreadable[0]
+        raise CheckpointError(f"--resume auto: {run_dir} holds checkpoints but none that can be read: {path} "
+                              f"fails to load (torch.load: {_loader_reason(exc)}); it may be truncated by a copy or a full "
+                              f"disk. Restore it from a copy and rerun, or move it away to start the run afresh.")
     return best[3] if best else None
 
 
 def check_resumable(obj: Any, path: str | os.PathLike, arch: str, eca_kernel_sizes: Mapping[str, int] | None,
-                    num_classes: int | None) -> None:
-    """Refuse to continue training from a checkpoint of another network (a clear, early error).
+                    num_classes: int | None, classes: Sequence[str] | None = None) -> None:
+    """Refuse to continue training from a checkpoint of another network, or on another dataset's classes (a
+    clear, early error).
 
-    ``eca_kernel_sizes`` / ``num_classes`` None: not checked (yet).
+    ``eca_kernel_sizes`` / ``num_classes`` / ``classes`` None: not checked (yet).
     """
     if not is_training_checkpoint(obj):
         raise CheckpointError(
@@ -591,6 +624,21 @@ def check_resumable(obj: Any, path: str | os.PathLike, arch: str, eca_kernel_siz
     if num_classes is not None and int(obj.get("num_classes", num_classes)) != num_classes:
         raise CheckpointError(f"{path} has {obj.get('num_classes')} classes; the dataset has {num_classes}. "
                               f"Resume on the dataset it was trained on.")
+    difference = class_difference(obj.get("classes"), classes)
+    if difference:
+        raise CheckpointError(f"{path} was trained on other classes than the dataset's: {difference}. The labels "
+                              f"would mean other classes. Resume on the dataset it was trained on.")
+
+
+def class_difference(recorded: Sequence[str] | None, found: Sequence[str] | None) -> str | None:
+    """Where two class lists (index -> class folder name) differ, in words ('class 0 is c0 there, z0 here'), or
+    None when they agree or either is unknown (a released file records none)."""
+    if recorded is None or found is None or list(recorded) == list(found):
+        return None
+    if len(recorded) != len(found):
+        return f"{len(recorded)} classes there, {len(found)} here"
+    index = next(i for i, (a, b) in enumerate(zip(recorded, found)) if a != b)
+    return f"class {index} is {recorded[index]!r} there, {found[index]!r} here"
 
 
 # ------------------------------------------------------------------------------- a run's checkpoints
@@ -603,6 +651,7 @@ class RunRecord:
     seed: int
     world_size: int
     config: dict[str, Any]    # the resolved options, as config.yaml holds them
+    train_size: int | None = None   # training images: with the batch, they decide each epoch's steps
 
 
 def _network_fields(state: "TrainState", run: RunRecord) -> dict[str, Any]:
@@ -630,7 +679,7 @@ def training_checkpoint(state: "TrainState", run: RunRecord, reason: str, rng_st
         "epoch_totals": state.totals.state_dict() if position.step_in_epoch else None,
         "epoch_skipped_images": state.skipped_in_epoch,
         "best_prec1": state.best_top1, "sampler_seed": run.seed, "rng": rng_states,
-        "world_size": run.world_size, "config": run.config,
+        "world_size": run.world_size, "train_size": run.train_size, "config": run.config,
     }
 
 
@@ -648,7 +697,7 @@ def weights_checkpoint(state: "TrainState", run: RunRecord) -> dict[str, Any]:
 
 def save_training_checkpoint(state: "TrainState", run: RunRecord, run_dir: Path, info: DistInfo, reason: str,
                              is_best: bool = False) -> None:
-    """Write ``run_dir/last.pth`` (and copy it to ``best.pth``) on rank 0; every rank learns whether it worked.
+    """Write ``run_dir/last.pth`` (and, first, ``best.pth``) on rank 0; every rank learns whether it worked.
 
     Raises :class:`CheckpointSaveError` on every rank when rank 0 could not write; the previous files are
     then intact.
@@ -664,14 +713,17 @@ def save_training_checkpoint(state: "TrainState", run: RunRecord, run_dir: Path,
     if info.is_main:
         try:
             path = run_dir / LAST_CHECKPOINT
-            save_checkpoint(training_checkpoint(state, run, reason, rng_states), path)
+            # best.pth first: last.pth records the best top-1, and a resumed run writes best.pth again only
+            # when it beats that, so last.pth must not claim a best.pth that failed to be written.
             if is_best:
                 save_checkpoint(weights_checkpoint(state, run), run_dir / BEST_CHECKPOINT)
+            save_checkpoint(training_checkpoint(state, run, reason, rng_states), path)
             log.info("saved %s (%s; global step %d)", path, reason, state.position.global_step)
         except CheckpointSaveError as exc:
             error = str(exc)
     if any_rank(error is not None, info):
-        raise CheckpointSaveError(error or "rank 0 could not write the checkpoint")
+        raise CheckpointSaveError(error or "rank 0 could not write the checkpoint",
+                                  resumable=(run_dir / LAST_CHECKPOINT).is_file())
 
 
 def restore_training_state(state: "TrainState", obj: Mapping[str, Any], path: Path, info: DistInfo
@@ -714,9 +766,14 @@ def find_run_checkpoint(resume: str | None, run_dir: Path | None) -> Path | None
             log.info("--resume auto: no checkpoint in %s yet, starting a new run", run_dir)
     elif resume:
         path = Path(resume)
-    if path is None and run_dir is not None and run_dir.is_dir() and any(run_dir.glob("*.pth")):
+    holds_checkpoints = run_dir is not None and run_dir.is_dir() and any(run_dir.glob("*.pth"))
+    if path is None and holds_checkpoints:
         raise CheckpointError(f"run directory {run_dir} already holds checkpoints; starting a new run there "
                               f"would overwrite them. Continue it with --resume auto, or pick another --output.")
+    if path is not None and holds_checkpoints and path.resolve().parent != run_dir.resolve():
+        raise CheckpointError(f"--resume {path} continues another run directory than --output {run_dir}, which "
+                              f"holds checkpoints of its own that saving would overwrite. Pass --output "
+                              f"{path.parent} to continue that run there, or an --output without checkpoints.")
     return path
 
 
@@ -798,6 +855,17 @@ class RunClaim:
             self.lock.release()
 
 
+WRITE_PROBE = ".write-probe"
+
+
+def _check_writable(directory: Path) -> None:
+    """Create and remove a file in ``directory``: an OSError (permissions, a read-only or immutable directory)
+    where saving would fail. ``os.access`` does not answer it: root passes it, and it ignores ACLs."""
+    probe = directory / WRITE_PROBE
+    os.close(os.open(probe, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, FILE_MODE))
+    probe.unlink()
+
+
 def claim_run_dir(run_dir: Path, info: DistInfo) -> RunClaim:
     """Create ``run_dir`` and lock it for this run (rank 0 holds the lock for all ranks), then remove the
     temporary files of saves that an earlier process did not finish (killed mid-write). Every rank raises
@@ -813,6 +881,7 @@ def claim_run_dir(run_dir: Path, info: DistInfo) -> RunClaim:
                 raise CheckpointError(f"cannot create the run directory {run_dir} ({exc.strerror or exc}). "
                                       f"Pass an --output in a writable place.") from None
             lock = RunLock(run_dir).acquire()
+            _check_writable(run_dir)   # a directory that takes no new file fails its first save only after an epoch
             for leftover in sorted(run_dir.glob(".*.pth.*.tmp")):
                 log.warning("removing %s, left by a save that did not finish", leftover)
                 leftover.unlink(missing_ok=True)

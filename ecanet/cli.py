@@ -24,6 +24,8 @@ log = logging.getLogger("ecanet")
 
 SAVE_FAILED_FIX = ("Free disk space or fix permissions, then rerun with --resume auto: the previous checkpoint "
                    "is intact.")
+SAVE_FAILED_FIRST_FIX = ("Free disk space or fix permissions, then rerun the same command: no checkpoint of this "
+                         "run was written yet.")
 
 
 def _loaded_type(module: str, name: str) -> type | None:
@@ -52,7 +54,8 @@ def run_command(command: Callable[[], int], argv: Sequence[str] | None, remedies
             return _report(exc, debug, EXIT_DIVERGED, exc.advice(remedies))
         save_failed = _loaded_type("ecanet.checkpoint", "CheckpointSaveError")
         if save_failed is not None and isinstance(exc, save_failed):
-            return _report(exc, debug, EXIT_SAVE_FAILED, SAVE_FAILED_FIX)
+            return _report(exc, debug, EXIT_SAVE_FAILED,
+                           SAVE_FAILED_FIX if getattr(exc, "resumable", True) else SAVE_FAILED_FIRST_FIX)
         raise
     finally:
         stop_signals.restore_signal_handlers(previous_handlers)

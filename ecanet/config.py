@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import difflib
 import logging
+import math
 import os
 from datetime import datetime
 from pathlib import Path
@@ -97,7 +98,7 @@ def _add_data_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--gpu-decode-threads", type=int, default=DEFAULT_GPU_DECODE_THREADS, metavar="N",
                    help="with --decode gpu: batches prepared at once by the main process's decode threads "
                         "(default 4)")
-    g.add_argument("--synthetic", action="store_true",
+    g.add_argument("--synthetic", action=argparse.BooleanOptionalAction, default=False,
                    help="random images on the device instead of DATA (throughput measurements)")
     g.add_argument("--synthetic-size", type=int, default=12_800, metavar="N",
                    help="images per epoch with --synthetic")
@@ -142,7 +143,7 @@ def _add_optim_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--lr-base-batch", type=int, default=256, metavar="N",
                    help="global batch the --lr refers to (linear scaling rule, Goyal et al. 2017)")
     g.add_argument("--momentum", type=float, default=0.9, metavar="M", help="SGD momentum")
-    g.add_argument("--nesterov", action="store_true", help="Nesterov momentum")
+    g.add_argument("--nesterov", action=argparse.BooleanOptionalAction, default=False, help="Nesterov momentum")
     g.add_argument("--weight-decay", "--wd", type=float, default=1e-4, metavar="W", help="L2 weight decay")
     g.add_argument("--no-wd-bn-bias", action="store_true",
                    help="no weight decay on BatchNorm parameters and biases")
@@ -157,7 +158,7 @@ def _add_optim_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--warmup-epochs", type=float, default=0.0, metavar="E",
                    help="linear warm-up from 0 over this many epochs (0 = off, paper)")
     g.add_argument("--label-smoothing", type=float, default=0.0, metavar="EPS", help="0 = off (paper)")
-    g.add_argument("--ema", action="store_true",
+    g.add_argument("--ema", action=argparse.BooleanOptionalAction, default=False,
                    help="keep an exponential moving average of the weights, evaluated alongside")
     g.add_argument("--ema-decay", type=float, default=0.9999, metavar="D", help="EMA decay per step")
     g.add_argument("--clip-grad-norm", type=float, default=0.0, metavar="N", help="0 = off")
@@ -168,14 +169,14 @@ def _add_speed_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--device", choices=DEVICES, default="auto", help="'auto': CUDA when available")
     g.add_argument("--amp", choices=AMP_CHOICES, default="off",
                    help="mixed precision: bf16 autocast, fp16 autocast + gradient scaler, or off (paper)")
-    g.add_argument("--channels-last", action="store_true", help="NHWC memory format (faster on GPUs)")
-    g.add_argument("--compile", action="store_true", help="torch.compile the model")
+    g.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=False, help="NHWC memory format (faster on GPUs)")
+    g.add_argument("--compile", action=argparse.BooleanOptionalAction, default=False, help="torch.compile the model")
     g.add_argument("--compile-mode", choices=COMPILE_MODES, default="default",
                    help="with --compile: torch.compile's mode. 'reduce-overhead' and 'max-autotune' replay the "
                         "model's forward and backward as CUDA graphs (single-process runs only; on an H200 with "
                         "--decode gpu they are slower than 'default': docs/design/input_pipeline.md)")
-    g.add_argument("--sync-bn", action="store_true", help="SyncBatchNorm across processes")
-    g.add_argument("--deterministic", action="store_true",
+    g.add_argument("--sync-bn", action=argparse.BooleanOptionalAction, default=False, help="SyncBatchNorm across processes")
+    g.add_argument("--deterministic", action=argparse.BooleanOptionalAction, default=False,
                    help="deterministic algorithms (bit-identical resume on CPU; slower on GPU)")
     g.add_argument("--seed", type=int, default=None, metavar="N",
                    help="random seed (default: drawn at random and recorded in config.yaml)")
@@ -202,8 +203,8 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
                         "(starts fresh if there is none); with -e: the weights to evaluate")
     g.add_argument("--resume-override", action="store_true",
                    help="accept options that change the data order or the step count (batch size, image sizes, "
-                        "augmentation, seed, number of processes) when resuming; the run then continues, but not "
-                        "bit-identically")
+                        "augmentation, seed, number of processes, training images) when resuming; the run then "
+                        "continues, but not bit-identically")
     g.add_argument("-e", "--evaluate", action="store_true",
                    help="only evaluate (--resume/--weights PATH) on DATA/val")
     g.add_argument("--save-every-steps", type=int, default=0, metavar="N",
@@ -548,6 +549,9 @@ def validate(args: argparse.Namespace) -> None:
         raise ConfigError(f"--ksize sets ECA kernel sizes, but '{args.arch}' has no ECA layers. Drop --ksize "
                           f"or pick an eca_* architecture.")
     wants_cuda = args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
+    if args.sync_bn and not wants_cuda:
+        raise ConfigError("--sync-bn synchronises BatchNorm across GPUs (torch's SyncBatchNorm runs on CUDA only); "
+                          "leave it out on the CPU.")
     if args.amp == "fp16" and not wants_cuda:
         raise ConfigError("--amp fp16 needs a CUDA GPU (fp16 autocast with a gradient scaler), and none is "
                           "in use. On the CPU use --amp bf16 or --amp off.")
@@ -617,10 +621,20 @@ class Config(argparse.Namespace):
 
 # What a checkpoint's recipe decides unless an option says otherwise: how its inputs are preprocessed.
 RECIPE_PREPROCESSING = ("img_size", "val_resize", "mean", "std")
+# What a resumed run takes from its own config.yaml unless an option says otherwise: what it trains and how
+# (the data, the network, the optimisation). Where the data is, and how fast and where the run computes
+# (workers, device, precision, compile, decoding), are this start's own.
+RESUME_INHERITED_OPTIONS = ("img-size", "val-resize", "augment", "min-crop-scale", "crop-padding", "hflip",
+                            "random-erasing", "mean", "std", "synthetic", "synthetic-size", "ksize", "num-classes",
+                            "epochs", "batch-size", "val-batch-size", "lr", "lr-base-batch", "momentum", "nesterov",
+                            "weight-decay", "no-wd-bn-bias", "sched", "lr-decay-epochs", "lr-decay-rate", "min-lr",
+                            "warmup-epochs", "label-smoothing", "ema", "ema-decay", "clip-grad-norm", "sync-bn",
+                            "deterministic")
 
 
 def resolve(args: argparse.Namespace, *, default_workers: int, fresh_seed: int, timestamp: str,
-            resumed_seed: int | None = None, recipe: Any = None) -> Config:
+            resumed_seed: int | None = None, recipe: Any = None,
+            recorded: Mapping[str, Any] | None = None) -> Config:
     """Fill in what the options leave open, once, and freeze the result.
 
     Args:
@@ -633,9 +647,17 @@ def resolve(args: argparse.Namespace, *, default_workers: int, fresh_seed: int, 
         recipe: the :class:`~ecanet.recipe.Recipe` of the checkpoint that ``-e`` evaluates, a resumed run
             continues or ``--weights`` starts from: its preprocessing, and when training its architecture,
             apply unless an option sets them.
+        recorded: the configuration of the run being resumed (its ``config.yaml`` keys): the options of
+            :data:`RESUME_INHERITED_OPTIONS` that neither the command line nor ``--config`` sets are its, so that
+            the run continues as it started, and an option left out is not reported as changed.
     """
     values = dict(vars(args))
     explicit = getattr(args, "explicit", frozenset())
+    if recorded:
+        table = _option_table(build_parser())
+        for key in RESUME_INHERITED_OPTIONS:
+            if key in recorded and table[key].dest not in explicit:
+                values[table[key].dest] = recorded[key]
     if recipe is not None:
         for dest in RECIPE_PREPROCESSING:
             if dest not in explicit:
@@ -654,4 +676,20 @@ def resolve(args: argparse.Namespace, *, default_workers: int, fresh_seed: int, 
     if not args.output and not args.evaluate:
         name = f"{values['arch']}-{timestamp}" + (f"-{args.action}" if args.action else "")
         values["output"] = str(Path("runs") / name)
+    check_crop_fits(values["img_size"], values["val_resize"], explicit)
     return Config(**values)
+
+
+# The paper's ratio of crop to resize for evaluation: 224 / 256.
+EVAL_CROP_RATIO = 0.875
+
+
+def check_crop_fits(img_size: int, val_resize: int, explicit: frozenset[str] = frozenset()) -> None:
+    """Validation center-crops ``img_size`` pixels out of images resized to ``val_resize``: a crop larger than
+    that would be padded with black borders (torchvision's CenterCrop), so it is a ConfigError."""
+    if img_size <= val_resize:
+        return
+    source = "--val-resize" if "val_resize" in explicit else "--val-resize (the default or the checkpoint's recipe)"
+    raise ConfigError(f"--img-size {img_size} is larger than {source} {val_resize}: validation would center-crop "
+                      f"{img_size} pixels out of {val_resize} and pad the rest with black. Pass --val-resize "
+                      f"{math.ceil(img_size / EVAL_CROP_RATIO)} (the paper's 224/256 ratio) or more.")

@@ -83,6 +83,14 @@ class EpochPosition:
     step_in_epoch: int = 0
     global_step: int = 0
 
+    def rebatched(self, old_global_batch: int, new_global_batch: int, steps_per_epoch: int) -> "EpochPosition":
+        """The same point of training after the global batch or the epoch's length changed (a resumed run with
+        --resume-override): as many of the epoch's samples seen (rounded down to whole new batches, so a few
+        may be seen twice), and the global step counted in epochs of ``steps_per_epoch`` steps, which is what
+        the learning-rate schedule reads."""
+        step = min(self.step_in_epoch * old_global_batch // new_global_batch, steps_per_epoch)
+        return EpochPosition(self.epoch, step, self.epoch * steps_per_epoch + step)
+
 
 @dataclass
 class EpochResult:
@@ -214,8 +222,9 @@ def train_one_epoch(state: TrainState, loader: Iterable, criterion: nn.Module, o
         if any_rank(skipped > MAX_BAD_IMAGE_FRACTION * epoch_images, info):
             raise DataError(f"more than {MAX_BAD_IMAGE_FRACTION:.0%} of epoch {epoch + 1}'s images are "
                             f"unreadable ({skipped} so far on rank {info.rank}; the warnings above name "
-                            f"them). Fix or remove the broken files and resume; the last checkpoint is "
-                            f"intact.")
+                            f"them). Fix the broken files, or remove them (resuming then needs "
+                            f"--resume-override: the epochs change length), and rerun with --resume auto; "
+                            f"checkpoints already saved are intact.")
         now = time.perf_counter()
         rate = (totals.count - images_last) / max(now - t_last, 1e-9) * info.world_size
         t_last, images_last = now, totals.count

@@ -36,6 +36,16 @@ def parameter_groups(model: nn.Module, weight_decay: float, no_wd_bn_bias: bool)
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
+def set_sgd_options(optimizer: torch.optim.SGD, momentum: float, weight_decay: float, nesterov: bool) -> None:
+    """Give an SGD optimizer built by :func:`build_optimizer` (e.g. after ``load_state_dict`` of a resumed run
+    brought back the run's values) these options; the first parameter group is the decayed one
+    (:func:`parameter_groups`), a second one keeps no weight decay."""
+    for index, group in enumerate(optimizer.param_groups):
+        group["momentum"], group["nesterov"] = momentum, nesterov and momentum > 0
+        if index == 0:
+            group["weight_decay"] = weight_decay
+
+
 def build_optimizer(model: nn.Module, lr: float, momentum: float, weight_decay: float, nesterov: bool = False,
                     no_wd_bn_bias: bool = False) -> torch.optim.SGD:
     return torch.optim.SGD(parameter_groups(model, weight_decay, no_wd_bn_bias), lr=lr, momentum=momentum,

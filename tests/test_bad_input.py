@@ -185,7 +185,7 @@ def test_more_than_one_percent_corrupt_stops_the_run(tmp_path, capsys):
     out = tmp_path / "run"
     message = _fails_cleanly([data, *SMALL_RUN, "-b", "16", "-a", "resnet18", "--epochs", "1", "--output", out],
                              capsys, "more than 1%", "unreadable", during_training=True)
-    assert "Fix or remove" in message
+    assert "Fix the broken files, or remove them (resuming then needs --resume-override" in message
     assert not list(out.glob("*.pth"))
 
 

@@ -42,6 +42,11 @@ def test_config_file_and_command_line_override(tmp_path):
     assert args.channels_last is True and args.ksize == "3577" and args.mean == [0.5, 0.5, 0.5]
     assert args.data == "/somewhere"
     assert parse_config(["--config", str(cfg), "/elsewhere"]).data == "/elsewhere"
+    # a switch a config file turns on, the command line turns off
+    modern = ROOT / "configs" / "eca_resnet50_modern.yaml"
+    off = parse_config(["DATA", "--config", str(modern), "--no-compile", "--no-ema", "--no-channels-last"])
+    assert (off.compile, off.ema, off.channels_last) == (False, False, False)
+    assert {"compile", "ema", "channels_last"} <= off.explicit
 
 
 def test_unknown_key_is_named_with_a_suggestion(tmp_path):

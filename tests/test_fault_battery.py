@@ -210,6 +210,43 @@ def full_disk(ctx):
     return [ctx.data, *RESUME, "--output", ctx.out]
 
 
+def short_write_before_any_checkpoint(ctx):
+    """torch's zip writer on a full disk or quota can also say 'unexpected pos': a fresh run's first save."""
+    import torch
+
+    def short_write(obj, f, *args, **kwargs):
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 25352768 vs 25352676")
+
+    ctx.monkeypatch.setattr(torch, "save", short_write)
+    return [ctx.data, *RUN, "--output", ctx.fresh_output()]
+
+
+def unwritable_run_directory(ctx):
+    """A directory the run may not create files in (another user's, read-only): as a cluster job meets it."""
+    import tempfile
+
+    def refuse(*args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(ctx.out))
+
+    ctx.monkeypatch.setattr(tempfile, "mkstemp", refuse)
+    return [ctx.data, *RESUME, "--output", ctx.out]
+
+
+def run_directory_that_takes_no_new_file(ctx):
+    """The directory refuses new files (permissions, read-only, immutable; root cannot be refused by chmod, so
+    the refusal is arranged) but its lock file, left by the earlier run, opens: the run stops before training,
+    not after an epoch at its first save."""
+    real_open = os.open
+
+    def refuse_new_files(path, flags, *args, **kwargs):
+        if flags & os.O_CREAT and Path(path).parent == ctx.out and Path(path).name != ".lock":
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_open(path, flags, *args, **kwargs)
+
+    ctx.monkeypatch.setattr(os, "open", refuse_new_files)
+    return [ctx.data, *RESUME, "--output", ctx.out]
+
+
 def code_on_unpickling(ctx):
     import torch
 
@@ -245,6 +282,37 @@ def python_process(argv) -> list:
     return [sys.executable, str(ROOT / "main.py"), *map(str, argv)]
 
 
+def resume_another_runs_checkpoint(ctx):
+    """--resume names a checkpoint of another run while --output holds checkpoints of its own."""
+    other = Path(shutil.copytree(ctx.out, ctx.tmp / "other"))
+    return [ctx.data, *RESUME, "--resume", other / "last.pth", "--output", ctx.out]
+
+
+def unreadable_checkpoints_only(ctx):
+    """--resume auto over a directory whose only checkpoints are truncated (a copy cut short)."""
+    for path in ctx.out.glob("*.pth"):
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    return [ctx.data, *RESUME, "--output", ctx.out]
+
+
+def renamed_class(ctx):
+    """The same images, but the first class folder renamed: every label would now mean another class."""
+    data = ctx.own_data()
+    first = sorted((data / "train").iterdir())[0].name
+    for split in ("train", "val"):
+        (data / split / first).rename(data / split / f"zz_{first}")
+    return [data, *RESUME, "--output", ctx.out]
+
+
+def one_more_training_image(ctx):
+    """A training image added: an epoch has another number of samples (and, at some sizes, of steps)."""
+    data = ctx.own_data()
+    folder = sorted((data / "train").iterdir())[0]
+    image = sorted(folder.iterdir())[0]
+    shutil.copy(image, folder / f"again_{image.name}")
+    return [data, *RESUME, "--output", ctx.out]
+
+
 CASES = [
     # stop signals: SLURM and Kubernetes signal the whole process group, DataLoader workers included
     Case("sigterm-to-process-group-mid-epoch", lambda c: [c.data, *RESUME, "-j", "1", "-p", "1", "--output", c.out],
@@ -272,6 +340,14 @@ CASES = [
          EXIT_USAGE, "img-size 32 -> 24", "untouched"),
     Case("resume-with-another-seed", lambda c: [c.data, *RESUME, "--seed", "4", "--output", c.out],
          EXIT_USAGE, "seed 3 -> 4", "untouched"),
+    Case("resume-from-another-runs-checkpoint-over-this-ones", resume_another_runs_checkpoint,
+         EXIT_USAGE, "holds checkpoints of its own that saving would overwrite", "untouched"),
+    Case("resume-auto-over-truncated-checkpoints", unreadable_checkpoints_only,
+         EXIT_USAGE, "holds checkpoints but none that can be read", "untouched"),
+    Case("resume-on-renamed-classes", renamed_class,
+         EXIT_USAGE, "was trained on other classes than the dataset's: class 0 is", "untouched"),
+    Case("resume-with-another-training-set-size", one_more_training_image,
+         EXIT_USAGE, "training images 48 -> 49", "untouched"),
     Case("resume-with-override", lambda c: [c.data, *RESUME, "-b", "16", "--resume-override", "--output", c.out],
          EXIT_OK, "the run is no longer bit-identical", "saved"),
     # one run per output directory
@@ -280,6 +356,11 @@ CASES = [
     # options and files a user gives
     Case("option-outside-its-domain", lambda c: [c.data, *RESUME, "--hflip", "1.5", "--output", c.out],
          EXIT_USAGE, "--hflip must be", "untouched"),
+    Case("crop-larger-than-the-validation-resize", lambda c: [c.data, *RUN, "--img-size", "40", "--output",
+                                                             c.fresh_output()],
+         EXIT_USAGE, "--img-size 40 is larger than --val-resize 32", None),
+    Case("sync-bn-on-the-cpu", lambda c: [c.data, *RUN, "--sync-bn", "--device", "cpu", "--output", c.fresh_output()],
+         EXIT_USAGE, "--sync-bn synchronises BatchNorm across GPUs", None),
     Case("momentum-outside-its-domain", lambda c: [c.data, *RESUME, "--momentum", "-0.1", "--output", c.out],
          EXIT_USAGE, "--momentum must be", "untouched"),
     Case("config-file-that-is-not-text", config_not_text, EXIT_USAGE, "is not text", "untouched"),
@@ -299,6 +380,11 @@ CASES = [
          EXIT_OK, "(14 images,", "untouched"),
     # messages
     Case("full-disk", full_disk, EXIT_SAVE_FAILED, "is full", "kept"),
+    Case("short-write-before-any-checkpoint", short_write_before_any_checkpoint, EXIT_SAVE_FAILED,
+         "is full or over its quota", None),
+    Case("unwritable-run-directory", unwritable_run_directory, EXIT_SAVE_FAILED, "Permission denied", "kept"),
+    Case("run-directory-that-takes-no-new-file", run_directory_that_takes_no_new_file, EXIT_USAGE,
+         "cannot use the run directory", "untouched"),
     Case("checkpoint-that-runs-code-on-unpickling", code_on_unpickling,
          EXIT_USAGE, "refuses (it refers to posix.system)", "untouched"),
     Case("truncated-checkpoint", truncated_checkpoint, EXIT_USAGE, "It may be truncated", "untouched"),
@@ -480,6 +566,79 @@ def test_an_overridden_resume_keeps_the_configuration_history(finished_run, imag
     (entry,) = yaml.safe_load((out / "config_history.yaml").read_text())
     assert entry["changed"]["batch-size"] == [8, 16] and entry["changed"]["lr"] == [0.1, 0.2]
     assert yaml.safe_load((out / "config.yaml").read_text())["batch-size"] == 16
+
+
+def test_a_failed_save_names_what_is_left_and_leaves_no_epoch_recorded_twice(finished_run, image_folder, tmp_path,
+                                                                            monkeypatch, capsys):
+    """An epoch whose save failed is redone by the resumed run and recorded once; before the first checkpoint the
+    advice is to rerun, not to resume."""
+    import torch
+    from ecanet.metrics import read_metrics
+    def no_space(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    out = Path(shutil.copytree(finished_run, tmp_path / "run"))
+    real_save = torch.save
+    monkeypatch.setattr(torch, "save", no_space)
+    assert run_main([image_folder, *RESUME, "--output", out]) == EXIT_SAVE_FAILED
+    assert "rerun with --resume auto: the previous checkpoint is intact" in _error_paragraph(capsys.readouterr().err)
+    monkeypatch.setattr(torch, "save", real_save)
+    assert run_main([image_folder, *RESUME, "--output", out]) == EXIT_OK
+    assert [row["epoch"] for row in read_metrics(out / "metrics.jsonl")] == [1, 2]
+    fresh = tmp_path / "fresh"
+    monkeypatch.setattr(torch, "save", no_space)
+    assert run_main([image_folder, *RUN, "--output", fresh]) == EXIT_SAVE_FAILED
+    assert "no checkpoint of this run was written yet" in _error_paragraph(capsys.readouterr().err)
+
+
+def test_options_left_out_on_resume_are_the_runs_own(image_folder, tmp_path, caplog):
+    """A resumed run's options are its config.yaml's unless given: leaving --lr out neither changes the learning
+    rate nor is reported as a change, and what config.yaml says is what trained."""
+    import yaml
+    from ecanet.metrics import read_metrics
+    out = tmp_path / "run"
+    assert run_main([image_folder, *RUN, "--lr", "0.2", "--output", out]) == EXIT_OK
+    with caplog.at_level("INFO"):
+        assert run_main([image_folder, *SMALL_RUN, "--epochs", "2", "--resume", "auto", "--output", out]) == EXIT_OK
+    assert "resumed with changed options: epochs 1 -> 2\n" in caplog.text
+    assert yaml.safe_load((out / "config.yaml").read_text())["lr"] == 0.2
+    assert read_metrics(out / "metrics.jsonl")[1]["lr"] == pytest.approx(0.2 * 8 / 256)
+
+
+def test_explicit_sgd_options_on_resume_are_the_ones_trained_with(finished_run, image_folder, tmp_path, capsys):
+    import torch
+    out = Path(shutil.copytree(finished_run, tmp_path / "run"))
+    assert run_main([image_folder, *RESUME, "--momentum", "0.5", "--wd", "0.05", "--nesterov", "--output",
+                     out]) == EXIT_OK
+    (group,) = torch.load(out / "last.pth", weights_only=True)["optimizer"]["param_groups"]
+    assert (group["momentum"], group["weight_decay"], group["nesterov"]) == (0.5, 0.05, True)
+    again = Path(shutil.copytree(finished_run, tmp_path / "again"))
+    before = digest(again)
+    assert run_main([image_folder, *RESUME, "--no-wd-bn-bias", "--output", again]) == EXIT_USAGE
+    assert "cannot change on resume" in _error_paragraph(capsys.readouterr().err)
+    assert digest(again) == before
+
+
+def test_an_overridden_batch_size_keeps_the_runs_place_in_its_schedule(finished_run, image_folder, tmp_path,
+                                                                      caplog):
+    """After one epoch of 6 steps of 8, a resume with batches of 16 continues at epoch 2 of 3-step epochs
+    (global step 3, not 6), with the base learning rate scaled to the new batch (linear scaling)."""
+    from ecanet.metrics import read_metrics
+    out = Path(shutil.copytree(finished_run, tmp_path / "run"))
+    with caplog.at_level("INFO"):
+        assert run_main([image_folder, *RESUME, "-b", "16", "--resume-override", "--lr-decay-epochs", "1",
+                         "--output", out]) == EXIT_OK
+    assert "the schedule continues from base learning rate 0.00625 (the run had 0.003125)" in caplog.text
+    # the schedule's step after epoch 2 is 6 (two epochs of 3): two decays, not the three of step 9
+    assert read_metrics(out / "metrics.jsonl")[1]["lr"] == pytest.approx(0.1 * 16 / 256 * 0.1 ** 2)
+
+
+def test_a_mid_epoch_position_is_kept_in_samples_when_the_batch_changes():
+    from ecanet.engine import EpochPosition
+    position = EpochPosition(epoch=2, step_in_epoch=9, global_step=45)          # 18 samples of batch 2 seen
+    assert position.rebatched(2, 8, 4) == EpochPosition(2, 2, 10)                # 16 of them in whole batches
+    assert position.rebatched(2, 2, 18) == EpochPosition(2, 9, 45)               # nothing changed
+    assert EpochPosition(1, 5, 11).rebatched(64, 8, 7) == EpochPosition(1, 7, 14)   # at most a whole epoch
 
 
 def test_messages_are_one_paragraph_without_escape_codes():

@@ -166,9 +166,12 @@ def test_auto_share_is_resolved_once_and_the_configuration_is_read_only():
     with pytest.raises(AttributeError, match="read-only"):
         cfg.seed = 1
     from ecanet import config
-    resumed = config.resolve(config.parse_config(["DATA", "--seed", "5"]), default_workers=1, fresh_seed=7,
-                             timestamp="T", resumed_seed=11)
+    resumed = config.resolve(config.parse_config(["DATA"]), default_workers=1, fresh_seed=7, timestamp="T",
+                             resumed_seed=11)
     assert resumed.seed == 11   # a resumed run keeps its data order
+    reseeded = config.resolve(config.parse_config(["DATA", "--seed", "5"]), default_workers=1, fresh_seed=7,
+                              timestamp="T", resumed_seed=11)
+    assert reseeded.seed == 5   # kept, so that the resume check refuses it (tests/test_fault_battery.py)
 
 
 def test_help_answers_without_importing_torch():

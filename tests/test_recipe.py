@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+from pathlib import Path
 
 import pytest
 import torch
@@ -118,6 +119,18 @@ def test_headless_weights_start_a_fresh_classifier_and_are_not_evaluated(image_f
     assert "without a classifier (headless weights)" in err and "Traceback" not in err
 
 
+def test_evaluation_on_other_class_folders_is_refused(small_run, image_folder, tmp_path, capsys):
+    """The same number of classes under other names: the labels would be scored against the wrong classes."""
+    import shutil
+    data = Path(shutil.copytree(image_folder, tmp_path / "data"))
+    first = sorted((data / "val").iterdir())[0].name
+    for split in ("train", "val"):
+        (data / split / first).rename(data / split / f"zz_{first}")
+    assert run_main([data, "-e", "--resume", small_run / "best.pth", "-j", "0"]) == EXIT_USAGE
+    err = capsys.readouterr().err
+    assert "was trained on other classes than" in err and "class 0 is" in err and "Traceback" not in err
+
+
 def test_a_ksize_that_disagrees_with_the_weights_is_refused(image_folder, released_r18, tmp_path, capsys):
     out = tmp_path / "ft"
     assert run_main([image_folder, *SMALL_RUN, "--weights", released_r18, "--ksize", "3555", "--epochs", "1",
@@ -129,7 +142,8 @@ def test_a_ksize_that_disagrees_with_the_weights_is_refused(image_folder, releas
 
 # ------------------------------------------------------- finding 2: -e preprocesses as the run trained
 
-def test_evaluation_uses_the_recipe_unless_an_option_overrides_it(small_run, image_folder, tmp_path, caplog):
+def test_evaluation_uses_the_recipe_unless_an_option_overrides_it(small_run, image_folder, tmp_path, caplog,
+                                                                  capsys):
     trained = read_metrics(small_run / "metrics.jsonl")[-1]
     with caplog.at_level(logging.INFO):
         assert run_main([image_folder, "-e", "--resume", small_run / "last.pth", "-j", "0",
@@ -141,8 +155,11 @@ def test_evaluation_uses_the_recipe_unless_an_option_overrides_it(small_run, ima
     caplog.clear()
     with caplog.at_level(logging.INFO):
         assert run_main([image_folder, "-e", "--resume", small_run / "last.pth", "-j", "0", "--img-size", "32",
-                         "--output", tmp_path / "e2"]) == EXIT_OK
-    assert "overridden by --img-size" in caplog.text and "CenterCrop(32)" in caplog.text
+                         "--val-resize", "32", "--output", tmp_path / "e2"]) == EXIT_OK
+    assert "overridden by --img-size, --val-resize" in caplog.text and "CenterCrop(32)" in caplog.text
+    # a crop larger than the recipe's resize would be padded with black: refused, naming where 28 came from
+    assert run_main([image_folder, "-e", "--resume", small_run / "last.pth", "-j", "0", "--img-size", "32"]) == EXIT_USAGE
+    assert "larger than --val-resize (the default or the checkpoint's recipe) 28" in capsys.readouterr().err
 
 
 # --------------------------------------------------------------- finding 3: a finished run, strict JSON

@@ -101,7 +101,8 @@ def _save_on_rank0(contents: Any, path: Path, info: DistInfo) -> None:
         except CheckpointSaveError as exc:
             error = str(exc)
     if any_rank(error is not None, info):
-        raise CheckpointSaveError(error or f"rank 0 could not write {path}")
+        raise CheckpointSaveError(error or f"rank 0 could not write {path}",
+                                  resumable=(path.parent / LAST_CHECKPOINT).is_file())
 
 
 def save_training_checkpoint(state: Any, record: DetectorRecord, run_dir: Path, info: DistInfo, reason: str,
@@ -152,18 +153,25 @@ def is_training_checkpoint(obj: Mapping[str, Any]) -> bool:
     return "optimizer" in obj
 
 
-def find_checkpoint(resume: str | None, run_dir: Path | None) -> Path | None:
+def find_checkpoint(resume: str | None, run_dir: Path | None, training: bool = True) -> Path | None:
     """The checkpoint ``--resume`` names: a path, ``run_dir/last.pth`` for 'auto' (None when it does not exist:
-    a new run), or None. Refuses (CheckpointError) to start a new run over a run directory's checkpoints."""
+    a new run), or None. When ``training``, refuses (CheckpointError) to start a new run over a run directory's
+    checkpoints, or to continue another directory's run in it."""
+    taken = [name for name in (LAST_CHECKPOINT, FINAL_WEIGHTS) if run_dir is not None and (run_dir / name).exists()]
     if resume == "auto":
         path = run_dir / LAST_CHECKPOINT if run_dir is not None else None
         if path is not None and path.is_file():
             return path
         log.info("--resume auto: no %s in %s yet, starting a new run", LAST_CHECKPOINT, run_dir)
     elif resume:
-        return Path(resume)
-    taken = [name for name in (LAST_CHECKPOINT, FINAL_WEIGHTS) if run_dir is not None and (run_dir / name).exists()]
-    if taken:
+        path = Path(resume)
+        if training and taken and path.resolve().parent != run_dir.resolve():
+            raise CheckpointError(f"--resume {path} continues another run directory than --output {run_dir}, which "
+                                  f"holds {' and '.join(taken)} of its own that saving would overwrite. Pass "
+                                  f"--output {path.parent} to continue that run there, or an --output without "
+                                  f"checkpoints.")
+        return path
+    if taken and training:
         raise CheckpointError(f"run directory {run_dir} already holds {' and '.join(taken)}; a new run there would "
                               f"overwrite them. Continue it with --resume auto, or pick another --output.")
     return None
