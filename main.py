@@ -110,9 +110,10 @@ def checkpoint_to_evaluate(args: Any) -> Path:
     return Path(args.resume or args.weights)
 
 
-def check_resume_changes(cfg: config.Config, resume_obj: Any, path: Path, info: Any) -> None:
+def check_resume_changes(cfg: config.Config, resume_obj: Any, path: Path, info: Any, train_size: int) -> None:
     """Options that would change the data order or the step count of the run being resumed are an error
-    (unless --resume-override); other changed options are logged."""
+    (unless --resume-override), and so are another number of processes or of training images; other changed
+    options are logged."""
     locked, free = config.resume_changes(resume_obj.get("config") or {}, config.config_to_yaml_dict(cfg))
     if "no-wd-bn-bias" in free:   # the optimizer's state is kept per parameter group, and this regroups them
         old, new = free["no-wd-bn-bias"]
@@ -122,6 +123,9 @@ def check_resume_changes(cfg: config.Config, resume_obj: Any, path: Path, info: 
     saved_world = int(resume_obj.get("world_size", 1))
     if saved_world != info.world_size:
         locked["processes"] = (saved_world, info.world_size)
+    saved_size = resume_obj.get("train_size")   # older checkpoints do not record it
+    if saved_size is not None and int(saved_size) != train_size:
+        locked["training images"] = (int(saved_size), train_size)
     config.check_resume_changes(locked, free, path, cfg.resume_override)
 
 
@@ -133,20 +137,12 @@ def continue_rebatched(state: Any, resume_obj: Any, cfg: config.Config, info: An
     new_batch = cfg.batch_size * info.world_size
     position = state.position.rebatched(old_batch, new_batch, steps_per_epoch)
     if position != state.position:
-        log.warning("resumed with a global batch of %d (the run had %d) and %d steps per epoch: continuing at "
-                    "epoch %d, step %d (global step %d; it was step %d, global step %d)", new_batch, old_batch,
-                    steps_per_epoch, position.epoch + 1, position.step_in_epoch, position.global_step,
+        log.warning("resumed with a global batch of %d images (the run's: %d) in epochs of %d steps: continuing at "
+                    "epoch %d, step %d (global step %d; the checkpoint was at step %d, global step %d)", new_batch,
+                    old_batch, steps_per_epoch, position.epoch + 1, position.step_in_epoch, position.global_step,
                     state.position.step_in_epoch, state.position.global_step)
         state.position = position
         state.scheduler.last_epoch = position.global_step
-
-
-def check_training_set_unchanged(resume_obj: Any, train_size: int, cfg: config.Config, path: Path) -> None:
-    """The number of training images decides each epoch's steps, hence where in the schedule a step is: like the
-    locked options, a change is an error unless --resume-override."""
-    recorded = resume_obj.get("train_size")
-    if recorded is not None and int(recorded) != train_size:
-        config.check_resume_changes({"training images": (int(recorded), train_size)}, {}, path, cfg.resume_override)
 
 
 def log_recipe_use(cfg: config.Config, recipe: Any) -> None:
@@ -168,16 +164,18 @@ def evaluate_checkpoint(cfg: config.Config, info: Any, precision: Any, model: An
         raise UserError(f"{path} holds {spec.arch} without a classifier (headless weights), so there are no class "
                         f"scores to evaluate. Fine-tune a classifier on it first: --weights {path}.")
     if spec.num_classes != data.num_classes:
-        raise UserError(f"{path} has {spec.num_classes} output classes but {cfg.data}/val has {data.num_classes} "
-                        f"class folders. Evaluate it on the dataset it was trained for.")
-    difference = ckpt.class_difference(model.recipe.classes, data.classes)
+        raise UserError(f"{path} has {spec.num_classes} output classes but "
+                        f"{'--synthetic has' if cfg.synthetic else f'{cfg.data}/val has'} {data.num_classes} "
+                        f"classes. Evaluate it on the dataset it was trained for (--num-classes with --synthetic).")
+    difference = None if cfg.synthetic else ckpt.class_difference(model.recipe.classes, data.classes)
     if difference:
         raise UserError(f"{path} was trained on other classes than {cfg.data}/val's class folders: {difference}. "
                         f"Its scores would be counted against the wrong labels; evaluate it on the dataset it was "
                         f"trained for.")
     model.to(info.device, memory_format=torch.channels_last if cfg.channels_last else torch.contiguous_format)
     log.info("evaluating %s (%s, %s parameters) on %d images of %s", path, spec.arch,
-             f"{models.count_parameters(model):,}", data.val_size, Path(cfg.data) / "val")
+             f"{models.count_parameters(model):,}", data.val_size,
+             "synthetic images" if cfg.synthetic else Path(cfg.data) / "val")
     result = engine.evaluate(model, data.val_loader, info, precision, desc="eval")
     log.info(" * top-1 %.3f  top-5 %.3f  loss %.4f  (%d images, %s img/s)", result.top1, result.top5,
              result.loss, result.images, f"{result.images_per_s:,.0f}")
@@ -238,19 +236,23 @@ def train(cfg: config.Config, info: Any, precision: Any, resume_path: Path | Non
     if resume_path is not None:
         ckpt.check_resumable(resume_obj, resume_path, cfg.arch, models.eca_kernel_sizes(state.model),
                              data.num_classes, data.classes)
-        check_training_set_unchanged(resume_obj, data.train_size, cfg, resume_path)
-        check_resume_changes(cfg, resume_obj, resume_path, info)
+        check_resume_changes(cfg, resume_obj, resume_path, info, data.train_size)
         rng_states = ckpt.restore_training_state(state, resume_obj, resume_path, info)
         # The optimizer's state_dict brought back the run's momentum and weight decay: these options may change.
-        optim.set_sgd_options(state.optimizer, cfg.momentum, cfg.weight_decay, cfg.nesterov)
+        # A checkpoint without a recorded configuration keeps its optimizer's values unless options are given.
+        recorded = resume_obj.get("config") or {}
+        if recorded or {"momentum", "weight_decay", "nesterov"} & cfg.explicit:
+            optim.set_sgd_options(state.optimizer, cfg.momentum, cfg.weight_decay, cfg.nesterov)
         continue_rebatched(state, resume_obj, cfg, info, data.steps_per_epoch)
         # The base learning rate of --lr and the global batch (linear scaling): the run's unless either changed.
-        old_lr, new_lr = optim.rebase_schedule(state.scheduler, build_base_lr(cfg, info))
-        if new_lr != old_lr:
-            log.info("the schedule continues from base learning rate %.6g (the run had %.6g)", new_lr, old_lr)
+        if recorded or {"lr", "lr_base_batch"} & cfg.explicit:
+            old_lr, new_lr = optim.rebase_schedule(state.scheduler, build_base_lr(cfg, info))
+            if new_lr != old_lr:
+                log.info("the schedule continues from base learning rate %.6g (the run had %.6g)", new_lr, old_lr)
         log.info("resumed from %s: epoch %d, step %d of %d (global step %d), best top-1 %.3f", resume_path,
                  state.position.epoch + 1, state.position.step_in_epoch, data.steps_per_epoch,
                  state.position.global_step, state.best_top1)
+    elapsed_before = float(resume_obj.get("elapsed_s", 0.0)) if resume_obj is not None else 0.0
     del resume_obj
     run_dir = Path(cfg.output)  # made only now: a run that fails its input checks leaves nothing behind
     with rundir.open_run_directory(run_dir, info, write_config=lambda path: config.write_config(cfg, path),
@@ -269,20 +271,24 @@ def train(cfg: config.Config, info: Any, precision: Any, resume_path: Path | Non
                                                std=tuple(cfg.std or IMAGENET_STD), classes=tuple(data.classes)),
                              cfg.seed, info.world_size, config.config_to_yaml_dict(cfg), data.train_size)
         preemption.install()
-        return epoch_loop(cfg, info, state, data, run, run_dir, metrics, preemption)
+        return epoch_loop(cfg, info, state, data, run, run_dir, metrics, preemption, elapsed_before)
 
 
 def epoch_loop(cfg: config.Config, info: Any, state: Any, data: Any, run: Any, run_dir: Path, metrics: Any,
-               preemption: Any) -> int:
+               preemption: Any, elapsed_before: float = 0.0) -> int:
+    """Train epoch by epoch until --epochs, evaluating and saving after each; a stop signal saves and exits 75.
+    ``elapsed_before``: the seconds of training and evaluation the run spent before this start."""
     criterion = torch.nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
     options = engine.LoopOptions(cfg.epochs, data.steps_per_epoch, cfg.clip_grad_norm, cfg.print_freq,
                                  cfg.save_every_steps)
 
+    t_run, last_eval = time.perf_counter(), None
+    elapsed = lambda: elapsed_before + time.perf_counter() - t_run  # noqa: E731 - every start of the run
+
     def save(reason: str, is_best: bool = False) -> None:
         dist.sync_buffers(state.model, info)
-        ckpt.save_training_checkpoint(state, run, run_dir, info, reason, is_best)
+        ckpt.save_training_checkpoint(state, run, run_dir, info, reason, is_best, elapsed_s=elapsed())
 
-    t_run, last_eval = time.perf_counter(), None
     while state.position.epoch < cfg.epochs:
         pos = state.position
         (data.train_sampler or data.train_loader).set_epoch(pos.epoch, pos.step_in_epoch * cfg.batch_size)
@@ -313,7 +319,7 @@ def epoch_loop(cfg: config.Config, info: Any, state: Any, data: Any, run: Any, r
     summary = {"arch": cfg.arch, "epochs": state.position.epoch, "best_top1": state.best_top1,
                "final_top1": last_eval.top1 if last_eval else math.nan,
                "final_top5": last_eval.top5 if last_eval else math.nan,
-               "final_loss": last_eval.loss if last_eval else math.nan, "wall_time_s": time.perf_counter() - t_run,
+               "final_loss": last_eval.loss if last_eval else math.nan, "wall_time_s": elapsed(),
                "parameters": models.count_parameters(state.model)}
     metrics.record("summary", summary)
     log.info("results\n%s\nrun directory: %s\nTensorBoard:   tensorboard --logdir %s",

@@ -228,13 +228,14 @@ def infer_network(state_dict: Mapping[str, torch.Tensor], source: str = "checkpo
                 f"{source} holds a ResNet with {layers} {block.__name__}s per stage, which matches none of "
                 f"ResNet-18/34/50/101/152. ecanet cannot build it.")
         arch, num_classes = f"{prefix}resnet{depth}", _classifier_outputs(state_dict, "fc.weight")
-    elif "features.0.0.weight" in keys:
+    elif "features.0.0.weight" in keys and "features.18.0.weight" in keys:   # MobileNetV2's 19 feature modules
         arch, num_classes = f"{prefix}mobilenet_v2", _classifier_outputs(state_dict, "classifier.1.weight")
     else:
         sample = sorted(keys)[:SHOW_KEYS]
         raise CheckpointError(
             f"{source} does not look like any network ecanet knows (no ResNet 'conv1.weight'/"
-            f"'layer1.0.conv1.weight', no MobileNetV2 'features.0.0.weight'; first keys: {sample}). "
+            f"'layer1.0.conv1.weight', no MobileNetV2 'features.0.0.weight'/'features.18.0.weight'; first keys: "
+            f"{sample}). "
             f"Known architectures: {', '.join(models.list_models())}.")
     if not models.is_model(arch):
         raise CheckpointError(f"{source} holds {arch}, which ecanet does not register. "
@@ -458,8 +459,8 @@ def _atomic_file(path: Path) -> Iterator[BinaryIO]:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        os.fchmod(fd, FILE_MODE & ~_umask())  # mkstemp makes 0600; a checkpoint or export is shared like any file
         with os.fdopen(fd, "wb") as f:
+            os.fchmod(f.fileno(), FILE_MODE & ~_umask())  # mkstemp makes 0600; a checkpoint is shared like any file
             yield f
             f.flush()
             os.fsync(f.fileno())
@@ -595,7 +596,7 @@ def find_resume_checkpoint(run_dir: str | os.PathLike) -> Path | None:
             best = key if best is None or key[:3] > best[:3] else best
     if best is None and unreadable:
         path, exc = unreadable[0]
-        raise CheckpointError(f"--resume auto: {run_dir} holds checkpoints but none that can be read: {path} "
+        raise CheckpointError(f"--resume auto: {run_dir} holds no training checkpoint that can be read: {path} "
                               f"fails to load (torch.load: {_loader_reason(exc)}); it may be truncated by a copy or a full "
                               f"disk. Restore it from a copy and rerun, or move it away to start the run afresh.")
     return best[3] if best else None
@@ -662,11 +663,12 @@ def _network_fields(state: "TrainState", run: RunRecord) -> dict[str, Any]:
             "state_dict": state.model.state_dict(), "versions": library_versions()}
 
 
-def training_checkpoint(state: "TrainState", run: RunRecord, reason: str, rng_states: list[Any]) -> dict[str, Any]:
+def training_checkpoint(state: "TrainState", run: RunRecord, reason: str, rng_states: list[Any],
+                        elapsed_s: float = 0.0) -> dict[str, Any]:
     """The contents of ``last.pth``: the weights and everything needed to continue bit-identically.
 
     ``reason`` says why it was written (``'epoch'``, ``'step'``, ``'preempted'``); ``rng_states`` holds every
-    rank's RNG states (:func:`capture_rng_state`, gathered).
+    rank's RNG states (:func:`capture_rng_state`, gathered); ``elapsed_s`` the run's seconds so far.
     """
     position = state.position
     return {
@@ -680,6 +682,7 @@ def training_checkpoint(state: "TrainState", run: RunRecord, reason: str, rng_st
         "epoch_skipped_images": state.skipped_in_epoch,
         "best_prec1": state.best_top1, "sampler_seed": run.seed, "rng": rng_states,
         "world_size": run.world_size, "train_size": run.train_size, "config": run.config,
+        "elapsed_s": float(elapsed_s),
     }
 
 
@@ -696,11 +699,12 @@ def weights_checkpoint(state: "TrainState", run: RunRecord) -> dict[str, Any]:
 
 
 def save_training_checkpoint(state: "TrainState", run: RunRecord, run_dir: Path, info: DistInfo, reason: str,
-                             is_best: bool = False) -> None:
+                             is_best: bool = False, elapsed_s: float = 0.0) -> None:
     """Write ``run_dir/last.pth`` (and, first, ``best.pth``) on rank 0; every rank learns whether it worked.
 
-    Raises :class:`CheckpointSaveError` on every rank when rank 0 could not write; the previous files are
-    then intact.
+    ``elapsed_s``: the run's seconds of training and evaluation so far, over all its starts (summary.wall_time_s
+    of a resumed run counts them all). Raises :class:`CheckpointSaveError` on every rank when rank 0 could not
+    write; the previous files are then intact.
     """
     from .engine import NonFiniteLossError, first_non_finite
     bad = first_non_finite(state.model)
@@ -711,16 +715,19 @@ def save_training_checkpoint(state: "TrainState", run: RunRecord, run_dir: Path,
     rng_states = all_gather_objects(capture_rng_state(), info)
     error = None
     if info.is_main:
+        path, best = run_dir / LAST_CHECKPOINT, run_dir / BEST_CHECKPOINT
+        first_save = not path.exists()
         try:
-            path = run_dir / LAST_CHECKPOINT
             # best.pth first: last.pth records the best top-1, and a resumed run writes best.pth again only
             # when it beats that, so last.pth must not claim a best.pth that failed to be written.
             if is_best:
-                save_checkpoint(weights_checkpoint(state, run), run_dir / BEST_CHECKPOINT)
-            save_checkpoint(training_checkpoint(state, run, reason, rng_states), path)
+                save_checkpoint(weights_checkpoint(state, run), best)
+            save_checkpoint(training_checkpoint(state, run, reason, rng_states, elapsed_s), path)
             log.info("saved %s (%s; global step %d)", path, reason, state.position.global_step)
         except CheckpointSaveError as exc:
             error = str(exc)
+            if first_save and is_best:   # no training checkpoint to resume from: the run starts over, cleanly
+                best.unlink(missing_ok=True)
     if any_rank(error is not None, info):
         raise CheckpointSaveError(error or "rank 0 could not write the checkpoint",
                                   resumable=(run_dir / LAST_CHECKPOINT).is_file())
@@ -766,14 +773,19 @@ def find_run_checkpoint(resume: str | None, run_dir: Path | None) -> Path | None
             log.info("--resume auto: no checkpoint in %s yet, starting a new run", run_dir)
     elif resume:
         path = Path(resume)
-    holds_checkpoints = run_dir is not None and run_dir.is_dir() and any(run_dir.glob("*.pth"))
-    if path is None and holds_checkpoints:
+    held = sorted(p.name for p in run_dir.glob("*.pth")) if run_dir is not None and run_dir.is_dir() else []
+    if path is None and held and resume == "auto":
+        raise CheckpointError(f"run directory {run_dir} holds {', '.join(held)} but no training checkpoint to "
+                              f"continue from (weights alone cannot resume a run); starting a new run there would "
+                              f"overwrite them. Move them away, or pick another --output.")
+    if path is None and held:
         raise CheckpointError(f"run directory {run_dir} already holds checkpoints; starting a new run there "
                               f"would overwrite them. Continue it with --resume auto, or pick another --output.")
-    if path is not None and holds_checkpoints and path.resolve().parent != run_dir.resolve():
+    if path is not None and held and path.parent.resolve() != run_dir.resolve():
         raise CheckpointError(f"--resume {path} continues another run directory than --output {run_dir}, which "
-                              f"holds checkpoints of its own that saving would overwrite. Pass --output "
-                              f"{path.parent} to continue that run there, or an --output without checkpoints.")
+                              f"holds checkpoints of its own ({', '.join(held)}) that saving would overwrite. To "
+                              f"continue the run in {run_dir}, pass --resume auto; to continue {path}, an --output "
+                              f"without checkpoints.")
     return path
 
 

@@ -520,12 +520,42 @@ def check_output_is_a_directory(output: str | None) -> None:
                           f"checkpoints and logs (it is created if missing).")
 
 
-def validate(args: argparse.Namespace) -> None:
-    """Reject impossible or conflicting options before anything is loaded or written (raises ConfigError)."""
+def check_combinations(args: argparse.Namespace) -> None:
+    """Reject options that cannot go together (ConfigError): what needs a GPU without one, and what the GPU
+    decoder or torch.compile's modes do not take. :func:`validate` asks it of the options, :func:`resolve` of
+    the resolved configuration again, since a resumed run's own options fill in what was not given."""
     import torch  # not at the top: `--help` answers without importing torch
 
-    from . import models
     from .distributed import launcher_world_size
+
+    wants_cuda = args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
+    if args.sync_bn and not wants_cuda:
+        raise ConfigError("--sync-bn synchronises BatchNorm across GPUs (torch's SyncBatchNorm runs on CUDA only); "
+                          "leave it out on the CPU (--no-sync-bn).")
+    if args.amp == "fp16" and not wants_cuda:
+        raise ConfigError("--amp fp16 needs a CUDA GPU (fp16 autocast with a gradient scaler), and none is "
+                          "in use. On the CPU use --amp bf16 or --amp off.")
+    check_eca_impl_runs(args.eca_impl, wants_cuda)
+    if args.decode == "gpu" and not wants_cuda:
+        raise ConfigError("--decode gpu decodes JPEGs with nvJPEG and needs a CUDA GPU. Use --decode cpu.")
+    if args.compile_mode != "default" and not args.compile:
+        raise ConfigError(f"--compile-mode {args.compile_mode} applies to torch.compile; add --compile or drop "
+                          f"--compile-mode.")
+    if args.compile and args.compile_mode in CUDA_GRAPH_COMPILE_MODES and launcher_world_size() > 1:
+        raise ConfigError(f"--compile-mode {args.compile_mode} (CUDA graphs) is not supported with several "
+                          f"processes: DDP's hooks run between the graphs, and this is untested. Use "
+                          f"--compile-mode default for multi-GPU runs.")
+    if args.decode == "gpu" and (args.augment != "rrc" or args.random_erasing > 0):
+        raise ConfigError("--decode gpu implements the paper's augmentation (RandomResizedCrop + flip) only; "
+                          "use --decode cpu for --augment crop or --random-erasing (a resumed run keeps its "
+                          "own augmentation).")
+    if not args.synthetic:
+        check_crop_fits(args.img_size, args.val_resize, getattr(args, "explicit", frozenset()))
+
+
+def validate(args: argparse.Namespace) -> None:
+    """Reject impossible or conflicting options before anything is loaded or written (raises ConfigError)."""
+    from . import models
 
     for option, (low, low_inclusive, high, high_inclusive) in OPTION_DOMAINS.items():
         value = getattr(args, option.lstrip("-").replace("-", "_"))
@@ -548,28 +578,9 @@ def validate(args: argparse.Namespace) -> None:
     if args.ksize is not None and args.arch is not None and not args.arch.startswith("eca_"):
         raise ConfigError(f"--ksize sets ECA kernel sizes, but '{args.arch}' has no ECA layers. Drop --ksize "
                           f"or pick an eca_* architecture.")
-    wants_cuda = args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
-    if args.sync_bn and not wants_cuda:
-        raise ConfigError("--sync-bn synchronises BatchNorm across GPUs (torch's SyncBatchNorm runs on CUDA only); "
-                          "leave it out on the CPU.")
-    if args.amp == "fp16" and not wants_cuda:
-        raise ConfigError("--amp fp16 needs a CUDA GPU (fp16 autocast with a gradient scaler), and none is "
-                          "in use. On the CPU use --amp bf16 or --amp off.")
-    check_eca_impl_runs(args.eca_impl, wants_cuda)
-    if args.decode == "gpu" and not wants_cuda:
-        raise ConfigError("--decode gpu decodes JPEGs with nvJPEG and needs a CUDA GPU. Use --decode cpu.")
     if args.gpu_decode_share != AUTO and not 0.0 <= args.gpu_decode_share <= 1.0:
         raise ConfigError(f"--gpu-decode-share must be a fraction between 0 and 1, got {args.gpu_decode_share}.")
-    if args.compile_mode != "default" and not args.compile:
-        raise ConfigError(f"--compile-mode {args.compile_mode} applies to torch.compile; add --compile or drop "
-                          f"--compile-mode.")
-    if args.compile and args.compile_mode in CUDA_GRAPH_COMPILE_MODES and launcher_world_size() > 1:
-        raise ConfigError(f"--compile-mode {args.compile_mode} (CUDA graphs) is not supported with several "
-                          f"processes: DDP's hooks run between the graphs, and this is untested. Use "
-                          f"--compile-mode default for multi-GPU runs.")
-    if args.decode == "gpu" and (args.augment != "rrc" or args.random_erasing > 0):
-        raise ConfigError("--decode gpu implements the paper's augmentation (RandomResizedCrop + flip) only; "
-                          "use --decode cpu for --augment crop or --random-erasing.")
+    check_combinations(args)
     if args.evaluate and not (args.resume or args.weights):
         raise ConfigError("-e/--evaluate needs the weights to evaluate: -e --resume PATH (or --weights PATH).")
     check_output_is_a_directory(args.output)
@@ -676,7 +687,8 @@ def resolve(args: argparse.Namespace, *, default_workers: int, fresh_seed: int, 
     if not args.output and not args.evaluate:
         name = f"{values['arch']}-{timestamp}" + (f"-{args.action}" if args.action else "")
         values["output"] = str(Path("runs") / name)
-    check_crop_fits(values["img_size"], values["val_resize"], explicit)
+    if recipe is not None or recorded:   # a checkpoint filled in options: check what they give together
+        check_combinations(argparse.Namespace(**values))
     return Config(**values)
 
 
@@ -686,8 +698,10 @@ EVAL_CROP_RATIO = 0.875
 
 def check_crop_fits(img_size: int, val_resize: int, explicit: frozenset[str] = frozenset()) -> None:
     """Validation center-crops ``img_size`` pixels out of images resized to ``val_resize``: a crop larger than
-    that would be padded with black borders (torchvision's CenterCrop), so it is a ConfigError."""
-    if img_size <= val_resize:
+    that would be padded with black borders (torchvision's CenterCrop), so it is a ConfigError where an option
+    (``explicit``: the command line or a config file) asks for it. Sizes a checkpoint or the defaults give
+    alone are left as they are, so that a run is never refused what it was started with."""
+    if img_size <= val_resize or not {"img_size", "val_resize"} & explicit:
         return
     source = "--val-resize" if "val_resize" in explicit else "--val-resize (the default or the checkpoint's recipe)"
     raise ConfigError(f"--img-size {img_size} is larger than {source} {val_resize}: validation would center-crop "

@@ -341,9 +341,9 @@ CASES = [
     Case("resume-with-another-seed", lambda c: [c.data, *RESUME, "--seed", "4", "--output", c.out],
          EXIT_USAGE, "seed 3 -> 4", "untouched"),
     Case("resume-from-another-runs-checkpoint-over-this-ones", resume_another_runs_checkpoint,
-         EXIT_USAGE, "holds checkpoints of its own that saving would overwrite", "untouched"),
+         EXIT_USAGE, "that saving would overwrite. To continue the run in", "untouched"),
     Case("resume-auto-over-truncated-checkpoints", unreadable_checkpoints_only,
-         EXIT_USAGE, "holds checkpoints but none that can be read", "untouched"),
+         EXIT_USAGE, "holds no training checkpoint that can be read", "untouched"),
     Case("resume-on-renamed-classes", renamed_class,
          EXIT_USAGE, "was trained on other classes than the dataset's: class 0 is", "untouched"),
     Case("resume-with-another-training-set-size", one_more_training_image,
@@ -554,6 +554,9 @@ def test_an_explicit_lr_on_resume_is_the_one_trained_with(finished_run, image_fo
     assert run_main([image_folder, *RESUME, "--lr", "0.01", "--output", out]) == EXIT_OK
     rows = read_metrics(out / "metrics.jsonl")
     assert rows[0]["lr"] == pytest.approx(0.1 * 8 / 256) and rows[1]["lr"] == pytest.approx(0.01 * 8 / 256)
+    # the run's wall time counts both starts: the first one's and this one's
+    first, both = (read_metrics(run / "metrics.jsonl", "summary")[-1]["wall_time_s"] for run in (finished_run, out))
+    assert both > first > 0
 
 
 def test_an_overridden_resume_keeps_the_configuration_history(finished_run, image_folder, tmp_path, caplog):
@@ -589,6 +592,18 @@ def test_a_failed_save_names_what_is_left_and_leaves_no_epoch_recorded_twice(fin
     monkeypatch.setattr(torch, "save", no_space)
     assert run_main([image_folder, *RUN, "--output", fresh]) == EXIT_SAVE_FAILED
     assert "no checkpoint of this run was written yet" in _error_paragraph(capsys.readouterr().err)
+    # the first epoch's best.pth written, its last.pth not (the larger file): the run is left to start over
+    def training_state_fails(obj, f, *args, **kwargs):
+        if "optimizer" in obj:
+            no_space()
+        real_save(obj, f, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", training_state_fails)
+    assert run_main([image_folder, *RUN, "--output", fresh]) == EXIT_SAVE_FAILED
+    assert "no checkpoint of this run was written yet" in _error_paragraph(capsys.readouterr().err)
+    assert not list(fresh.glob("*.pth"))
+    monkeypatch.setattr(torch, "save", real_save)
+    assert run_main([image_folder, *RUN, "--output", fresh]) == EXIT_OK   # the same command, as the advice says
 
 
 def test_options_left_out_on_resume_are_the_runs_own(image_folder, tmp_path, caplog):
@@ -666,13 +681,15 @@ def test_every_numeric_option_is_checked_against_its_domain(option):
     from ecanet import config
     integer = config.build_parser()._option_string_actions[option].type is int
     outside, inside = _outside_and_inside(*config.OPTION_DOMAINS[option], integer=integer)
+    # the crop fits in the validation resize whatever the resize (check_crop_fits)
+    crop = ["--img-size", "1"] if option == "--val-resize" else []
     for value in outside:
-        argv = ["DATA", option, str(int(value) if integer else value)]
+        argv = ["DATA", option, str(int(value) if integer else value), *crop]
         if option == "--start-epoch":
             argv += ["--epochs", "100"]
         with pytest.raises(config.ConfigError, match=re.escape(option) + " must be"):
             config.validate(config.parse_config(argv))
-    config.validate(config.parse_config(["DATA", option, str(int(inside) if integer else inside)]))
+    config.validate(config.parse_config(["DATA", option, str(int(inside) if integer else inside), *crop]))
 
 
 @pytest.mark.parametrize(("argv", "refused"), [

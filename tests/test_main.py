@@ -174,6 +174,25 @@ def test_auto_share_is_resolved_once_and_the_configuration_is_read_only():
     assert reseeded.seed == 5   # kept, so that the resume check refuses it (tests/test_fault_battery.py)
 
 
+def test_a_resumed_runs_own_options_fill_in_and_are_checked_together():
+    """Options left out come from the run's config.yaml; what they give with this start's options is checked
+    as options are; sizes the run was started with are not refused again."""
+    from ecanet import config
+    from ecanet.errors import ConfigError
+
+    def resumed(argv, recorded):
+        return config.resolve(config.parse_config(["DATA", "--device", "cpu", *argv]), default_workers=1,
+                              fresh_seed=7, timestamp="T", recorded=recorded)
+
+    cfg = resumed(["--epochs", "9"], {"lr": 0.2, "epochs": 3, "batch-size": 64, "nesterov": True, "workers": 5})
+    assert (cfg.lr, cfg.epochs, cfg.batch_size, cfg.nesterov, cfg.workers) == (0.2, 9, 64, True, 1)
+    with pytest.raises(ConfigError, match="--sync-bn synchronises BatchNorm across GPUs"):
+        resumed([], {"sync-bn": True})
+    assert resumed([], {"img-size": 32, "val-resize": 28}).img_size == 32   # as the run was started
+    with pytest.raises(ConfigError, match="--img-size 40 is larger than"):
+        resumed(["--img-size", "40"], {"img-size": 32, "val-resize": 28})
+
+
 def test_help_answers_without_importing_torch():
     """`main.py --help` and `paras_flops.py --help` parse before anything imports torch."""
     for script in ("main.py", "paras_flops.py", "light_main.py"):

@@ -119,6 +119,11 @@ def test_headless_weights_start_a_fresh_classifier_and_are_not_evaluated(image_f
     assert "without a classifier (headless weights)" in err and "Traceback" not in err
 
 
+def test_synthetic_evaluation_does_not_compare_class_names(small_run):
+    assert run_main(["--synthetic", "--synthetic-size", "16", "-e", "--resume", small_run / "best.pth",
+                     "--num-classes", "3", "-b", "8", "-j", "0"]) == EXIT_OK
+
+
 def test_evaluation_on_other_class_folders_is_refused(small_run, image_folder, tmp_path, capsys):
     """The same number of classes under other names: the labels would be scored against the wrong classes."""
     import shutil

@@ -165,11 +165,11 @@ def find_checkpoint(resume: str | None, run_dir: Path | None, training: bool = T
         log.info("--resume auto: no %s in %s yet, starting a new run", LAST_CHECKPOINT, run_dir)
     elif resume:
         path = Path(resume)
-        if training and taken and path.resolve().parent != run_dir.resolve():
+        if training and taken and path.parent.resolve() != run_dir.resolve():
             raise CheckpointError(f"--resume {path} continues another run directory than --output {run_dir}, which "
-                                  f"holds {' and '.join(taken)} of its own that saving would overwrite. Pass "
-                                  f"--output {path.parent} to continue that run there, or an --output without "
-                                  f"checkpoints.")
+                                  f"holds {' and '.join(taken)} of its own that saving would overwrite. To continue "
+                                  f"the run in {run_dir}, pass --resume auto; to continue {path}, an --output "
+                                  f"without checkpoints.")
         return path
     if taken and training:
         raise CheckpointError(f"run directory {run_dir} already holds {' and '.join(taken)}; a new run there would "
