@@ -59,10 +59,11 @@ def run(args: Any) -> int:
         cfg = options.resolve(args, default_workers=loaders.default_workers(info.local_world_size),
                               fresh_seed=dist.broadcast_object(runtime.fresh_seed(), info),
                               timestamp=dist.broadcast_object(options.default_timestamp(), info),
-                              recorded=checkpoint.get("config") if checkpoint else None)
+                              recorded=det_ckpt.recorded_config(checkpoint) if checkpoint else None)
         if checkpoint is not None:
             check_changes(cfg, checkpoint, checkpoint_path)
-            if not cfg.evaluate and det_ckpt.is_complete(checkpoint, cfg.epochs):
+            if not cfg.evaluate and det_ckpt.is_complete(checkpoint, cfg.epochs) and \
+                    (checkpoint_path.parent / det_ckpt.FINAL_WEIGHTS).is_file():
                 log.info("%s: the run is complete (%d of %d epochs); nothing to do. Pass a larger --epochs to train "
                          "on.", checkpoint_path, checkpoint["epoch"], cfg.epochs)
                 return EXIT_OK
@@ -102,7 +103,8 @@ def find_checkpoint(args: Any) -> tuple[Path | None, dict | None]:
 def check_changes(cfg: Any, checkpoint: dict, path: Path) -> None:
     """Options that change the network are an error; those that change the batches (for a resumed run) are an
     error unless --resume-override; the others are logged."""
-    network, locked, free = options.resume_changes(checkpoint.get("config") or {}, options.config_to_yaml_dict(cfg))
+    network, locked, free = options.resume_changes(det_ckpt.recorded_config(checkpoint),
+                                                   options.config_to_yaml_dict(cfg))
     if network:
         raise CheckpointError(f"{path} holds another network than these options build "
                               f"({describe_changes(network)}). Leave those options out: the checkpoint's "
@@ -168,19 +170,20 @@ def train(cfg: Any, info: Any, precision: Any, resume_path: Path | None, checkpo
     rng_states = None
     if checkpoint is not None:
         rng_states = det_ckpt.restore_training_state(state, checkpoint, info)
-        base_lr = optim.scaled_lr(cfg.lr, cfg.batch_size, cfg.lr_base_batch)
-        if state.scheduler.base_lrs[0] != base_lr:  # a changed --lr on resume replaces the run's
-            old, new = optim.rebase_schedule(state.scheduler, base_lr)
+        continue_rebatched(state, checkpoint, cfg, data.steps_per_epoch)
+        # a changed --lr or batch on resume replaces the run's base learning rate; the lr is set for the position
+        old, new = optim.rebase_schedule(state.scheduler, optim.scaled_lr(cfg.lr, cfg.batch_size, cfg.lr_base_batch))
+        if new != old:
             log.info("the schedule continues from base learning rate %.6g (the run had %.6g)", new, old)
         log.info("resumed from %s: epoch %d, step %d of %d (global step %d)", resume_path, state.position.epoch + 1,
                  state.position.step_in_epoch, data.steps_per_epoch, state.position.global_step)
     record = det_ckpt.DetectorRecord(cfg.detector, cfg.arch, num_classes, dict(data.categories), cfg.seed,
-                                     info.world_size, options.config_to_yaml_dict(cfg),
+                                     info.world_size, options.config_to_yaml_dict(cfg, num_classes),
                                      det_ckpt.training_set_fingerprint(data.train_set))
     elapsed_before = float(checkpoint.get("elapsed_s", 0.0)) if checkpoint else 0.0
     del checkpoint
     run_dir = Path(cfg.output)  # made only now: a run that fails its input checks leaves nothing behind
-    with rundir.open_run_directory(run_dir, info, write_config=lambda path: options.write_run_config(cfg, path),
+    with rundir.open_run_directory(run_dir, info, write_config=lambda path: options.write_run_config(cfg, path, num_classes),
                                    steps_done=lambda: state.position.global_step,
                                    last_checkpoint=det_ckpt.LAST_CHECKPOINT, stop_workers=data.close
                                    ) as (metrics, preemption):
@@ -196,6 +199,20 @@ def train(cfg: Any, info: Any, precision: Any, resume_path: Path | None, checkpo
             ckpt.restore_rng_state(rng_states[info.rank])
         preemption.install()
         return epoch_loop(cfg, info, state, data, record, run_dir, metrics, preemption, elapsed_before)
+
+
+def continue_rebatched(state: Any, checkpoint: dict, cfg: Any, steps_per_epoch: int) -> None:
+    """Where a run resumed with another batch (--resume-override) continues: the same share of its epoch, and
+    the learning-rate schedule at the global step that epochs of this length give."""
+    old_batch = int((checkpoint.get("config") or {}).get("batch-size", cfg.batch_size))   # in total, as -b
+    position = state.position.rebatched(old_batch, cfg.batch_size, steps_per_epoch)
+    if position != state.position:
+        log.warning("resumed with batches of %d images (the run's: %d) in epochs of %d steps: continuing at epoch "
+                    "%d, step %d (global step %d; the checkpoint was at step %d, global step %d)", cfg.batch_size,
+                    old_batch, steps_per_epoch, position.epoch + 1, position.step_in_epoch, position.global_step,
+                    state.position.step_in_epoch, state.position.global_step)
+        state.position = position
+        state.scheduler.last_epoch = position.global_step
 
 
 def build_train_state(cfg: Any, info: Any, data: Any, precision: Any, num_classes: int, checkpoint: dict | None,
@@ -249,8 +266,8 @@ def epoch_loop(cfg: Any, info: Any, state: Any, data: Any, record: Any, run_dir:
                         "images_per_s_per_gpu": result.images_per_s / info.world_size,
                         "peak_memory_gib": torch.cuda.max_memory_allocated(info.device) / 2**30
                         if info.device.type == "cuda" else 0.0}
+        save("epoch")   # before evaluating: a failure there (memory, a kill, the annotations) keeps the epoch
         if pos.epoch == cfg.epochs or (cfg.eval_every and pos.epoch % cfg.eval_every == 0):
-            dist.sync_buffers(state.model, info)
             val = det_engine.evaluate(state.model, data.val_loader, data.val_set, info, state.precision,
                                       data.with_masks, desc="val")
             last_eval = val.metrics
@@ -261,11 +278,13 @@ def epoch_loop(cfg: Any, info: Any, state: Any, data: Any, record: Any, run_dir:
                                                    if k in last_eval and v is not None and k.endswith("AP"))
                  or "not evaluated", epoch_record["lr"], result.images_per_s,
                  metrics_lib.format_duration(result.seconds))
-        save("epoch")
         if preemption.should_stop() and pos.epoch < cfg.epochs:
             log.warning("%s received: exiting after epoch %d's checkpoint (code %d)", preemption.signal_name or
                         "stop signal", pos.epoch, EXIT_PREEMPTED)
             return EXIT_PREEMPTED
+    if not last_eval:   # a finished run whose model.pth was not written (its save failed, or the job ended)
+        last_eval = det_engine.evaluate(state.model, data.val_loader, data.val_set, info, state.precision,
+                                        data.with_masks, desc="val").metrics
     det_ckpt.save_final_weights(state, record, run_dir, info, last_eval)
     summary = {"detector": cfg.detector, "arch": cfg.arch, "epochs": state.position.epoch,
                "steps": state.position.global_step, "images": len(data.train_set), "wall_time_s": elapsed(),

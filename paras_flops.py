@@ -91,8 +91,11 @@ def _check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> No
     if args.detector is not None or args.all_detectors:
         if args.detector is not None and args.all_detectors:
             parser.error("give --detector ROW or --all-detectors, not both")
-        if args.arch is not None or args.all or args.bench or args.ksize != RELEASED:
-            parser.error("--detector/--all-detectors count detectors; leave out -a/--arch, --all, --ksize and --bench")
+        if args.arch is not None or args.all or args.bench or args.ksize != RELEASED or \
+                args.img_size != IMAGENET_IMG_SIZE or args.num_classes != IMAGENET_CLASSES:
+            parser.error("--detector/--all-detectors count the paper's detectors at their own input (1280x800) and "
+                         "classes (COCO's); leave out -a/--arch, --all, --ksize, --bench, --img-size and "
+                         "--num-classes")
     if args.all and (args.arch is not None or args.ksize != RELEASED):
         parser.error("--all counts every network as released; leave out -a/--arch and --ksize")
     if args.json == STDOUT and (args.markdown or args.bench):

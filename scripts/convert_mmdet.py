@@ -39,6 +39,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     out = Path(args.output)
+    if out.is_dir():
+        raise ConfigError(f"{out} is a directory; OUTPUT is the state_dict file to write. Pass a file path, e.g. "
+                          f"{out / 'converted.pth'}.")
     if out.exists() and not args.force:
         raise ConfigError(f"{out} exists. Pass another output path, or --force to overwrite it.")
     state_dict, report = convert.convert_mmdet_checkpoint(args.checkpoint, args.detector)

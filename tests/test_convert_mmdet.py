@@ -296,6 +296,8 @@ def test_checkpoint_file_and_command_line(tmp_path, capsys):
 
     assert convert_mmdet.main([str(path), "retinanet", str(out)]) == EXIT_USAGE          # exists: no --force
     assert "--force" in capsys.readouterr().err
+    assert convert_mmdet.main([str(path), "retinanet", str(tmp_path), "--force"]) == EXIT_USAGE   # a directory
+    assert "is a directory; OUTPUT is the state_dict file to write" in capsys.readouterr().err
     torch.save({"meta": dict(meta, CLASSES=("cat", "dog")), "state_dict": {"backbone.conv1.weight": torch.zeros(1)}},
                path)
     assert convert_mmdet.main([str(path), "retinanet", str(tmp_path / "o.pth")]) == EXIT_USAGE

@@ -268,9 +268,35 @@ def box_outside(data: Path) -> None:
     path.write_text(json.dumps(content))
 
 
+def edit_annotations(split: str, edit):
+    """A change to a copy's annotation file of ``split``: ``edit(content)`` modifies the loaded JSON."""
+    def change(data: Path) -> None:
+        path = data / f"annotations/instances_{split}.json"
+        content = json.loads(path.read_text())
+        edit(content)
+        path.write_text(json.dumps(content))
+    return change
+
+
+def without_area(content: dict) -> None:
+    del content["annotations"][0]["area"]
+
+
+def category_zero(content: dict) -> None:
+    content["categories"].append({"id": 0, "name": "zero"})
+    content["annotations"][0]["category_id"] = 0
+
+
+def two_point_polygon(content: dict) -> None:
+    content["annotations"][0]["segmentation"] = [[5.0, 10.0, 25.0, 10.0]]
+
+
 BAD_DATA = {
     "missing annotation file": (lambda d: (d / "annotations/instances_train.json").unlink(),
                                 "no train annotation file"),
+    # COCOeval reads area and iscrowd: without them an epoch would train and its evaluation fail
+    "validation annotation without area": (edit_annotations("val", without_area), "which COCO's evaluation reads"),
+    "category id 0 for an R-CNN": (edit_annotations("train", category_zero), "keeps for the background"),
     "box outside the image": (box_outside, "invalid boxes"),
     "missing image": (lambda d: (d / "train/000002.jpg").unlink(), "000002.jpg"),
 }
@@ -284,6 +310,81 @@ def test_bad_data_exits_2_and_leaves_no_run_directory(case, toy, tmp_path, capsy
     assert run_det([data, *FASTER, "--output", out]) == EXIT_USAGE
     assert fragment in one_error_line(capsys)
     assert not out.exists()
+
+
+def test_a_malformed_mask_exits_2_before_training(toy, tmp_path, capsys):
+    data = broken_copy(toy, tmp_path, edit_annotations("train", two_point_polygon))
+    out = tmp_path / "run"
+    assert run_det([data, *TINY, "--detector", "mask_rcnn", "-b", "2", "--epochs", "1", "--output", out]) == EXIT_USAGE
+    assert "malformed segmentation(s)" in one_error_line(capsys)
+    assert not out.exists()
+
+
+def test_a_finished_run_without_its_model_writes_it(straight_run, toy, tmp_path):
+    """model.pth missing from a finished run (its save failed, or the job ended after last.pth): the same
+    --resume auto command evaluates and writes it, instead of calling the run complete."""
+    out = Path(shutil.copytree(straight_run, tmp_path / "run"))
+    (out / "model.pth").unlink()
+    assert run_det([toy, *FASTER, "--output", out, "--resume", "auto"]) == EXIT_OK
+    assert torch.load(out / "model.pth", weights_only=True)["metrics"]
+
+
+def test_data_given_on_the_command_line_replaces_the_recorded_paths(mask_run, toy, tmp_path, capsys):
+    """-e of a run's model on DATA evaluates DATA's validation split, not the one the run recorded."""
+    moved = Path(shutil.copytree(toy, tmp_path / "moved"))
+    for path in (moved / "val").iterdir():   # the recorded split's images are gone from the new place's view
+        path.rename(path.with_name(f"x{path.name}"))
+    assert run_det([moved, *TINY, "-e", "--resume", mask_run / "model.pth"]) == EXIT_USAGE
+    assert str(moved / "val") in one_error_line(capsys)   # DATA's split was read (and its images are missing)
+
+
+def test_a_new_run_never_writes_over_another_runs_directory(toy, tmp_path, capsys):
+    out = tmp_path / "classification-run"
+    out.mkdir()
+    torch.save({"state_dict": {}}, out / "best.pth")
+    before = digest(out)
+    assert run_det([toy, *FASTER, "--output", out]) == EXIT_USAGE
+    assert "already holds best.pth" in one_error_line(capsys)
+    assert digest(out) == before
+
+
+def test_resume_with_another_batch_keeps_the_runs_place_in_its_schedule(straight_run, toy, tmp_path, caplog,
+                                                                       capsys):
+    """2 epochs of 2 steps of 2 images, resumed with batches of 4: epoch 3 starts at global step 2 (two epochs of
+    1 step), where the step schedule puts it; the trainable stages cannot change on resume."""
+    out = Path(shutil.copytree(straight_run, tmp_path / "run"))
+    (out / "model.pth").unlink()
+    with caplog.at_level("WARNING"):
+        assert run_det([toy, *FASTER, "-b", "4", "--epochs", "3", "--resume-override", "--output", out,
+                        "--resume", "auto"]) == EXIT_OK
+    assert "continuing at epoch 3, step 0 (global step 2; the checkpoint was at step 0, global step 4)" in caplog.text
+    again = Path(shutil.copytree(straight_run, tmp_path / "again"))
+    assert run_det([toy, *FASTER, "--trainable-layers", "5", "--resume-override", "--epochs", "3", "--output", again,
+                    "--resume", "auto"]) == EXIT_USAGE
+    assert "trainable-layers 3 -> 5" in one_error_line(capsys)
+
+
+def test_a_retinanet_runs_own_config_file_is_a_config_file(tmp_path):
+    """RetinaNet's config.yaml records the R-CNN option's default: read back as --config it is no request."""
+    from ecanet.config import ConfigError
+    from ecanet.detection import options
+    config = tmp_path / "config.yaml"
+    for value, refused in ((options.PAPER_BOX_BATCH_PER_IMAGE, False), (64, True)):
+        config.write_text(f"detector: retinanet\nbox-batch-per-image: {value}\n")
+        args = options.parse_options(["DATA", "--config", str(config)])
+        if refused:
+            with pytest.raises(ConfigError, match="applies to the R-CNN heads"):
+                options.validate(args)
+        else:
+            options.validate(args)
+
+
+def test_the_run_records_the_classes_it_found(straight_run):
+    """--num-classes left open is recorded as what the annotations gave: the run's config.yaml builds its
+    detector."""
+    import yaml
+    recorded = yaml.safe_load((straight_run / "config.yaml").read_text())["num-classes"]
+    assert recorded == torch.load(straight_run / "model.pth", weights_only=True)["num_classes"] > 0
 
 
 def test_an_output_that_is_a_file_exits_2(toy, tmp_path, capsys):

@@ -68,5 +68,6 @@ def test_paras_flops_detector_table(capsys):
     assert line.split() == ["mask_rcnn_eca_resnet50", "44.40", "M", "44.18", "M", "44.18", "M", "275.01", "G",
                             "519.18", "G", "275.69", "G", "275.69", "G"]
     assert "paper convention = README" in out
-    with pytest.raises(SystemExit):
-        paras_flops.main(["--detector", "mask_rcnn_eca_resnet50", "-a", "resnet50"])
+    for other in (["-a", "resnet50"], ["--img-size", "512"], ["--num-classes", "81"]):   # the rows' own
+        with pytest.raises(SystemExit):
+            paras_flops.main(["--detector", "mask_rcnn_eca_resnet50", *other])

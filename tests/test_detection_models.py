@@ -190,6 +190,8 @@ def test_the_detectors_own_options_reach_them():
     assert meta(build_detector, "mask_rcnn", "resnet18", box_detections_per_img=7).roi_heads.detections_per_img == 7
     assert meta(build_detector, "retinanet", "resnet18", detections_per_img=7).detections_per_img == 7
     assert "mask_roi_pool" in detector_options("mask_rcnn") and "mask_roi_pool" not in detector_options("faster_rcnn")
+    with pytest.raises(ConfigError, match="unknown detector 'mask_rnn'; known: faster_rcnn"):
+        detector_options("mask_rnn")
     # read from the transform's **kwargs (torchvision's references pass it for large-scale jitter)
     assert meta(build_detector, "faster_rcnn", "resnet18", _skip_resize=True).transform._skip_resize is True
 

@@ -147,8 +147,9 @@ def ecanet_fpn_backbone(arch: str, k_size: object = None, trainable_layers: int 
             are frozen (``requires_grad=False``). 3: the stem and layer1 frozen, as torchvision's default and
             mmdetection's ``frozen_stages=1``.
         norm_layer: the body's normalisation; ``FrozenBatchNorm2d`` (fixed statistics and affine, as
-            torchvision's detectors) or ``nn.BatchNorm2d`` (mmdetection's setting: statistics kept fixed by
-            ``norm_eval``, affine parameters trained in the unfrozen stages).
+            torchvision's detectors and mmdetection's ``norm_eval=True``) or ``nn.BatchNorm2d`` (statistics
+            updated from each training batch, in every stage, frozen ones included, and affine parameters
+            trained in the unfrozen stages: for training from scratch, as ``--norm bn``).
         weights: a classification checkpoint (official ECA-Net file, torchvision file, ecanet checkpoint or
             export folder) of ``arch``; its ``fc.*`` is dropped. The report is ``backbone.weights_report``.
         returned_layers: the stages the FPN takes, from 1-4 (strides 4-32); default [1, 2, 3, 4].

@@ -157,7 +157,8 @@ def find_checkpoint(resume: str | None, run_dir: Path | None, training: bool = T
     """The checkpoint ``--resume`` names: a path, ``run_dir/last.pth`` for 'auto' (None when it does not exist:
     a new run), or None. When ``training``, refuses (CheckpointError) to start a new run over a run directory's
     checkpoints, or to continue another directory's run in it."""
-    taken = [name for name in (LAST_CHECKPOINT, FINAL_WEIGHTS) if run_dir is not None and (run_dir / name).exists()]
+    # any checkpoint, a classification run's too: a new run would overwrite its directory's config and logs
+    taken = sorted(p.name for p in run_dir.glob("*.pth")) if run_dir is not None and run_dir.is_dir() else []
     if resume == "auto":
         path = run_dir / LAST_CHECKPOINT if run_dir is not None else None
         if path is not None and path.is_file():
@@ -172,9 +173,20 @@ def find_checkpoint(resume: str | None, run_dir: Path | None, training: bool = T
                                   f"without checkpoints.")
         return path
     if taken and training:
-        raise CheckpointError(f"run directory {run_dir} already holds {' and '.join(taken)}; a new run there would "
-                              f"overwrite them. Continue it with --resume auto, or pick another --output.")
+        advice = "Continue it with --resume auto, or pick" if resume != "auto" else "Pick"
+        raise CheckpointError(f"run directory {run_dir} already holds {' and '.join(taken)}"
+                              f"{'' if resume != 'auto' else f' but no {LAST_CHECKPOINT} to continue from'}; a new "
+                              f"run there would overwrite them. {advice} another --output.")
     return None
+
+
+def recorded_config(obj: Mapping[str, Any]) -> dict[str, Any]:
+    """The options a detection checkpoint records (``config.yaml``'s keys), with the number of classes its
+    detector has where they left ``num-classes`` open (checkpoints that recorded it as null)."""
+    config = dict(obj.get("config") or {})
+    if config.get("num-classes") is None and obj.get("num_classes") is not None:
+        config["num-classes"] = int(obj["num_classes"])
+    return config
 
 
 def load_detector_weights(model: nn.Module, obj: Mapping[str, Any], source: str) -> None:

@@ -33,7 +33,7 @@ import json
 import logging
 import math
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import torch
 from PIL import Image
@@ -129,6 +129,12 @@ def _check_entries(content: dict, annotation_file: Path) -> None:
                 not all(isinstance(v, (int, float)) and math.isfinite(v) for v in box):
             raise malformed("annotation", annotation, "integer id, image_id and category_id and a bbox "
                             "[x, y, width, height] of 4 finite numbers")
+        area = annotation.get("area")
+        # COCOeval reads both (area ranges, crowd matching): without them evaluation fails after an epoch.
+        if isinstance(area, bool) or not isinstance(area, (int, float)) or not math.isfinite(area) or area < 0 \
+                or annotation.get("iscrowd") not in (0, 1):
+            raise malformed("annotation", annotation, "an 'area' (a number >= 0: the mask's, or the box's, pixels) "
+                            "and 'iscrowd' (0 or 1), which COCO's evaluation reads")
     duplicates = _duplicates(image["id"] for image in content["images"])
     if duplicates:
         raise DataError(f"annotation file {annotation_file} lists {len(duplicates)} image id(s) more than once "
@@ -141,6 +147,20 @@ def _check_entries(content: dict, annotation_file: Path) -> None:
             raise DataError(f"annotation file {annotation_file} has {len(unknown)} annotation(s) whose {field} is "
                             f"not among its {what} (annotation ids {_examples(unknown)}). Add the missing "
                             f"{what} entries or remove those annotations.")
+
+
+def _segmentation_fits(segmentation: Any, image: Mapping[str, Any]) -> bool:
+    """Whether pycocotools can turn ``segmentation`` into a mask of ``image``: polygons of at least 3 points,
+    or an RLE (compressed or not) of the image's size."""
+    if isinstance(segmentation, list):
+        return bool(segmentation) and all(
+            isinstance(polygon, list) and len(polygon) >= 6 and len(polygon) % 2 == 0
+            and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in polygon)
+            for polygon in segmentation)
+    if isinstance(segmentation, dict):
+        return (list(segmentation.get("size") or ()) == [image["height"], image["width"]]
+                and isinstance(segmentation.get("counts"), (str, bytes, list)))
+    return False
 
 
 def _duplicates(values: Iterator[int]) -> list[int]:
@@ -304,6 +324,13 @@ class CocoDetectionDataset(Dataset):
             raise DataError(f"annotation file {self.annotation_file} has {len(lacking)} annotation(s) without a "
                             f"segmentation (annotation ids {_examples(lacking)}), but masks were asked for. Use "
                             f"a box-only detector, or an annotation file with instance masks.")
+        malformed = [a["id"] for a in self.coco.anns.values()
+                     if a.get("segmentation") and not _segmentation_fits(a["segmentation"], self.coco.imgs[a["image_id"]])]
+        if malformed:
+            raise DataError(f"annotation file {self.annotation_file} has {len(malformed)} malformed segmentation(s) "
+                            f"(annotation ids {_examples(malformed)}): a polygon needs at least 3 points (6 numbers, "
+                            f"an even count), and an RLE a 'size' of the image's [height, width] and its 'counts'. "
+                            f"Fix or regenerate the file.")
 
     def _training_annotations(self, image_id: int) -> list[dict]:
         """The image's annotations that become targets: not crowd regions, with a usable box."""

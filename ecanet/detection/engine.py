@@ -136,6 +136,23 @@ def _base(dataset: Dataset) -> CocoDetectionDataset:
     return dataset.dataset if isinstance(dataset, FirstImages) else dataset
 
 
+# torchvision's R-CNNs keep class 0 for the background and never predict it.
+BACKGROUND_CLASS_DETECTORS = ("faster_rcnn", "mask_rcnn")
+
+
+def check_no_background_category(dataset: CocoDetectionDataset, detector: str) -> None:
+    """A DataError when ``dataset`` labels objects with category id 0 and ``detector`` keeps 0 for the
+    background: those objects would be trained as background and score no AP."""
+    if detector not in BACKGROUND_CLASS_DETECTORS:
+        return
+    zero = [a["id"] for a in dataset.coco.anns.values() if a["category_id"] == 0 and not a.get("iscrowd")]
+    if zero:
+        raise DataError(f"annotation file {dataset.annotation_file} labels {len(zero)} object(s) with category id 0 "
+                        f"(annotation ids {', '.join(map(str, zero[:5]))}{' ...' if len(zero) > 5 else ''}), which "
+                        f"{detector} keeps for the background: they would be trained as background. Renumber the "
+                        f"categories from 1 (as COCO's are).")
+
+
 def build_data(cfg: Any, info: DistInfo, evaluate_only: bool = False) -> DetectionData:
     """The validation split and, unless ``evaluate_only``, the training split of ``cfg``, checked
     (:class:`~ecanet.errors.DataError` for every problem the data module finds) and wrapped in loaders."""
@@ -151,6 +168,12 @@ def build_data(cfg: Any, info: DistInfo, evaluate_only: bool = False) -> Detecti
                                      detection_transforms(train=True, flip_probability=cfg.hflip),
                                      with_masks=with_masks, for_training=True)
     val_set = CocoDetectionDataset(cfg.val_images, cfg.val_annotations, with_masks=with_masks)
+    for dataset in (train, val_set):
+        if dataset is not None:
+            check_no_background_category(dataset, cfg.detector)
+    if not val_set.coco.anns:
+        log.warning("%s has no annotations: COCO's AP of every epoch will be '-'. Pass a validation split with "
+                    "annotations (a test split without them cannot be scored here).", cfg.val_annotations)
     val_loader = make_loader(val_set, eval_sampler(val_set, info), batch, cfg.workers, pin, drop_last=False,
                              collate_fn=collate_fn)
     data = DetectionData(val_set, val_loader, with_masks, batch_per_process=batch)

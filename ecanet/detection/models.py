@@ -47,10 +47,17 @@ def list_detectors() -> list[str]:
     return sorted(DETECTORS)
 
 
+def _check_detector_name(name: str) -> None:
+    if name not in DETECTORS:
+        raise ConfigError(f"unknown detector {name!r}; known: {', '.join(list_detectors())}. "
+                          f"Pass one of them (--detector).")
+
+
 def detector_options(name: str) -> list[str]:
     """The keyword arguments torchvision's detector ``name`` uses, besides what :func:`build_detector` sets: its
     constructor's and those of the classes it passes the rest on to (``MaskRCNN`` to ``FasterRCNN``, both
-    R-CNNs and ``RetinaNet`` to ``GeneralizedRCNNTransform``)."""
+    R-CNNs and ``RetinaNet`` to ``GeneralizedRCNNTransform``). An unknown ``name`` is a ConfigError."""
+    _check_detector_name(name)
     classes = [cls for cls in DETECTORS[name].__mro__[:DETECTORS[name].__mro__.index(nn.Module)]
                if cls is not GeneralizedRCNN] + [GeneralizedRCNNTransform]
     names = {parameter.name for cls in classes for parameter in inspect.signature(cls.__init__).parameters.values()
@@ -101,9 +108,7 @@ def build_detector(name: str, arch: str, num_classes: int = COCO_NUM_CLASSES, k_
         ConfigError: unknown ``name`` or ``arch`` (the message lists the known ones), bad ``num_classes``, a keyword
             argument the detector does not take.
     """
-    if name not in DETECTORS:
-        raise ConfigError(f"unknown detector {name!r}; known: {', '.join(list_detectors())}. "
-                          f"Pass one of them (--detector).")
+    _check_detector_name(name)
     if arch not in backbone_archs():
         raise ConfigError(f"unknown detection backbone {arch!r}; known: {', '.join(backbone_archs())}. "
                           f"Pass one of them (--arch).")

@@ -194,14 +194,23 @@ def _given_on_the_command_line(argv: Sequence[str] | None) -> frozenset[str]:
     return frozenset(vars(parser.parse_args(argv)))
 
 
-def config_to_yaml_dict(cfg: argparse.Namespace) -> dict[str, Any]:
-    """The configuration keyed by long option names, as ``config.yaml`` and the checkpoints record it."""
-    return cls_config.config_to_yaml_dict(cfg, build_parser())
+def config_to_yaml_dict(cfg: argparse.Namespace, num_classes: int | None = None) -> dict[str, Any]:
+    """The configuration keyed by long option names, as ``config.yaml`` and the checkpoints record it;
+    ``num_classes``, the number the run found in its annotations, records what ``--num-classes`` left open,
+    so that the file builds the same detector."""
+    return cls_config.config_to_yaml_dict(_recorded(cfg, num_classes), build_parser())
 
 
-def write_run_config(cfg: Config, path: Path) -> None:
-    """Write ``config.yaml`` (and the change to ``config_history.yaml`` when a resumed run changed options)."""
-    cls_config.write_config(cfg, path, build_parser())
+def write_run_config(cfg: Config, path: Path, num_classes: int | None = None) -> None:
+    """Write ``config.yaml`` (and the change to ``config_history.yaml`` when a resumed run changed options);
+    ``num_classes`` as for :func:`config_to_yaml_dict`."""
+    cls_config.write_config(_recorded(cfg, num_classes), path, build_parser())
+
+
+def _recorded(cfg: argparse.Namespace, num_classes: int | None) -> argparse.Namespace:
+    if num_classes is None or cfg.num_classes is not None:
+        return cfg
+    return argparse.Namespace(**{**vars(cfg), "num_classes": num_classes})
 
 
 # ------------------------------------------------------------------------------------------ option checks
@@ -262,7 +271,9 @@ def validate(args: argparse.Namespace) -> None:
     if args.ksize is not None and "ksize" in args.command_line and not args.arch.startswith("eca_"):
         raise ConfigError(f"--ksize sets ECA kernel sizes, but '{args.arch}' has no ECA layers. Drop --ksize or "
                           f"pick an eca_* backbone.")
-    if args.detector == "retinanet" and "box_batch_per_image" in args.explicit:
+    # A run's own config.yaml records the default; only another value asks for something RetinaNet lacks.
+    if args.detector == "retinanet" and "box_batch_per_image" in args.explicit and \
+            args.box_batch_per_image != PAPER_BOX_BATCH_PER_IMAGE:
         raise ConfigError("--box-batch-per-image applies to the R-CNN heads; RetinaNet has none (it scores every "
                           "anchor). Drop the option.")
     wants_cuda = args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
@@ -322,12 +333,15 @@ def data_paths(data: str | None, given: Mapping[str, str | None], splits: Sequen
 
 # Options that say how to run, not what: never taken from a checkpoint, never compared on resume.
 RUN_OPTIONS = ("resume", "resume-override", "output", "config", "debug", "evaluate", "workers", "device",
-               "dist-backend", "data")
+               "dist-backend", "data", "amp", "eca-impl")
+# Where the images and annotations are: a DATA given on the command line replaces the recorded ones.
+DATA_PATH_OPTIONS = ("train-images", "train-annotations", "val-images", "val-annotations")
 # Options that build the network: a checkpoint's weights only fit the network it was trained with.
-NETWORK_OPTIONS = ("detector", "arch", "ksize", "num-classes", "norm")
+NETWORK_OPTIONS = ("detector", "arch", "ksize", "num-classes", "norm",
+                   "trainable-layers")   # the last regroups what the optimizer's state belongs to
 # Options that decide which images each step sees and how: changing them on resume needs --resume-override.
 RESUME_LOCKED_OPTIONS = ("batch-size", "min-size", "max-size", "hflip", "seed", "limit-train",
-                         "box-batch-per-image", "trainable-layers")
+                         "box-batch-per-image")
 
 
 def resume_changes(recorded: Mapping[str, Any], current: Mapping[str, Any]) -> tuple[dict, dict, dict]:
@@ -364,8 +378,10 @@ def resolve(args: argparse.Namespace, *, default_workers: int, fresh_seed: int, 
     values = dict(vars(args))
     explicit = args.explicit
     if recorded:
+        moved = "data" in explicit   # the dataset given again, perhaps somewhere else: its own paths
         for key, action in cls_config._option_table(parser).items():
-            if key in recorded and key not in RUN_OPTIONS and action.dest not in explicit:
+            if key in recorded and key not in RUN_OPTIONS and action.dest not in explicit \
+                    and not (moved and key in DATA_PATH_OPTIONS):
                 values[action.dest] = recorded[key]
     if values["ksize"] is not None and not values["arch"].startswith("eca_"):
         values["ksize"] = None  # a config file's kernel sizes for an ECA backbone (validate refused an explicit one)
