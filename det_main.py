@@ -110,6 +110,12 @@ def check_changes(cfg: Any, checkpoint: dict, path: Path) -> None:
                               f"({describe_changes(network)}). Leave those options out: the checkpoint's "
                               f"own are used.")
     if not cfg.evaluate:
+        fixed = {key: free.pop(key) for key in options.TRAINING_FIXED_OPTIONS if key in free}
+        if fixed:
+            raise CheckpointError(f"{path} trained other parameters than these options would "
+                                  f"({describe_changes(fixed)}): its optimizer's state belongs to those, so this "
+                                  f"cannot change on resume. Leave the option out, or start a new run from the "
+                                  f"weights.")
         check_resume_changes(locked, free, path, cfg.resume_override)
 
 

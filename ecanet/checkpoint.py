@@ -778,14 +778,16 @@ def find_run_checkpoint(resume: str | None, run_dir: Path | None) -> Path | None
         raise CheckpointError(f"run directory {run_dir} holds {', '.join(held)} but no training checkpoint to "
                               f"continue from (weights alone cannot resume a run); starting a new run there would "
                               f"overwrite them. Move them away, or pick another --output.")
+    resumable = LAST_CHECKPOINT in held   # what --resume auto would continue
     if path is None and held:
-        raise CheckpointError(f"run directory {run_dir} already holds checkpoints; starting a new run there "
-                              f"would overwrite them. Continue it with --resume auto, or pick another --output.")
+        raise CheckpointError(f"run directory {run_dir} already holds {', '.join(held)}; starting a new run there "
+                              f"would overwrite {'them' if len(held) > 1 else 'it'}. "
+                              f"{'Continue it with --resume auto, or pick' if resumable else 'Pick'} another --output.")
     if path is not None and held and path.parent.resolve() != run_dir.resolve():
         raise CheckpointError(f"--resume {path} continues another run directory than --output {run_dir}, which "
-                              f"holds checkpoints of its own ({', '.join(held)}) that saving would overwrite. To "
-                              f"continue the run in {run_dir}, pass --resume auto; to continue {path}, an --output "
-                              f"without checkpoints.")
+                              f"holds checkpoints of its own ({', '.join(held)}) that saving would overwrite. "
+                              f"{f'To continue the run in {run_dir}, pass --resume auto; to' if resumable else 'To'} "
+                              f"continue {path}, pass an --output without checkpoints.")
     return path
 
 

@@ -520,10 +520,11 @@ def check_output_is_a_directory(output: str | None) -> None:
                           f"checkpoints and logs (it is created if missing).")
 
 
-def check_combinations(args: argparse.Namespace) -> None:
+def check_combinations(args: argparse.Namespace, sizes_final: bool = True) -> None:
     """Reject options that cannot go together (ConfigError): what needs a GPU without one, and what the GPU
     decoder or torch.compile's modes do not take. :func:`validate` asks it of the options, :func:`resolve` of
-    the resolved configuration again, since a resumed run's own options fill in what was not given."""
+    the resolved configuration again, since a resumed run's own options fill in what was not given.
+    ``sizes_final``: whether the crop and resize sizes are final (no checkpoint's recipe to come)."""
     import torch  # not at the top: `--help` answers without importing torch
 
     from .distributed import launcher_world_size
@@ -549,7 +550,7 @@ def check_combinations(args: argparse.Namespace) -> None:
         raise ConfigError("--decode gpu implements the paper's augmentation (RandomResizedCrop + flip) only; "
                           "use --decode cpu for --augment crop or --random-erasing (a resumed run keeps its "
                           "own augmentation).")
-    if not args.synthetic:
+    if not args.synthetic and sizes_final:
         check_crop_fits(args.img_size, args.val_resize, getattr(args, "explicit", frozenset()))
 
 
@@ -580,7 +581,8 @@ def validate(args: argparse.Namespace) -> None:
                           f"or pick an eca_* architecture.")
     if args.gpu_decode_share != AUTO and not 0.0 <= args.gpu_decode_share <= 1.0:
         raise ConfigError(f"--gpu-decode-share must be a fraction between 0 and 1, got {args.gpu_decode_share}.")
-    check_combinations(args)
+    # With a checkpoint (-e, --resume, --weights) its recipe may still give the sizes: resolve checks them then.
+    check_combinations(args, sizes_final=not (args.evaluate or args.resume or args.weights))
     if args.evaluate and not (args.resume or args.weights):
         raise ConfigError("-e/--evaluate needs the weights to evaluate: -e --resume PATH (or --weights PATH).")
     check_output_is_a_directory(args.output)
@@ -687,7 +689,8 @@ def resolve(args: argparse.Namespace, *, default_workers: int, fresh_seed: int, 
     if not args.output and not args.evaluate:
         name = f"{values['arch']}-{timestamp}" + (f"-{args.action}" if args.action else "")
         values["output"] = str(Path("runs") / name)
-    if recipe is not None or recorded:   # a checkpoint filled in options: check what they give together
+    if recipe is not None or recorded or args.resume or args.evaluate or args.weights:
+        # validate left the sizes to this point, and a checkpoint may have filled in options: together, again
         check_combinations(argparse.Namespace(**values))
     return Config(**values)
 

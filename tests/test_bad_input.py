@@ -119,8 +119,20 @@ def test_checkpoint_of_another_architecture(dataset, finished_run, capsys):
 def test_new_run_in_a_directory_with_checkpoints_is_refused(dataset, finished_run, capsys):
     before = _snapshot(finished_run)
     _fails_cleanly([dataset, *SMALL_RUN, "-a", "resnet18", "--epochs", "1", "--output", finished_run], capsys,
-                   "already holds checkpoints", "--resume auto")
+                   "already holds best.pth, last.pth", "Continue it with --resume auto")
     assert _snapshot(finished_run) == before
+
+
+def test_a_directory_holding_weights_alone_is_not_advised_to_resume(dataset, finished_run, tmp_path, capsys):
+    """best.pth without last.pth: --resume auto has nothing to continue, so no message advises it."""
+    import shutil
+    weights_only = tmp_path / "weights-only"
+    weights_only.mkdir()
+    shutil.copy(finished_run / "best.pth", weights_only)
+    for resume in ([], ["--resume", "auto"], ["--resume", finished_run / "last.pth"]):
+        message = _fails_cleanly([dataset, *SMALL_RUN, "-a", "resnet18", "--epochs", "2", "--output", weights_only,
+                                  *resume], capsys, "best.pth")
+        assert "pass --resume auto" not in message and "Continue it with --resume auto" not in message
 
 
 def test_not_a_checkpoint_and_truncated_checkpoint(dataset, finished_run, tmp_path, capsys):

@@ -312,11 +312,26 @@ def test_bad_data_exits_2_and_leaves_no_run_directory(case, toy, tmp_path, capsy
     assert not out.exists()
 
 
-def test_a_malformed_mask_exits_2_before_training(toy, tmp_path, capsys):
+def empty_polygon_list(content: dict) -> None:
+    content["annotations"][0]["segmentation"] = [[]]
+
+
+def test_masks_training_cannot_use_are_left_out_and_evaluation_ones_refused(toy, tmp_path, capsys, caplog):
+    """A training annotation whose polygons are all under 3 points trains no mask (left out with a warning, as
+    detectron2's COCO loader does); a validation segmentation COCOeval cannot rasterise is exit 2
+    before training, not a failure after an epoch."""
+    mask = [*TINY, "--detector", "mask_rcnn", "--box-batch-per-image", "32", "-b", "2", "--limit-train", "2",
+            "--epochs", "1", "--eval-every", "0"]
     data = broken_copy(toy, tmp_path, edit_annotations("train", two_point_polygon))
+    with caplog.at_level("WARNING"):
+        assert run_det([data, *mask, "--output", tmp_path / "trained"]) == EXIT_OK
+    assert "1 annotation(s) have no usable segmentation" in caplog.text
+    bad_val = tmp_path / "bad-val"
+    shutil.copytree(toy, bad_val)
+    edit_annotations("val", empty_polygon_list)(bad_val)
     out = tmp_path / "run"
-    assert run_det([data, *TINY, "--detector", "mask_rcnn", "-b", "2", "--epochs", "1", "--output", out]) == EXIT_USAGE
-    assert "malformed segmentation(s)" in one_error_line(capsys)
+    assert run_det([bad_val, *mask, "--output", out]) == EXIT_USAGE
+    assert "that COCO's evaluation cannot rasterise" in one_error_line(capsys)
     assert not out.exists()
 
 

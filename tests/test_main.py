@@ -191,6 +191,10 @@ def test_a_resumed_runs_own_options_fill_in_and_are_checked_together():
     assert resumed([], {"img-size": 32, "val-resize": 28}).img_size == 32   # as the run was started
     with pytest.raises(ConfigError, match="--img-size 40 is larger than"):
         resumed(["--img-size", "40"], {"img-size": 32, "val-resize": 28})
+    # a checkpoint's recipe may give the resize: the options alone are not refused before it is read
+    for argv in (["-e", "--resume", "x.pth"], ["--resume", "auto", "--output", "D"], ["--weights", "w.pth"]):
+        config.validate(config.parse_config(["DATA", "--device", "cpu", "--img-size", "288", *argv]))
+    assert resumed(["--img-size", "288"], {"img-size": 288, "val-resize": 330}).val_resize == 330
 
 
 def test_help_answers_without_importing_torch():

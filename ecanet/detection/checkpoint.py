@@ -167,13 +167,13 @@ def find_checkpoint(resume: str | None, run_dir: Path | None, training: bool = T
     elif resume:
         path = Path(resume)
         if training and taken and path.parent.resolve() != run_dir.resolve():
+            here = f"To continue the run in {run_dir}, pass --resume auto; to" if LAST_CHECKPOINT in taken else "To"
             raise CheckpointError(f"--resume {path} continues another run directory than --output {run_dir}, which "
-                                  f"holds {' and '.join(taken)} of its own that saving would overwrite. To continue "
-                                  f"the run in {run_dir}, pass --resume auto; to continue {path}, an --output "
-                                  f"without checkpoints.")
+                                  f"holds {' and '.join(taken)} of its own that saving would overwrite. {here} "
+                                  f"continue {path}, pass an --output without checkpoints.")
         return path
     if taken and training:
-        advice = "Continue it with --resume auto, or pick" if resume != "auto" else "Pick"
+        advice = "Continue it with --resume auto, or pick" if resume != "auto" and LAST_CHECKPOINT in taken else "Pick"
         raise CheckpointError(f"run directory {run_dir} already holds {' and '.join(taken)}"
                               f"{'' if resume != 'auto' else f' but no {LAST_CHECKPOINT} to continue from'}; a new "
                               f"run there would overwrite them. {advice} another --output.")

@@ -129,12 +129,6 @@ def _check_entries(content: dict, annotation_file: Path) -> None:
                 not all(isinstance(v, (int, float)) and math.isfinite(v) for v in box):
             raise malformed("annotation", annotation, "integer id, image_id and category_id and a bbox "
                             "[x, y, width, height] of 4 finite numbers")
-        area = annotation.get("area")
-        # COCOeval reads both (area ranges, crowd matching): without them evaluation fails after an epoch.
-        if isinstance(area, bool) or not isinstance(area, (int, float)) or not math.isfinite(area) or area < 0 \
-                or annotation.get("iscrowd") not in (0, 1):
-            raise malformed("annotation", annotation, "an 'area' (a number >= 0: the mask's, or the box's, pixels) "
-                            "and 'iscrowd' (0 or 1), which COCO's evaluation reads")
     duplicates = _duplicates(image["id"] for image in content["images"])
     if duplicates:
         raise DataError(f"annotation file {annotation_file} lists {len(duplicates)} image id(s) more than once "
@@ -149,18 +143,35 @@ def _check_entries(content: dict, annotation_file: Path) -> None:
                             f"{what} entries or remove those annotations.")
 
 
-def _segmentation_fits(segmentation: Any, image: Mapping[str, Any]) -> bool:
-    """Whether pycocotools can turn ``segmentation`` into a mask of ``image``: polygons of at least 3 points,
-    or an RLE (compressed or not) of the image's size."""
+def check_evaluation_fields(content: dict, annotation_file: Path) -> None:
+    """COCO's evaluation reads every annotation's ``area`` (its size ranges) and ``iscrowd`` (crowd matching):
+    a DataError names the first annotation without them, so that a run does not train an epoch and then fail
+    to score it. Training does without them (the box's area, not a crowd)."""
+    for annotation in content["annotations"]:
+        area = annotation.get("area")
+        if isinstance(area, bool) or not isinstance(area, (int, float)) or not math.isfinite(area) or area < 0 \
+                or annotation.get("iscrowd") not in (0, 1):
+            raise DataError(f"annotation file {annotation_file} has an annotation without a usable 'area' (a number "
+                            f">= 0: the mask's, or the box's, pixels) or 'iscrowd' (0 or 1), which COCO's "
+                            f"evaluation reads ({str(annotation)[:120]}). Add them to every annotation of the "
+                            f"validation file.")
+
+
+def usable_segmentation(segmentation: Any, image: Mapping[str, Any]) -> Any:
+    """``segmentation`` as training can rasterise it, or None: polygons of at least 3 points (6 finite numbers,
+    an even count) are kept and shorter ones dropped, as detectron2's COCO loader does; an
+    RLE must have the image's [height, width] as its size."""
     if isinstance(segmentation, list):
-        return bool(segmentation) and all(
-            isinstance(polygon, list) and len(polygon) >= 6 and len(polygon) % 2 == 0
-            and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in polygon)
-            for polygon in segmentation)
+        polygons = [polygon for polygon in segmentation
+                    if isinstance(polygon, list) and len(polygon) >= 6 and len(polygon) % 2 == 0
+                    and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+                            for v in polygon)]
+        return polygons or None
     if isinstance(segmentation, dict):
-        return (list(segmentation.get("size") or ()) == [image["height"], image["width"]]
-                and isinstance(segmentation.get("counts"), (str, bytes, list)))
-    return False
+        size = segmentation.get("size")
+        fits = isinstance(size, (list, tuple)) and list(size) == [image["height"], image["width"]]
+        return segmentation if fits and isinstance(segmentation.get("counts"), (str, bytes, list)) else None
+    return None
 
 
 def _duplicates(values: Iterator[int]) -> list[int]:
@@ -301,6 +312,9 @@ class CocoDetectionDataset(Dataset):
         self.categories = {c["id"]: c.get("name", str(c["id"])) for c in self.coco.dataset["categories"]}
         self.num_classes = max(self.categories) + 1  # labels are category ids; 0 is the background
         self._box_rows, self._boxes = training_boxes(self.coco, self.annotation_file)
+        self._segmentations: dict[int, Any] = {}   # annotation id -> its usable polygons, where some were not
+        if not for_training:
+            check_evaluation_fields(self.coco.dataset, self.annotation_file)
         if with_masks:
             self._check_segmentations()
         check_image_files(self.coco, self.image_dir, check_images)
@@ -324,13 +338,41 @@ class CocoDetectionDataset(Dataset):
             raise DataError(f"annotation file {self.annotation_file} has {len(lacking)} annotation(s) without a "
                             f"segmentation (annotation ids {_examples(lacking)}), but masks were asked for. Use "
                             f"a box-only detector, or an annotation file with instance masks.")
-        malformed = [a["id"] for a in self.coco.anns.values()
-                     if a.get("segmentation") and not _segmentation_fits(a["segmentation"], self.coco.imgs[a["image_id"]])]
-        if malformed:
-            raise DataError(f"annotation file {self.annotation_file} has {len(malformed)} malformed segmentation(s) "
-                            f"(annotation ids {_examples(malformed)}): a polygon needs at least 3 points (6 numbers, "
-                            f"an even count), and an RLE a 'size' of the image's [height, width] and its 'counts'. "
+        if self.for_training:
+            self._keep_usable_segmentations()
+            return
+        # COCO's evaluation rasterises every ground-truth segmentation (crowds too): one it cannot would fail
+        # the run's first evaluation, after an epoch of training.
+        failing = []
+        for annotation in self.coco.anns.values():
+            try:
+                self.coco.annToRLE(annotation)
+            except Exception:  # noqa: BLE001 - pycocotools raises plain Exceptions, TypeErrors, ValueErrors
+                failing.append(annotation["id"])
+        if failing:
+            raise DataError(f"annotation file {self.annotation_file} has {len(failing)} segmentation(s) that COCO's "
+                            f"evaluation cannot rasterise (annotation ids {_examples(failing)}): a polygon needs at "
+                            f"least 3 points, and an RLE the image's [height, width] as its 'size' and its 'counts'. "
                             f"Fix or regenerate the file.")
+
+    def _keep_usable_segmentations(self) -> None:
+        """Training targets: each mask from its usable polygons (:func:`usable_segmentation`); an annotation
+        with none is left out of training with a warning, as one with an unusable box is."""
+        unusable = []
+        for annotation_id in list(self._box_rows):
+            annotation = self.coco.anns[annotation_id]
+            if annotation.get("iscrowd"):
+                continue
+            usable = usable_segmentation(annotation["segmentation"], self.coco.imgs[annotation["image_id"]])
+            if usable is None:
+                unusable.append(annotation_id)
+                del self._box_rows[annotation_id]
+            elif usable != annotation["segmentation"]:
+                self._segmentations[annotation_id] = usable
+        if unusable:
+            log.warning("%s: %d annotation(s) have no usable segmentation (polygons of fewer than 3 points, or an RLE "
+                        "of another size than its image; annotation ids %s) and are left out of training",
+                        self.annotation_file, len(unusable), _examples(unusable))
 
     def _training_annotations(self, image_id: int) -> list[dict]:
         """The image's annotations that become targets: not crowd regions, with a usable box."""
@@ -367,7 +409,8 @@ class CocoDetectionDataset(Dataset):
             "iscrowd": torch.zeros(len(annotations), dtype=torch.int64),                  # (N,) crowds left out
         }
         if self.with_masks:
-            masks = [torch.from_numpy(self.coco.annToMask(a)) for a in annotations]      # each (H, W) uint8
+            masks = [torch.from_numpy(self.coco.annToMask(                              # each (H, W) uint8
+                {**a, "segmentation": self._segmentations.get(a["id"], a["segmentation"])})) for a in annotations]
             target["masks"] = tv_tensors.Mask(torch.stack(masks) if masks
                                               else torch.zeros((0, height, width), dtype=torch.uint8))  # (N, H, W)
         return target

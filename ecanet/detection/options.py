@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import logging
+import os
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -333,12 +334,17 @@ def data_paths(data: str | None, given: Mapping[str, str | None], splits: Sequen
 
 # Options that say how to run, not what: never taken from a checkpoint, never compared on resume.
 RUN_OPTIONS = ("resume", "resume-override", "output", "config", "debug", "evaluate", "workers", "device",
-               "dist-backend", "data", "amp", "eca-impl")
+               "dist-backend", "data")
+# How a start computes: each start's own, as RUN_OPTIONS, but a change on resume is logged (it is no longer the
+# same computation), and a value recorded on another machine (fp16, the fused kernels) is not imposed on this one.
+COMPUTE_OPTIONS = ("amp", "eca-impl")
 # Where the images and annotations are: a DATA given on the command line replaces the recorded ones.
 DATA_PATH_OPTIONS = ("train-images", "train-annotations", "val-images", "val-annotations")
 # Options that build the network: a checkpoint's weights only fit the network it was trained with.
-NETWORK_OPTIONS = ("detector", "arch", "ksize", "num-classes", "norm",
-                   "trainable-layers")   # the last regroups what the optimizer's state belongs to
+NETWORK_OPTIONS = ("detector", "arch", "ksize", "num-classes", "norm")
+# What trains: a resumed optimizer's state belongs to these parameters, so it cannot change on resume (evaluation
+# does not read it).
+TRAINING_FIXED_OPTIONS = ("trainable-layers",)
 # Options that decide which images each step sees and how: changing them on resume needs --resume-override.
 RESUME_LOCKED_OPTIONS = ("batch-size", "min-size", "max-size", "hflip", "seed", "limit-train",
                          "box-batch-per-image")
@@ -378,9 +384,11 @@ def resolve(args: argparse.Namespace, *, default_workers: int, fresh_seed: int, 
     values = dict(vars(args))
     explicit = args.explicit
     if recorded:
-        moved = "data" in explicit   # the dataset given again, perhaps somewhere else: its own paths
+        # the dataset given again somewhere else (moved, or another): its own paths, not the recorded ones
+        moved = "data" in explicit and recorded.get("data") is not None and values["data"] is not None and \
+            os.path.normpath(str(recorded["data"])) != os.path.normpath(str(values["data"]))
         for key, action in cls_config._option_table(parser).items():
-            if key in recorded and key not in RUN_OPTIONS and action.dest not in explicit \
+            if key in recorded and key not in RUN_OPTIONS + COMPUTE_OPTIONS and action.dest not in explicit \
                     and not (moved and key in DATA_PATH_OPTIONS):
                 values[action.dest] = recorded[key]
     if values["ksize"] is not None and not values["arch"].startswith("eca_"):
