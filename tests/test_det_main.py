@@ -316,23 +316,20 @@ def empty_polygon_list(content: dict) -> None:
     content["annotations"][0]["segmentation"] = [[]]
 
 
-def test_masks_training_cannot_use_are_left_out_and_evaluation_ones_refused(toy, tmp_path, capsys, caplog):
-    """A training annotation whose polygons are all under 3 points trains no mask (left out with a warning, as
-    detectron2's COCO loader does); a validation segmentation COCOeval cannot rasterise is exit 2
-    before training, not a failure after an epoch."""
+def test_masks_pycocotools_cannot_read_exit_2_before_training(toy, tmp_path, capsys):
+    """A training file where more than 0.1% of the masks are unusable, and a validation segmentation COCO's
+    evaluation cannot read, stop the run before its first step (rare unusable training masks are left out:
+    tests/test_detection_data.py)."""
     mask = [*TINY, "--detector", "mask_rcnn", "--box-batch-per-image", "32", "-b", "2", "--limit-train", "2",
             "--epochs", "1", "--eval-every", "0"]
-    data = broken_copy(toy, tmp_path, edit_annotations("train", two_point_polygon))
-    with caplog.at_level("WARNING"):
-        assert run_det([data, *mask, "--output", tmp_path / "trained"]) == EXIT_OK
-    assert "1 annotation(s) have no usable segmentation" in caplog.text
-    bad_val = tmp_path / "bad-val"
-    shutil.copytree(toy, bad_val)
-    edit_annotations("val", empty_polygon_list)(bad_val)
-    out = tmp_path / "run"
-    assert run_det([bad_val, *mask, "--output", out]) == EXIT_USAGE
-    assert "that COCO's evaluation cannot rasterise" in one_error_line(capsys)
-    assert not out.exists()
+    for split, edit, words in (("train", two_point_polygon, "more than 0.1% of its annotations"),
+                               ("val", empty_polygon_list, "COCO's mask evaluation reads every one")):
+        data = Path(shutil.copytree(toy, tmp_path / split))
+        edit_annotations(split, edit)(data)
+        out = tmp_path / f"run-{split}"
+        assert run_det([data, *mask, "--output", out]) == EXIT_USAGE
+        assert words in one_error_line(capsys)
+        assert not out.exists()
 
 
 def test_a_finished_run_without_its_model_writes_it(straight_run, toy, tmp_path):

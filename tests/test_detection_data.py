@@ -270,6 +270,44 @@ def test_rare_invalid_boxes_are_left_out_of_training_with_a_warning(tmp_path: Pa
     assert len(dataset.coco.anns) == 3  # the evaluation ground truth keeps it
 
 
+def test_rare_unusable_masks_are_left_out_of_training_and_evaluation_refuses_what_it_cannot_read(tmp_path: Path,
+                                                                                                   monkeypatch,
+                                                                                                   caplog):
+    """Training: an annotation whose polygons are all under 3 points is left out with a warning, and of one
+    with a good and a bad polygon the good one makes the mask (detectron2's COCO loader does the same).
+    Evaluation: a polygon with a non-finite coordinate, or an RLE of another size than its image, is refused
+    before pycocotools meets it."""
+    monkeypatch.setattr(detection_data, "MAX_INVALID_BOX_FRACTION", 0.5)  # 1 unusable of 3 is "rare" here
+    content = coco_content({1: [[2, 3, 10, 8], [5, 5, 10, 10]], 2: [[1, 1, 5, 5]]})
+    content["annotations"][1]["segmentation"] = [[5.0, 5.0, 15.0, 5.0]]                  # 2 points
+    content["annotations"][0]["segmentation"].append([0.0, 0.0, 1.0, 1.0])               # plus a bad one
+    image_dir, annotation_file = write_split(tmp_path, content)
+    with caplog.at_level(logging.WARNING):
+        dataset = CocoDetectionDataset(image_dir, annotation_file, with_masks=True, for_training=True)
+    assert "1 annotation(s) without a segmentation pycocotools can rasterise (annotation ids 2)" in caplog.text
+    target = dataset[0][1]
+    assert target["boxes"].tolist() == [[2, 3, 12, 11]] and target["masks"].shape[0] == 1
+    assert target["masks"][0].sum() == 10 * 8    # the good polygon's pixels alone
+    monkeypatch.setattr(detection_data, "MAX_INVALID_BOX_FRACTION", 0.001)
+    with pytest.raises(DataError, match="more than 0.1% of its annotations. Use a box-only detector"):
+        CocoDetectionDataset(image_dir, annotation_file, with_masks=True, for_training=True)
+    for damage in ({"size": [5, 7], "counts": "abc"}, [[1.0, 1.0, float("nan"), 2.0, 3.0, 3.0]], []):
+        content["annotations"][2]["segmentation"] = damage
+        rewrite(annotation_file, content)
+        with pytest.raises(DataError, match="COCO's mask evaluation reads every one"):
+            CocoDetectionDataset(image_dir, annotation_file, with_masks=True)
+
+
+def test_training_annotations_may_leave_area_and_iscrowd_out(tmp_path: Path):
+    """Training does without them (the box's area, not a crowd); COCO's evaluation reads both."""
+    content = coco_content({1: [[2, 3, 10, 8]]})
+    content["annotations"][0]["area"] = None
+    image_dir, annotation_file = write_split(tmp_path, content)
+    assert CocoDetectionDataset(image_dir, annotation_file, for_training=True)[0][1]["area"].tolist() == [80.0]
+    with pytest.raises(DataError, match="without a usable 'area'"):
+        CocoDetectionDataset(image_dir, annotation_file)
+
+
 # ---------------------------------------------------------------------------------------------- bad input
 
 def good_split(tmp_path: Path) -> tuple[Path, Path, dict]:

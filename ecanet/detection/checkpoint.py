@@ -176,7 +176,8 @@ def find_checkpoint(resume: str | None, run_dir: Path | None, training: bool = T
         advice = "Continue it with --resume auto, or pick" if resume != "auto" and LAST_CHECKPOINT in taken else "Pick"
         raise CheckpointError(f"run directory {run_dir} already holds {' and '.join(taken)}"
                               f"{'' if resume != 'auto' else f' but no {LAST_CHECKPOINT} to continue from'}; a new "
-                              f"run there would overwrite them. {advice} another --output.")
+                              f"run there would overwrite {'them' if len(taken) > 1 else 'it'}. {advice} another "
+                              f"--output.")
     return None
 
 

@@ -157,21 +157,48 @@ def check_evaluation_fields(content: dict, annotation_file: Path) -> None:
                             f"validation file.")
 
 
+# Polygon coordinates further than this many image sizes out are no geometry (pycocotools' rasteriser
+# allocates for them and can take the process down).
+MAX_COORDINATE_IMAGE_SIZES = 4
+
+
 def usable_segmentation(segmentation: Any, image: Mapping[str, Any]) -> Any:
-    """``segmentation`` as training can rasterise it, or None: polygons of at least 3 points (6 finite numbers,
-    an even count) are kept and shorter ones dropped, as detectron2's COCO loader does; an
-    RLE must have the image's [height, width] as its size."""
+    """``segmentation`` as pycocotools can rasterise it, or None. Polygons of at least 3 points (6 finite numbers
+    within :data:`MAX_COORDINATE_IMAGE_SIZES` image sizes, an even count) are kept and other polygons dropped,
+    as detectron2's COCO loader does; an RLE must have the image's [height, width] as its size."""
     if isinstance(segmentation, list):
+        bound = MAX_COORDINATE_IMAGE_SIZES * max(image["height"], image["width"])
         polygons = [polygon for polygon in segmentation
                     if isinstance(polygon, list) and len(polygon) >= 6 and len(polygon) % 2 == 0
                     and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-                            for v in polygon)]
+                            and abs(v) <= bound for v in polygon)]
         return polygons or None
     if isinstance(segmentation, dict):
         size = segmentation.get("size")
         fits = isinstance(size, (list, tuple)) and list(size) == [image["height"], image["width"]]
         return segmentation if fits and isinstance(segmentation.get("counts"), (str, bytes, list)) else None
     return None
+
+
+def _evaluation_rasterises(coco: COCO, annotation: Mapping[str, Any], image: Mapping[str, Any]) -> bool:
+    """Whether COCO's evaluation can rasterise ``annotation``'s segmentation as pycocotools reads it (a polygon of
+    4 numbers it takes for a box, so only what it cannot read is refused): an RLE of the image's size, or
+    polygons of finite coordinates within reach of the image (others can take its rasteriser down) that
+    ``annToRLE`` converts."""
+    segmentation = annotation.get("segmentation")
+    if isinstance(segmentation, dict):
+        return usable_segmentation(segmentation, image) is not None
+    bound = MAX_COORDINATE_IMAGE_SIZES * max(image["height"], image["width"])
+    if not isinstance(segmentation, list) or not segmentation or not all(
+            isinstance(polygon, list) and polygon and all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and abs(v) <= bound
+                for v in polygon) for polygon in segmentation):
+        return False
+    try:
+        coco.annToRLE(annotation)
+    except Exception:  # noqa: BLE001 - pycocotools raises plain Exceptions, TypeErrors, ValueErrors
+        return False
+    return True
 
 
 def _duplicates(values: Iterator[int]) -> list[int]:
@@ -332,47 +359,41 @@ class CocoDetectionDataset(Dataset):
         self.ids = image_ids
 
     def _check_segmentations(self) -> None:
-        lacking = [a["id"] for a in self.coco.anns.values()
-                   if a["id"] in self._box_rows and not a.get("iscrowd") and not a.get("segmentation")]
-        if lacking:
-            raise DataError(f"annotation file {self.annotation_file} has {len(lacking)} annotation(s) without a "
-                            f"segmentation (annotation ids {_examples(lacking)}), but masks were asked for. Use "
-                            f"a box-only detector, or an annotation file with instance masks.")
-        if self.for_training:
-            self._keep_usable_segmentations()
-            return
-        # COCO's evaluation rasterises every ground-truth segmentation (crowds too): one it cannot would fail
-        # the run's first evaluation, after an epoch of training.
-        failing = []
-        for annotation in self.coco.anns.values():
-            try:
-                self.coco.annToRLE(annotation)
-            except Exception:  # noqa: BLE001 - pycocotools raises plain Exceptions, TypeErrors, ValueErrors
-                failing.append(annotation["id"])
-        if failing:
-            raise DataError(f"annotation file {self.annotation_file} has {len(failing)} segmentation(s) that COCO's "
-                            f"evaluation cannot rasterise (annotation ids {_examples(failing)}): a polygon needs at "
-                            f"least 3 points, and an RLE the image's [height, width] as its 'size' and its 'counts'. "
-                            f"Fix or regenerate the file.")
-
-    def _keep_usable_segmentations(self) -> None:
-        """Training targets: each mask from its usable polygons (:func:`usable_segmentation`); an annotation
-        with none is left out of training with a warning, as one with an unusable box is."""
+        """Masks from every annotation's segmentation (:func:`usable_segmentation`). Training leaves out, with a
+        warning, annotations without a usable one, up to :data:`MAX_INVALID_BOX_FRACTION` of them (as for
+        boxes; more is a DataError). COCO's evaluation rasterises every ground-truth segmentation, crowds
+        too, so a validation file with one it cannot is a DataError before training, not a failure after an
+        epoch."""
         unusable = []
-        for annotation_id in list(self._box_rows):
-            annotation = self.coco.anns[annotation_id]
-            if annotation.get("iscrowd"):
+        for annotation in self.coco.anns.values():
+            image = self.coco.imgs[annotation["image_id"]]
+            if not self.for_training:
+                if not _evaluation_rasterises(self.coco, annotation, image):
+                    unusable.append(annotation["id"])
                 continue
-            usable = usable_segmentation(annotation["segmentation"], self.coco.imgs[annotation["image_id"]])
+            if annotation.get("iscrowd") or annotation["id"] not in self._box_rows:
+                continue   # what training leaves out anyway
+            segmentation = annotation.get("segmentation")
+            usable = usable_segmentation(segmentation, image)
             if usable is None:
-                unusable.append(annotation_id)
-                del self._box_rows[annotation_id]
-            elif usable != annotation["segmentation"]:
-                self._segmentations[annotation_id] = usable
-        if unusable:
-            log.warning("%s: %d annotation(s) have no usable segmentation (polygons of fewer than 3 points, or an RLE "
-                        "of another size than its image; annotation ids %s) and are left out of training",
-                        self.annotation_file, len(unusable), _examples(unusable))
+                unusable.append(annotation["id"])
+            elif usable != segmentation:
+                self._segmentations[annotation["id"]] = usable
+        if not unusable:
+            return
+        what = (f"{len(unusable)} annotation(s) without a segmentation pycocotools can rasterise (annotation ids "
+                f"{_examples(unusable)}): a polygon needs at least 3 points inside the image's reach, and an RLE "
+                f"the image's [height, width] as its 'size'")
+        if not self.for_training:
+            raise DataError(f"annotation file {self.annotation_file} has {what}; COCO's mask evaluation reads every "
+                            f"one. Fix or regenerate the file.")
+        if len(unusable) > MAX_INVALID_BOX_FRACTION * len(self.coco.anns):
+            raise DataError(f"annotation file {self.annotation_file} has {what}, more than "
+                            f"{MAX_INVALID_BOX_FRACTION:.1%} of its annotations. Use a box-only detector for a file "
+                            f"without instance masks, or fix or regenerate the file.")
+        for annotation_id in unusable:
+            del self._box_rows[annotation_id]
+        log.warning("%s: %s are left out of training", self.annotation_file, what)
 
     def _training_annotations(self, image_id: int) -> list[dict]:
         """The image's annotations that become targets: not crowd regions, with a usable box."""
@@ -404,8 +425,7 @@ class CocoDetectionDataset(Dataset):
             "boxes": tv_tensors.BoundingBoxes(boxes, format="XYXY", canvas_size=(height, width)),
             "labels": torch.tensor([a["category_id"] for a in annotations], dtype=torch.int64),  # (N,)
             "image_id": image_id,
-            "area": torch.tensor([float(a.get("area", a["bbox"][2] * a["bbox"][3])) for a in annotations],
-                                 dtype=torch.float32),                                    # (N,)
+            "area": torch.tensor([_area(a) for a in annotations], dtype=torch.float32),  # (N,)
             "iscrowd": torch.zeros(len(annotations), dtype=torch.int64),                  # (N,) crowds left out
         }
         if self.with_masks:
@@ -414,6 +434,13 @@ class CocoDetectionDataset(Dataset):
             target["masks"] = tv_tensors.Mask(torch.stack(masks) if masks
                                               else torch.zeros((0, height, width), dtype=torch.uint8))  # (N, H, W)
         return target
+
+
+def _area(annotation: Mapping[str, Any]) -> float:
+    """The annotation's ``area`` where it is a number >= 0, else its box's (training files may lack it)."""
+    area = annotation.get("area")
+    valid = isinstance(area, (int, float)) and not isinstance(area, bool) and math.isfinite(area) and area >= 0
+    return float(area) if valid else float(annotation["bbox"][2] * annotation["bbox"][3])
 
 
 def collate_fn(batch: Sequence[tuple[Any, Any]]) -> tuple[tuple[Any, ...], ...]:

@@ -385,8 +385,8 @@ def resolve(args: argparse.Namespace, *, default_workers: int, fresh_seed: int, 
     explicit = args.explicit
     if recorded:
         # the dataset given again somewhere else (moved, or another): its own paths, not the recorded ones
-        moved = "data" in explicit and recorded.get("data") is not None and values["data"] is not None and \
-            os.path.normpath(str(recorded["data"])) != os.path.normpath(str(values["data"]))
+        moved = "data" in explicit and values["data"] is not None and (
+            recorded.get("data") is None or os.path.realpath(recorded["data"]) != os.path.realpath(values["data"]))
         for key, action in cls_config._option_table(parser).items():
             if key in recorded and key not in RUN_OPTIONS + COMPUTE_OPTIONS and action.dest not in explicit \
                     and not (moved and key in DATA_PATH_OPTIONS):
