@@ -323,7 +323,7 @@ def test_masks_pycocotools_cannot_read_exit_2_before_training(toy, tmp_path, cap
     mask = [*TINY, "--detector", "mask_rcnn", "--box-batch-per-image", "32", "-b", "2", "--limit-train", "2",
             "--epochs", "1", "--eval-every", "0"]
     for split, edit, words in (("train", two_point_polygon, "more than 0.1% of its annotations"),
-                               ("val", empty_polygon_list, "COCO's mask evaluation reads every one")):
+                               ("val", empty_polygon_list, "COCO's mask evaluation cannot rasterise")):
         data = Path(shutil.copytree(toy, tmp_path / split))
         edit_annotations(split, edit)(data)
         out = tmp_path / f"run-{split}"
@@ -374,6 +374,24 @@ def test_resume_with_another_batch_keeps_the_runs_place_in_its_schedule(straight
     assert run_det([toy, *FASTER, "--trainable-layers", "5", "--resume-override", "--epochs", "3", "--output", again,
                     "--resume", "auto"]) == EXIT_USAGE
     assert "trainable-layers 3 -> 5" in one_error_line(capsys)
+
+
+def test_a_data_given_replaces_paths_the_run_named_itself(toy, tmp_path):
+    """A run started with its four paths (no DATA) and resumed with DATA reads DATA's split; the same DATA by
+    another spelling (a symbolic link) keeps the recorded paths, a per-split choice among them."""
+    from ecanet.detection import options
+    recorded = {"data": None, "train-images": "/gone/train", "train-annotations": "/gone/train.json",
+                "val-images": "/gone/val", "val-annotations": "/gone/val.json"}
+
+    def resolved(data, recorded):
+        args = options.parse_options([str(data)])
+        return options.resolve(args, default_workers=0, fresh_seed=0, timestamp="t", recorded=recorded)
+
+    assert resolved(toy, recorded).train_annotations == str(toy / "annotations" / "instances_train.json")
+    link = tmp_path / "same"
+    link.symlink_to(toy)
+    minival = {**recorded, "data": str(toy), "val-annotations": str(toy / "annotations" / "instances_train.json")}
+    assert resolved(link, minival).val_annotations == minival["val-annotations"]
 
 
 def test_a_retinanet_runs_own_config_file_is_a_config_file(tmp_path):

@@ -270,40 +270,66 @@ def test_rare_invalid_boxes_are_left_out_of_training_with_a_warning(tmp_path: Pa
     assert len(dataset.coco.anns) == 3  # the evaluation ground truth keeps it
 
 
-def test_rare_unusable_masks_are_left_out_of_training_and_evaluation_refuses_what_it_cannot_read(tmp_path: Path,
-                                                                                                   monkeypatch,
-                                                                                                   caplog):
-    """Training: an annotation whose polygons are all under 3 points is left out with a warning, and of one
-    with a good and a bad polygon the good one makes the mask (detectron2's COCO loader does the same).
-    Evaluation: a polygon with a non-finite coordinate, or an RLE of another size than its image, is refused
-    before pycocotools meets it."""
+def test_rare_unusable_masks_are_left_out_of_training(tmp_path: Path, monkeypatch, caplog):
+    """An annotation whose polygons are all under 3 points is left out with a warning; of one with a good and an
+    unusable polygon (odd length: pycocotools would still draw a triangle of it) the good one alone makes the
+    mask, as detectron2's COCO loader does. More than the allowed share is refused."""
     monkeypatch.setattr(detection_data, "MAX_INVALID_BOX_FRACTION", 0.5)  # 1 unusable of 3 is "rare" here
     content = coco_content({1: [[2, 3, 10, 8], [5, 5, 10, 10]], 2: [[1, 1, 5, 5]]})
     content["annotations"][1]["segmentation"] = [[5.0, 5.0, 15.0, 5.0]]                  # 2 points
-    content["annotations"][0]["segmentation"].append([0.0, 0.0, 1.0, 1.0])               # plus a bad one
+    content["annotations"][0]["segmentation"].append([20.0, 20.0, 30.0, 20.0, 30.0, 28.0, 20.0])
     image_dir, annotation_file = write_split(tmp_path, content)
     with caplog.at_level(logging.WARNING):
         dataset = CocoDetectionDataset(image_dir, annotation_file, with_masks=True, for_training=True)
     assert "1 annotation(s) without a segmentation pycocotools can rasterise (annotation ids 2)" in caplog.text
     target = dataset[0][1]
     assert target["boxes"].tolist() == [[2, 3, 12, 11]] and target["masks"].shape[0] == 1
-    assert target["masks"][0].sum() == 10 * 8    # the good polygon's pixels alone
+    assert target["masks"][0].sum() == 10 * 8    # the good polygon's pixels alone, not the triangle's too
     monkeypatch.setattr(detection_data, "MAX_INVALID_BOX_FRACTION", 0.001)
     with pytest.raises(DataError, match="more than 0.1% of its annotations. Use a box-only detector"):
         CocoDetectionDataset(image_dir, annotation_file, with_masks=True, for_training=True)
-    for damage in ({"size": [5, 7], "counts": "abc"}, [[1.0, 1.0, float("nan"), 2.0, 3.0, 3.0]], []):
-        content["annotations"][2]["segmentation"] = damage
-        rewrite(annotation_file, content)
-        with pytest.raises(DataError, match="COCO's mask evaluation reads every one"):
-            CocoDetectionDataset(image_dir, annotation_file, with_masks=True)
+
+
+@pytest.mark.parametrize("damage", [{"size": [5, 7], "counts": "abc"}, {"size": [30, 40], "counts": [0, 100, 5]},
+                                    {"size": [30, 40], "counts": "zzzz"}, {"size": [30, 40], "counts": [0, -5, 1205]},
+                                    [[1.0, 1.0, float("nan"), 2.0, 3.0, 3.0]], [[1.0, 1.0, 1e9, 2.0, 3.0, 3.0]], [],
+                                    [[]]],
+                         ids=["rle-size", "rle-short-runs", "rle-string", "rle-negative-run", "nan", "far-off",
+                              "no-polygon", "empty-polygon"])
+def test_evaluation_refuses_masks_pycocotools_cannot_read(tmp_path: Path, damage):
+    """COCO's mask evaluation rasterises every ground-truth segmentation: what it cannot (or would turn into
+    garbage, or take its rasteriser down with) is refused when the file is read, naming the annotation."""
+    content = coco_content({1: [[2, 3, 10, 8]], 2: [[1, 1, 5, 5], [5, 5, 10, 10]]}, size=(40, 30))
+    content["annotations"][2]["segmentation"] = damage
+    image_dir, annotation_file = write_split(tmp_path, content)
+    with pytest.raises(DataError, match=r"COCO's mask evaluation cannot rasterise \(annotation ids 3\)"):
+        CocoDetectionDataset(image_dir, annotation_file, with_masks=True)
+    content["annotations"][2]["segmentation"] = mask_util.encode(np.asfortranarray(np.ones((30, 40), np.uint8)))
+    content["annotations"][2]["segmentation"]["counts"] = content["annotations"][2]["segmentation"]["counts"].decode()
+    rewrite(annotation_file, content)
+    CocoDetectionDataset(image_dir, annotation_file, with_masks=True)   # a good RLE passes
+
+
+def test_compressed_rle_runs_are_read_as_pycocotools_writes_them():
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        mask = (rng.random(tuple(rng.integers(1, 30, size=2))) > rng.random()).astype(np.uint8)
+        flat = mask.flatten(order="F")                            # COCO's runs go down the columns
+        edges = np.flatnonzero(np.diff(flat)) + 1
+        runs = np.diff(np.concatenate([[0], edges, [flat.size]])).tolist()
+        runs = runs if flat[0] == 0 else [0, *runs]               # the first run counts zeros
+        text = mask_util.encode(np.asfortranarray(mask))["counts"].decode()
+        assert detection_data._compressed_rle_counts(text) == runs
 
 
 def test_training_annotations_may_leave_area_and_iscrowd_out(tmp_path: Path):
     """Training does without them (the box's area, not a crowd); COCO's evaluation reads both."""
-    content = coco_content({1: [[2, 3, 10, 8]]})
+    content = coco_content({1: [[2, 3, 10, 8], [5, 5, 10, 10]]})
     content["annotations"][0]["area"] = None
+    del content["annotations"][1]["area"], content["annotations"][1]["iscrowd"]
     image_dir, annotation_file = write_split(tmp_path, content)
-    assert CocoDetectionDataset(image_dir, annotation_file, for_training=True)[0][1]["area"].tolist() == [80.0]
+    target = CocoDetectionDataset(image_dir, annotation_file, for_training=True)[0][1]
+    assert target["area"].tolist() == [80.0, 100.0] and target["iscrowd"].tolist() == [0, 0]
     with pytest.raises(DataError, match="without a usable 'area'"):
         CocoDetectionDataset(image_dir, annotation_file)
 

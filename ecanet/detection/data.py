@@ -176,21 +176,59 @@ def usable_segmentation(segmentation: Any, image: Mapping[str, Any]) -> Any:
     if isinstance(segmentation, dict):
         size = segmentation.get("size")
         fits = isinstance(size, (list, tuple)) and list(size) == [image["height"], image["width"]]
-        return segmentation if fits and isinstance(segmentation.get("counts"), (str, bytes, list)) else None
+        return segmentation if fits and _rle_covers(segmentation.get("counts"), image) else None
     return None
 
 
+def _rle_covers(counts: Any, image: Mapping[str, Any]) -> bool:
+    """Whether RLE ``counts`` (a list, or COCO's compressed string) are runs >= 0 that cover the image's pixels
+    exactly: pycocotools decodes others without a word, into garbage or past its buffer."""
+    if isinstance(counts, (str, bytes)):
+        try:
+            counts = _compressed_rle_counts(counts.decode("ascii") if isinstance(counts, bytes) else counts)
+        except (ValueError, UnicodeDecodeError):
+            return False
+    if not isinstance(counts, list) or not all(isinstance(c, int) and not isinstance(c, bool) for c in counts):
+        return False
+    return all(c >= 0 for c in counts) and sum(counts) == image["height"] * image["width"]
+
+
+def _compressed_rle_counts(text: str) -> list[int]:
+    """The runs of COCO's compressed RLE string (pycocotools' ``rleFrString``: 5 bits a character from '0',
+    a continuation bit, a sign bit on the last, each run from the third on stored as the difference to the run
+    two before). Written out because pycocotools has no call that returns them without decoding the mask,
+    which is what must not happen to a malformed string."""
+    counts: list[int] = []
+    position = 0
+    while position < len(text):
+        value, shift, more = 0, 0, True
+        while more:
+            if position >= len(text):
+                raise ValueError("the RLE string ends inside a run")
+            code = ord(text[position]) - 48
+            if not 0 <= code < 64:
+                raise ValueError(f"character {text[position]!r} is not of COCO's RLE alphabet")
+            value |= (code & 0x1F) << (5 * shift)
+            more = bool(code & 0x20)
+            position, shift = position + 1, shift + 1
+            if not more and code & 0x10:
+                value |= -1 << (5 * shift)
+        if len(counts) > 2:
+            value += counts[-2]
+        counts.append(value)
+    return counts
+
+
 def _evaluation_rasterises(coco: COCO, annotation: Mapping[str, Any], image: Mapping[str, Any]) -> bool:
-    """Whether COCO's evaluation can rasterise ``annotation``'s segmentation as pycocotools reads it (a polygon of
-    4 numbers it takes for a box, so only what it cannot read is refused): an RLE of the image's size, or
-    polygons of finite coordinates within reach of the image (others can take its rasteriser down) that
-    ``annToRLE`` converts."""
+    """Whether COCO's evaluation can rasterise ``annotation``'s segmentation: an RLE of the image's size whose
+    runs cover it (:func:`_rle_covers`), or polygons of finite coordinates within reach of the image (others
+    can take pycocotools' rasteriser down) that its ``annToRLE`` converts."""
     segmentation = annotation.get("segmentation")
     if isinstance(segmentation, dict):
         return usable_segmentation(segmentation, image) is not None
     bound = MAX_COORDINATE_IMAGE_SIZES * max(image["height"], image["width"])
-    if not isinstance(segmentation, list) or not segmentation or not all(
-            isinstance(polygon, list) and polygon and all(
+    if not isinstance(segmentation, list) or not any(segmentation) or not all(
+            isinstance(polygon, list) and all(
                 isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and abs(v) <= bound
                 for v in polygon) for polygon in segmentation):
         return False
@@ -381,12 +419,16 @@ class CocoDetectionDataset(Dataset):
                 self._segmentations[annotation["id"]] = usable
         if not unusable:
             return
-        what = (f"{len(unusable)} annotation(s) without a segmentation pycocotools can rasterise (annotation ids "
-                f"{_examples(unusable)}): a polygon needs at least 3 points inside the image's reach, and an RLE "
-                f"the image's [height, width] as its 'size'")
         if not self.for_training:
-            raise DataError(f"annotation file {self.annotation_file} has {what}; COCO's mask evaluation reads every "
-                            f"one. Fix or regenerate the file.")
+            raise DataError(f"annotation file {self.annotation_file} has {len(unusable)} annotation(s) whose "
+                            f"segmentation COCO's mask evaluation cannot rasterise (annotation ids "
+                            f"{_examples(unusable)}): polygons need finite coordinates within reach of the image, "
+                            f"in a form pycocotools converts, and an RLE the image's [height, width] as its 'size' "
+                            f"and runs that cover it. Fix or regenerate the file; for a file without instance "
+                            f"masks, use a box-only detector.")
+        what = (f"{len(unusable)} annotation(s) without a segmentation pycocotools can rasterise (annotation ids "
+                f"{_examples(unusable)}): a polygon needs at least 3 points within reach of the image, and an RLE "
+                f"the image's [height, width] as its 'size' and runs that cover it")
         if len(unusable) > MAX_INVALID_BOX_FRACTION * len(self.coco.anns):
             raise DataError(f"annotation file {self.annotation_file} has {what}, more than "
                             f"{MAX_INVALID_BOX_FRACTION:.1%} of its annotations. Use a box-only detector for a file "
