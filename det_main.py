@@ -176,7 +176,8 @@ def train(cfg: Any, info: Any, precision: Any, resume_path: Path | None, checkpo
     rng_states = None
     if checkpoint is not None:
         rng_states = det_ckpt.restore_training_state(state, checkpoint, info)
-        continue_rebatched(state, checkpoint, cfg, data.steps_per_epoch)
+        recorded_batch = int((checkpoint.get("config") or {}).get("batch-size", cfg.batch_size))   # in total, as -b
+        engine.continue_rebatched(state, recorded_batch, cfg.batch_size, data.steps_per_epoch)
         # a changed --lr or batch on resume replaces the run's base learning rate; the lr is set for the position
         old, new = optim.rebase_schedule(state.scheduler, optim.scaled_lr(cfg.lr, cfg.batch_size, cfg.lr_base_batch))
         if new != old:
@@ -205,20 +206,6 @@ def train(cfg: Any, info: Any, precision: Any, resume_path: Path | None, checkpo
             ckpt.restore_rng_state(rng_states[info.rank])
         preemption.install()
         return epoch_loop(cfg, info, state, data, record, run_dir, metrics, preemption, elapsed_before)
-
-
-def continue_rebatched(state: Any, checkpoint: dict, cfg: Any, steps_per_epoch: int) -> None:
-    """Where a run resumed with another batch (--resume-override) continues: the same share of its epoch, and
-    the learning-rate schedule at the global step that epochs of this length give."""
-    old_batch = int((checkpoint.get("config") or {}).get("batch-size", cfg.batch_size))   # in total, as -b
-    position = state.position.rebatched(old_batch, cfg.batch_size, steps_per_epoch)
-    if position != state.position:
-        log.warning("resumed with batches of %d images (the run's: %d) in epochs of %d steps: continuing at epoch "
-                    "%d, step %d (global step %d; the checkpoint was at step %d, global step %d)", cfg.batch_size,
-                    old_batch, steps_per_epoch, position.epoch + 1, position.step_in_epoch, position.global_step,
-                    state.position.step_in_epoch, state.position.global_step)
-        state.position = position
-        state.scheduler.last_epoch = position.global_step
 
 
 def build_train_state(cfg: Any, info: Any, data: Any, precision: Any, num_classes: int, checkpoint: dict | None,

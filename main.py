@@ -129,22 +129,6 @@ def check_resume_changes(cfg: config.Config, resume_obj: Any, path: Path, info: 
     config.check_resume_changes(locked, free, path, cfg.resume_override)
 
 
-def continue_rebatched(state: Any, resume_obj: Any, cfg: config.Config, info: Any, steps_per_epoch: int) -> None:
-    """Where a run resumed with another global batch or epoch length (--resume-override) continues: the same
-    share of the epoch, and the schedule at the global step that epochs of this length give."""
-    recorded = resume_obj.get("config") or {}
-    old_batch = int(recorded.get("batch-size", cfg.batch_size)) * int(resume_obj.get("world_size", 1))
-    new_batch = cfg.batch_size * info.world_size
-    position = state.position.rebatched(old_batch, new_batch, steps_per_epoch)
-    if position != state.position:
-        log.warning("resumed with a global batch of %d images (the run's: %d) in epochs of %d steps: continuing at "
-                    "epoch %d, step %d (global step %d; the checkpoint was at step %d, global step %d)", new_batch,
-                    old_batch, steps_per_epoch, position.epoch + 1, position.step_in_epoch, position.global_step,
-                    state.position.step_in_epoch, state.position.global_step)
-        state.position = position
-        state.scheduler.last_epoch = position.global_step
-
-
 def log_recipe_use(cfg: config.Config, recipe: Any) -> None:
     """Say which preprocessing a checkpoint's recipe decided and which options overrode it."""
     overridden = [f"--{dest.replace('_', '-')}" for dest in config.RECIPE_PREPROCESSING if dest in cfg.explicit]
@@ -243,7 +227,9 @@ def train(cfg: config.Config, info: Any, precision: Any, resume_path: Path | Non
         recorded = resume_obj.get("config") or {}
         if recorded or {"momentum", "weight_decay", "nesterov"} & cfg.explicit:
             optim.set_sgd_options(state.optimizer, cfg.momentum, cfg.weight_decay, cfg.nesterov)
-        continue_rebatched(state, resume_obj, cfg, info, data.steps_per_epoch)
+        engine.continue_rebatched(state, int(recorded.get("batch-size", cfg.batch_size)) *
+                                  int(resume_obj.get("world_size", 1)), cfg.batch_size * info.world_size,
+                                  data.steps_per_epoch)
         # The base learning rate of --lr and the global batch (linear scaling): the run's unless either changed.
         if recorded or {"lr", "lr_base_batch"} & cfg.explicit:
             old_lr, new_lr = optim.rebase_schedule(state.scheduler, build_base_lr(cfg, info))

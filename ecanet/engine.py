@@ -13,7 +13,7 @@ import math
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Iterable
+from typing import Any, Callable, Iterable
 
 import torch
 from torch import nn
@@ -90,6 +90,20 @@ class EpochPosition:
         the learning-rate schedule reads."""
         step = min(self.step_in_epoch * old_global_batch // new_global_batch, steps_per_epoch)
         return EpochPosition(self.epoch, step, self.epoch * steps_per_epoch + step)
+
+
+def continue_rebatched(state: Any, old_global_batch: int, new_global_batch: int, steps_per_epoch: int) -> None:
+    """Where a resumed run continues when its global batch or epoch length changed (--resume-override): the
+    same share of its epoch, and the learning-rate schedule (``state.scheduler``, stepped once a step) at the
+    global step that epochs of ``steps_per_epoch`` steps give (:meth:`EpochPosition.rebatched`)."""
+    position = state.position.rebatched(old_global_batch, new_global_batch, steps_per_epoch)
+    if position != state.position:
+        log.warning("resumed with a global batch of %d images (the run's: %d) in epochs of %d steps: continuing at "
+                    "epoch %d, step %d (global step %d; the checkpoint was at step %d, global step %d)",
+                    new_global_batch, old_global_batch, steps_per_epoch, position.epoch + 1, position.step_in_epoch,
+                    position.global_step, state.position.step_in_epoch, state.position.global_step)
+        state.position = position
+        state.scheduler.last_epoch = position.global_step
 
 
 @dataclass
