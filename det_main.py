@@ -190,7 +190,8 @@ def train(cfg: Any, info: Any, precision: Any, resume_path: Path | None, checkpo
     elapsed_before = float(checkpoint.get("elapsed_s", 0.0)) if checkpoint else 0.0
     del checkpoint
     run_dir = Path(cfg.output)  # made only now: a run that fails its input checks leaves nothing behind
-    with rundir.open_run_directory(run_dir, info, write_config=lambda path: options.write_run_config(cfg, path, num_classes),
+    with rundir.open_run_directory(run_dir, info,
+                                   write_config=lambda path: options.write_run_config(cfg, path, num_classes),
                                    steps_done=lambda: state.position.global_step,
                                    last_checkpoint=det_ckpt.LAST_CHECKPOINT, stop_workers=data.close
                                    ) as (metrics, preemption):

@@ -301,7 +301,7 @@ def epoch_loop(cfg: config.Config, info: Any, state: Any, data: Any, run: Any, r
         record = metrics_lib.epoch_record(pos, result, val, ema_val, state, info)
         log.info("%s", metrics_lib.epoch_line(record, cfg.epochs))
         save("epoch", is_best=is_best)
-        metrics.record("epoch", record, step=pos.epoch)   # after the save: an epoch that a resume redoes is recorded once
+        metrics.record("epoch", record, step=pos.epoch)   # after the save: an epoch a resume redoes is recorded once
     summary = {"arch": cfg.arch, "epochs": state.position.epoch, "best_top1": state.best_top1,
                "final_top1": last_eval.top1 if last_eval else math.nan,
                "final_top5": last_eval.top5 if last_eval else math.nan,

@@ -52,7 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
                "FLOPs: torch.utils.flop_counter, 2 x MACs of convolutions and matrix multiplies only. "
                "See docs/flops.md.")
     parser.add_argument("-a", "--arch", metavar="ARCH", default=None,
-                        help=f"network to count (default {DEFAULT_ARCH}; an unknown name lists them all); --all counts every one")
+                        help=f"network to count (default {DEFAULT_ARCH}; an unknown name lists them all); --all "
+                             f"counts every one")
     parser.add_argument("--ksize", default=RELEASED, metavar="K",
                         help="ECA kernel sizes: 'released' (default: the released checkpoint's, e.g. 3557 for "
                              "eca_resnet50), 'adaptive' (the paper's psi(C)), one digit per stage ('3557') or "

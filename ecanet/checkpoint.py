@@ -597,8 +597,9 @@ def find_resume_checkpoint(run_dir: str | os.PathLike) -> Path | None:
     if best is None and unreadable:
         path, exc = unreadable[0]
         raise CheckpointError(f"--resume auto: {run_dir} holds no training checkpoint that can be read: {path} "
-                              f"fails to load (torch.load: {_loader_reason(exc)}); it may be truncated by a copy or a full "
-                              f"disk. Restore it from a copy and rerun, or move it away to start the run afresh.")
+                              f"fails to load (torch.load: {_loader_reason(exc)}); it may be truncated by a copy or "
+                              f"a full disk. Restore it from a copy and rerun, or move it away to start the run "
+                              f"afresh.")
     return best[3] if best else None
 
 
@@ -773,22 +774,33 @@ def find_run_checkpoint(resume: str | None, run_dir: Path | None) -> Path | None
             log.info("--resume auto: no checkpoint in %s yet, starting a new run", run_dir)
     elif resume:
         path = Path(resume)
+    check_run_dir_is_free(run_dir, resume, path)
+    return path
+
+
+def check_run_dir_is_free(run_dir: Path | None, resume: str | None, path: Path | None) -> None:
+    """Refuse (:class:`CheckpointError`) a training run that would overwrite ``run_dir``'s checkpoints (any
+    ``*.pth``, another program's too): a new run there (``path`` None, after ``--resume`` ``resume`` found
+    nothing), or the continuation of a checkpoint ``path`` of another directory. The advice names
+    ``--resume auto`` only where the directory holds a ``last.pth`` for it to continue."""
     held = sorted(p.name for p in run_dir.glob("*.pth")) if run_dir is not None and run_dir.is_dir() else []
-    if path is None and held and resume == "auto":
+    if not held:
+        return
+    resumable = LAST_CHECKPOINT in held
+    if path is None and resume == "auto":
         raise CheckpointError(f"run directory {run_dir} holds {', '.join(held)} but no training checkpoint to "
                               f"continue from (weights alone cannot resume a run); starting a new run there would "
-                              f"overwrite them. Move them away, or pick another --output.")
-    resumable = LAST_CHECKPOINT in held   # what --resume auto would continue
-    if path is None and held:
+                              f"overwrite {'them' if len(held) > 1 else 'it'}. Move them away, or pick another "
+                              f"--output.")
+    if path is None:
         raise CheckpointError(f"run directory {run_dir} already holds {', '.join(held)}; starting a new run there "
                               f"would overwrite {'them' if len(held) > 1 else 'it'}. "
                               f"{'Continue it with --resume auto, or pick' if resumable else 'Pick'} another --output.")
-    if path is not None and held and path.parent.resolve() != run_dir.resolve():
+    if path.parent.resolve() != run_dir.resolve():
         raise CheckpointError(f"--resume {path} continues another run directory than --output {run_dir}, which "
                               f"holds checkpoints of its own ({', '.join(held)}) that saving would overwrite. "
                               f"{f'To continue the run in {run_dir}, pass --resume auto; to' if resumable else 'To'} "
                               f"continue {path}, pass an --output without checkpoints.")
-    return path
 
 
 def load_weights_into(model: nn.Module, path: str | os.PathLike) -> list[str]:

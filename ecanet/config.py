@@ -169,13 +169,15 @@ def _add_speed_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--device", choices=DEVICES, default="auto", help="'auto': CUDA when available")
     g.add_argument("--amp", choices=AMP_CHOICES, default="off",
                    help="mixed precision: bf16 autocast, fp16 autocast + gradient scaler, or off (paper)")
-    g.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=False, help="NHWC memory format (faster on GPUs)")
+    g.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=False,
+                   help="NHWC memory format (faster on GPUs)")
     g.add_argument("--compile", action=argparse.BooleanOptionalAction, default=False, help="torch.compile the model")
     g.add_argument("--compile-mode", choices=COMPILE_MODES, default="default",
                    help="with --compile: torch.compile's mode. 'reduce-overhead' and 'max-autotune' replay the "
                         "model's forward and backward as CUDA graphs (single-process runs only; on an H200 with "
                         "--decode gpu they are slower than 'default': docs/design/input_pipeline.md)")
-    g.add_argument("--sync-bn", action=argparse.BooleanOptionalAction, default=False, help="SyncBatchNorm across processes")
+    g.add_argument("--sync-bn", action=argparse.BooleanOptionalAction, default=False,
+                   help="SyncBatchNorm across processes")
     g.add_argument("--deterministic", action=argparse.BooleanOptionalAction, default=False,
                    help="deterministic algorithms (bit-identical resume on CPU; slower on GPU)")
     g.add_argument("--seed", type=int, default=None, metavar="N",

@@ -22,8 +22,8 @@ from typing import Any, Mapping
 from torch import nn
 
 from .. import models
-from ..checkpoint import (CheckpointSaveError, capture_rng_state, check_state_dict, library_versions,
-                          read_checkpoint, save_checkpoint, strip_wrapper_prefixes)
+from ..checkpoint import (CheckpointSaveError, capture_rng_state, check_run_dir_is_free, check_state_dict,
+                          library_versions, read_checkpoint, save_checkpoint, strip_wrapper_prefixes)
 from ..distributed import DistInfo, all_gather_objects, any_rank
 from ..engine import EpochPosition, NonFiniteLossError, first_non_finite
 from ..errors import CheckpointError
@@ -156,29 +156,18 @@ def is_training_checkpoint(obj: Mapping[str, Any]) -> bool:
 def find_checkpoint(resume: str | None, run_dir: Path | None, training: bool = True) -> Path | None:
     """The checkpoint ``--resume`` names: a path, ``run_dir/last.pth`` for 'auto' (None when it does not exist:
     a new run), or None. When ``training``, refuses (CheckpointError) to start a new run over a run directory's
-    checkpoints, or to continue another directory's run in it."""
-    # any checkpoint, a classification run's too: a new run would overwrite its directory's config and logs
-    taken = sorted(p.name for p in run_dir.glob("*.pth")) if run_dir is not None and run_dir.is_dir() else []
+    checkpoints, or to continue another directory's run in it (:func:`ecanet.checkpoint.check_run_dir_is_free`)."""
+    path = None
     if resume == "auto":
-        path = run_dir / LAST_CHECKPOINT if run_dir is not None else None
-        if path is not None and path.is_file():
-            return path
+        last = run_dir / LAST_CHECKPOINT if run_dir is not None else None
+        if last is not None and last.is_file():
+            return last
         log.info("--resume auto: no %s in %s yet, starting a new run", LAST_CHECKPOINT, run_dir)
     elif resume:
         path = Path(resume)
-        if training and taken and path.parent.resolve() != run_dir.resolve():
-            here = f"To continue the run in {run_dir}, pass --resume auto; to" if LAST_CHECKPOINT in taken else "To"
-            raise CheckpointError(f"--resume {path} continues another run directory than --output {run_dir}, which "
-                                  f"holds {' and '.join(taken)} of its own that saving would overwrite. {here} "
-                                  f"continue {path}, pass an --output without checkpoints.")
-        return path
-    if taken and training:
-        advice = "Continue it with --resume auto, or pick" if resume != "auto" and LAST_CHECKPOINT in taken else "Pick"
-        raise CheckpointError(f"run directory {run_dir} already holds {' and '.join(taken)}"
-                              f"{'' if resume != 'auto' else f' but no {LAST_CHECKPOINT} to continue from'}; a new "
-                              f"run there would overwrite {'them' if len(taken) > 1 else 'it'}. {advice} another "
-                              f"--output.")
-    return None
+    if training:
+        check_run_dir_is_free(run_dir, resume, path)
+    return path
 
 
 def recorded_config(obj: Mapping[str, Any]) -> dict[str, Any]:

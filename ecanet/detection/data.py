@@ -148,13 +148,20 @@ def check_evaluation_fields(content: dict, annotation_file: Path) -> None:
     a DataError names the first annotation without them, so that a run does not train an epoch and then fail
     to score it. Training does without them (the box's area, not a crowd)."""
     for annotation in content["annotations"]:
-        area = annotation.get("area")
-        if isinstance(area, bool) or not isinstance(area, (int, float)) or not math.isfinite(area) or area < 0 \
-                or annotation.get("iscrowd") not in (0, 1):
+        if not _usable_area(annotation.get("area")) or annotation.get("iscrowd") not in (0, 1):
             raise DataError(f"annotation file {annotation_file} has an annotation without a usable 'area' (a number "
                             f">= 0: the mask's, or the box's, pixels) or 'iscrowd' (0 or 1), which COCO's "
                             f"evaluation reads ({str(annotation)[:120]}). Add them to every annotation of the "
                             f"validation file.")
+
+
+def _is_number(value: Any) -> bool:
+    """A finite int or float (JSON's numbers), not a bool."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _usable_area(area: Any) -> bool:
+    return _is_number(area) and area >= 0
 
 
 # Polygon coordinates further than this many image sizes out are no geometry (pycocotools' rasteriser
@@ -162,16 +169,19 @@ def check_evaluation_fields(content: dict, annotation_file: Path) -> None:
 MAX_COORDINATE_IMAGE_SIZES = 4
 
 
+def _coordinates_within_reach(polygon: Any, image: Mapping[str, Any]) -> bool:
+    """Whether ``polygon`` is a list of finite numbers within :data:`MAX_COORDINATE_IMAGE_SIZES` image sizes."""
+    bound = MAX_COORDINATE_IMAGE_SIZES * max(image["height"], image["width"])
+    return isinstance(polygon, list) and all(_is_number(v) and abs(v) <= bound for v in polygon)
+
+
 def usable_segmentation(segmentation: Any, image: Mapping[str, Any]) -> Any:
     """``segmentation`` as pycocotools can rasterise it, or None. Polygons of at least 3 points (6 finite numbers
     within :data:`MAX_COORDINATE_IMAGE_SIZES` image sizes, an even count) are kept and other polygons dropped,
     as detectron2's COCO loader does; an RLE must have the image's [height, width] as its size."""
     if isinstance(segmentation, list):
-        bound = MAX_COORDINATE_IMAGE_SIZES * max(image["height"], image["width"])
-        polygons = [polygon for polygon in segmentation
-                    if isinstance(polygon, list) and len(polygon) >= 6 and len(polygon) % 2 == 0
-                    and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-                            and abs(v) <= bound for v in polygon)]
+        polygons = [polygon for polygon in segmentation if _coordinates_within_reach(polygon, image)
+                    and len(polygon) >= 6 and len(polygon) % 2 == 0]
         return polygons or None
     if isinstance(segmentation, dict):
         size = segmentation.get("size")
@@ -226,11 +236,8 @@ def _evaluation_rasterises(coco: COCO, annotation: Mapping[str, Any], image: Map
     segmentation = annotation.get("segmentation")
     if isinstance(segmentation, dict):
         return usable_segmentation(segmentation, image) is not None
-    bound = MAX_COORDINATE_IMAGE_SIZES * max(image["height"], image["width"])
     if not isinstance(segmentation, list) or not any(segmentation) or not all(
-            isinstance(polygon, list) and all(
-                isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and abs(v) <= bound
-                for v in polygon) for polygon in segmentation):
+            _coordinates_within_reach(polygon, image) for polygon in segmentation):
         return False
     try:
         coco.annToRLE(annotation)
@@ -481,8 +488,17 @@ class CocoDetectionDataset(Dataset):
 def _area(annotation: Mapping[str, Any]) -> float:
     """The annotation's ``area`` where it is a number >= 0, else its box's (training files may lack it)."""
     area = annotation.get("area")
-    valid = isinstance(area, (int, float)) and not isinstance(area, bool) and math.isfinite(area) and area >= 0
-    return float(area) if valid else float(annotation["bbox"][2] * annotation["bbox"][3])
+    return float(area) if _usable_area(area) else float(annotation["bbox"][2] * annotation["bbox"][3])
+
+
+def check_no_category_zero(dataset: CocoDetectionDataset, detector: str) -> None:
+    """A DataError when ``dataset`` labels objects with category id 0, which ``detector`` keeps for the
+    background: they would be trained as background and score no AP."""
+    zero = [a["id"] for a in dataset.coco.anns.values() if a["category_id"] == 0 and not a.get("iscrowd")]
+    if zero:
+        raise DataError(f"annotation file {dataset.annotation_file} labels {len(zero)} object(s) with category id 0 "
+                        f"(annotation ids {_examples(zero)}), which {detector} keeps for the background: they would "
+                        f"be trained as background. Renumber the categories from 1 (as COCO's are).")
 
 
 def collate_fn(batch: Sequence[tuple[Any, Any]]) -> tuple[tuple[Any, ...], ...]:

@@ -35,7 +35,7 @@ from ..errors import ConfigError, DataError
 from ..metrics import MetricsLogger, format_duration
 from .coco_eval import evaluate_distributed
 from .coco_eval import predictions_to_coco
-from .data import CocoDetectionDataset, collate_fn, eval_sampler, train_sampler
+from .data import CocoDetectionDataset, check_no_category_zero, collate_fn, eval_sampler, train_sampler
 from .transforms import detection_transforms
 
 log = logging.getLogger(__name__)
@@ -140,19 +140,6 @@ def _base(dataset: Dataset) -> CocoDetectionDataset:
 BACKGROUND_CLASS_DETECTORS = ("faster_rcnn", "mask_rcnn")
 
 
-def check_no_background_category(dataset: CocoDetectionDataset, detector: str) -> None:
-    """A DataError when ``dataset`` labels objects with category id 0 and ``detector`` keeps 0 for the
-    background: those objects would be trained as background and score no AP."""
-    if detector not in BACKGROUND_CLASS_DETECTORS:
-        return
-    zero = [a["id"] for a in dataset.coco.anns.values() if a["category_id"] == 0 and not a.get("iscrowd")]
-    if zero:
-        raise DataError(f"annotation file {dataset.annotation_file} labels {len(zero)} object(s) with category id 0 "
-                        f"(annotation ids {', '.join(map(str, zero[:5]))}{' ...' if len(zero) > 5 else ''}), which "
-                        f"{detector} keeps for the background: they would be trained as background. Renumber the "
-                        f"categories from 1 (as COCO's are).")
-
-
 def build_data(cfg: Any, info: DistInfo, evaluate_only: bool = False) -> DetectionData:
     """The validation split and, unless ``evaluate_only``, the training split of ``cfg``, checked
     (:class:`~ecanet.errors.DataError` for every problem the data module finds) and wrapped in loaders."""
@@ -168,9 +155,10 @@ def build_data(cfg: Any, info: DistInfo, evaluate_only: bool = False) -> Detecti
                                      detection_transforms(train=True, flip_probability=cfg.hflip),
                                      with_masks=with_masks, for_training=True)
     val_set = CocoDetectionDataset(cfg.val_images, cfg.val_annotations, with_masks=with_masks)
-    for dataset in (train, val_set):
-        if dataset is not None:
-            check_no_background_category(dataset, cfg.detector)
+    if cfg.detector in BACKGROUND_CLASS_DETECTORS:
+        for dataset in (train, val_set):
+            if dataset is not None:
+                check_no_category_zero(dataset, cfg.detector)
     if not val_set.coco.anns:
         log.warning("%s has no annotations: COCO's AP of every epoch will be '-'. Pass a validation split with "
                     "annotations (a test split without them cannot be scored here).", cfg.val_annotations)

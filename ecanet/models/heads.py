@@ -2,9 +2,10 @@
 
 ``num_classes=0`` builds ``nn.Identity`` in place of the final ``nn.Linear``: the network then returns its
 pooled features, ``(B, num_features)``, as timm's ``create_model(..., num_classes=0)`` does. Both ResNet and
-MobileNetV2 expose the same small head API: ``num_classes``, ``num_features``, ``forward_features`` (the last feature map),
-``forward_head(x, pre_logits=False)``, ``get_classifier()`` and ``reset_classifier(num_classes, global_pool)``;
-``reset_classifier(0, "")`` leaves the pooling out too, so the network returns its last feature map.
+MobileNetV2 expose the same small head API: ``num_classes``, ``num_features``, ``forward_features`` (the last
+feature map), ``forward_head(x, pre_logits=False)``, ``get_classifier()`` and
+``reset_classifier(num_classes, global_pool)``; ``reset_classifier(0, "")`` leaves the pooling out too, so the
+network returns its last feature map.
 """
 from __future__ import annotations
 
