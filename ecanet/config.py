@@ -409,7 +409,8 @@ def write_config(args: argparse.Namespace, path: str | os.PathLike,
     data = config_to_yaml_dict(args, parser)
     if path.is_file():
         previous = yaml.safe_load(path.read_text()) or {}
-        changed = {key: [previous.get(key), value] for key, value in data.items() if previous.get(key) != value}
+        changed = {key: [previous.get(key), value] for key, value in data.items()
+                   if not _same_setting(key, previous.get(key), value)}
         if changed:
             history = path.with_name(CONFIG_HISTORY)
             entry = [{"time": datetime.now().isoformat(timespec="seconds"), "changed": changed}]
@@ -428,6 +429,14 @@ RESUME_META_OPTIONS = ("resume", "resume-override", "output", "config", "debug")
 NORMALISATION_DEFAULTS = {"mean": IMAGENET_MEAN, "std": IMAGENET_STD}
 
 
+def _same_setting(key: str, old: Any, new: Any) -> bool:
+    """Whether an option's recorded value ``old`` and ``new`` mean the same setting: equal, or ``mean``/``std``
+    recorded as None (the default) and given now as the default's numbers (from the checkpoint's recipe)."""
+    if old is None and key in NORMALISATION_DEFAULTS:
+        return new is None or list(new) == list(NORMALISATION_DEFAULTS[key])
+    return old == new
+
+
 def resume_changes(recorded: Mapping[str, Any], current: Mapping[str, Any]) -> tuple[dict, dict]:
     """(locked, free): the options whose values differ between a checkpoint's recorded configuration and
     this run's, as ``{key: (old, new)}``, split by :data:`RESUME_LOCKED_OPTIONS`. Keys the checkpoint does
@@ -435,9 +444,7 @@ def resume_changes(recorded: Mapping[str, Any], current: Mapping[str, Any]) -> t
     locked, free = {}, {}
     for key, new in current.items():
         old = recorded.get(key, new)
-        if old is None and key in NORMALISATION_DEFAULTS and list(new or ()) == list(NORMALISATION_DEFAULTS[key]):
-            continue  # 'the default' then, the default's numbers (from the checkpoint's recipe) now
-        if old != new and key not in RESUME_META_OPTIONS:
+        if not _same_setting(key, old, new) and key not in RESUME_META_OPTIONS:
             (locked if key in RESUME_LOCKED_OPTIONS else free)[key] = (old, new)
     return locked, free
 

@@ -570,6 +570,8 @@ def test_an_overridden_resume_keeps_the_configuration_history(finished_run, imag
     assert "resumed with changed options: epochs 1 -> 2, lr 0.1 -> 0.2\n" in caplog.text
     (entry,) = yaml.safe_load((out / "config_history.yaml").read_text())
     assert entry["changed"]["batch-size"] == [8, 16] and entry["changed"]["lr"] == [0.1, 0.2]
+    # the normalisation recorded as the default (null), now the default's numbers from the recipe: no change
+    assert "mean" not in entry["changed"] and "std" not in entry["changed"]
     assert yaml.safe_load((out / "config.yaml").read_text())["batch-size"] == 16
 
 
