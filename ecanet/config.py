@@ -17,7 +17,7 @@ from typing import Any, Mapping, Sequence
 
 import yaml
 
-from .constants import ECA_IMPLEMENTATIONS, IMAGENET_MEAN, IMAGENET_STD
+from .constants import ECA_IMPLEMENTATIONS, IMAGENET_IMG_SIZE, IMAGENET_MEAN, IMAGENET_STD, IMAGENET_VAL_RESIZE
 from .errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -61,10 +61,10 @@ def _add_data_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("-j", "--workers", type=int, default=None, metavar="N",
                    help=f"data-loading processes per GPU (default: CPU cores / processes, at most "
                         f"{MAX_AUTO_WORKERS})")
-    g.add_argument("--img-size", type=int, default=224, metavar="PX",
+    g.add_argument("--img-size", type=int, default=IMAGENET_IMG_SIZE, metavar="PX",
                    help="training and validation crop size (paper: 224; with -e, --weights or --resume, the "
                         "checkpoint's recipe decides unless this is given)")
-    g.add_argument("--val-resize", type=int, default=256, metavar="PX",
+    g.add_argument("--val-resize", type=int, default=IMAGENET_VAL_RESIZE, metavar="PX",
                    help="validation images are resized to this, then center-cropped to --img-size "
                         "(paper: 256; a checkpoint's recipe decides as for --img-size)")
     g.add_argument("--augment", choices=AUGMENTATIONS, default="rrc",
@@ -124,9 +124,9 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--pretrained", action="store_true",
                    help="(official flag) not supported: ecanet downloads nothing; use --weights PATH")
     g.add_argument("--eca-impl", choices=ECA_IMPLEMENTATIONS, default="auto",
-                   help="ECA implementation: fused Triton kernels on CUDA ('auto'; 'fused' insists on "
-                        "them, and in eager training fuses each block's BatchNorm with ECA too) or plain "
-                        "PyTorch")
+                   help="ECA implementation: fused Triton kernels on CUDA ('auto', which also fuses each "
+                        "block's BatchNorm with ECA where that trains the network faster; 'fused' insists on "
+                        "the kernels and fuses BatchNorm with ECA in all eager training) or plain PyTorch")
 
 
 def _add_optim_options(p: argparse.ArgumentParser) -> None:
@@ -705,7 +705,7 @@ def resolve(args: argparse.Namespace, *, default_workers: int, fresh_seed: int, 
 
 
 # The paper's ratio of crop to resize for evaluation: 224 / 256.
-EVAL_CROP_RATIO = 0.875
+EVAL_CROP_RATIO = IMAGENET_IMG_SIZE / IMAGENET_VAL_RESIZE
 
 
 def check_crop_fits(img_size: int, val_resize: int, explicit: frozenset[str] = frozenset()) -> None:

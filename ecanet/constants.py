@@ -4,8 +4,9 @@ A leaf: it imports nothing of ecanet, so the networks (:mod:`ecanet.models`) and
 (:mod:`ecanet.config`) can both use it without depending on each other.
 """
 # How ECA layers compute (ecanet.models.EcaModule): 'auto' runs the fused Triton kernels on CUDA tensors where
-# Triton imports and the PyTorch code elsewhere; 'fused' insists on the kernels, and in eager training also runs
-# the block's BatchNorm with ECA as Triton kernels; 'plain' is the PyTorch code.
+# Triton imports (in ResNets' eager training, each block's BatchNorm with ECA as Triton kernels) and the PyTorch
+# code elsewhere; 'fused' insists on the kernels, and runs BatchNorm with ECA as Triton kernels in every
+# network's eager training; 'plain' is the PyTorch code.
 ECA_IMPLEMENTATIONS = ("auto", "fused", "plain")
 
 # ImageNet as the paper counts and trains it: 224x224 crops, 1000 classes.
@@ -18,6 +19,8 @@ NETWORK_STRIDE = 32         # pixels: the networks' total stride, the smallest i
 IMAGENET_VAL_RESIZE = 256   # pixels
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+
+BYTES_PER_GIB = 2 ** 30    # memory figures (peak_memory_gib and the like) are in GiB
 
 # ONNX export (ecanet.export): the opset written by default, and the oldest one accepted.
 DEFAULT_ONNX_OPSET = 17

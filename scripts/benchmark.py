@@ -926,9 +926,10 @@ channels_last, batch 256, 224x224; each figure is the median of timed repeats af
 warm-up out of Python's garbage collector's view, as in training (`ecanet.engine.freeze_heap`).
 "vs baseline" is an ECA network's images/s over its baseline's (`eca_resnet50` over `resnet50`) in the
 same run. ECA implementations: `auto` is ecanet's default (fused
-Triton kernels in eager mode; under `torch.compile` the BatchNorm+ECA form that Inductor fuses, or for
-ECA-MobileNetV2's training the tail's own Triton kernels); `fused` insists on the Triton ECA kernels and, in
-eager training, runs each block's BatchNorm with its ECA as the tail's kernels; `plain` is the official computation. Each results
+Triton kernels in eager mode, for the ResNets' training each block's BatchNorm with its ECA as the tail's
+kernels; under `torch.compile` the BatchNorm+ECA form that Inductor fuses, or for ECA-MobileNetV2's
+training the tail's own Triton kernels); `fused` insists on the Triton ECA kernels and, in all eager
+training, runs each block's BatchNorm with its ECA as the tail's kernels; `plain` is the official computation. Each results
 file records the code it was measured with: `environment.code`, the commit, and `environment.code_tree`,
 the git tree id of the tracked files outside `results/` as they were, uncommitted changes included.
 How the fused ECA works: [design/fused_eca.md](design/fused_eca.md).

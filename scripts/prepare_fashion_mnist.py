@@ -76,7 +76,6 @@ IMAGES_NDIM = 3
 # PIL's per-file overhead and the file system, hence the process pool. 6 is PIL's own default.
 PNG_COMPRESS_LEVEL = 6
 IMAGES_PER_TASK = 1000     # images one worker writes per task: big enough to amortise pickling
-HASH_CHUNK_BYTES = 1 << 20
 
 
 @dataclass(frozen=True)

@@ -176,13 +176,14 @@ HOOKS = {"forward hook": ("bn", "forward"), "backward hook": ("bn", "backward"),
 
 
 @interpreter_only
-@pytest.mark.parametrize("case", ["takes", "auto", "plain", "eval", "subclass", "momentum None", *BATCHNORM_OPTIONS,
-                                  *HOOKS])
+@pytest.mark.parametrize("case", ["takes", "auto", "auto, kernels tail", "plain", "eval", "subclass", "momentum None",
+                                  *BATCHNORM_OPTIONS, *HOOKS])
 def test_interpreter_which_batchnorms_take_the_eager_tail(case):
     """Eager training takes the tail for a plain affine nn.BatchNorm2d with running statistics, in training mode,
-    under implementation 'fused' only, and only where calling BatchNorm and ECA would run nothing but their
-    forwards (hooks of either module, or global ones, are run by calling them). Either way a training step gives
-    the float64 modules' output, gradients and buffers, and every hook runs."""
+    under implementation 'fused' (on the CPU: 'auto' asks for the tail's kernels on CUDA tensors only), and only
+    where calling BatchNorm and ECA would run nothing but their forwards (hooks of either module, or global ones,
+    are run by calling them). Either way a training step gives the float64 modules' output, gradients and
+    buffers, and every hook runs."""
     from ecanet.models import bn_eca_fused
     torch.manual_seed(5)
     bn = (_BatchNormSubclass if case == "subclass" else nn.BatchNorm2d)(16, **BATCHNORM_OPTIONS.get(case, {}))
@@ -193,7 +194,7 @@ def test_interpreter_which_batchnorms_take_the_eager_tail(case):
         bn.momentum = None
     bn64 = copy.deepcopy(bn).double()
     eca = copy.deepcopy(eca64).float()
-    eca.impl = {"auto": "auto", "plain": "plain"}.get(case, "fused")
+    eca.impl = {"auto": "auto", "auto, kernels tail": "auto", "plain": "plain"}.get(case, "fused")
     calls, hooked, handles = [], [], []
     real = bn_eca_fused.bn_eca_tail_training
     taken = lambda *args, **kwargs: calls.append(1) or real(*args, **kwargs)  # noqa: E731
@@ -212,7 +213,8 @@ def test_interpreter_which_batchnorms_take_the_eager_tail(case):
     try:
         with pytest.MonkeyPatch.context() as patch:
             patch.setattr(bn_eca_fused, "bn_eca_tail_training", taken)
-            out = eca.bn_scale_add_relu(bn, x, identity)
+            eager_tail = "kernels" if case == "auto, kernels tail" else "modules"
+            out = eca.bn_scale_add_relu(bn, x, identity, eager_tail=eager_tail)
         out.backward(grad)
     finally:
         for handle in handles:
@@ -266,8 +268,9 @@ def _training_step(block: nn.Module, x: torch.Tensor, grad: torch.Tensor, compil
     return [out, x.grad, *(p.grad for p in block.parameters()), *(b.double() for b in block.buffers())]
 
 
-def _block_against_plain(block: nn.Module, x: torch.Tensor, monkeypatch, compiled: bool) -> None:
-    """One training step of ``block``, compiled ('auto') or eager ('fused'), takes the Triton tail, and its
+def _block_against_plain(block: nn.Module, x: torch.Tensor, monkeypatch, compiled: bool,
+                         eager_impl: str = "fused") -> None:
+    """One training step of ``block``, compiled ('auto') or eager (``eager_impl``), takes the Triton tail, and its
     float32 output, gradients and buffers are no further from the float64 step than the plain block's float32 step is
     (within a factor for summation order; no TF32): gradients summed over many pixels differ by summation
     order alone by more than a fixed tolerance would allow, and a wrong kernel is off by order 1. The eager
@@ -281,7 +284,7 @@ def _block_against_plain(block: nn.Module, x: torch.Tensor, monkeypatch, compile
         calls.append(1)
         return real(*args, **kwargs)
 
-    block = set_eca_impl(block.cuda().to(memory_format=torch.channels_last).train(), "auto" if compiled else "fused")
+    block = set_eca_impl(block.cuda().to(memory_format=torch.channels_last).train(), "auto" if compiled else eager_impl)
     x = x.cuda().contiguous(memory_format=torch.channels_last)
     grad = torch.randn_like(block(x)).double()     # (a step in train mode: the blocks below start from copies)
     torch._dynamo.reset()
@@ -419,14 +422,39 @@ def test_gpu_eager_tail_launches_each_layout_batch_and_alignment_as_its_own():
 
 @pytest.mark.gpu
 @gpu
-def test_gpu_eager_bottleneck_takes_the_triton_tail(monkeypatch):
-    """An ECA-ResNet Bottleneck in eager training, as main.py --eca-impl fused runs it without --compile."""
-    from ecanet.models.resnet import Bottleneck
+@pytest.mark.parametrize("impl", ["auto", "fused"])
+@pytest.mark.parametrize("kind", ["bottleneck", "basic"])
+def test_gpu_eager_resnet_block_takes_the_triton_tail(kind, impl, monkeypatch):
+    """An ECA-ResNet block in eager training, as main.py runs it without --compile (ResNets ask 'auto' for the
+    tail's kernels in eager training, resnet.EAGER_TAIL)."""
+    from ecanet.models.resnet import BasicBlock, Bottleneck
     torch.manual_seed(0)
-    downsample = nn.Sequential(nn.Conv2d(64, 256, 1, bias=False), nn.BatchNorm2d(256))
-    block = Bottleneck(64, 64, downsample=downsample, attention="eca", k_size=5)
+    if kind == "bottleneck":
+        downsample = nn.Sequential(nn.Conv2d(64, 256, 1, bias=False), nn.BatchNorm2d(256))
+        block = Bottleneck(64, 64, downsample=downsample, attention="eca", k_size=5)
+    else:
+        block = BasicBlock(64, 64, attention="eca", k_size=3)
     nn.init.normal_(block.attention.conv.weight)
-    _block_against_plain(block, torch.randn(8, 64, 28, 28), monkeypatch, compiled=False)
+    _block_against_plain(block, torch.randn(8, 64, 28, 28), monkeypatch, compiled=False, eager_impl=impl)
+
+
+@pytest.mark.gpu
+@gpu
+def test_gpu_eager_mobilenet_block_under_auto_keeps_batchnorm_and_the_eca_kernels(monkeypatch):
+    """ECA-MobileNetV2 leaves the eager tail at its default: 'auto' runs BatchNorm as its module there."""
+    from ecanet.models import bn_eca_fused
+    from ecanet.models.mobilenetv2 import InvertedResidual
+    calls = []
+    monkeypatch.setattr(bn_eca_fused, "bn_eca_tail_training", lambda *args, **kwargs: calls.append(1))
+    block = set_eca_impl(InvertedResidual(24, 24, 1, 6, attention="eca", k_size=3).cuda().train(), "auto")
+    block(torch.randn(4, 24, 28, 28, device="cuda")).sum().backward()
+    assert not calls
+
+
+def test_unknown_eager_tail_is_refused():
+    bn, eca = bn_and_eca(8, 3)
+    with pytest.raises(ValueError, match="unknown eager tail"):
+        eca.bn_scale_add_relu(bn, torch.randn(2, 8, 3, 3, dtype=torch.float64), eager_tail="fused")
 
 
 def test_unknown_compiled_tail_is_refused():

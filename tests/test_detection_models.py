@@ -55,7 +55,7 @@ def test_features_keep_the_classification_keys():
 
 @pytest.mark.parametrize("indices", [(), (2, 1), (5,), (1, 1), (-6,), 0, 6, True, "1", (1.0,)])
 def test_features_bad_out_indices(indices):
-    with pytest.raises(ConfigError, match="out_indices"):
+    with pytest.raises(ValueError, match="out_indices"):
         create_model("resnet18", features_only=True, out_indices=indices)
 
 

@@ -1,7 +1,7 @@
 """ecanet.flops and paras_flops.py: pinned counts, the paper's units, the attention overhead, the CLI.
 
-The pinned figures were measured with ``python paras_flops.py --all --json -`` (thop 0.1.1.post2209072238,
-torch 2.15.0, 2026-11-21); counts depend on shapes only, so they hold on every machine.
+The pinned figures are what ``python paras_flops.py --all --json -`` prints (thop 0.1.1.post2209072238);
+counts depend on shapes only, so they hold on every machine.
 """
 from __future__ import annotations
 

@@ -19,7 +19,7 @@ import torch
 from torchvision import transforms
 
 from ..config import NO_DATASET_MESSAGE
-from ..constants import IMAGENET_MEAN, IMAGENET_STD
+from ..constants import IMAGENET_IMG_SIZE, IMAGENET_MEAN, IMAGENET_STD, IMAGENET_VAL_RESIZE
 from ..errors import ConfigError
 from .folders import (RegionCropImageFolder, RobustImageFolder, build_image_folder, check_same_classes,
                       region_decode_available, sample_seed)
@@ -39,7 +39,7 @@ MAX_BAD_IMAGE_FRACTION = 0.01     # stop the run when more than 1% of an epoch's
 
 # ------------------------------------------------------------------------------------------- transforms
 
-def build_train_transform(img_size: int = 224, augment: str = "rrc", min_crop_scale: float = 0.08,
+def build_train_transform(img_size: int = IMAGENET_IMG_SIZE, augment: str = "rrc", min_crop_scale: float = 0.08,
                           crop_padding: int = 4, hflip: float = 0.5, random_erasing: float = 0.0,
                           mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
                           uint8: bool = False) -> transforms.Compose:
@@ -63,8 +63,9 @@ def build_train_transform(img_size: int = 224, augment: str = "rrc", min_crop_sc
     return transforms.Compose(steps)
 
 
-def build_val_transform(img_size: int = 224, val_resize: int = 256, mean: Sequence[float] = IMAGENET_MEAN,
-                        std: Sequence[float] = IMAGENET_STD, uint8: bool = False) -> transforms.Compose:
+def build_val_transform(img_size: int = IMAGENET_IMG_SIZE, val_resize: int = IMAGENET_VAL_RESIZE,
+                        mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
+                        uint8: bool = False) -> transforms.Compose:
     """The paper's evaluation transform: Resize(256) + CenterCrop(224) (single crop)."""
     tail = [transforms.PILToTensor()] if uint8 else [transforms.ToTensor(), transforms.Normalize(mean, std)]
     return transforms.Compose([transforms.Resize(val_resize), transforms.CenterCrop(img_size), *tail])

@@ -55,8 +55,8 @@ def seeded_cpu_rng(seed: int) -> Iterator[None]:
     with ``seed``, and restore its state afterwards.
 
     Written out instead of ``fork_rng`` + ``torch.manual_seed`` because ``torch.manual_seed`` also queues
-    a seed for every accelerator, which costs far more, once per sample in every worker (166 us vs 1.1 us
-    per call with torch 2.15 on the 2-core CPU machine, ``scripts/cpu_costs.py``, 2026-11-21).
+    a seed for every accelerator, which costs far more, once per sample in every worker (``scripts/cpu_costs.py``
+    times both).
     """
     generator = torch.default_generator
     state = generator.get_state()

@@ -18,6 +18,10 @@ from ..signals import ignore_stop_signals
 from ..errors import ConfigError
 from .folders import sample_seed
 
+# The shuffle of epoch e under seed s is seeded with s * EPOCH_SEED_STRIDE + e: a prime above any run's
+# epoch count, so no two (seed, epoch) pairs of such runs share a shuffle. Fixed: resumed runs rely on it.
+EPOCH_SEED_STRIDE = 10_007
+
 PREFETCH_BATCHES_PER_WORKER = 4
 
 
@@ -62,7 +66,7 @@ class ResumableSampler(Sampler):
         self.epoch, self.start_sample = epoch, start_sample
 
     def _rank_indices(self) -> list[int]:
-        g = torch.Generator().manual_seed(self.seed * 10_007 + self.epoch)
+        g = torch.Generator().manual_seed(self.seed * EPOCH_SEED_STRIDE + self.epoch)
         order = torch.randperm(self.num_samples, generator=g).tolist()
         order += order[: self.per_rank * self.world_size - len(order)]  # pad, as DistributedSampler
         return order[self.rank::self.world_size]

@@ -24,7 +24,13 @@ SE_REDUCTION = 16
 
 
 class SqueezeExcitation(nn.Module):
-    """Squeeze-and-excitation (Hu et al., 2018): GAP -> 1x1 conv C/r -> ReLU -> 1x1 conv C -> sigmoid -> rescale."""
+    """Squeeze-and-excitation (Hu et al., 2018): GAP -> 1x1 conv C/r -> ReLU -> 1x1 conv C -> sigmoid -> rescale.
+
+    The function and the parameter names of ``torchvision.ops.SqueezeExcitation(C, C // r)``, written out so that
+    it pools as :class:`~ecanet.models.EcaModule` does, with ``x.mean``: the FLOP counts (:mod:`ecanet.flops`)
+    then charge both attentions' pooling by one rule, where torchvision's ``AdaptiveAvgPool2d`` module would be
+    counted by thop a second time.
+    """
 
     def __init__(self, channels: int, reduction: int = SE_REDUCTION) -> None:
         super().__init__()
@@ -78,17 +84,18 @@ def bn_scale_add_relu(bn: nn.Module, attention: nn.Module | None, x: torch.Tenso
 
 def conv_bn_scale_add_relu(conv: nn.Module, bn: nn.Module, attention: nn.Module | None, y: torch.Tensor,
                            identity: torch.Tensor | None = None, *, relu: bool = True,
-                           compiled_tail: str = "decomposed") -> torch.Tensor:
+                           compiled_tail: str = "decomposed", eager_tail: str = "modules") -> torch.Tensor:
     """``relu(attention(bn(conv(y))) + identity)``: a block's tail from its last convolution's input.
 
     ``identity`` and ``relu`` as in :func:`scale_add_relu`. An attention module with a
     ``conv_bn_scale_add_relu`` (the ECA module) may take its pooling from ``y`` and chooses its compiled
-    training form by ``compiled_tail`` (see :meth:`~ecanet.models.eca_module.EcaModule.conv_bn_scale_add_relu`);
-    otherwise the convolution runs, then :func:`bn_scale_add_relu`.
+    and eager training forms by ``compiled_tail`` and ``eager_tail`` (see
+    :meth:`~ecanet.models.eca_module.EcaModule.bn_scale_add_relu`); otherwise the convolution runs, then
+    :func:`bn_scale_add_relu`.
     """
     fused = getattr(attention, "conv_bn_scale_add_relu", None)  # None for no attention too
     if fused is not None:
-        return fused(conv, bn, y, identity, relu=relu, compiled_tail=compiled_tail)
+        return fused(conv, bn, y, identity, relu=relu, compiled_tail=compiled_tail, eager_tail=eager_tail)
     return bn_scale_add_relu(bn, attention, conv(y), identity, relu=relu)
 
 

@@ -1,7 +1,7 @@
 """A block's training tail, BatchNorm + ECA + add + ReLU, as Triton kernels: torch.compile launches them itself,
 eager mode directly.
 
-``relu(ECA(BN(x)) + identity)`` with BatchNorm on batch statistics (Wang et al., CVPR 2020, Eq. 9-11 after
+``relu(ECA(BN(x)) + identity)`` with BatchNorm on batch statistics (Wang et al., CVPR 2020, Eq. 2 and 9 after
 BatchNorm); the add and the ReLU are each optional (MobileNetV2's block ends with ``ECA(BN(x)) + x``).
 x is (B, C, H, W) with P = H * W pixels per sample and channel and N = B * P per channel.
 
@@ -28,9 +28,9 @@ Forward::
          mu = mean of xs, var = mean of xs^2 - mu^2, r = (var + eps)^-1/2                    (C,)
          running statistics as nn.BatchNorm2d (momentum, unbiased variance)
          xhat_mean[b, c] = r (mean over p of xs - mu)        each sample's mean of x-hat       (B, C)
-         pooled = gamma xhat_mean + beta                      Eq. (9): GAP of BN(x)             (B, C)
+         pooled = gamma xhat_mean + beta                      Eq. (2): GAP of BN(x)             (B, C)
     3. apply       grid (H*W tiles, channel blocks, B)       reads x [and identity], writes out
-         g = sigmoid(C1D_k(pooled))                           Eq. (10)-(11), per program
+         g = sigmoid(C1D_k(pooled))                           Eq. (9), per program
          out = act((xs - mu) r gamma g + beta g [+ identity])
 
 Backward, from G' = dL/dout [* (out > 0)], which is also dL/didentity::
@@ -122,7 +122,7 @@ def _bn_finalize_kernel(sum_part_ptr, square_part_ptr, pivot_ptr, gamma_ptr, bet
                         xhat_mean_ptr, pooled_ptr, batch_mean_ptr, batch_var_ptr, B, C, P, num_splits, eps,
                         BLOCK_B: tl.constexpr, BLOCK_S: tl.constexpr, BLOCK_C: tl.constexpr):
     """Forward 2: BatchNorm's batch statistics (and the unbiased variance for the running one), and ECA's
-    pooled input (Eq. 9)."""
+    pooled input (Eq. 2)."""
     c = tl.program_id(0) * BLOCK_C + tl.arange(0, BLOCK_C)
     s = tl.arange(0, BLOCK_S)
     total = B * 1.0 * P                                 # N; B or P may come as a plain int
@@ -177,7 +177,7 @@ def _bn_eca_apply_kernel(x_ptr, identity_ptr, out_ptr, gate_ptr, pivot_ptr, cent
                          pooled_ptr, weight_ptr, C, P,
                          HAS_IDENTITY: tl.constexpr, RELU: tl.constexpr, K: tl.constexpr, PAD: tl.constexpr,
                          CHANNELS_LAST: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr):
-    """Forward 3: the gate from the pooled BN(x) (Eq. 10-11), then out = act(BN(x) g [+ identity])."""
+    """Forward 3: the gate from the pooled BN(x) (Eq. 9), then out = act(BN(x) g [+ identity])."""
     p_start = tl.program_id(0) * BLOCK_P
     c_start = tl.program_id(1) * BLOCK_C
     b = tl.program_id(2)
@@ -230,7 +230,7 @@ def _logit_grad(sum_part_ptr, dot_part_ptr, gate_ptr, gamma_ptr, beta_ptr, b, s,
     """dL/dz at samples b and channels c, (BLOCK_B, BLOCK_C), 0 outside [0, C); with dS and dO there.
 
     dS = sum_p G' x-hat and dO = sum_p G' add up the splits' partial sums; dL/dg = gamma dS + beta dO, and
-    dz = dL/dg g (1 - g) through the sigmoid of Eq. (11)."""
+    dz = dL/dg g (1 - g) through the sigmoid of Eq. (9)."""
     offsets, mask = _partial_tile(b, s, c, B, C, num_splits)
     grad_offset = tl.sum(tl.load(sum_part_ptr + offsets, mask=mask, other=0.0), axis=1)    # (BLOCK_B, BLOCK_C)
     grad_scale = tl.sum(tl.load(dot_part_ptr + offsets, mask=mask, other=0.0), axis=1)
@@ -248,7 +248,7 @@ def _bn_eca_gate_backward_kernel(sum_part_ptr, dot_part_ptr, gate_ptr, pooled_pt
                                  weight_partial_ptr, B, C, num_splits,
                                  K: tl.constexpr, PAD: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_B: tl.constexpr,
                                  BLOCK_S: tl.constexpr, BLOCK_C: tl.constexpr):
-    """Backward B: through the gate (Eq. 10-11) to dpooled and dw, and BatchNorm's dgamma and dbeta."""
+    """Backward B: through the gate (Eq. 9) to dpooled and dw, and BatchNorm's dgamma and dbeta."""
     c = tl.program_id(0) * BLOCK_C + tl.arange(0, BLOCK_C)
     s = tl.arange(0, BLOCK_S)
     taps = tl.arange(0, BLOCK_K)

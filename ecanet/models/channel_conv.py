@@ -1,4 +1,4 @@
-"""ECA's 1-D convolution across channels (paper Eq. 10), written out for torch.compile and as a reference.
+"""ECA's 1-D convolution across channels (paper Eq. 9), written out for torch.compile and as a reference.
 
 A leaf module: both the plain ECA code (:mod:`.eca_module`) and the fused kernels' PyTorch reference
 (:mod:`.eca_fused`) use it.

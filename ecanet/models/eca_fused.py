@@ -1,9 +1,9 @@
 """A fused ECA for GPUs: Triton kernels behind a ``torch.library`` custom op.
 
-ECA (Wang et al., CVPR 2020, Eq. 9-11) on an activation ``x`` of shape (B, C, H, W), with P = H * W:
+ECA (Wang et al., CVPR 2020, Eq. 2 and 9) on an activation ``x`` of shape (B, C, H, W), with P = H * W:
 
-    y = GAP(x)                       # (B, C)   Eq. (9): y[b, c] = sum_p x[b, c, p] / P
-    s = sigmoid(C1D_k(y))            # (B, C)   Eq. (10)-(11): a 1-D conv across channels, zero padding
+    y = GAP(x)                       # (B, C)   Eq. (2): y[b, c] = sum_p x[b, c, p] / P
+    s = sigmoid(C1D_k(y))            # (B, C)   Eq. (9): a 1-D conv across channels, zero padding
     out = relu(x * s + identity)     # (B, C, H, W)  the residual block's tail; the add and the ReLU
                                      #   are each optional (MobileNetV2: x * s + identity, ``x * s`` alone)
 
@@ -43,7 +43,6 @@ import contextlib
 import functools
 import logging
 import os
-import re
 from dataclasses import dataclass
 from typing import Optional
 
@@ -51,6 +50,7 @@ import torch
 import triton
 import triton.language as tl
 from torch.autograd.function import once_differentiable
+from torch.torch_version import TorchVersion   # compares a version string with a tuple, as packaging does
 
 from .channel_conv import channel_conv, channel_conv_weight_grad
 
@@ -189,7 +189,7 @@ def _split_sum(partial_ptr, b, channel, B, C, num_splits, BLOCK_C: tl.constexpr)
 @triton.jit
 def _gate_forward_kernel(partial_ptr, weight_ptr, mean_ptr, gate_ptr, B, C, num_splits, inv_p,
                          K: tl.constexpr, PAD: tl.constexpr, BLOCK_C: tl.constexpr):
-    """Forward pass 2, Eq. (9)-(11) on (B, C): mean = GAP(x); gate = sigmoid(sum_j w[j] * mean[c + j - PAD])."""
+    """Forward pass 2, Eq. (2) and (9) on (B, C): mean = GAP(x); gate = sigmoid(sum_j w[j] * mean[c + j - PAD])."""
     c = tl.program_id(0) * BLOCK_C + tl.arange(0, BLOCK_C)
     b = tl.program_id(1)
     z = tl.zeros((BLOCK_C,), dtype=tl.float32)
@@ -369,15 +369,9 @@ def _launcher_arguments(arg_names: list[str], num_tensors: int, scalars: tuple, 
     Triton 3.3 and later pass every parameter in order, constexprs included (the launcher drops them);
     earlier versions pass only the others.
     """
-    if _major_minor(version) < LAUNCHER_TAKES_CONSTEXPRS_SINCE:
+    if TorchVersion(version) < LAUNCHER_TAKES_CONSTEXPRS_SINCE:
         return tuple(scalars)
     return (*scalars, *(constexprs[name] for name in arg_names[num_tensors + len(scalars):]))
-
-
-def _major_minor(version: str) -> tuple[int, int]:
-    """(3, 6) for "3.6.0", "3.6.0+git..." or "3.6"."""
-    match = re.match(r"(\d+)\.(\d+)", version)
-    return (int(match[1]), int(match[2])) if match else (0, 0)
 
 
 def _alignments(*tensors: torch.Tensor | None) -> tuple[bool | None, ...]:
@@ -640,7 +634,7 @@ def supports(x: torch.Tensor, identity: torch.Tensor | None = None) -> bool:
 
 
 def eca_scale(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """ECA, Eq. (9)-(11): ``x * sigmoid(C1D_k(GAP(x)))`` for x (B, C, H, W) and a conv weight (1, 1, k)."""
+    """ECA, Eq. (2) and (9): ``x * sigmoid(C1D_k(GAP(x)))`` for x (B, C, H, W) and a conv weight (1, 1, k)."""
     return _eca(_dense(x, memory_format(x)), weight, None, False)
 
 

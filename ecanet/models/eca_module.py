@@ -7,16 +7,16 @@ Two implementations compute the same function: ``"plain"``, the PyTorch code bel
 Triton kernels in :mod:`ecanet.models.eca_fused` that fuse the rescale with the residual add and ReLU.
 Each module carries its choice (``EcaModule(..., impl=...)``, or :func:`set_eca_impl` on a whole network,
 which is what ``create_model(..., eca_impl=...)`` does). The default ``"auto"`` runs the fused kernels on
-CUDA tensors when Triton imports and the plain code everywhere else, and under ``torch.compile`` lets
-Inductor fuse BatchNorm with ECA (:func:`bn_eca_tail_decomposed`), or, for networks that ask for it
-(ECA-MobileNetV2's training step), runs BatchNorm and ECA as the Triton kernels of
-:mod:`~ecanet.models.bn_eca_fused`. ``"fused"`` runs those kernels in eager training too.
+CUDA tensors when Triton imports and the plain code everywhere else. A block's BatchNorm and ECA run together:
+under ``torch.compile`` as a form Inductor fuses (:func:`bn_eca_tail_decomposed`) or as the Triton kernels of
+:mod:`~ecanet.models.bn_eca_fused`, and in eager training as those kernels or as BatchNorm's module followed
+by the fused ECA, each network choosing per mode what trains it faster (``compiled_tail``, ``eager_tail``).
+``"fused"`` runs the tail's kernels in every network's eager training.
 """
 from __future__ import annotations
 
 import logging
 import math
-import os
 
 import torch
 from torch import nn
@@ -28,11 +28,6 @@ from ..errors import whole_number
 from .channel_conv import channel_conv, channel_conv_weight_grad
 
 logger = logging.getLogger(__name__)
-
-if os.environ.get("ECANET_ECA_IMPL"):  # an old habit: the variable chose the implementation for the process
-    logger.warning("ECANET_ECA_IMPL is not read: the ECA implementation is chosen when a model is built, "
-                   "create_model(..., eca_impl=%r) or main.py --eca-impl %s", os.environ["ECANET_ECA_IMPL"],
-                   os.environ["ECANET_ECA_IMPL"])
 
 try:  # Triton ships with CUDA builds of PyTorch; without it (CPU builds) only the plain code runs.
     from . import eca_fused
@@ -97,14 +92,17 @@ def _use_fused(impl: str, x: torch.Tensor, identity: torch.Tensor | None = None)
 # How compiled training runs a block's BatchNorm+ECA tail (EcaModule.bn_scale_add_relu): written out for
 # Inductor to fuse, or as the Triton kernels of bn_eca_fused.
 COMPILED_TAILS = ("decomposed", "kernels")
+# How eager training under implementation "auto" runs it: BatchNorm as its module (cuDNN's kernels) followed by
+# the fused ECA kernels, or BatchNorm with ECA as the Triton kernels of bn_eca_fused.
+EAGER_TAILS = ("modules", "kernels")
 
-# The paper's constants for the adaptive kernel size psi(C) (Eq. 12/13): gamma = 2, b = 1.
+# The paper's constants for the adaptive kernel size psi(C) (Eq. 13): gamma = 2, b = 1.
 DEFAULT_GAMMA = 2
 DEFAULT_B = 1
 
 
 def adaptive_kernel_size(channels: int, gamma: int = DEFAULT_GAMMA, b: int = DEFAULT_B) -> int:
-    """The paper's psi(C), Eq. (12): k = |log2(C)/gamma + b/gamma|_odd.
+    """The paper's psi(C), Eq. (13): k = |log2(C)/gamma + b/gamma|_odd.
 
     ``t = int(abs((log2(C) + b) / gamma))``; ``k = t`` if ``t`` is odd, else ``t + 1``. ``C`` is the
     number of channels the ECA module sees (its input's channel count).
@@ -118,7 +116,7 @@ def adaptive_kernel_size(channels: int, gamma: int = DEFAULT_GAMMA, b: int = DEF
 class EcaModule(nn.Module):
     """ECA: global average pooling -> 1-D convolution across channels -> sigmoid -> rescale.
 
-    Implements Eq. (9)-(11) of the paper: ``y = GAP(x)``, ``w = sigmoid(C1D_k(y))``, ``out = x * w``.
+    Implements Eq. (2) and (9) of the paper: ``y = GAP(x)``, ``w = sigmoid(C1D_k(y))``, ``out = x * w``.
 
     Input ``(B, C, H, W)``, output the same shape.
 
@@ -169,7 +167,8 @@ class EcaModule(nn.Module):
         return torch.relu_(out) if relu else out
 
     def bn_scale_add_relu(self, bn: nn.Module, x: torch.Tensor, identity: torch.Tensor | None = None, *,
-                          relu: bool = True, compiled_tail: str = "decomposed") -> torch.Tensor:
+                          relu: bool = True, compiled_tail: str = "decomposed",
+                          eager_tail: str = "modules") -> torch.Tensor:
         """``relu(ECA(bn(x)) + identity)``: a block's tail from its last convolution's output.
 
         ``identity`` None leaves the residual add out, ``relu=False`` the ReLU. Under ``torch.compile``
@@ -182,29 +181,32 @@ class EcaModule(nn.Module):
         tensors where they import, the decomposed form elsewhere. Compiled inference always takes the
         decomposed form. In eager training, implementation ``"fused"`` runs the tail as those Triton kernels
         wherever they take the inputs (they read and write the tail's activations fewer times than cuDNN's
-        BatchNorm followed by the fused ECA kernels); ``"auto"`` keeps the latter, the combination timed on
-        docs/performance.md. Otherwise ``bn`` runs as a module, then
+        BatchNorm followed by the fused ECA kernels); ``"auto"`` does so on CUDA tensors where the network asks
+        for it with ``eager_tail="kernels"`` (one of :data:`EAGER_TAILS`; ResNets, whose eager training step
+        the kernels make faster, docs/performance.md), and otherwise runs BatchNorm as its module, then
         :meth:`scale_add_relu`.
         """
         if compiled_tail not in COMPILED_TAILS:
             raise ValueError(f"unknown compiled tail {compiled_tail!r}; choose one of {', '.join(COMPILED_TAILS)}")
+        if eager_tail not in EAGER_TAILS:
+            raise ValueError(f"unknown eager tail {eager_tail!r}; choose one of {', '.join(EAGER_TAILS)}")
         if self.impl == "auto" and torch.compiler.is_compiling() and self._computes_tail_inline(bn, x):
             if compiled_tail == "kernels" and self._tail_kernels_apply(bn, x, identity):
                 return bn_eca_fused.bn_eca_tail_training(x, bn, self.conv.weight, identity, relu=relu)
             return bn_eca_tail_decomposed(x, bn, self.conv.weight, identity, relu=relu)
         # bn.training first: eval-mode calls, and torch.fx's tracing (x a Proxy), go no further.
-        if (self.impl == "fused" and bn.training and not torch.compiler.is_compiling()
-                and self._computes_tail_inline(bn, x) and self._tail_kernels_apply(bn, x, identity)
-                and not eca_fused.forward_ad_active()):
+        if (bn.training and not torch.compiler.is_compiling() and self._computes_tail_inline(bn, x)
+                and (self.impl == "fused" or (self.impl == "auto" and eager_tail == "kernels" and x.is_cuda))
+                and self._tail_kernels_apply(bn, x, identity) and not eca_fused.forward_ad_active()):
             return bn_eca_fused.bn_eca_tail_training(x, bn, self.conv.weight, identity, relu=relu)
         return self.scale_add_relu(bn(x), identity, relu=relu)
 
     def conv_bn_scale_add_relu(self, conv: nn.Module, bn: nn.Module, y: torch.Tensor,
                                identity: torch.Tensor | None = None, *, relu: bool = True,
-                               compiled_tail: str = "decomposed") -> torch.Tensor:
+                               compiled_tail: str = "decomposed", eager_tail: str = "modules") -> torch.Tensor:
         """``relu(ECA(bn(conv(y))) + identity)``: a block's tail from its last convolution's input.
 
-        ``identity``, ``relu`` and ``compiled_tail`` as in :meth:`bn_scale_add_relu`, which this is once
+        ``identity``, ``relu``, ``compiled_tail`` and ``eager_tail`` as in :meth:`bn_scale_add_relu`, which this is once
         ``conv`` has run, with one exception. In compiled inference (implementation ``"auto"``, ``bn`` in eval
         mode) BatchNorm needs no statistics, so ECA's pooling would be the only pass reading ``conv(y)`` before
         the pointwise tail. When ``conv`` is a 1x1 convolution with no more input than output channels
@@ -216,7 +218,7 @@ class EcaModule(nn.Module):
                 and self._computes_tail_inline(bn, x) and _pools_through_conv(conv, y)):
             return bn_eca_tail_decomposed(x, bn, self.conv.weight, identity, relu=relu,
                                           x_mean=conv_output_mean(conv, y))
-        return self.bn_scale_add_relu(bn, x, identity, relu=relu, compiled_tail=compiled_tail)
+        return self.bn_scale_add_relu(bn, x, identity, relu=relu, compiled_tail=compiled_tail, eager_tail=eager_tail)
 
     def _computes_inline(self) -> bool:
         """Whether ECA may be computed without calling this module and its convolution: neither runs hooks or a
@@ -289,7 +291,7 @@ def _tail_dtype(x: torch.Tensor, identity: torch.Tensor | None) -> torch.dtype:
 def _gate_and_tail(x: torch.Tensor, a: torch.Tensor, h: torch.Tensor, pooled: torch.Tensor, taps: torch.Tensor,
                    identity: torch.Tensor | None, relu: bool,
                    out_dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-    """ECA's gate on the pooled BN output, Eq. (10)-(11), and the block's tail after BN(x) = a * x + h:
+    """ECA's gate on the pooled BN output, Eq. (9), and the block's tail after BN(x) = a * x + h:
     ``(act(x * (a g) + h g [+ identity]), g)`` with g = sigmoid(C1D_k(pooled)) and act the ReLU or nothing.
     x, a, h, pooled and taps are in the arithmetic dtype; the output is cast to ``out_dtype`` before the ReLU
     (the same values)."""
@@ -316,8 +318,8 @@ class _BnEcaTailTraining(torch.autograd.Function):
         s1 = sum_p xc,  s2 = sum_p xc^2                             (B, C)  one reduction over x
         mu = sum_b s1 / n,  var = sum_b s2 / n - mu^2,  r = (var + eps)^-1/2          (C,)
         a = gamma * r,  h = beta - mu * a                   BN(x) = a * xc + h         (C,)
-        m = a * s1 / P + h                                  Eq. (9): GAP of BN(x)      (B, C)
-        g = sigmoid(C1D_k(m))                               Eq. (10)-(11)              (B, C)
+        m = a * s1 / P + h                                  Eq. (2): GAP of BN(x)      (B, C)
+        g = sigmoid(C1D_k(m))                               Eq. (9)              (B, C)
         out = relu(xc * (a g) + h g + identity)                                   one pointwise pass
 
     Backward, from G' = dL/dout * [out > 0] (which is also dL/didentity):
@@ -401,7 +403,7 @@ def bn_eca_tail_decomposed(x: torch.Tensor, bn: nn.BatchNorm2d, weight: torch.Te
                            x_mean: torch.Tensor | None = None) -> torch.Tensor:
     """``relu(ECA(BN(x)) + identity)`` as one reduction and one pointwise pass each way, for torch.compile.
 
-    BatchNorm (batch statistics in training, running ones in eval) and ECA (Eq. 9-11) share their
+    BatchNorm (batch statistics in training, running ones in eval) and ECA (Eq. 2 and 9) share their
     reduction: the per-(sample, channel) sums of x and x^2 over H, W give BN's per-channel mean and
     variance and, because BN is affine per channel, ECA's pooled input too: mean_hw(a * x + c) =
     a * mean_hw(x) + c. What is left is one pointwise map, relu(x * (a * w) + c * w + identity), so

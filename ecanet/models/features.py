@@ -27,7 +27,6 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from ..errors import ConfigError
 from .mobilenetv2 import MobileNetV2
 from .resnet import ResNet
 
@@ -68,7 +67,7 @@ class FeatureInfoList(list):
 
 def stage_indices(out_indices: int | Sequence[int], num_stages: int) -> list[int]:
     """``out_indices`` as a rising list of stage indices, as timm reads it: an int n is the last n stages, and
-    a negative index counts from the end (-1 the last stage). Anything else is a ConfigError."""
+    a negative index counts from the end (-1 the last stage). Anything else is a ValueError."""
     if isinstance(out_indices, int) and not isinstance(out_indices, bool):
         indices: list[object] = list(range(num_stages - out_indices, num_stages)) if out_indices > 0 else []
     elif isinstance(out_indices, (list, tuple, range)):
@@ -78,7 +77,7 @@ def stage_indices(out_indices: int | Sequence[int], num_stages: int) -> list[int
         indices = [out_indices]   # refused below
     valid = all(isinstance(i, int) and not isinstance(i, bool) and 0 <= i < num_stages for i in indices)
     if not indices or not valid or sorted(set(indices)) != indices:
-        raise ConfigError(f"out_indices {out_indices!r} is not a rising list of stage indices 0-{num_stages - 1} "
+        raise ValueError(f"out_indices {out_indices!r} is not a rising list of stage indices 0-{num_stages - 1} "
                           f"(negative ones count from the end) or a number of last stages 1-{num_stages}. "
                           f"Pass e.g. {DEFAULT_OUT_INDICES}.")
     return indices
@@ -90,7 +89,7 @@ def _run_order(model: nn.Module) -> list[str]:
         return [name for name, _ in model.named_children() if name not in HEAD_MODULES[ResNet]]
     if isinstance(model, MobileNetV2):
         return [f"features.{name}" for name, _ in model.features.named_children()]
-    raise ConfigError(f"feature extraction supports ecanet's ResNets and MobileNetV2, not {type(model).__name__}. "
+    raise ValueError(f"feature extraction supports ecanet's ResNets and MobileNetV2, not {type(model).__name__}. "
                       f"Build one with ecanet.models.create_model (list_models() names them).")
 
 

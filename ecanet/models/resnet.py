@@ -19,7 +19,10 @@ from .heads import check_global_pool, check_num_classes, classifier_layer
 
 STEM_CHANNELS = 64
 STAGE_WIDTHS = (64, 128, 256, 512)  # planes of each stage; the block's output is planes * expansion
-STAGE_STRIDES = (4, 8, 16, 32)      # input pixels per output pixel after layer1..layer4
+# Eager training (ECA implementation "auto", on a GPU) runs each block's BatchNorm with ECA as the Triton tail
+# kernels (EcaModule.bn_scale_add_relu): they train every released ECA-ResNet faster than cuDNN's BatchNorm
+# followed by the fused ECA kernels (docs/performance.md).
+EAGER_TAIL = "kernels"
 # Builds a normalisation layer from its channel count: nn.BatchNorm2d for classification, torchvision's
 # FrozenBatchNorm2d for detection backbones (same parameter and buffer names, so checkpoints load in both).
 NormLayer = Callable[[int], nn.Module]
@@ -68,7 +71,7 @@ class BasicBlock(_AttentionBlock):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         identity = x if self.downsample is None else self.downsample(x)
         out = self.relu(self.bn1(self.conv1(x)))
-        return conv_bn_scale_add_relu(self.conv2, self.bn2, self.attention, out, identity)
+        return conv_bn_scale_add_relu(self.conv2, self.bn2, self.attention, out, identity, eager_tail=EAGER_TAIL)
 
 
 class Bottleneck(_AttentionBlock):
@@ -93,7 +96,7 @@ class Bottleneck(_AttentionBlock):
         identity = x if self.downsample is None else self.downsample(x)
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.relu(self.bn2(self.conv2(out)))
-        return conv_bn_scale_add_relu(self.conv3, self.bn3, self.attention, out, identity)
+        return conv_bn_scale_add_relu(self.conv3, self.bn3, self.attention, out, identity, eager_tail=EAGER_TAIL)
 
 
 Block = Union[Type[BasicBlock], Type[Bottleneck]]
