@@ -8,8 +8,9 @@
     python det_main.py data/coco -e --resume runs/my-run/model.pth           # COCO AP of a trained detector
 
 This file wires the library's parts and loops over epochs: options and their checks are
-``ecanet.detection.options``, data, the step loop and evaluation ``ecanet.detection.engine``, the detectors
-``ecanet.detection.models``, checkpoints ``ecanet.detection.checkpoint``.
+``ecanet.detection.options``, data and its loaders ``ecanet.detection.data``, the step loop and evaluation
+``ecanet.detection.engine``, the detectors ``ecanet.detection.models``, checkpoints ``ecanet.detection.checkpoint``,
+the epochs' records ``ecanet.metrics``.
 """
 from __future__ import annotations
 
@@ -20,7 +21,6 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from ecanet.cli import run_command
-from ecanet.config import check_resume_changes, describe_changes
 from ecanet.detection import options
 from ecanet.errors import EXIT_OK, EXIT_PREEMPTED, CheckpointError, ConfigError, DataError
 from ecanet.lazy import lazy_import
@@ -30,6 +30,7 @@ torch = lazy_import("torch")
 ckpt = lazy_import("ecanet.checkpoint")
 coco_eval = lazy_import("ecanet.detection.coco_eval")
 det_ckpt = lazy_import("ecanet.detection.checkpoint")
+det_data = lazy_import("ecanet.detection.data")
 det_engine = lazy_import("ecanet.detection.engine")
 det_configs = lazy_import("ecanet.detection.configs")
 dist = lazy_import("ecanet.distributed")
@@ -56,12 +57,12 @@ def run(args: Any) -> int:
     try:
         runtime.setup_logging(info, args.debug)
         checkpoint_path, checkpoint = find_checkpoint(args)
+        recorded = det_ckpt.recorded_config(checkpoint) if checkpoint else None
         cfg = options.resolve(args, default_workers=loaders.default_workers(info.local_world_size),
                               fresh_seed=dist.broadcast_object(runtime.fresh_seed(), info),
-                              timestamp=dist.broadcast_object(options.default_timestamp(), info),
-                              recorded=det_ckpt.recorded_config(checkpoint) if checkpoint else None)
+                              timestamp=dist.broadcast_object(options.default_timestamp(), info), recorded=recorded)
         if checkpoint is not None:
-            check_changes(cfg, checkpoint, checkpoint_path)
+            options.check_changes(cfg, recorded, checkpoint_path)
             if not cfg.evaluate and det_ckpt.is_complete(checkpoint, cfg.epochs) and \
                     (checkpoint_path.parent / det_ckpt.FINAL_WEIGHTS).is_file():
                 log.info("%s: the run is complete (%d of %d epochs); nothing to do. Pass a larger --epochs to train "
@@ -100,36 +101,6 @@ def find_checkpoint(args: Any) -> tuple[Path | None, dict | None]:
     return path, checkpoint
 
 
-def check_changes(cfg: Any, checkpoint: dict, path: Path) -> None:
-    """Options that change the network are an error; those that change the batches (for a resumed run) are an
-    error unless --resume-override; the others are logged."""
-    network, locked, free = options.resume_changes(det_ckpt.recorded_config(checkpoint),
-                                                   options.config_to_yaml_dict(cfg))
-    if network:
-        raise CheckpointError(f"{path} holds another network than these options build "
-                              f"({describe_changes(network)}). Leave those options out: the checkpoint's "
-                              f"own are used.")
-    if not cfg.evaluate:
-        fixed = {key: free.pop(key) for key in options.TRAINING_FIXED_OPTIONS if key in free}
-        if fixed:
-            raise CheckpointError(f"{path} trained other parameters than these options would "
-                                  f"({describe_changes(fixed)}): its optimizer's state belongs to those, so this "
-                                  f"cannot change on resume. Leave the option out, or start a new run from the "
-                                  f"weights.")
-        check_resume_changes(locked, free, path, cfg.resume_override)
-
-
-def check_data_unchanged(cfg: Any, checkpoint: dict, path: Path, data: Any, info: Any) -> None:
-    """The training images and the number of processes decide the batches, as the locked options do."""
-    locked = {}
-    train_set = det_ckpt.training_set_fingerprint(data.train_set)
-    if checkpoint.get("train_set") not in (None, train_set):
-        locked["training set"] = (checkpoint["train_set"], train_set)
-    if int(checkpoint.get("world_size", 1)) != info.world_size:
-        locked["processes"] = (int(checkpoint.get("world_size", 1)), info.world_size)
-    check_resume_changes(locked, {}, path, cfg.resume_override)
-
-
 def build_model(cfg: Any, num_classes: int, backbone_weights: str | None) -> Any:
     """The detector the options describe, on the CPU; its backbone from ``backbone_weights`` when given."""
     return det_configs.detector_from_config(vars(cfg), num_classes=num_classes, backbone_weights=backbone_weights)
@@ -137,7 +108,7 @@ def build_model(cfg: Any, num_classes: int, backbone_weights: str | None) -> Any
 
 def evaluate_checkpoint(cfg: Any, info: Any, precision: Any, checkpoint: dict, path: Path) -> int:
     """``-e``: the COCO AP of the detector in ``checkpoint`` on the validation split, printed as a table."""
-    data = det_engine.build_data(cfg, info, evaluate_only=True)
+    data = det_data.build_data(cfg, info, evaluate_only=True)
     if data.num_classes > checkpoint["num_classes"]:
         raise DataError(f"{cfg.val_annotations} uses category ids up to {data.num_classes - 1}, but {path} predicts "
                         f"{checkpoint['num_classes']} classes. Evaluate it on the dataset it was trained for.")
@@ -161,13 +132,14 @@ def evaluate_checkpoint(cfg: Any, info: Any, precision: Any, checkpoint: dict, p
 def train(cfg: Any, info: Any, precision: Any, resume_path: Path | None, checkpoint: dict | None) -> int:
     runtime.seed_everything(cfg.seed + info.rank, deterministic=False)
     torch.backends.cudnn.benchmark = False  # image sizes vary from batch to batch: tuning per size costs more
-    data = det_engine.build_data(cfg, info)
+    data = det_data.build_data(cfg, info)
     num_classes = cfg.num_classes or data.num_classes
     if num_classes < data.num_classes:
         raise ConfigError(f"--num-classes {cfg.num_classes} but the annotations use category ids up to "
                           f"{data.num_classes - 1}: pass at least --num-classes {data.num_classes}.")
+    train_set = det_ckpt.training_set_fingerprint(data.train_set)
     if checkpoint is not None:
-        check_data_unchanged(cfg, checkpoint, resume_path, data, info)
+        options.check_data_unchanged(cfg, checkpoint, resume_path, train_set, info.world_size)
     if not cfg.weights and checkpoint is None and cfg.trainable_layers < options.MAX_TRAINABLE_LAYERS:
         log.warning("no --weights: the backbone starts from random weights, and --trainable-layers %d keeps its "
                     "first stages random and frozen; pass --trainable-layers 5 to train them",
@@ -185,8 +157,7 @@ def train(cfg: Any, info: Any, precision: Any, resume_path: Path | None, checkpo
         log.info("resumed from %s: epoch %d, step %d of %d (global step %d)", resume_path, state.position.epoch + 1,
                  state.position.step_in_epoch, data.steps_per_epoch, state.position.global_step)
     record = det_ckpt.DetectorRecord(cfg.detector, cfg.arch, num_classes, dict(data.categories), cfg.seed,
-                                     info.world_size, options.config_to_yaml_dict(cfg, num_classes),
-                                     det_ckpt.training_set_fingerprint(data.train_set))
+                                     info.world_size, options.config_to_yaml_dict(cfg, num_classes), train_set)
     elapsed_before = float(checkpoint.get("elapsed_s", 0.0)) if checkpoint else 0.0
     del checkpoint
     run_dir = Path(cfg.output)  # made only now: a run that fails its input checks leaves nothing behind
@@ -254,12 +225,7 @@ def epoch_loop(cfg: Any, info: Any, state: Any, data: Any, record: Any, run_dir:
             save("preempted")
             return EXIT_PREEMPTED
         pos.epoch, pos.step_in_epoch = pos.epoch + 1, 0
-        epoch_record = {"epoch": pos.epoch, "step": pos.global_step, "lr": state.optimizer.param_groups[0]["lr"],
-                        **{f"train_{name}": value for name, value in result.losses.items()},
-                        "epoch_time_s": result.seconds, "images_per_s": result.images_per_s,
-                        "images_per_s_per_gpu": result.images_per_s / info.world_size,
-                        "peak_memory_gib": torch.cuda.max_memory_allocated(info.device) / 2**30
-                        if info.device.type == "cuda" else 0.0}
+        epoch_record = metrics_lib.detection_epoch_record(pos, result, state, info)
         save("epoch")   # before evaluating: a failure there (memory, a kill, the annotations) keeps the epoch
         if pos.epoch == cfg.epochs or (cfg.eval_every and pos.epoch % cfg.eval_every == 0):
             val = det_engine.evaluate(state.model, data.val_loader, data.val_set, info, state.precision,

@@ -61,7 +61,7 @@ def run(args: Any) -> int:
             model = ckpt.load_model(path, arch=args.arch, strict_arch=args.arch is not None, eca_impl=args.eca_impl)
             recipe = model.recipe
         else:  # the run's seed and network come from the checkpoint it continues
-            resume_path = ckpt.find_run_checkpoint(args.resume, Path(args.output) if args.output else None)
+            resume_path = rundir.find_run_checkpoint(args.resume, Path(args.output) if args.output else None)
             resume_obj = ckpt.read_checkpoint(resume_path) if resume_path is not None else None
             # --weights starts a new run; a resumed one has its weights in its checkpoint (and the file may be gone)
             recipe = ckpt.read_recipe(args.weights) if args.weights and resume_obj is None else None

@@ -24,8 +24,9 @@ from typing import Callable, Iterator, NamedTuple, Sequence
 import torch
 from torch import nn
 
-from .constants import IMAGENET_CLASSES
-from .engine import _backward_and_step, freeze_heap, release_heap
+from .constants import BYTES_PER_GIB, IMAGENET_CLASSES
+from .engine import backward_and_step, freeze_heap, release_heap
+from .metrics import peak_memory_gib
 from .models.attention import scale_add_relu
 from .models.eca_module import EcaModule, adaptive_kernel_size, compile_model, parse_kernel_sizes, set_eca_impl
 from .models.mobilenetv2 import INVERTED_RESIDUAL_SETTING, block_kernel_sizes
@@ -33,7 +34,6 @@ from .models.resnet import RESNET_SPECS, STAGE_WIDTHS
 
 logger = logging.getLogger(__name__)
 
-GIB = 2 ** 30
 NUM_IMAGE_CHANNELS = 3
 # The training step's optimiser: SGD with the ImageNet recipe's momentum and weight decay. The learning rate
 # is small so that random labels do not drive the loss to inf/NaN during a benchmark.
@@ -42,7 +42,7 @@ SGD_WEIGHT_DECAY = 1e-4
 BENCH_LR = 1e-3
 # ResNet's stem divides the input side by 4 (stride-2 conv, stride-2 max-pool); stages 2-4 halve it again.
 STEM_REDUCTION = 4
-COPY_BENCH_BYTES = GIB           # buffer size of the bandwidth measurement: far beyond any L2 cache
+COPY_BENCH_BYTES = BYTES_PER_GIB  # buffer size of the bandwidth measurement: far beyond any L2 cache
 MICRO_WARMUP_ITERS = 5
 MICRO_TIMED_ITERS = 20
 MOBILENET_STEM_STRIDE = 2        # MobileNetV2's first convolution halves the input side
@@ -266,10 +266,6 @@ def _reset_peak_memory(device: torch.device) -> None:
         torch.cuda.reset_peak_memory_stats(device)
 
 
-def _peak_memory_gib(device: torch.device) -> float:
-    return torch.cuda.max_memory_allocated(device) / GIB if device.type == "cuda" else 0.0
-
-
 @contextlib.contextmanager
 def _cudnn_flags(benchmark: bool, deterministic: bool | None = None) -> Iterator[None]:
     """Set cuDNN's ``benchmark`` (and ``deterministic``, unless None) for the block, then restore them."""
@@ -358,7 +354,7 @@ def _train_step(forward: Callable[[torch.Tensor], torch.Tensor], model: nn.Modul
         with _autocast(images.device, amp_dtype):
             loss = criterion(forward(images), targets)
         optimizer.zero_grad(set_to_none=True)
-        _backward_and_step(loss, model, optimizer, scaler, clip_grad_norm=0.0)  # what main.py's steps do
+        backward_and_step(loss, model, optimizer, scaler, clip_grad_norm=0.0)  # what main.py's steps do
     return step
 
 
@@ -466,7 +462,7 @@ def measure_throughput(model: nn.Module, *, batch_size: int, img_size: int = 224
             if frozen_heap:
                 release_heap()
         step_ms = statistics.median(runs)
-        peak = _peak_memory_gib(device)
+        peak = peak_memory_gib(device)
     logger.info("%s %s%s: %.1f img/s (%.2f ms/step, peak %.2f GiB, %.1f ms in garbage collection)",
                 type(model).__name__, "train" if train else "infer", " compiled" if compile else "",
                 batch_size * 1e3 / step_ms, step_ms, peak, sum(w.pause_ms for w in watches))

@@ -11,6 +11,9 @@ a file claims is only a hint (one released file says ``se_resnet50`` while holdi
 
 Saving (:func:`save_checkpoint`) is atomic: temporary file, fsync, rename, fsync of the directory. A crash
 or a full disk during a save never damages the previous checkpoint.
+
+Finding (:func:`find_resume_checkpoint`): the newest training checkpoint of a run directory. The run directory
+itself (its lock, its claim, the refusal to overwrite its checkpoints) is :mod:`ecanet.rundir`'s.
 """
 from __future__ import annotations
 
@@ -37,9 +40,8 @@ from .models.resnet import RESNET_SPECS, BasicBlock, Bottleneck
 
 from .distributed import DistInfo, all_gather_objects, any_rank
 from .constants import IMAGENET_IMG_SIZE, IMAGENET_MEAN, IMAGENET_STD, IMAGENET_VAL_RESIZE
-from .errors import CheckpointError, UserError
+from .errors import CheckpointError
 from .recipe import Recipe
-from .runlock import RunDirSnapshot, RunLock
 
 if TYPE_CHECKING:
     from .engine import TrainState
@@ -450,6 +452,10 @@ def read_export(folder: Path) -> tuple[dict[str, torch.Tensor], Recipe]:
 
 # ----------------------------------------------------------------------------------------------- writing
 
+# What a save that was killed mid-write leaves: _atomic_file's temporary file of a checkpoint.
+UNFINISHED_SAVES = ".*.pth.*.tmp"
+
+
 @contextlib.contextmanager
 def _atomic_file(path: Path) -> Iterator[BinaryIO]:
     """A file to write ``path`` through: a temporary file in the same directory that is fsynced and renamed
@@ -761,48 +767,6 @@ def restore_training_state(state: "TrainState", obj: Mapping[str, Any], path: Pa
     return obj.get("rng") or []
 
 
-def find_run_checkpoint(resume: str | None, run_dir: Path | None) -> Path | None:
-    """The checkpoint ``--resume`` names: a path, the newest in ``run_dir`` for ``'auto'``, or None.
-
-    Refuses (:class:`CheckpointError`) to start a new run in a directory that already holds checkpoints,
-    which would overwrite them.
-    """
-    path = None
-    if resume == "auto":
-        path = find_resume_checkpoint(run_dir) if run_dir is not None and run_dir.is_dir() else None
-        if path is None:
-            log.info("--resume auto: no checkpoint in %s yet, starting a new run", run_dir)
-    elif resume:
-        path = Path(resume)
-    check_run_dir_is_free(run_dir, resume, path)
-    return path
-
-
-def check_run_dir_is_free(run_dir: Path | None, resume: str | None, path: Path | None) -> None:
-    """Refuse (:class:`CheckpointError`) a training run that would overwrite ``run_dir``'s checkpoints (any
-    ``*.pth``, another program's too): a new run there (``path`` None, after ``--resume`` ``resume`` found
-    nothing), or the continuation of a checkpoint ``path`` of another directory. The advice names
-    ``--resume auto`` only where the directory holds a ``last.pth`` for it to continue."""
-    held = sorted(p.name for p in run_dir.glob("*.pth")) if run_dir is not None and run_dir.is_dir() else []
-    if not held:
-        return
-    resumable = LAST_CHECKPOINT in held
-    if path is None and resume == "auto":
-        raise CheckpointError(f"run directory {run_dir} holds {', '.join(held)} but no training checkpoint to "
-                              f"continue from (weights alone cannot resume a run); starting a new run there would "
-                              f"overwrite {'them' if len(held) > 1 else 'it'}. Move them away, or pick another "
-                              f"--output.")
-    if path is None:
-        raise CheckpointError(f"run directory {run_dir} already holds {', '.join(held)}; starting a new run there "
-                              f"would overwrite {'them' if len(held) > 1 else 'it'}. "
-                              f"{'Continue it with --resume auto, or pick' if resumable else 'Pick'} another --output.")
-    if path.parent.resolve() != run_dir.resolve():
-        raise CheckpointError(f"--resume {path} continues another run directory than --output {run_dir}, which "
-                              f"holds checkpoints of its own ({', '.join(held)}) that saving would overwrite. "
-                              f"{f'To continue the run in {run_dir}, pass --resume auto; to' if resumable else 'To'} "
-                              f"continue {path}, pass an --output without checkpoints.")
-
-
 def load_weights_into(model: nn.Module, path: str | os.PathLike) -> list[str]:
     """``--weights``: initialise ``model`` from any file :func:`read_weights` reads.
 
@@ -863,63 +827,3 @@ def check_kernel_sizes_agree(arch: str, k_size: object, recipe: Recipe, source: 
         raise CheckpointError(f"--ksize {k_size} builds other ECA kernel sizes than {source} holds ({file_k}): "
                               f"{', '.join(differ[:SHOW_KEYS])}{' and more' if len(differ) > SHOW_KEYS else ''}. "
                               f"Drop --ksize to use the file's kernel sizes, or pass --ksize {file_k}.")
-
-
-@dataclass
-class RunClaim:
-    """A run's hold on its directory (:func:`claim_run_dir`): the lock (rank 0) and what the directory held."""
-
-    lock: RunLock | None
-    snapshot: RunDirSnapshot | None
-
-    def release(self, undo: bool = False) -> None:
-        """Release the lock; ``undo``: first put the directory back as it was claimed (a run that failed
-        before its first step leaves no debris)."""
-        if undo and self.snapshot is not None:
-            self.snapshot.restore()
-        if self.lock is not None:
-            self.lock.release()
-
-
-WRITE_PROBE = ".write-probe"
-
-
-def _check_writable(directory: Path) -> None:
-    """Create and remove a file in ``directory``: an OSError (permissions, a read-only or immutable directory)
-    where saving would fail. ``os.access`` does not answer it: root passes it, and it ignores ACLs."""
-    probe = directory / WRITE_PROBE
-    os.close(os.open(probe, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, FILE_MODE))
-    probe.unlink()
-
-
-def claim_run_dir(run_dir: Path, info: DistInfo) -> RunClaim:
-    """Create ``run_dir`` and lock it for this run (rank 0 holds the lock for all ranks), then remove the
-    temporary files of saves that an earlier process did not finish (killed mid-write). Every rank raises
-    the same :class:`~ecanet.errors.CheckpointError` when the directory cannot be made or another run holds it.
-    """
-    error, lock, snapshot = None, None, None
-    if info.is_main:
-        existed = run_dir.exists()
-        try:
-            try:
-                run_dir.mkdir(parents=True, exist_ok=True)
-            except OSError as exc:
-                raise CheckpointError(f"cannot create the run directory {run_dir} ({exc.strerror or exc}). "
-                                      f"Pass an --output in a writable place.") from None
-            lock = RunLock(run_dir).acquire()
-            _check_writable(run_dir)   # a directory that takes no new file fails its first save only after an epoch
-            for leftover in sorted(run_dir.glob(".*.pth.*.tmp")):
-                log.warning("removing %s, left by a save that did not finish", leftover)
-                leftover.unlink(missing_ok=True)
-            snapshot = RunDirSnapshot(run_dir, existed)
-        except (UserError, OSError) as exc:
-            error = str(exc) if isinstance(exc, UserError) else (
-                f"cannot use the run directory {run_dir} ({exc.strerror or exc}). Pass an --output in a "
-                f"writable place.")
-            if lock is not None:
-                lock.release()
-            if not existed:
-                shutil.rmtree(run_dir, ignore_errors=True)
-    if any_rank(error is not None, info):
-        raise CheckpointError(error or f"rank 0 could not claim the run directory {run_dir}")
-    return RunClaim(lock, snapshot)

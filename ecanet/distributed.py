@@ -1,4 +1,5 @@
-"""Distributed set-up (torchrun or SLURM's srun), rank helpers, and preemption that all ranks agree on.
+"""Distributed set-up (torchrun or SLURM's srun), rank helpers, the library's collectives (Python objects over
+the CPU control group, tensor sums, buffer broadcasts), and preemption that all ranks agree on.
 
 Launch one process per GPU:
   * one node:   ``torchrun --nproc_per_node 8 main.py DATA ...``
@@ -151,10 +152,21 @@ def broadcast_object(obj: Any, info: DistInfo) -> Any:
 
 
 def all_gather_objects(obj: Any, info: DistInfo) -> list[Any]:
+    """Every rank's ``obj``, in rank order, on every rank (over the control group: no GPU involved)."""
     if not info.distributed:
         return [obj]
     out: list[Any] = [None] * info.world_size
     dist.all_gather_object(out, obj, group=info.control_group)
+    return out
+
+
+def gather_objects(obj: Any, info: DistInfo, dst: int = 0) -> list[Any] | None:
+    """Every rank's ``obj``, in rank order, on rank ``dst``; None on the other ranks (over the control group:
+    no GPU involved)."""
+    if not info.distributed:
+        return [obj]
+    out: list[Any] | None = [None] * info.world_size if info.rank == dst else None
+    dist.gather_object(obj, out, dst=dst, group=info.control_group)
     return out
 
 

@@ -3,6 +3,9 @@
 Inside an epoch nothing waits for the GPU except every ``print_freq`` steps: losses and correct counts
 are summed on the device, a non-finite loss is remembered on the device (the first step it happened),
 and only at those sync points are they read, agreed on by all ranks and shown.
+
+The optimisation step (:func:`backward_and_step`) and when progress bars show (:func:`use_tqdm`) are shared
+with the detection loop (:mod:`ecanet.detection.engine`) and the benchmarks (:mod:`ecanet.bench`).
 """
 from __future__ import annotations
 
@@ -156,7 +159,8 @@ def release_heap() -> None:
     gc.collect()
 
 
-def _use_tqdm(info: DistInfo) -> bool:
+def use_tqdm(info: DistInfo) -> bool:
+    """Whether this process shows progress bars: rank 0, writing to a terminal (else progress goes to the log)."""
     return info.is_main and sys.stderr.isatty()
 
 
@@ -223,7 +227,7 @@ def train_one_epoch(state: TrainState, loader: Iterable, criterion: nn.Module, o
     images_at_start, t_start = totals.count, time.perf_counter()
     t_last, images_last = t_start, totals.count
     bar = tqdm(total=steps_per_epoch, initial=start_step, desc=f"epoch {epoch + 1}/{epochs}",
-               dynamic_ncols=True, leave=False) if _use_tqdm(info) else None
+               dynamic_ncols=True, leave=False) if use_tqdm(info) else None
     preempted = False
 
     def sync_point(final: bool) -> None:
@@ -269,7 +273,7 @@ def train_one_epoch(state: TrainState, loader: Iterable, criterion: nn.Module, o
                 logits = model(images)
                 loss = criterion(logits, target)
             optimizer.zero_grad(set_to_none=True)
-            _backward_and_step(loss, model, optimizer, precision.scaler, options.clip_grad_norm)
+            backward_and_step(loss, model, optimizer, precision.scaler, options.clip_grad_norm)
             scheduler.step()
             if ema is not None:
                 ema.update_parameters(state.model)
@@ -318,19 +322,24 @@ def _lr_at(scheduler: torch.optim.lr_scheduler.LRScheduler, step: int) -> float:
     return scheduler.get_last_lr()[0]
 
 
-def _backward_and_step(loss: torch.Tensor, model: nn.Module, optimizer: torch.optim.Optimizer,
-                       scaler: torch.amp.GradScaler | None, clip_grad_norm: float) -> None:
+def backward_and_step(loss: torch.Tensor, model: nn.Module, optimizer: torch.optim.Optimizer,
+                      scaler: torch.amp.GradScaler | None, clip_grad_norm: float, *,
+                      parameters: Iterable[torch.Tensor] | None = None) -> None:
+    """Backward ``loss`` (scaled by ``scaler`` when given, for fp16), clip the gradients' total norm to
+    ``clip_grad_norm`` (0: off) and step ``optimizer``. ``parameters``: those whose gradients the clipping
+    measures and scales (default: all of ``model``'s)."""
+    parameters = model.parameters() if parameters is None else parameters
     if scaler is not None:
         scaler.scale(loss).backward()
         if clip_grad_norm > 0:
             scaler.unscale_(optimizer)
-            nn.utils.clip_grad_norm_(model.parameters(), clip_grad_norm)
+            nn.utils.clip_grad_norm_(parameters, clip_grad_norm)
         scaler.step(optimizer)
         scaler.update()
         return
     loss.backward()
     if clip_grad_norm > 0:
-        nn.utils.clip_grad_norm_(model.parameters(), clip_grad_norm)
+        nn.utils.clip_grad_norm_(parameters, clip_grad_norm)
     optimizer.step()
 
 
@@ -350,7 +359,7 @@ def evaluate(model: nn.Module, loader: Iterable, info: DistInfo, precision: Prec
     totals = RunningTotals(device)
     skipped = 0
     t0 = time.perf_counter()
-    batches = tqdm(loader, desc=desc, dynamic_ncols=True, leave=False) if _use_tqdm(info) else loader
+    batches = tqdm(loader, desc=desc, dynamic_ncols=True, leave=False) if use_tqdm(info) else loader
     for images, target, unreadable in batches:
         flagged = unreadable.bool()                                     # (B,) on the CPU: no device sync
         if bool(flagged.any()):  # the row of an unreadable image holds another image: leave it out

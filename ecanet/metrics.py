@@ -1,4 +1,5 @@
-"""Metrics: top-k counts that stay on the device, and the run's records (JSON lines + TensorBoard).
+"""Metrics: top-k counts that stay on the device, and the run's records (JSON lines + TensorBoard): among them
+the epoch records of classification (:func:`epoch_record`) and detection (:func:`detection_epoch_record`) runs.
 
 Every record goes to ``metrics.jsonl`` (one JSON object per line, with an ``event`` field: ``"epoch"``,
 ``"eval"``, ``"summary"``, ...) and its numbers to TensorBoard under ``<group>/<name>``. Only rank 0
@@ -14,6 +15,8 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 import torch
+
+from .constants import BYTES_PER_GIB
 
 log = logging.getLogger(__name__)
 
@@ -152,21 +155,39 @@ def format_duration(seconds: float) -> str:
     return f"{hours}h{minutes:02d}m{secs:02d}s" if hours else f"{minutes}m{secs:02d}s"
 
 
+def peak_memory_gib(device: torch.device) -> float:
+    """The most memory PyTorch's allocator held on ``device`` since its peak was last reset, in GiB (0 off CUDA)."""
+    return torch.cuda.max_memory_allocated(device) / BYTES_PER_GIB if device.type == "cuda" else 0.0
+
+
+def _epoch_position(position: Any, state: Any) -> dict[str, Any]:
+    return {"epoch": position.epoch, "step": position.global_step, "lr": state.optimizer.param_groups[0]["lr"]}
+
+
+def _training_speed(train: Any, info: Any) -> dict[str, float]:
+    return {"epoch_time_s": train.seconds, "images_per_s": train.images_per_s,
+            "images_per_s_per_gpu": train.images_per_s / info.world_size}
+
+
 def epoch_record(position: Any, train: Any, val: Any, ema_val: Any, state: Any, info: Any) -> dict[str, Any]:
     """The ``metrics.jsonl`` record of a finished epoch, from the step loop's and evaluation's results."""
-    device = info.device
-    peak_gib = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else 0.0
     record = {
-        "epoch": position.epoch, "step": position.global_step, "lr": state.optimizer.param_groups[0]["lr"],
+        **_epoch_position(position, state),
         "train_loss": train.loss, "train_top1": train.top1, "val_loss": val.loss, "val_top1": val.top1,
-        "val_top5": val.top5, "best_top1": state.best_top1, "epoch_time_s": train.seconds,
-        "images_per_s": train.images_per_s, "images_per_s_per_gpu": train.images_per_s / info.world_size,
+        "val_top5": val.top5, "best_top1": state.best_top1, **_training_speed(train, info),
         "val_images": val.images, "val_images_per_s": val.images_per_s,
-        "skipped_images": state.skipped_in_epoch + val.skipped_images, "peak_memory_gib": peak_gib,
+        "skipped_images": state.skipped_in_epoch + val.skipped_images, "peak_memory_gib": peak_memory_gib(info.device),
     }
     if ema_val is not None:
         record.update(ema_val_top1=ema_val.top1, ema_val_top5=ema_val.top5, ema_val_loss=ema_val.loss)
     return record
+
+
+def detection_epoch_record(position: Any, train: Any, state: Any, info: Any) -> dict[str, Any]:
+    """The ``metrics.jsonl`` record of a finished detection epoch, from the step loop's result (its mean
+    losses as ``train_<name>``); det_main.py adds the evaluation's numbers to it when it evaluates the epoch."""
+    return {**_epoch_position(position, state), **{f"train_{name}": value for name, value in train.losses.items()},
+            **_training_speed(train, info), "peak_memory_gib": peak_memory_gib(info.device)}
 
 
 def epoch_line(record: Mapping[str, Any], epochs: int) -> str:

@@ -1,28 +1,225 @@
-"""A training run's directory for the length of the run: claimed, logged into, and left as found on failure.
+"""The run directory (``--output``) of a training run: which checkpoint it continues, its claim and lock, its life.
+
+Before a run starts, :func:`find_run_checkpoint` names the checkpoint ``--resume`` continues and
+:func:`check_run_dir_is_free` refuses a run that would overwrite another run's checkpoints.
 
 ``main.py`` and ``det_main.py`` train inside :func:`open_run_directory`: it claims the directory
-(:func:`ecanet.checkpoint.claim_run_dir`: one run per directory, leftovers of killed saves removed), writes
-the configuration, adds ``train.log`` and opens ``metrics.jsonl`` and TensorBoard; it hands out the stop
-handler that training installs once it starts. On the way out it stops the loader workers (they log into
-``train.log`` too), closes the logs and releases the lock. A run that fails before its first step puts the
-directory back as it found it (a new one is removed); a diverged run's error learns whether an earlier
-checkpoint exists, so that its message says only what is true.
+(:func:`claim_run_dir`: one run per directory, leftovers of killed saves removed), writes the configuration,
+adds ``train.log`` and opens ``metrics.jsonl`` and TensorBoard; it hands out the stop handler that training
+installs once it starts. On the way out it stops the loader workers (they log into ``train.log`` too), closes
+the logs and releases the lock. A run that fails before its first step puts the directory back as it found it
+(a new one is removed: :class:`RunDirSnapshot`); a diverged run's error learns whether an earlier checkpoint
+exists, so that its message says only what is true.
+
+One run per directory is :class:`RunLock`: ``fcntl.flock`` on ``<run dir>/.lock``. The operating system
+releases it when the holding process exits, however it exits, so a crash leaves no stale lock behind. The
+file names the holder (PID and host) so that the refused process can say who has the directory. Rank 0 holds
+it for all ranks.
+
+The checkpoint files themselves (their names, format, atomic saves) are :mod:`ecanet.checkpoint`'s.
 """
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import logging
+import os
+import shutil
+import socket
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
-from .checkpoint import claim_run_dir
-from .distributed import DistInfo, PreemptionHandler
+from .checkpoint import FILE_MODE, LAST_CHECKPOINT, UNFINISHED_SAVES, find_resume_checkpoint
+from .distributed import DistInfo, PreemptionHandler, any_rank
 from .engine import NonFiniteLossError
+from .errors import CheckpointError, ConfigError, UserError
 from .metrics import MetricsLogger
 from .runtime import add_run_log
 
-CONFIG_FILE = "config.yaml"
+log = logging.getLogger(__name__)
 
+CONFIG_FILE = "config.yaml"
+LOCK_FILE = ".lock"
+WRITE_PROBE = ".write-probe"
+# Files a run rewrites as a whole at its start (the rest it only appends to, or creates).
+REWRITTEN_AT_START = (CONFIG_FILE, "config_history.yaml")
+
+
+# ------------------------------------------------------------------------------------- before the claim
+
+def find_run_checkpoint(resume: str | None, run_dir: Path | None) -> Path | None:
+    """The checkpoint ``--resume`` names: a path, the newest in ``run_dir`` for ``'auto'``, or None.
+
+    Refuses (:class:`CheckpointError`) to start a new run in a directory that already holds checkpoints,
+    which would overwrite them.
+    """
+    path = None
+    if resume == "auto":
+        path = find_resume_checkpoint(run_dir) if run_dir is not None and run_dir.is_dir() else None
+        if path is None:
+            log.info("--resume auto: no checkpoint in %s yet, starting a new run", run_dir)
+    elif resume:
+        path = Path(resume)
+    check_run_dir_is_free(run_dir, resume, path)
+    return path
+
+
+def check_run_dir_is_free(run_dir: Path | None, resume: str | None, path: Path | None) -> None:
+    """Refuse (:class:`CheckpointError`) a training run that would overwrite ``run_dir``'s checkpoints (any
+    ``*.pth``, another program's too): a new run there (``path`` None, after ``--resume`` ``resume`` found
+    nothing), or the continuation of a checkpoint ``path`` of another directory. The advice names
+    ``--resume auto`` only where the directory holds a ``last.pth`` for it to continue."""
+    held = sorted(p.name for p in run_dir.glob("*.pth")) if run_dir is not None and run_dir.is_dir() else []
+    if not held:
+        return
+    resumable = LAST_CHECKPOINT in held
+    if path is None and resume == "auto":
+        raise CheckpointError(f"run directory {run_dir} holds {', '.join(held)} but no training checkpoint to "
+                              f"continue from (weights alone cannot resume a run); starting a new run there would "
+                              f"overwrite {'them' if len(held) > 1 else 'it'}. Move them away, or pick another "
+                              f"--output.")
+    if path is None:
+        raise CheckpointError(f"run directory {run_dir} already holds {', '.join(held)}; starting a new run there "
+                              f"would overwrite {'them' if len(held) > 1 else 'it'}. "
+                              f"{'Continue it with --resume auto, or pick' if resumable else 'Pick'} another --output.")
+    if path.parent.resolve() != run_dir.resolve():
+        raise CheckpointError(f"--resume {path} continues another run directory than --output {run_dir}, which "
+                              f"holds checkpoints of its own ({', '.join(held)}) that saving would overwrite. "
+                              f"{f'To continue the run in {run_dir}, pass --resume auto; to' if resumable else 'To'} "
+                              f"continue {path}, pass an --output without checkpoints.")
+
+
+# ------------------------------------------------------------------------------------ the lock, the claim
+
+class RunLock:
+    """``with RunLock(run_dir): ...`` holds the directory's lock for the block; a :class:`ConfigError` (exit 2)
+    when another process holds it."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.path = Path(run_dir) / LOCK_FILE
+        self._fd: int | None = None
+
+    def acquire(self) -> "RunLock":
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, FILE_MODE)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "another process"
+            os.close(fd)
+            raise ConfigError(f"run directory {self.path.parent} is in use by {holder}: two runs in one directory "
+                              f"would overwrite each other's checkpoints and metrics. Wait for it to finish, "
+                              f"stop it, or pass another --output.") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"process {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
+        self._fd = fd
+        return self
+
+    def release(self) -> None:
+        if self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
+
+    def __enter__(self) -> "RunLock":
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+class RunDirSnapshot:
+    """What a run directory held when a run claimed it, so that a run that fails before its first step can
+    leave it as it found it: files it created removed, files it appended to cut back, files it rewrote
+    restored; a directory the run created is removed whole."""
+
+    def __init__(self, run_dir: Path, existed: bool) -> None:
+        self.run_dir, self.existed = Path(run_dir), existed
+        self.sizes: dict[Path, int] = {}
+        self.contents: dict[Path, bytes] = {}
+        if existed:
+            for path in self._files():
+                self.sizes[path] = path.stat().st_size
+                if path.name in REWRITTEN_AT_START:
+                    self.contents[path] = path.read_bytes()
+
+    def _files(self) -> list[Path]:
+        return [p for p in self.run_dir.rglob("*") if p.is_file() and not p.is_symlink()]
+
+    def restore(self) -> None:
+        if not self.existed:
+            shutil.rmtree(self.run_dir, ignore_errors=True)
+            return
+        for path in self._files():
+            if path not in self.sizes:
+                path.unlink(missing_ok=True)
+            elif path in self.contents:
+                path.write_bytes(self.contents[path])
+            elif path.stat().st_size > self.sizes[path]:
+                os.truncate(path, self.sizes[path])
+        for folder in sorted((p for p in self.run_dir.rglob("*") if p.is_dir()), reverse=True):
+            if not any(folder.iterdir()) and not any(f.is_relative_to(folder) for f in self.sizes):
+                folder.rmdir()
+
+
+@dataclass
+class RunClaim:
+    """A run's hold on its directory (:func:`claim_run_dir`): the lock (rank 0) and what the directory held."""
+
+    lock: RunLock | None
+    snapshot: RunDirSnapshot | None
+
+    def release(self, undo: bool = False) -> None:
+        """Release the lock; ``undo``: first put the directory back as it was claimed (a run that failed
+        before its first step leaves no debris)."""
+        if undo and self.snapshot is not None:
+            self.snapshot.restore()
+        if self.lock is not None:
+            self.lock.release()
+
+
+def _check_writable(directory: Path) -> None:
+    """Create and remove a file in ``directory``: an OSError (permissions, a read-only or immutable directory)
+    where saving would fail. ``os.access`` does not answer it: root passes it, and it ignores ACLs."""
+    probe = directory / WRITE_PROBE
+    os.close(os.open(probe, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, FILE_MODE))
+    probe.unlink()
+
+
+def claim_run_dir(run_dir: Path, info: DistInfo) -> RunClaim:
+    """Create ``run_dir`` and lock it for this run (rank 0 holds the lock for all ranks), then remove the
+    temporary files of saves that an earlier process did not finish (killed mid-write). Every rank raises
+    the same :class:`~ecanet.errors.CheckpointError` when the directory cannot be made or another run holds it.
+    """
+    error, lock, snapshot = None, None, None
+    if info.is_main:
+        existed = run_dir.exists()
+        try:
+            try:
+                run_dir.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise CheckpointError(f"cannot create the run directory {run_dir} ({exc.strerror or exc}). "
+                                      f"Pass an --output in a writable place.") from None
+            lock = RunLock(run_dir).acquire()
+            _check_writable(run_dir)   # a directory that takes no new file fails its first save only after an epoch
+            for leftover in sorted(run_dir.glob(UNFINISHED_SAVES)):
+                log.warning("removing %s, left by a save that did not finish", leftover)
+                leftover.unlink(missing_ok=True)
+            snapshot = RunDirSnapshot(run_dir, existed)
+        except (UserError, OSError) as exc:
+            error = str(exc) if isinstance(exc, UserError) else (
+                f"cannot use the run directory {run_dir} ({exc.strerror or exc}). Pass an --output in a "
+                f"writable place.")
+            if lock is not None:
+                lock.release()
+            if not existed:
+                shutil.rmtree(run_dir, ignore_errors=True)
+    if any_rank(error is not None, info):
+        raise CheckpointError(error or f"rank 0 could not claim the run directory {run_dir}")
+    return RunClaim(lock, snapshot)
+
+
+# ------------------------------------------------------------------------------------------ the run's life
 
 @contextlib.contextmanager
 def open_run_directory(run_dir: Path, info: DistInfo, *, write_config: Callable[[Path], None],

@@ -138,6 +138,9 @@ def test_mask_rcnn_trains_and_is_evaluated_with_pycocotools(mask_run, toy):
               "train_loss_rpn_box_reg"}
     assert losses <= epoch.keys()
     assert epoch["train_loss"] == pytest.approx(sum(epoch[k] for k in losses))
+    assert [key for key in epoch if not key.startswith(("train_", "box_", "mask_"))] == [
+        "event", "time", "epoch", "step", "lr", "epoch_time_s", "images_per_s", "images_per_s_per_gpu",
+        "peak_memory_gib", "val_images", "eval_time_s"]
     # every canvas item is below 32x32 pixels: COCO's small objects only, so APm and APl do not exist
     areas = [a["area"] for a in json.loads((toy / "annotations/instances_val.json").read_text())["annotations"]]
     assert max(areas) < 32 ** 2
@@ -207,17 +210,17 @@ def test_evaluation_of_perfect_detections_is_100_ap(toy):
 def test_a_stop_signal_saves_and_the_resumed_run_ends_bit_identical(straight_run, toy, backbone, tmp_path,
                                                                     monkeypatch, capsys):
     import ecanet.detection.engine as det_engine
-    step = det_engine._backward_and_step
+    step = det_engine.backward_and_step
     steps_done = []
 
-    def sigterm_after_the_third_step(*args):
-        step(*args)
+    def sigterm_after_the_third_step(*args, **kwargs):
+        step(*args, **kwargs)
         steps_done.append(1)
         if len(steps_done) == 3:  # in the second epoch: what SLURM or Kubernetes send before they kill
             signal.raise_signal(signal.SIGTERM)
 
     out = tmp_path / "run"
-    monkeypatch.setattr(det_engine, "_backward_and_step", sigterm_after_the_third_step)
+    monkeypatch.setattr(det_engine, "backward_and_step", sigterm_after_the_third_step)
     assert run_det([toy, *FASTER, "--weights", backbone, "--output", out, "--resume", "auto"]) == EXIT_PREEMPTED
     monkeypatch.undo()
     last = torch.load(out / "last.pth", map_location="cpu", weights_only=True)
@@ -444,7 +447,7 @@ def test_without_pycocotools_det_main_says_what_to_install(toy, tmp_path, capsys
 
 
 def test_a_second_run_in_the_same_output_exits_2(toy, tmp_path, capsys):
-    from ecanet.runlock import RunLock
+    from ecanet.rundir import RunLock
     out = tmp_path / "run"
     out.mkdir()
     with RunLock(out):

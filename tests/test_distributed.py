@@ -81,3 +81,36 @@ def test_a_start_up_stop_whose_exception_was_lost_still_ends_the_run_before_trai
         handler.install().uninstall()
     finally:
         signals.restore_signal_handlers(previous)
+
+
+def _gather_on_rank(rank: int, port: int, out_dir: str) -> None:
+    """One of two real processes: gathers an object of its own on rank 0, then another on rank 1."""
+    import json
+    import os
+    import torch
+    import torch.distributed as dist
+    torch.set_num_threads(1)  # a forked child, as DataLoader's workers do
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=2)
+    try:
+        info = distributed.DistInfo(rank=rank, world_size=2, backend="gloo", control_group=dist.group.WORLD)
+        gathered = {"on_0": distributed.gather_objects({"rank": rank}, info),
+                    "on_1": distributed.gather_objects([rank] * (rank + 1), info, dst=1)}
+        with open(os.path.join(out_dir, f"rank{rank}.json"), "w") as f:
+            json.dump(gathered, f)
+    finally:
+        dist.destroy_process_group()
+
+
+def test_gather_objects_brings_every_ranks_object_to_dst_alone(tmp_path):
+    import json
+    import socket
+    import torch.multiprocessing as mp
+    assert distributed.gather_objects("only", distributed.DistInfo()) == ["only"]   # one process: no group
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.start_processes(_gather_on_rank, args=(port, str(tmp_path)), nprocs=2, start_method="fork")
+    results = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
+    assert results[0] == {"on_0": [{"rank": 0}, {"rank": 1}], "on_1": None}
+    assert results[1] == {"on_0": None, "on_1": [[0], [1, 1]]}

@@ -92,7 +92,7 @@ def _poison_batchnorm_at_step(ctx: Context, step: int) -> None:
     overflow does): the loss stays finite, so only the check of the buffers can catch it."""
     import torch
     from ecanet import engine
-    real_step, calls = engine._backward_and_step, {"n": 0}
+    real_step, calls = engine.backward_and_step, {"n": 0}
 
     def poisoned(loss, model, *args, **kwargs):
         real_step(loss, model, *args, **kwargs)
@@ -100,7 +100,7 @@ def _poison_batchnorm_at_step(ctx: Context, step: int) -> None:
         if calls["n"] == step:
             next(m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)).running_var.fill_(float("inf"))
 
-    ctx.monkeypatch.setattr(engine, "_backward_and_step", poisoned)
+    ctx.monkeypatch.setattr(engine, "backward_and_step", poisoned)
 
 
 def non_finite_buffers(ctx):
@@ -141,7 +141,7 @@ def read_only_filesystem(ctx, new_run: bool):
 
 
 def held_by_another_process(ctx):
-    from ecanet.runlock import RunLock
+    from ecanet.rundir import RunLock
     lock = RunLock(ctx.out).acquire()   # flock is per open file: it excludes this process's own second open
     ctx.monkeypatch.setattr(Context, "lock", lock, raising=False)  # released when the case's context goes
     return [ctx.data, *RESUME, "--output", ctx.out]

@@ -70,7 +70,7 @@ def test_a_crash_after_a_step_checkpoint_resumes_bit_identically(image_folder, t
                                                                   monkeypatch):
     import ecanet.engine
     out = tmp_path / "run"
-    real_step = ecanet.engine._backward_and_step
+    real_step = ecanet.engine.backward_and_step
     calls = {"n": 0}
 
     def crash_at_step_6(*args, **kwargs):  # the process dies (no handler runs) during global step 6
@@ -79,7 +79,7 @@ def test_a_crash_after_a_step_checkpoint_resumes_bit_identically(image_folder, t
             raise RuntimeError("simulated crash")
         return real_step(*args, **kwargs)
 
-    monkeypatch.setattr(ecanet.engine, "_backward_and_step", crash_at_step_6)
+    monkeypatch.setattr(ecanet.engine, "backward_and_step", crash_at_step_6)
     with pytest.raises(RuntimeError, match="simulated crash"):
         run_main([image_folder, *RUN, "--epochs", "2", "--save-every-steps", "4", "--output", out])
     monkeypatch.undo()

@@ -22,11 +22,12 @@ from typing import Any, Mapping
 from torch import nn
 
 from .. import models
-from ..checkpoint import (CheckpointSaveError, capture_rng_state, check_run_dir_is_free, check_state_dict,
-                          library_versions, read_checkpoint, save_checkpoint, strip_wrapper_prefixes)
+from ..checkpoint import (CheckpointSaveError, capture_rng_state, check_state_dict, library_versions,
+                          read_checkpoint, save_checkpoint, strip_wrapper_prefixes)
 from ..distributed import DistInfo, all_gather_objects, any_rank
 from ..engine import EpochPosition, NonFiniteLossError, first_non_finite
 from ..errors import CheckpointError
+from ..rundir import check_run_dir_is_free
 
 log = logging.getLogger(__name__)
 
@@ -156,7 +157,7 @@ def is_training_checkpoint(obj: Mapping[str, Any]) -> bool:
 def find_checkpoint(resume: str | None, run_dir: Path | None, training: bool = True) -> Path | None:
     """The checkpoint ``--resume`` names: a path, ``run_dir/last.pth`` for 'auto' (None when it does not exist:
     a new run), or None. When ``training``, refuses (CheckpointError) to start a new run over a run directory's
-    checkpoints, or to continue another directory's run in it (:func:`ecanet.checkpoint.check_run_dir_is_free`)."""
+    checkpoints, or to continue another directory's run in it (:func:`ecanet.rundir.check_run_dir_is_free`)."""
     path = None
     if resume == "auto":
         last = run_dir / LAST_CHECKPOINT if run_dir is not None else None

@@ -15,13 +15,12 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 import torch
-import torch.distributed as dist
 from pycocotools import mask as mask_util
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 from torchvision.ops import box_convert
 
-from ..distributed import DistInfo, all_gather_objects, broadcast_object
+from ..distributed import DistInfo, all_gather_objects, broadcast_object, gather_objects
 from ..metrics import markdown_table
 from .data import pycocotools_output_to_log
 
@@ -154,11 +153,8 @@ def gather_detections(image_ids: Sequence[int], detections: list[dict[str, Any]]
     (they are small), the detections only to rank 0, over the CPU control group."""
     all_image_ids = all_gather_objects(list(image_ids), info)
     evaluated = check_image_coverage(all_image_ids, expected_image_ids)
-    if not info.distributed:
-        return evaluated, list(detections)
-    gathered: list[Any] | None = [None] * info.world_size if info.is_main else None
-    dist.gather_object(detections, gathered, dst=0, group=info.control_group)
-    if not info.is_main:
+    gathered = gather_objects(detections, info, dst=0)
+    if gathered is None:
         return None
     return evaluated, [entry for rank_detections in gathered for entry in rank_detections]
 

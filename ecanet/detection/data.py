@@ -1,4 +1,5 @@
-"""COCO-format detection data for torchvision's detectors: the dataset, its checks, collation and samplers.
+"""COCO-format detection data for torchvision's detectors: the dataset, its checks, collation, the samplers and
+a run's loaders (:func:`build_data`).
 
 A split is an image folder plus an annotation file in COCO's format (``annotations/instances_<split>.json``:
 ``images``, ``annotations``, ``categories``), read with pycocotools' ``COCO``. Labels are COCO's own
@@ -24,30 +25,36 @@ reported as a :class:`ecanet.errors.DataError` naming the file and the fix:
 Training (``for_training=True``) leaves crowd annotations out of the targets and drops images without a
 usable annotation, as torchvision's detection references do; for evaluation every image stays and the
 ground truth (``dataset.coco``) keeps everything, crowd regions included, for COCOeval.
+
+A run's training order is a pure function of (seed, epoch) (:class:`SeededDistributedSampler`), every sample's
+flip is seeded by (seed, epoch, index), and :class:`SkippingSampler` starts an epoch after the samples already
+trained on, so that a resumed run sees the batches an uninterrupted one would.
 """
 from __future__ import annotations
 
 import contextlib
 import io
+import itertools
 import json
 import logging
 import math
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import torch
 from PIL import Image
 from pycocotools.coco import COCO
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, Sampler
 from torch.utils.data.distributed import DistributedSampler
 from torchvision import tv_tensors
 from torchvision.ops import box_convert
 from torchvision.transforms.v2.functional import pil_to_tensor
 
 from ..data.folders import UNREADABLE_ERRORS, sample_seed, seeded_cpu_rng
-from ..data.loaders import ShardSampler
+from ..data.loaders import ShardSampler, make_loader, shutdown_workers
 from ..distributed import DistInfo
-from ..errors import DataError
+from ..errors import ConfigError, DataError
 from .transforms import detection_transforms
 
 log = logging.getLogger(__name__)
@@ -528,3 +535,121 @@ def eval_sampler(dataset: Dataset, info: DistInfo) -> ShardSampler:
     """This rank's strided share of the evaluation images (r, r + W, ...) without padding: over all ranks
     every image is evaluated exactly once."""
     return ShardSampler(len(dataset), info.rank, info.world_size)
+
+
+# --------------------------------------------------------------------------------------- a run's loaders
+
+class FirstImages(Dataset):
+    """The first ``count`` images of a dataset (``--limit-train``); keys pass through unchanged, so a
+    ``(index, seed)`` key seeds the sample's flip as in the whole dataset."""
+
+    def __init__(self, dataset: CocoDetectionDataset, count: int) -> None:
+        self.dataset, self.count = dataset, min(count, len(dataset))
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __getitem__(self, key: Any) -> Any:
+        return self.dataset[key]
+
+
+class SkippingSampler(Sampler):
+    """A per-epoch sampler that starts ``skip`` samples into the epoch: what a run resumed mid-epoch has not
+    yet trained on, in the same order. ``set_epoch(epoch, skip)`` before each epoch."""
+
+    def __init__(self, sampler: Any) -> None:
+        self.sampler, self.skip = sampler, 0
+
+    def set_epoch(self, epoch: int, skip: int = 0) -> None:
+        self.sampler.set_epoch(epoch)
+        self.skip = skip
+
+    def __iter__(self) -> Iterator[Any]:
+        return itertools.islice(iter(self.sampler), self.skip, None)
+
+    def __len__(self) -> int:
+        return len(self.sampler) - self.skip
+
+
+@dataclass
+class DetectionData:
+    """The splits and loaders of a run (``train_*`` None when only evaluating)."""
+
+    val_set: CocoDetectionDataset
+    val_loader: Iterable
+    with_masks: bool
+    train_set: Dataset | None = None
+    train_loader: Iterable | None = None
+    train_sampler: SkippingSampler | None = None
+    batch_per_process: int = 0
+    steps_per_epoch: int = 0
+
+    @property
+    def categories(self) -> dict[int, str]:
+        return self.val_set.categories
+
+    def close(self) -> None:
+        """Stop the loaders' worker processes (see :func:`ecanet.data.loaders.shutdown_workers`)."""
+        shutdown_workers(self.train_loader)
+        shutdown_workers(self.val_loader)
+
+    @property
+    def num_classes(self) -> int:
+        """Class ids of both splits, background included: the largest category id + 1."""
+        sets = [self.val_set] + ([_base(self.train_set)] if self.train_set is not None else [])
+        return max(s.num_classes for s in sets)
+
+
+def _base(dataset: Dataset) -> CocoDetectionDataset:
+    return dataset.dataset if isinstance(dataset, FirstImages) else dataset
+
+
+# torchvision's R-CNNs keep class 0 for the background and never predict it.
+BACKGROUND_CLASS_DETECTORS = ("faster_rcnn", "mask_rcnn")
+
+
+def build_data(cfg: Any, info: DistInfo, evaluate_only: bool = False) -> DetectionData:
+    """The validation split and, unless ``evaluate_only``, the training split of ``cfg``, checked
+    (:class:`~ecanet.errors.DataError` for every problem the data module finds) and wrapped in loaders."""
+    with_masks = cfg.detector == "mask_rcnn"
+    if cfg.batch_size % info.world_size:
+        raise ConfigError(f"--batch-size {cfg.batch_size} is the total over all {info.world_size} processes and "
+                          f"must divide evenly among them. Pass a multiple of {info.world_size}.")
+    batch = cfg.batch_size // info.world_size
+    pin = info.device.type == "cuda"
+    train = None
+    if not evaluate_only:
+        train = CocoDetectionDataset(cfg.train_images, cfg.train_annotations,
+                                     detection_transforms(train=True, flip_probability=cfg.hflip),
+                                     with_masks=with_masks, for_training=True)
+    val_set = CocoDetectionDataset(cfg.val_images, cfg.val_annotations, with_masks=with_masks)
+    if cfg.detector in BACKGROUND_CLASS_DETECTORS:
+        for dataset in (train, val_set):
+            if dataset is not None:
+                check_no_category_zero(dataset, cfg.detector)
+    if not val_set.coco.anns:
+        log.warning("%s has no annotations: COCO's AP of every epoch will be '-'. Pass a validation split with "
+                    "annotations (a test split without them cannot be scored here).", cfg.val_annotations)
+    val_loader = make_loader(val_set, eval_sampler(val_set, info), batch, cfg.workers, pin, drop_last=False,
+                             collate_fn=collate_fn)
+    data = DetectionData(val_set, val_loader, with_masks, batch_per_process=batch)
+    if train is None:
+        return data
+    train_set = FirstImages(train, cfg.limit_train) if cfg.limit_train else train
+    sampler = SkippingSampler(train_sampler(train_set, info, cfg.seed))
+    steps = len(sampler.sampler) // batch
+    if steps == 0:
+        raise DataError(f"{len(train_set)} training images make no full step of {cfg.batch_size} images over "
+                        f"{info.world_size} process(es). Pass a smaller --batch-size or more images.")
+    data.train_set, data.train_sampler, data.steps_per_epoch = train_set, sampler, steps
+    data.train_loader = make_loader(train_set, sampler, batch, cfg.workers, pin, drop_last=True, collate_fn=collate_fn)
+    return data
+
+
+def to_device(images: Sequence[torch.Tensor], targets: Sequence[dict[str, Any]], device: torch.device
+              ) -> tuple[list[torch.Tensor], list[dict[str, Any]]]:
+    """A batch of :func:`collate_fn` on ``device``: the images, and each target's tensors."""
+    images = [image.to(device, non_blocking=True) for image in images]
+    targets = [{k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in t.items()}
+               for t in targets]
+    return images, targets

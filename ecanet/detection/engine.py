@@ -1,12 +1,13 @@
-"""Detection training and evaluation: the data loaders, the schedule, one training epoch, COCO evaluation.
+"""Detection training and evaluation: the schedule, one training epoch, COCO evaluation.
 
 The loop follows torchvision's detection references (the detector returns its losses in training and its
 detections in evaluation) with the classification loop's guarantees (:mod:`ecanet.engine`):
 
-* Exact resume: the training order is a pure function of (seed, epoch) (``SeededDistributedSampler``), every
-  sample's flip is seeded by (seed, epoch, index), and :class:`SkippingSampler` starts an epoch after the
-  samples already trained on; the schedule is a per-step ``LambdaLR``. A run stopped after step k and resumed
-  gives the same weights as one that never stopped.
+* Exact resume: the data (:mod:`ecanet.detection.data`) gives a training order that is a pure function of
+  (seed, epoch), seeds every sample's flip by (seed, epoch, index), and its
+  :class:`~ecanet.detection.data.SkippingSampler` starts an epoch after the samples already trained on; the
+  schedule is a per-step ``LambdaLR``. A run stopped after step k and resumed gives the same weights as one
+  that never stopped.
 * Inside an epoch nothing waits for the device except every ``print_freq`` steps: the losses are summed on
   the device, a non-finite loss is remembered there (the first step it happened) and read at those sync
   points, before every checkpoint and at the end of the epoch.
@@ -15,28 +16,21 @@ detections in evaluation) with the classification loop's guarantees (:mod:`ecane
 """
 from __future__ import annotations
 
-import itertools
 import logging
 import math
-import sys
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import torch
 from torch import nn
-from torch.utils.data import Dataset, Sampler
 from tqdm import tqdm
 
-from ..data.loaders import make_loader, shutdown_workers
 from ..distributed import DistInfo, any_rank
-from ..engine import EpochPosition, LoopOptions, NonFiniteLossError, Precision
-from ..errors import ConfigError, DataError
+from ..engine import EpochPosition, LoopOptions, NonFiniteLossError, Precision, backward_and_step, use_tqdm
 from ..metrics import MetricsLogger, format_duration
-from .coco_eval import evaluate_distributed
-from .coco_eval import predictions_to_coco
-from .data import CocoDetectionDataset, check_no_category_zero, collate_fn, eval_sampler, train_sampler
-from .transforms import detection_transforms
+from .coco_eval import evaluate_distributed, predictions_to_coco
+from .data import CocoDetectionDataset, to_device
 
 log = logging.getLogger(__name__)
 
@@ -67,123 +61,6 @@ def lr_factor_fn(steps_per_epoch: int, lr_steps: Sequence[int], warmup_iters: in
         return decay
 
     return factor
-
-
-# ------------------------------------------------------------------------------------------------- data
-
-class FirstImages(Dataset):
-    """The first ``count`` images of a dataset (``--limit-train``); keys pass through unchanged, so a
-    ``(index, seed)`` key seeds the sample's flip as in the whole dataset."""
-
-    def __init__(self, dataset: CocoDetectionDataset, count: int) -> None:
-        self.dataset, self.count = dataset, min(count, len(dataset))
-
-    def __len__(self) -> int:
-        return self.count
-
-    def __getitem__(self, key: Any) -> Any:
-        return self.dataset[key]
-
-
-class SkippingSampler(Sampler):
-    """A per-epoch sampler that starts ``skip`` samples into the epoch: what a run resumed mid-epoch has not
-    yet trained on, in the same order. ``set_epoch(epoch, skip)`` before each epoch."""
-
-    def __init__(self, sampler: Any) -> None:
-        self.sampler, self.skip = sampler, 0
-
-    def set_epoch(self, epoch: int, skip: int = 0) -> None:
-        self.sampler.set_epoch(epoch)
-        self.skip = skip
-
-    def __iter__(self) -> Iterator[Any]:
-        return itertools.islice(iter(self.sampler), self.skip, None)
-
-    def __len__(self) -> int:
-        return len(self.sampler) - self.skip
-
-
-@dataclass
-class DetectionData:
-    """The splits and loaders of a run (``train_*`` None when only evaluating)."""
-
-    val_set: CocoDetectionDataset
-    val_loader: Iterable
-    with_masks: bool
-    train_set: Dataset | None = None
-    train_loader: Iterable | None = None
-    train_sampler: SkippingSampler | None = None
-    batch_per_process: int = 0
-    steps_per_epoch: int = 0
-
-    @property
-    def categories(self) -> dict[int, str]:
-        return self.val_set.categories
-
-    def close(self) -> None:
-        """Stop the loaders' worker processes (see :func:`ecanet.data.loaders.shutdown_workers`)."""
-        shutdown_workers(self.train_loader)
-        shutdown_workers(self.val_loader)
-
-    @property
-    def num_classes(self) -> int:
-        """Class ids of both splits, background included: the largest category id + 1."""
-        sets = [self.val_set] + ([_base(self.train_set)] if self.train_set is not None else [])
-        return max(s.num_classes for s in sets)
-
-
-def _base(dataset: Dataset) -> CocoDetectionDataset:
-    return dataset.dataset if isinstance(dataset, FirstImages) else dataset
-
-
-# torchvision's R-CNNs keep class 0 for the background and never predict it.
-BACKGROUND_CLASS_DETECTORS = ("faster_rcnn", "mask_rcnn")
-
-
-def build_data(cfg: Any, info: DistInfo, evaluate_only: bool = False) -> DetectionData:
-    """The validation split and, unless ``evaluate_only``, the training split of ``cfg``, checked
-    (:class:`~ecanet.errors.DataError` for every problem the data module finds) and wrapped in loaders."""
-    with_masks = cfg.detector == "mask_rcnn"
-    if cfg.batch_size % info.world_size:
-        raise ConfigError(f"--batch-size {cfg.batch_size} is the total over all {info.world_size} processes and "
-                          f"must divide evenly among them. Pass a multiple of {info.world_size}.")
-    batch = cfg.batch_size // info.world_size
-    pin = info.device.type == "cuda"
-    train = None
-    if not evaluate_only:
-        train = CocoDetectionDataset(cfg.train_images, cfg.train_annotations,
-                                     detection_transforms(train=True, flip_probability=cfg.hflip),
-                                     with_masks=with_masks, for_training=True)
-    val_set = CocoDetectionDataset(cfg.val_images, cfg.val_annotations, with_masks=with_masks)
-    if cfg.detector in BACKGROUND_CLASS_DETECTORS:
-        for dataset in (train, val_set):
-            if dataset is not None:
-                check_no_category_zero(dataset, cfg.detector)
-    if not val_set.coco.anns:
-        log.warning("%s has no annotations: COCO's AP of every epoch will be '-'. Pass a validation split with "
-                    "annotations (a test split without them cannot be scored here).", cfg.val_annotations)
-    val_loader = make_loader(val_set, eval_sampler(val_set, info), batch, cfg.workers, pin, drop_last=False,
-                             collate_fn=collate_fn)
-    data = DetectionData(val_set, val_loader, with_masks, batch_per_process=batch)
-    if train is None:
-        return data
-    train_set = FirstImages(train, cfg.limit_train) if cfg.limit_train else train
-    sampler = SkippingSampler(train_sampler(train_set, info, cfg.seed))
-    steps = len(sampler.sampler) // batch
-    if steps == 0:
-        raise DataError(f"{len(train_set)} training images make no full step of {cfg.batch_size} images over "
-                        f"{info.world_size} process(es). Pass a smaller --batch-size or more images.")
-    data.train_set, data.train_sampler, data.steps_per_epoch = train_set, sampler, steps
-    data.train_loader = make_loader(train_set, sampler, batch, cfg.workers, pin, drop_last=True, collate_fn=collate_fn)
-    return data
-
-
-def to_device(images: Sequence[torch.Tensor], targets: Sequence[dict[str, Any]], device: torch.device
-              ) -> tuple[list[torch.Tensor], list[dict[str, Any]]]:
-    images = [image.to(device, non_blocking=True) for image in images]
-    targets = [{k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in t.items()}
-               for t in targets]
-    return images, targets
 
 
 # ------------------------------------------------------------------------------------------------ training
@@ -249,10 +126,6 @@ class EpochResult:
         return self.images / self.seconds if self.seconds > 0 else math.nan
 
 
-def _use_tqdm(info: DistInfo) -> bool:
-    return info.is_main and sys.stderr.isatty()
-
-
 def train_one_epoch(state: DetectionTrainState, loader: Iterable, options: LoopOptions, info: DistInfo, *,
                     should_stop: Callable[[], bool] | None = None,
                     save_checkpoint: Callable[[], None] | None = None,
@@ -275,13 +148,14 @@ def train_one_epoch(state: DetectionTrainState, loader: Iterable, options: LoopO
     model, optimizer, scheduler, precision = state.forward_model, state.optimizer, state.scheduler, state.precision
     position, totals, device = state.position, state.losses, info.device
     epoch, start_step, steps = position.epoch, position.step_in_epoch, options.steps_per_epoch
+    trainable = [p for p in state.model.parameters() if p.requires_grad]   # what clipping measures
     model.train()
     first_bad_step = torch.full((), -1, dtype=torch.int64, device=device)  # on the device: no sync per step
     step_counter = torch.full((), position.global_step, dtype=torch.int64, device=device)
     images_done, t_start = 0, time.perf_counter()
     t_last, images_last = t_start, 0
     bar = tqdm(total=steps, initial=start_step, desc=f"epoch {epoch + 1}/{options.epochs}", dynamic_ncols=True,
-               leave=False) if _use_tqdm(info) else None
+               leave=False) if use_tqdm(info) else None
 
     def sync_point(final: bool) -> None:
         nonlocal t_last, images_last
@@ -317,7 +191,8 @@ def train_one_epoch(state: DetectionTrainState, loader: Iterable, options: LoopO
             losses = model(images, targets)                 # {name: scalar}, e.g. loss_classifier, loss_mask
         loss = sum(losses.values())
         optimizer.zero_grad(set_to_none=True)
-        _backward_and_step(loss, state.model, optimizer, precision.scaler, options.clip_grad_norm)
+        backward_and_step(loss, state.model, optimizer, precision.scaler, options.clip_grad_norm,
+                          parameters=trainable)
         scheduler.step()
         totals.update(losses)
         first_bad_step = torch.where((first_bad_step < 0) & ~torch.isfinite(loss.detach()), step_counter,
@@ -347,23 +222,6 @@ def train_one_epoch(state: DetectionTrainState, loader: Iterable, options: LoopO
     return EpochResult(totals.summary(), images_done * info.world_size, time.perf_counter() - t_start, preempted)
 
 
-def _backward_and_step(loss: torch.Tensor, model: nn.Module, optimizer: torch.optim.Optimizer,
-                       scaler: torch.amp.GradScaler | None, clip_grad_norm: float) -> None:
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    if scaler is not None:
-        scaler.scale(loss).backward()
-        if clip_grad_norm > 0:
-            scaler.unscale_(optimizer)
-            nn.utils.clip_grad_norm_(trainable, clip_grad_norm)
-        scaler.step(optimizer)
-        scaler.update()
-        return
-    loss.backward()
-    if clip_grad_norm > 0:
-        nn.utils.clip_grad_norm_(trainable, clip_grad_norm)
-    optimizer.step()
-
-
 # ---------------------------------------------------------------------------------------------- evaluation
 
 @dataclass
@@ -388,7 +246,7 @@ def evaluate(model: nn.Module, loader: Iterable, dataset: CocoDetectionDataset, 
     image_ids: list[int] = []
     detections: list[dict[str, Any]] = []
     t0 = time.perf_counter()
-    batches = tqdm(loader, desc=desc, dynamic_ncols=True, leave=False) if _use_tqdm(info) else loader
+    batches = tqdm(loader, desc=desc, dynamic_ncols=True, leave=False) if use_tqdm(info) else loader
     for images, targets in batches:
         images = [image.to(device, non_blocking=True) for image in images]
         with precision.autocast(device):

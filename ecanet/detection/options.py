@@ -1,11 +1,14 @@
-"""The command line of det_main.py: options, config files, their checks, and the resolved configuration.
+"""The command line of det_main.py: options, config files, their checks (resuming included), and the resolved
+configuration.
 
 Precedence: built-in defaults (the paper's Mask R-CNN 1x recipe, ``configs/detection/mask_rcnn_eca_resnet50.yaml``)
 < the checkpoint a run resumes or ``-e`` evaluates (its recorded options) < ``--config FILE`` < options on the
 command line. Config files are flat YAML whose keys are the long options (``batch_size`` and ``batch-size`` are
 the same key): the six paper configs and every run's own ``config.yaml`` both load. Checks raise
 :class:`~ecanet.errors.ConfigError` (exit 2) before anything is loaded or written; :func:`resolve` then fills
-in what is left open, once, into a read-only :class:`ecanet.config.Config`.
+in what is left open, once, into a read-only :class:`ecanet.config.Config`. A resumed or evaluated checkpoint
+is checked against that configuration (:func:`check_changes`; the training images and the number of processes
+by :func:`check_data_unchanged`): what cannot change raises :class:`~ecanet.errors.CheckpointError`.
 
 Importable without torch, so that ``det_main.py --help`` answers at once.
 """
@@ -22,7 +25,7 @@ from typing import Any, Mapping, Sequence
 from .. import config as cls_config
 from ..config import AMP_CHOICES, DEVICES, Config
 from ..constants import DETECTOR_NAMES, ECA_IMPLEMENTATIONS, MAX_TRAINABLE_LAYERS
-from ..errors import ConfigError, DataError
+from ..errors import CheckpointError, ConfigError, DataError
 
 log = logging.getLogger(__name__)
 
@@ -361,6 +364,37 @@ def resume_changes(recorded: Mapping[str, Any], current: Mapping[str, Any]) -> t
         table = network if key in NETWORK_OPTIONS else locked if key in RESUME_LOCKED_OPTIONS else free
         table[key] = (old, new)
     return network, locked, free
+
+
+def check_changes(cfg: Config, recorded: Mapping[str, Any], path: Path) -> None:
+    """What this run changes against a checkpoint's ``recorded`` configuration: options that change the network
+    are an error; those that change the batches (for a resumed run) are an error unless --resume-override; the
+    others are logged (:func:`ecanet.config.check_resume_changes`)."""
+    network, locked, free = resume_changes(recorded, config_to_yaml_dict(cfg))
+    if network:
+        raise CheckpointError(f"{path} holds another network than these options build "
+                              f"({cls_config.describe_changes(network)}). Leave those options out: the checkpoint's "
+                              f"own are used.")
+    if not cfg.evaluate:
+        fixed = {key: free.pop(key) for key in TRAINING_FIXED_OPTIONS if key in free}
+        if fixed:
+            raise CheckpointError(f"{path} trained other parameters than these options would "
+                                  f"({cls_config.describe_changes(fixed)}): its optimizer's state belongs to those, "
+                                  f"so this cannot change on resume. Leave the option out, or start a new run from "
+                                  f"the weights.")
+        cls_config.check_resume_changes(locked, free, path, cfg.resume_override)
+
+
+def check_data_unchanged(cfg: Config, checkpoint: Mapping[str, Any], path: Path, train_set: str,
+                         world_size: int) -> None:
+    """The training images (``train_set``, their fingerprint) and the number of processes decide the batches,
+    as the locked options do: a change from what ``checkpoint`` records is an error unless --resume-override."""
+    locked = {}
+    if checkpoint.get("train_set") not in (None, train_set):
+        locked["training set"] = (checkpoint["train_set"], train_set)
+    if int(checkpoint.get("world_size", 1)) != world_size:
+        locked["processes"] = (int(checkpoint.get("world_size", 1)), world_size)
+    cls_config.check_resume_changes(locked, {}, path, cfg.resume_override)
 
 
 # ------------------------------------------------------------------------------------ the resolved config
