@@ -66,7 +66,8 @@ def _add_data_options(p: argparse.ArgumentParser) -> None:
                         "checkpoint's recipe decides unless this is given)")
     g.add_argument("--val-resize", type=int, default=IMAGENET_VAL_RESIZE, metavar="PX",
                    help="validation images are resized to this, then center-cropped to --img-size "
-                        "(paper: 256; a checkpoint's recipe decides as for --img-size)")
+                        "(paper: 256; a checkpoint's recipe decides as for --img-size; where only --img-size is "
+                        "given, --img-size over the crop ratio: 224/256, or the recipe's)")
     g.add_argument("--augment", choices=AUGMENTATIONS, default="rrc",
                    help="training crop: 'rrc' = RandomResizedCrop (paper); 'crop' = resize to --img-size "
                         "then RandomCrop with --crop-padding (small images)")
@@ -687,6 +688,14 @@ def resolve(args: argparse.Namespace, *, default_workers: int, fresh_seed: int, 
                 values[dest] = list(value) if isinstance(value, tuple) else value
         if not args.evaluate and "arch" not in explicit:
             values["arch"] = recipe.arch
+    if "img_size" in explicit and "val_resize" not in explicit:
+        # A crop size alone keeps the crop ratio (the resumed run's, the checkpoint recipe's or the paper's), rather
+        # than center-cropping a small patch out of the other size's resize.
+        run = recorded if recorded and {"img-size", "val-resize"} <= recorded.keys() else None
+        if run is None or run["img-size"] != values["img_size"]:
+            ratio = (run["img-size"] / run["val-resize"] if run else
+                     recipe.crop_ratio if recipe is not None else EVAL_CROP_RATIO)
+            values["val_resize"] = resize_for_crop(values["img_size"], ratio)
     values["workers"] = default_workers if args.workers is None else args.workers
     # An explicit --seed that differs from a resumed run's is kept, so that the resume check refuses it (it is
     # a locked option) rather than the run ignoring it.
@@ -708,14 +717,19 @@ def resolve(args: argparse.Namespace, *, default_workers: int, fresh_seed: int, 
 EVAL_CROP_RATIO = IMAGENET_IMG_SIZE / IMAGENET_VAL_RESIZE
 
 
+def resize_for_crop(img_size: int, crop_ratio: float = EVAL_CROP_RATIO) -> int:
+    """The resize whose centre ``img_size`` crop keeps ``crop_ratio`` of it: ``floor(img_size / crop_ratio)``,
+    as timm derives its resize from ``crop_pct`` (256 for 224 at the paper's ratio)."""
+    return max(img_size, math.floor(img_size / crop_ratio + 1e-9))
+
+
 def check_crop_fits(img_size: int, val_resize: int, explicit: frozenset[str] = frozenset()) -> None:
     """Validation center-crops ``img_size`` pixels out of images resized to ``val_resize``: a crop larger than
     that would be padded with black borders (torchvision's CenterCrop), so it is a ConfigError where an option
     (``explicit``: the command line or a config file) asks for it. Sizes a checkpoint or the defaults give
     alone are left as they are, so that a run is never refused what it was started with."""
-    if img_size <= val_resize or not {"img_size", "val_resize"} & explicit:
-        return
-    source = "--val-resize" if "val_resize" in explicit else "--val-resize (the default or the checkpoint's recipe)"
-    raise ConfigError(f"--img-size {img_size} is larger than {source} {val_resize}: validation would center-crop "
+    if img_size <= val_resize or "val_resize" not in explicit:
+        return  # without --val-resize, resolve derives it from --img-size (resize_for_crop)
+    raise ConfigError(f"--img-size {img_size} is larger than --val-resize {val_resize}: validation would center-crop "
                       f"{img_size} pixels out of {val_resize} and pad the rest with black. Pass --val-resize "
-                      f"{math.ceil(img_size / EVAL_CROP_RATIO)} (the paper's 224/256 ratio) or more.")
+                      f"{resize_for_crop(img_size)} (the paper's 224/256 ratio) or more, or leave it out.")

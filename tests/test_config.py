@@ -145,3 +145,15 @@ def test_an_empty_value_is_refused_unless_the_option_may_be_unset(tmp_path):
     (tmp_path / "c.yaml").write_text("seed: null\narch: null\n")   # options whose default is 'unset'
     args = parse_config(["--config", str(tmp_path / "c.yaml")])
     assert args.seed is None and args.arch is None
+
+
+@pytest.mark.parametrize(("argv", "val_resize"), [
+    ([], 256), (["--img-size", "224"], 256), (["--img-size", "32"], 36), (["--img-size", "320"], 365),
+    (["--img-size", "32", "--val-resize", "40"], 40), (["--val-resize", "300"], 300)])
+def test_a_crop_size_alone_keeps_the_papers_crop_ratio(argv, val_resize):
+    """--img-size without --val-resize resizes by the paper's 224/256, as timm's crop_pct does, rather than
+    center-cropping a small patch out of a 256-pixel resize."""
+    from ecanet import config
+    args = config.parse_config(["DATA", "--device", "cpu", *argv])
+    config.validate(args)
+    assert config.resolve(args, default_workers=1, fresh_seed=1, timestamp="T").val_resize == val_resize

@@ -189,8 +189,10 @@ def test_a_resumed_runs_own_options_fill_in_and_are_checked_together():
     with pytest.raises(ConfigError, match="--sync-bn synchronises BatchNorm across GPUs"):
         resumed([], {"sync-bn": True})
     assert resumed([], {"img-size": 32, "val-resize": 28}).img_size == 32   # as the run was started
-    with pytest.raises(ConfigError, match="--img-size 40 is larger than"):
-        resumed(["--img-size", "40"], {"img-size": 32, "val-resize": 28})
+    # another crop size keeps the run's crop ratio (a locked change, which main.py refuses without an override)
+    assert resumed(["--img-size", "40"], {"img-size": 24, "val-resize": 28}).val_resize == 46   # 40 * 28 / 24
+    with pytest.raises(ConfigError, match="--img-size 40 is larger than --val-resize 28"):
+        resumed(["--img-size", "40", "--val-resize", "28"], {"img-size": 32, "val-resize": 28})
     # a checkpoint's recipe may give the resize: the options alone are not refused before it is read
     for argv in (["-e", "--resume", "x.pth"], ["--resume", "auto", "--output", "D"], ["--weights", "w.pth"]):
         config.validate(config.parse_config(["DATA", "--device", "cpu", "--img-size", "288", *argv]))

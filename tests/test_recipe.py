@@ -162,9 +162,16 @@ def test_evaluation_uses_the_recipe_unless_an_option_overrides_it(small_run, ima
         assert run_main([image_folder, "-e", "--resume", small_run / "last.pth", "-j", "0", "--img-size", "32",
                          "--val-resize", "32", "--output", tmp_path / "e2"]) == EXIT_OK
     assert "overridden by --img-size, --val-resize" in caplog.text and "CenterCrop(32)" in caplog.text
-    # a crop larger than the recipe's resize would be padded with black: refused, naming where 28 came from
-    assert run_main([image_folder, "-e", "--resume", small_run / "last.pth", "-j", "0", "--img-size", "32"]) == EXIT_USAGE
-    assert "larger than --val-resize (the default or the checkpoint's recipe) 28" in capsys.readouterr().err
+    # a crop size alone keeps the recipe's crop ratio (24 of 28): 32 of floor(32 * 28 / 24) = 37
+    caplog.clear()
+    with caplog.at_level(logging.INFO):
+        assert run_main([image_folder, "-e", "--resume", small_run / "last.pth", "-j", "0", "--img-size", "32",
+                         "--output", tmp_path / "e3"]) == EXIT_OK
+    assert "Resize(37) + CenterCrop(32)" in caplog.text
+    # a crop larger than the resize asked for would be padded with black: refused
+    assert run_main([image_folder, "-e", "--resume", small_run / "last.pth", "-j", "0", "--img-size", "32",
+                     "--val-resize", "28"]) == EXIT_USAGE
+    assert "--img-size 32 is larger than --val-resize 28" in capsys.readouterr().err
 
 
 # --------------------------------------------------------------- finding 3: a finished run, strict JSON
