@@ -189,7 +189,7 @@ def build_train_state(cfg: config.Config, info: Any, data: Any, precision: Any, 
             raise ConfigError(f"the network in --weights {cfg.weights} is {file_recipe.arch}, but -a asks for "
                               f"{cfg.arch}. Drop -a (the file's network is used) or pass -a {file_recipe.arch}.")
         models.set_eca_kernel_sizes(model, file_recipe.eca_kernel_sizes)  # every ECA layer as the file has it
-        ckpt.load_weights_into(model, cfg.weights)
+        ckpt.load_weights_into(model, cfg.weights, None if cfg.synthetic else data.classes)
     elif recipe is not None and recipe.arch == cfg.arch and cfg.ksize is None:  # a resumed run's own kernel sizes
         models.set_eca_kernel_sizes(model, recipe.eca_kernel_sizes)
     model.to(info.device, memory_format=torch.channels_last if cfg.channels_last else torch.contiguous_format)

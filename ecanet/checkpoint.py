@@ -767,20 +767,27 @@ def restore_training_state(state: "TrainState", obj: Mapping[str, Any], path: Pa
     return obj.get("rng") or []
 
 
-def load_weights_into(model: nn.Module, path: str | os.PathLike) -> list[str]:
+def load_weights_into(model: nn.Module, path: str | os.PathLike,
+                      classes: Sequence[str] | None = None) -> list[str]:
     """``--weights``: initialise ``model`` from any file :func:`read_weights` reads.
 
     Only the classifier may differ (another number of classes, or none in the file: it keeps its fresh
-    values); any other difference is a :class:`CheckpointError`. Returns the names of the tensors not loaded,
-    and logs them with the reason.
+    values); any other difference is a :class:`CheckpointError`. ``classes``: the class folder names the model
+    will learn; where the file records other ones (:func:`class_difference`), its classifier scores other
+    classes and is not loaded either. Returns the names of the tensors not loaded, and logs them with the reason.
     """
     state, recipe = read_weights(path)
     own = model.state_dict()
     classifier = _classifier_keys(own)
+    other_classes = class_difference(recipe.classes, classes)
     if classifier and not any(k in state for k in classifier):   # headless weights (num_classes=0)
         skipped = classifier
         log.warning("--weights: %s holds no classifier: this model's %d-class classifier starts fresh (%s)",
                     path, _num_outputs(own, classifier), ", ".join(skipped))
+    elif classifier and other_classes is not None and len(recipe.classes) == len(classes):   # same count, others
+        skipped = classifier
+        log.warning("--weights: not loading %s: the file's classifier scores other classes (%s); a new "
+                    "classifier is trained", ", ".join(skipped), other_classes)
     else:
         # Another number of classes changes the classifier's outputs only; other differences are other networks.
         same_inputs = all(k in state and state[k].shape[1:] == own[k].shape[1:] for k in classifier)

@@ -107,6 +107,28 @@ def test_weights_from_a_released_file_keep_every_eca_layer(image_folder, release
                               atol=1e-6)
 
 
+def test_weights_of_other_classes_start_a_fresh_classifier(small_run, image_folder, tmp_path, caplog):
+    """Fine-tuning onto as many classes of other names: the file's classifier scores other classes, so it is not
+    loaded; onto the same classes it is."""
+    import shutil
+    data = Path(shutil.copytree(image_folder, tmp_path / "data"))
+    first = sorted((data / "train").iterdir())[0].name
+    for split in ("train", "val"):
+        (data / split / first).rename(data / split / f"zz_{first}")
+    with caplog.at_level(logging.INFO):
+        assert run_main([data, *SMALL_RUN, "--weights", small_run / "best.pth", "--epochs", "1",
+                         "--output", tmp_path / "other"]) == EXIT_OK
+    assert f"not loading fc.weight, fc.bias: the file's classifier scores other classes (class 0 is {first!r}" \
+        in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.INFO):
+        assert run_main([image_folder, *SMALL_RUN, "--weights", small_run / "best.pth", "--epochs", "1",
+                         "--output", tmp_path / "same"]) == EXIT_OK
+    assert "not loading" not in caplog.text
+    total = len(torch.load(small_run / "best.pth", weights_only=True)["state_dict"])
+    assert f"({total} of {total} tensors)" in caplog.text
+
+
 def test_headless_weights_start_a_fresh_classifier_and_are_not_evaluated(image_folder, tmp_path, caplog, capsys):
     path = tmp_path / "headless.pth"
     torch.save(ecanet.create_model("eca_resnet18", num_classes=0).state_dict(), path)
