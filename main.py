@@ -58,7 +58,8 @@ def run(args: Any) -> int:
         model, path = None, None
         if args.evaluate:  # the file's recipe says how to preprocess its inputs
             path = checkpoint_to_evaluate(args)
-            model = ckpt.load_model(path, arch=args.arch, strict_arch=args.arch is not None, eca_impl=args.eca_impl)
+            asked = args.arch if "arch" in args.explicit else None   # not light_main.py's default
+            model = ckpt.load_model(path, arch=asked, strict_arch=asked is not None, eca_impl=args.eca_impl)
             recipe = model.recipe
         else:  # the run's seed and network come from the checkpoint it continues
             resume_path = rundir.find_run_checkpoint(args.resume, Path(args.output) if args.output else None)

@@ -364,12 +364,20 @@ def parse_config(argv: Sequence[str] | None = None, defaults: Mapping[str, Any] 
     parser.set_defaults(**from_file)
     args = parser.parse_args(argv)
     args.explicit = frozenset(from_file) | _given_on_the_command_line(argv, prog, description)
-    if (recipe_arch and not known.config and not args.evaluate and "arch" in args.explicit
-            and _family(args.arch) != _family(recipe_arch)):   # evaluation takes its recipe from the checkpoint
-        raise ConfigError(f"{prog or 'this program'}'s defaults are the training recipe of {recipe_arch}, and -a "
-                          f"{args.arch} is not a {_family(recipe_arch)}: it would train with that recipe. Use main.py "
-                          f"(the paper's ResNet recipe) for {args.arch}, or give its recipe with --config.")
+    # the network whose training recipe the program's defaults are (light_main.py's), unless a config file gives one
+    args.recipe_arch = None if known.config else recipe_arch
+    if not args.evaluate and "arch" in args.explicit:   # evaluation takes its recipe from the checkpoint
+        check_recipe_fits(args.arch, args.recipe_arch, prog, "-a")
     return args
+
+
+def check_recipe_fits(arch: str, recipe_arch: str | None, prog: str | None, source: str) -> None:
+    """A ConfigError where ``arch`` (from ``source``: -a, or the file of --weights) would train with the recipe
+    of another family of networks than ``recipe_arch``'s (light_main.py's MobileNetV2 recipe for a ResNet)."""
+    if recipe_arch and _family(arch) != _family(recipe_arch):
+        raise ConfigError(f"{prog or 'this program'}'s defaults are the training recipe of {recipe_arch}, and "
+                          f"{source} is {arch}, not a {_family(recipe_arch)}: it would train with that recipe. Use "
+                          f"main.py (the paper's ResNet recipe) for {arch}, or give its recipe with --config.")
 
 
 def _family(arch: str) -> str:
@@ -688,6 +696,8 @@ def resolve(args: argparse.Namespace, *, default_workers: int, fresh_seed: int, 
                 values[dest] = list(value) if isinstance(value, tuple) else value
         if not args.evaluate and "arch" not in explicit:
             values["arch"] = recipe.arch
+            if not recorded:   # --weights: the file's network would train with the program's recipe
+                check_recipe_fits(recipe.arch, getattr(args, "recipe_arch", None), None, "the network of --weights")
     if "img_size" in explicit and "val_resize" not in explicit:
         # A crop size alone keeps the crop ratio (the resumed run's, the checkpoint recipe's or the paper's), rather
         # than center-cropping a small patch out of the other size's resize.

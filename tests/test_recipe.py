@@ -129,6 +129,20 @@ def test_weights_of_other_classes_start_a_fresh_classifier(small_run, image_fold
     assert f"({total} of {total} tensors)" in caplog.text
 
 
+def test_light_main_trains_no_resnet_from_weights_but_evaluates_one(small_run, image_folder, tmp_path, capsys):
+    """light_main.py's defaults are the MobileNetV2 recipe: the ResNet of --weights is not trained with it, and
+    -e of a ResNet evaluates it (the program's default network is no request for another)."""
+    from light_main import mobilenet_recipe
+    from main import main
+    light = {"defaults": mobilenet_recipe(), "prog": "light_main.py"}
+    argv = [image_folder, *SMALL_RUN, "--weights", small_run / "best.pth", "--epochs", "1"]
+    assert main(list(map(str, [*argv, "--output", tmp_path / "t"])), **light) == EXIT_USAGE
+    assert "the network of --weights is eca_resnet18, not a MobileNetV2" in " ".join(capsys.readouterr().err.split())
+    assert not (tmp_path / "t").exists()
+    assert main(list(map(str, [image_folder, "-e", "--weights", small_run / "best.pth", "-j", "0",
+                               "--output", tmp_path / "e"])), **light) == EXIT_OK
+
+
 def test_headless_weights_start_a_fresh_classifier_and_are_not_evaluated(image_folder, tmp_path, caplog, capsys):
     path = tmp_path / "headless.pth"
     torch.save(ecanet.create_model("eca_resnet18", num_classes=0).state_dict(), path)
