@@ -24,7 +24,7 @@ from typing import Callable, Iterator, NamedTuple, Sequence
 import torch
 from torch import nn
 
-from .constants import BYTES_PER_GIB, IMAGENET_CLASSES
+from .constants import BYTES_PER_GIB, IMAGE_CHANNELS, IMAGENET_CLASSES
 from .engine import backward_and_step, freeze_heap, release_heap
 from .metrics import peak_memory_gib
 from .models.attention import scale_add_relu
@@ -34,7 +34,6 @@ from .models.resnet import RESNET_SPECS, STAGE_WIDTHS
 
 logger = logging.getLogger(__name__)
 
-NUM_IMAGE_CHANNELS = 3
 # The training step's optimiser: SGD with the ImageNet recipe's momentum and weight decay. The learning rate
 # is small so that random labels do not drive the loss to inf/NaN during a benchmark.
 SGD_MOMENTUM = 0.9
@@ -374,7 +373,7 @@ def _prepared_step(model: nn.Module, *, batch_size: int, img_size: int, train: b
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     was_training = model.training
     model.to(device=device, memory_format=memory_format).train(train)
-    images = torch.randn(batch_size, NUM_IMAGE_CHANNELS, img_size, img_size, device=device)
+    images = torch.randn(batch_size, IMAGE_CHANNELS, img_size, img_size, device=device)
     images = images.contiguous(memory_format=memory_format)
     forward = _fresh_compile(model, compile, compile_options)
     if train:
@@ -751,7 +750,7 @@ def loss_curves(model: nn.Module, impls: Sequence[str] = ("fused", "plain"), *, 
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     generator = torch.Generator(device="cpu").manual_seed(seed)
     num_classes = _num_classes(model)
-    batches = [(torch.randn(batch_size, NUM_IMAGE_CHANNELS, img_size, img_size, generator=generator),
+    batches = [(torch.randn(batch_size, IMAGE_CHANNELS, img_size, img_size, generator=generator),
                 torch.randint(0, num_classes, (batch_size,), generator=generator))
                for _ in range(LOSS_CURVE_DISTINCT_BATCHES)]
     batches = [(x.to(device).contiguous(memory_format=memory_format), y.to(device)) for x, y in batches]

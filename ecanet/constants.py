@@ -12,6 +12,7 @@ ECA_IMPLEMENTATIONS = ("auto", "fused", "plain")
 # ImageNet as the paper counts and trains it: 224x224 crops, 1000 classes.
 IMAGENET_IMG_SIZE = 224     # pixels
 IMAGENET_CLASSES = 1000
+IMAGE_CHANNELS = 3          # the networks take RGB images
 NETWORK_STRIDE = 32         # pixels: the networks' total stride, the smallest input whose last feature map is 1x1
 
 # The paper's ImageNet preprocessing (torchvision's, as the official scripts use it): evaluation resizes the

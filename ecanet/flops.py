@@ -43,7 +43,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from . import models
-from .constants import IMAGENET_CLASSES, IMAGENET_IMG_SIZE, NETWORK_STRIDE
+from .constants import IMAGE_CHANNELS, IMAGENET_CLASSES, IMAGENET_IMG_SIZE, NETWORK_STRIDE
 from .errors import ConfigError
 from .models import EcaModule, SqueezeExcitation, set_eca_impl
 
@@ -55,7 +55,6 @@ with warnings.catch_warnings():
 # thop.__version__ says "0.1.1"; its metadata says "0.1.1-2209072238", which PEP 440 reads as the
 # post-release "0.1.1.post2209072238" that pyproject.toml pins.
 THOP_VERSION = re.sub(r"-(\d+)$", r".post\1", importlib.metadata.version("thop"))
-IMAGE_CHANNELS = 3
 DEFAULT_IMG_SIZE = IMAGENET_IMG_SIZE
 DEFAULT_NUM_CLASSES = IMAGENET_CLASSES
 MIN_IMG_SIZE = NETWORK_STRIDE  # the smallest input whose last feature map is 1x1

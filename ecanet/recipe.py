@@ -11,11 +11,12 @@ weights and the paper's ImageNet preprocessing (Resize 256, CenterCrop 224, bili
 """
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from typing import Any, Mapping
 
 from . import __version__
-from .constants import IMAGENET_IMG_SIZE, IMAGENET_MEAN, IMAGENET_STD, IMAGENET_VAL_RESIZE
+from .constants import IMAGE_CHANNELS, IMAGENET_IMG_SIZE, IMAGENET_MEAN, IMAGENET_STD, IMAGENET_VAL_RESIZE
 from .errors import CheckpointError
 
 RECIPE_FORMAT_VERSION = 1   # raise when a field changes meaning; readers refuse newer versions
@@ -83,7 +84,7 @@ class Recipe:
                                   f"version that wrote it ({values.get('ecanet_version', 'unknown')}) or newer.")
         try:
             classes = values.get("classes")
-            return cls(arch=str(values["arch"]), num_classes=int(values["num_classes"]),
+            recipe = cls(arch=str(values["arch"]), num_classes=int(values["num_classes"]),
                        eca_kernel_sizes={str(k): int(v) for k, v in dict(values.get("eca_kernel_sizes") or {}).items()},
                        img_size=int(values["img_size"]), val_resize=int(values["val_resize"]),
                        interpolation=str(values.get("interpolation", INTERPOLATION)),
@@ -94,6 +95,30 @@ class Recipe:
         except (KeyError, TypeError, ValueError) as exc:
             raise CheckpointError(f"{source}: its recipe lacks or garbles a field ({type(exc).__name__}: {exc}). "
                                   f"The file is damaged; write it again (or export it again) with ecanet.") from None
+        problem = recipe.problem()
+        if problem:
+            raise CheckpointError(f"{source}: its recipe's {problem}. The file is damaged or was edited; correct "
+                                  f"that field, or write the file again (or export it again) with ecanet.")
+        return recipe
+
+    def problem(self) -> str | None:
+        """What makes this recipe unusable, in words (``'std is [0.0, ...]: ...'``), or None."""
+        if self.num_classes < 0:
+            return f"num_classes is {self.num_classes}: it counts the classifier's outputs, 0 or more"
+        for name, size in (("img_size", self.img_size), ("val_resize", self.val_resize)):
+            if size < 1:
+                return f"{name} is {size}: evaluation's crop and resize need positive pixel counts"
+        for name, values in (("mean", self.mean), ("std", self.std)):
+            if len(values) != IMAGE_CHANNELS or not all(math.isfinite(v) for v in values):
+                return f"{name} is {list(values)}: it needs {IMAGE_CHANNELS} finite numbers, one per colour channel"
+        if min(self.std) <= 0:
+            return f"std is {list(self.std)}: it divides the pixels, so every value must be positive"
+        if self.interpolation != INTERPOLATION:
+            return (f"interpolation is {self.interpolation!r}: ecanet resizes with {INTERPOLATION!r} only, so "
+                    f"these weights would be evaluated otherwise than recorded")
+        if self.grayscale != GRAYSCALE_TO_RGB:
+            return f"grayscale is {self.grayscale!r}: ecanet converts grey images with {GRAYSCALE_TO_RGB!r} only"
+        return None
 
     def describe(self) -> str:
         """One line for the log: the network and the preprocessing, and where they came from."""

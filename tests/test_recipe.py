@@ -422,3 +422,17 @@ def test_a_resumed_run_keeps_its_kernel_sizes_without_repeating_them(image_folde
     saved = torch.load(out / "last.pth", weights_only=True)
     assert saved["epoch"] == 2 and saved["arch"] == "eca_resnet18"
     assert sorted(set(saved["eca_kernel_sizes"].values())) == [3, 5, 7]
+
+
+@pytest.mark.parametrize(("field", "value", "named"), [
+    ("std", [0.0, 0.0, 0.0], "every value must be positive"), ("mean", [0.5], "3 finite numbers"),
+    ("std", [0.2, float("nan"), 0.2], "3 finite numbers"), ("img_size", -5, "positive pixel counts"),
+    ("val_resize", 0, "positive pixel counts"), ("num_classes", -1, "0 or more"),
+    ("interpolation", "bicubic", "resizes with 'bilinear' only"), ("grayscale", "luma", "'repeat' only")])
+def test_a_recipe_that_cannot_be_used_is_refused_naming_the_field(field, value, named):
+    """An edited config.json or a damaged checkpoint: refused before evaluation divides by 0, crops a negative
+    size, or resizes otherwise than the recipe claims."""
+    good = Recipe("eca_resnet18", 3).to_dict()
+    assert Recipe.from_dict(good, "f") == Recipe("eca_resnet18", 3)
+    with pytest.raises(CheckpointError, match=f"f: its recipe's {field} .*{named}"):
+        Recipe.from_dict({**good, field: value}, "f")

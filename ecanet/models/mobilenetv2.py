@@ -16,6 +16,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..constants import IMAGE_CHANNELS
 from .attention import AttentionKind, conv_bn_scale_add_relu, create_attention
 from .eca_module import parse_kernel_sizes
 from .heads import check_global_pool, check_num_classes, classifier_layer
@@ -129,7 +130,7 @@ class MobileNetV2(nn.Module):
         block_k = block_kernel_sizes(k_size) if attention == "eca" else None
         input_channel = int(STEM_CHANNELS * width_mult)
         self.last_channel = int(LAST_CHANNELS * max(1.0, width_mult))
-        features: list[nn.Module] = [ConvBNReLU(3, input_channel, stride=2)]
+        features: list[nn.Module] = [ConvBNReLU(IMAGE_CHANNELS, input_channel, stride=2)]
         block_index = 0
         for t, c, n, s in INVERTED_RESIDUAL_SETTING:
             output_channel = int(c * width_mult)

@@ -13,6 +13,7 @@ from typing import Callable, Sequence, Type, Union
 import torch
 from torch import nn
 
+from ..constants import IMAGE_CHANNELS
 from .attention import AttentionKind, conv_bn_scale_add_relu, create_attention
 from .eca_module import parse_kernel_sizes
 from .heads import check_global_pool, check_num_classes, classifier_layer
@@ -125,7 +126,7 @@ class ResNet(nn.Module):
         if attention != "eca" and k_size is not None:
             raise ValueError("k_size applies to ECA networks only")
         self.inplanes = STEM_CHANNELS
-        self.conv1 = nn.Conv2d(3, STEM_CHANNELS, kernel_size=7, stride=2, padding=3, bias=False)
+        self.conv1 = nn.Conv2d(IMAGE_CHANNELS, STEM_CHANNELS, kernel_size=7, stride=2, padding=3, bias=False)
         self.bn1 = norm_layer(STEM_CHANNELS)
         self.relu = nn.ReLU(inplace=True)
         self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
