@@ -59,7 +59,8 @@ def run(args: Any) -> int:
         if args.evaluate:  # the file's recipe says how to preprocess its inputs
             path = checkpoint_to_evaluate(args)
             asked = args.arch if "arch" in args.explicit else None   # not light_main.py's default
-            model = ckpt.load_model(path, arch=asked, strict_arch=asked is not None, eca_impl=args.eca_impl)
+            model = ckpt.load_model(path, arch=asked, strict_arch=asked is not None, eca_impl=args.eca_impl,
+                                    use_ema=args.use_ema)
             recipe = model.recipe
         else:  # the run's seed and network come from the checkpoint it continues
             resume_path = rundir.find_run_checkpoint(args.resume, Path(args.output) if args.output else None)
@@ -190,7 +191,7 @@ def build_train_state(cfg: config.Config, info: Any, data: Any, precision: Any, 
             raise ConfigError(f"the network in --weights {cfg.weights} is {file_recipe.arch}, but -a asks for "
                               f"{cfg.arch}. Drop -a (the file's network is used) or pass -a {file_recipe.arch}.")
         models.set_eca_kernel_sizes(model, file_recipe.eca_kernel_sizes)  # every ECA layer as the file has it
-        ckpt.load_weights_into(model, cfg.weights, None if cfg.synthetic else data.classes)
+        ckpt.load_weights_into(model, cfg.weights, None if cfg.synthetic else data.classes, use_ema=cfg.use_ema)
     elif recipe is not None and recipe.arch == cfg.arch and cfg.ksize is None:  # a resumed run's own kernel sizes
         models.set_eca_kernel_sizes(model, recipe.eca_kernel_sizes)
     model.to(info.device, memory_format=torch.channels_last if cfg.channels_last else torch.contiguous_format)

@@ -174,6 +174,16 @@ def extract_state_dict(obj: Any, source: str = "checkpoint") -> dict[str, torch.
         f"instead.")
 
 
+def ema_state_dict(obj: Any, source: str = "checkpoint") -> dict[str, torch.Tensor]:
+    """The weights of the exponential moving average in a loaded checkpoint object (:data:`EMA_STATE_KEYS`)."""
+    for key in EMA_STATE_KEYS:
+        inner = obj.get(key) if isinstance(obj, Mapping) else None
+        if isinstance(inner, Mapping) and inner and all(isinstance(v, torch.Tensor) for v in inner.values()):
+            return strip_wrapper_prefixes(inner)
+    raise CheckpointError(f"{source} holds no EMA weights: its run was not trained with --ema (or the file is not "
+                          f"a checkpoint of ecanet or timm). Leave out --use-ema to use the model's own weights.")
+
+
 def _describe(obj: Any) -> str:
     if isinstance(obj, Mapping):
         keys = list(obj)[:8]
@@ -309,16 +319,27 @@ def _recipe_from_run_config(obj: Mapping[str, Any], spec: NetworkSpec) -> Recipe
     return recipe
 
 
-def read_weights(path: str | os.PathLike, map_location: Any = "cpu") -> tuple[dict[str, torch.Tensor], Recipe]:
+# Where a checkpoint keeps the exponential moving average's weights: ecanet's key, then timm's.
+EMA_STATE_KEYS = ("ema_state_dict", "state_dict_ema")
+
+
+def read_weights(path: str | os.PathLike, map_location: Any = "cpu",
+                 use_ema: bool = False) -> tuple[dict[str, torch.Tensor], Recipe]:
     """The weights (prefix-free) and the recipe of any file ecanet reads: an official ECA-Net file, a bare
-    state_dict, an ecanet checkpoint, or an export folder (``model.safetensors`` + ``config.json``)."""
+    state_dict, an ecanet checkpoint, or an export folder (``model.safetensors`` + ``config.json``).
+    ``use_ema``: the weights of the model's exponential moving average (a checkpoint of a run trained with
+    ``--ema``) instead of the model's own."""
     path = Path(path)
+    source = str(path)
     if path.is_dir() and any((path / name).exists() for name in (EXPORT_CONFIG, EXPORT_WEIGHTS)):
+        if use_ema:
+            raise CheckpointError(f"{source} is an export folder, which holds one set of weights, not an EMA's "
+                                  f"beside them. Leave out --use-ema, or export the EMA's weights: "
+                                  f"python scripts/export.py CHECKPOINT FOLDER --use-ema.")
         return read_export(path)
     obj = read_checkpoint(path, map_location)
-    source = str(path)
     check_format_version(obj, source)
-    state_dict = extract_state_dict(obj, source)
+    state_dict = ema_state_dict(obj, source) if use_ema else extract_state_dict(obj, source)
     spec = infer_network(state_dict, source)
     claimed = obj.get("arch") if isinstance(obj, Mapping) else None
     if isinstance(claimed, str) and claimed != spec.arch:
@@ -349,7 +370,7 @@ def read_recipe(path: str | os.PathLike) -> Recipe:
 
 
 def load_model(path: str | os.PathLike, arch: str | None = None, map_location: Any = "cpu",
-               strict_arch: bool = False, eca_impl: str = "auto") -> nn.Module:
+               strict_arch: bool = False, eca_impl: str = "auto", use_ema: bool = False) -> nn.Module:
     """Build the network a checkpoint describes and load its weights strictly.
 
     Args:
@@ -360,6 +381,8 @@ def load_model(path: str | os.PathLike, arch: str | None = None, map_location: A
         map_location: passed to ``torch.load``.
         strict_arch: raise instead of warning when ``arch`` disagrees with the file.
         eca_impl: how the ECA layers compute (see :func:`ecanet.create_model`).
+        use_ema: load the weights of the model's exponential moving average, which the checkpoints of a run
+            trained with ``--ema`` (and timm's) hold beside the model's own.
 
     Returns:
         The model, in eval mode, with every ECA layer's kernel size as in the file, and the file's
@@ -368,8 +391,8 @@ def load_model(path: str | os.PathLike, arch: str | None = None, map_location: A
     """
     if arch is not None and not models.is_model(arch):
         raise models.UnknownModelError(models.unknown_model_message(arch))
-    state_dict, recipe = read_weights(path, map_location)
-    source = str(path)
+    state_dict, recipe = read_weights(path, map_location, use_ema)
+    source = str(path) + (" (EMA)" if use_ema else "")
     spec = NetworkSpec(recipe.arch, recipe.num_classes, dict(recipe.eca_kernel_sizes))
     if arch is not None and arch != spec.arch:
         message = (f"{source} holds {spec.arch} ({spec.num_classes} classes"
@@ -768,15 +791,16 @@ def restore_training_state(state: "TrainState", obj: Mapping[str, Any], path: Pa
 
 
 def load_weights_into(model: nn.Module, path: str | os.PathLike,
-                      classes: Sequence[str] | None = None) -> list[str]:
+                      classes: Sequence[str] | None = None, use_ema: bool = False) -> list[str]:
     """``--weights``: initialise ``model`` from any file :func:`read_weights` reads.
 
     Only the classifier may differ (another number of classes, or none in the file: it keeps its fresh
     values); any other difference is a :class:`CheckpointError`. ``classes``: the class folder names the model
     will learn; where the file records other ones (:func:`class_difference`), its classifier scores other
-    classes and is not loaded either. Returns the names of the tensors not loaded, and logs them with the reason.
+    classes and is not loaded either. ``use_ema``: start from the weights of the file's exponential moving
+    average (:func:`read_weights`). Returns the names of the tensors not loaded, and logs them with the reason.
     """
-    state, recipe = read_weights(path)
+    state, recipe = read_weights(path, use_ema=use_ema)
     own = model.state_dict()
     classifier = _classifier_keys(own)
     other_classes = class_difference(recipe.classes, classes)

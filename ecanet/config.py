@@ -122,6 +122,9 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--weights", default=None, metavar="PATH",
                    help="initialise from these weights (any format load_model reads); with -e, "
                         "evaluate them")
+    g.add_argument("--use-ema", action="store_true",
+                   help="with -e or --weights: the weights of the model's exponential moving average, which "
+                        "checkpoints of a run trained with --ema hold beside the model's own")
     g.add_argument("--pretrained", action="store_true",
                    help="(official flag) not supported: ecanet downloads nothing; use --weights PATH")
     g.add_argument("--eca-impl", choices=ECA_IMPLEMENTATIONS, default="auto",
@@ -601,6 +604,9 @@ def validate(args: argparse.Namespace) -> None:
         raise ConfigError(f"--gpu-decode-share must be a fraction between 0 and 1, got {args.gpu_decode_share}.")
     # With a checkpoint (-e, --resume, --weights) its recipe may still give the sizes: resolve checks them then.
     check_combinations(args, sizes_final=not (args.evaluate or args.resume or args.weights))
+    if args.use_ema and not (args.evaluate or args.weights):
+        raise ConfigError("--use-ema picks the EMA's weights of the file that -e evaluates or --weights starts "
+                          "from; a resumed run continues both the model and its EMA. Leave it out, or add -e.")
     if args.evaluate and not (args.resume or args.weights):
         raise ConfigError("-e/--evaluate needs the weights to evaluate: -e --resume PATH (or --weights PATH).")
     check_output_is_a_directory(args.output)

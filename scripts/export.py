@@ -45,14 +45,21 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--opset", type=int, default=DEFAULT_ONNX_OPSET, help="ONNX opset (with --format onnx)")
     parser.add_argument("--img-size", type=int, default=None, metavar="PX",
                         help="ONNX input size; default: the recipe's crop size")
+    parser.add_argument("--use-ema", action="store_true",
+                        help="export the weights of the model's exponential moving average (a checkpoint of a run "
+                             "trained with --ema)")
     return parser
 
 
 def run(args: argparse.Namespace) -> int:
     out = Path(args.output)
-    model = ckpt.load_model(args.checkpoint, eca_impl="plain")
+    model = ckpt.load_model(args.checkpoint, eca_impl="plain", use_ema=args.use_ema)
     recipe = model.recipe
     img_size = args.img_size or recipe.img_size
+    if "onnx" in (args.format or []) and img_size != recipe.img_size:
+        log.warning("model.onnx takes %dx%d inputs, but the recipe in %s evaluates %dx%d crops: feed it what it "
+                    "takes, or export without --img-size", img_size, img_size, ckpt.EXPORT_CONFIG, recipe.img_size,
+                    recipe.img_size)
     formats = args.format or ["safetensors"]
     if "onnx" in formats:  # every check before anything is written
         export.check_onnx_options(args.opset, img_size)

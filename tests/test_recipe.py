@@ -436,3 +436,30 @@ def test_a_recipe_that_cannot_be_used_is_refused_naming_the_field(field, value, 
     assert Recipe.from_dict(good, "f") == Recipe("eca_resnet18", 3)
     with pytest.raises(CheckpointError, match=f"f: its recipe's {field} .*{named}"):
         Recipe.from_dict({**good, field: value}, "f")
+
+
+def test_the_ema_weights_of_a_checkpoint_are_loaded_when_asked(small_run, image_folder, tmp_path, capsys):
+    """A run trained with --ema keeps the EMA's weights beside the model's: load_model, -e and --weights take
+    them with use_ema / --use-ema; a file without them, or an option that has no file to take them from, is
+    refused."""
+    best = torch.load(small_run / "best.pth", weights_only=True)
+    ema = ecanet.load_model(small_run / "best.pth", use_ema=True).state_dict()
+    assert all(torch.equal(ema[k], v) for k, v in best["ema_state_dict"].items())
+    own = ecanet.load_model(small_run / "best.pth").state_dict()
+    assert not all(torch.equal(own[k], ema[k]) for k in own)
+    assert run_main([image_folder, "-e", "--weights", small_run / "best.pth", "--use-ema", "-j", "0",
+                     "--output", tmp_path / "e"]) == EXIT_OK
+    bare = tmp_path / "bare.pth"
+    torch.save(best["state_dict"], bare)
+    assert run_main([image_folder, "-e", "--weights", bare, "--use-ema", "-j", "0"]) == EXIT_USAGE
+    assert "holds no EMA weights" in capsys.readouterr().err
+    assert run_main([image_folder, *SMALL_RUN, "--use-ema", "--output", tmp_path / "t"]) == EXIT_USAGE
+    assert "--use-ema picks the EMA's weights" in " ".join(capsys.readouterr().err.split())
+
+
+def test_the_export_command_exports_the_ema_weights_when_asked(small_run, tmp_path):
+    proc = run_script("scripts/export.py", [small_run / "best.pth", tmp_path / "ema", "--use-ema"])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    exported = ecanet.load_model(tmp_path / "ema").state_dict()
+    ema = torch.load(small_run / "best.pth", weights_only=True)["ema_state_dict"]
+    assert exported.keys() == ema.keys() and all(torch.equal(exported[k], v) for k, v in ema.items())
