@@ -659,9 +659,9 @@ class Config(argparse.Namespace):
 # What a checkpoint's recipe decides unless an option says otherwise: how its inputs are preprocessed.
 RECIPE_PREPROCESSING = ("img_size", "val_resize", "mean", "std")
 # What a resumed run takes from its own config.yaml unless an option says otherwise: what it trains and how
-# (the data, the network, the optimisation). Where the data is, and how fast and where the run computes
-# (workers, device, precision, compile, decoding), are this start's own.
-RESUME_INHERITED_OPTIONS = ("img-size", "val-resize", "augment", "min-crop-scale", "crop-padding", "hflip",
+# (the data, the network, the weights it started from, the optimisation). Where the data is, and how fast and
+# where the run computes (workers, device, precision, compile, decoding), are this start's own.
+RESUME_INHERITED_OPTIONS = ("weights", "use-ema", "img-size", "val-resize", "augment", "min-crop-scale", "crop-padding", "hflip",
                             "random-erasing", "mean", "std", "synthetic", "synthetic-size", "ksize", "num-classes",
                             "epochs", "batch-size", "val-batch-size", "lr", "lr-base-batch", "momentum", "nesterov",
                             "weight-decay", "no-wd-bn-bias", "sched", "lr-decay-epochs", "lr-decay-rate", "min-lr",

@@ -189,6 +189,8 @@ def test_a_resumed_runs_own_options_fill_in_and_are_checked_together():
     with pytest.raises(ConfigError, match="--sync-bn synchronises BatchNorm across GPUs"):
         resumed([], {"sync-bn": True})
     assert resumed([], {"img-size": 32, "val-resize": 28}).img_size == 32   # as the run was started
+    # what the run started from stays in its config.yaml (the file itself is not read again)
+    assert resumed([], {"weights": "w.pth", "use-ema": True}).weights == "w.pth"
     # another crop size keeps the run's crop ratio (a locked change, which main.py refuses without an override)
     assert resumed(["--img-size", "40"], {"img-size": 24, "val-resize": 28}).val_resize == 46   # 40 * 28 / 24
     with pytest.raises(ConfigError, match="--img-size 40 is larger than --val-resize 28"):
