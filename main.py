@@ -131,9 +131,16 @@ def check_resume_changes(cfg: config.Config, resume_obj: Any, path: Path, info: 
     config.check_resume_changes(locked, free, path, cfg.resume_override)
 
 
+def _same(option: Any, recorded: Any) -> bool:
+    """Whether an option's value is the recipe's (a list given, a tuple recorded; None: the default)."""
+    return option is None or (list(option) if isinstance(option, (list, tuple)) else option) == \
+        (list(recorded) if isinstance(recorded, (list, tuple)) else recorded)
+
+
 def log_recipe_use(cfg: config.Config, recipe: Any) -> None:
     """Say which preprocessing a checkpoint's recipe decided and which options overrode it."""
-    overridden = [f"--{dest.replace('_', '-')}" for dest in config.RECIPE_PREPROCESSING if dest in cfg.explicit]
+    overridden = [f"--{dest.replace('_', '-')}" for dest in config.RECIPE_PREPROCESSING
+                  if dest in cfg.explicit and not _same(getattr(cfg, dest), getattr(recipe, dest))]
     log.info("recipe: %s%s", recipe.describe(), f"; overridden by {', '.join(overridden)}" if overridden else "")
     log.info("preprocessing used: Resize(%d) + CenterCrop(%d), mean %s, std %s", cfg.val_resize, cfg.img_size,
              cfg.mean, cfg.std)
@@ -237,9 +244,10 @@ def train(cfg: config.Config, info: Any, precision: Any, resume_path: Path | Non
             old_lr, new_lr = optim.rebase_schedule(state.scheduler, build_base_lr(cfg, info))
             if new_lr != old_lr:
                 log.info("the schedule continues from base learning rate %.6g (the run had %.6g)", new_lr, old_lr)
-        log.info("resumed from %s: epoch %d, step %d of %d (global step %d), best top-1 %.3f", resume_path,
+        log.info("resumed from %s: epoch %d, step %d of %d (global step %d), best top-1 %s", resume_path,
                  state.position.epoch + 1, state.position.step_in_epoch, data.steps_per_epoch,
-                 state.position.global_step, state.best_top1)
+                 state.position.global_step,
+                 f"{state.best_top1:.3f}" if math.isfinite(state.best_top1) else "none yet (no epoch validated)")
     elapsed_before = float(resume_obj.get("elapsed_s", 0.0)) if resume_obj is not None else 0.0
     del resume_obj
     run_dir = Path(cfg.output)  # made only now: a run that fails its input checks leaves nothing behind

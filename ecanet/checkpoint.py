@@ -343,7 +343,7 @@ def read_weights(path: str | os.PathLike, map_location: Any = "cpu",
     spec = infer_network(state_dict, source)
     claimed = obj.get("arch") if isinstance(obj, Mapping) else None
     if isinstance(claimed, str) and claimed != spec.arch:
-        log.warning("%s says arch '%s' but its weights are a %s (k %s); loading it as %s", source, claimed,
+        log.warning("%s says arch '%s' but its weights are those of %s (k %s); loading it as %s", source, claimed,
                     spec.arch, spec.kernel_string or "-", spec.arch)
     return state_dict, recipe_of(obj, spec, source)
 
@@ -641,8 +641,8 @@ def check_resumable(obj: Any, path: str | os.PathLike, arch: str, eca_kernel_siz
     """
     if not is_training_checkpoint(obj):
         raise CheckpointError(
-            f"{path} holds weights but no training state (optimizer, schedule, epoch), so training cannot "
-            f"continue from it. To start a new run from these weights use --weights {path}; to evaluate "
+            f"{path} holds no ecanet training state (the optimizer, schedule, position and random states a "
+            f"resumed run continues from), so training cannot continue from it. To start a new run from these weights use --weights {path}; to evaluate "
             f"them use -e --resume {path}.")
     if obj.get("arch") != arch:
         raise CheckpointError(f"{path} is a checkpoint of {obj.get('arch')}, but this run trains {arch}. "

@@ -153,7 +153,7 @@ def test_weights_only_file_cannot_be_resumed(dataset, finished_run, tmp_path, ca
     bare = tmp_path / "bare.pth"
     torch.save(torch.load(finished_run / "last.pth", weights_only=True)["state_dict"], bare)
     _fails_cleanly([dataset, *SMALL_RUN, "-a", "resnet18", "--resume", bare, "--output", tmp_path / "r3"],
-                   capsys, "no training state", "--weights")
+                   capsys, "no ecanet training state", "--weights")
 
 
 @pytest.mark.slow
