@@ -13,7 +13,7 @@ import math
 import os
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import yaml
 
@@ -360,15 +360,12 @@ def parse_config(argv: Sequence[str] | None = None, defaults: Mapping[str, Any] 
     recipe_arch = (defaults or {}).get("arch")
     if recipe_arch:
         next(a for a in parser._actions if a.dest == "arch").help = _arch_help(recipe_arch)
-    pre = argparse.ArgumentParser(add_help=False)
-    pre.add_argument("--config", default=None)
-    known, _ = pre.parse_known_args(argv)
-    from_file = load_config_file(known.config, parser) if known.config else {}
+    config_path, from_file = config_file_options(argv, parser)
     parser.set_defaults(**from_file)
     args = parser.parse_args(argv)
-    args.explicit = frozenset(from_file) | _given_on_the_command_line(argv, prog, description)
+    args.explicit = frozenset(from_file) | given_on_the_command_line(argv, lambda: build_parser(prog, description))
     # the network whose training recipe the program's defaults are (light_main.py's), unless a config file gives one
-    args.recipe_arch = None if known.config else recipe_arch
+    args.recipe_arch = None if config_path else recipe_arch
     if not args.evaluate and "arch" in args.explicit:   # evaluation takes its recipe from the checkpoint
         check_recipe_fits(args.arch, args.recipe_arch, prog, "-a")
     return args
@@ -388,9 +385,22 @@ def _family(arch: str) -> str:
     return "MobileNetV2" if "mobilenet" in arch else "ResNet"
 
 
-def _given_on_the_command_line(argv: Sequence[str] | None, prog: str | None, description: str | None) -> frozenset[str]:
-    """The dests that ``argv`` itself sets (parsed again with every default suppressed)."""
-    parser = build_parser(prog, description)
+def config_file_options(argv: Sequence[str] | None, parser: argparse.ArgumentParser,
+                        example: str = "configs/eca_resnet50.yaml") -> tuple[str | None, dict[str, Any]]:
+    """``(path, {dest: value})`` of the ``--config FILE`` that ``argv`` names ((None, {}) without one), read
+    before the command line is parsed, so that the file's values become defaults the command line overrides;
+    ``parser`` checks the file's keys and ``example`` is the file its errors point to (:func:`load_config_file`)."""
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--config", default=None)
+    known, _ = pre.parse_known_args(argv)
+    return known.config, (load_config_file(known.config, parser, example) if known.config else {})
+
+
+def given_on_the_command_line(argv: Sequence[str] | None,
+                              build: Callable[[], argparse.ArgumentParser]) -> frozenset[str]:
+    """The dests that ``argv`` itself sets: parsed again by a fresh parser from ``build`` with every default
+    suppressed."""
+    parser = build()
     for action in parser._actions:  # argparse has no public API for this
         action.default = argparse.SUPPRESS
     return frozenset(vars(parser.parse_args(argv)))

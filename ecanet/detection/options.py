@@ -178,24 +178,14 @@ def parse_options(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Parse ``argv`` over an optional ``--config`` file. ``explicit`` holds the dests the file or the command
     line set: a resumed or evaluated checkpoint's recorded options fill in the others (:func:`resolve`)."""
     parser = build_parser()
-    pre = argparse.ArgumentParser(add_help=False)
-    pre.add_argument("--config", default=None)
-    known, _ = pre.parse_known_args(argv)
-    from_file = cls_config.load_config_file(known.config, parser, DETECTION_CONFIG_EXAMPLE) if known.config else {}
+    _, from_file = cls_config.config_file_options(argv, parser, DETECTION_CONFIG_EXAMPLE)
     if "batch_size" in from_file and "lr_base_batch" not in from_file:
         from_file["lr_base_batch"] = from_file["batch_size"]  # a config's lr is for its own batch
     parser.set_defaults(**from_file)
     args = parser.parse_args(argv)
-    args.command_line = _given_on_the_command_line(argv)
+    args.command_line = cls_config.given_on_the_command_line(argv, build_parser)
     args.explicit = frozenset(from_file) | args.command_line
     return args
-
-
-def _given_on_the_command_line(argv: Sequence[str] | None) -> frozenset[str]:
-    parser = build_parser()
-    for action in parser._actions:  # argparse has no public API for this
-        action.default = argparse.SUPPRESS
-    return frozenset(vars(parser.parse_args(argv)))
 
 
 def config_to_yaml_dict(cfg: argparse.Namespace, num_classes: int | None = None) -> dict[str, Any]:
