@@ -1,4 +1,5 @@
-"""scripts/benchmark.py --released: which networks it measures, the ratios and the table (no timing here)."""
+"""scripts/benchmark.py --released and its report (ecanet.bench_report): which networks it measures, the
+ratios and the table (no timing here)."""
 from __future__ import annotations
 
 import argparse
@@ -9,7 +10,7 @@ import pytest
 import torch
 
 from conftest import load_script
-from ecanet import bench
+from ecanet import bench, bench_report
 
 benchmark = load_script("benchmark")
 
@@ -28,7 +29,7 @@ def _row(pair, model, source, role, case, images_per_s, impl=None):
 def test_released_pairs_are_the_six_released_networks_each_with_its_baseline():
     rows = benchmark._released_builders(_args("--released", "--sources", "ecanet", "official"))
     labels = [(r["model"], r["role"], r["eca_impl"]) for r, _ in rows]
-    assert labels == [label for eca, base in benchmark.RELEASED_PAIRS
+    assert labels == [label for eca, base in bench_report.RELEASED_PAIRS
                       for label in ((base, "baseline", None), (eca, "eca", "auto"))]
     assert len(labels) == 12
     only = benchmark._released_builders(_args("--released", "mobilenet_v2", "--eca-impl", "auto", "plain",
@@ -64,9 +65,9 @@ def test_ratios_compare_with_the_same_sources_baseline_and_the_table_shows_the_s
                _row("resnet50", "eca_resnet50", "official", "eca", "train-eager", 800.0),
                _row("resnet50", "resnet50d", "timm", "baseline", "train-eager", 900.0),
                _row("resnet50", "ecaresnet50d", "timm", "eca", "train-eager", 870.0)]
-    benchmark._released_ratios(records)
+    bench_report.released_ratios(records)
     assert [r.get("vs_baseline") for r in records] == [None, 0.95, 0.8, None, 870 / 900]
-    table = benchmark._released_markdown(records + [{"pair": "mobilenet_v2", "model": "mobilenet_v2", "source": "ecanet",
+    table = bench_report._released_markdown(records + [{"pair": "mobilenet_v2", "model": "mobilenet_v2", "source": "ecanet",
                                                      "role": "baseline", "eca_impl": None, "case": "infer-eager",
                                                      "error": "RuntimeError: out of memory"}])
     lines = table.splitlines()
@@ -78,13 +79,13 @@ def test_ratios_compare_with_the_same_sources_baseline_and_the_table_shows_the_s
 def _pair_records(ratio: float, eca_spread: float, base_spread: float = 0.0) -> list[dict]:
     """ecanet's six pairs in all four cases, every ECA network at ``ratio`` of its baseline."""
     records = []
-    for eca, base in benchmark.RELEASED_PAIRS:
-        for case in benchmark.CASES:
+    for eca, base in bench_report.RELEASED_PAIRS:
+        for case in bench_report.CASES:
             for model, role, rate, spread, impl in ((base, "baseline", 1000.0, base_spread, None),
                                                     (eca, "eca", 1000.0 * ratio, eca_spread, "auto")):
                 records.append(_row(base, model, "ecanet", role, case, rate, impl) | {
                     "images_per_s_min": rate * (1 - spread / 2), "images_per_s_max": rate * (1 + spread / 2)})
-    benchmark._released_ratios(records)
+    bench_report.released_ratios(records)
     return records
 
 
@@ -92,16 +93,16 @@ def test_targets_name_each_slow_or_unsteady_measurement_and_what_was_not_measure
     records = _pair_records(0.96, eca_spread=0.0008)
     official = _row("resnet50", "eca_resnet50", "official", "eca", "train-eager", 700.0) | {
         "images_per_s_min": 600.0, "images_per_s_max": 800.0}          # slow and unsteady, but a reference
-    benchmark._released_ratios(records + [official])
-    met = benchmark._released_targets(records + [official])
+    bench_report.released_ratios(records + [official])
+    met = bench_report._released_targets(records + [official])
     assert "24 of 24 measurements met" in met and "not measured" not in met
     assert "24 of 24 met" in met                       # spreads under the noise floor pass; the official row is not judged
 
     records = _pair_records(0.96, eca_spread=0.004, base_spread=0.001)
     slow = next(r for r in records if r["model"] == "eca_resnet152" and r["case"] == "train-compiled")
     slow["images_per_s"] = 940.0
-    benchmark._released_ratios(records)
-    verdict = benchmark._released_targets([r for r in records if not (r["pair"] == "mobilenet_v2"
+    bench_report.released_ratios(records)
+    verdict = bench_report._released_targets([r for r in records if not (r["pair"] == "mobilenet_v2"
                                                                       and r["case"] == "infer-compiled")])
     assert "22 of 23 measurements met; NOT met: eca_resnet152 train-compiled 0.940x" in verdict
     assert "(not measured: mobilenet_v2 infer-compiled)" in verdict
@@ -113,7 +114,7 @@ def test_the_tables_show_each_rows_gpu_clocks_slowdowns_and_busy_time():
     """A row timed while the GPU lowered its clock or waited for the host says so beside its spread; rows
     without GPU reads (measured without NVML) show nothing, and a page with no such row has no such columns."""
     records = _pair_records(0.96, eca_spread=0.004, base_spread=0.001)
-    assert "SM clock" not in benchmark._released_markdown(records)
+    assert "SM clock" not in bench_report._released_markdown(records)
     steady = {"sm_clock_mhz": 1980.0, "sm_clock_min_mhz": 1980, "temperature_max_c": 60, "power_w": 500.0,
               "busy_percent": 100.0, "slowdowns": []}
     eca = next(r for r in records if r["model"] == "eca_resnet152" and r["case"] == "train-compiled")
@@ -121,11 +122,11 @@ def test_the_tables_show_each_rows_gpu_clocks_slowdowns_and_busy_time():
                       steady | {"busy_percent": 86.6}]
     base = next(r for r in records if r["model"] == "resnet152" and r["case"] == "train-compiled")
     base["gpu_all"] = [steady, steady | {"sm_clock_mhz": 1970.0}, None]
-    table = benchmark._released_markdown(records)
+    table = bench_report._released_markdown(records)
     assert "| 1,750-1,980 (power cap) | 87-100% |" in table       # the repeats' means differ by more than 1%
     assert "| 1,980 | 100% |" in table                            # within 1%: one figure
     assert "eca_resnet152 (auto) [ecanet] train-compiled 0.40% (baseline 0.10%; SM clock 1,750-1,980 MHz " \
-           "(power cap); GPU busy 87-100%)" in benchmark._released_targets(records)
+           "(power cap); GPU busy 87-100%)" in bench_report._released_targets(records)
     assert table.splitlines()[2].endswith("|  |  |")     # no reads recorded: empty cells
 
 
@@ -135,8 +136,8 @@ def test_ratio_table_has_one_row_per_eca_network_and_code():
                _row("resnet50", "eca_resnet50", "official", "eca", "train-eager", 800.0),
                _row("resnet50", "resnet50", "ecanet", "baseline", "infer-eager", 2000.0),
                _row("resnet50", "eca_resnet50", "ecanet", "eca", "infer-eager", 2100.0, "auto")]
-    benchmark._released_ratios(records)
-    lines = benchmark._released_ratio_table(records).splitlines()
+    bench_report.released_ratios(records)
+    lines = bench_report._released_ratio_table(records).splitlines()
     assert lines[0] == "| pair | ECA network | code | train-eager | infer-eager |"
     assert lines[2:] == ["| resnet50 | eca_resnet50 (auto) | ecanet | 0.950x | 1.050x |",
                          "| resnet50 | eca_resnet50 | official | 0.800x | - |"]
@@ -158,10 +159,10 @@ def test_a_failed_row_is_not_met():
     baseline = next(r for r in records if r["model"] == "resnet18" and r["case"] == "train-eager")
     baseline["error"] = "RuntimeError: out of memory"
     del baseline["images_per_s"]
-    benchmark._released_ratios(records)
-    verdict = benchmark._released_targets(records)
+    bench_report.released_ratios(records)
+    verdict = bench_report._released_targets(records)
     assert "23 of 24 measurements met; NOT met: eca_resnet18 train-eager failed" in verdict
-    assert "none measured" in benchmark._released_targets([])
+    assert "none measured" in bench_report._released_targets([])
 
 
 def test_merged_results_files_keep_each_runs_own_baseline(tmp_path):
@@ -173,7 +174,7 @@ def test_merged_results_files_keep_each_runs_own_baseline(tmp_path):
         path = tmp_path / f"run{index}.json"
         path.write_text(json.dumps({"environment": {}, "args": {}, "released": records}))
         paths.append(str(path))
-    summary = benchmark.summarize(paths)
+    summary = bench_report.summarize(paths)
     assert "| resnet50 | eca_resnet50 (auto) | ecanet | 0.960x | 0.960x |" in summary
     assert "1.920x" not in summary and "0.480x" not in summary
 
@@ -196,7 +197,7 @@ def test_a_later_results_file_supersedes_the_measurements_it_repeats(tmp_path):
         path = tmp_path / f"run{index}.json"
         path.write_text(json.dumps({"environment": {}, "args": {}, "released": records}))
         paths.append(str(path))
-    summary = benchmark.summarize(paths)
+    summary = bench_report.summarize(paths)
     assert "| resnet18 | eca_resnet18 (auto) | ecanet | 0.980x |" in summary      # 990 / 1010, the second run
     assert "| resnet18 | eca_resnet18 | official | 0.700x |" in summary           # 700 / 1000, the first run
     assert "| resnet152 | eca_resnet152 (auto) | ecanet | 0.967x |" in summary    # 290 / 300, the first run
@@ -215,7 +216,7 @@ def test_the_most_recently_measured_file_supersedes_whatever_order_the_files_are
             _row("resnet18", "resnet18", "ecanet", "baseline", "train-compiled", 1000.0),
             _row("resnet18", "eca_resnet18", "ecanet", "eca", "train-compiled", rate, "auto")]}))
         paths.append(str(path))
-    summary = benchmark.summarize(paths)
+    summary = bench_report.summarize(paths)
     assert "| resnet18 | eca_resnet18 (auto) | ecanet | 0.990x |" in summary and "0.830x" not in summary
 
 
@@ -223,7 +224,7 @@ def test_within_a_pair_and_case_the_rows_follow_the_sources_order():
     records = [_row("resnet50", "resnet50d", "timm", "baseline", "train-eager", 900.0),
                _row("resnet50", "eca_resnet50", "official", "eca", "train-eager", 800.0),
                _row("resnet50", "resnet50", "ecanet", "baseline", "train-eager", 1000.0)]
-    lines = benchmark._released_markdown(records).splitlines()[2:]
+    lines = bench_report._released_markdown(records).splitlines()[2:]
     assert [line.split(" | ")[3] for line in lines] == ["ecanet", "official", "timm"]
 
 
@@ -242,7 +243,7 @@ def test_rows_compiled_with_inductor_settings_stand_beside_the_default_rows(tmp_
         path = tmp_path / f"run{index}.json"
         path.write_text(json.dumps({"environment": {}, "args": {"inductor_option": options}, "released": records}))
         paths.append(str(path))
-    summary = benchmark.summarize(paths)
+    summary = bench_report.summarize(paths)
     assert "| mobilenet_v2 | eca_mobilenet_v2 (auto) | ecanet | 0.970x | 0.740x |" in summary
     assert "| mobilenet_v2 | eca_mobilenet_v2 (auto; triton.cudagraphs=True) | ecanet | - | 0.990x |" in summary
     assert ("| mobilenet_v2 | train-compiled | eca_mobilenet_v2 (auto; triton.cudagraphs=True) | ecanet | 1,188 |"
@@ -292,7 +293,7 @@ def test_inductor_options_reach_every_compiled_measurement(monkeypatch):
                         (benchmark.run_loss_curve, ("--loss-curve", "1", "--eca-impl", "auto", "plain",
                                                     "--compile", "on"))):
         args = _args(*argv, *common)
-        suite(args, benchmark.Report(None, args))
+        suite(args, bench_report.Report(None, args))
     compiled = [kwargs for calls in seen.values() for kwargs in calls if kwargs.get("compile")]
     assert {name for name, calls in seen.items() if any(c.get("compile") for c in calls)} == {
         "measure_throughput", "profile_step", "loss_curves"}
@@ -313,7 +314,7 @@ def test_a_fresh_process_row_is_measured_by_a_child_process(tmp_path, monkeypatc
             "--warmup-steps", "1", "--timed-steps", "1", "--json", str(out)]
     args = _args(*argv)
     baseline = _row("resnet18", "resnet18", "ecanet", "baseline", "infer-eager", 1000.0)
-    out.write_text(json.dumps({"environment": benchmark.environment(), "args": vars(args), "released": [baseline]}))
+    out.write_text(json.dumps({"environment": bench_report.environment(), "args": vars(args), "released": [baseline]}))
     assert benchmark.main(argv + ["--resume"]) == 0
     records = json.loads(out.read_text())["released"]
     assert [r["model"] for r in records] == ["resnet18", "eca_resnet18"] and records[0] == baseline
@@ -357,7 +358,7 @@ def test_compile_jobs_fill_the_cache_before_the_timed_rows(tmp_path, monkeypatch
             "infer-eager", "--compile-jobs", "2", "--device", "cpu"]
     args = _args(*argv)
     args.argv = argv
-    args_report = benchmark.Report(None, args)
+    args_report = bench_report.Report(None, args)
     benchmark.run_released(args, args_report)
     kinds = [kind for kind, _ in events]
     assert kinds == ["compile"] * 4 + ["time"] * 4 + ["here"] * 4
@@ -467,13 +468,13 @@ def test_resume_keeps_the_measured_rows_and_measures_the_rest(tmp_path, monkeypa
     assert len(data["environment"]["continued"]) == 1
     assert benchmark.main(_resume_argv(path, "resnet18", "resnet34", extra=["--resume"])) == 0
     assert len(calls) == 5 and json.loads(path.read_text()) == data   # nothing left to measure or to write
-    page = benchmark.performance_page([str(path)], benchmark.summarize([str(path)]))
+    page = bench_report.performance_page([str(path)], bench_report.summarize([str(path)]))
     assert page.count("; continued ") == 1
 
 
 def test_resume_refuses_a_file_measured_differently_and_leaves_it_untouched(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(bench, "measure_throughput", lambda model, **kwargs: _FakeResult(10.0))
-    monkeypatch.setattr(benchmark, "code_tree", lambda: "1" * 40)
+    monkeypatch.setattr(bench_report, "code_tree", lambda: "1" * 40)
     path = tmp_path / "released.json"
     assert benchmark.main(_resume_argv(path, "resnet18")) == 0
     before = path.read_bytes()
@@ -482,7 +483,7 @@ def test_resume_refuses_a_file_measured_differently_and_leaves_it_untouched(tmp_
             benchmark.main(_resume_argv(path, "resnet18", extra=extra))
         assert exit_info.value.code == 2 and "measured differently" in capsys.readouterr().err
         assert path.read_bytes() == before
-    monkeypatch.setattr(benchmark, "code_tree", lambda: "2" * 40)   # other files, whatever the commit says
+    monkeypatch.setattr(bench_report, "code_tree", lambda: "2" * 40)   # other files, whatever the commit says
     with pytest.raises(SystemExit) as exit_info:
         benchmark.main(_resume_argv(path, "resnet18", extra=["--resume"]))
     assert exit_info.value.code == 2 and "code (git tree) 1111" in capsys.readouterr().err
@@ -529,11 +530,11 @@ def test_code_tree_names_the_files_as_git_would_commit_them(tmp_path, monkeypatc
     (repo / "link").symlink_to("a.txt")
     git("add", "-A")
     git("commit", "-qm", "files")
-    assert benchmark.code_tree(repo) == git("rev-parse", "HEAD^{tree}")
+    assert bench_report.code_tree(repo) == git("rev-parse", "HEAD^{tree}")
     objects = sorted(p.name for p in (repo / ".git" / "objects").rglob("*"))
     (repo / "a.txt").write_text("changed\n")
     (repo / "untracked.json").write_text("{}")
-    changed = benchmark.code_tree(repo)
+    changed = bench_report.code_tree(repo)
     assert sorted(p.name for p in (repo / ".git" / "objects").rglob("*")) == objects
     assert changed != git("rev-parse", "HEAD^{tree}")
     assert changed == git("rev-parse", git("stash", "create") + "^{tree}")
@@ -541,6 +542,6 @@ def test_code_tree_names_the_files_as_git_would_commit_them(tmp_path, monkeypatc
     (repo / "results" / "benchmark.json").write_text("{}")
     git("add", "results")
     (repo / "results" / "benchmark.json").write_text('{"continued": 1}')   # a tracked results file, continued
-    assert benchmark.code_tree(repo) == changed
+    assert bench_report.code_tree(repo) == changed
     (tmp_path / "plain").mkdir()
-    assert benchmark.code_tree(tmp_path / "plain") is None   # not a git checkout
+    assert bench_report.code_tree(tmp_path / "plain") is None   # not a git checkout
