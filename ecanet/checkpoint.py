@@ -179,7 +179,7 @@ def ema_state_dict(obj: Any, source: str = "checkpoint") -> dict[str, torch.Tens
     for key in EMA_STATE_KEYS:
         inner = obj.get(key) if isinstance(obj, Mapping) else None
         if isinstance(inner, Mapping) and inner and all(isinstance(v, torch.Tensor) for v in inner.values()):
-            return strip_wrapper_prefixes(inner)
+            return strip_wrapper_prefixes({k: v for k, v in inner.items() if k != AVERAGED_MODEL_COUNT})
     raise CheckpointError(f"{source} holds no EMA weights: its run was not trained with --ema (or the file is not "
                           f"a checkpoint of ecanet or timm). Leave out --use-ema to use the model's own weights.")
 
@@ -319,8 +319,10 @@ def _recipe_from_run_config(obj: Mapping[str, Any], spec: NetworkSpec) -> Recipe
     return recipe
 
 
-# Where a checkpoint keeps the exponential moving average's weights: ecanet's key, then timm's.
-EMA_STATE_KEYS = ("ema_state_dict", "state_dict_ema")
+# Where a checkpoint keeps the exponential moving average's weights: best.pth's key, timm's, and last.pth's
+# (the whole torch.optim.swa_utils.AveragedModel: the network under 'module.', and its 'n_averaged' count).
+EMA_STATE_KEYS = ("ema_state_dict", "state_dict_ema", "ema")
+AVERAGED_MODEL_COUNT = "n_averaged"
 
 
 def read_weights(path: str | os.PathLike, map_location: Any = "cpu",

@@ -66,8 +66,9 @@ def _add_data_options(p: argparse.ArgumentParser) -> None:
                         "checkpoint's recipe decides unless this is given)")
     g.add_argument("--val-resize", type=int, default=IMAGENET_VAL_RESIZE, metavar="PX",
                    help="validation images are resized to this, then center-cropped to --img-size "
-                        "(paper: 256; a checkpoint's recipe decides as for --img-size; where only --img-size is "
-                        "given, --img-size over the crop ratio: 224/256, or the recipe's)")
+                        "(paper: 256; a checkpoint's recipe decides as for --img-size; where --img-size is given "
+                        "and this is not, by the command line or a config file: --img-size over the crop ratio, "
+                        "224/256 or the recipe's)")
     g.add_argument("--augment", choices=AUGMENTATIONS, default="rrc",
                    help="training crop: 'rrc' = RandomResizedCrop (paper); 'crop' = resize to --img-size "
                         "then RandomCrop with --crop-padding (small images)")
@@ -360,12 +361,13 @@ def parse_config(argv: Sequence[str] | None = None, defaults: Mapping[str, Any] 
     recipe_arch = (defaults or {}).get("arch")
     if recipe_arch:
         next(a for a in parser._actions if a.dest == "arch").help = _arch_help(recipe_arch)
-    config_path, from_file = config_file_options(argv, parser)
+    _, from_file = config_file_options(argv, parser)
     parser.set_defaults(**from_file)
     args = parser.parse_args(argv)
     args.explicit = frozenset(from_file) | given_on_the_command_line(argv, lambda: build_parser(prog, description))
-    # the network whose training recipe the program's defaults are (light_main.py's), unless a config file gives one
-    args.recipe_arch = None if config_path else recipe_arch
+    # the network whose training recipe the program's defaults are (light_main.py's), unless a config file names
+    # a network: it is then that network's recipe (the files of configs/ each name theirs)
+    args.recipe_arch = None if "arch" in from_file else recipe_arch
     if not args.evaluate and "arch" in args.explicit:   # evaluation takes its recipe from the checkpoint
         check_recipe_fits(args.arch, args.recipe_arch, prog, "-a")
     return args
@@ -757,5 +759,6 @@ def check_crop_fits(img_size: int, val_resize: int, explicit: frozenset[str] = f
     if img_size <= val_resize or "val_resize" not in explicit:
         return  # without --val-resize, resolve derives it from --img-size (resize_for_crop)
     raise ConfigError(f"--img-size {img_size} is larger than --val-resize {val_resize}: validation would center-crop "
-                      f"{img_size} pixels out of {val_resize} and pad the rest with black. Pass --val-resize "
-                      f"{resize_for_crop(img_size)} (the paper's 224/256 ratio) or more, or leave it out.")
+                      f"{img_size} pixels out of {val_resize} and pad the rest with black. Set --val-resize "
+                      f"{resize_for_crop(img_size)} (the paper's 224/256 ratio) or more, on the command line or in "
+                      f"the config file, or set neither: --img-size alone keeps the crop ratio.")

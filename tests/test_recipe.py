@@ -141,6 +141,10 @@ def test_light_main_trains_no_resnet_from_weights_but_evaluates_one(small_run, i
     assert not (tmp_path / "t").exists()
     assert main(list(map(str, [image_folder, "-e", "--weights", small_run / "best.pth", "-j", "0",
                                "--output", tmp_path / "e"])), **light) == EXIT_OK
+    # a config file that names no network leaves the MobileNetV2 recipe in force: still refused
+    partial = tmp_path / "partial.yaml"
+    partial.write_text("epochs: 1\n")
+    assert main(list(map(str, [*argv, "--config", partial, "--output", tmp_path / "p"])), **light) == EXIT_USAGE
 
 
 def test_headless_weights_start_a_fresh_classifier_and_are_not_evaluated(image_folder, tmp_path, caplog, capsys):
@@ -447,6 +451,11 @@ def test_the_ema_weights_of_a_checkpoint_are_loaded_when_asked(small_run, image_
     assert all(torch.equal(ema[k], v) for k, v in best["ema_state_dict"].items())
     own = ecanet.load_model(small_run / "best.pth").state_dict()
     assert not all(torch.equal(own[k], ema[k]) for k in own)
+    # last.pth keeps the whole AveragedModel (its network under 'module.', and a count): the same weights
+    from_last = ecanet.load_model(small_run / "last.pth", use_ema=True).state_dict()
+    assert all(torch.equal(from_last[k], v) for k, v in ema.items())
+    assert run_main([image_folder, "-e", "--resume", small_run / "last.pth", "--use-ema", "-j", "0",
+                     "--output", tmp_path / "e_last"]) == EXIT_OK
     assert run_main([image_folder, "-e", "--weights", small_run / "best.pth", "--use-ema", "-j", "0",
                      "--output", tmp_path / "e"]) == EXIT_OK
     bare = tmp_path / "bare.pth"
