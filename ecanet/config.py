@@ -361,25 +361,30 @@ def parse_config(argv: Sequence[str] | None = None, defaults: Mapping[str, Any] 
     recipe_arch = (defaults or {}).get("arch")
     if recipe_arch:
         next(a for a in parser._actions if a.dest == "arch").help = _arch_help(recipe_arch)
-    _, from_file = config_file_options(argv, parser)
+    config_path, from_file = config_file_options(argv, parser)
     parser.set_defaults(**from_file)
     args = parser.parse_args(argv)
     args.explicit = frozenset(from_file) | given_on_the_command_line(argv, lambda: build_parser(prog, description))
-    # the network whose training recipe the program's defaults are (light_main.py's), unless a config file names
-    # a network: it is then that network's recipe (the files of configs/ each name theirs)
-    args.recipe_arch = None if "arch" in from_file else recipe_arch
+    # The network whose training recipe the defaults are, and where they come from: the config file's when it
+    # names one (each file of configs/ is its network's recipe), else the program's (light_main.py's).
+    args.recipe_arch, args.recipe_source = ((from_file["arch"], f"config file {config_path}") if "arch" in from_file
+                                            else (recipe_arch, f"{prog or 'this program'}'s defaults"))
     if not args.evaluate and "arch" in args.explicit:   # evaluation takes its recipe from the checkpoint
-        check_recipe_fits(args.arch, args.recipe_arch, prog, "-a")
+        check_recipe_fits(args.arch, args, "-a")
     return args
 
 
-def check_recipe_fits(arch: str, recipe_arch: str | None, prog: str | None, source: str) -> None:
-    """A ConfigError where ``arch`` (from ``source``: -a, or the file of --weights) would train with the recipe
-    of another family of networks than ``recipe_arch``'s (light_main.py's MobileNetV2 recipe for a ResNet)."""
+def check_recipe_fits(arch: str, args: argparse.Namespace, source: str) -> None:
+    """A ConfigError where ``arch`` (named by ``source``: -a, or the file of --weights) would train with the
+    recipe of another family of networks (``args.recipe_arch``, from :func:`parse_config`): a MobileNetV2
+    with a ResNet recipe, or the other way round."""
+    recipe_arch = getattr(args, "recipe_arch", None)
     if recipe_arch and _family(arch) != _family(recipe_arch):
-        raise ConfigError(f"{prog or 'this program'}'s defaults are the training recipe of {recipe_arch}, and "
-                          f"{source} is {arch}, not a {_family(recipe_arch)}: it would train with that recipe. Use "
-                          f"main.py (the paper's ResNet recipe) for {arch}, or give its recipe with --config.")
+        advice = " or main.py, whose defaults are the paper's ResNet recipe," if _family(arch) == "ResNet" else ""
+        raise ConfigError(f"the training options come from {args.recipe_source}, the recipe of {recipe_arch}, and "
+                          f"{source} is {arch}, not a {_family(recipe_arch)}: it would train with that recipe. Give "
+                          f"{arch} its own recipe (--config configs/<network>.yaml,{advice} or every option on "
+                          f"the command line).")
 
 
 def _family(arch: str) -> str:
@@ -715,7 +720,7 @@ def resolve(args: argparse.Namespace, *, default_workers: int, fresh_seed: int, 
         if not args.evaluate and "arch" not in explicit:
             values["arch"] = recipe.arch
             if not recorded:   # --weights: the file's network would train with the program's recipe
-                check_recipe_fits(recipe.arch, getattr(args, "recipe_arch", None), None, "the network of --weights")
+                check_recipe_fits(recipe.arch, args, "the network of --weights")
     if "img_size" in explicit and "val_resize" not in explicit:
         # A crop size alone keeps the crop ratio (the resumed run's, the checkpoint recipe's or the paper's), rather
         # than center-cropping a small patch out of the other size's resize.

@@ -112,11 +112,19 @@ def test_light_main_has_the_mobilenet_recipe():
     assert (args.sched, args.lr_decay_epochs, args.lr_decay_rate) == ("step", 1, 0.98)
     assert parse_config(["DATA", "--lr", "0.09"], defaults=MOBILENET_RECIPE).lr == 0.09
     assert parse_config(["DATA", "-a", "mobilenet_v2"], defaults=MOBILENET_RECIPE).arch == "mobilenet_v2"  # baseline
-    with pytest.raises(ConfigError, match="-a is eca_resnet18, not a MobileNetV2.*Use main.py"):
+    with pytest.raises(ConfigError, match="light_main.py.s defaults, the recipe of eca_mobilenet_v2, and -a is eca_resnet18, not a MobileNetV2.*or main.py"):
         parse_config(["DATA", "-a", "eca_resnet18"], defaults=MOBILENET_RECIPE, prog="light_main.py")
     assert parse_config(["DATA", "-e", "-a", "eca_resnet18"], defaults=MOBILENET_RECIPE).evaluate   # no training
     recipe = ROOT / "configs" / "eca_resnet18.yaml"   # a recipe of its own: the defaults do not apply
     assert parse_config(["DATA", "--config", str(recipe)], defaults=MOBILENET_RECIPE).arch == "eca_resnet18"
+    # but -a of another family than the file's network trains with the file's recipe: refused
+    for defaults in (MOBILENET_RECIPE, None):   # light_main.py or main.py: the file is the recipe
+        with pytest.raises(ConfigError, match="from config file .*eca_mobilenet_v2.yaml, the recipe of "
+                                              "eca_mobilenet_v2, and -a is eca_resnet18, not a MobileNetV2"):
+            parse_config(["DATA", "--config", str(ROOT / "configs" / "eca_mobilenet_v2.yaml"), "-a", "eca_resnet18"],
+                         defaults=defaults, prog="light_main.py")
+    # a ResNet recipe for another ResNet is fine
+    assert parse_config(["DATA", "--config", str(recipe), "-a", "eca_resnet50"]).arch == "eca_resnet50"
 
 
 def test_gpu_decode_share_takes_a_number_or_auto(tmp_path, capsys):
