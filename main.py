@@ -70,15 +70,16 @@ def run(args: Any) -> int:
             if resume_obj is not None:  # the run continues as it started: its network and preprocessing
                 recipe = ckpt.training_recipe(resume_obj, str(resume_path))
                 ckpt.check_resumable(resume_obj, resume_path, args.arch or recipe.arch, None, None)
+                epochs = config.resumed_epochs(args, resume_obj.get("config"))
+                if ckpt.is_complete(resume_obj, epochs):   # before resolving: a requeued finished run just stops
+                    log.info("%s: the run is complete (%d of %d epochs); nothing to do. Pass a larger --epochs to "
+                             "train on.", resume_path, resume_obj["epoch"], epochs)
+                    return EXIT_OK
         cfg = config.resolve(args, default_workers=data_lib.default_workers(info.local_world_size),
                              fresh_seed=dist.broadcast_object(runtime.fresh_seed(), info),
                              timestamp=dist.broadcast_object(datetime.now().strftime("%Y%m%d-%H%M%S"), info),
                              resumed_seed=resume_obj.get("sampler_seed") if resume_obj else None, recipe=recipe,
                              recorded=resume_obj.get("config") if resume_obj else None)
-        if resume_obj is not None and ckpt.is_complete(resume_obj, cfg.epochs):   # the run's own epochs, unless given
-            log.info("%s: the run is complete (%d of %d epochs); nothing to do. Pass a larger --epochs to train on.",
-                     resume_path, resume_obj["epoch"], cfg.epochs)
-            return EXIT_OK
         if recipe is not None:
             log_recipe_use(cfg, recipe)
         if cfg.weights and not cfg.evaluate and resume_obj is None and cfg.ksize is not None:

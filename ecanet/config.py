@@ -686,6 +686,14 @@ RESUME_INHERITED_OPTIONS = ("weights", "use-ema", "img-size", "val-resize", "aug
                             "deterministic")
 
 
+def resumed_epochs(args: argparse.Namespace, recorded: Mapping[str, Any] | None) -> int:
+    """The epochs a resumed run trains to, as :func:`resolve` gives them: ``--epochs`` when an option sets it,
+    else the run's own (its ``config.yaml``, ``recorded``)."""
+    if recorded and "epochs" in recorded and "epochs" not in getattr(args, "explicit", frozenset()):
+        return int(recorded["epochs"])
+    return args.epochs
+
+
 def resolve(args: argparse.Namespace, *, default_workers: int, fresh_seed: int, timestamp: str,
             resumed_seed: int | None = None, recipe: Any = None,
             recorded: Mapping[str, Any] | None = None) -> Config:
