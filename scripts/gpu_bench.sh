@@ -18,7 +18,7 @@
 #               OFFICIAL=DIR adds the official code's networks (the official repository's models/ folder);
 #               RELEASED_IMPLS (default "auto") the ECA implementations of ecanet's networks in both steps, e.g.
 #               RELEASED_IMPLS="auto fused" STEPS=released-eager times eager training with the BatchNorm+ECA
-#               tail kernels against the default;
+#               tail kernels in every network against the default (which takes them in the ResNets only);
 #               RELEASED_PAIRS narrows both steps and COMPILED_MODES ("train infer") the compiled one, e.g. to
 #               what one 10-minute call can compile and time; COMPILE_ARGS adds arguments to it (e.g.
 #               "--inductor-option combo_kernels=True"). RESUME=1: each step continues the results file already at
