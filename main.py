@@ -70,7 +70,7 @@ def run(args: Any) -> int:
             if resume_obj is not None:  # the run continues as it started: its network and preprocessing
                 recipe = ckpt.training_recipe(resume_obj, str(resume_path))
                 ckpt.check_resumable(resume_obj, resume_path, args.arch or recipe.arch, None, None)
-                epochs = config.resumed_epochs(args, resume_obj.get("config"))
+                epochs = config.inherited_options(args, resume_obj.get("config")).get("epochs", args.epochs)
                 if ckpt.is_complete(resume_obj, epochs):   # before resolving: a requeued finished run just stops
                     log.info("%s: the run is complete (%d of %d epochs); nothing to do. Pass a larger --epochs to "
                              "train on.", resume_path, resume_obj["epoch"], epochs)
@@ -191,12 +191,11 @@ def build_train_state(cfg: config.Config, info: Any, data: Any, precision: Any, 
     """The network (from scratch, or from ``--weights`` with their kernel sizes, unless ``resuming``: the
     checkpoint then brings the weights), its optimizer, schedule and EMA, on this process's device."""
     model = models.create_model(cfg.arch, num_classes=data.num_classes, k_size=cfg.ksize, eca_impl=cfg.eca_impl)
-    if cfg.weights and not resuming:
-        file_recipe = ckpt.read_recipe(cfg.weights) if recipe is None or recipe.arch != cfg.arch else recipe
-        if file_recipe.arch != cfg.arch:
-            raise ConfigError(f"the network in --weights {cfg.weights} is {file_recipe.arch}, but -a asks for "
-                              f"{cfg.arch}. Drop -a (the file's network is used) or pass -a {file_recipe.arch}.")
-        models.set_eca_kernel_sizes(model, file_recipe.eca_kernel_sizes)  # every ECA layer as the file has it
+    if cfg.weights and not resuming:   # recipe: the file's (run read it)
+        if recipe.arch != cfg.arch:
+            raise ConfigError(f"the network in --weights {cfg.weights} is {recipe.arch}, but -a asks for "
+                              f"{cfg.arch}. Drop -a (the file's network is used) or pass -a {recipe.arch}.")
+        models.set_eca_kernel_sizes(model, recipe.eca_kernel_sizes)  # every ECA layer as the file has it
         ckpt.load_weights_into(model, cfg.weights, None if cfg.synthetic else data.classes, use_ema=cfg.use_ema)
     elif recipe is not None and recipe.arch == cfg.arch and cfg.ksize is None:  # a resumed run's own kernel sizes
         models.set_eca_kernel_sizes(model, recipe.eca_kernel_sizes)

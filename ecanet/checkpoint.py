@@ -67,10 +67,12 @@ class CheckpointSaveError(RuntimeError):
 
 # ----------------------------------------------------------------------------------------------- reading
 
-def read_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> Any:
+def read_checkpoint(path: str | os.PathLike, map_location: Any = "cpu", mmap: bool = False) -> Any:
     """``torch.load`` with errors a user can act on (missing, truncated, not a checkpoint).
 
     Loads with ``weights_only=True``: tensors and plain containers only, never arbitrary pickled code.
+    ``mmap``: map the tensors of a zip-format file from it rather than read them (for what needs only their
+    shapes); files of the pickle format before torch 1.6 are read whole.
     """
     path = Path(path)
     if not path.exists():
@@ -96,7 +98,8 @@ def read_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> Any:
                               f"torch 1.6, a pickle), and this file starts with {head!r}. Give a checkpoint file "
                               f"(.pth, .pth.tar) or an export folder.")
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
+        return torch.load(path, map_location=map_location, weights_only=True,
+                          mmap=mmap and head.startswith(_ZIP_MAGIC))
     except pickle.UnpicklingError as exc:
         refused = _weights_only_refusal(exc)
         if refused is None:
@@ -325,12 +328,12 @@ EMA_STATE_KEYS = ("ema_state_dict", "state_dict_ema", "ema")
 AVERAGED_MODEL_COUNT = "n_averaged"
 
 
-def read_weights(path: str | os.PathLike, map_location: Any = "cpu",
-                 use_ema: bool = False) -> tuple[dict[str, torch.Tensor], Recipe]:
+def read_weights(path: str | os.PathLike, map_location: Any = "cpu", use_ema: bool = False,
+                 mmap: bool = False) -> tuple[dict[str, torch.Tensor], Recipe]:
     """The weights (prefix-free) and the recipe of any file ecanet reads: an official ECA-Net file, a bare
     state_dict, an ecanet checkpoint, or an export folder (``model.safetensors`` + ``config.json``).
     ``use_ema``: the weights of the model's exponential moving average (a checkpoint of a run trained with
-    ``--ema``) instead of the model's own."""
+    ``--ema``) instead of the model's own. ``mmap``: as for :func:`read_checkpoint`."""
     path = Path(path)
     source = str(path)
     if path.is_dir() and any((path / name).exists() for name in (EXPORT_CONFIG, EXPORT_WEIGHTS)):
@@ -339,7 +342,7 @@ def read_weights(path: str | os.PathLike, map_location: Any = "cpu",
                                   f"beside them. Leave out --use-ema, or export the EMA's weights: "
                                   f"python scripts/export.py CHECKPOINT FOLDER --use-ema.")
         return read_export(path)
-    obj = read_checkpoint(path, map_location)
+    obj = read_checkpoint(path, map_location, mmap)
     check_format_version(obj, source)
     state_dict = ema_state_dict(obj, source) if use_ema else extract_state_dict(obj, source)
     spec = infer_network(state_dict, source)
@@ -367,8 +370,9 @@ def training_recipe(obj: Mapping[str, Any], source: str) -> Recipe:
 
 
 def read_recipe(path: str | os.PathLike) -> Recipe:
-    """The recipe of a checkpoint file or export folder (see :func:`read_weights`)."""
-    return read_weights(path)[1]
+    """The recipe of a checkpoint file or export folder (see :func:`read_weights`). The network is read off the
+    tensors' shapes, so a checkpoint's tensors are mapped from the file, not read."""
+    return read_weights(path, mmap=True)[1]
 
 
 def load_model(path: str | os.PathLike, arch: str | None = None, map_location: Any = "cpu",
@@ -644,8 +648,8 @@ def check_resumable(obj: Any, path: str | os.PathLike, arch: str, eca_kernel_siz
     if not is_training_checkpoint(obj):
         raise CheckpointError(
             f"{path} holds no ecanet training state (the optimizer, schedule, position and random states a "
-            f"resumed run continues from), so training cannot continue from it. To start a new run from these weights use --weights {path}; to evaluate "
-            f"them use -e --resume {path}.")
+            f"resumed run continues from), so training cannot continue from it. To start a new run from these "
+            f"weights use --weights {path}; to evaluate them use -e --resume {path}.")
     if obj.get("arch") != arch:
         raise CheckpointError(f"{path} is a checkpoint of {obj.get('arch')}, but this run trains {arch}. "
                               f"Pass -a {obj.get('arch')} (and its --ksize) or another --output/--resume.")

@@ -678,20 +678,23 @@ RECIPE_PREPROCESSING = ("img_size", "val_resize", "mean", "std")
 # What a resumed run takes from its own config.yaml unless an option says otherwise: what it trains and how
 # (the data, the network, the weights it started from, the optimisation). Where the data is, and how fast and
 # where the run computes (workers, device, precision, compile, decoding), are this start's own.
-RESUME_INHERITED_OPTIONS = ("weights", "use-ema", "img-size", "val-resize", "augment", "min-crop-scale", "crop-padding", "hflip",
-                            "random-erasing", "mean", "std", "synthetic", "synthetic-size", "ksize", "num-classes",
-                            "epochs", "batch-size", "val-batch-size", "lr", "lr-base-batch", "momentum", "nesterov",
-                            "weight-decay", "no-wd-bn-bias", "sched", "lr-decay-epochs", "lr-decay-rate", "min-lr",
-                            "warmup-epochs", "label-smoothing", "ema", "ema-decay", "clip-grad-norm", "sync-bn",
-                            "deterministic")
+RESUME_INHERITED_OPTIONS = ("weights", "use-ema", "img-size", "val-resize", "augment", "min-crop-scale",
+                            "crop-padding", "hflip", "random-erasing", "mean", "std", "synthetic", "synthetic-size",
+                            "ksize", "num-classes", "epochs", "batch-size", "val-batch-size", "lr", "lr-base-batch",
+                            "momentum", "nesterov", "weight-decay", "no-wd-bn-bias", "sched", "lr-decay-epochs",
+                            "lr-decay-rate", "min-lr", "warmup-epochs", "label-smoothing", "ema", "ema-decay",
+                            "clip-grad-norm", "sync-bn", "deterministic")
 
 
-def resumed_epochs(args: argparse.Namespace, recorded: Mapping[str, Any] | None) -> int:
-    """The epochs a resumed run trains to, as :func:`resolve` gives them: ``--epochs`` when an option sets it,
-    else the run's own (its ``config.yaml``, ``recorded``)."""
-    if recorded and "epochs" in recorded and "epochs" not in getattr(args, "explicit", frozenset()):
-        return int(recorded["epochs"])
-    return args.epochs
+def inherited_options(args: argparse.Namespace, recorded: Mapping[str, Any] | None) -> dict[str, Any]:
+    """``{dest: value}``: the options of :data:`RESUME_INHERITED_OPTIONS` that a resumed run's ``config.yaml``
+    (``recorded``) gives and no option (the command line or ``--config``) sets; :func:`resolve` applies them."""
+    if not recorded:
+        return {}
+    explicit = getattr(args, "explicit", frozenset())
+    table = _option_table(build_parser())
+    return {table[key].dest: recorded[key] for key in RESUME_INHERITED_OPTIONS
+            if key in recorded and table[key].dest not in explicit}
 
 
 def resolve(args: argparse.Namespace, *, default_workers: int, fresh_seed: int, timestamp: str,
@@ -715,11 +718,7 @@ def resolve(args: argparse.Namespace, *, default_workers: int, fresh_seed: int, 
     """
     values = dict(vars(args))
     explicit = getattr(args, "explicit", frozenset())
-    if recorded:
-        table = _option_table(build_parser())
-        for key in RESUME_INHERITED_OPTIONS:
-            if key in recorded and table[key].dest not in explicit:
-                values[table[key].dest] = recorded[key]
+    values.update(inherited_options(args, recorded))
     if recipe is not None:
         for dest in RECIPE_PREPROCESSING:
             if dest not in explicit:

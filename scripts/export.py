@@ -56,13 +56,13 @@ def run(args: argparse.Namespace) -> int:
     model = ckpt.load_model(args.checkpoint, eca_impl="plain", use_ema=args.use_ema)
     recipe = model.recipe
     img_size = args.img_size or recipe.img_size
-    if "onnx" in (args.format or []) and img_size != recipe.img_size:
-        log.warning("model.onnx takes %dx%d inputs, but the recipe in %s evaluates %dx%d crops: feed it what it "
-                    "takes, or export without --img-size", img_size, img_size, ckpt.EXPORT_CONFIG, recipe.img_size,
-                    recipe.img_size)
     formats = args.format or ["safetensors"]
     if "onnx" in formats:  # every check before anything is written
         export.check_onnx_options(args.opset, img_size)
+        if img_size != recipe.img_size:
+            log.warning("model.onnx takes %dx%d inputs, but the recipe in %s evaluates %dx%d crops: feed it what "
+                        "it takes, or export without --img-size", img_size, img_size, ckpt.EXPORT_CONFIG,
+                        recipe.img_size, recipe.img_size)
     ckpt.save_export(model, recipe, out)  # every export folder is self-contained: weights and recipe
     written = [ckpt.EXPORT_WEIGHTS, ckpt.EXPORT_CONFIG]
     if "onnx" in formats:

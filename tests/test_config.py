@@ -112,7 +112,8 @@ def test_light_main_has_the_mobilenet_recipe():
     assert (args.sched, args.lr_decay_epochs, args.lr_decay_rate) == ("step", 1, 0.98)
     assert parse_config(["DATA", "--lr", "0.09"], defaults=MOBILENET_RECIPE).lr == 0.09
     assert parse_config(["DATA", "-a", "mobilenet_v2"], defaults=MOBILENET_RECIPE).arch == "mobilenet_v2"  # baseline
-    with pytest.raises(ConfigError, match="light_main.py.s defaults, the recipe of eca_mobilenet_v2, and -a is eca_resnet18, not a MobileNetV2.*or main.py"):
+    with pytest.raises(ConfigError, match="light_main.py.s defaults, the recipe of eca_mobilenet_v2, and -a is "
+                                          "eca_resnet18, not a MobileNetV2.*or main.py"):
         parse_config(["DATA", "-a", "eca_resnet18"], defaults=MOBILENET_RECIPE, prog="light_main.py")
     assert parse_config(["DATA", "-e", "-a", "eca_resnet18"], defaults=MOBILENET_RECIPE).evaluate   # no training
     recipe = ROOT / "configs" / "eca_resnet18.yaml"   # a recipe of its own: the defaults do not apply

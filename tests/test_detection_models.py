@@ -68,7 +68,8 @@ def test_features_out_indices_as_timm_reads_them(indices, stages):
     features = create_model("resnet18", features_only=True, out_indices=indices)
     assert features.feature_info.module_name() == stages
     assert features.feature_info.channels() == features.out_channels == [f.channels for f in features.feature_info]
-    assert features.feature_info.reduction(-1) == 32 and features.feature_info.channels([0]) == [features.out_channels[0]]
+    info = features.feature_info
+    assert info.reduction(-1) == 32 and info.channels([0]) == [features.out_channels[0]]
 
 
 def test_out_indices_without_features_only_is_refused():

@@ -319,7 +319,7 @@ class _BnEcaTailTraining(torch.autograd.Function):
         mu = sum_b s1 / n,  var = sum_b s2 / n - mu^2,  r = (var + eps)^-1/2          (C,)
         a = gamma * r,  h = beta - mu * a                   BN(x) = a * xc + h         (C,)
         m = a * s1 / P + h                                  Eq. (2): GAP of BN(x)      (B, C)
-        g = sigmoid(C1D_k(m))                               Eq. (9)              (B, C)
+        g = sigmoid(C1D_k(m))                               Eq. (9)                    (B, C)
         out = relu(xc * (a g) + h g + identity)                                   one pointwise pass
 
     Backward, from G' = dL/dout * [out > 0] (which is also dL/didentity):

@@ -65,21 +65,24 @@ class FeatureInfoList(list):
         return self._get("module", idx)
 
 
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def stage_indices(out_indices: int | Sequence[int], num_stages: int) -> list[int]:
     """``out_indices`` as a rising list of stage indices, as timm reads it: an int n is the last n stages, and
     a negative index counts from the end (-1 the last stage). Anything else is a ValueError."""
-    if isinstance(out_indices, int) and not isinstance(out_indices, bool):
+    if _is_int(out_indices):
         indices: list[object] = list(range(num_stages - out_indices, num_stages)) if out_indices > 0 else []
     elif isinstance(out_indices, (list, tuple, range)):
-        indices = [i + num_stages if isinstance(i, int) and not isinstance(i, bool) and i < 0 else i
-                   for i in out_indices]
+        indices = [i + num_stages if _is_int(i) and i < 0 else i for i in out_indices]
     else:
         indices = [out_indices]   # refused below
-    valid = all(isinstance(i, int) and not isinstance(i, bool) and 0 <= i < num_stages for i in indices)
+    valid = all(_is_int(i) and 0 <= i < num_stages for i in indices)
     if not indices or not valid or sorted(set(indices)) != indices:
         raise ValueError(f"out_indices {out_indices!r} is not a rising list of stage indices 0-{num_stages - 1} "
-                          f"(negative ones count from the end) or a number of last stages 1-{num_stages}. "
-                          f"Pass e.g. {DEFAULT_OUT_INDICES}.")
+                         f"(negative ones count from the end) or a number of last stages 1-{num_stages}. "
+                         f"Pass e.g. {DEFAULT_OUT_INDICES}.")
     return indices
 
 
@@ -90,7 +93,7 @@ def _run_order(model: nn.Module) -> list[str]:
     if isinstance(model, MobileNetV2):
         return [f"features.{name}" for name, _ in model.features.named_children()]
     raise ValueError(f"feature extraction supports ecanet's ResNets and MobileNetV2, not {type(model).__name__}. "
-                      f"Build one with ecanet.models.create_model (list_models() names them).")
+                     f"Build one with ecanet.models.create_model (list_models() names them).")
 
 
 def _own_stride(module: nn.Module) -> int:
