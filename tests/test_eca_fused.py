@@ -450,6 +450,110 @@ def test_interpreter_training_steps_match_plain():
     torch.testing.assert_close(losses["fused"], losses["plain"], rtol=1e-5, atol=1e-6)
 
 
+def _eval_batch_norm(channels: int, large_mean_channel: bool = True, seed: int = 0) -> nn.BatchNorm2d:
+    """An eval-mode BatchNorm with random affine parameters and running statistics; with ``large_mean_channel``,
+    channel 0's running mean is large against its spread (1000 and 1e-4), where (x - m) a and x a - m a differ
+    in float32."""
+    gen = torch.Generator().manual_seed(seed)
+    bn = nn.BatchNorm2d(channels, eps=1e-3)
+    with torch.no_grad():
+        bn.weight.copy_(torch.randn(channels, generator=gen))
+        bn.bias.copy_(torch.randn(channels, generator=gen))
+        bn.running_mean.copy_(torch.randn(channels, generator=gen))
+        bn.running_var.copy_(torch.rand(channels, generator=gen) + 0.5)
+        if large_mean_channel:
+            bn.running_mean[0], bn.running_var[0] = 1000.0, 1e-4
+    return bn.eval()
+
+
+def inference_tail_vs_float64_plain(shape, dtype, channels_last, k, with_identity, relu, device):
+    """Max relative error of ``ECA(bn(x)) [+ identity] [ReLU]`` under no_grad, fused (dtype, BatchNorm's
+    parameters in float32) against the plain modules in float64; asserts the inference tail ran."""
+    from ecanet.models import eca_fused
+    x, identity, _, weight = make_inputs(shape, dtype, channels_last, k, with_identity, device)
+    x[:, 0] = (1000 + 1e-2 * x[:, 0].float()).to(dtype)       # channel 0 near its running mean
+    bn = _eval_batch_norm(shape[1]).to(device)
+    eca_fused._bn_eval_plan.cache_clear()
+    outputs = {}
+    for impl, run_dtype in (("plain", torch.float64), ("fused", None)):
+        module = EcaModule(shape[1], k, impl=impl).to(device)
+        with torch.no_grad():
+            module.conv.weight.copy_(weight)
+        norm = copy.deepcopy(bn).to(run_dtype) if run_dtype else bn
+        cast = (lambda t: t if t is None else t.to(run_dtype)) if run_dtype else (lambda t: t)  # noqa: E731
+        with torch.no_grad():
+            outputs[impl] = module.to(run_dtype or torch.float32).bn_scale_add_relu(norm, cast(x), cast(identity),
+                                                                                    relu=relu)
+    layout = torch.channels_last if channels_last else torch.contiguous_format
+    assert outputs["fused"].dtype == dtype and outputs["fused"].is_contiguous(memory_format=layout)
+    assert eca_fused._bn_eval_plan.cache_info().misses == 1, "the inference tail did not run"
+    return max_rel_err(outputs["fused"], outputs["plain"])
+
+
+INFERENCE_TAIL_CASES = [
+    # shape, dtype, channels_last, k, with_identity, relu
+    ((2, 300, 5, 7), torch.float32, True, 5, True, True),        # several channel blocks, taps across them
+    ((2, 300, 5, 7), torch.float32, False, 3, True, True),
+    ((1, 24, 16, 16), torch.float32, True, 7, False, False),
+    ((2, 40, 9, 11), torch.bfloat16, True, 3, True, True),
+    ((2, 24, 14, 14), torch.bfloat16, True, 1, True, False),      # MobileNetV2: ECA(BN(x)) + x, k = 1
+    ((2, 16, 9, 9), torch.float32, False, 3, False, True),
+]
+
+
+@interpreter_only
+@pytest.mark.parametrize(("shape", "dtype", "channels_last", "k", "with_identity", "relu"), INFERENCE_TAIL_CASES)
+def test_interpreter_inference_tail_matches_float64_plain(shape, dtype, channels_last, k, with_identity, relu):
+    error = inference_tail_vs_float64_plain(shape, dtype, channels_last, k, with_identity, relu, "cpu")
+    assert error < TOLERANCE[dtype], error
+
+
+@interpreter_only
+def test_interpreter_inference_tail_runs_only_without_autograd(monkeypatch):
+    """Under no_grad or inference_mode an eval-mode tail folds BatchNorm into ECA's passes (BatchNorm's module
+    is not called); where a gradient is to be recorded, or in training, the modules run as before."""
+    from ecanet.models import eca_fused
+    module, bn = EcaModule(24, 3, impl="fused"), _eval_batch_norm(24, large_mean_channel=False)
+    x, identity = torch.randn(2, 24, 5, 4), torch.randn(2, 24, 5, 4)
+    calls = []
+    # The class's forward, not the instance's: a forward set on the instance is a replaced forward, which
+    # keeps the modules running.
+    original = nn.BatchNorm2d.forward
+    monkeypatch.setattr(nn.BatchNorm2d, "forward", lambda self, t: calls.append("bn") or original(self, t))
+    with torch.no_grad():
+        folded = module.bn_scale_add_relu(bn, x, identity)
+    with torch.inference_mode():
+        folded_in_inference_mode = module.bn_scale_add_relu(bn, x, identity)
+    assert calls == []
+    xi = x.clone().requires_grad_()
+    recorded = module.bn_scale_add_relu(bn, xi, identity)
+    assert calls == ["bn"] and recorded.requires_grad
+    torch.testing.assert_close(folded, recorded.detach(), rtol=1e-5, atol=1e-5)
+    assert torch.equal(folded, folded_in_inference_mode)
+    assert not eca_fused.supports_inference_tail(x, bn, identity, weight=module.conv.weight)   # weight needs grad
+    with torch.no_grad():
+        assert eca_fused.supports_inference_tail(x, bn, identity, weight=module.conv.weight)
+        assert not eca_fused.supports_inference_tail(x, bn.train(), identity, weight=module.conv.weight)
+
+
+@interpreter_only
+@pytest.mark.parametrize("arch", ["eca_resnet18", "eca_resnet50", "eca_mobilenet_v2"])
+def test_interpreter_network_inference_matches_plain(arch):
+    """A whole network's eval-mode forward with the inference tail in every block against the plain modules."""
+    torch.manual_seed(0)
+    model = models.create_model(arch, num_classes=5)
+    for bn in (m for m in model.modules() if isinstance(m, nn.BatchNorm2d)):   # running statistics of a trained net
+        with torch.no_grad():
+            bn.running_mean.uniform_(-0.5, 0.5)
+            bn.running_var.uniform_(0.5, 2.0)
+    images = torch.randn(2, 3, 64, 64)
+    outputs = {}
+    for impl in ("plain", "fused"):
+        with torch.no_grad():
+            outputs[impl] = set_eca_impl(model, impl).eval()(images)
+    torch.testing.assert_close(outputs["fused"], outputs["plain"], rtol=1e-4, atol=1e-5)
+
+
 @needs_triton
 @pytest.mark.parametrize(("version", "takes_constexprs"), [("3.0.0", False), ("3.2.0", False), ("3.3.0", True),
                                                            ("3.6.0+git0a1b2c3", True)])
@@ -457,10 +561,10 @@ def test_direct_launches_pass_what_tritons_jit_passes(version, takes_constexprs)
     """Triton 3.3 and later hand a compiled kernel every parameter, constexprs included; earlier ones only the
     others. The direct launches must pass what the installed version's JIT would."""
     from ecanet.models import eca_fused
-    kernel = eca_fused._channel_sum_kernel          # (x_ptr, partial_ptr, B, C, P, tiles_per_split, <3 constexprs>)
-    constexprs = {"BLOCK_C": 128, "CHANNELS_LAST": True, "BLOCK_P": 32}
-    tail = eca_fused._launcher_arguments(kernel.arg_names, 2, (8, 64, 49, 1), constexprs, version)
-    assert tail == ((8, 64, 49, 1, True, 32, 128) if takes_constexprs else (8, 64, 49, 1))
+    kernel = eca_fused._channel_sum_kernel   # (x_ptr, centre_ptr, partial_ptr, B, C, P, tiles_per_split, <4 constexprs>)
+    constexprs = {"BLOCK_C": 128, "CHANNELS_LAST": True, "BLOCK_P": 32, "HAS_CENTRE": False}
+    tail = eca_fused._launcher_arguments(kernel.arg_names, 3, (8, 64, 49, 1), constexprs, version)
+    assert tail == ((8, 64, 49, 1, False, True, 32, 128) if takes_constexprs else (8, 64, 49, 1))
 
 
 class _FakeKernel:
@@ -525,11 +629,17 @@ def test_kernels_compile_for_sm90():
            "B": "i32", "C": "i32", "P": "i32", "tiles_per_split": "i32"}
     small = {"partial_ptr": "*fp32", "weight_ptr": "*fp32", "mean_ptr": "*fp32", "gate_ptr": "*fp32",
              "shift_ptr": "*fp32", "weight_partial_ptr": "*fp32", "B": "i32", "C": "i32", "num_splits": "i32",
-             "inv_p": "fp32"}
+             "inv_p": "fp32", "gamma_ptr": "*fp32", "beta_ptr": "*fp32", "running_mean_ptr": "*fp32",
+             "running_var_ptr": "*fp32", "scale_ptr": "*fp32", "eps": "fp32"}
+    big["centre_ptr"] = "*fp32"
     gate = {"K": 5, "PAD": 2, "BLOCK_C": 256}
-    kernels = [(F._channel_sum_kernel, big, meta), (F._backward_reduce_kernel, big, {**meta, "RELU": True}),
-               (F._channel_affine_kernel, big, {**meta, "HAS_SHIFT": False, "HAS_IDENTITY": True, "RELU": True}),
-               (F._gate_forward_kernel, small, gate), (F._gate_backward_kernel, small, gate)]
+    kernels = [(F._channel_sum_kernel, big, {**meta, "HAS_CENTRE": True}), (F._backward_reduce_kernel, big, {**meta, "RELU": True}),
+               (F._channel_affine_kernel, big, {**meta, "HAS_SHIFT": False, "HAS_CENTRE": False, "HAS_IDENTITY": True,
+                                                "RELU": True}),
+               (F._channel_affine_kernel, big, {**meta, "HAS_SHIFT": True, "HAS_CENTRE": True, "HAS_IDENTITY": False,
+                                                "RELU": False}),
+               (F._gate_forward_kernel, small, gate), (F._gate_backward_kernel, small, gate),
+               (F._bn_eval_gate_kernel, small, gate)]
     for kernel, argument_types, constants in kernels:
         compile_triton_for_sm90(kernel, argument_types, constants)
 
@@ -750,10 +860,16 @@ GPU_SHAPES = [(3, 120, 7, 9), (1, 256, 56, 56), (2, 2048, 7, 7), (5, 1000, 13, 1
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("channels_last", [True, False])
 @pytest.mark.parametrize(("with_identity", "relu"), TAILS[:3])
+@pytest.mark.parametrize("inputs", ["x", "x through an eval-mode BatchNorm"])
 @gpu_test
-def test_gpu_fused_matches_float64_plain(shape, dtype, channels_last, with_identity, relu):
+def test_gpu_fused_matches_float64_plain(inputs, shape, dtype, channels_last, with_identity, relu):
+    """ECA's kernels in training (output and gradients), and the inference tail that folds an eval-mode BatchNorm
+    into them (output)."""
     k = 3 + 2 * (shape[1] % 3)                                   # 3, 5 or 7
-    errors = fused_vs_float64_plain(shape, dtype, channels_last, k, with_identity, "cuda", relu=relu)
+    if inputs == "x":
+        errors = fused_vs_float64_plain(shape, dtype, channels_last, k, with_identity, "cuda", relu=relu)
+    else:
+        errors = {"out": inference_tail_vs_float64_plain(shape, dtype, channels_last, k, with_identity, relu, "cuda")}
     assert max(errors.values()) < TOLERANCE[dtype], errors
 
 
@@ -770,6 +886,25 @@ def test_gpu_repeated_and_misaligned_calls_match_reference(dtype):
 def test_gpu_float16(channels_last):
     errors = fused_vs_float64_plain((2, 200, 15, 9), torch.float16, channels_last, 5, True, "cuda")
     assert max(errors.values()) < TOLERANCE[torch.float16], errors
+
+
+@gpu_test
+@pytest.mark.parametrize("arch", ["eca_resnet50", "eca_mobilenet_v2"])
+def test_gpu_network_inference_under_auto_folds_batchnorm_and_matches_plain(arch):
+    """bf16 autocast, channels_last, as the benchmark's eager inference: 'auto' takes the inference tail in every
+    ECA block (BatchNorm's module never runs there) and agrees with the plain network."""
+    from ecanet.models import eca_fused
+    torch.manual_seed(0)
+    model = models.create_model(arch).cuda().to(memory_format=torch.channels_last).eval()
+    images = torch.randn(8, 3, 224, 224, device="cuda").contiguous(memory_format=torch.channels_last)
+    eca_fused._bn_eval_plan.cache_clear()
+    outputs = {}
+    for impl in ("plain", "auto"):
+        with torch.inference_mode(), torch.autocast("cuda", dtype=torch.bfloat16):
+            outputs[impl] = set_eca_impl(model, impl)(images).float()
+    blocks = sum(isinstance(m, EcaModule) for m in model.modules())
+    assert eca_fused._bn_eval_plan.cache_info().misses + eca_fused._bn_eval_plan.cache_info().hits == blocks
+    assert norm_rel_err(outputs["auto"], outputs["plain"]) < 2e-2
 
 
 @gpu_test

@@ -21,6 +21,12 @@ so the block tail moves 4 N elements forward and 6 N backward, where unfused PyT
 13 N (see ``docs/design/fused_eca.md``). Without the ReLU pass A writes nothing: ``x * s`` alone moves
 3 N forward and 4 N backward, and ``x * s + identity`` 4 N and 4 N (d identity is the incoming gradient).
 
+After a BatchNorm in eval mode (inference: no gradient recorded), BatchNorm's affine map on running statistics
+folds into the same three passes (:func:`bn_eval_eca_scale_add_relu`): pass 1 sums x minus the running mean,
+pass 2 turns the sums into GAP(BN(x)) before the gate (:func:`_bn_eval_gate_kernel`), and pass 3 applies
+BatchNorm and the gate at once. BN(x) is never written: 4 N elements move with the identity (3 N without),
+where BatchNorm's module followed by these passes moves 6 N (5 N).
+
 Every launch's tiling and grid depend on the shape alone and are fixed (no autotuning). Each call signature
 (shape, layout, flags, dtypes, alignment) gets a plan whose first call compiles its kernels through Triton's
 JIT and whose later calls launch the compiled kernels directly, without the JIT's per-call handling of the
@@ -49,6 +55,7 @@ from typing import Optional
 import torch
 import triton
 import triton.language as tl
+from torch import nn
 from torch.autograd.function import once_differentiable
 from torch.torch_version import TorchVersion   # compares a version string with a tuple, as packaging does
 
@@ -104,17 +111,22 @@ def reduction_program(B, BLOCK_C: tl.constexpr):
 
 
 @triton.jit
-def _channel_sum_kernel(x_ptr, partial_ptr, B, C, P, tiles_per_split,
+def _channel_sum_kernel(x_ptr, centre_ptr, partial_ptr, B, C, P, tiles_per_split, HAS_CENTRE: tl.constexpr,
                         CHANNELS_LAST: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr):
-    """Forward pass 1: partial[split, b, c] = sum of x[b, c, p] over this split's pixels."""
+    """Forward pass 1: partial[split, b, c] = sum of x[b, c, p] (HAS_CENTRE: of x[b, c, p] - centre[c]) over
+    this split's pixels. The inference tail centres on BatchNorm's running mean: a channel whose mean is large
+    against its spread then sums small values, as BatchNorm's output would be, and keeps its precision."""
     c_start, split, b = reduction_program(B, BLOCK_C)
+    c = c_start + tl.arange(0, BLOCK_C)
     sample = b.to(tl.int64) * C * P                      # int64: B * C * P may pass 2**31
     acc = tl.zeros((BLOCK_P, BLOCK_C), dtype=tl.float32)
     for i in range(tiles_per_split):
         p_start = (split * tiles_per_split + i) * BLOCK_P
         offsets, mask = _tile(p_start, c_start, C, P, CHANNELS_LAST, BLOCK_P, BLOCK_C)
-        acc += tl.load(x_ptr + sample + offsets, mask=mask, other=0.0).to(tl.float32)
-    c = c_start + tl.arange(0, BLOCK_C)
+        x = tl.load(x_ptr + sample + offsets, mask=mask, other=0.0).to(tl.float32)
+        if HAS_CENTRE:
+            x = tl.where(mask, x - tl.load(centre_ptr + c, mask=c < C, other=0.0).to(tl.float32)[None, :], 0.0)
+        acc += x
     tl.store(partial_ptr + (split * B + b) * C + c, tl.sum(acc, axis=0), mask=c < C)
 
 
@@ -148,10 +160,14 @@ def _backward_reduce_kernel(grad_ptr, out_ptr, x_ptr, grad_pre_ptr, partial_ptr,
 
 
 @triton.jit
-def _channel_affine_kernel(x_ptr, scale_ptr, shift_ptr, identity_ptr, out_ptr, C, P,
-                           HAS_SHIFT: tl.constexpr, HAS_IDENTITY: tl.constexpr, RELU: tl.constexpr,
-                           CHANNELS_LAST: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr):
-    """Forward pass 3 / backward pass C: out = act(x * scale[b, c] + shift[b, c] + identity)."""
+def _channel_affine_kernel(x_ptr, scale_ptr, shift_ptr, centre_ptr, identity_ptr, out_ptr, C, P,
+                           HAS_SHIFT: tl.constexpr, HAS_CENTRE: tl.constexpr, HAS_IDENTITY: tl.constexpr,
+                           RELU: tl.constexpr, CHANNELS_LAST: tl.constexpr, BLOCK_P: tl.constexpr,
+                           BLOCK_C: tl.constexpr):
+    """Forward pass 3 / backward pass C: out = act((x - centre[c]) * scale[b, c] + shift[b, c] + identity).
+
+    The centre (HAS_CENTRE) is BatchNorm's running mean in the inference tail: subtracted before the scale,
+    as BatchNorm does, so a channel whose mean is large against its spread keeps its precision."""
     p_start = tl.program_id(0) * BLOCK_P
     c_start = tl.program_id(1) * BLOCK_C
     b = tl.program_id(2)
@@ -159,7 +175,10 @@ def _channel_affine_kernel(x_ptr, scale_ptr, shift_ptr, identity_ptr, out_ptr, C
     offsets, mask = _tile(p_start, c_start, C, P, CHANNELS_LAST, BLOCK_P, BLOCK_C)
     c = c_start + tl.arange(0, BLOCK_C)
     scale = tl.load(scale_ptr + b * C + c, mask=c < C, other=0.0)          # (BLOCK_C,) float32
-    y = tl.load(x_ptr + sample + offsets, mask=mask, other=0.0).to(tl.float32) * scale[None, :]
+    y = tl.load(x_ptr + sample + offsets, mask=mask, other=0.0).to(tl.float32)
+    if HAS_CENTRE:
+        y -= tl.load(centre_ptr + c, mask=c < C, other=0.0).to(tl.float32)[None, :]
+    y *= scale[None, :]
     if HAS_SHIFT:
         y += tl.load(shift_ptr + b * C + c, mask=c < C, other=0.0)[None, :]
     add_relu_store(y, identity_ptr, out_ptr, sample + offsets, mask, HAS_IDENTITY, RELU)
@@ -199,6 +218,45 @@ def _gate_forward_kernel(partial_ptr, weight_ptr, mean_ptr, gate_ptr, B, C, num_
         if j == PAD:                                     # the centre tap reads channel c itself
             tl.store(mean_ptr + b * C + c, mean, mask=c < C)
     tl.store(gate_ptr + b * C + c, tl.sigmoid(z), mask=c < C)
+
+
+@triton.jit
+def _masked_load(ptr, index, mask):
+    """ptr[index] in float32 where mask holds, 0 elsewhere."""
+    return tl.load(ptr + index, mask=mask, other=0.0).to(tl.float32)
+
+
+@triton.jit
+def _bn_eval_slope(gamma_ptr, running_var_ptr, channel, valid, eps):
+    """a = gamma / sqrt(v + eps) of BatchNorm in eval mode at ``channel``: BN(x) = (x - m) a + beta."""
+    var = tl.load(running_var_ptr + channel, mask=valid, other=1.0).to(tl.float32)
+    return _masked_load(gamma_ptr, channel, valid) / tl.sqrt(var + eps)
+
+
+@triton.jit
+def _bn_eval_gate_kernel(partial_ptr, weight_ptr, gamma_ptr, beta_ptr, running_var_ptr, scale_ptr, shift_ptr,
+                         B, C, num_splits, inv_p, eps,
+                         K: tl.constexpr, PAD: tl.constexpr, BLOCK_C: tl.constexpr):
+    """Forward pass 2 of the inference tail, ECA after a BatchNorm in eval mode, on (B, C).
+
+    BN(x) = (x - m) a + beta per channel, with a = gamma / sqrt(v + eps) from the running mean m and variance
+    v. It is affine, so GAP(BN(x)) = GAP(x - m) a + beta (Eq. 2) comes from pass 1's sums of x - m, and
+    g = sigmoid(C1D_k(GAP(BN(x)))) (Eq. 9) with zero padding. Stored: scale = a g and shift = beta g, so that
+    pass 3 computes BN(x) g = (x - m) scale + shift without BN(x) being written anywhere."""
+    c = tl.program_id(0) * BLOCK_C + tl.arange(0, BLOCK_C)
+    b = tl.program_id(1)
+    z = tl.zeros((BLOCK_C,), dtype=tl.float32)
+    for j in tl.static_range(K):
+        src = c + (j - PAD)
+        valid = (src >= 0) & (src < C)
+        slope = _bn_eval_slope(gamma_ptr, running_var_ptr, src, valid, eps)
+        pooled = _split_sum(partial_ptr, b, src, B, C, num_splits, BLOCK_C) * inv_p * slope
+        z += tl.load(weight_ptr + j).to(tl.float32) * tl.where(valid, pooled + _masked_load(beta_ptr, src, valid),
+                                                               0.0)
+    gate = tl.sigmoid(z)                                 # (BLOCK_C,)
+    slope = _bn_eval_slope(gamma_ptr, running_var_ptr, c, c < C, eps)
+    tl.store(scale_ptr + b * C + c, slope * gate, mask=c < C)
+    tl.store(shift_ptr + b * C + c, _masked_load(beta_ptr, c, c < C) * gate, mask=c < C)
 
 
 @triton.jit
@@ -387,10 +445,12 @@ class _ForwardPlan:
                  device: torch.device) -> None:
         r = _reduction_plan(B, C, P, channels_last, device)
         self.partial_shape, self.stats_shape = (r.splits, B, C), (B, C)
-        self.channel_sum = _Launch(_channel_sum_kernel, r.grid, (B, C, P, r.tiles_per_split), r.tiling.meta())
+        self.channel_sum = _Launch(_channel_sum_kernel, r.grid, (B, C, P, r.tiles_per_split),
+                                   {"HAS_CENTRE": False, **r.tiling.meta()})
         self.gate = _Launch(_gate_forward_kernel, *_gate_launch(B, C, P, k, r.splits))
         self.scale = _Launch(_channel_affine_kernel, _pointwise_grid(B, C, P, r.tiling), (C, P),
-                             {"HAS_SHIFT": False, "HAS_IDENTITY": has_identity, "RELU": relu, **r.tiling.meta()})
+                             {"HAS_SHIFT": False, "HAS_CENTRE": False, "HAS_IDENTITY": has_identity, "RELU": relu,
+                              **r.tiling.meta()})
 
     def __call__(self, x: torch.Tensor, weight: torch.Tensor,
                  identity: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -398,10 +458,10 @@ class _ForwardPlan:
         mean = torch.empty(self.stats_shape, device=x.device, dtype=torch.float32)       # (B, C)
         gate = torch.empty_like(mean)                                                     # (B, C)
         out = _empty_like(x)
-        self.channel_sum(x, partial)                                                      # pass 1
+        self.channel_sum(x, x, partial)                                                   # pass 1
         self.gate(partial, weight, mean, gate)                                            # pass 2
         # Absent operands are never read (their constexpr flag is off); any tensor fills the slot.
-        self.scale(x, gate, gate, x if identity is None else identity, out)               # pass 3
+        self.scale(x, gate, gate, gate, x if identity is None else identity, out)         # pass 3
         return out, gate, mean
 
 
@@ -419,7 +479,8 @@ class _BackwardPlan:
         self.gate = _Launch(_gate_backward_kernel, *_gate_launch(B, C, P, k, r.splits))
         self.weight_partial_shape = (self.gate.grid[0] * B, k)   # one row of dw partial sums per program
         self.scale = _Launch(_channel_affine_kernel, _pointwise_grid(B, C, P, r.tiling), (C, P),
-                             {"HAS_SHIFT": True, "HAS_IDENTITY": False, "RELU": False, **r.tiling.meta()})
+                             {"HAS_SHIFT": True, "HAS_CENTRE": False, "HAS_IDENTITY": False, "RELU": False,
+                              **r.tiling.meta()})
 
     def __call__(self, grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, gate: torch.Tensor,
                  mean: torch.Tensor, out: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -431,8 +492,37 @@ class _BackwardPlan:
         self.gate(partial, gate, mean, weight, shift, weight_partial)                         # pass B
         grad_weight = weight_partial.sum(0).view(weight.shape).to(weight.dtype)
         grad_x = _empty_like(grad_pre)
-        self.scale(grad_pre, gate, shift, grad_pre, grad_x)                                   # pass C
+        self.scale(grad_pre, gate, shift, shift, grad_pre, grad_x)                            # pass C
         return grad_x, grad_weight, grad_pre if self.relu else x.new_empty(0)
+
+
+class _BnEvalPlan:
+    """The inference tail's passes for one call signature, ``plan(x, bn tensors, weight, identity) -> out``:
+    channel sums of x (pass 1), the gate with BatchNorm's eval-mode affine map folded in
+    (:func:`_bn_eval_gate_kernel`), then out = act(BN(x) g [+ identity]) (pass 3)."""
+
+    def __init__(self, B: int, C: int, P: int, channels_last: bool, k: int, has_identity: bool, relu: bool,
+                 eps: float, device: torch.device) -> None:
+        r = _reduction_plan(B, C, P, channels_last, device)
+        self.partial_shape, self.stats_shape = (r.splits, B, C), (B, C)
+        self.channel_sum = _Launch(_channel_sum_kernel, r.grid, (B, C, P, r.tiles_per_split),
+                                   {"HAS_CENTRE": True, **r.tiling.meta()})
+        grid, scalars, constexprs = _gate_launch(B, C, P, k, r.splits)
+        self.gate = _Launch(_bn_eval_gate_kernel, grid, (*scalars, eps), constexprs)
+        self.scale = _Launch(_channel_affine_kernel, _pointwise_grid(B, C, P, r.tiling), (C, P),
+                             {"HAS_SHIFT": True, "HAS_CENTRE": True, "HAS_IDENTITY": has_identity, "RELU": relu,
+                              **r.tiling.meta()})
+
+    def __call__(self, x: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor, running_mean: torch.Tensor,
+                 running_var: torch.Tensor, weight: torch.Tensor, identity: torch.Tensor | None) -> torch.Tensor:
+        partial = torch.empty(self.partial_shape, device=x.device, dtype=torch.float32)  # (splits, B, C)
+        scale = torch.empty(self.stats_shape, device=x.device, dtype=torch.float32)      # (B, C)
+        shift = torch.empty_like(scale)                                                   # (B, C)
+        out = _empty_like(x)
+        self.channel_sum(x, running_mean, partial)                                        # pass 1
+        self.gate(partial, weight, gamma, beta, running_var, scale, shift)                # pass 2
+        self.scale(x, scale, shift, running_mean, x if identity is None else identity, out)  # pass 3
+        return out
 
 
 def _gate_launch(B: int, C: int, P: int, k: int, splits: int) -> tuple[tuple[int, int], tuple, dict]:
@@ -463,6 +553,16 @@ def _backward_plan(shape: torch.Size, channels_last: bool, k: int, relu: bool, d
     :func:`_forward_plan`."""
     B, C, H, W = shape
     return _BackwardPlan(B, C, H * W, channels_last, k, relu, device)
+
+
+@functools.lru_cache(maxsize=PLAN_CACHE_SIZE)
+def _bn_eval_plan(shape: torch.Size, channels_last: bool, k: int, has_identity: bool, relu: bool, eps: float,
+                  device: torch.device, _specialization: tuple) -> _BnEvalPlan:
+    """The inference tail's plan of one call signature (:func:`bn_eval_eca_scale_add_relu`); BatchNorm's ``eps``
+    is one of the gate kernel's fixed arguments, so it keys the plan too. ``_specialization`` as for
+    :func:`_forward_plan`."""
+    B, C, H, W = shape
+    return _BnEvalPlan(B, C, H * W, channels_last, k, has_identity, relu, eps, device)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -650,6 +750,44 @@ def eca_scale_add_relu(x: torch.Tensor, weight: torch.Tensor, identity: torch.Te
     if identity is not None:
         identity = identity.to(dtype=x.dtype, memory_format=layout)
     return _eca(x, weight, identity, relu)
+
+
+def supports_inference_tail(x: torch.Tensor, bn: nn.BatchNorm2d, identity: torch.Tensor | None = None, *,
+                            weight: torch.Tensor) -> bool:
+    """Whether :func:`bn_eval_eca_scale_add_relu` takes these inputs: what :func:`supports` takes; ``bn`` an
+    affine BatchNorm in eval mode with running statistics; its four tensors and ECA's kernel ``weight`` dense,
+    in a supported dtype and on x's device (the kernels read them through raw pointers, where a tensor on
+    another device is no error but a wrong address); and no gradient to record (no autograd graph is built)."""
+    tensors = (bn.weight, bn.bias, bn.running_mean, bn.running_var, weight)
+    return (not bn.training and bn.affine and bn.track_running_stats and supports(x, identity)
+            and all(t is not None and t.dtype in SUPPORTED_DTYPES and t.device == x.device and t.is_contiguous()
+                    for t in tensors)
+            and not (torch.is_grad_enabled() and any(t.requires_grad for t in (x, *tensors, identity)
+                                                     if t is not None))
+            and not forward_ad_active())
+
+
+def bn_eval_eca_scale_add_relu(x: torch.Tensor, bn: nn.BatchNorm2d, weight: torch.Tensor,
+                               identity: torch.Tensor | None = None, *, relu: bool = True) -> torch.Tensor:
+    """``relu(ECA(bn(x)) + identity)`` with ``bn`` in eval mode, for inference (no autograd graph).
+
+    BatchNorm on running statistics is an affine map per channel, so it folds into ECA's passes: x's channel
+    sums, the gate (:func:`_bn_eval_gate_kernel`), then out = act(BN(x) g [+ identity]) in one pass. BatchNorm's
+    module followed by the fused ECA makes four launches, one of them writing BN(x) in full and the next reading
+    it back. ``identity`` None leaves the add out and ``relu=False`` the ReLU; ``identity`` is cast to x's
+    dtype and layout, as the plain ``out += identity`` does. Check :func:`supports_inference_tail` first.
+    """
+    layout = memory_format(x)
+    x = _dense(x, layout)
+    if identity is not None:
+        identity = identity.to(dtype=x.dtype, memory_format=layout)
+    tensors = (bn.weight, bn.bias, bn.running_mean, bn.running_var, weight)
+    plan = _bn_eval_plan(x.shape, layout == torch.channels_last, weight.shape[-1], identity is not None, relu,
+                         float(bn.eps), x.device,
+                         (x.dtype, None if identity is None else identity.dtype, *(t.dtype for t in tensors),
+                          _alignments(x, identity, *tensors)))
+    with _device_of(x):
+        return plan(x, *tensors, identity)
 
 
 # ----------------------------------------------------------------------------------------------------

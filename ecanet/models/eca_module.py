@@ -184,7 +184,9 @@ class EcaModule(nn.Module):
         BatchNorm followed by the fused ECA kernels); ``"auto"`` does so on CUDA tensors where the network asks
         for it with ``eager_tail="kernels"`` (one of :data:`EAGER_TAILS`; ResNets, whose eager training step
         the kernels make faster, docs/performance.md), and otherwise runs BatchNorm as its module, then
-        :meth:`scale_add_relu`.
+        :meth:`scale_add_relu`. In eager inference (``bn`` in eval mode, no gradient recorded) the fused
+        implementations fold BatchNorm's affine map into ECA's passes
+        (:func:`~ecanet.models.eca_fused.bn_eval_eca_scale_add_relu`), so BN(x) is never written out.
         """
         if compiled_tail not in COMPILED_TAILS:
             raise ValueError(f"unknown compiled tail {compiled_tail!r}; choose one of {', '.join(COMPILED_TAILS)}")
@@ -199,6 +201,10 @@ class EcaModule(nn.Module):
                 and (self.impl == "fused" or (self.impl == "auto" and eager_tail == "kernels" and x.is_cuda))
                 and self._tail_kernels_apply(bn, x, identity) and not eca_fused.forward_ad_active()):
             return bn_eca_fused.bn_eca_tail_training(x, bn, self.conv.weight, identity, relu=relu)
+        if (not bn.training and self.impl != "plain" and not torch.compiler.is_compiling()
+                and self._computes_tail_inline(bn, x) and _use_fused(self.impl, x, identity)
+                and eca_fused.supports_inference_tail(x, bn, identity, weight=self.conv.weight)):
+            return eca_fused.bn_eval_eca_scale_add_relu(x, bn, self.conv.weight, identity, relu=relu)
         return self.scale_add_relu(bn(x), identity, relu=relu)
 
     def conv_bn_scale_add_relu(self, conv: nn.Module, bn: nn.Module, y: torch.Tensor,
