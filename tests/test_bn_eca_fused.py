@@ -150,9 +150,10 @@ def _training_step_through(path: str, x: torch.Tensor, identity: torch.Tensor | 
 @pytest.mark.parametrize(("with_identity", "relu"), TAILS)
 def test_interpreter_ops_and_eager_path_agree_bitwise(with_identity, relu):
     """The ops under their autograd formula (what torch.compile runs) and the eager path (its own autograd.Function)
-    share the code that allocates and launches: a training step gives the same output, gradients and running
-    statistics, bit for bit. (The interpreter runs every launch through Triton's JIT; the GPU tests check that
-    the eager path's launches go direct.)"""
+    share the code that launches; the eager path's small buffers are rows of one tensor, and its finalize kernel
+    updates the running statistics with the ops' arithmetic: a training step gives the same output, gradients
+    and running statistics, bit for bit. (The interpreter runs every launch through Triton's JIT; the GPU tests
+    check that the eager path's launches go direct.)"""
     torch.manual_seed(4)
     x = (torch.randn(3, 20, 7, 9) * 2 + 0.5).contiguous(memory_format=torch.channels_last)
     identity, grad = torch.randn_like(x), torch.randn_like(x)
@@ -247,6 +248,92 @@ def test_interpreter_supports_training_tail_answers_for_every_batchnorm(case):
     weight = torch.randn(1, 1, 3, device="meta" if case == "kernel on another device" else "cpu")
     x = torch.randn(2, 8, 3, 3, dtype=torch.float64 if case == "float64 input" else torch.float32)
     assert bn_eca_fused.supports_training_tail(x, bn, weight=weight) == (case == "takes")
+
+
+def _running_statistics_after_steps(path: str, momenta: tuple, monkeypatch) -> list[str]:
+    """Two training steps of a tail with 37 channels (ten programs of the finalize kernel, the last one partly
+    masked) on new batches, for each BatchNorm momentum in turn (each a BatchNorm of its own, on inputs of
+    one shape): after each step BatchNorm's running statistics and batch count equal the float64
+    nn.BatchNorm2d's. Returns the kernels the direct launches ran, in order.
+
+    ``path``: 'eager' (an autograd node), 'eager no_grad' (none) or 'ops' (the ops as torch.compile runs
+    them). The eager paths fail if they launch the running statistics' own kernel."""
+    from ecanet.models import bn_eca_fused
+    launched, updates = [], []
+    real_launch, real_update = bn_eca_fused._DirectLaunches.__call__, bn_eca_fused._update_running_stats
+
+    def launch(self, kernel, *args):
+        launched.append(kernel.__name__)
+        return real_launch(self, kernel, *args)
+
+    def update(*args):
+        assert path == "ops", "eager mode launched the running statistics' own kernel"
+        updates.append(1)
+        return real_update(*args)
+
+    monkeypatch.setattr(bn_eca_fused._DirectLaunches, "__call__", launch)
+    monkeypatch.setattr(bn_eca_fused, "_update_running_stats", update)
+    for momentum in momenta:
+        bn64, eca64 = bn_and_eca(37, 3)
+        bn64.momentum = momentum
+        bn = copy.deepcopy(bn64).float()
+        weight = eca64.conv.weight.detach().float().requires_grad_()
+        for step in (1, 2):
+            torch.manual_seed(step)
+            x64 = torch.randn(3, 37, 5, 7, dtype=torch.float64) * 1.5 + 0.7
+            x = x64.float().contiguous(memory_format=torch.channels_last).requires_grad_(path == "eager")
+            if path == "ops":
+                out, batch_mean, batch_var, *_ = bn_eca_fused.bn_eca_train_forward(x, bn.weight, bn.bias, weight,
+                                                                                   x, bn.eps, True)
+                bn_eca_fused.bn_update_running_stats(bn.running_mean, bn.running_var, bn.num_batches_tracked,
+                                                     batch_mean, batch_var, bn.momentum)
+            elif path == "eager":
+                out = bn_eca_fused.bn_eca_tail_training(x, bn, weight, x)
+                out.sum().backward()
+            else:
+                with torch.no_grad():
+                    out = bn_eca_fused.bn_eca_tail_training(x, bn, weight, x)
+            assert (out.grad_fn is not None) == (path != "eager no_grad")
+            bn64(x64)
+            for name in ("running_mean", "running_var"):
+                torch.testing.assert_close(getattr(bn, name).double(), getattr(bn64, name), rtol=1e-5, atol=1e-6,
+                                           msg=f"{name} after step {step}, momentum {momentum}, {path}")
+            assert bn.num_batches_tracked.item() == bn64.num_batches_tracked.item() == step
+    assert len(updates) == (2 * len(momenta) if path == "ops" else 0)
+    return launched
+
+
+@interpreter_only
+@pytest.mark.parametrize("path", ["eager", "eager no_grad", "ops"])
+def test_interpreter_running_statistics_match_batchnorm_step_after_step(path, monkeypatch):
+    """Eager mode has the finalize kernel update the running statistics (three kernels a forward, the count once
+    a step however many programs), the ops a kernel of their own after it; both as nn.BatchNorm2d does. Two
+    momenta on inputs of one shape: the momentum keys the direct launches, which fix their scalars."""
+    launched = _running_statistics_after_steps(path, (0.1, 0.5), monkeypatch)
+    forward = ["_bn_stats_kernel", "_bn_finalize_kernel", "_bn_eca_apply_kernel"]
+    backward = ["_bn_eca_backward_reduce_kernel", "_bn_eca_gate_backward_kernel", "_bn_eca_backward_apply_kernel"]
+    step = {"eager": forward + backward, "eager no_grad": forward, "ops": []}[path]
+    assert launched == step * 4
+
+
+@interpreter_only
+def test_interpreter_eager_tail_keeps_its_buffers_in_aligned_rows():
+    """The eager forward's (C,) and (B, C) buffers, which the backward reads, are rows of one allocation each
+    (one host call), every row starting 16-byte aligned although 37 and 3 x 37 float32 elements are not
+    multiples of 16 bytes: the direct launches take these pointers as aligned."""
+    from ecanet.models import bn_eca_fused
+    bn, eca = bn_and_eca(37, 3)
+    x = torch.randn(3, 37, 5, 7, requires_grad=True)
+    out = bn_eca_fused.bn_eca_tail_training(x, bn.float(), eca.conv.weight.detach().float())
+    x_saved, _gamma, _beta, _weight, *buffers, out_saved = out.grad_fn.saved_tensors
+    assert torch.equal(x_saved, x) and torch.equal(out_saved, out)
+    vectors, arrays = buffers[:3], buffers[3:]        # pivot, centre, rstd; xhat_mean, pooled, gate
+    assert [t.shape for t in buffers] == [(37,)] * 3 + [(3, 37)] * 3
+    for group in (vectors, arrays):
+        assert len({t.untyped_storage().data_ptr() for t in group}) == 1
+        assert all(t.is_contiguous() and t.data_ptr() % 16 == 0 for t in group)
+        starts = sorted(t.data_ptr() for t in group)
+        assert all(b - a >= group[0].numel() * 4 for a, b in zip(starts, starts[1:]))   # rows do not overlap
 
 
 @interpreter_only
@@ -440,15 +527,16 @@ def test_gpu_eager_resnet_block_takes_the_triton_tail(kind, impl, monkeypatch):
 
 @pytest.mark.gpu
 @gpu
-def test_gpu_eager_mobilenet_block_under_auto_keeps_batchnorm_and_the_eca_kernels(monkeypatch):
-    """ECA-MobileNetV2 leaves the eager tail at its default: 'auto' runs BatchNorm as its module there."""
-    from ecanet.models import bn_eca_fused
+@pytest.mark.parametrize("impl", ["auto", "fused"])
+@pytest.mark.parametrize("residual", [True, False])
+def test_gpu_eager_mobilenet_block_takes_the_triton_tail(residual, impl, monkeypatch):
+    """An ECA-MobileNetV2 block in eager training (its tail without the ReLU, with and without the residual add):
+    MobileNetV2 asks 'auto' for the tail's kernels in eager training too."""
     from ecanet.models.mobilenetv2 import InvertedResidual
-    calls = []
-    monkeypatch.setattr(bn_eca_fused, "bn_eca_tail_training", lambda *args, **kwargs: calls.append(1))
-    block = set_eca_impl(InvertedResidual(24, 24, 1, 6, attention="eca", k_size=3).cuda().train(), "auto")
-    block(torch.randn(4, 24, 28, 28, device="cuda")).sum().backward()
-    assert not calls
+    torch.manual_seed(0)
+    block = InvertedResidual(24, 24 if residual else 32, 1, 6, attention="eca", k_size=3)
+    nn.init.normal_(block.conv[-1].conv.weight)
+    _block_against_plain(block, torch.randn(8, 24, 28, 28), monkeypatch, compiled=False, eager_impl=impl)
 
 
 def test_unknown_eager_tail_is_refused():

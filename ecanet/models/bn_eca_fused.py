@@ -9,12 +9,15 @@ Why these kernels exist next to the decomposed form (:func:`~ecanet.models.eca_m
 from that form Inductor makes the same big passes as BatchNorm's own, but splits the small (B, C) and (C,)
 arithmetic between them into several kernels of its own. A compiled training step of ECA-MobileNetV2 is
 bound by the host launching kernels one by one (docs/design/fused_eca.md), so each extra launch costs time.
-Here the tail is three kernels each way and one for the running statistics, fewer than Inductor makes of
-BatchNorm alone. They are ``torch.library`` ``triton_op``s: Inductor sees the Triton kernels inside and
-launches them from its own generated code, with no Python dispatch of the op on each call. In eager training
-(implementation ``"fused"``) the same passes run under an ``autograd.Function`` of their own that launches each
-kernel straight to its compiled code (:class:`_DirectLaunches`): they read and write the tail's activations fewer
-times than cuDNN's BatchNorm followed by the fused ECA kernels (docs/design/fused_eca.md).
+Here the tail is three kernels each way and, under torch.compile, one for the running statistics, fewer than
+Inductor makes of BatchNorm alone. They are ``torch.library`` ``triton_op``s: Inductor sees the Triton kernels
+inside and launches them from its own generated code, with no Python dispatch of the op on each call. In eager
+training (implementation ``"fused"``) the same passes run under an ``autograd.Function`` of their own that
+launches each kernel straight to its compiled code (:class:`_DirectLaunches`): they read and write the tail's
+activations fewer times than cuDNN's BatchNorm followed by the fused ECA kernels (docs/design/fused_eca.md).
+An eager step is bound by the host there too, so its finalize kernel also updates the running statistics
+(the functional op cannot: it returns the batch statistics for a kernel of their own), and its small float32
+buffers are rows of one allocation each (:func:`_float32_buffers`).
 
 Every statistic is of ``xs = x - pivot[c]``, the pivot being each channel's mean over the first tile of the
 first sample: xs's mean is then small against its spread, so E[xs^2] - E[xs]^2 does not cancel in float32,
@@ -26,7 +29,8 @@ Forward::
          per (b, split, c): sums of xs and xs^2 over the split's pixels
     2. finalize    grid (channel blocks,), loops over B      reads the (B, splits, C) partials
          mu = mean of xs, var = mean of xs^2 - mu^2, r = (var + eps)^-1/2                    (C,)
-         running statistics as nn.BatchNorm2d (momentum, unbiased variance)
+         batch mean pivot + mu, unbiased variance: in eager mode the running statistics' update here, as
+         nn.BatchNorm2d's (momentum); the op returns them, for a kernel of their own under torch.compile
          xhat_mean[b, c] = r (mean over p of xs - mu)        each sample's mean of x-hat       (B, C)
          pooled = gamma xhat_mean + beta                      Eq. (2): GAP of BN(x)             (B, C)
     3. apply       grid (H*W tiles, channel blocks, B)       reads x [and identity], writes out
@@ -49,6 +53,7 @@ bfloat16 or float32, contiguous or channels_last. Like the other kernels the red
 (partial sums, no atomics) and nothing is autotuned.
 """
 import functools
+import math
 from dataclasses import dataclass
 from typing import Callable, Optional, Tuple
 
@@ -59,7 +64,7 @@ from torch import nn
 from torch.autograd.function import once_differentiable
 from torch.library import triton_op, wrap_triton
 
-from .eca_fused import (INTERPRETER, NUM_WARPS, PLAN_CACHE_SIZE, _alignments, _dense, _device_of, _Launch,
+from .eca_fused import (INTERPRETER, NUM_WARPS, PLAN_CACHE_SIZE, POINTER_ALIGNMENT, _dense, _device_of, _Launch,
                         _pointwise_grid, _reduction_plan, _tile, add_relu_store, forward_ad_active, memory_format,
                         reduction_program, relu_masked_grad, supports)
 
@@ -71,6 +76,9 @@ from .eca_fused import (INTERPRETER, NUM_WARPS, PLAN_CACHE_SIZE, _alignments, _d
 FINALIZE_BLOCK_C = 4           # channels per program
 FINALIZE_TILE_ELEMENTS = 8192  # elements of one such tile
 RUNNING_STATS_BLOCK_C = 1024   # channels per program of the running statistics' update
+# Rows of the passes' own float32 buffers (:func:`_float32_buffers`) start on multiples of this many elements,
+# 16 bytes, so that Triton compiles their pointers as aligned, as it does a new allocation's.
+ROW_ALIGNMENT = POINTER_ALIGNMENT // 4
 
 
 @triton.jit
@@ -118,11 +126,29 @@ def _partial_tile(b, s, c, B, C, num_splits):
 
 
 @triton.jit
+def _update_running(running_mean_ptr, running_var_ptr, batches_ptr, batch_mean, batch_var, c, C, momentum):
+    """BatchNorm's running statistics at channels c after a batch, as nn.BatchNorm2d with a momentum:
+    r += momentum (batch - r), batch_var unbiased. Program 0 counts the batch: every program of a launch owns
+    channels of its own, and the count goes up once a launch."""
+    running_mean = tl.load(running_mean_ptr + c, mask=c < C, other=0.0).to(tl.float32)
+    running_var = tl.load(running_var_ptr + c, mask=c < C, other=0.0).to(tl.float32)
+    tl.store(running_mean_ptr + c, (running_mean + momentum * (batch_mean - running_mean))
+             .to(running_mean_ptr.dtype.element_ty), mask=c < C)
+    tl.store(running_var_ptr + c, (running_var + momentum * (batch_var - running_var))
+             .to(running_var_ptr.dtype.element_ty), mask=c < C)
+    if tl.program_id(0) == 0:
+        tl.store(batches_ptr, tl.load(batches_ptr) + 1)
+
+
+@triton.jit
 def _bn_finalize_kernel(sum_part_ptr, square_part_ptr, pivot_ptr, gamma_ptr, beta_ptr, centre_ptr, rstd_ptr,
-                        xhat_mean_ptr, pooled_ptr, batch_mean_ptr, batch_var_ptr, B, C, P, num_splits, eps,
+                        xhat_mean_ptr, pooled_ptr, batch_mean_ptr, batch_var_ptr, running_mean_ptr, running_var_ptr,
+                        batches_ptr, B, C, P, num_splits, eps, momentum, UPDATE_RUNNING: tl.constexpr,
                         BLOCK_B: tl.constexpr, BLOCK_S: tl.constexpr, BLOCK_C: tl.constexpr):
-    """Forward 2: BatchNorm's batch statistics (and the unbiased variance for the running one), and ECA's
-    pooled input (Eq. 2)."""
+    """Forward 2: BatchNorm's batch statistics, and ECA's pooled input (Eq. 2). The batch mean and unbiased
+    variance either update the running statistics here (UPDATE_RUNNING, eager mode: no launch of
+    :func:`_running_stats_kernel`, no buffers for them) or are stored for the caller (the functional op); the
+    pointers of the other choice are never touched."""
     c = tl.program_id(0) * BLOCK_C + tl.arange(0, BLOCK_C)
     s = tl.arange(0, BLOCK_S)
     total = B * 1.0 * P                                 # N; B or P may come as a plain int
@@ -151,25 +177,24 @@ def _bn_finalize_kernel(sum_part_ptr, square_part_ptr, pivot_ptr, gamma_ptr, bet
         tl.store(pooled_ptr + index, gamma[None, :] * xhat_mean + beta[None, :], mask=out_mask)
     tl.store(centre_ptr + c, mu, mask=c < C)
     tl.store(rstd_ptr + c, rstd, mask=c < C)
-    tl.store(batch_mean_ptr + c, tl.load(pivot_ptr + c, mask=c < C, other=0.0) + mu, mask=c < C)
-    tl.store(batch_var_ptr + c, var * (total / tl.maximum(total - 1.0, 1.0)), mask=c < C)
+    batch_mean = tl.load(pivot_ptr + c, mask=c < C, other=0.0) + mu
+    batch_var = var * (total / tl.maximum(total - 1.0, 1.0))   # unbiased, as nn.BatchNorm2d's running variance
+    if UPDATE_RUNNING:
+        _update_running(running_mean_ptr, running_var_ptr, batches_ptr, batch_mean, batch_var, c, C, momentum)
+    else:
+        tl.store(batch_mean_ptr + c, batch_mean, mask=c < C)
+        tl.store(batch_var_ptr + c, batch_var, mask=c < C)
 
 
 @triton.jit
 def _running_stats_kernel(running_mean_ptr, running_var_ptr, batches_ptr, batch_mean_ptr, batch_var_ptr, C, momentum,
                           BLOCK_C: tl.constexpr):
-    """BatchNorm's running statistics after a batch, as nn.BatchNorm2d with a momentum: r += momentum (batch - r)."""
+    """BatchNorm's running statistics after a batch stored by the finalize kernel (the functional op's path,
+    under torch.compile), as nn.BatchNorm2d with a momentum: r += momentum (batch - r)."""
     c = tl.program_id(0) * BLOCK_C + tl.arange(0, BLOCK_C)
-    running_mean = tl.load(running_mean_ptr + c, mask=c < C, other=0.0).to(tl.float32)
-    running_var = tl.load(running_var_ptr + c, mask=c < C, other=0.0).to(tl.float32)
     batch_mean = tl.load(batch_mean_ptr + c, mask=c < C, other=0.0)
     batch_var = tl.load(batch_var_ptr + c, mask=c < C, other=0.0)
-    tl.store(running_mean_ptr + c, (running_mean + momentum * (batch_mean - running_mean))
-             .to(running_mean_ptr.dtype.element_ty), mask=c < C)
-    tl.store(running_var_ptr + c, (running_var + momentum * (batch_var - running_var))
-             .to(running_var_ptr.dtype.element_ty), mask=c < C)
-    if tl.program_id(0) == 0:
-        tl.store(batches_ptr, tl.load(batches_ptr) + 1)
+    _update_running(running_mean_ptr, running_var_ptr, batches_ptr, batch_mean, batch_var, c, C, momentum)
 
 
 @triton.jit
@@ -347,6 +372,31 @@ def _empty_as(x: torch.Tensor) -> torch.Tensor:
 
 
 @functools.lru_cache(maxsize=PLAN_CACHE_SIZE)
+def _rows_layout(count: int, shape: tuple[int, ...]) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """Size and strides of ``count`` dense rows of ``shape`` in one allocation, each row starting on a multiple
+    of ROW_ALIGNMENT elements."""
+    strides = tuple(math.prod(shape[i + 1:]) for i in range(len(shape)))
+    row = -(-math.prod(shape) // ROW_ALIGNMENT) * ROW_ALIGNMENT
+    return (count, *shape), (row, *strides)
+
+
+def _float32_buffers(count: int, shape: tuple[int, ...], device: torch.device,
+                     direct: bool) -> tuple[torch.Tensor, ...]:
+    """``count`` new dense float32 tensors of ``shape``, for the passes' own use.
+
+    Launched directly (eager mode, whose steps wait on the host) they are the rows of one allocation: one
+    ``empty_strided`` and one ``unbind`` cost the host about as much as two ``torch.empty`` calls, so this pays
+    from three tensors on (two thirds of the host time of three). Each row starts 16-byte aligned
+    (ROW_ALIGNMENT), as a tensor of its own would: the direct launches take the alignment of these buffers as
+    fixed (:class:`_DirectLaunches`). Traced, they stay tensors of their own: the ops' outputs must not alias
+    one another."""
+    if not direct:
+        return tuple(torch.empty(shape, device=device, dtype=torch.float32) for _ in range(count))
+    size, strides = _rows_layout(count, shape)
+    return torch.empty_strided(size, strides, device=device, dtype=torch.float32).unbind(0)
+
+
+@functools.lru_cache(maxsize=PLAN_CACHE_SIZE)
 def _tail_plan(B: int, C: int, P: int, channels_last: bool, device: torch.device) -> _TailPlan:
     r = _reduction_plan(B, C, P, channels_last, device)
     block_c = min(triton.next_power_of_2(C), FINALIZE_BLOCK_C)
@@ -381,9 +431,10 @@ def _traced_launch(kernel, grid: tuple, tensors: tuple, scalars: tuple, constexp
 class _DirectLaunches:
     """The eager launches of one call signature (:func:`_direct_launcher`), which fixes every kernel's grid,
     scalars and constexprs and the dtype and alignment of every tensor the caller passes (the passes' own
-    buffers are new allocations, aligned): each kernel goes through Triton's JIT once, then straight to its
-    compiled kernel (:class:`~ecanet.models.eca_fused._Launch`, which says why). Launches go to the current
-    CUDA device, which the caller makes x's."""
+    buffers are new allocations, or rows of one that start 16-byte aligned, :func:`_float32_buffers`): each
+    kernel goes through Triton's JIT once, then straight to its compiled kernel
+    (:class:`~ecanet.models.eca_fused._Launch`, which says why). Launches go to the current CUDA device, which
+    the caller makes x's."""
 
     def __init__(self) -> None:
         self._launches: dict = {}
@@ -403,37 +454,51 @@ def _direct_launches(_signature: tuple) -> _DirectLaunches:
 def _direct_launcher(tensors: tuple, scalars: tuple) -> _DirectLaunches:
     """The direct launches of a call on ``tensors`` (dense, None where absent) and ``scalars``: keyed by each
     tensor's shape, strides, dtype and 16-byte alignment, the scalars with their types (Triton compiles an int
-    ``momentum=1`` and a float ``1.0`` differently, which compare equal) and the device."""
-    return _direct_launches((tuple(None if t is None else (t.shape, t.stride(), t.dtype) for t in tensors),
-                             _alignments(*tensors), tuple((type(s), s) for s in scalars), tensors[0].device))
+    ``momentum=1`` and a float ``1.0`` differently, which compare equal) and the device. The shapes fix the
+    kernels' integer arguments, the grids and the plan. Built in one pass over the tensors: the key is made on
+    every eager call."""
+    return _direct_launches((*[None if t is None else (t.shape, t.stride(), t.dtype,
+                                                       t.data_ptr() % POINTER_ALIGNMENT == 0) for t in tensors],
+                             *[(type(s), s) for s in scalars], tensors[0].device))
 
 
 def _forward_passes(x: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor, weight: torch.Tensor,
-                    identity: Optional[torch.Tensor], eps: float, relu: bool, direct: bool) -> _Tensors9:
+                    identity: Optional[torch.Tensor], eps: float, relu: bool, direct: bool,
+                    running: Optional[Tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = None,
+                    momentum: float = 0.0) -> _Tensors9:
     """Forward passes 1-3 (module docstring); :func:`bn_eca_train_forward` says what they return. ``direct``
-    launches the kernels directly (eager mode), otherwise as torch.compile traces them."""
+    launches the kernels directly (eager mode), otherwise as torch.compile traces them. ``running``, BatchNorm's
+    (running_mean, running_var, num_batches_tracked), has the finalize kernel update them with ``momentum``
+    (eager mode: the ops are functional); the batch statistics are then neither made nor returned (None)."""
     layout = memory_format(x)
     x, identity = _dense(x, layout), _dense(identity, layout)
-    launch: Launcher = _direct_launcher((x, identity, gamma, beta, weight), (eps, relu)) if direct else _traced_launch
+    update_running = running is not None
+    launch: Launcher = (_direct_launcher((x, identity, gamma, beta, weight, *(running or ())), (eps, relu, momentum))
+                        if direct else _traced_launch)
     B, C, H, W = x.shape
     P = H * W
     plan = _plan_for(x)
     k = weight.numel()
     partial = dict(device=x.device, dtype=torch.float32)
+    # Two tensors cost the host as much as two allocations as they would as rows of one (_float32_buffers).
     sum_part, square_part = torch.empty((B, plan.splits, C), **partial), torch.empty((B, plan.splits, C), **partial)
-    pivot, centre, rstd, batch_mean, batch_var = (torch.empty((C,), **partial) for _ in range(5))
-    xhat_mean, pooled, gate = (torch.empty((B, C), **partial) for _ in range(3))
+    pivot, centre, rstd, *batch_stats = _float32_buffers(3 if update_running else 5, (C,), x.device, direct)
+    xhat_mean, pooled, gate = _float32_buffers(3, (B, C), x.device, direct)               # (B, C) each
     out = _empty_as(x)
     launch(_bn_stats_kernel, plan.reduce_grid, (x, pivot, sum_part, square_part), (B, C, P, plan.tiles_per_split),
            plan.tiling_meta)
+    # The kernel touches either the batch statistics or the running ones (UPDATE_RUNNING): pivot fills the
+    # slots of the others.
+    statistics = (pivot, pivot, *running) if update_running else (*batch_stats, pivot, pivot, pivot)
     launch(_bn_finalize_kernel, plan.finalize_grid,
-           (sum_part, square_part, pivot, gamma, beta, centre, rstd, xhat_mean, pooled, batch_mean, batch_var),
-           (B, C, P, plan.splits, eps), plan.finalize_meta)
+           (sum_part, square_part, pivot, gamma, beta, centre, rstd, xhat_mean, pooled, *statistics),
+           (B, C, P, plan.splits, eps, momentum), {"UPDATE_RUNNING": update_running, **plan.finalize_meta})
     # An absent identity is never read (HAS_IDENTITY is off); x fills its slot.
     launch(_bn_eca_apply_kernel, plan.pointwise_grid,
            (x, x if identity is None else identity, out, gate, pivot, centre, rstd, gamma, beta, pooled, weight),
            (C, P), {"HAS_IDENTITY": identity is not None, "RELU": relu, "K": k, "PAD": (k - 1) // 2,
                     **plan.tiling_meta})
+    batch_mean, batch_var = batch_stats or (None, None)
     return out, batch_mean, batch_var, pivot, centre, rstd, xhat_mean, pooled, gate
 
 
@@ -462,9 +527,10 @@ def _backward_passes(grad: torch.Tensor, x: torch.Tensor, out: Optional[torch.Te
            (grad, out if relu else grad, x, grad_pre, pivot, centre, rstd, sum_part, dot_part),
            (B, C, P, plan.tiles_per_split), {"RELU": relu, **plan.tiling_meta})
     grad_pooled = torch.empty((B, C), **partial)
+    # Tensors of their own: autograd may keep them as the parameters' .grad.
     grad_gamma, grad_beta = torch.empty_like(gamma), torch.empty_like(beta)
     weight_partial = torch.empty((plan.finalize_grid[0], k), **partial)
-    block_k = triton.next_power_of_2(k)
+    block_k = 1 << (k - 1).bit_length()   # triton.next_power_of_2(k), a constexpr function slow to call on the host
     launch(_bn_eca_gate_backward_kernel, plan.finalize_grid,
            (sum_part, dot_part, gate, pooled, xhat_mean, gamma, beta, weight, grad_pooled, grad_gamma, grad_beta,
             weight_partial), (B, C, plan.splits),
@@ -477,15 +543,14 @@ def _backward_passes(grad: torch.Tensor, x: torch.Tensor, out: Optional[torch.Te
 
 
 def _update_running_stats(running_mean: torch.Tensor, running_var: torch.Tensor, num_batches_tracked: torch.Tensor,
-                          batch_mean: torch.Tensor, batch_var: torch.Tensor, momentum: float, direct: bool) -> None:
-    """``nn.BatchNorm2d``'s update after a batch (``batch_var`` unbiased), in one kernel; ``direct`` as in
-    :func:`_forward_passes`."""
-    buffers = (running_mean, running_var, num_batches_tracked)
-    launch: Launcher = _direct_launcher(buffers, (momentum,)) if direct else _traced_launch
+                          batch_mean: torch.Tensor, batch_var: torch.Tensor, momentum: float) -> None:
+    """``nn.BatchNorm2d``'s update after a batch (``batch_var`` unbiased), in one kernel, as torch.compile traces
+    it: the functional forward op returns the batch statistics. (Eager mode has the finalize kernel do it.)"""
     C = running_mean.numel()
     block_c = min(triton.next_power_of_2(C), RUNNING_STATS_BLOCK_C)
-    launch(_running_stats_kernel, (triton.cdiv(C, block_c),), (*buffers, batch_mean, batch_var), (C, momentum),
-           {"BLOCK_C": block_c})
+    _traced_launch(_running_stats_kernel, (triton.cdiv(C, block_c),),
+                   (running_mean, running_var, num_batches_tracked, batch_mean, batch_var), (C, momentum),
+                   {"BLOCK_C": block_c})
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -518,8 +583,7 @@ def bn_update_running_stats(running_mean: torch.Tensor, running_var: torch.Tenso
                             batch_mean: torch.Tensor, batch_var: torch.Tensor, momentum: float) -> None:
     """``nn.BatchNorm2d``'s update after a batch (``batch_var`` unbiased), in one kernel: under torch.compile the
     two running statistics and the batch count would otherwise be a kernel each."""
-    _update_running_stats(running_mean, running_var, num_batches_tracked, batch_mean, batch_var, momentum,
-                          direct=False)
+    _update_running_stats(running_mean, running_var, num_batches_tracked, batch_mean, batch_var, momentum)
 
 
 def _setup_context(ctx, inputs, output) -> None:
@@ -551,21 +615,24 @@ bn_eca_train_forward.register_autograd(_backward, setup_context=_setup_context)
 
 class _EagerTail(torch.autograd.Function):
     """The ops' passes in eager mode, launched directly: neither the ops' dispatch nor Triton's JIT binding runs
-    on each call (host time per call). Returns (out, batch_mean, batch_var); the statistics take no gradient."""
+    on each call (host time per call). Returns out; the finalize kernel updates BatchNorm's ``running`` buffers
+    (running_mean, running_var, num_batches_tracked), which a tuple keeps out of the autograd graph."""
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor, weight: torch.Tensor,
-                identity: Optional[torch.Tensor], eps: float, relu: bool) -> Tuple[torch.Tensor, ...]:
-        output = _forward_passes(x, gamma, beta, weight, identity, eps, relu, direct=True)
+                identity: Optional[torch.Tensor], eps: float, relu: bool,
+                running: Tuple[torch.Tensor, torch.Tensor, torch.Tensor], momentum: float) -> torch.Tensor:
+        output = _forward_passes(x, gamma, beta, weight, identity, eps, relu, direct=True, running=running,
+                                 momentum=momentum)
         _setup_context(ctx, (x, gamma, beta, weight, identity, eps, relu), output)
-        ctx.mark_non_differentiable(output[1], output[2])
-        return output[:3]
+        return output[0]
 
     @staticmethod
     @once_differentiable
-    def backward(ctx, grad_out: torch.Tensor, *_unused_grads):
+    def backward(ctx, grad_out: torch.Tensor):
         with _device_of(grad_out):
-            return *_gradients(ctx, grad_out, functools.partial(_backward_passes, direct=True)), None, None
+            return (*_gradients(ctx, grad_out, functools.partial(_backward_passes, direct=True)),
+                    None, None, None, None)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -603,11 +670,9 @@ def bn_eca_tail_training(x: torch.Tensor, bn: nn.BatchNorm2d, weight: torch.Tens
         out, batch_mean, batch_var, *_ = bn_eca_train_forward(*inputs)
         bn_update_running_stats(*buffers, batch_mean.detach(), batch_var.detach(), bn.momentum)
         return out
-    with _device_of(x):
+    with _device_of(x):   # the finalize kernel updates the running statistics: no kernel of their own
         if ((torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in inputs[:5]))
                 or forward_ad_active()):   # under forward-mode AD, apply says it has no jvp
-            out, batch_mean, batch_var = _EagerTail.apply(*inputs)
-        else:   # no autograd node to build (e.g. BatchNorm statistics recomputed under no_grad)
-            out, batch_mean, batch_var, *_ = _forward_passes(*inputs, direct=True)
-        _update_running_stats(*buffers, batch_mean, batch_var, bn.momentum, direct=True)
-    return out
+            return _EagerTail.apply(*inputs, buffers, bn.momentum)
+        # no autograd node to build (e.g. BatchNorm statistics recomputed under no_grad)
+        return _forward_passes(*inputs, direct=True, running=buffers, momentum=bn.momentum)[0]
