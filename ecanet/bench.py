@@ -48,6 +48,11 @@ MOBILENET_STEM_STRIDE = 2        # MobileNetV2's first convolution halves the in
 MIN_TIMED_STEPS = 3              # a repeat of measure_throughput(repeat_seconds=...) times at least this many steps
 SIZING_STEPS = 3                 # steps timed one by one to size those repeats (the fastest counts)
 MAX_SETTLING_STEPS = 20          # warm-up steps measure_throughput adds at most while the allocator still grows
+# measure_host_time: a step on this tiny input runs each kernel in microseconds, so it takes as long as the host
+# takes to issue it (Python, autograd, kernel launches), which the input's size hardly changes.
+HOST_TIME_BATCH = 2
+HOST_TIME_IMG_SIZE = 64          # px
+HOST_TIME_STEPS = 20             # steps per repeat
 
 # Tensor-sized passes over HBM (N elements each way) that the ECA variants cannot avoid, (forward, backward),
 # for an implementation that cannot keep a sample's activation on chip (see measure_eca_layer):
@@ -472,6 +477,27 @@ def measure_throughput(model: nn.Module, *, batch_size: int, img_size: int = 224
         images_per_s_all=[batch_size * 1e3 / ms for ms in runs], timed_steps=timed_steps, frozen_heap=frozen_heap,
         gc_pause_ms_all=[w.pause_ms for w in watches], gc_full_collections_all=[w.full_collections for w in watches],
         gpu_all=gpu_states, warmup_steps=warmup_run, device_allocations_all=device_allocations)
+
+
+def measure_host_time(model: nn.Module, *, train: bool, amp_dtype: torch.dtype | None = torch.bfloat16,
+                      channels_last: bool = True, warmup_steps: int = 5, steps: int = HOST_TIME_STEPS,
+                      repeats: int = 3, device: str | torch.device = "cuda") -> list[float]:
+    """Milliseconds per eager step, one figure per repeat, on HOST_TIME_BATCH images of HOST_TIME_IMG_SIZE px:
+    the host's time to issue the step (Python, autograd and the kernel launches), since on such an input each
+    kernel takes the GPU microseconds. A network whose host time per step nears its GPU time per step at the
+    real batch runs at the host's pace there, and its timings vary with the host's. Same step as
+    :func:`measure_throughput`, heap frozen; the model's mode is restored afterwards."""
+    device = torch.device(device)
+    with _prepared_step(model, batch_size=HOST_TIME_BATCH, img_size=HOST_TIME_IMG_SIZE, train=train,
+                        amp_dtype=amp_dtype, channels_last=channels_last, compile=False, device=device) as step:
+        for _ in range(warmup_steps):
+            step()
+        _synchronize(device)
+        freeze_heap()
+        try:
+            return [_time_ms(step, steps, device) for _ in range(repeats)]
+        finally:
+            release_heap()
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -22,6 +22,7 @@ import json
 import os
 import platform
 import stat
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -345,9 +346,16 @@ def _network_name(record: dict) -> str:
     return record["model"] + (f" ({'; '.join(details)})" if details else "")
 
 
+def _host_ms(record: dict) -> str:
+    """The median of the row's host times per step (``--host-time``), empty for a row measured without."""
+    host = record.get("host_ms_all")
+    return f"{statistics.median(host):.1f}" if host else ""
+
+
 def _released_markdown(records: list[dict]) -> str:
     """One row per measurement, pair by pair: median img/s with the repeats' min-max and spread, the ECA
-    rows' ratio to their baseline, and the GPU's SM clock where any row recorded it."""
+    rows' ratio to their baseline, and where any row recorded them, the GPU's SM clock and busy time and the
+    host's time per step."""
     order = {base: i for i, (_, base) in enumerate(RELEASED_PAIRS)}
     cases = {case: i for i, case in enumerate(CASES)}
     rows = []
@@ -355,19 +363,19 @@ def _released_markdown(records: list[dict]) -> str:
                                             SOURCES.index(r["source"]))):
         if "error" in r:
             rows.append((r["pair"], r["case"], _network_name(r), r["source"], "error", r["error"][:60], "", "", "", "",
-                         ""))
+                         "", ""))
             continue
         ratio = r.get("vs_baseline")
         clock, slowdowns = _gpu_clock(r)
         rows.append((r["pair"], r["case"], _network_name(r), r["source"], f"{r['images_per_s']:,.0f}",
                      f"{r['images_per_s_min']:,.0f}-{r['images_per_s_max']:,.0f}", f"{100 * _spread(r):.2f}%",
                      f"{len(r['images_per_s_all'])}x{r.get('timed_steps', '?')}", f"{ratio:.3f}x" if ratio else "",
-                     clock + (f" ({slowdowns})" if slowdowns else ""), _gpu_busy(r)))
+                     clock + (f" ({slowdowns})" if slowdowns else ""), _gpu_busy(r), _host_ms(r)))
     header = ("pair", "case", "network", "code", "img/s (median)", "min-max", "spread", "repeats x steps",
-              "vs baseline", "SM clock MHz", "GPU busy")
-    if not any(row[-2] for row in rows):   # results files measured without NVML
-        header, rows = header[:-2], [row[:-2] for row in rows]
-    return markdown_table(header, rows)
+              "vs baseline", "SM clock MHz", "GPU busy", "host ms/step")
+    # Columns no row recorded (results files measured without NVML, or without --host-time) are left out.
+    shown = [i for i in range(len(header)) if i < len(header) - 3 or any(row[i] for row in rows)]
+    return markdown_table([header[i] for i in shown], [[row[i] for i in shown] for row in rows])
 
 
 def _released_ratio_table(records: list[dict]) -> str:
@@ -544,7 +552,10 @@ and the spread ((max - min) / median). "repeats x steps" is how many timed repea
 (`--repeat-seconds` sizes the repeats, so deep networks time fewer steps). Files that recorded them add the
 GPU's SM clock (the repeats' mean clocks, a range where they differ by more than 1%), any reason NVML gave for
 a lowered clock, such as the power cap, and how busy the GPU was (the share of time a kernel ran; below 100%
-it waited for the host) (`ecanet.bench.GpuWatch`). The official code's networks
+it waited for the host) (`ecanet.bench.GpuWatch`), and, measured with `--host-time`, the eager step's "host
+ms/step": the median time of the same step on 2 images of 64 px, where each kernel takes the GPU microseconds,
+so the step takes what the host needs to issue it (`ecanet.bench.measure_host_time`); where it nears the
+step's time at the real batch, the GPU waits for the host. The official code's networks
 (the official repository's `models/`) compare with ecanet's baseline, which is the same network;
 timm's ECA-ResNets, which have the deep 'd' stem, with timm's ResNet of that stem. A case not measured
 shows "-" and is listed under the targets. `--released` times each compiled row in a fresh Python process

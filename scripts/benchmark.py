@@ -206,7 +206,14 @@ def _released_builders(args: argparse.Namespace) -> list[tuple[dict, Callable]]:
 def _measure_released_row(args: argparse.Namespace, case: str, build: Callable) -> dict:
     """One row's measurement in this process: ``measure_throughput``'s numbers, or ``error`` if it failed."""
     try:
-        return _throughput(args, build(), case).to_dict()
+        model = build()
+        record = _throughput(args, model, case).to_dict()
+        if args.host_time and case.endswith("-eager"):
+            record["host_ms_all"] = bench.measure_host_time(
+                model, train=case.startswith("train"), amp_dtype=AMP_DTYPES[args.amp],
+                channels_last=args.channels_last, warmup_steps=args.warmup_steps, repeats=args.repeats,
+                device=args.device)
+        return record
     except Exception as error:  # noqa: BLE001 -- one failed row must not lose the others
         log.exception("%s failed", case)
         return {"error": f"{type(error).__name__}: {error}"}
@@ -653,6 +660,10 @@ def build_parser() -> argparse.ArgumentParser:
     how.add_argument("--repeat-seconds", type=float, default=None, metavar="S",
                      help="time as many steps per repeat as fill about S seconds (at least 3, at most "
                           "--timed-steps), so deep networks take no longer than shallow ones")
+    how.add_argument("--host-time", action="store_true",
+                     help=f"--released: also time each eager row's step on {bench.HOST_TIME_BATCH} images of "
+                          f"{bench.HOST_TIME_IMG_SIZE} px, where the GPU's kernels take microseconds: the host's "
+                          "time to issue a step (the page's 'host ms/step')")
     how.add_argument("--freeze-heap", action=argparse.BooleanOptionalAction, default=True,
                      help="time with the objects alive after warm-up out of the garbage collector's view, as "
                           "the training loop does (ecanet.engine.freeze_heap); each repeat's collections and "

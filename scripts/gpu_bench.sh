@@ -10,7 +10,8 @@
 #               and --decode gpu (images/s, peak memory)
 #
 #   released    (only when named in STEPS; the steps below in order) every released ECA network against its
-#               baseline, each step one scripts/benchmark.py run: released-eager (train and inference), released-compiled
+#               baseline, each step one scripts/benchmark.py run: released-eager (train and inference, with each
+#               step's host time, --host-time), released-compiled
 #               (train and inference compiled: first compiles every network, JOBS processes at a time, into Inductor's
 #               on-disk cache at $TORCHINDUCTOR_CACHE_DIR, then times each network in a fresh process that loads its
 #               graphs from there and tunes their kernels alone; compiling one network after another alone takes
@@ -72,7 +73,7 @@ if has released-eager; then
     echo "=== every released ECA network against its baseline, eager"
     # shellcheck disable=SC2086
     timeout 570 "${RELEASED[@]}" --released $RELEASED_PAIRS --sources $RELEASED_SOURCES --cases train-eager infer-eager \
-        --warmup-steps 5 --repeat-seconds 1 ${RESUME:+--resume} --json "$OUT/released_eager.json" 2>&1 \
+        --warmup-steps 5 --repeat-seconds 1 --host-time ${RESUME:+--resume} --json "$OUT/released_eager.json" 2>&1 \
         | grep -vE " INFO "
 fi
 # The compiled released step: PAIRS, then the results file's name in $OUT, then more scripts/benchmark.py arguments.

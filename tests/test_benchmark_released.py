@@ -472,6 +472,40 @@ def test_resume_keeps_the_measured_rows_and_measures_the_rest(tmp_path, monkeypa
     assert page.count("; continued ") == 1
 
 
+def test_host_time_times_each_eager_step_on_a_tiny_input_and_the_page_shows_its_median(tmp_path, monkeypatch):
+    """--host-time adds each eager row's step time on HOST_TIME_BATCH images of HOST_TIME_IMG_SIZE px (no row
+    without it shows the column); compiled rows get none."""
+    import json
+    shapes = []
+
+    def fake_time_ms(step, steps, device):
+        return float(len(shapes))
+
+    real_prepared = bench._prepared_step
+
+    def recording_prepared(model, **kwargs):
+        shapes.append((kwargs["batch_size"], kwargs["img_size"], kwargs["train"], kwargs["compile"]))
+        return real_prepared(model, **kwargs)
+
+    monkeypatch.setattr(bench, "measure_throughput", lambda model, **kwargs: _FakeResult(100.0))
+    monkeypatch.setattr(bench, "_prepared_step", recording_prepared)
+    monkeypatch.setattr(bench, "_time_ms", fake_time_ms)
+    path = tmp_path / "released.json"
+    argv = ["--released", "resnet18", "--sources", "ecanet", "--cases", "train-eager", "--fresh-process", "none",
+            "--device", "cpu", "--repeats", "3", "--warmup-steps", "1", "--host-time", "--json", str(path)]
+    assert benchmark.main(argv) == 0
+    records = json.loads(path.read_text())["released"]
+    tiny = (bench.HOST_TIME_BATCH, bench.HOST_TIME_IMG_SIZE, True, False)
+    assert shapes == [tiny, tiny]                          # one host timing per row, eager, training
+    assert [r["host_ms_all"] for r in records] == [[1.0, 1.0, 1.0], [2.0, 2.0, 2.0]]
+    table = bench_report._released_markdown(records)
+    assert table.splitlines()[0].endswith("| vs baseline | host ms/step |")
+    assert table.splitlines()[2].endswith("| 1.0 |") and table.splitlines()[3].endswith("| 2.0 |")
+    for record in records:
+        del record["host_ms_all"]
+    assert "host ms/step" not in bench_report._released_markdown(records)
+
+
 def test_resume_refuses_a_file_measured_differently_and_leaves_it_untouched(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(bench, "measure_throughput", lambda model, **kwargs: _FakeResult(10.0))
     monkeypatch.setattr(bench_report, "code_tree", lambda: "1" * 40)
