@@ -182,8 +182,8 @@ class EcaModule(nn.Module):
         decomposed form. In eager training, implementation ``"fused"`` runs the tail as those Triton kernels
         wherever they take the inputs (they read and write the tail's activations fewer times than cuDNN's
         BatchNorm followed by the fused ECA kernels); ``"auto"`` does so on CUDA tensors where the network asks
-        for it with ``eager_tail="kernels"`` (one of :data:`EAGER_TAILS`; ResNets, whose eager training step
-        the kernels make faster, docs/performance.md), and otherwise runs BatchNorm as its module, then
+        for it with ``eager_tail="kernels"`` (one of :data:`EAGER_TAILS`; the released ResNets and MobileNetV2,
+        whose eager training step the kernels make faster, docs/design/fused_eca.md), and otherwise runs BatchNorm as its module, then
         :meth:`scale_add_relu`. In eager inference (``bn`` in eval mode, no gradient recorded) the fused
         implementations fold BatchNorm's affine map into ECA's passes
         (:func:`~ecanet.models.eca_fused.bn_eval_eca_scale_add_relu`), so BN(x) is never written out.
