@@ -16,7 +16,7 @@ from torch import nn
 
 from ecanet.models import eca_module
 from ecanet.models.eca_module import EcaModule, set_eca_impl
-from conftest import bn_and_eca, INTERPRETED, interpreter_parent, run_interpreter_tests
+from conftest import bn_and_eca, compile_triton_for_sm90, INTERPRETED, interpreter_parent, run_interpreter_tests
 
 HAS_TAIL = eca_module.bn_eca_fused is not None
 HAS_CUDA = torch.cuda.is_available()
@@ -73,6 +73,38 @@ def test_cpu_tensors_never_take_the_triton_tail():
     bn, eca = bn_and_eca(8, 3)
     assert not eca_module.bn_eca_fused.supports_training_tail(torch.randn(2, 8, 3, 3), bn.float(),
                                                               weight=eca.conv.weight.float())
+
+
+@pytest.mark.skipif(INTERPRETED, reason="compiles with the real Triton compiler")
+def test_tail_kernels_compile_for_sm90():
+    """Triton's real compiler (ptxas included) accepts every kernel of the tail for Hopper, without a GPU: with
+    the launch sizes of an ECA-ResNet-50 stage-1 tail (batch 256, bf16, channels_last), the finalize kernel both
+    updating the running statistics (eager mode) and storing the batch's (the op)."""
+    if not HAS_TAIL:
+        pytest.skip("the Triton tail did not import")
+    F = eca_module.bn_eca_fused
+    plan = F._tail_plan(256, 256, 56 * 56, True, torch.device("cpu"))
+    argument_types = {name: "*fp32" for name in ("pivot_ptr", "sum_part_ptr", "square_part_ptr", "gamma_ptr",
+                                                 "beta_ptr", "centre_ptr", "rstd_ptr", "xhat_mean_ptr", "pooled_ptr",
+                                                 "batch_mean_ptr", "batch_var_ptr", "running_mean_ptr",
+                                                 "running_var_ptr", "gate_ptr", "weight_ptr", "dot_part_ptr",
+                                                 "grad_pooled_ptr", "grad_gamma_ptr", "grad_beta_ptr",
+                                                 "weight_partial_ptr", "grad_weight_ptr")}
+    argument_types |= {name: "*bf16" for name in ("x_ptr", "identity_ptr", "out_ptr", "grad_ptr", "grad_pre_ptr",
+                                                  "grad_x_ptr")}
+    argument_types |= {"batches_ptr": "*i64", "eps": "fp32", "momentum": "fp32"}
+    argument_types |= dict.fromkeys(("B", "C", "P", "tiles_per_split", "num_splits", "weight_rows"), "i32")
+    taps = {"K": 3, "PAD": 1, "BLOCK_K": 4}
+    kernels = [(F._bn_stats_kernel, plan.tiling_meta),
+               (F._bn_finalize_kernel, {"UPDATE_RUNNING": True, **plan.finalize_meta}),
+               (F._bn_finalize_kernel, {"UPDATE_RUNNING": False, **plan.finalize_meta}),
+               (F._running_stats_kernel, {"BLOCK_C": F.RUNNING_STATS_BLOCK_C}),
+               (F._bn_eca_apply_kernel, {"HAS_IDENTITY": True, "RELU": True, "K": 3, "PAD": 1, **plan.tiling_meta}),
+               (F._bn_eca_backward_reduce_kernel, {"RELU": True, **plan.tiling_meta}),
+               (F._bn_eca_gate_backward_kernel, {**taps, **plan.finalize_meta}),
+               (F._bn_eca_backward_apply_kernel, {"K": 3, "BLOCK_K": 4, **plan.tiling_meta})]
+    for kernel, constants in kernels:
+        compile_triton_for_sm90(kernel, argument_types, constants)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -527,16 +559,27 @@ def test_gpu_eager_resnet_block_takes_the_triton_tail(kind, impl, monkeypatch):
 
 @pytest.mark.gpu
 @gpu
-@pytest.mark.parametrize("impl", ["auto", "fused"])
 @pytest.mark.parametrize("residual", [True, False])
-def test_gpu_eager_mobilenet_block_takes_the_triton_tail(residual, impl, monkeypatch):
-    """An ECA-MobileNetV2 block in eager training (its tail without the ReLU, with and without the residual add):
-    MobileNetV2 asks 'auto' for the tail's kernels in eager training too."""
+def test_gpu_eager_mobilenet_block_under_fused_takes_the_triton_tail(residual, monkeypatch):
+    """An ECA-MobileNetV2 block in eager training (its tail without the ReLU, with and without the residual add)."""
     from ecanet.models.mobilenetv2 import InvertedResidual
     torch.manual_seed(0)
     block = InvertedResidual(24, 24 if residual else 32, 1, 6, attention="eca", k_size=3)
     nn.init.normal_(block.conv[-1].conv.weight)
-    _block_against_plain(block, torch.randn(8, 24, 28, 28), monkeypatch, compiled=False, eager_impl=impl)
+    _block_against_plain(block, torch.randn(8, 24, 28, 28), monkeypatch, compiled=False, eager_impl="fused")
+
+
+@pytest.mark.gpu
+@gpu
+def test_gpu_eager_mobilenet_block_under_auto_keeps_batchnorm_and_the_eca_kernels(monkeypatch):
+    """ECA-MobileNetV2 leaves the eager tail at its default: 'auto' runs BatchNorm as its module there."""
+    from ecanet.models import bn_eca_fused
+    from ecanet.models.mobilenetv2 import InvertedResidual
+    calls = []
+    monkeypatch.setattr(bn_eca_fused, "bn_eca_tail_training", lambda *args, **kwargs: calls.append(1))
+    block = set_eca_impl(InvertedResidual(24, 24, 1, 6, attention="eca", k_size=3).cuda().train(), "auto")
+    block(torch.randn(4, 24, 28, 28, device="cuda")).sum().backward()
+    assert not calls
 
 
 def test_unknown_eager_tail_is_refused():

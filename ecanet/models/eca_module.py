@@ -182,11 +182,12 @@ class EcaModule(nn.Module):
         decomposed form. In eager training, implementation ``"fused"`` runs the tail as those Triton kernels
         wherever they take the inputs (they read and write the tail's activations fewer times than cuDNN's
         BatchNorm followed by the fused ECA kernels); ``"auto"`` does so on CUDA tensors where the network asks
-        for it with ``eager_tail="kernels"`` (one of :data:`EAGER_TAILS`; the released ResNets and MobileNetV2,
-        whose eager training step the kernels make faster, docs/design/fused_eca.md), and otherwise runs BatchNorm as its module, then
-        :meth:`scale_add_relu`. In eager inference (``bn`` in eval mode, no gradient recorded) the fused
-        implementations fold BatchNorm's affine map into ECA's passes
-        (:func:`~ecanet.models.eca_fused.bn_eval_eca_scale_add_relu`), so BN(x) is never written out.
+        for it with ``eager_tail="kernels"`` (one of :data:`EAGER_TAILS`; ResNets, whose eager training step
+        the kernels make faster, docs/design/fused_eca.md), and otherwise runs BatchNorm as its module, then
+        :meth:`scale_add_relu`. In eager inference (``bn`` in eval mode, no gradient recorded) ``"fused"``
+        folds BatchNorm's affine map into ECA's passes (:func:`~ecanet.models.eca_fused.bn_eval_eca_scale_add_relu`),
+        so BN(x) is never written out; ``"auto"`` runs BatchNorm's module, then the fused ECA, until the fold is
+        measured to be faster on a GPU (docs/design/fused_eca.md).
         """
         if compiled_tail not in COMPILED_TAILS:
             raise ValueError(f"unknown compiled tail {compiled_tail!r}; choose one of {', '.join(COMPILED_TAILS)}")
@@ -201,7 +202,7 @@ class EcaModule(nn.Module):
                 and (self.impl == "fused" or (self.impl == "auto" and eager_tail == "kernels" and x.is_cuda))
                 and self._tail_kernels_apply(bn, x, identity) and not eca_fused.forward_ad_active()):
             return bn_eca_fused.bn_eca_tail_training(x, bn, self.conv.weight, identity, relu=relu)
-        if (not bn.training and self.impl != "plain" and not torch.compiler.is_compiling()
+        if (not bn.training and self.impl == "fused" and not torch.compiler.is_compiling()
                 and self._computes_tail_inline(bn, x) and _use_fused(self.impl, x, identity)
                 and eca_fused.supports_inference_tail(x, bn, identity, weight=self.conv.weight)):
             return eca_fused.bn_eval_eca_scale_add_relu(x, bn, self.conv.weight, identity, relu=relu)

@@ -8,9 +8,8 @@ With attention, a block's projection convolution, BatchNorm, attention and resid
 tail, :func:`~ecanet.models.attention.conv_bn_scale_add_relu` with ``relu=False``, the same call that ends
 a ResNet block. Under ``torch.compile`` ECA's pooling then comes out of BatchNorm's statistics pass and the
 rescale and the add join BatchNorm's pointwise pass; in training on a GPU the tail runs as the Triton kernels
-of :mod:`~ecanet.models.bn_eca_fused` (``compiled_tail="kernels"``, and ``eager_tail="kernels"`` in eager
-training), which launch fewer kernels than Inductor makes of it, or than BatchNorm's module followed by the fused
-ECA, because this network's training step waits on the host's launches (``docs/design/fused_eca.md``).
+of :mod:`~ecanet.models.bn_eca_fused` (``compiled_tail="kernels"``), which launch fewer kernels than Inductor
+makes of it, because this network's compiled step waits on the host's launches (``docs/design/fused_eca.md``).
 """
 from __future__ import annotations
 
@@ -81,11 +80,10 @@ class InvertedResidual(nn.Module):
         out = x
         for layer in body:
             out = layer(out)                              # (B, hidden, H / stride, W / stride)
-        # This block's training step runs at the host's launch pace, compiled and eager: the tail's Triton
-        # kernels launch fewer kernels than Inductor makes of the decomposed form, and than BatchNorm's module
-        # followed by the fused ECA (docs/design/fused_eca.md).
+        # Compiled, this block's training step runs at the host's launch pace: the tail's Triton kernels
+        # launch fewer kernels than Inductor makes of the decomposed form (docs/design/fused_eca.md).
         return conv_bn_scale_add_relu(project, bn, attention, out, x if self.use_res_connect else None,
-                                      relu=False, compiled_tail="kernels", eager_tail="kernels")
+                                      relu=False, compiled_tail="kernels")
 
 
 def block_kernel_sizes(k_size: object) -> list[int | None]:
