@@ -81,7 +81,7 @@ def run(args: Any) -> int:
                              resumed_seed=resume_obj.get("sampler_seed") if resume_obj else None, recipe=recipe,
                              recorded=resume_obj.get("config") if resume_obj else None)
         if recipe is not None:
-            log_recipe_use(cfg, recipe)
+            log_recipe_use(cfg, recipe, described=cfg.evaluate)   # -e: load_model has said what the file holds
         if cfg.weights and not cfg.evaluate and resume_obj is None and cfg.ksize is not None:
             ckpt.check_kernel_sizes_agree(cfg.arch, cfg.ksize, recipe, cfg.weights)
         runtime.warn_about_cpu_habits(cfg, info.device)
@@ -136,13 +136,17 @@ def _same(option: Any, recorded: Any) -> bool:
         (list(recorded) if isinstance(recorded, (list, tuple)) else recorded)
 
 
-def log_recipe_use(cfg: config.Config, recipe: Any) -> None:
-    """Say which preprocessing a checkpoint's recipe decided and which options overrode it."""
+def log_recipe_use(cfg: config.Config, recipe: Any, described: bool) -> None:
+    """Say which preprocessing a checkpoint's recipe decided, unless ``described`` (``load_model`` has logged
+    it), and which options overrode it, with the preprocessing that runs then: one line."""
     overridden = [f"--{dest.replace('_', '-')}" for dest in config.RECIPE_PREPROCESSING
                   if dest in cfg.explicit and not _same(getattr(cfg, dest), getattr(recipe, dest))]
-    log.info("recipe: %s%s", recipe.describe(), f"; overridden by {', '.join(overridden)}" if overridden else "")
-    log.info("preprocessing used: Resize(%d) + CenterCrop(%d), mean %s, std %s", cfg.val_resize, cfg.img_size,
-             cfg.mean, cfg.std)
+    parts = [] if described else [f"recipe: {recipe.describe()}"]
+    if overridden:
+        parts.append(f"preprocessing overridden by {', '.join(overridden)}: Resize({cfg.val_resize}) + CenterCrop({cfg.img_size}), "
+                     f"mean {cfg.mean}, std {cfg.std}")
+    if parts:
+        log.info("; ".join(parts))
 
 
 def evaluate_checkpoint(cfg: config.Config, info: Any, precision: Any, model: Any, path: Path) -> int:
