@@ -143,8 +143,8 @@ def log_recipe_use(cfg: config.Config, recipe: Any, described: bool) -> None:
                   if dest in cfg.explicit and not _same(getattr(cfg, dest), getattr(recipe, dest))]
     parts = [] if described else [f"recipe: {recipe.describe()}"]
     if overridden:
-        parts.append(f"preprocessing overridden by {', '.join(overridden)}: Resize({cfg.val_resize}) + CenterCrop({cfg.img_size}), "
-                     f"mean {cfg.mean}, std {cfg.std}")
+        parts.append(f"preprocessing overridden by {', '.join(overridden)}: Resize({cfg.val_resize}) + "
+                     f"CenterCrop({cfg.img_size}), mean {cfg.mean}, std {cfg.std}")
     if parts:
         log.info("; ".join(parts))
 

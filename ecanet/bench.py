@@ -481,23 +481,27 @@ def measure_throughput(model: nn.Module, *, batch_size: int, img_size: int = 224
 
 def measure_host_time(model: nn.Module, *, train: bool, amp_dtype: torch.dtype | None = torch.bfloat16,
                       channels_last: bool = True, warmup_steps: int = 5, steps: int = HOST_TIME_STEPS,
-                      repeats: int = 3, device: str | torch.device = "cuda") -> list[float]:
+                      repeats: int = 3, device: str | torch.device = "cuda", cudnn_benchmark: bool = True,
+                      frozen_heap: bool = True) -> list[float]:
     """Milliseconds per eager step, one figure per repeat, on HOST_TIME_BATCH images of HOST_TIME_IMG_SIZE px:
     the host's time to issue the step (Python, autograd and the kernel launches), since on such an input each
     kernel takes the GPU microseconds. A network whose host time per step nears its GPU time per step at the
-    real batch runs at the host's pace there, and its timings vary with the host's. Same step as
-    :func:`measure_throughput`, heap frozen; the model's mode is restored afterwards."""
+    real batch runs at the host's pace there, and its timings vary with the host's. Same step, cuDNN setting
+    and heap handling (``frozen_heap``) as :func:`measure_throughput`; the model's mode is restored afterwards."""
     device = torch.device(device)
     with _prepared_step(model, batch_size=HOST_TIME_BATCH, img_size=HOST_TIME_IMG_SIZE, train=train,
-                        amp_dtype=amp_dtype, channels_last=channels_last, compile=False, device=device) as step:
+                        amp_dtype=amp_dtype, channels_last=channels_last, compile=False, device=device) as step, \
+            _cudnn_flags(cudnn_benchmark):
         for _ in range(warmup_steps):
             step()
         _synchronize(device)
-        freeze_heap()
+        if frozen_heap:
+            freeze_heap()
         try:
             return [_time_ms(step, steps, device) for _ in range(repeats)]
         finally:
-            release_heap()
+            if frozen_heap:
+                release_heap()
 
 
 # ----------------------------------------------------------------------------------------------------

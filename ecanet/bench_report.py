@@ -29,6 +29,7 @@ from pathlib import Path
 
 import torch
 
+from ecanet.bench import HOST_TIME_BATCH, HOST_TIME_IMG_SIZE
 from ecanet.errors import UserError
 from ecanet.metrics import markdown_table
 from ecanet.models import fused_eca_available
@@ -202,9 +203,10 @@ class Report:
 # ----------------------------------------------------------------------------------------------------
 # What a continued results file and the run continuing it must share (besides the machine and versions).
 RESUME_SETTINGS = ("batch_size", "img_size", "amp", "channels_last", "repeats", "warmup_steps", "timed_steps",
-                   "repeat_seconds", "freeze_heap", "inductor_option", "fresh_process")
+                   "repeat_seconds", "freeze_heap", "inductor_option", "fresh_process", "host_time")
 RESUME_ENVIRONMENT = ("gpu", "torch", "cuda", "triton")
-RESUME_DEFAULTS = {"fresh_process": "none"}   # files from before --fresh-process timed every row in one process
+# Files from before --fresh-process timed every row in one process, and from before --host-time no host.
+RESUME_DEFAULTS = {"fresh_process": "none", "host_time": False}
 
 
 def row_key(record: dict) -> tuple:
@@ -541,7 +543,8 @@ same run. ECA implementations: `auto` is ecanet's default (fused
 Triton kernels in eager mode, for the ResNets' training each block's BatchNorm with its ECA as the tail's
 kernels; under `torch.compile` the BatchNorm+ECA form that Inductor fuses, or for ECA-MobileNetV2's
 training the tail's own Triton kernels); `fused` insists on the Triton ECA kernels and, in all eager
-training, runs each block's BatchNorm with its ECA as the tail's kernels; `plain` is the official computation. Each results
+training, runs each block's BatchNorm with its ECA as the tail's kernels, and in eager inference folds each
+block's eval-mode BatchNorm into ECA's passes; `plain` is the official computation. Each results
 file records the code it was measured with: `environment.code`, the commit, and `environment.code_tree`,
 the git tree id of the tracked files outside `results/` as they were, uncommitted changes included.
 How the fused ECA works: [design/fused_eca.md](design/fused_eca.md).
@@ -553,9 +556,9 @@ and the spread ((max - min) / median). "repeats x steps" is how many timed repea
 GPU's SM clock (the repeats' mean clocks, a range where they differ by more than 1%), any reason NVML gave for
 a lowered clock, such as the power cap, and how busy the GPU was (the share of time a kernel ran; below 100%
 it waited for the host) (`ecanet.bench.GpuWatch`), and, measured with `--host-time`, the eager step's "host
-ms/step": the median time of the same step on 2 images of 64 px, where each kernel takes the GPU microseconds,
-so the step takes what the host needs to issue it (`ecanet.bench.measure_host_time`); where it nears the
-step's time at the real batch, the GPU waits for the host. The official code's networks
+ms/step": the median time of the same step on {host_batch} images of {host_img_size} px, where each kernel
+takes the GPU microseconds, so the step takes what the host needs to issue it (`ecanet.bench.measure_host_time`);
+where it nears the step's time at the real batch, the GPU waits for the host. The official code's networks
 (the official repository's `models/`) compare with ecanet's baseline, which is the same network;
 timm's ECA-ResNets, which have the deep 'd' stem, with timm's ResNet of that stem. A case not measured
 shows "-" and is listed under the targets. `--released` times each compiled row in a fresh Python process
@@ -600,5 +603,6 @@ def performance_page(paths: list[str], summary: str) -> str:
         commands.append(f"- `{path}`{subset}: {env.get('gpu', '?')} ({env.get('gpu_count', 1)} visible), torch "
                         f"{env.get('torch')}, Triton {env.get('triton')}, {env.get('date_utc', '?')[:10]}, "
                         f"{heap}, {processes}; `python {command}`{continued}")
-    return PAGE_HEADER.format(files=" ".join(paths), commands="\n".join(commands)) + summary.split("\n", 1)[1].lstrip() + "\n"
+    return PAGE_HEADER.format(files=" ".join(paths), commands="\n".join(commands), host_batch=HOST_TIME_BATCH,
+                              host_img_size=HOST_TIME_IMG_SIZE) + summary.split("\n", 1)[1].lstrip() + "\n"
 

@@ -208,18 +208,22 @@ def _measure_released_row(args: argparse.Namespace, case: str, build: Callable) 
     try:
         model = build()
         record = _throughput(args, model, case).to_dict()
-        if args.host_time and case.endswith("-eager"):
-            record["host_ms_all"] = bench.measure_host_time(
-                model, train=case.startswith("train"), amp_dtype=AMP_DTYPES[args.amp],
-                channels_last=args.channels_last, warmup_steps=args.warmup_steps, repeats=args.repeats,
-                device=args.device)
-        return record
     except Exception as error:  # noqa: BLE001 -- one failed row must not lose the others
         log.exception("%s failed", case)
         return {"error": f"{type(error).__name__}: {error}"}
     finally:
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
+    if args.host_time and case.endswith("-eager"):
+        try:
+            record["host_ms_all"] = bench.measure_host_time(
+                model, train=case.startswith("train"), amp_dtype=AMP_DTYPES[args.amp],
+                channels_last=args.channels_last, warmup_steps=args.warmup_steps, repeats=args.repeats,
+                device=args.device, frozen_heap=args.freeze_heap)
+        except Exception as error:  # noqa: BLE001 -- the row's throughput stands without it
+            log.exception("%s: timing the host failed", case)
+            record["host_time_error"] = f"{type(error).__name__}: {error}"
+    return record
 
 
 def _row_command(args: argparse.Namespace, case: str, index: int, json_path: Path, *extra: str) -> list[str]:

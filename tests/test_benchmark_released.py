@@ -473,8 +473,8 @@ def test_resume_keeps_the_measured_rows_and_measures_the_rest(tmp_path, monkeypa
 
 
 def test_host_time_times_each_eager_step_on_a_tiny_input_and_the_page_shows_its_median(tmp_path, monkeypatch):
-    """--host-time adds each eager row's step time on HOST_TIME_BATCH images of HOST_TIME_IMG_SIZE px (no row
-    without it shows the column); compiled rows get none."""
+    """--host-time adds each eager row's step time on HOST_TIME_BATCH images of HOST_TIME_IMG_SIZE px, and the
+    table a column for it that rows measured without leave out."""
     import json
     shapes = []
 
@@ -503,6 +503,17 @@ def test_host_time_times_each_eager_step_on_a_tiny_input_and_the_page_shows_its_
     assert table.splitlines()[2].endswith("| 1.0 |") and table.splitlines()[3].endswith("| 2.0 |")
     for record in records:
         del record["host_ms_all"]
+    assert "host ms/step" not in bench_report._released_markdown(records)
+
+
+def test_a_failed_host_timing_keeps_the_rows_throughput(tmp_path, monkeypatch):
+    import json
+    monkeypatch.setattr(bench, "measure_throughput", lambda model, **kwargs: _FakeResult(100.0))
+    monkeypatch.setattr(bench, "measure_host_time", lambda model, **kwargs: (_ for _ in ()).throw(RuntimeError("x")))
+    path = tmp_path / "released.json"
+    assert benchmark.main(_resume_argv(path, "resnet18", extra=["--host-time"])) == 0
+    records = json.loads(path.read_text())["released"]
+    assert [(r["images_per_s"], r["host_time_error"]) for r in records] == [(100.0, "RuntimeError: x")] * 2
     assert "host ms/step" not in bench_report._released_markdown(records)
 
 

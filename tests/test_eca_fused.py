@@ -554,9 +554,35 @@ def test_auto_leaves_the_inference_tail_to_fused(monkeypatch):
 
 
 @interpreter_only
+def test_interpreter_inference_tail_takes_a_strided_or_expanded_identity():
+    """The kernels read the identity through a raw pointer as dense in x's layout: one that is not dense (a
+    strided view, a broadcast) is made so first, as the plain ``out += identity`` reads it."""
+    module, bn = EcaModule(8, 3, impl="fused"), _eval_batch_norm(8, large_mean_channel=False)
+    plain = set_eca_impl(copy.deepcopy(module), "plain")
+    x = torch.randn(2, 8, 5, 4)
+    for identity in (torch.randn(2, 8, 10, 4)[:, :, ::2], torch.randn(1, 8, 1, 1).expand(2, 8, 5, 4)):
+        with torch.no_grad():
+            torch.testing.assert_close(module.bn_scale_add_relu(bn, x, identity),
+                                       plain.bn_scale_add_relu(bn, x, identity), rtol=1e-5, atol=1e-5)
+
+
+@interpreter_only
+@pytest.mark.parametrize("training", [True, False])
+def test_interpreter_a_batchnorm_of_other_width_is_refused_as_batchnorm_refuses_it(training):
+    """A BatchNorm of 16 channels fed 24: the kernels would read and write past its parameters and statistics;
+    the tail leaves it to nn.BatchNorm2d, which raises."""
+    module, bn = EcaModule(24, 3, impl="fused"), _eval_batch_norm(16, large_mean_channel=False).train(training)
+    running = bn.running_mean.clone()
+    with torch.no_grad(), pytest.raises(RuntimeError, match="running_mean should contain 24 elements not 16"):
+        module.bn_scale_add_relu(bn, torch.randn(2, 24, 5, 4), torch.randn(2, 24, 5, 4))
+    assert torch.equal(bn.running_mean, running)
+
+
+@interpreter_only
 @pytest.mark.parametrize("arch", ["eca_resnet18", "eca_resnet50", "eca_mobilenet_v2"])
 def test_interpreter_network_inference_matches_plain(arch):
     """A whole network's eval-mode forward with the inference tail in every block against the plain modules."""
+    from ecanet.models import eca_fused
     torch.manual_seed(0)
     model = models.create_model(arch, num_classes=5)
     for bn in (m for m in model.modules() if isinstance(m, nn.BatchNorm2d)):   # running statistics of a trained net
@@ -565,9 +591,12 @@ def test_interpreter_network_inference_matches_plain(arch):
             bn.running_var.uniform_(0.5, 2.0)
     images = torch.randn(2, 3, 64, 64)
     outputs = {}
+    eca_fused._bn_eval_plan.cache_clear()
     for impl in ("plain", "fused"):
         with torch.no_grad():
             outputs[impl] = set_eca_impl(model, impl).eval()(images)
+    calls = eca_fused._bn_eval_plan.cache_info()
+    assert calls.hits + calls.misses == sum(isinstance(m, EcaModule) for m in model.modules())
     torch.testing.assert_close(outputs["fused"], outputs["plain"], rtol=1e-4, atol=1e-5)
 
 
@@ -578,7 +607,8 @@ def test_direct_launches_pass_what_tritons_jit_passes(version, takes_constexprs)
     """Triton 3.3 and later hand a compiled kernel every parameter, constexprs included; earlier ones only the
     others. The direct launches must pass what the installed version's JIT would."""
     from ecanet.models import eca_fused
-    kernel = eca_fused._channel_sum_kernel   # (x_ptr, centre_ptr, partial_ptr, B, C, P, tiles_per_split, <4 constexprs>)
+    # (x_ptr, centre_ptr, partial_ptr, B, C, P, tiles_per_split, <4 constexprs>)
+    kernel = eca_fused._channel_sum_kernel
     constexprs = {"BLOCK_C": 128, "CHANNELS_LAST": True, "BLOCK_P": 32, "HAS_CENTRE": False}
     tail = eca_fused._launcher_arguments(kernel.arg_names, 3, (8, 64, 49, 1), constexprs, version)
     assert tail == ((8, 64, 49, 1, False, True, 32, 128) if takes_constexprs else (8, 64, 49, 1))
@@ -650,7 +680,8 @@ def test_kernels_compile_for_sm90():
              "running_var_ptr": "*fp32", "scale_ptr": "*fp32", "eps": "fp32"}
     big["centre_ptr"] = "*fp32"
     gate = {"K": 5, "PAD": 2, "BLOCK_C": 256}
-    kernels = [(F._channel_sum_kernel, big, {**meta, "HAS_CENTRE": True}), (F._backward_reduce_kernel, big, {**meta, "RELU": True}),
+    kernels = [(F._channel_sum_kernel, big, {**meta, "HAS_CENTRE": True}),
+               (F._backward_reduce_kernel, big, {**meta, "RELU": True}),
                (F._channel_affine_kernel, big, {**meta, "HAS_SHIFT": False, "HAS_CENTRE": False, "HAS_IDENTITY": True,
                                                 "RELU": True}),
                (F._channel_affine_kernel, big, {**meta, "HAS_SHIFT": True, "HAS_CENTRE": True, "HAS_IDENTITY": False,

@@ -65,8 +65,8 @@ from torch.autograd.function import once_differentiable
 from torch.library import triton_op, wrap_triton
 
 from .eca_fused import (INTERPRETER, NUM_WARPS, PLAN_CACHE_SIZE, POINTER_ALIGNMENT, _dense, _device_of, _Launch,
-                        _pointwise_grid, _reduction_plan, _tile, add_relu_store, forward_ad_active, memory_format,
-                        reduction_program, relu_masked_grad, supports)
+                        _pointwise_grid, _reduction_plan, _tile, add_relu_store, batch_norm_fits, forward_ad_active,
+                        memory_format, reduction_program, relu_masked_grad, supports)
 
 # The finalize and gate kernels read (BLOCK_B, BLOCK_S, BLOCK_C) tiles of the (B, splits, C) partial sums,
 # one program per BLOCK_C channels looping over the batch. Few channels a program keep enough programs
@@ -644,13 +644,14 @@ def supports_training_tail(x: torch.Tensor, bn: nn.BatchNorm2d, identity: torch.
     training mode with running statistics and a fixed momentum; what the fused ECA kernels take, on a CUDA device
     (on the CPU only under Triton's interpreter, which runs the kernels outside torch.compile); a static batch size
     (the launch grids are fixed when a graph is compiled); and BatchNorm's parameters and statistics and ECA's
-    kernel ``weight`` in float32 on x's device (the kernels read them through raw pointers, where a tensor on
-    another device is no error but a wrong address)."""
+    kernel ``weight`` in float32, dense, on x's device and, BatchNorm's, sized to x's channels
+    (:func:`~ecanet.models.eca_fused.batch_norm_fits`; the kernels read and write them through raw pointers), with
+    the batch count there too."""
     return (bn.training and bn.affine and bn.track_running_stats and bn.momentum is not None
             and supports(x, identity) and type(x.shape[0]) is int
             and (x.is_cuda or (INTERPRETER and not torch.compiler.is_compiling()))
-            and all(t.dtype == torch.float32 and t.device == x.device
-                    for t in (bn.weight, bn.bias, bn.running_mean, bn.running_var, weight)))
+            and batch_norm_fits(x, bn, weight, (torch.float32,))
+            and bn.num_batches_tracked is not None and bn.num_batches_tracked.device == x.device)
 
 
 def bn_eca_tail_training(x: torch.Tensor, bn: nn.BatchNorm2d, weight: torch.Tensor,
@@ -670,7 +671,8 @@ def bn_eca_tail_training(x: torch.Tensor, bn: nn.BatchNorm2d, weight: torch.Tens
         out, batch_mean, batch_var, *_ = bn_eca_train_forward(*inputs)
         bn_update_running_stats(*buffers, batch_mean.detach(), batch_var.detach(), bn.momentum)
         return out
-    with _device_of(x):   # the finalize kernel updates the running statistics: no kernel of their own
+    # Eager mode: the finalize kernel updates the running statistics (``buffers``), no kernel of their own.
+    with _device_of(x):
         if ((torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in inputs[:5]))
                 or forward_ad_active()):   # under forward-mode AD, apply says it has no jvp
             return _EagerTail.apply(*inputs, buffers, bn.momentum)

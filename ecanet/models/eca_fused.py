@@ -758,13 +758,23 @@ def supports_inference_tail(x: torch.Tensor, bn: nn.BatchNorm2d, identity: torch
     affine BatchNorm in eval mode with running statistics; its four tensors and ECA's kernel ``weight`` dense,
     in a supported dtype and on x's device (the kernels read them through raw pointers, where a tensor on
     another device is no error but a wrong address); and no gradient to record (no autograd graph is built)."""
-    tensors = (bn.weight, bn.bias, bn.running_mean, bn.running_var, weight)
     return (not bn.training and bn.affine and bn.track_running_stats and supports(x, identity)
-            and all(t is not None and t.dtype in SUPPORTED_DTYPES and t.device == x.device and t.is_contiguous()
-                    for t in tensors)
-            and not (torch.is_grad_enabled() and any(t.requires_grad for t in (x, *tensors, identity)
+            and batch_norm_fits(x, bn, weight, SUPPORTED_DTYPES)
+            and not (torch.is_grad_enabled() and any(t.requires_grad for t in (x, bn.weight, bn.bias, weight, identity)
                                                      if t is not None))
             and not forward_ad_active())
+
+
+def batch_norm_fits(x: torch.Tensor, bn: nn.BatchNorm2d, weight: torch.Tensor, dtypes: tuple) -> bool:
+    """Whether kernels on x may read BatchNorm's parameters and running statistics and ECA's kernel ``weight``
+    through raw pointers: each dense, of one of ``dtypes`` and on x's device (a tensor elsewhere is no error but a
+    wrong address), and BatchNorm's with one value per channel of x, which ``nn.BatchNorm2d`` would otherwise
+    refuse (the kernels would read and write past them)."""
+    channels = x.shape[1]
+    return bn.num_features == channels and all(
+        t is not None and t.dtype in dtypes and t.device == x.device and t.is_contiguous()
+        and (t is weight or t.numel() == channels)
+        for t in (bn.weight, bn.bias, bn.running_mean, bn.running_var, weight))
 
 
 def bn_eval_eca_scale_add_relu(x: torch.Tensor, bn: nn.BatchNorm2d, weight: torch.Tensor,
@@ -779,8 +789,8 @@ def bn_eval_eca_scale_add_relu(x: torch.Tensor, bn: nn.BatchNorm2d, weight: torc
     """
     layout = memory_format(x)
     x = _dense(x, layout)
-    if identity is not None:
-        identity = identity.to(dtype=x.dtype, memory_format=layout)
+    if identity is not None:   # dense too: a strided or expanded identity keeps its strides through .to()
+        identity = _dense(identity.to(dtype=x.dtype), layout)
     tensors = (bn.weight, bn.bias, bn.running_mean, bn.running_var, weight)
     plan = _bn_eval_plan(x.shape, layout == torch.channels_last, weight.shape[-1], identity is not None, relu,
                          float(bn.eps), x.device,
