@@ -119,13 +119,15 @@ def _channel_sum_kernel(x_ptr, centre_ptr, partial_ptr, B, C, P, tiles_per_split
     c_start, split, b = reduction_program(B, BLOCK_C)
     c = c_start + tl.arange(0, BLOCK_C)
     sample = b.to(tl.int64) * C * P                      # int64: B * C * P may pass 2**31
+    if HAS_CENTRE:
+        centre = tl.load(centre_ptr + c, mask=c < C, other=0.0).to(tl.float32)          # (BLOCK_C,)
     acc = tl.zeros((BLOCK_P, BLOCK_C), dtype=tl.float32)
     for i in range(tiles_per_split):
         p_start = (split * tiles_per_split + i) * BLOCK_P
         offsets, mask = _tile(p_start, c_start, C, P, CHANNELS_LAST, BLOCK_P, BLOCK_C)
         x = tl.load(x_ptr + sample + offsets, mask=mask, other=0.0).to(tl.float32)
         if HAS_CENTRE:
-            x = tl.where(mask, x - tl.load(centre_ptr + c, mask=c < C, other=0.0).to(tl.float32)[None, :], 0.0)
+            x = tl.where(mask, x - centre[None, :], 0.0)
         acc += x
     tl.store(partial_ptr + (split * B + b) * C + c, tl.sum(acc, axis=0), mask=c < C)
 
@@ -498,7 +500,7 @@ class _BackwardPlan:
 
 class _BnEvalPlan:
     """The inference tail's passes for one call signature, ``plan(x, bn tensors, weight, identity) -> out``:
-    channel sums of x (pass 1), the gate with BatchNorm's eval-mode affine map folded in
+    channel sums of x - running mean (pass 1), the gate with BatchNorm's eval-mode affine map folded in
     (:func:`_bn_eval_gate_kernel`), then out = act(BN(x) g [+ identity]) (pass 3)."""
 
     def __init__(self, B: int, C: int, P: int, channels_last: bool, k: int, has_identity: bool, relu: bool,
