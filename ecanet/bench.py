@@ -485,9 +485,10 @@ def measure_host_time(model: nn.Module, *, train: bool, amp_dtype: torch.dtype |
                       frozen_heap: bool = True) -> list[float]:
     """Milliseconds per eager step, one figure per repeat, on HOST_TIME_BATCH images of HOST_TIME_IMG_SIZE px:
     the host's time to issue the step (Python, autograd and the kernel launches), since on such an input each
-    kernel takes the GPU microseconds. A network whose host time per step nears its GPU time per step at the
-    real batch runs at the host's pace there, and its timings vary with the host's. Same step, cuDNN setting
-    and heap handling (``frozen_heap``) as :func:`measure_throughput`; the model's mode is restored afterwards."""
+    kernel takes the GPU microseconds; an upper bound, where such small kernels still keep the GPU busy. A
+    network whose host time per step nears its GPU time per step at the real batch runs at the host's pace
+    there, and its timings vary with the host's. Same step, cuDNN setting and heap handling (``frozen_heap``)
+    as :func:`measure_throughput`; the model's mode is restored afterwards."""
     device = torch.device(device)
     with _prepared_step(model, batch_size=HOST_TIME_BATCH, img_size=HOST_TIME_IMG_SIZE, train=train,
                         amp_dtype=amp_dtype, channels_last=channels_last, compile=False, device=device) as step, \

@@ -557,8 +557,9 @@ GPU's SM clock (the repeats' mean clocks, a range where they differ by more than
 a lowered clock, such as the power cap, and how busy the GPU was (the share of time a kernel ran; below 100%
 it waited for the host) (`ecanet.bench.GpuWatch`), and, measured with `--host-time`, the eager step's "host
 ms/step": the median time of the same step on {host_batch} images of {host_img_size} px, where each kernel
-takes the GPU microseconds, so the step takes what the host needs to issue it (`ecanet.bench.measure_host_time`);
-where it nears the step's time at the real batch, the GPU waits for the host. The official code's networks
+takes the GPU microseconds, so the step takes what the host needs to issue it, or more where such small
+kernels still keep the GPU busy: an upper bound on the host's time (`ecanet.bench.measure_host_time`); where it
+nears the step's time at the real batch, the GPU waits for the host. The official code's networks
 (the official repository's `models/`) compare with ecanet's baseline, which is the same network;
 timm's ECA-ResNets, which have the deep 'd' stem, with timm's ResNet of that stem. A case not measured
 shows "-" and is listed under the targets. `--released` times each compiled row in a fresh Python process

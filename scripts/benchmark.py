@@ -666,8 +666,8 @@ def build_parser() -> argparse.ArgumentParser:
                           "--timed-steps), so deep networks take no longer than shallow ones")
     how.add_argument("--host-time", action="store_true",
                      help=f"--released: also time each eager row's step on {bench.HOST_TIME_BATCH} images of "
-                          f"{bench.HOST_TIME_IMG_SIZE} px, where the GPU's kernels take microseconds: the host's "
-                          "time to issue a step (the page's 'host ms/step')")
+                          f"{bench.HOST_TIME_IMG_SIZE} px, where the GPU's kernels take microseconds: an upper bound "
+                          "on the host's time to issue a step (the page's 'host ms/step')")
     how.add_argument("--freeze-heap", action=argparse.BooleanOptionalAction, default=True,
                      help="time with the objects alive after warm-up out of the garbage collector's view, as "
                           "the training loop does (ecanet.engine.freeze_heap); each repeat's collections and "
