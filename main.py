@@ -163,7 +163,7 @@ def evaluate_checkpoint(cfg: config.Config, info: Any, precision: Any, model: An
         raise UserError(f"{path} has {spec.num_classes} output classes but "
                         f"{'--synthetic has' if cfg.synthetic else f'{cfg.data}/val has'} {data.num_classes} "
                         f"classes. Evaluate it on the dataset it was trained for (--num-classes with --synthetic).")
-    difference = None if cfg.synthetic else ckpt.class_difference(model.recipe.classes, data.classes)
+    difference = ckpt.class_difference(model.recipe.classes, data.folder_classes)
     if difference:
         raise UserError(f"{path} was trained on other classes than {cfg.data}/val's class folders: {difference}. "
                         f"Its scores would be counted against the wrong labels; evaluate it on the dataset it was "
@@ -200,7 +200,7 @@ def build_train_state(cfg: config.Config, info: Any, data: Any, precision: Any, 
             raise ConfigError(f"the network in --weights {cfg.weights} is {recipe.arch}, but -a asks for "
                               f"{cfg.arch}. Drop -a (the file's network is used) or pass -a {recipe.arch}.")
         models.set_eca_kernel_sizes(model, recipe.eca_kernel_sizes)  # every ECA layer as the file has it
-        ckpt.load_weights_into(model, cfg.weights, None if cfg.synthetic else data.classes, use_ema=cfg.use_ema)
+        ckpt.load_weights_into(model, cfg.weights, data.folder_classes, use_ema=cfg.use_ema)
     elif recipe is not None and recipe.arch == cfg.arch and cfg.ksize is None:  # a resumed run's own kernel sizes
         models.set_eca_kernel_sizes(model, recipe.eca_kernel_sizes)
     model.to(info.device, memory_format=torch.channels_last if cfg.channels_last else torch.contiguous_format)

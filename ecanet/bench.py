@@ -271,6 +271,19 @@ def _reset_peak_memory(device: torch.device) -> None:
 
 
 @contextlib.contextmanager
+def _heap_frozen(enabled: bool) -> Iterator[None]:
+    """With ``enabled``, the block runs with the heap out of the garbage collector's view, as the training loop
+    runs its steps (:func:`ecanet.engine.freeze_heap`); released afterwards."""
+    if enabled:
+        freeze_heap()
+    try:
+        yield
+    finally:
+        if enabled:
+            release_heap()
+
+
+@contextlib.contextmanager
 def _cudnn_flags(benchmark: bool, deterministic: bool | None = None) -> Iterator[None]:
     """Set cuDNN's ``benchmark`` (and ``deterministic``, unless None) for the block, then restore them."""
     previous = (torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic)
@@ -445,9 +458,7 @@ def measure_throughput(model: nn.Module, *, batch_size: int, img_size: int = 224
         warmup_s = time.perf_counter() - t0
         runs, watches, gpu_states, device_allocations = [], [], [], []
         read_gpu = _nvml_reader(device)
-        if frozen_heap:
-            freeze_heap()
-        try:
+        with _heap_frozen(frozen_heap):
             if repeat_seconds is not None:
                 # The fastest of a few steps, with the heap as the repeats have it: one step alone can meet a
                 # full garbage collection or another host stall. Sized by one step taken before the freeze,
@@ -462,9 +473,6 @@ def measure_throughput(model: nn.Module, *, batch_size: int, img_size: int = 224
                 watches.append(watch)
                 gpu_states.append(gpu.summary())
                 device_allocations.append(_device_allocations(device) - allocations)
-        finally:
-            if frozen_heap:
-                release_heap()
         step_ms = statistics.median(runs)
         peak = peak_memory_gib(device)
     logger.info("%s %s%s: %.1f img/s (%.2f ms/step, peak %.2f GiB, %.1f ms in garbage collection)",
@@ -496,13 +504,8 @@ def measure_host_time(model: nn.Module, *, train: bool, amp_dtype: torch.dtype |
         for _ in range(warmup_steps):
             step()
         _synchronize(device)
-        if frozen_heap:
-            freeze_heap()
-        try:
+        with _heap_frozen(frozen_heap):
             return [_time_ms(step, steps, device) for _ in range(repeats)]
-        finally:
-            if frozen_heap:
-                release_heap()
 
 
 # ----------------------------------------------------------------------------------------------------

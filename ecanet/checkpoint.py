@@ -162,13 +162,21 @@ def strip_wrapper_prefixes(state_dict: Mapping[str, torch.Tensor]) -> dict[str, 
     return out
 
 
+def _tensor_mapping(obj: Any, keys: tuple[str, ...]) -> Mapping | None:
+    """The first of ``keys`` in ``obj`` whose value is a non-empty mapping of tensors, or None."""
+    for key in keys:
+        inner = obj.get(key) if isinstance(obj, Mapping) else None
+        if isinstance(inner, Mapping) and inner and all(isinstance(v, torch.Tensor) for v in inner.values()):
+            return inner
+    return None
+
+
 def extract_state_dict(obj: Any, source: str = "checkpoint") -> dict[str, torch.Tensor]:
     """The model weights inside a loaded checkpoint object, with wrapper prefixes removed."""
+    inner = _tensor_mapping(obj, ("state_dict", "model", "model_state_dict"))
+    if inner is not None:
+        return strip_wrapper_prefixes(inner)
     if isinstance(obj, Mapping):
-        for container_key in ("state_dict", "model", "model_state_dict"):
-            inner = obj.get(container_key)
-            if isinstance(inner, Mapping) and inner and all(isinstance(v, torch.Tensor) for v in inner.values()):
-                return strip_wrapper_prefixes(inner)
         if obj and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items()):
             return strip_wrapper_prefixes(obj)
     raise CheckpointError(
@@ -179,10 +187,9 @@ def extract_state_dict(obj: Any, source: str = "checkpoint") -> dict[str, torch.
 
 def ema_state_dict(obj: Any, source: str = "checkpoint") -> dict[str, torch.Tensor]:
     """The weights of the exponential moving average in a loaded checkpoint object (:data:`EMA_STATE_KEYS`)."""
-    for key in EMA_STATE_KEYS:
-        inner = obj.get(key) if isinstance(obj, Mapping) else None
-        if isinstance(inner, Mapping) and inner and all(isinstance(v, torch.Tensor) for v in inner.values()):
-            return strip_wrapper_prefixes({k: v for k, v in inner.items() if k != AVERAGED_MODEL_COUNT})
+    inner = _tensor_mapping(obj, EMA_STATE_KEYS)
+    if inner is not None:
+        return strip_wrapper_prefixes({k: v for k, v in inner.items() if k != AVERAGED_MODEL_COUNT})
     raise CheckpointError(f"{source} holds no EMA weights: its run was not trained with --ema (or the file is not "
                           f"a checkpoint of ecanet or timm). Leave out --use-ema to use the model's own weights.")
 

@@ -161,4 +161,4 @@ def synthetic_data(cfg: Any, info: Any) -> DataBundle:
 
     return DataBundle(make(steps), make(SYNTHETIC_VAL_BATCHES), None, num_classes,
                       [str(i) for i in range(num_classes)], steps * cfg.batch_size * info.world_size,
-                      SYNTHETIC_VAL_BATCHES * cfg.batch_size * info.world_size, steps)
+                      SYNTHETIC_VAL_BATCHES * cfg.batch_size * info.world_size, steps, synthetic=True)

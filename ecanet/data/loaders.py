@@ -148,6 +148,12 @@ class DataBundle:
     train_size: int
     val_size: int
     steps_per_epoch: int
+    synthetic: bool = False   # random images: ``classes`` are made-up names, "0" to "N-1"
+
+    @property
+    def folder_classes(self) -> list[str] | None:
+        """The dataset's class names, None for synthetic data, whose names say nothing about a checkpoint's."""
+        return None if self.synthetic else self.classes
 
     def close(self) -> None:
         """Stop the loaders' worker processes (see :func:`shutdown_workers`)."""
