@@ -205,6 +205,25 @@ def test_a_later_results_file_supersedes_the_measurements_it_repeats(tmp_path):
     assert "| 1,000 |" in summary and "| 1,010 |" in summary     # each run's resnet18 baseline its rows compare with
 
 
+def test_rows_from_several_files_show_each_files_date_and_one_file_shows_none(tmp_path):
+    """A pair's baseline measured in two runs appears twice in "Every measurement": the date of each row's file
+    tells them apart. Rows of a single file need no such column."""
+    import json
+    paths = []
+    for date, case in (("2026-12-04T09:00:00+00:00", "train-eager"), ("2026-12-05T03:00:00+00:00", "infer-eager")):
+        path = tmp_path / f"{date[:10]}.json"
+        path.write_text(json.dumps({"environment": {"date_utc": date}, "args": {}, "released": [
+            _row("resnet18", "resnet18", "ecanet", "baseline", case, 1000.0),
+            _row("resnet18", "eca_resnet18", "ecanet", "eca", case, 990.0, "auto")]}))
+        paths.append(str(path))
+    table = bench_report.summarize(paths).split("### Every measurement")[1]
+    assert "| pair | case | network | code | measured | img/s (median) |" in table
+    assert "| resnet18 | train-eager | resnet18 | ecanet | 2026-12-04 | 1,000 |" in table
+    assert "| resnet18 | infer-eager | eca_resnet18 (auto) | ecanet | 2026-12-05 | 990 |" in table
+    alone = bench_report.summarize(paths[:1]).split("### Every measurement")[1]
+    assert "measured" not in alone and "| resnet18 | train-eager | resnet18 | ecanet | 1,000 |" in alone
+
+
 def test_the_most_recently_measured_file_supersedes_whatever_order_the_files_are_given_in(tmp_path):
     import json
     paths = []
@@ -246,7 +265,8 @@ def test_rows_compiled_with_inductor_settings_stand_beside_the_default_rows(tmp_
     summary = bench_report.summarize(paths)
     assert "| mobilenet_v2 | eca_mobilenet_v2 (auto) | ecanet | 0.970x | 0.740x |" in summary
     assert "| mobilenet_v2 | eca_mobilenet_v2 (auto; triton.cudagraphs=True) | ecanet | - | 0.990x |" in summary
-    assert ("| mobilenet_v2 | train-compiled | eca_mobilenet_v2 (auto; triton.cudagraphs=True) | ecanet | 1,188 |"
+    # files without a date: "?" in the measured column, which rows from several files have
+    assert ("| mobilenet_v2 | train-compiled | eca_mobilenet_v2 (auto; triton.cudagraphs=True) | ecanet | ? | 1,188 |"
             in summary)
     assert "1 of 2 measurements met; NOT met: eca_mobilenet_v2 train-compiled 0.740x" in summary
 
