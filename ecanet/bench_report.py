@@ -559,8 +559,8 @@ The released networks (`--released`) come first: each ECA network's images/s ove
 then the targets (every ECA network of ecanet at >= 0.95x of its baseline in all four cases, and timings as
 steady as the baseline's), then every measurement with its median over the repeats, the repeats' min-max,
 and the spread ((max - min) / median); where the rows come from several files, "measured" is the date of
-each row's file, which tells a pair's baselines apart. "repeats x steps" is how many timed repeats of how many steps each
-(`--repeat-seconds` sizes the repeats, so deep networks time fewer steps). Files that recorded them add the
+each row's file, which tells a pair's baselines apart. "repeats x steps" is how many timed repeats of how
+many steps each (`--repeat-seconds` sizes the repeats, so deep networks time fewer steps). Files that recorded them add the
 GPU's SM clock (the repeats' mean clocks, a range where they differ by more than 1%), any reason NVML gave for
 a lowered clock, such as the power cap, and how busy the GPU was (the share of time a kernel ran; below 100%
 it waited for the host) (`ecanet.bench.GpuWatch`), and, measured with `--host-time`, the eager step's "host
