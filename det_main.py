@@ -56,6 +56,9 @@ def run(args: Any) -> int:
     info = dist.init_distributed(args.device, args.dist_backend)
     try:
         runtime.setup_logging(info, args.debug)
+        # the run directory's checkpoints before one is read, checked again once training claims the directory
+        checkpoints_seen = None if args.evaluate else rundir.checkpoint_stamps(Path(args.output) if args.output
+                                                                                else None)
         checkpoint_path, checkpoint = find_checkpoint(args)
         recorded = det_ckpt.recorded_config(checkpoint) if checkpoint else None
         cfg = options.resolve(args, default_workers=loaders.default_workers(info.local_world_size),
@@ -73,7 +76,7 @@ def run(args: Any) -> int:
         with logging_redirect_tqdm():
             if cfg.evaluate:
                 return evaluate_checkpoint(cfg, info, precision, checkpoint, checkpoint_path)
-            return train(cfg, info, precision, checkpoint_path, checkpoint)
+            return train(cfg, info, precision, checkpoint_path, checkpoint, checkpoints_seen)
     finally:
         dist.cleanup(info)
 
@@ -129,7 +132,8 @@ def evaluate_checkpoint(cfg: Any, info: Any, precision: Any, checkpoint: dict, p
     return EXIT_OK
 
 
-def train(cfg: Any, info: Any, precision: Any, resume_path: Path | None, checkpoint: dict | None) -> int:
+def train(cfg: Any, info: Any, precision: Any, resume_path: Path | None, checkpoint: dict | None,
+          checkpoints_seen: dict | None = None) -> int:
     runtime.seed_everything(cfg.seed + info.rank, deterministic=False)
     torch.backends.cudnn.benchmark = False  # image sizes vary from batch to batch: tuning per size costs more
     data = det_data.build_data(cfg, info)
@@ -164,8 +168,8 @@ def train(cfg: Any, info: Any, precision: Any, resume_path: Path | None, checkpo
     with rundir.open_run_directory(run_dir, info,
                                    write_config=lambda path: options.write_run_config(cfg, path, num_classes),
                                    steps_done=lambda: state.position.global_step,
-                                   last_checkpoint=det_ckpt.LAST_CHECKPOINT, stop_workers=data.close
-                                   ) as (metrics, preemption):
+                                   last_checkpoint=det_ckpt.LAST_CHECKPOINT, stop_workers=data.close,
+                                   checkpoints_seen=checkpoints_seen) as (metrics, preemption):
         trainable = sum(p.numel() for p in state.model.parameters() if p.requires_grad)
         log.info("%s with %s backbone (ECA kernel sizes %s, %s norm): %s parameters, %s trainable; %d train / %d val "
                  "images, %d classes; %d process(es), batch %d in total, lr %.4g; %d steps per epoch; run directory "

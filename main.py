@@ -54,7 +54,7 @@ def run(args: Any) -> int:
     info = dist.init_distributed(args.device, args.dist_backend, args.gpu, args.world_size)
     try:
         runtime.setup_logging(info, args.debug)
-        resume_path, resume_obj, recipe = None, None, None
+        resume_path, resume_obj, recipe, checkpoints_seen = None, None, None, None
         model, path = None, None
         if args.evaluate:  # the file's recipe says how to preprocess its inputs
             path = checkpoint_to_evaluate(args)
@@ -63,13 +63,16 @@ def run(args: Any) -> int:
                                     use_ema=args.use_ema)
             recipe = model.recipe
         else:  # the run's seed and network come from the checkpoint it continues
-            resume_path = rundir.find_run_checkpoint(args.resume, Path(args.output) if args.output else None)
+            run_dir = Path(args.output) if args.output else None
+            checkpoints_seen = rundir.checkpoint_stamps(run_dir)   # before reading: checked again once claimed
+            resume_path = rundir.find_run_checkpoint(args.resume, run_dir)
             resume_obj = ckpt.read_checkpoint(resume_path) if resume_path is not None else None
             # --weights starts a new run; a resumed one has its weights in its checkpoint (and the file may be gone)
             recipe = ckpt.read_recipe(args.weights) if args.weights and resume_obj is None else None
             if resume_obj is not None:  # the run continues as it started: its network and preprocessing
                 recipe = ckpt.training_recipe(resume_obj, str(resume_path))
-                ckpt.check_resumable(resume_obj, resume_path, args.arch or recipe.arch, None, None)
+                asked = args.arch if "arch" in args.explicit else None   # not light_main.py's default
+                ckpt.check_resumable(resume_obj, resume_path, asked or recipe.arch, None, None)
                 epochs = config.inherited_options(args, resume_obj.get("config")).get("epochs", args.epochs)
                 if ckpt.is_complete(resume_obj, epochs):   # before resolving: a requeued finished run just stops
                     log.info("%s: the run is complete (%d of %d epochs); nothing to do. Pass a larger --epochs to "
@@ -96,7 +99,7 @@ def run(args: Any) -> int:
             if cfg.evaluate:
                 runtime.seed_everything(cfg.seed, cfg.deterministic)
                 return evaluate_checkpoint(cfg, info, precision, model, path)
-            return train(cfg, info, precision, resume_path, resume_obj, recipe)
+            return train(cfg, info, precision, resume_path, resume_obj, recipe, checkpoints_seen)
     finally:
         dist.cleanup(info)
 
@@ -221,7 +224,7 @@ def build_train_state(cfg: config.Config, info: Any, data: Any, precision: Any, 
 
 
 def train(cfg: config.Config, info: Any, precision: Any, resume_path: Path | None, resume_obj: Any,
-          recipe: Any) -> int:
+          recipe: Any, checkpoints_seen: dict | None = None) -> int:
     runtime.seed_everything(cfg.seed + info.rank, cfg.deterministic)
     data = data_lib.build_data_from_config(cfg, info)
     if cfg.num_classes is not None and cfg.num_classes != data.num_classes:
@@ -255,8 +258,8 @@ def train(cfg: config.Config, info: Any, precision: Any, resume_path: Path | Non
     run_dir = Path(cfg.output)  # made only now: a run that fails its input checks leaves nothing behind
     with rundir.open_run_directory(run_dir, info, write_config=lambda path: config.write_config(cfg, path),
                                    steps_done=lambda: state.position.global_step,
-                                   last_checkpoint=ckpt.LAST_CHECKPOINT, stop_workers=data.close
-                                   ) as (metrics, preemption):
+                                   last_checkpoint=ckpt.LAST_CHECKPOINT, stop_workers=data.close,
+                                   checkpoints_seen=checkpoints_seen) as (metrics, preemption):
         log.info("%s: %s parameters, ECA kernel sizes %s; %d train / %d val images, %d classes; %d process(es) "
                  "x batch %d = %d, lr %.4g; run directory %s", cfg.arch, f"{models.count_parameters(state.model):,}",
                  ckpt.NetworkSpec(cfg.arch, data.num_classes, models.eca_kernel_sizes(state.model)).kernel_string
@@ -283,8 +286,15 @@ def epoch_loop(cfg: config.Config, info: Any, state: Any, data: Any, run: Any, r
     t_run, last_eval = time.perf_counter(), None
     elapsed = lambda: elapsed_before + time.perf_counter() - t_run  # noqa: E731 - every start of the run
 
-    def save(reason: str, is_best: bool = False) -> None:
+    def sync_buffers() -> None:
+        """Every rank takes rank 0's BatchNorm statistics, the EMA's too (each rank's EMA averages its own):
+        what a rank evaluates is what rank 0 saves."""
         dist.sync_buffers(state.model, info)
+        if state.ema is not None:
+            dist.sync_buffers(state.ema.module, info)
+
+    def save(reason: str, is_best: bool = False) -> None:
+        sync_buffers()
         ckpt.save_training_checkpoint(state, run, run_dir, info, reason, is_best, elapsed_s=elapsed())
 
     while state.position.epoch < cfg.epochs:
@@ -303,7 +313,7 @@ def epoch_loop(cfg: config.Config, info: Any, state: Any, data: Any, run: Any, r
                         "stop signal", pos.epoch + 1, pos.step_in_epoch, EXIT_PREEMPTED, run_dir)
             save("preempted")
             return EXIT_PREEMPTED
-        dist.sync_buffers(state.model, info)
+        sync_buffers()
         val = engine.evaluate(state.model, data.val_loader, info, state.precision, desc="val")
         ema_val = None if state.ema is None else engine.evaluate(state.ema.module, data.val_loader, info,
                                                                  state.precision, desc="val ema")

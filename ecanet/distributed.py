@@ -27,7 +27,7 @@ import torch.distributed as dist
 
 from .errors import ConfigError
 from .models.eca_module import compile_model
-from .signals import PREEMPTION_SIGNALS, raise_if_stopped_before_training
+from .signals import PREEMPTION_SIGNALS, mark_training_began, raise_if_stopped_before_training
 
 log = logging.getLogger(__name__)
 
@@ -212,6 +212,7 @@ class PreemptionHandler:
         raise_if_stopped_before_training()
         for sig in PREEMPTION_SIGNALS:
             self._previous[sig] = signal.signal(sig, self._handle)
+        mark_training_began()
         return self
 
     def uninstall(self) -> None:

@@ -63,6 +63,9 @@ class RunningTotals:
                 "top5": 100.0 * correct[1] / self.count}
 
 
+TENSORBOARD_DIR = "tensorboard"   # the run directory's folder of TensorBoard events
+
+
 class MetricsLogger:
     """Rank 0's records: ``metrics.jsonl`` and TensorBoard events in the run directory."""
 
@@ -73,7 +76,7 @@ class MetricsLogger:
         if self.enabled and tensorboard:
             try:
                 from torch.utils.tensorboard import SummaryWriter
-                self.writer = SummaryWriter(log_dir=str(run_dir / "tensorboard"))
+                self.writer = SummaryWriter(log_dir=str(run_dir / TENSORBOARD_DIR))
             except ImportError:  # tensorboard is a requirement, but keep training without it
                 log.warning("tensorboard is not installed; curves go to metrics.jsonl only")
 

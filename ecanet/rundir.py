@@ -34,7 +34,7 @@ from .checkpoint import FILE_MODE, LAST_CHECKPOINT, UNFINISHED_SAVES, find_resum
 from .distributed import DistInfo, PreemptionHandler, any_rank
 from .engine import NonFiniteLossError
 from .errors import CheckpointError, ConfigError, UserError
-from .metrics import MetricsLogger
+from .metrics import TENSORBOARD_DIR, MetricsLogger
 from .runtime import add_run_log
 
 log = logging.getLogger(__name__)
@@ -90,6 +90,23 @@ def check_run_dir_is_free(run_dir: Path | None, resume: str | None, path: Path |
                               f"continue {path}, pass an --output without checkpoints.")
 
 
+CheckpointStamps = dict  # {file name: (inode, modification time in ns, size in bytes)} of a directory's *.pth
+
+
+def checkpoint_stamps(run_dir: Path | None) -> CheckpointStamps | None:
+    """What identifies each of ``run_dir``'s checkpoints (``*.pth``) as a run finds them, before it reads one:
+    taken again once the run has claimed the directory (:func:`claim_run_dir`), they tell whether a process
+    still at work there saved in between (an atomic save makes a new file). None for no directory given."""
+    if run_dir is None:
+        return None
+    found = {}
+    for path in (run_dir.glob("*.pth") if run_dir.is_dir() else ()):
+        with contextlib.suppress(FileNotFoundError):   # replaced or removed while listed: a change too
+            stat = path.stat()
+            found[path.name] = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
+    return found
+
+
 # ------------------------------------------------------------------------------------ the lock, the claim
 
 class RunLock:
@@ -131,7 +148,11 @@ class RunLock:
 class RunDirSnapshot:
     """What a run directory held when a run claimed it, so that a run that fails before its first step can
     leave it as it found it: files it created removed, files it appended to cut back, files it rewrote
-    restored; a directory the run created is removed whole."""
+    restored; a directory the run created is removed whole.
+
+    Only what a run writes is watched: the directory's own files and its TensorBoard folder. Any other folder
+    in it (``--output runs`` holding other runs' directories, say) belongs to someone else, who may be writing
+    to it meanwhile."""
 
     def __init__(self, run_dir: Path, existed: bool) -> None:
         self.run_dir, self.existed = Path(run_dir), existed
@@ -144,7 +165,8 @@ class RunDirSnapshot:
                     self.contents[path] = path.read_bytes()
 
     def _files(self) -> list[Path]:
-        return [p for p in self.run_dir.rglob("*") if p.is_file() and not p.is_symlink()]
+        nested = (self.run_dir / TENSORBOARD_DIR).rglob("*")
+        return [p for p in (*self.run_dir.iterdir(), *nested) if p.is_file() and not p.is_symlink()]
 
     def restore(self) -> None:
         if not self.existed:
@@ -157,7 +179,9 @@ class RunDirSnapshot:
                 path.write_bytes(self.contents[path])
             elif path.stat().st_size > self.sizes[path]:
                 os.truncate(path, self.sizes[path])
-        for folder in sorted((p for p in self.run_dir.rglob("*") if p.is_dir()), reverse=True):
+        events = self.run_dir / TENSORBOARD_DIR
+        for folder in sorted((p for p in (events, *events.rglob("*")) if p.is_dir() and not p.is_symlink()),
+                             reverse=True):
             if not any(folder.iterdir()) and not any(f.is_relative_to(folder) for f in self.sizes):
                 folder.rmdir()
 
@@ -186,10 +210,13 @@ def _check_writable(directory: Path) -> None:
     probe.unlink()
 
 
-def claim_run_dir(run_dir: Path, info: DistInfo) -> RunClaim:
+def claim_run_dir(run_dir: Path, info: DistInfo, checkpoints_seen: CheckpointStamps | None = None) -> RunClaim:
     """Create ``run_dir`` and lock it for this run (rank 0 holds the lock for all ranks), then remove the
     temporary files of saves that an earlier process did not finish (killed mid-write). Every rank raises
-    the same :class:`~ecanet.errors.CheckpointError` when the directory cannot be made or another run holds it.
+    the same :class:`~ecanet.errors.CheckpointError` when the directory cannot be made or another run holds it,
+    or when its checkpoints are no longer those of ``checkpoints_seen`` (:func:`checkpoint_stamps`, taken before
+    the run read them): a run that ended or was stopped after this one started saved in between, and what this
+    run read (the checkpoint it continues, or an empty directory) is out of date.
     """
     error, lock, snapshot = None, None, None
     if info.is_main:
@@ -201,6 +228,11 @@ def claim_run_dir(run_dir: Path, info: DistInfo) -> RunClaim:
                 raise CheckpointError(f"cannot create the run directory {run_dir} ({exc.strerror or exc}). "
                                       f"Pass an --output in a writable place.") from None
             lock = RunLock(run_dir).acquire()
+            if checkpoints_seen is not None and checkpoint_stamps(run_dir) != checkpoints_seen:
+                raise ConfigError(f"the checkpoints in {run_dir} changed while this run was starting: another "
+                                  f"process saved there after this one read them, so what it would continue is "
+                                  f"out of date. Nothing was written; rerun the same command to start from what "
+                                  f"the directory holds now.")
             _check_writable(run_dir)   # a directory that takes no new file fails its first save only after an epoch
             for leftover in sorted(run_dir.glob(UNFINISHED_SAVES)):
                 log.warning("removing %s, left by a save that did not finish", leftover)
@@ -223,8 +255,9 @@ def claim_run_dir(run_dir: Path, info: DistInfo) -> RunClaim:
 
 @contextlib.contextmanager
 def open_run_directory(run_dir: Path, info: DistInfo, *, write_config: Callable[[Path], None],
-                       steps_done: Callable[[], int], last_checkpoint: str,
-                       stop_workers: Callable[[], None]) -> Iterator[tuple[MetricsLogger, PreemptionHandler]]:
+                       steps_done: Callable[[], int], last_checkpoint: str, stop_workers: Callable[[], None],
+                       checkpoints_seen: CheckpointStamps | None = None
+                       ) -> Iterator[tuple[MetricsLogger, PreemptionHandler]]:
     """``with open_run_directory(...) as (metrics, preemption): ...`` (see the module docstring).
 
     Args:
@@ -232,8 +265,10 @@ def open_run_directory(run_dir: Path, info: DistInfo, *, write_config: Callable[
         steps_done: the run's global step now: unchanged on the way out means no step was taken.
         last_checkpoint: the file name of the run's resumable checkpoint (``last.pth``).
         stop_workers: stops the data loaders' worker processes.
+        checkpoints_seen: the directory's checkpoints as the run found them before reading one
+            (:func:`checkpoint_stamps`); the claim refuses the directory where they have changed since.
     """
-    claim = claim_run_dir(run_dir, info)
+    claim = claim_run_dir(run_dir, info, checkpoints_seen)
     first_step, undo = steps_done(), False
     preemption, metrics, run_log = PreemptionHandler(info), None, None
     try:

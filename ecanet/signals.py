@@ -15,15 +15,23 @@ PREEMPTION_SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT)
 
 
 class StoppedBeforeTraining(BaseException):
-    """A stop signal arrived while the run was starting (imports, data, model): nothing was saved.
+    """A stop signal arrived while the run was starting (imports, data, model): nothing was saved. Or, with
+    ``after_training``, once training had handed the signals back (the run's wrap-up after its last epoch, or an
+    error's): the checkpoints are what training saved.
 
     A BaseException, as KeyboardInterrupt is: the signal can arrive inside any code, and code that catches
     ``Exception`` (an optional import that falls back, say) must not swallow the stop.
     """
 
-    def __init__(self, signal_name: str) -> None:
-        super().__init__(f"{signal_name} received before training started; nothing was saved. Rerun the same "
-                         f"command to start the run (with --resume auto it continues a run that has a checkpoint).")
+    def __init__(self, signal_name: str, after_training: bool = False) -> None:
+        if after_training:
+            message = (f"{signal_name} received after training stopped; the run's checkpoints are as training "
+                       f"saved them. Rerun the same command with --resume auto to continue the run, or to find "
+                       f"it complete.")
+        else:
+            message = (f"{signal_name} received before training started; nothing was saved. Rerun the same "
+                       f"command to start the run (with --resume auto it continues a run that has a checkpoint).")
+        super().__init__(message)
         self.signal_name = signal_name
 
 
@@ -31,12 +39,22 @@ class StoppedBeforeTraining(BaseException):
 # lost: a signal that lands inside a weakref callback or a __del__ (an import lock's, say) has its exception
 # printed as "Exception ignored in ..." and dropped, and the start-up would go on into training.
 _stop_received: str | None = None
+# Whether training has taken the stop signals over (mark_training_began): the handlers it hands them back to
+# are the start-up ones, and a stop after that is not one before training.
+_training_began = False
 
 
 def _stop_before_training(signum: int, frame: Any) -> None:
     global _stop_received
     _stop_received = signal.Signals(signum).name
-    raise StoppedBeforeTraining(_stop_received)
+    raise StoppedBeforeTraining(_stop_received, after_training=_training_began)
+
+
+def mark_training_began() -> None:
+    """Training has taken the stop signals over: a stop the start-up handlers meet from now on (after training
+    hands them back) says that the checkpoints are training's, not that nothing was saved."""
+    global _training_began
+    _training_began = True
 
 
 def stop_signal_handlers() -> dict[int, Any]:
@@ -51,8 +69,8 @@ def install_startup_stop_handlers() -> None:
     The signal can already arrive while the handlers are being installed, and its exception is then raised
     from here: call this inside the ``try`` that handles the stop, after saving the handlers to restore with
     :func:`stop_signal_handlers`."""
-    global _stop_received
-    _stop_received = None
+    global _stop_received, _training_began
+    _stop_received, _training_began = None, False
     for sig in PREEMPTION_SIGNALS:
         signal.signal(sig, _stop_before_training)
 

@@ -83,6 +83,28 @@ def test_a_start_up_stop_whose_exception_was_lost_still_ends_the_run_before_trai
         signals.restore_signal_handlers(previous)
 
 
+def test_a_stop_after_training_handed_the_signals_back_does_not_say_nothing_was_saved():
+    """Once training ends (or fails), its handler gives the signals back to the start-up ones: a stop then, in
+    the run's wrap-up, says that the checkpoints are training's, not that nothing was saved."""
+    import os
+    import signal
+    from ecanet import signals
+    previous = signals.stop_signal_handlers()
+    try:
+        signals.install_startup_stop_handlers()
+        distributed.PreemptionHandler(distributed.DistInfo()).install().uninstall()
+        with pytest.raises(signals.StoppedBeforeTraining, match="SIGTERM received after training stopped; the "
+                                                                "run's checkpoints are as training saved them"):
+            os.kill(os.getpid(), signal.SIGTERM)
+            signal.sigtimedwait([], 0.5)   # the handler runs between bytecodes; give it the chance
+        signals.install_startup_stop_handlers()            # the next command starts before training again
+        with pytest.raises(signals.StoppedBeforeTraining, match="received before training started"):
+            os.kill(os.getpid(), signal.SIGTERM)
+            signal.sigtimedwait([], 0.5)
+    finally:
+        signals.restore_signal_handlers(previous)
+
+
 def _gather_on_rank(rank: int, port: int, out_dir: str) -> None:
     """One of two real processes: gathers an object of its own on rank 0, then another on rank 1."""
     import json

@@ -712,3 +712,61 @@ def test_option_bounds_as_the_maths_needs_them(argv, refused):
             config.validate(args)
     else:
         config.validate(args)
+
+
+def test_a_run_that_fails_before_its_first_step_puts_back_its_own_files_only(tmp_path):
+    """``--output runs`` may hold other runs' directories, which their own runs keep writing while this run
+    starts: putting the directory back touches its own files and its TensorBoard folder, nothing else."""
+    from ecanet.rundir import RunDirSnapshot
+    out = tmp_path / "runs"
+    sibling = out / "other-run"
+    sibling.mkdir(parents=True)
+    (out / "config.yaml").write_text("arch: resnet18\n")
+    (out / "train.log").write_text("an earlier line\n")
+    (sibling / "metrics.jsonl").write_text('{"epoch": 1}\n')
+    (sibling / "last.pth").write_bytes(b"x" * 10)
+    snapshot = RunDirSnapshot(out, existed=True)
+    (out / "config.yaml").write_text("arch: eca_resnet18\n")          # this run's own files
+    with open(out / "train.log", "a") as log_file:
+        log_file.write("this run's line\n")
+    (out / "tensorboard" / "sub").mkdir(parents=True)
+    (out / "tensorboard" / "sub" / "events.out").write_bytes(b"e")
+    with open(sibling / "metrics.jsonl", "a") as metrics:              # the other run, meanwhile
+        metrics.write('{"epoch": 2}\n')
+    (sibling / "last.pth").write_bytes(b"y" * 20)
+    (sibling / "best.pth").write_bytes(b"z")
+    snapshot.restore()
+    assert (out / "config.yaml").read_text() == "arch: resnet18\n"
+    assert (out / "train.log").read_text() == "an earlier line\n"
+    assert not (out / "tensorboard").exists()
+    assert (sibling / "metrics.jsonl").read_text() == '{"epoch": 1}\n{"epoch": 2}\n'
+    assert (sibling / "last.pth").read_bytes() == b"y" * 20 and (sibling / "best.pth").read_bytes() == b"z"
+
+
+@pytest.mark.parametrize("started", ["resumed", "new"])
+def test_checkpoints_saved_by_another_process_while_a_run_starts_stop_it_before_it_writes(
+        started, finished_run, image_folder, tmp_path, monkeypatch, capsys):
+    """A requeued job can start while the old one still saves (its last epoch, or a stop signal's checkpoint):
+    the new one read the directory before that save and would continue from what it read, or start afresh over
+    it. Claiming the directory finds the checkpoints changed and stops with exit 2, every file as the other
+    process left it."""
+    import ecanet.data
+    out = tmp_path / "run"
+    if started == "resumed":
+        shutil.copytree(finished_run, out)
+    else:                  # the directory was still empty when the run looked
+        out.mkdir()
+    real_build = ecanet.data.build_data_from_config
+    left = {}
+
+    def another_process_saves(*args, **kwargs):   # while this run lists its data: the other one saves
+        (out / "last.pth.tmp").write_bytes((finished_run / "last.pth").read_bytes())
+        os.replace(out / "last.pth.tmp", out / "last.pth")
+        left.update(digest(out))
+        return real_build(*args, **kwargs)
+
+    monkeypatch.setattr(ecanet.data, "build_data_from_config", another_process_saves)
+    argv = RESUME if started == "resumed" else [*RUN, "--resume", "auto"]
+    assert run_main([image_folder, *argv, "--output", out]) == EXIT_USAGE
+    assert "changed while this run was starting" in _error_paragraph(capsys.readouterr().err)
+    assert left and digest(out) == left

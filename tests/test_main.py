@@ -91,6 +91,10 @@ def test_torchrun_two_processes_exact_evaluation_and_a_preempted_rank(image_fold
     assert one["images"] == two["val_images"] == 15
     assert one["val_top1"] == two["val_top1"] and one["val_top5"] == two["val_top5"]
     assert one["val_loss"] == pytest.approx(two["val_loss"], rel=1e-6)
+    # So does the EMA's: every rank evaluates rank 0's EMA, BatchNorm statistics included, which is what it saves.
+    assert run_main([*eval_cmd, "--use-ema", "--output", str(tmp_path / "e2")]) == 0
+    ema = read_metrics(tmp_path / "e2" / "metrics.jsonl", "eval")[0]
+    assert ema["val_top1"] == two["ema_val_top1"] and ema["val_loss"] == pytest.approx(two["ema_val_loss"], rel=1e-6)
 
     # SIGTERM to one rank only: the ranks must still agree on the step they stop at.
     preempted = tmp_path / "preempted"
@@ -261,3 +265,16 @@ def test_train_log_starts_with_what_was_logged_before_the_run_directory(tmp_path
     finally:
         root.handlers[:] = saved_handlers
         root.setLevel(saved_level)
+
+
+def test_light_main_resumes_a_run_of_another_network_without_naming_it(tmp_path):
+    """A resumed run's network comes from its checkpoint: light_main.py's default network does not count as
+    asking for another one (only an -a given on the command line does)."""
+    from light_main import mobilenet_recipe
+    out = tmp_path / "run"
+    small = ["--synthetic", "--synthetic-size", "16", "--num-classes", "3", "-b", "8", "--img-size", "32",
+             "--output", out]
+    assert run_main([*small, "-a", "mobilenet_v2", "--epochs", "1"], defaults=mobilenet_recipe()) == 0
+    assert run_main([*small, "--epochs", "2", "--resume", "auto"], defaults=mobilenet_recipe()) == 0
+    assert yaml.safe_load((out / "config.yaml").read_text())["arch"] == "mobilenet_v2"
+    assert [row["epoch"] for row in read_metrics(out / "metrics.jsonl") if row.get("event") == "epoch"] == [1, 2]
