@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from ecanet.cli import run_command
+from ecanet.config import training_run_dir
 from ecanet.detection import options
 from ecanet.errors import EXIT_OK, EXIT_PREEMPTED, CheckpointError, ConfigError, DataError
 from ecanet.lazy import lazy_import
@@ -57,8 +58,7 @@ def run(args: Any) -> int:
     try:
         runtime.setup_logging(info, args.debug)
         # the run directory's checkpoints before one is read, checked again once training claims the directory
-        checkpoints_seen = None if args.evaluate else rundir.checkpoint_stamps(Path(args.output) if args.output
-                                                                                else None)
+        checkpoints_seen = None if args.evaluate else rundir.checkpoint_stamps(training_run_dir(args))
         checkpoint_path, checkpoint = find_checkpoint(args)
         recorded = det_ckpt.recorded_config(checkpoint) if checkpoint else None
         cfg = options.resolve(args, default_workers=loaders.default_workers(info.local_world_size),
@@ -84,7 +84,7 @@ def run(args: Any) -> int:
 def find_checkpoint(args: Any) -> tuple[Path | None, dict | None]:
     """The checkpoint that ``--resume`` names (read), or (None, None) for a new run. ``-e --resume auto``: the
     run's model.pth, or its last.pth while it is unfinished."""
-    run_dir = Path(args.output) if args.output else None
+    run_dir = training_run_dir(args)   # --output, or a resumed checkpoint's folder
     if args.evaluate and args.resume == "auto":
         found = [run_dir / name for name in (det_ckpt.FINAL_WEIGHTS, det_ckpt.LAST_CHECKPOINT)
                  if (run_dir / name).is_file()]

@@ -63,7 +63,7 @@ def run(args: Any) -> int:
                                     use_ema=args.use_ema)
             recipe = model.recipe
         else:  # the run's seed and network come from the checkpoint it continues
-            run_dir = Path(args.output) if args.output else None
+            run_dir = config.training_run_dir(args)
             checkpoints_seen = rundir.checkpoint_stamps(run_dir)   # before reading: checked again once claimed
             resume_path = rundir.find_run_checkpoint(args.resume, run_dir)
             resume_obj = ckpt.read_checkpoint(resume_path) if resume_path is not None else None
@@ -109,7 +109,8 @@ def checkpoint_to_evaluate(args: Any) -> Path:
     if args.resume == "auto":
         path = ckpt.find_resume_checkpoint(args.output)
         if path is None:
-            raise ConfigError(f"no checkpoint in {args.output} to evaluate.")
+            raise ConfigError(f"no checkpoint in {args.output} to evaluate. Pass the checkpoint's path to "
+                              f"--resume, or the --output of a run that has saved one.")
         return path
     return Path(args.resume or args.weights)
 

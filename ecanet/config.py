@@ -29,6 +29,8 @@ DECODERS = ("cpu", "gpu")
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")  # torch.compile's
 CUDA_GRAPH_COMPILE_MODES = ("reduce-overhead", "max-autotune")  # the modes that replay CUDA graphs
 DEVICES = ("auto", "cuda", "cpu")
+DIST_BACKENDS = ("auto", "nccl", "gloo")   # torch.distributed backends: NCCL needs CUDA GPUs
+MAX_SEED = 2**32 - 1   # NumPy's seeds end here; the epoch and sample seeds derived from it stay in 64 bits
 DEFAULT_ARCH = "eca_resnet50"     # what main.py trains without -a, --weights or a checkpoint
 MAX_AUTO_WORKERS = 16  # the official scripts' -j default
 AUTO = "auto"
@@ -186,8 +188,8 @@ def _add_speed_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--deterministic", action=argparse.BooleanOptionalAction, default=False,
                    help="deterministic algorithms (bit-identical resume on CPU; slower on GPU)")
     g.add_argument("--seed", type=int, default=None, metavar="N",
-                   help="random seed (default: drawn at random and recorded in config.yaml)")
-    g.add_argument("--dist-backend", default="auto", metavar="NAME",
+                   help="random seed, 0 to 4294967295 (default: drawn at random and recorded in config.yaml)")
+    g.add_argument("--dist-backend", choices=DIST_BACKENDS, default="auto",
                    help="'auto': NCCL on CUDA, gloo on CPU")
     g.add_argument("--dist-url", default=None, metavar="URL",
                    help="(official flag) ignored: torchrun and srun set the rendezvous in the environment")
@@ -202,12 +204,13 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--config", default=None, metavar="YAML",
                    help="flat YAML file whose keys are these long options; the command line overrides it")
     g.add_argument("--output", default=None, metavar="DIR",
-                   help="run directory (default: runs/<arch>-<timestamp>)")
+                   help="run directory (default: --resume PATH's folder, else runs/<arch>-<timestamp>)")
     g.add_argument("--action", default="", metavar="TEXT",
                    help="(official flag) suffix of the default run directory name")
     g.add_argument("--resume", default=None, metavar="PATH|auto",
-                   help="continue training from a checkpoint; 'auto' = the newest one in --output "
-                        "(starts fresh if there is none); with -e: the weights to evaluate")
+                   help="continue training from a checkpoint, in its folder unless --output names another; "
+                        "'auto' = the newest one in --output (starts fresh if there is none); with -e: the "
+                        "weights to evaluate")
     g.add_argument("--resume-override", action="store_true",
                    help="accept options that change the data order or the step count (batch size, image sizes, "
                         "augmentation, seed, number of processes, training images) when resuming; the run then "
@@ -299,7 +302,10 @@ def _coerce_scalar(key: str, value: Any, convert: Any, action: argparse.Action) 
     type_name = _TYPE_WORDS.get(type_name, f"a {type_name}")
     if isinstance(value, (dict, list, bool)) or (convert is int and isinstance(value, float)
                                                   and not value.is_integer()):
-        raise ConfigError(f"config key '{key}' must be {type_name}, got {value!r}.")
+        # e.g. ksize: [3, 5, 5, 7], where the option takes the text the command line would: ksize: '3557'
+        hint = (f" Write it as the command line would, quoted: {key}: '{''.join(map(str, value))}'."
+                if isinstance(value, list) and convert is str else "")
+        raise ConfigError(f"config key '{key}' must be {type_name}, got {value!r}.{hint}")
     try:
         out = convert(value)
     except (TypeError, ValueError):
@@ -316,7 +322,8 @@ def load_config_file(path: str | os.PathLike, parser: argparse.ArgumentParser,
     options; ``example`` is the config file the error messages point to."""
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"config file {path} does not exist. Check the path; {Path(example).parent}/ holds "
+        problem = "is a folder, not a file" if path.is_dir() else "does not exist"
+        raise ConfigError(f"config file {path} {problem}. Check the path; {Path(example).parent}/ holds "
                           f"the recipes (e.g. {example}).")
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
@@ -364,7 +371,17 @@ def parse_config(argv: Sequence[str] | None = None, defaults: Mapping[str, Any] 
     config_path, from_file = config_file_options(argv, parser)
     parser.set_defaults(**from_file)
     args = parser.parse_args(argv)
-    args.explicit = frozenset(from_file) | given_on_the_command_line(argv, lambda: build_parser(prog, description))
+    command_line = given_on_the_command_line(argv, lambda: build_parser(prog, description))
+    # What parsing decided that the run's log should say, logged by resolve (logging is set up in between).
+    args.parse_notes = ()
+    if "ksize" in from_file and "ksize" not in command_line and args.arch and not args.arch.startswith("eca_"):
+        # An ECA network's config file used for its baseline (-a resnet50 with configs/eca_resnet50.yaml): the
+        # recipe applies, its kernel sizes have no layers to go to. Only --ksize on the command line insists.
+        args.parse_notes = (f"{config_path}'s ksize {from_file['ksize']} is left out: {args.arch} has no ECA "
+                            f"layers",)
+        args.ksize = None
+        from_file = {dest: value for dest, value in from_file.items() if dest != "ksize"}
+    args.explicit = frozenset(from_file) | command_line
     # The network whose training recipe the defaults are, and where they come from: the config file's when it
     # names one (each file of configs/ is its network's recipe), else the program's (light_main.py's).
     args.recipe_arch, args.recipe_source = ((from_file["arch"], f"config file {config_path}") if "arch" in from_file
@@ -522,9 +539,10 @@ OPTION_DOMAINS = {
     "--label-smoothing": (0, True, 1, False), "--clip-grad-norm": (0, True, INF, False),
     "--ema-decay": (0, False, 1, False), "--hflip": (0, True, 1, True), "--random-erasing": (0, True, 1, False),
     "--min-crop-scale": (0, False, 1, True), "--crop-padding": (0, True, INF, False),
-    "--gpu-decode-threads": (1, True, INF, False),
+    "--gpu-decode-threads": (1, True, INF, False), "--seed": (0, True, MAX_SEED, True),
+    "--world-size": (1, True, INF, False),
 }
-OPTIONAL_NUMBERS = {"--val-batch-size", "--workers", "--num-classes"}   # None: decided later
+OPTIONAL_NUMBERS = {"--val-batch-size", "--workers", "--num-classes", "--seed", "--world-size"}   # None: decided later
 
 
 def _inside(value: float, low: float, low_inclusive: bool, high: float, high_inclusive: bool) -> bool:
@@ -533,10 +551,16 @@ def _inside(value: float, low: float, low_inclusive: bool, high: float, high_inc
     return above and below
 
 
-def _domain_text(low: float, low_inclusive: bool, high: float, high_inclusive: bool) -> str:
+def _number(value: float) -> str:
+    """A bound as a person reads it: whole numbers in full (a seed's 4294967295), others as ``%g``."""
+    return str(int(value)) if float(value).is_integer() else f"{value:g}"
+
+
+def domain_text(low: float, low_inclusive: bool, high: float, high_inclusive: bool) -> str:
+    """An option's domain in words: ``at least 1``, ``in (0, 1]``."""
     if high == INF:
-        return f"at least {low:g}" if low_inclusive else f"greater than {low:g}"
-    return f"in {'[' if low_inclusive else '('}{low:g}, {high:g}{']' if high_inclusive else ')'}"
+        return f"at least {_number(low)}" if low_inclusive else f"greater than {_number(low)}"
+    return f"in {'[' if low_inclusive else '('}{_number(low)}, {_number(high)}{']' if high_inclusive else ')'}"
 
 
 def check_eca_impl_runs(eca_impl: str, wants_cuda: bool) -> None:
@@ -601,8 +625,12 @@ def validate(args: argparse.Namespace) -> None:
         if value is None and option in OPTIONAL_NUMBERS:
             continue
         if value is None or not _inside(value, low, low_inclusive, high, high_inclusive):
-            raise ConfigError(f"{option} must be {_domain_text(low, low_inclusive, high, high_inclusive)}, got "
+            raise ConfigError(f"{option} must be {domain_text(low, low_inclusive, high, high_inclusive)}, got "
                               f"{value}. Pass a value in that range.")
+    for option, values in (("--mean", args.mean), ("--std", args.std)):
+        if values is not None and not all(math.isfinite(v) for v in values):
+            raise ConfigError(f"{option} must be finite numbers, got {values}: the pixels would become NaN or "
+                              f"infinite. Pass the dataset's per-channel {option.lstrip('-')}.")
     if args.std is not None and min(args.std) <= 0:
         raise ConfigError(f"--std divides the pixels, so every value must be positive, got {args.std}.")
     if args.start_epoch >= args.epochs:
@@ -614,9 +642,6 @@ def validate(args: argparse.Namespace) -> None:
                           "-e --resume PATH (to evaluate it).")
     if args.arch is not None and not models.is_model(args.arch):
         raise ConfigError(f"-a: {models.unknown_model_message(args.arch)}.")
-    if args.ksize is not None and args.arch is not None and not args.arch.startswith("eca_"):
-        raise ConfigError(f"--ksize sets ECA kernel sizes, but '{args.arch}' has no ECA layers. Drop --ksize "
-                          f"or pick an eca_* architecture.")
     if args.gpu_decode_share != AUTO and not 0.0 <= args.gpu_decode_share <= 1.0:
         raise ConfigError(f"--gpu-decode-share must be a fraction between 0 and 1, got {args.gpu_decode_share}.")
     # With a checkpoint (-e, --resume, --weights) its recipe may still give the sizes: resolve checks them then.
@@ -636,11 +661,23 @@ def validate(args: argparse.Namespace) -> None:
                           "weights. Give one of them.")
     if not (args.data or args.synthetic):
         raise ConfigError(NO_DATASET_MESSAGE)
-    if args.ksize is not None:
-        try:
-            models.check_kernel_sizes(args.arch or DEFAULT_ARCH, args.ksize)
-        except ValueError as exc:
-            raise ConfigError(f"--ksize {args.ksize!r}: {exc}.") from None
+    # With a checkpoint and no -a, the network is the file's: resolve checks the sizes against it.
+    if args.ksize is not None and (args.arch is not None or not (args.evaluate or args.resume or args.weights)):
+        check_kernel_sizes(args.arch or DEFAULT_ARCH, args.ksize, "-a" if args.arch else "the default network")
+
+
+def check_kernel_sizes(arch: str, ksize: Any, source: str) -> None:
+    """A ConfigError where ``--ksize`` does not fit ``arch`` (named by ``source``: -a, a checkpoint, ...)."""
+    from . import models
+
+    if not arch.startswith("eca_"):
+        raise ConfigError(f"--ksize sets ECA kernel sizes, but {source} gives '{arch}', which has no ECA layers. "
+                          f"Drop --ksize or pick an eca_* architecture.")
+    try:
+        models.check_kernel_sizes(arch, ksize)
+    except ValueError as exc:
+        raise ConfigError(f"--ksize {ksize!r} does not fit {arch} ({source}): {exc}. Pass kernel sizes for "
+                          f"{arch}, or leave --ksize out.") from None
 
 
 # ------------------------------------------------------------------------------------ the resolved configuration
@@ -686,6 +723,17 @@ RESUME_INHERITED_OPTIONS = ("weights", "use-ema", "img-size", "val-resize", "aug
                             "clip-grad-norm", "sync-bn", "deterministic")
 
 
+def training_run_dir(args: argparse.Namespace) -> Path | None:
+    """The run directory a training run writes to, where the options say it before :func:`resolve`: ``--output``,
+    or ``--resume PATH``'s folder, so that a resumed run goes on saving beside its checkpoint (a requeued job
+    repeating the command then continues from the newest one). None: a new directory of its own."""
+    if args.output:
+        return Path(args.output)
+    if args.resume and args.resume != "auto" and not args.evaluate:
+        return Path(args.resume).parent
+    return None
+
+
 def inherited_options(args: argparse.Namespace, recorded: Mapping[str, Any] | None) -> dict[str, Any]:
     """``{dest: value}``: the options of :data:`RESUME_INHERITED_OPTIONS` that a resumed run's ``config.yaml``
     (``recorded``) gives and no option (the command line or ``--config``) sets; :func:`resolve` applies them."""
@@ -718,6 +766,8 @@ def resolve(args: argparse.Namespace, *, default_workers: int, fresh_seed: int, 
     """
     values = dict(vars(args))
     explicit = getattr(args, "explicit", frozenset())
+    for note in getattr(args, "parse_notes", ()):
+        log.info("%s", note)
     values.update(inherited_options(args, recorded))
     if recipe is not None:
         for dest in RECIPE_PREPROCESSING:
@@ -742,11 +792,14 @@ def resolve(args: argparse.Namespace, *, default_workers: int, fresh_seed: int, 
     values["seed"] = next(s for s in (args.seed, resumed_seed, fresh_seed) if s is not None)
     if not args.evaluate:
         values["arch"] = values["arch"] or DEFAULT_ARCH
+        if values["ksize"] is not None and "arch" not in explicit and (recipe is not None or recorded):
+            check_kernel_sizes(values["arch"], values["ksize"], "the checkpoint")
     if args.decode == "gpu":
         values["gpu_decode_share"] = resolve_gpu_share(args.gpu_decode_share, values["workers"])
-    if not args.output and not args.evaluate:
+    if not args.evaluate:
+        run_dir = training_run_dir(args)
         name = f"{values['arch']}-{timestamp}" + (f"-{args.action}" if args.action else "")
-        values["output"] = str(Path("runs") / name)
+        values["output"] = str(run_dir if run_dir is not None else Path("runs") / name)
     if recipe is not None or recorded or args.resume or args.evaluate or args.weights:
         # validate left the sizes to this point, and a checkpoint may have filled in options: together, again
         check_combinations(argparse.Namespace(**values))

@@ -127,6 +127,9 @@ def init_distributed(device: str = "auto", backend: str = "auto", gpu: int | Non
     info = DistInfo(rank, world, local_rank, local_world, dev)
     if world == 1:
         return info
+    if backend == "nccl" and dev.type != "cuda":
+        raise ConfigError("--dist-backend nccl runs on CUDA GPUs, and this run is on the CPU. Pass --dist-backend "
+                          "gloo, or auto (NCCL on GPUs, gloo on the CPU).")
     if dev.type == "cuda":
         torch.cuda.set_device(dev)
     info.backend = ("nccl" if dev.type == "cuda" else "gloo") if backend == "auto" else backend

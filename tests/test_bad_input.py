@@ -79,6 +79,11 @@ def test_train_and_val_with_different_classes(dataset, capsys):
                                               "add --compile"]),
     (["--device", "cpu", "--eca-impl", "fused"], ["--eca-impl fused insists on the fused ECA kernels",
                                                   "not the CPU", "--eca-impl auto"]),
+    (["--seed", "99999999999999999999"], ["--seed must be in [0, 4294967295], got 99999999999999999999"]),
+    (["--seed", "-1"], ["--seed must be in [0, 4294967295], got -1"]),
+    (["--std", "nan", "nan", "nan"], ["--std must be finite numbers", "per-channel std"]),
+    (["--mean", "inf", "0", "0"], ["--mean must be finite numbers"]),
+    (["--world-size", "0"], ["--world-size must be at least 1, got 0"]),
 ])
 def test_impossible_options(dataset, capsys, options, phrases):
     _fails_cleanly([dataset, *SMALL_RUN, *options], capsys, *phrases)
@@ -94,6 +99,17 @@ def test_an_output_that_is_a_file_is_refused_and_left_alone(dataset, tmp_path, c
 def test_unknown_config_key(dataset, tmp_path, capsys):
     (tmp_path / "c.yaml").write_text("epoch: 3\n")
     _fails_cleanly([dataset, "--config", tmp_path / "c.yaml"], capsys, "unknown key 'epoch'", "'epochs'")
+
+
+def test_a_config_list_where_text_is_taken_and_a_config_folder_say_what_to_write(dataset, tmp_path, capsys):
+    (tmp_path / "c.yaml").write_text("ksize: [3, 5, 5, 7]\n")
+    _fails_cleanly([dataset, "--config", tmp_path / "c.yaml"], capsys, "must be text", "quoted: ksize: '3557'")
+    _fails_cleanly([dataset, "--config", tmp_path], capsys, f"config file {tmp_path} is a folder, not a file")
+
+
+def test_evaluating_the_newest_checkpoint_of_a_folder_without_one_says_what_to_pass(dataset, tmp_path, capsys):
+    _fails_cleanly([dataset, *SMALL_RUN, "-e", "--resume", "auto", "--output", tmp_path], capsys,
+                   f"no checkpoint in {tmp_path} to evaluate", "Pass the checkpoint's path to --resume")
 
 
 @pytest.fixture
@@ -114,6 +130,35 @@ def test_checkpoint_of_another_architecture(dataset, finished_run, capsys):
     _fails_cleanly([dataset, *SMALL_RUN, "-a", "resnet50", "-e", "--resume", finished_run / "last.pth"],
                    capsys, "holds resnet18", "not resnet50")
     assert _snapshot(finished_run) == before
+
+
+def test_kernel_sizes_are_checked_against_the_checkpoints_network(dataset, finished_run, capsys):
+    """Without -a the network is the checkpoint's, known only once it is read: --ksize is checked against it
+    then, not against the default network."""
+    before = _snapshot(finished_run)
+    _fails_cleanly([dataset, *SMALL_RUN, "--weights", finished_run / "last.pth", "--ksize", "3", "--epochs", "1",
+                    "--output", finished_run.parent / "new"], capsys,
+                   "--ksize sets ECA kernel sizes, but the checkpoint gives 'resnet18'", "Drop --ksize")
+    _fails_cleanly([dataset, *SMALL_RUN, "--resume", "auto", "--output", finished_run, "--ksize", "3", "--epochs",
+                    "2"], capsys, "the checkpoint gives 'resnet18'", during_training=True)
+    assert _snapshot(finished_run) == before
+
+
+def test_an_eca_config_file_serves_its_baseline_without_its_kernel_sizes(tmp_path, caplog):
+    """configs/eca_resnet18.yaml with -a resnet18: the recipe applies and the file's ksize, which has no
+    layers to go to, is left out (with a line in the log); --ksize on the command line is still refused."""
+    import logging
+    from ecanet.config import parse_config, resolve, validate
+    config = Path(__file__).resolve().parents[1] / "configs" / "eca_resnet18.yaml"
+    args = parse_config(["--synthetic", "--config", str(config), "-a", "resnet18"])
+    validate(args)
+    with caplog.at_level(logging.INFO, logger="ecanet"):   # resolve logs it: logging is set up by then
+        cfg = resolve(args, default_workers=0, fresh_seed=0, timestamp="t")
+    assert cfg.ksize is None and "ksize" not in args.explicit and "ksize" in config.read_text()
+    assert "ksize" in caplog.text and "left out: resnet18 has no ECA layers" in caplog.text
+    from ecanet.errors import ConfigError
+    with pytest.raises(ConfigError, match="has no ECA layers"):
+        validate(parse_config(["--synthetic", "--config", str(config), "-a", "resnet18", "--ksize", "3"]))
 
 
 def test_new_run_in_a_directory_with_checkpoints_is_refused(dataset, finished_run, capsys):

@@ -246,6 +246,17 @@ def test_resuming_a_finished_run_does_nothing(straight_run, toy, tmp_path):
     assert digest(out) == before
 
 
+def test_ksize_for_a_resumed_run_without_eca_layers_is_refused(mask_run, toy, tmp_path, capsys):
+    """The backbone of a resumed run is the run's (ResNet-18 here), known only once its config is read: a --ksize
+    given on the command line is refused then, not dropped."""
+    out = Path(shutil.copytree(mask_run, tmp_path / "run"))
+    before = digest(out)
+    assert run_det([toy, "--min-size", "64", "--max-size", "64", "-j", "0", "--device", "cpu", "--epochs", "2",
+                    "--resume", "auto", "--output", out, "--ksize", "3"]) == EXIT_USAGE
+    assert "the run being resumed has a resnet18 backbone, which has no ECA layers" in one_error_line(capsys)
+    assert digest(out) == before
+
+
 def test_a_non_finite_loss_stops_with_exit_3_and_saves_nothing(toy, tmp_path, monkeypatch, capsys):
     from torchvision.models.detection import roi_heads
     loss = roi_heads.fastrcnn_loss

@@ -136,3 +136,16 @@ def test_gather_objects_brings_every_ranks_object_to_dst_alone(tmp_path):
     results = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
     assert results[0] == {"on_0": [{"rank": 0}, {"rank": 1}], "on_1": None}
     assert results[1] == {"on_0": None, "on_1": [[0], [1, 1]]}
+
+
+def test_nccl_on_the_cpu_is_refused_before_the_process_group_starts(monkeypatch):
+    """NCCL runs on CUDA GPUs only: a CPU run launched with --dist-backend nccl gets exit 2's message, not the
+    process group's ValueError."""
+    from ecanet.errors import ConfigError
+    for name, value in (("RANK", "0"), ("WORLD_SIZE", "2"), ("LOCAL_RANK", "0"), ("LOCAL_WORLD_SIZE", "2")):
+        monkeypatch.setenv(name, value)
+    started = []
+    monkeypatch.setattr(distributed.dist, "init_process_group", lambda **kwargs: started.append(kwargs))
+    with pytest.raises(ConfigError, match="--dist-backend nccl runs on CUDA GPUs, and this run is on the CPU"):
+        distributed.init_distributed("cpu", "nccl")
+    assert not started

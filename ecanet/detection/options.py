@@ -134,10 +134,11 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("run, speed, checkpoints and logging")
     g.add_argument("--config", default=None, metavar="YAML", help="flat YAML file of options (see below)")
     g.add_argument("--output", default=None, metavar="DIR",
-                   help="run directory (default: runs/det-<detector>-<arch>-<timestamp>)")
+                   help="run directory (default: --resume PATH's folder, else runs/det-<detector>-<arch>-<timestamp>)")
     g.add_argument("--resume", default=None, metavar="PATH|auto",
-                   help="continue training from a checkpoint ('auto': DIR/last.pth of --output, or a new run when "
-                        "there is none); with -e: the detection checkpoint to evaluate")
+                   help="continue training from a checkpoint, in its folder unless --output names another ('auto': "
+                        "DIR/last.pth of --output, or a new run when there is none); with -e: the detection "
+                        "checkpoint to evaluate")
     g.add_argument("--resume-override", action="store_true",
                    help="resume although options that decide the batches changed (batch size, image sizes, flip, "
                         "training set, processes): the run continues, not bit-identically")
@@ -153,8 +154,9 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--amp", choices=AMP_CHOICES, default="off",
                    help="mixed precision: bf16 autocast, fp16 autocast with a gradient scaler (CUDA), or off")
     g.add_argument("--seed", type=int, default=None, metavar="N",
-                   help="random seed (default: drawn at random and recorded in config.yaml)")
-    g.add_argument("--dist-backend", default="auto", metavar="NAME", help="'auto': NCCL on CUDA, gloo on CPU")
+                   help="random seed, 0 to 4294967295 (default: drawn at random and recorded in config.yaml)")
+    g.add_argument("--dist-backend", choices=cls_config.DIST_BACKENDS, default="auto",
+                   help="'auto': NCCL on CUDA, gloo on CPU")
     g.add_argument("--debug", action="store_true", help="show Python tracebacks for input errors")
 
 
@@ -220,19 +222,17 @@ OPTION_DOMAINS = {
     "--limit-train": (0, True, INF, False), "--workers": (0, True, INF, False), "--print-freq": (1, True, INF, False),
     "--save-every-steps": (0, True, INF, False), "--eval-every": (0, True, INF, False),
     "--box-batch-per-image": (1, True, INF, False), "--clip-grad-norm": (0, True, INF, False),
+    "--seed": (0, True, cls_config.MAX_SEED, True),
 }
-OPTIONAL_NUMBERS = {"--num-classes", "--workers"}   # None: decided later
+OPTIONAL_NUMBERS = {"--num-classes", "--workers", "--seed"}   # None: decided later
 
 
 def _check_domain(option: str, value: Any, low: float, low_inclusive: bool, high: float, high_inclusive: bool) -> None:
     above = value is not None and (value >= low if low_inclusive else value > low)
     below = value is not None and (value <= high if high_inclusive else value < high)
     if not (above and below):
-        if high == INF:
-            domain = f"at least {low:g}" if low_inclusive else f"greater than {low:g}"
-        else:
-            domain = f"in {'[' if low_inclusive else '('}{low:g}, {high:g}{']' if high_inclusive else ')'}"
-        raise ConfigError(f"{option} must be {domain}, got {value}. Pass a value in that range.")
+        raise ConfigError(f"{option} must be {cls_config.domain_text(low, low_inclusive, high, high_inclusive)}, got "
+                          f"{value}. Pass a value in that range.")
 
 
 PYCOCOTOOLS_MISSING = ("det_main.py reads COCO annotations and scores COCO's AP with pycocotools, which is not "
@@ -416,7 +416,10 @@ def resolve(args: argparse.Namespace, *, default_workers: int, fresh_seed: int, 
                     and not (moved and key in DATA_PATH_OPTIONS):
                 values[action.dest] = recorded[key]
     if values["ksize"] is not None and not values["arch"].startswith("eca_"):
-        values["ksize"] = None  # a config file's kernel sizes for an ECA backbone (validate refused an explicit one)
+        if "ksize" in args.command_line:   # the backbone came from the resumed run, after validate's check
+            raise ConfigError(f"--ksize sets ECA kernel sizes, but the run being resumed has a {values['arch']} "
+                              f"backbone, which has no ECA layers. Drop --ksize.")
+        values["ksize"] = None  # a config file's kernel sizes for an ECA backbone
     if values["ksize"] is not None and values["weights"] and "ksize" not in args.command_line:
         # The paper's rows name kernel sizes (3377) whose ImageNet backbones were not released; a --weights
         # file's own kernel sizes are the ones its ECA weights fit. Only --ksize on the command line insists.
@@ -428,8 +431,10 @@ def resolve(args: argparse.Namespace, *, default_workers: int, fresh_seed: int, 
     values["seed"] = fresh_seed if values["seed"] is None else values["seed"]  # a resumed run's: recorded
     given = {k: values[k] for k in ("train_images", "train_annotations", "val_images", "val_annotations")}
     values.update(data_paths(values["data"], given, ("val",) if args.evaluate else SPLITS))  # -e reads val only
-    if not values["output"] and not args.evaluate:
-        values["output"] = str(Path("runs") / f"det-{values['detector']}-{values['arch']}-{timestamp}")
+    if not args.evaluate:
+        run_dir = cls_config.training_run_dir(args)   # --output, or --resume PATH's folder
+        values["output"] = str(run_dir if run_dir is not None else
+                               Path("runs") / f"det-{values['detector']}-{values['arch']}-{timestamp}")
     return Config(**values)
 
 
