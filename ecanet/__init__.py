@@ -28,12 +28,20 @@ _PUBLIC = {
 __all__ = ["EcaModule", "__version__", "create_model", "list_models", "load_model"]
 
 
+# The submodules the docstring names: ``ecanet.models.compile_model`` works after a plain ``import ecanet``.
+_SUBMODULES = ("bench", "checkpoint", "config", "data", "detection", "distributed", "engine", "export", "flops",
+               "metrics", "models", "optim", "recipe")
+
+
 def __getattr__(name: str) -> object:
     if name in _PUBLIC:
         value = getattr(_importlib.import_module(_PUBLIC[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'ecanet' has no attribute {name!r}")
+    elif name in _SUBMODULES:
+        value = _importlib.import_module(f"ecanet.{name}")
+    else:
+        raise AttributeError(f"module 'ecanet' has no attribute {name!r}")
+    globals()[name] = value
+    return value
 
 
 def __dir__() -> list[str]:

@@ -293,8 +293,12 @@ def check_state_dict(model: nn.Module, state_dict: Mapping[str, torch.Tensor], s
 def build_from_spec(spec: NetworkSpec, eca_impl: str = "auto") -> nn.Module:
     """The network a :class:`NetworkSpec` describes, with fresh weights and every ECA layer's kernel size."""
     model = models.create_model(spec.arch, num_classes=spec.num_classes, eca_impl=eca_impl)
-    if spec.eca_kernel_sizes:
-        models.set_eca_kernel_sizes(model, spec.eca_kernel_sizes)
+    layers = models.eca_kernel_sizes(model)
+    # Only the network's own ECA layers, at sizes ECA can have: any other weight of that shape is left for
+    # check_state_dict to name as unexpected or mismatched.
+    sizes = {name: k for name, k in spec.eca_kernel_sizes.items() if name in layers and k % 2 == 1}
+    if sizes:
+        models.set_eca_kernel_sizes(model, sizes)
     return model
 
 

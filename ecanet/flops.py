@@ -19,8 +19,10 @@ The one deliberate change to thop's count: ecanet's ECA and SE modules pool with
 which thop does not see, while the official ``eca_layer`` (and PyTorch SE layers such as torchvision's
 ``ops.SqueezeExcitation``) use ``nn.AdaptiveAvgPool2d(1)``, which thop charges ``C * (H*W + 1)`` per layer. :func:`count_thop` adds that
 charge (``ThopCount.attention_pool_macs``) by default, so that its total is what thop gives for the
-official modules, the paper's figure: ECA-ResNet-50 k3557 at 224x224 is 4,139,363,328 MACs with the
-charge and 4,133,828,864 without it (``tests/test_flops.py`` checks the official layer gives the former).
+official modules: ECA-ResNet-50 k3557 at 224x224 is 4,139,363,328 MACs with the charge (the paper's 3.86G)
+and 4,133,828,864 without it (``tests/test_flops.py`` checks the official layer gives the former). The
+official README's figures for ECA-ResNet-101, -152 and ECA-MobileNetV2 are 0.05-2.2% higher than this count
+(docs/flops.md).
 
 Units: :func:`format_si` writes decimal prefixes (``25.56 M``); :func:`format_paper_units` writes what
 the official tool printed (``24.37M``): the value divided by ``1024**k``, with the suffix chosen by

@@ -29,6 +29,20 @@ def test_the_public_api_is_listed_documented_and_works(tmp_path):
     assert layer(torch.randn(2, 64, 4, 4)).shape == (2, 64, 4, 4)
 
 
+def test_the_submodules_the_package_names_are_reached_from_a_plain_import():
+    """``import ecanet`` then ``ecanet.models...``: the submodules the package docstring lists load on first
+    use, as the public names do (checked in a fresh interpreter, where nothing imported them before)."""
+    import subprocess
+    import sys
+    named = re.findall(r":mod:`ecanet\.(\w+)`", ecanet.__doc__)
+    code = ("import ecanet, sys; assert 'ecanet.models' not in sys.modules; "
+            f"print([getattr(ecanet, name).__name__ for name in {named!r}])")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == str([f"ecanet.{name}" for name in named])
+    assert set(named) <= set(ecanet._SUBMODULES)
+
+
 def test_the_official_layout_name_builds_networks_as_the_official_code_does():
     """Scripts written for the official repository call its functions: k_size first, the official defaults
     ([3, 3, 3, 3]), a ``pretrained`` flag, and ``models.__dict__[arch]`` as its main.py does."""

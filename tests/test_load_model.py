@@ -139,6 +139,23 @@ def test_damaged_layout_names_the_offending_keys(tmp_path):
     assert "layer1.0.conv2.weight: file (64, 64, 1, 1) vs model (64, 64, 3, 3)" in message
 
 
+@pytest.mark.parametrize("damage", ["an ECA-shaped weight of no ECA layer", "an even ECA kernel"])
+def test_weights_shaped_like_eca_that_fit_no_eca_layer_are_named(tmp_path, damage):
+    """A weight of ECA's shape (1, 1, k) is read as an ECA layer's kernel size: one that names no ECA layer of
+    the network, or an even size, is a damaged file to report, not a KeyError or a ValueError to crash on."""
+    path, _ = _official_file(tmp_path, "eca_resnet18_k3577")
+    obj = torch.load(path, weights_only=True)
+    if damage == "an even ECA kernel":
+        obj["state_dict"]["module.layer2.0.eca.conv.weight"] = torch.zeros(1, 1, 4)
+        expected = "layer2.0.eca.conv.weight: file (1, 1, 4) vs model (1, 1, 5)"
+    else:
+        obj["state_dict"]["module.layer4.1.eca2.conv.weight"] = torch.zeros(1, 1, 3)
+        expected = "1 unexpected: layer4.1.eca2.conv.weight"
+    torch.save(obj, path)
+    with pytest.raises(CheckpointError, match=re.escape(expected)):
+        load_model(path)
+
+
 def test_strip_wrapper_prefixes():
     assert list(strip_wrapper_prefixes({"module._orig_mod.fc.weight": torch.zeros(1)})) == ["fc.weight"]
     assert list(strip_wrapper_prefixes({"fc.module.weight": torch.zeros(1)})) == ["fc.module.weight"]

@@ -164,9 +164,20 @@ def test_kernel_size_forms():
     assert parse_kernel_sizes("3, 5, 5, 9", 4) == [3, 5, 5, 9]
     assert parse_kernel_sizes(5, 4) == [5, 5, 5, 5]
     assert parse_kernel_sizes("adaptive", 4) == [None] * 4
-    for bad in ("3556", "35", "abc", 4, [3, 5]):
+    assert parse_kernel_sizes(np.int64(5), 4) == [5, 5, 5, 5]       # NumPy's integers, as EcaModule takes
+    for bad in ("3556", "35", "abc", 4, [3, 5], [3, 5.5, 5, 7]):
         with pytest.raises(ValueError):
             parse_kernel_sizes(bad, 4)
+
+
+def test_new_kernel_sizes_keep_the_networks_dtype_and_device():
+    model = create_model("eca_resnet18", eca_impl="plain").double()
+    models.set_eca_kernel_sizes(model, {"layer1.0.eca": 7})
+    assert model.layer1[0].eca.k_size == 7 and model.layer1[0].eca.conv.weight.dtype == torch.float64
+    assert model.eval()(torch.randn(1, 3, 32, 32, dtype=torch.float64)).dtype == torch.float64
+    meta = create_model("eca_resnet18", eca_impl="plain").to("meta")
+    models.set_eca_kernel_sizes(meta, {"layer2.0.eca": 7})
+    assert meta.layer2[0].eca.conv.weight.device.type == "meta"
 
 
 def test_eca_mobilenet_v2_official_rule():

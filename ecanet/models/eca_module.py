@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import math
+import numbers
 
 import torch
 from torch import nn
@@ -477,7 +478,7 @@ def parse_kernel_sizes(k_size: object, num_stages: int) -> list[int | None]:
         return [None] * num_stages
     if isinstance(k_size, bool):
         raise ValueError(f"invalid ECA kernel size {k_size!r}")
-    if isinstance(k_size, int):
+    if isinstance(k_size, numbers.Integral):   # NumPy's integers too, as EcaModule takes them
         values: list[object] = [k_size]
     elif isinstance(k_size, str):
         text = k_size.strip().strip("[]()")
@@ -487,6 +488,8 @@ def parse_kernel_sizes(k_size: object, num_stages: int) -> list[int | None]:
             values = list(text)
     elif isinstance(k_size, (list, tuple)):
         values = list(k_size)
+        if any(isinstance(v, float) and not v.is_integer() for v in values):   # int() would round 3.5 down
+            raise ValueError(f"invalid ECA kernel size {k_size!r}: kernel sizes are whole numbers")
     else:
         raise ValueError(f"invalid ECA kernel size {k_size!r}")
     try:
@@ -524,7 +527,8 @@ def set_eca_kernel_sizes(model: nn.Module, sizes: dict[str, int]) -> None:
         if old.k_size != k:
             parent_name, _, attr = name.rpartition(".")
             parent = modules[parent_name] if parent_name else model
-            setattr(parent, attr, EcaModule(old.channels, k, impl=old.impl))
+            # on the old layer's device and in its dtype, as the rest of the network
+            setattr(parent, attr, EcaModule(old.channels, k, impl=old.impl).to(old.conv.weight))
 
 
 def set_eca_impl(model: nn.Module, impl: str) -> nn.Module:
