@@ -84,7 +84,7 @@ def run(args: Any) -> int:
 def find_checkpoint(args: Any) -> tuple[Path | None, dict | None]:
     """The checkpoint that ``--resume`` names (read), or (None, None) for a new run. ``-e --resume auto``: the
     run's model.pth, or its last.pth while it is unfinished."""
-    run_dir = training_run_dir(args)   # --output, or a resumed checkpoint's folder
+    run_dir = training_run_dir(args)   # --output, or DIR of --resume DIR/last.pth
     if args.evaluate and args.resume == "auto":
         found = [run_dir / name for name in (det_ckpt.FINAL_WEIGHTS, det_ckpt.LAST_CHECKPOINT)
                  if (run_dir / name).is_file()]

@@ -39,7 +39,7 @@ from . import models
 from .models.resnet import RESNET_SPECS, BasicBlock, Bottleneck
 
 from .distributed import DistInfo, all_gather_objects, any_rank
-from .constants import IMAGENET_IMG_SIZE, IMAGENET_MEAN, IMAGENET_STD, IMAGENET_VAL_RESIZE
+from .constants import IMAGENET_IMG_SIZE, IMAGENET_MEAN, IMAGENET_STD, IMAGENET_VAL_RESIZE, LAST_CHECKPOINT
 from .errors import CheckpointError
 from .recipe import Recipe
 
@@ -571,7 +571,6 @@ def _fsync_directory(directory: Path) -> None:
 
 # ------------------------------------------------------------------------------------ training state
 
-LAST_CHECKPOINT = "last.pth"
 BEST_CHECKPOINT = "best.pth"
 
 

@@ -17,7 +17,8 @@ from typing import Any, Callable, Mapping, Sequence
 
 import yaml
 
-from .constants import ECA_IMPLEMENTATIONS, IMAGENET_IMG_SIZE, IMAGENET_MEAN, IMAGENET_STD, IMAGENET_VAL_RESIZE
+from .constants import (ECA_IMPLEMENTATIONS, IMAGENET_IMG_SIZE, IMAGENET_MEAN, IMAGENET_STD, IMAGENET_VAL_RESIZE,
+                        LAST_CHECKPOINT)
 from .errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -204,13 +205,13 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--config", default=None, metavar="YAML",
                    help="flat YAML file whose keys are these long options; the command line overrides it")
     g.add_argument("--output", default=None, metavar="DIR",
-                   help="run directory (default: --resume PATH's folder, else runs/<arch>-<timestamp>)")
+                   help="run directory (default: DIR for --resume DIR/last.pth, else runs/<arch>-<timestamp>)")
     g.add_argument("--action", default="", metavar="TEXT",
                    help="(official flag) suffix of the default run directory name")
     g.add_argument("--resume", default=None, metavar="PATH|auto",
-                   help="continue training from a checkpoint, in its folder unless --output names another; "
-                        "'auto' = the newest one in --output (starts fresh if there is none); with -e: the "
-                        "weights to evaluate")
+                   help="continue training from a checkpoint (a run's DIR/last.pth continues in DIR unless "
+                        "--output names another); 'auto' = the newest one in --output (starts fresh if there is "
+                        "none); with -e: the weights to evaluate")
     g.add_argument("--resume-override", action="store_true",
                    help="accept options that change the data order or the step count (batch size, image sizes, "
                         "augmentation, seed, number of processes, training images) when resuming; the run then "
@@ -725,11 +726,12 @@ RESUME_INHERITED_OPTIONS = ("weights", "use-ema", "img-size", "val-resize", "aug
 
 def training_run_dir(args: argparse.Namespace) -> Path | None:
     """The run directory a training run writes to, where the options say it before :func:`resolve`: ``--output``,
-    or ``--resume PATH``'s folder, so that a resumed run goes on saving beside its checkpoint (a requeued job
-    repeating the command then continues from the newest one). None: a new directory of its own."""
+    or for ``--resume DIR/last.pth`` the run's own DIR, so that the run goes on saving beside its checkpoint (a
+    requeued job repeating the command then continues from the newest one). Any other file (``best.pth``, a
+    copy) starts a directory of its own rather than overwrite its folder's ``last.pth``. None: a new directory."""
     if args.output:
         return Path(args.output)
-    if args.resume and args.resume != "auto" and not args.evaluate:
+    if args.resume and args.resume != "auto" and not args.evaluate and Path(args.resume).name == LAST_CHECKPOINT:
         return Path(args.resume).parent
     return None
 

@@ -23,6 +23,10 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 BYTES_PER_GIB = 2 ** 30    # memory figures (peak_memory_gib and the like) are in GiB
 
+# A training run's resumable checkpoint in its run directory (classification and detection), rewritten at every
+# epoch's end and every --save-every-steps.
+LAST_CHECKPOINT = "last.pth"
+
 # ONNX export (ecanet.export): the opset written by default, and the oldest one accepted.
 DEFAULT_ONNX_OPSET = 17
 MIN_ONNX_OPSET = 13

@@ -278,3 +278,23 @@ def test_light_main_resumes_a_run_of_another_network_without_naming_it(tmp_path)
     assert run_main([*small, "--epochs", "2", "--resume", "auto"], defaults=mobilenet_recipe()) == 0
     assert yaml.safe_load((out / "config.yaml").read_text())["arch"] == "mobilenet_v2"
     assert [row["epoch"] for row in read_metrics(out / "metrics.jsonl") if row.get("event") == "epoch"] == [1, 2]
+
+
+def test_resuming_a_runs_last_checkpoint_by_path_continues_in_its_folder(tmp_path, monkeypatch):
+    """``--resume DIR/last.pth`` without --output goes on in DIR (a requeued job repeating the command continues
+    from the newest checkpoint); a copy of it under another name starts a directory of its own, leaving DIR's
+    last.pth as it is."""
+    monkeypatch.chdir(tmp_path)   # where the default runs/ directory goes
+    out = tmp_path / "run"
+    small = ["--synthetic", "--synthetic-size", "16", "--num-classes", "3", "-b", "8", "--img-size", "32", "-a",
+             "resnet18", "--seed", "3"]
+    assert run_main([*small, "--epochs", "1", "--output", out]) == 0
+    last = (out / "last.pth").read_bytes()
+    (out / "after-epoch-1.pth").write_bytes(last)
+    assert run_main([*small, "--epochs", "2", "--resume", out / "after-epoch-1.pth"]) == 0
+    assert (out / "last.pth").read_bytes() == last
+    (elsewhere,) = (tmp_path / "runs").iterdir()
+    assert torch.load(elsewhere / "last.pth", weights_only=True)["epoch"] == 2
+    assert run_main([*small, "--epochs", "2", "--resume", out / "last.pth"]) == 0
+    assert torch.load(out / "last.pth", weights_only=True)["epoch"] == 2
+    assert [row["epoch"] for row in read_metrics(out / "metrics.jsonl") if row.get("event") == "epoch"] == [1, 2]

@@ -24,6 +24,7 @@ from torch import nn
 from .. import models
 from ..checkpoint import (CheckpointSaveError, capture_rng_state, check_state_dict, library_versions,
                           read_checkpoint, save_checkpoint, strip_wrapper_prefixes)
+from ..constants import LAST_CHECKPOINT
 from ..distributed import DistInfo, all_gather_objects, any_rank
 from ..engine import EpochPosition, NonFiniteLossError, first_non_finite
 from ..errors import CheckpointError
@@ -33,7 +34,6 @@ log = logging.getLogger(__name__)
 
 DETECTION_FORMAT = "ecanet-detection-checkpoint"
 DETECTION_FORMAT_VERSION = 1
-LAST_CHECKPOINT = "last.pth"     # training state, rewritten at every epoch end and --save-every-steps
 FINAL_WEIGHTS = "model.pth"      # the finished run's detector, no training state
 
 

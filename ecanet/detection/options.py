@@ -134,11 +134,12 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("run, speed, checkpoints and logging")
     g.add_argument("--config", default=None, metavar="YAML", help="flat YAML file of options (see below)")
     g.add_argument("--output", default=None, metavar="DIR",
-                   help="run directory (default: --resume PATH's folder, else runs/det-<detector>-<arch>-<timestamp>)")
+                   help="run directory (default: DIR for --resume DIR/last.pth, else "
+                        "runs/det-<detector>-<arch>-<timestamp>)")
     g.add_argument("--resume", default=None, metavar="PATH|auto",
-                   help="continue training from a checkpoint, in its folder unless --output names another ('auto': "
-                        "DIR/last.pth of --output, or a new run when there is none); with -e: the detection "
-                        "checkpoint to evaluate")
+                   help="continue training from a checkpoint (a run's DIR/last.pth continues in DIR unless "
+                        "--output names another; 'auto': DIR/last.pth of --output, or a new run when there is none); "
+                        "with -e: the detection checkpoint to evaluate")
     g.add_argument("--resume-override", action="store_true",
                    help="resume although options that decide the batches changed (batch size, image sizes, flip, "
                         "training set, processes): the run continues, not bit-identically")
@@ -432,7 +433,7 @@ def resolve(args: argparse.Namespace, *, default_workers: int, fresh_seed: int, 
     given = {k: values[k] for k in ("train_images", "train_annotations", "val_images", "val_annotations")}
     values.update(data_paths(values["data"], given, ("val",) if args.evaluate else SPLITS))  # -e reads val only
     if not args.evaluate:
-        run_dir = cls_config.training_run_dir(args)   # --output, or --resume PATH's folder
+        run_dir = cls_config.training_run_dir(args)   # --output, or DIR of --resume DIR/last.pth
         values["output"] = str(run_dir if run_dir is not None else
                                Path("runs") / f"det-{values['detector']}-{values['arch']}-{timestamp}")
     return Config(**values)
