@@ -67,7 +67,7 @@ def run(args: Any) -> int:
         if checkpoint is not None:
             options.check_changes(cfg, recorded, checkpoint_path)
             if not cfg.evaluate and det_ckpt.is_complete(checkpoint, cfg.epochs) and \
-                    (checkpoint_path.parent / det_ckpt.FINAL_WEIGHTS).is_file():
+                    det_ckpt.final_weights_current(checkpoint_path.parent, checkpoint):
                 log.info("%s: the run is complete (%d of %d epochs); nothing to do. Pass a larger --epochs to train "
                          "on.", checkpoint_path, checkpoint["epoch"], cfg.epochs)
                 return EXIT_OK
@@ -86,8 +86,11 @@ def find_checkpoint(args: Any) -> tuple[Path | None, dict | None]:
     run's model.pth, or its last.pth while it is unfinished."""
     run_dir = training_run_dir(args)   # --output, or DIR of --resume DIR/last.pth
     if args.evaluate and args.resume == "auto":
-        found = [run_dir / name for name in (det_ckpt.FINAL_WEIGHTS, det_ckpt.LAST_CHECKPOINT)
-                 if (run_dir / name).is_file()]
+        last = run_dir / det_ckpt.LAST_CHECKPOINT
+        # model.pth unless the run has trained on since it was written (extended with a larger --epochs)
+        final = None if last.is_file() and not det_ckpt.final_weights_current(run_dir, last) else \
+            run_dir / det_ckpt.FINAL_WEIGHTS
+        found = [path for path in (final, last) if path is not None and path.is_file()]
         if not found:
             raise CheckpointError(f"-e --resume auto: {run_dir} holds neither {det_ckpt.FINAL_WEIGHTS} nor "
                                   f"{det_ckpt.LAST_CHECKPOINT}. Pass the checkpoint's path to --resume.")
@@ -163,6 +166,8 @@ def train(cfg: Any, info: Any, precision: Any, resume_path: Path | None, checkpo
     record = det_ckpt.DetectorRecord(cfg.detector, cfg.arch, num_classes, dict(data.categories), cfg.seed,
                                      info.world_size, options.config_to_yaml_dict(cfg, num_classes), train_set)
     elapsed_before = float(checkpoint.get("elapsed_s", 0.0)) if checkpoint else 0.0
+    # an epoch's record kept in last.pth, whose evaluation and metrics row may not have happened
+    unrecorded_epoch = checkpoint.get("epoch_record") if checkpoint and not checkpoint["step_in_epoch"] else None
     del checkpoint
     run_dir = Path(cfg.output)  # made only now: a run that fails its input checks leaves nothing behind
     with rundir.open_run_directory(run_dir, info,
@@ -181,7 +186,8 @@ def train(cfg: Any, info: Any, precision: Any, resume_path: Path | None, checkpo
         if rng_states:
             ckpt.restore_rng_state(rng_states[info.rank])
         preemption.install()
-        return epoch_loop(cfg, info, state, data, record, run_dir, metrics, preemption, elapsed_before)
+        return epoch_loop(cfg, info, state, data, record, run_dir, metrics, preemption, elapsed_before,
+                          unrecorded_epoch)
 
 
 def build_train_state(cfg: Any, info: Any, data: Any, precision: Any, num_classes: int, checkpoint: dict | None,
@@ -202,17 +208,43 @@ def build_train_state(cfg: Any, info: Any, data: Any, precision: Any, num_classe
 
 
 def epoch_loop(cfg: Any, info: Any, state: Any, data: Any, record: Any, run_dir: Path, metrics: Any,
-               preemption: Any, elapsed_before: float) -> int:
+               preemption: Any, elapsed_before: float, unrecorded_epoch: dict | None = None) -> int:
+    """Train epoch by epoch until --epochs, saving each epoch before evaluating it; a stop signal saves and exits
+    75. ``unrecorded_epoch``: the record that the checkpoint resumed from kept of its last epoch, whose
+    evaluation and ``metrics.jsonl`` row are done first where the run stopped before them."""
     loop = engine.LoopOptions(cfg.epochs, data.steps_per_epoch, cfg.clip_grad_norm, cfg.print_freq,
                               cfg.save_every_steps)
     t_run = time.perf_counter()
     elapsed = lambda: elapsed_before + time.perf_counter() - t_run  # noqa: E731 - training and evaluation, all segments
 
-    def save(reason: str) -> None:
+    def save(reason: str, epoch_record: dict | None = None) -> None:
         dist.sync_buffers(state.model, info)
-        det_ckpt.save_training_checkpoint(state, record, run_dir, info, reason, elapsed_s=elapsed())
+        det_ckpt.save_training_checkpoint(state, record, run_dir, info, reason, elapsed_s=elapsed(),
+                                          epoch_record=epoch_record)
 
     last_eval: dict[str, Any] = {}
+
+    def evaluate_and_record(epoch_record: dict) -> None:
+        """An epoch's evaluation, where --eval-every or the last epoch asks for one, and its metrics row."""
+        nonlocal last_eval
+        epoch = epoch_record["epoch"]
+        if epoch == cfg.epochs or (cfg.eval_every and epoch % cfg.eval_every == 0):
+            val = det_engine.evaluate(state.model, data.val_loader, data.val_set, info, state.precision,
+                                      data.with_masks, desc="val")
+            last_eval = val.metrics
+            epoch_record.update(val.metrics, val_images=val.images, eval_time_s=val.seconds)
+        metrics.record("epoch", epoch_record, step=epoch)
+        log.info("epoch %d/%d: train loss %.4f | %s | lr %.4g | %.1f img/s | %s", epoch, cfg.epochs,
+                 epoch_record["train_loss"], "  ".join(f"{k} {v:.2f}" for k, v in epoch_record.items()
+                                                       if k in last_eval and v is not None and k.endswith("AP"))
+                 or "not evaluated", epoch_record["lr"], epoch_record["images_per_s"],
+                 metrics_lib.format_duration(epoch_record["epoch_time_s"]))
+
+    if unrecorded_epoch is not None and dist.broadcast_object(
+            not metrics_lib.has_epoch_record(run_dir, unrecorded_epoch["epoch"]) if info.is_main else None, info):
+        log.info("epoch %d was saved but not recorded (its evaluation did not finish): evaluating it now",
+                 unrecorded_epoch["epoch"])
+        evaluate_and_record(dict(unrecorded_epoch))
     while state.position.epoch < cfg.epochs:
         pos = state.position
         data.train_sampler.set_epoch(pos.epoch, pos.step_in_epoch * data.batch_per_process)
@@ -230,18 +262,10 @@ def epoch_loop(cfg: Any, info: Any, state: Any, data: Any, record: Any, run_dir:
             return EXIT_PREEMPTED
         pos.epoch, pos.step_in_epoch = pos.epoch + 1, 0
         epoch_record = metrics_lib.detection_epoch_record(pos, result, state, info)
-        save("epoch")   # before evaluating: a failure there (memory, a kill, the annotations) keeps the epoch
-        if pos.epoch == cfg.epochs or (cfg.eval_every and pos.epoch % cfg.eval_every == 0):
-            val = det_engine.evaluate(state.model, data.val_loader, data.val_set, info, state.precision,
-                                      data.with_masks, desc="val")
-            last_eval = val.metrics
-            epoch_record.update(val.metrics, val_images=val.images, eval_time_s=val.seconds)
-        metrics.record("epoch", epoch_record, step=pos.epoch)
-        log.info("epoch %d/%d: train loss %.4f | %s | lr %.4g | %.1f img/s | %s", pos.epoch, cfg.epochs,
-                 result.losses["loss"], "  ".join(f"{k} {v:.2f}" for k, v in epoch_record.items()
-                                                   if k in last_eval and v is not None and k.endswith("AP"))
-                 or "not evaluated", epoch_record["lr"], result.images_per_s,
-                 metrics_lib.format_duration(result.seconds))
+        # Saved before evaluating, with its record: a failure there (memory, a kill, the annotations) keeps the
+        # epoch, and the resumed run evaluates and records it.
+        save("epoch", epoch_record)
+        evaluate_and_record(epoch_record)
         if preemption.should_stop() and pos.epoch < cfg.epochs:
             log.warning("%s received: exiting after epoch %d's checkpoint (code %d)", preemption.signal_name or
                         "stop signal", pos.epoch, EXIT_PREEMPTED)

@@ -80,7 +80,8 @@ def read_checkpoint(path: str | os.PathLike, map_location: Any = "cpu", mmap: bo
     if path.is_dir():
         raise CheckpointError(f"checkpoint {path} is a directory, and not an export folder (no {EXPORT_CONFIG}). "
                               f"Give the checkpoint file inside it (e.g. {path / 'last.pth'}); to continue the "
-                              f"training run it holds, run main.py with '--resume auto --output {path}'.")
+                              f"training run it holds, pass '--resume auto --output {path}' to the command that "
+                              f"trained it.")
     if path.stat().st_size == 0:
         raise CheckpointError(f"checkpoint {path} is empty (0 bytes): it was probably cut off while "
                               f"being written. Use an earlier checkpoint.")

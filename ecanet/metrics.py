@@ -64,6 +64,7 @@ class RunningTotals:
 
 
 TENSORBOARD_DIR = "tensorboard"   # the run directory's folder of TensorBoard events
+METRICS_FILE = "metrics.jsonl"    # the run directory's records, one JSON object a line
 
 
 class MetricsLogger:
@@ -71,7 +72,7 @@ class MetricsLogger:
 
     def __init__(self, run_dir: Path | None, enabled: bool = True, tensorboard: bool = True) -> None:
         self.enabled = enabled and run_dir is not None
-        self.path = run_dir / "metrics.jsonl" if self.enabled else None
+        self.path = run_dir / METRICS_FILE if self.enabled else None
         self.writer = None
         if self.enabled and tensorboard:
             try:
@@ -124,6 +125,12 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, Path):
         return str(value)
     return str(value)
+
+
+def has_epoch_record(run_dir: Path, epoch: int) -> bool:
+    """Whether the run directory's ``metrics.jsonl`` holds the record of ``epoch``."""
+    path = Path(run_dir) / METRICS_FILE
+    return path.is_file() and any(row.get("epoch") == epoch for row in read_metrics(path))
 
 
 def read_metrics(path: str | Path, event: str | None = "epoch") -> list[dict[str, Any]]:

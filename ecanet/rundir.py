@@ -12,9 +12,10 @@ the logs and releases the lock. A run that fails before its first step puts the 
 exists, so that its message says only what is true.
 
 One run per directory is :class:`RunLock`: ``fcntl.flock`` on ``<run dir>/.lock``. The operating system
-releases it when the holding process exits, however it exits, so a crash leaves no stale lock behind. The
-file names the holder (PID and host) so that the refused process can say who has the directory. Rank 0 holds
-it for all ranks.
+releases it when the holding process exits, however it exits, so a crash leaves no stale lock behind; forked
+children (the data loaders' workers, which can outlive a killed main process by seconds) close their copies
+of its descriptor, so that they do not hold it on. The file names the holder (PID and host) so that the
+refused process can say who has the directory. Rank 0 holds it for all ranks.
 
 The checkpoint files themselves (their names, format, atomic saves) are :mod:`ecanet.checkpoint`'s.
 """
@@ -109,6 +110,23 @@ def checkpoint_stamps(run_dir: Path | None) -> CheckpointStamps | None:
 
 # ------------------------------------------------------------------------------------ the lock, the claim
 
+# The descriptors of the run locks this process holds. flock's lock belongs to the open file, which a fork
+# shares: a loader worker forked while the lock is held would keep it until the worker exits, after its main
+# process was killed, and the requeued run would be refused for those seconds. So each forked child closes
+# its copies (closing does not unlock: only the last descriptor does, or LOCK_UN).
+_HELD_LOCKS: set[int] = set()
+
+
+def _close_held_locks_in_child() -> None:
+    for fd in _HELD_LOCKS:
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    _HELD_LOCKS.clear()
+
+
+os.register_at_fork(after_in_child=_close_held_locks_in_child)
+
+
 class RunLock:
     """``with RunLock(run_dir): ...`` holds the directory's lock for the block; a :class:`ConfigError` (exit 2)
     when another process holds it."""
@@ -130,10 +148,12 @@ class RunLock:
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"process {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
         self._fd = fd
+        _HELD_LOCKS.add(fd)
         return self
 
     def release(self) -> None:
         if self._fd is not None:
+            _HELD_LOCKS.discard(self._fd)
             fcntl.flock(self._fd, fcntl.LOCK_UN)
             os.close(self._fd)
             self._fd = None

@@ -239,6 +239,41 @@ def test_a_stop_signal_saves_and_the_resumed_run_ends_bit_identical(straight_run
     assert records(out)[-1]["box_AP"] == records(straight_run)[-1]["box_AP"]
 
 
+def test_an_epoch_whose_evaluation_failed_is_evaluated_and_recorded_when_the_run_resumes(straight_run, toy, tmp_path,
+                                                                                         monkeypatch, capsys):
+    """An epoch is saved before its evaluation, which can fail (a broken validation image, memory) or be killed.
+    The run extended by an epoch here fails so: its model.pth is then the older run's, which -e --resume auto
+    and the complete-run check must not take for the result, and the resumed run evaluates the saved epoch,
+    records its row once and writes model.pth, without training again."""
+    import ecanet.detection.engine as det_engine
+    from ecanet.errors import DataError
+    out = Path(shutil.copytree(straight_run, tmp_path / "run"))
+    evaluate = det_engine.evaluate
+
+    def broken_validation_image(*args, **kwargs):
+        raise DataError("a validation image is cut short")
+
+    monkeypatch.setattr(det_engine, "evaluate", broken_validation_image)
+    extended = [toy, *FASTER, "--epochs", "3", "--output", out, "--resume", "auto"]
+    assert run_det(extended) == EXIT_USAGE
+    assert torch.load(out / "last.pth", weights_only=True)["epoch"] == 3
+    assert torch.load(out / "model.pth", weights_only=True)["epoch"] == 2 and [r["epoch"] for r in records(out)] == [1, 2]
+
+    evaluated = []
+    monkeypatch.setattr(det_engine, "evaluate", lambda *a, **k: evaluated.append(1) or evaluate(*a, **k))
+    capsys.readouterr()
+    assert run_det([toy, "-e", "--resume", "auto", "--output", out, "-j", "0", "--device", "cpu"]) == EXIT_OK
+    assert str(out / "last.pth") in capsys.readouterr().err      # not the stale model.pth
+    steps = torch.load(out / "last.pth", weights_only=True)["global_step"]
+    assert run_det(extended) == EXIT_OK
+    assert len(evaluated) == 2                                      # -e's, then the saved epoch's once
+    assert [r["epoch"] for r in records(out)] == [1, 2, 3] and "box_AP" in records(out)[-1]
+    assert torch.load(out / "last.pth", weights_only=True)["global_step"] == steps   # nothing trained again
+    final = torch.load(out / "model.pth", weights_only=True)
+    assert (final["epoch"], final["global_step"]) == (3, steps)
+    assert records(out, "summary")[-1]["epochs"] == 3
+
+
 def test_resuming_a_finished_run_does_nothing(straight_run, toy, tmp_path):
     out = Path(shutil.copytree(straight_run, tmp_path / "run"))
     before = digest(out)
@@ -301,6 +336,14 @@ def category_zero(content: dict) -> None:
     content["annotations"][0]["category_id"] = 0
 
 
+def repeated_annotation_id(content: dict) -> None:
+    content["annotations"][1]["id"] = content["annotations"][0]["id"]
+
+
+def annotation_id_zero(content: dict) -> None:
+    content["annotations"][0]["id"] = 0
+
+
 def two_point_polygon(content: dict) -> None:
     content["annotations"][0]["segmentation"] = [[5.0, 10.0, 25.0, 10.0]]
 
@@ -312,6 +355,9 @@ BAD_DATA = {
     "validation annotation without area": (edit_annotations("val", without_area), "which COCO's evaluation reads"),
     "category id 0 for an R-CNN": (edit_annotations("train", category_zero), "keeps for the background"),
     "box outside the image": (box_outside, "invalid boxes"),
+    # pycocotools keeps one annotation per id (in training too) and scores a match of id 0 as no match
+    "an annotation id twice": (edit_annotations("train", repeated_annotation_id), "annotation id(s) more than once"),
+    "annotation id 0": (edit_annotations("val", annotation_id_zero), "annotation ids below 1 (0)"),
     "missing image": (lambda d: (d / "train/000002.jpg").unlink(), "000002.jpg"),
 }
 

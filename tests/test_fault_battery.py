@@ -770,3 +770,24 @@ def test_checkpoints_saved_by_another_process_while_a_run_starts_stop_it_before_
     assert run_main([image_folder, *argv, "--output", out]) == EXIT_USAGE
     assert "changed while this run was starting" in _error_paragraph(capsys.readouterr().err)
     assert left and digest(out) == left
+
+
+def test_the_run_lock_ends_with_its_process_not_with_the_children_it_forked(tmp_path):
+    """A killed run's loader workers (forked while it held the lock) outlive it by seconds: the requeued run
+    must find the directory free at once, not while they are still exiting."""
+    import time
+    from ecanet.rundir import RunLock
+    forked = tmp_path / "worker-forked"
+    pid = os.fork()
+    if pid == 0:                            # the run: takes the lock, forks a worker, then dies at once
+        try:
+            RunLock(tmp_path).acquire()
+            if os.fork() == 0:
+                time.sleep(10)              # the worker, still alive when the next run starts
+                os._exit(0)
+            forked.write_text("")
+        finally:
+            os._exit(0)                     # no release, no cleanup: as SIGKILL leaves it
+    os.waitpid(pid, 0)
+    assert forked.exists()
+    RunLock(tmp_path).acquire().release()   # free although the worker still runs

@@ -15,10 +15,12 @@ import hashlib
 import json
 import logging
 import os
+import pickle
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
+import torch
 from torch import nn
 
 from .. import models
@@ -44,7 +46,7 @@ class DetectorRecord:
     detector: str
     arch: str
     num_classes: int
-    categories: dict[int, str]     # category id -> name, of the training annotations
+    categories: dict[int, str]     # category id -> name, of the training and validation annotations
     seed: int
     world_size: int
     config: dict[str, Any]         # the resolved options, as config.yaml holds them
@@ -70,9 +72,11 @@ def _network_fields(model: nn.Module, record: DetectorRecord) -> dict[str, Any]:
 
 
 def training_checkpoint(state: Any, record: DetectorRecord, reason: str, rng_states: list[Any],
-                        elapsed_s: float = 0.0) -> dict[str, Any]:
+                        elapsed_s: float = 0.0, epoch_record: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The contents of ``last.pth``; ``reason`` says why it was written ('epoch', 'step', 'preempted'),
-    ``elapsed_s`` the seconds of training and evaluation so far (every segment of a resumed run)."""
+    ``elapsed_s`` the seconds of training and evaluation so far (every segment of a resumed run).
+    ``epoch_record``: at an epoch's end, the epoch's ``metrics.jsonl`` record before its evaluation, which a run
+    resumed after that evaluation failed or was killed evaluates and records."""
     position = state.position
     return {
         **_network_fields(state.model, record), "reason": reason,
@@ -82,6 +86,7 @@ def training_checkpoint(state: Any, record: DetectorRecord, reason: str, rng_sta
         "epoch_losses": state.losses.state_dict() if position.step_in_epoch else None,
         "rng": rng_states, "sampler_seed": record.seed, "world_size": record.world_size,
         "train_set": record.train_set, "elapsed_s": float(elapsed_s),
+        "epoch_record": dict(epoch_record) if epoch_record is not None else None,
     }
 
 
@@ -107,7 +112,7 @@ def _save_on_rank0(contents: Any, path: Path, info: DistInfo) -> None:
 
 
 def save_training_checkpoint(state: Any, record: DetectorRecord, run_dir: Path, info: DistInfo, reason: str,
-                             elapsed_s: float = 0.0) -> Path:
+                             elapsed_s: float = 0.0, epoch_record: Mapping[str, Any] | None = None) -> Path:
     """Write ``run_dir/last.pth`` (rank 0) after checking that the weights are finite; returns its path.
 
     Raises:
@@ -117,7 +122,8 @@ def save_training_checkpoint(state: Any, record: DetectorRecord, run_dir: Path, 
     _refuse_non_finite(state, info)
     rng_states = all_gather_objects(capture_rng_state(), info)
     path = run_dir / LAST_CHECKPOINT
-    _save_on_rank0(lambda: training_checkpoint(state, record, reason, rng_states, elapsed_s), path, info)
+    _save_on_rank0(lambda: training_checkpoint(state, record, reason, rng_states, elapsed_s, epoch_record), path,
+                   info)
     log.info("saved %s (%s; global step %d)", path, reason, state.position.global_step)
     return path
 
@@ -214,6 +220,27 @@ def restore_training_state(state: Any, obj: Mapping[str, Any], info: DistInfo) -
     if int(obj.get("world_size", 1)) != info.world_size:
         return None
     return obj.get("rng") or None
+
+
+def _global_step(path: Path) -> int | None:
+    """A detection checkpoint's global step, read without loading its tensors (memory-mapped); None where the
+    file cannot be read so."""
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except (OSError, RuntimeError, ValueError, pickle.UnpicklingError):
+        return None
+    return int(obj["global_step"]) if isinstance(obj, Mapping) and "global_step" in obj else None
+
+
+def final_weights_current(run_dir: Path, last: Mapping[str, Any] | Path) -> bool:
+    """Whether ``run_dir/model.pth`` is the trained detector of the run's ``last`` training checkpoint (read, or
+    its path): written at the same global step. A run extended with a larger --epochs trains on past it, and
+    a final evaluation that failed or was killed leaves the older file behind."""
+    final = run_dir / FINAL_WEIGHTS
+    if not final.is_file():
+        return False
+    step = last.get("global_step") if isinstance(last, Mapping) else _global_step(last)
+    return step is not None and _global_step(final) == int(step)
 
 
 def is_complete(obj: Mapping[str, Any], epochs: int) -> bool:

@@ -140,6 +140,15 @@ def _check_entries(content: dict, annotation_file: Path) -> None:
     if duplicates:
         raise DataError(f"annotation file {annotation_file} lists {len(duplicates)} image id(s) more than once "
                         f"({_examples(duplicates)}). Each image needs a unique id: fix or regenerate the file.")
+    # pycocotools indexes annotations by id (a repeated one takes the other's place, in training too) and its
+    # evaluation takes id 0 for "no match" (a detection of annotation 0 scores as a false positive).
+    duplicates = _duplicates(annotation["id"] for annotation in content["annotations"])
+    if duplicates or any(annotation["id"] < 1 for annotation in content["annotations"]):
+        problem = (f"{len(duplicates)} annotation id(s) more than once ({_examples(duplicates)})" if duplicates else
+                   f"annotation ids below 1 ({_examples([a['id'] for a in content['annotations'] if a['id'] < 1])})")
+        raise DataError(f"annotation file {annotation_file} lists {problem}; pycocotools, which reads it, needs "
+                        f"every annotation id unique and from 1 up (COCO's own numbering). Renumber the "
+                        f"annotations 1, 2, 3, ... and run again.")
     image_ids = {image["id"] for image in content["images"]}
     category_ids = {category["id"] for category in content["categories"]}
     for field, known, what in (("image_id", image_ids, "images"), ("category_id", category_ids, "categories")):
@@ -586,7 +595,10 @@ class DetectionData:
 
     @property
     def categories(self) -> dict[int, str]:
-        return self.val_set.categories
+        """Category id -> name of both splits, as num_classes counts them (the training file's name where both
+        list an id)."""
+        train = _base(self.train_set).categories if self.train_set is not None else {}
+        return {**self.val_set.categories, **train}
 
     def close(self) -> None:
         """Stop the loaders' worker processes (see :func:`ecanet.data.loaders.shutdown_workers`)."""
