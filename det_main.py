@@ -166,8 +166,11 @@ def train(cfg: Any, info: Any, precision: Any, resume_path: Path | None, checkpo
     record = det_ckpt.DetectorRecord(cfg.detector, cfg.arch, num_classes, dict(data.categories), cfg.seed,
                                      info.world_size, options.config_to_yaml_dict(cfg, num_classes), train_set)
     elapsed_before = float(checkpoint.get("elapsed_s", 0.0)) if checkpoint else 0.0
-    # an epoch's record kept in last.pth, whose evaluation and metrics row may not have happened
-    unrecorded_epoch = checkpoint.get("epoch_record") if checkpoint and not checkpoint["step_in_epoch"] else None
+    # An epoch's record kept in last.pth, whose evaluation and metrics row may not have happened: in its own run
+    # directory only (a run continued elsewhere starts its records with its own epochs).
+    unrecorded_epoch = checkpoint.get("epoch_record") if (
+        checkpoint and not checkpoint["step_in_epoch"]
+        and resume_path.parent.resolve() == Path(cfg.output).resolve()) else None
     del checkpoint
     run_dir = Path(cfg.output)  # made only now: a run that fails its input checks leaves nothing behind
     with rundir.open_run_directory(run_dir, info,

@@ -18,7 +18,7 @@ from typing import Any, Callable, Mapping, Sequence
 import yaml
 
 from .constants import (ECA_IMPLEMENTATIONS, IMAGENET_IMG_SIZE, IMAGENET_MEAN, IMAGENET_STD, IMAGENET_VAL_RESIZE,
-                        LAST_CHECKPOINT)
+                        LAST_CHECKPOINT, RUN_CONFIG)
 from .errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -383,6 +383,7 @@ def parse_config(argv: Sequence[str] | None = None, defaults: Mapping[str, Any] 
         args.ksize = None
         from_file = {dest: value for dest, value in from_file.items() if dest != "ksize"}
     args.explicit = frozenset(from_file) | command_line
+    args.command_line = command_line
     # The network whose training recipe the defaults are, and where they come from: the config file's when it
     # names one (each file of configs/ is its network's recipe), else the program's (light_main.py's).
     args.recipe_arch, args.recipe_source = ((from_file["arch"], f"config file {config_path}") if "arch" in from_file
@@ -662,9 +663,27 @@ def validate(args: argparse.Namespace) -> None:
                           "weights. Give one of them.")
     if not (args.data or args.synthetic):
         raise ConfigError(NO_DATASET_MESSAGE)
-    # With a checkpoint and no -a, the network is the file's: resolve checks the sizes against it.
-    if args.ksize is not None and (args.arch is not None or not (args.evaluate or args.resume or args.weights)):
-        check_kernel_sizes(args.arch or DEFAULT_ARCH, args.ksize, "-a" if args.arch else "the default network")
+    explicit, command_line = getattr(args, "explicit", frozenset()), getattr(args, "command_line", frozenset())
+    if args.evaluate and "ksize" in command_line:
+        raise ConfigError("-e evaluates a file whose ECA kernel sizes are read off its weights, so --ksize does not "
+                          "apply. Leave it out.")
+    if args.ksize is not None and not args.evaluate and "arch" in explicit:
+        check_kernel_sizes(args.arch, args.ksize, "-a")
+    elif args.ksize is not None and not args.evaluate:
+        # the sizes check well formed here; against the network once resolve knows it (a checkpoint's, or the
+        # program's default)
+        check_kernel_size_values(args.ksize)
+
+
+def check_kernel_size_values(ksize: Any) -> None:
+    """A ConfigError where ``--ksize`` is no kernel sizes at all (even, zero, not numbers), whatever the network."""
+    from .models.eca_module import kernel_size_values
+
+    try:
+        kernel_size_values(ksize)
+    except ValueError as exc:
+        raise ConfigError(f"--ksize {ksize!r}: {exc}. Pass odd kernel sizes, one digit per stage (e.g. 3557).") \
+            from None
 
 
 def check_kernel_sizes(arch: str, ksize: Any, source: str) -> None:
@@ -726,13 +745,15 @@ RESUME_INHERITED_OPTIONS = ("weights", "use-ema", "img-size", "val-resize", "aug
 
 def training_run_dir(args: argparse.Namespace) -> Path | None:
     """The run directory a training run writes to, where the options say it before :func:`resolve`: ``--output``,
-    or for ``--resume DIR/last.pth`` the run's own DIR, so that the run goes on saving beside its checkpoint (a
-    requeued job repeating the command then continues from the newest one). Any other file (``best.pth``, a
-    copy) starts a directory of its own rather than overwrite its folder's ``last.pth``. None: a new directory."""
+    or for ``--resume DIR/last.pth`` of a run directory (its ``config.yaml`` beside it) that DIR, so that the run
+    goes on saving beside its checkpoint (a requeued job repeating the command then continues from the newest
+    one). Any other file (a copy under another name, a last.pth in a downloads folder) starts a directory of its
+    own rather than write into its folder. None: a new directory."""
     if args.output:
         return Path(args.output)
-    if args.resume and args.resume != "auto" and not args.evaluate and Path(args.resume).name == LAST_CHECKPOINT:
-        return Path(args.resume).parent
+    resumed = Path(args.resume) if args.resume and args.resume != "auto" and not args.evaluate else None
+    if resumed is not None and resumed.name == LAST_CHECKPOINT and (resumed.parent / RUN_CONFIG).is_file():
+        return resumed.parent
     return None
 
 
@@ -794,8 +815,9 @@ def resolve(args: argparse.Namespace, *, default_workers: int, fresh_seed: int, 
     values["seed"] = next(s for s in (args.seed, resumed_seed, fresh_seed) if s is not None)
     if not args.evaluate:
         values["arch"] = values["arch"] or DEFAULT_ARCH
-        if values["ksize"] is not None and "arch" not in explicit and (recipe is not None or recorded):
-            check_kernel_sizes(values["arch"], values["ksize"], "the checkpoint")
+        if values["ksize"] is not None and "arch" not in explicit:   # -a given: validate checked it
+            check_kernel_sizes(values["arch"], values["ksize"],
+                               "the checkpoint" if recipe is not None or recorded else "the default network")
     if args.decode == "gpu":
         values["gpu_decode_share"] = resolve_gpu_share(args.gpu_decode_share, values["workers"])
     if not args.evaluate:

@@ -26,6 +26,7 @@ BYTES_PER_GIB = 2 ** 30    # memory figures (peak_memory_gib and the like) are i
 # A training run's resumable checkpoint in its run directory (classification and detection), rewritten at every
 # epoch's end and every --save-every-steps.
 LAST_CHECKPOINT = "last.pth"
+RUN_CONFIG = "config.yaml"   # a run directory's resolved options
 
 # ONNX export (ecanet.export): the opset written by default, and the oldest one accepted.
 DEFAULT_ONNX_OPSET = 17

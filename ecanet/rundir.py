@@ -32,7 +32,8 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from .checkpoint import FILE_MODE, LAST_CHECKPOINT, UNFINISHED_SAVES, find_resume_checkpoint
-from .distributed import DistInfo, PreemptionHandler, any_rank
+from .constants import RUN_CONFIG
+from .distributed import DistInfo, PreemptionHandler, all_gather_objects, any_rank
 from .engine import NonFiniteLossError
 from .errors import CheckpointError, ConfigError, UserError
 from .metrics import TENSORBOARD_DIR, MetricsLogger
@@ -40,7 +41,7 @@ from .runtime import add_run_log
 
 log = logging.getLogger(__name__)
 
-CONFIG_FILE = "config.yaml"
+CONFIG_FILE = RUN_CONFIG
 LOCK_FILE = ".lock"
 WRITE_PROBE = ".write-probe"
 # Files a run rewrites as a whole at its start (the rest it only appends to, or creates).
@@ -91,7 +92,9 @@ def check_run_dir_is_free(run_dir: Path | None, resume: str | None, path: Path |
                               f"continue {path}, pass an --output without checkpoints.")
 
 
-CheckpointStamps = dict  # {file name: (inode, modification time in ns, size in bytes)} of a directory's *.pth
+# {file name: (modification time in ns, size in bytes)} of a directory's *.pth. An atomic save writes a new file,
+# so its time changes; the inode would too, but FUSE mounts (sshfs, object stores) may renumber an unchanged file.
+CheckpointStamps = dict
 
 
 def checkpoint_stamps(run_dir: Path | None) -> CheckpointStamps | None:
@@ -104,7 +107,7 @@ def checkpoint_stamps(run_dir: Path | None) -> CheckpointStamps | None:
     for path in (run_dir.glob("*.pth") if run_dir.is_dir() else ()):
         with contextlib.suppress(FileNotFoundError):   # replaced or removed while listed: a change too
             stat = path.stat()
-            found[path.name] = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
+            found[path.name] = (stat.st_mtime_ns, stat.st_size)
     return found
 
 
@@ -239,6 +242,8 @@ def claim_run_dir(run_dir: Path, info: DistInfo, checkpoints_seen: CheckpointSta
     run read (the checkpoint it continues, or an empty directory) is out of date.
     """
     error, lock, snapshot = None, None, None
+    # every rank read the checkpoint itself: each one's view is checked
+    seen_by_rank = all_gather_objects(checkpoints_seen, info) if checkpoints_seen is not None else []
     if info.is_main:
         existed = run_dir.exists()
         try:
@@ -248,7 +253,7 @@ def claim_run_dir(run_dir: Path, info: DistInfo, checkpoints_seen: CheckpointSta
                 raise CheckpointError(f"cannot create the run directory {run_dir} ({exc.strerror or exc}). "
                                       f"Pass an --output in a writable place.") from None
             lock = RunLock(run_dir).acquire()
-            if checkpoints_seen is not None and checkpoint_stamps(run_dir) != checkpoints_seen:
+            if any(seen != checkpoint_stamps(run_dir) for seen in seen_by_rank):
                 raise ConfigError(f"the checkpoints in {run_dir} changed while this run was starting: another "
                                   f"process saved there after this one read them, so what it would continue is "
                                   f"out of date. Nothing was written; rerun the same command to start from what "

@@ -142,6 +142,14 @@ def test_kernel_sizes_are_checked_against_the_checkpoints_network(dataset, finis
     _fails_cleanly([dataset, *SMALL_RUN, "--resume", "auto", "--output", finished_run, "--ksize", "3", "--epochs",
                     "2"], capsys, "the checkpoint gives 'resnet18'", during_training=True)
     assert _snapshot(finished_run) == before
+    # --resume auto in a directory without a checkpoint yet (a job's first start): the default network's check
+    new = finished_run.parent / "first-start"
+    _fails_cleanly([dataset, *SMALL_RUN, "--resume", "auto", "--output", new, "--ksize", "2"], capsys,
+                   "--ksize '2': ECA kernel sizes must be positive odd integers")
+    _fails_cleanly([dataset, *SMALL_RUN, "--resume", "auto", "--output", new, "--ksize", "35"], capsys,
+                   "--ksize '35' does not fit eca_resnet50 (the default network)")
+    _fails_cleanly([dataset, *SMALL_RUN, "-e", "--resume", finished_run / "last.pth", "--ksize", "3"], capsys,
+                   "-e evaluates a file whose ECA kernel sizes are read off its weights")
 
 
 def test_an_eca_config_file_serves_its_baseline_without_its_kernel_sizes(tmp_path, caplog):

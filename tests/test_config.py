@@ -166,3 +166,15 @@ def test_a_crop_size_alone_keeps_the_papers_crop_ratio(argv, val_resize):
     args = config.parse_config(["DATA", "--device", "cpu", *argv])
     config.validate(args)
     assert config.resolve(args, default_workers=1, fresh_seed=1, timestamp="T").val_resize == val_resize
+
+
+def test_light_mains_default_network_does_not_judge_the_kernel_sizes_of_a_resumed_run():
+    """light_main.py's default network is ECA-MobileNetV2, but a resumed run's is its checkpoint's (say
+    ECA-ResNet-18, four stages): --ksize is checked against that once resolve knows it, not against the default."""
+    from light_main import mobilenet_recipe
+    from ecanet.config import validate
+    validate(parse_config(["DATA", "--resume", "run/last.pth", "--ksize", "3555"], defaults=mobilenet_recipe(),
+                          prog="light_main.py"))
+    with pytest.raises(ConfigError, match="does not fit eca_mobilenet_v2"):   # -a given: checked at once
+        validate(parse_config(["DATA", "-a", "eca_mobilenet_v2", "--ksize", "3555"], defaults=mobilenet_recipe(),
+                              prog="light_main.py"))

@@ -288,7 +288,7 @@ def test_ksize_for_a_resumed_run_without_eca_layers_is_refused(mask_run, toy, tm
     before = digest(out)
     assert run_det([toy, "--min-size", "64", "--max-size", "64", "-j", "0", "--device", "cpu", "--epochs", "2",
                     "--resume", "auto", "--output", out, "--ksize", "3"]) == EXIT_USAGE
-    assert "the run being resumed has a resnet18 backbone, which has no ECA layers" in one_error_line(capsys)
+    assert "the checkpoint's resnet18 backbone has no ECA layers" in one_error_line(capsys)
     assert digest(out) == before
 
 
@@ -543,3 +543,27 @@ def test_a_weights_file_keeps_its_kernel_sizes_over_the_config_files(toy, backbo
 
     assert resolved().ksize is None
     assert resolved("--ksize", "3377").ksize == "3377"
+
+
+def test_annotation_id_0_trains_and_only_evaluation_refuses_it(toy, tmp_path):
+    """COCO's evaluation reads annotation id 0 as "no match"; training reads ids as keys only. A training file
+    numbered from 0 (some exports are) loads; a validation file so numbered is refused."""
+    from ecanet.detection.data import CocoDetectionDataset
+    from ecanet.errors import DataError
+    data = broken_copy(toy, tmp_path, edit_annotations("train", annotation_id_zero))
+    train = CocoDetectionDataset(data / "train", data / "annotations/instances_train.json", for_training=True)
+    assert len(train) > 0
+    with pytest.raises(DataError, match="annotation ids below 1"):
+        CocoDetectionDataset(data / "train", data / "annotations/instances_train.json", for_training=False)
+
+
+def test_a_run_continued_in_another_directory_does_not_evaluate_the_epoch_its_checkpoint_recorded(
+        straight_run, toy, tmp_path, monkeypatch):
+    """The record last.pth keeps of its epoch belongs to that run's directory: continued elsewhere, the run
+    trains on and evaluates its own epochs only."""
+    import ecanet.detection.engine as det_engine
+    evaluate, evaluated = det_engine.evaluate, []
+    monkeypatch.setattr(det_engine, "evaluate", lambda *a, **k: evaluated.append(1) or evaluate(*a, **k))
+    out = tmp_path / "elsewhere"
+    assert run_det([toy, *FASTER, "--epochs", "3", "--resume", straight_run / "last.pth", "--output", out]) == EXIT_OK
+    assert len(evaluated) == 1 and [r["epoch"] for r in records(out)] == [3]

@@ -291,10 +291,16 @@ def test_resuming_a_runs_last_checkpoint_by_path_continues_in_its_folder(tmp_pat
     assert run_main([*small, "--epochs", "1", "--output", out]) == 0
     last = (out / "last.pth").read_bytes()
     (out / "after-epoch-1.pth").write_bytes(last)
-    assert run_main([*small, "--epochs", "2", "--resume", out / "after-epoch-1.pth"]) == 0
+    # (--action names the default directories apart: both runs may start within one second)
+    assert run_main([*small, "--epochs", "2", "--resume", out / "after-epoch-1.pth", "--action", "copy"]) == 0
     assert (out / "last.pth").read_bytes() == last
     (elsewhere,) = (tmp_path / "runs").iterdir()
     assert torch.load(elsewhere / "last.pth", weights_only=True)["epoch"] == 2
+    downloads = tmp_path / "downloads"   # a last.pth outside any run directory (no config.yaml beside it)
+    downloads.mkdir()
+    (downloads / "last.pth").write_bytes(last)
+    assert run_main([*small, "--epochs", "2", "--resume", downloads / "last.pth", "--action", "downloaded"]) == 0
+    assert sorted(p.name for p in downloads.iterdir()) == ["last.pth"] and len(list((tmp_path / "runs").iterdir())) == 2
     assert run_main([*small, "--epochs", "2", "--resume", out / "last.pth"]) == 0
     assert torch.load(out / "last.pth", weights_only=True)["epoch"] == 2
     assert [row["epoch"] for row in read_metrics(out / "metrics.jsonl") if row.get("event") == "epoch"] == [1, 2]

@@ -140,15 +140,12 @@ def _check_entries(content: dict, annotation_file: Path) -> None:
     if duplicates:
         raise DataError(f"annotation file {annotation_file} lists {len(duplicates)} image id(s) more than once "
                         f"({_examples(duplicates)}). Each image needs a unique id: fix or regenerate the file.")
-    # pycocotools indexes annotations by id (a repeated one takes the other's place, in training too) and its
-    # evaluation takes id 0 for "no match" (a detection of annotation 0 scores as a false positive).
+    # pycocotools indexes annotations by id: a repeated one takes the other's place, in training too
     duplicates = _duplicates(annotation["id"] for annotation in content["annotations"])
-    if duplicates or any(annotation["id"] < 1 for annotation in content["annotations"]):
-        problem = (f"{len(duplicates)} annotation id(s) more than once ({_examples(duplicates)})" if duplicates else
-                   f"annotation ids below 1 ({_examples([a['id'] for a in content['annotations'] if a['id'] < 1])})")
-        raise DataError(f"annotation file {annotation_file} lists {problem}; pycocotools, which reads it, needs "
-                        f"every annotation id unique and from 1 up (COCO's own numbering). Renumber the "
-                        f"annotations 1, 2, 3, ... and run again.")
+    if duplicates:
+        raise DataError(f"annotation file {annotation_file} lists {len(duplicates)} annotation id(s) more than once "
+                        f"({_examples(duplicates)}); pycocotools, which reads it, keeps one annotation per id. "
+                        f"Renumber the annotations 1, 2, 3, ... and run again.")
     image_ids = {image["id"] for image in content["images"]}
     category_ids = {category["id"] for category in content["categories"]}
     for field, known, what in (("image_id", image_ids, "images"), ("category_id", category_ids, "categories")):
@@ -162,7 +159,14 @@ def _check_entries(content: dict, annotation_file: Path) -> None:
 def check_evaluation_fields(content: dict, annotation_file: Path) -> None:
     """COCO's evaluation reads every annotation's ``area`` (its size ranges) and ``iscrowd`` (crowd matching):
     a DataError names the first annotation without them, so that a run does not train an epoch and then fail
-    to score it. Training does without them (the box's area, not a crowd)."""
+    to score it. Training does without them (the box's area, not a crowd). The evaluation also takes annotation
+    id 0 for "no match", so a detection matched to annotation 0 would score as a false positive: ids start at
+    1, as COCO's do."""
+    zero = [annotation["id"] for annotation in content["annotations"] if annotation["id"] < 1]
+    if zero:
+        raise DataError(f"annotation file {annotation_file} has annotation ids below 1 ({_examples(zero)}), which "
+                        f"COCO's evaluation reads as 'no match'. Renumber the annotations 1, 2, 3, ... and run "
+                        f"again.")
     for annotation in content["annotations"]:
         if not _usable_area(annotation.get("area")) or annotation.get("iscrowd") not in (0, 1):
             raise DataError(f"annotation file {annotation_file} has an annotation without a usable 'area' (a number "

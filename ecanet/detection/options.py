@@ -417,9 +417,9 @@ def resolve(args: argparse.Namespace, *, default_workers: int, fresh_seed: int, 
                     and not (moved and key in DATA_PATH_OPTIONS):
                 values[action.dest] = recorded[key]
     if values["ksize"] is not None and not values["arch"].startswith("eca_"):
-        if "ksize" in args.command_line:   # the backbone came from the resumed run, after validate's check
-            raise ConfigError(f"--ksize sets ECA kernel sizes, but the run being resumed has a {values['arch']} "
-                              f"backbone, which has no ECA layers. Drop --ksize.")
+        if "ksize" in args.command_line:   # the backbone came from the checkpoint, after validate's check
+            raise ConfigError(f"--ksize sets ECA kernel sizes, but the checkpoint's {values['arch']} backbone has no "
+                              f"ECA layers. Drop --ksize.")
         values["ksize"] = None  # a config file's kernel sizes for an ECA backbone
     if values["ksize"] is not None and values["weights"] and "ksize" not in args.command_line:
         # The paper's rows name kernel sizes (3377) whose ImageNet backbones were not released; a --weights

@@ -474,8 +474,20 @@ def parse_kernel_sizes(k_size: object, num_stages: int) -> list[int | None]:
     stage (``"3557"``, what ``--ksize 3557`` gives); a separated string (``"3,5,5,7"``) or a list/tuple
     (``[3, 5, 5, 7]``). A single value applies to every stage.
     """
+    sizes = kernel_size_values(k_size)
+    if len(sizes) == 1:
+        sizes = sizes * num_stages
+    if len(sizes) != num_stages:
+        raise ValueError(f"ECA kernel size {k_size!r} gives {len(sizes)} values; this network has "
+                         f"{num_stages} stages, so give 1 or {num_stages} values")
+    return sizes
+
+
+def kernel_size_values(k_size: object) -> list[int | None]:
+    """The values of a user's ``k_size`` (the forms of :func:`parse_kernel_sizes`), each a positive odd int or
+    None (adaptive), before they are matched to a network's stages; a ValueError for anything else."""
     if k_size is None or (isinstance(k_size, str) and k_size.strip().lower() == "adaptive"):
-        return [None] * num_stages
+        return [None]
     if isinstance(k_size, bool):
         raise ValueError(f"invalid ECA kernel size {k_size!r}")
     if isinstance(k_size, numbers.Integral):   # NumPy's integers too, as EcaModule takes them
@@ -488,8 +500,6 @@ def parse_kernel_sizes(k_size: object, num_stages: int) -> list[int | None]:
             values = list(text)
     elif isinstance(k_size, (list, tuple)):
         values = list(k_size)
-        if any(isinstance(v, float) and not v.is_integer() for v in values):   # int() would round 3.5 down
-            raise ValueError(f"invalid ECA kernel size {k_size!r}: kernel sizes are whole numbers")
     else:
         raise ValueError(f"invalid ECA kernel size {k_size!r}")
     try:
@@ -497,11 +507,9 @@ def parse_kernel_sizes(k_size: object, num_stages: int) -> list[int | None]:
     except (TypeError, ValueError):
         raise ValueError(f"invalid ECA kernel size {k_size!r}: expected digits such as '3557', "
                          f"a list such as [3, 5, 5, 7], an int or 'adaptive'") from None
-    if len(sizes) == 1:
-        sizes = sizes * num_stages
-    if len(sizes) != num_stages:
-        raise ValueError(f"ECA kernel size {k_size!r} gives {len(sizes)} values; this network has "
-                         f"{num_stages} stages, so give 1 or {num_stages} values")
+    # int() rounds 3.5 (a float, NumPy's, a Decimal) down without a word
+    if any(k is not None and not isinstance(v, (str, numbers.Integral)) and v != k for v, k in zip(values, sizes)):
+        raise ValueError(f"invalid ECA kernel size {k_size!r}: kernel sizes are whole numbers")
     for k in sizes:
         if k is not None and (k < 1 or k % 2 == 0):
             raise ValueError(f"ECA kernel sizes must be positive odd integers, got {k_size!r}")
