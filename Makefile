@@ -12,6 +12,7 @@ help:
 	@echo "make test         create .venv if needed and run the test suite"
 	@echo "make test-fast    the test suite without the tests marked slow (real main.py runs, a compile cache)"
 	@echo "make model-table  print the model table of docs/model_zoo.md (paras_flops.py --all --markdown)"
+	@echo "make clean        remove the demo's run directories (runs/demo-*) and pytest's cache"
 
 $(STAMP): requirements.txt pyproject.toml scripts/setup_venv.sh
 	PYTHON=$(PYTHON) bash scripts/setup_venv.sh $(VENV)

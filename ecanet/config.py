@@ -18,7 +18,7 @@ from typing import Any, Callable, Mapping, Sequence
 import yaml
 
 from .constants import (ECA_IMPLEMENTATIONS, IMAGENET_IMG_SIZE, IMAGENET_MEAN, IMAGENET_STD, IMAGENET_VAL_RESIZE,
-                        LAST_CHECKPOINT, RUN_CONFIG)
+                        LAST_CHECKPOINT, NETWORK_STRIDE, RUN_CONFIG)
 from .errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -616,6 +616,11 @@ def check_combinations(args: argparse.Namespace, sizes_final: bool = True) -> No
                           "own augmentation).")
     if not args.synthetic and sizes_final:
         check_crop_fits(args.img_size, args.val_resize, getattr(args, "explicit", frozenset()))
+    if sizes_final and not args.evaluate and args.batch_size == 1 and args.img_size < 2 * NETWORK_STRIDE:
+        # the last stage's map is 1x1: BatchNorm in training has one value per channel and refuses it
+        raise ConfigError(f"--batch-size 1 with --img-size {args.img_size} leaves the last stage's BatchNorm one "
+                          f"value per channel (a 1x1 map of one image), which it cannot normalise in training. "
+                          f"Pass -b 2 or more, or --img-size {2 * NETWORK_STRIDE} or more.")
 
 
 def validate(args: argparse.Namespace) -> None:

@@ -54,7 +54,7 @@ def test_split_without_class_folders(dataset, capsys):
 def test_class_folders_without_images(dataset, capsys):
     for image in (dataset / "val").rglob("*.jpg"):
         image.unlink()
-    _fails_cleanly([dataset, *SMALL_RUN, "--output", dataset.parent / "run"], capsys, "holds no images", "extension")
+    _fails_cleanly([dataset, *SMALL_RUN, "--output", dataset.parent / "run"], capsys, "hold no images", "extension")
 
 
 def test_train_and_val_with_different_classes(dataset, capsys):
@@ -84,6 +84,8 @@ def test_train_and_val_with_different_classes(dataset, capsys):
     (["--std", "nan", "nan", "nan"], ["--std must be finite numbers", "per-channel std"]),
     (["--mean", "inf", "0", "0"], ["--mean must be finite numbers"]),
     (["--world-size", "0"], ["--world-size must be at least 1, got 0"]),
+    (["-b", "1"], ["--batch-size 1 with --img-size 32 leaves the last stage's BatchNorm one value per channel",
+                   "-b 2 or more"]),
 ])
 def test_impossible_options(dataset, capsys, options, phrases):
     _fails_cleanly([dataset, *SMALL_RUN, *options], capsys, *phrases)
@@ -278,3 +280,39 @@ def test_the_jpeg_folder_generator_refuses_counts_below_one(tmp_path, capsys):
     assert script.main([str(out), "--classes", "2", "--train-per-class", "1", "--val-per-class", "1",
                         "--workers", "1", "--size-scale", "0.1"]) == 0
     assert len(list(out.rglob("*.jpg"))) == 4
+
+
+def test_hidden_folders_and_files_are_not_data_and_an_empty_class_folder_is_named(dataset, capsys):
+    """A notebook's .ipynb_checkpoints in both splits would otherwise become class 0 and shift every label;
+    macOS's '._x.png' files are metadata, not images; a class folder with no image is named as such."""
+    from PIL import Image
+    from ecanet.data.folders import build_image_folder
+    classes = build_image_folder(dataset, "train").classes
+    for split in ("train", "val"):
+        hidden = dataset / split / ".ipynb_checkpoints"
+        hidden.mkdir()
+        Image.new("RGB", (8, 8)).save(hidden / "x.png")
+        (dataset / split / classes[0] / "._meta.png").write_bytes(b"\0\5\26\7 not an image")
+    train = build_image_folder(dataset, "train")
+    assert train.classes == classes and not any("/." in path for path, _ in train.samples)
+    for image in (dataset / "val" / classes[1]).iterdir():
+        image.unlink()
+    _fails_cleanly([dataset, *SMALL_RUN], capsys, f"the class folder(s) {classes[1]} hold no images",
+                   "or remove them from both train/ and val/")
+
+
+def test_sixteen_bit_greyscale_keeps_its_levels():
+    """A 16-bit PNG opens in a 16-bit mode, which PIL's convert('RGB') clips to white above 255: the loader
+    keeps each value's high byte."""
+    import io
+    import numpy as np
+    from PIL import Image
+    from ecanet.data.folders import to_rgb
+    ramp = np.linspace(0, 65535, 64 * 64).astype(np.uint16).reshape(64, 64)
+    buffer = io.BytesIO()
+    Image.fromarray(ramp).save(buffer, format="PNG")
+    image = Image.open(io.BytesIO(buffer.getvalue()))
+    assert image.mode.startswith("I")
+    rgb = np.asarray(to_rgb(image))
+    assert rgb.shape == (64, 64, 3) and np.array_equal(rgb[..., 0], (ramp >> 8).astype(np.uint8))
+    assert np.array_equal(np.asarray(to_rgb(Image.fromarray(np.full((4, 4), 200, np.uint8)))), np.full((4, 4, 3), 200))

@@ -155,6 +155,8 @@ def scan_class_folder(directory: str, class_to_idx: dict[str, int], extensions: 
     images, as torchvision does.
     """
     def keep(path: str) -> bool:
+        if os.path.basename(path).startswith("."):   # hidden: macOS's "._x.png" metadata, editors' backups
+            return False
         return is_valid_file(path) if is_valid_file is not None else \
             path.lower().endswith(extensions or datasets.folder.IMG_EXTENSIONS)
 
@@ -167,14 +169,36 @@ def scan_class_folder(directory: str, class_to_idx: dict[str, int], extensions: 
             empty.append(name)
         samples += [(path, class_to_idx[name]) for path in found]
     if empty and not allow_empty:
-        raise FileNotFoundError(f"Found no valid file for the classes {', '.join(empty)}.")
+        raise EmptyClassFolders(directory, empty)
     return samples
 
 
+class EmptyClassFolders(FileNotFoundError):
+    """Class folders without a single image (a ``FileNotFoundError``, as torchvision raises for them)."""
+
+    def __init__(self, directory: str, classes: list[str]) -> None:
+        super().__init__(f"Found no valid file for the classes {', '.join(classes)}.")
+        self.directory, self.classes = directory, classes
+
+
+def find_class_folders(directory: str) -> tuple[list[str], dict[str, int]]:
+    """torchvision's ``find_classes`` without hidden folders (``.ipynb_checkpoints``, ``.git``): a class is a
+    visible sub-folder. A hidden folder counted as a class would shift every label after it."""
+    classes = sorted(entry.name for entry in os.scandir(directory)
+                     if entry.is_dir() and not entry.name.startswith("."))
+    if not classes:
+        raise FileNotFoundError(f"Couldn't find any class folder in {directory}.")
+    return classes, {name: index for index, name in enumerate(classes)}
+
+
 class SafeScanImageFolder(datasets.ImageFolder):
-    """``ImageFolder`` that lists its samples with :func:`scan_class_folder`: no link loops, no special files."""
+    """``ImageFolder`` that lists its samples with :func:`scan_class_folder`: no link loops, no special files,
+    no hidden folders or files."""
 
     make_dataset = staticmethod(scan_class_folder)
+
+    def find_classes(self, directory: str) -> tuple[list[str], dict[str, int]]:
+        return find_class_folders(directory)
 
 
 class RobustImageFolder(SafeScanImageFolder):
@@ -333,7 +357,7 @@ def decode_box(data: bytes, header: Image.Image, box: tuple[int, int, int, int],
         if region is not None:
             return region
     top, left, h, w = box
-    return TF.crop(header.convert("RGB"), top, left, h, w)
+    return TF.crop(to_rgb(header), top, left, h, w)
 
 
 class RegionCropImageFolder(RobustImageFolder):
@@ -383,7 +407,24 @@ def pil_rgb_loader(path: str) -> Image.Image:
     """Open an image and decode it fully now (so truncated files fail here, not in a transform)."""
     with open(path, "rb") as f:
         image = Image.open(f)
-        return image.convert("RGB")
+        return to_rgb(image)
+
+
+# PIL modes of 16-bit greyscale (a 16-bit PNG opens as one of them), whose values reach 65535
+SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N")
+EIGHT_BIT_SHIFT = 8   # 16-bit values to 8-bit ones: the high byte
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """The image as 8-bit RGB, as the networks take it: PIL's ``convert("RGB")``, except that 16-bit greyscale
+    keeps its high byte first (``convert`` clips every value above 255 to white). Mode ``"I"`` (32-bit) is read
+    as 16-bit when its values go above 255."""
+    if image.mode in SIXTEEN_BIT_MODES or image.mode == "I":
+        values = np.asarray(image, dtype=np.int64)
+        if image.mode != "I" or values.max(initial=0) > 255:
+            values = values >> EIGHT_BIT_SHIFT
+        image = Image.fromarray(np.clip(values, 0, 255).astype(np.uint8), "L")
+    return image.convert("RGB")
 
 
 def check_split_dir(root: Path, split: str) -> Path:
@@ -395,7 +436,7 @@ def check_split_dir(root: Path, split: str) -> Path:
         raise DataError(f"{path} does not exist. DATA must hold train/ and val/ with one folder per class "
                         f"(for ImageNet, sort the validation images into class folders first, e.g. with "
                         f"the valprep.sh script of the ImageNet community).")
-    if not any(p.is_dir() for p in path.iterdir()):
+    if not any(p.is_dir() and not p.name.startswith(".") for p in path.iterdir()):
         raise DataError(f"{path} holds no class folders. Put each class's images in its own sub-folder "
                         f"({path}/<class>/<image>).")
     return path
@@ -411,6 +452,10 @@ def build_image_folder(root: Path, split: str, transform: Any = None,
         if make is not None:
             return make(str(path))
         return RobustImageFolder(str(path), transform=transform, loader=pil_rgb_loader)
+    except EmptyClassFolders as exc:
+        raise DataError(f"{path}: the class folder(s) {', '.join(exc.classes[:5])}"
+                        f"{' ...' if len(exc.classes) > 5 else ''} hold no images. Put images with a usual extension "
+                        f"(.jpg, .jpeg, .png, ...) into them, or remove them from both train/ and val/.") from None
     except (FileNotFoundError, RuntimeError) as exc:  # torchvision: "Found no valid file for the classes"
         raise DataError(f"{path} holds no images ({str(exc).splitlines()[0]}). Put images with a usual "
                         f"extension (.jpg, .jpeg, .png, ...) into its class folders.") from None

@@ -51,7 +51,7 @@ from torchvision import tv_tensors
 from torchvision.ops import box_convert
 from torchvision.transforms.v2.functional import pil_to_tensor
 
-from ..data.folders import UNREADABLE_ERRORS, sample_seed, seeded_cpu_rng
+from ..data.folders import UNREADABLE_ERRORS, sample_seed, seeded_cpu_rng, to_rgb
 from ..data.loaders import ShardSampler, make_loader, shutdown_workers
 from ..distributed import DistInfo
 from ..errors import ConfigError, DataError
@@ -372,7 +372,7 @@ def read_image(path: Path) -> torch.Tensor:
     PIL decodes, as for classification (torchvision's own decoders are deprecated in favour of TorchCodec)."""
     try:
         with Image.open(path) as image:
-            return pil_to_tensor(image.convert("RGB"))                                    # (3, H, W)
+            return pil_to_tensor(to_rgb(image))                                           # (3, H, W)
     except UNREADABLE_ERRORS as exc:
         raise DataError(f"image {path} cannot be decoded ({str(exc).splitlines()[0][:120]}); it is damaged, probably "
                         f"cut short. Replace it with an intact copy, or remove it and its annotations; build the "

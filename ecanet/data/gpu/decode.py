@@ -57,7 +57,7 @@ from torchvision.transforms import functional as TF
 
 from ...config import DEFAULT_GPU_DECODE_THREADS
 from ..folders import (UNREADABLE_ERRORS, RegionDecoder, SafeScanImageFolder, decode_box, is_decodable_jpeg,
-                       load_readable, pil_rgb_loader, read_file_and_header, seeded_cpu_rng)
+                       load_readable, pil_rgb_loader, read_file_and_header, seeded_cpu_rng, to_rgb)
 from .slots import BatchSlots, SlotBatch
 
 log = logging.getLogger(__name__)
@@ -209,7 +209,7 @@ def read_payload(path: str) -> tuple[torch.Tensor | Image.Image, Image.Image]:
     data, image = read_file_and_header(path)
     if is_decodable_jpeg(data, image):
         return torch.frombuffer(bytearray(data), dtype=torch.uint8), image
-    rgb = image.convert("RGB")
+    rgb = to_rgb(image)
     return rgb, rgb
 
 
@@ -320,7 +320,7 @@ class GpuAugment:
         """PIL on the CPU, else a grey image (logged): a broken file never stops the batch."""
         try:
             with Image.open(io.BytesIO(jpeg.numpy().tobytes())) as image:
-                rgb = np.array(image.convert("RGB"))                                    # (H, W, 3)
+                rgb = np.array(to_rgb(image))                                           # (H, W, 3)
             return cut_box(torch.from_numpy(rgb).permute(2, 0, 1), box).to(self.device)
         except UNREADABLE_ERRORS as exc:
             log.warning("a JPEG in this batch cannot be decoded (%s); a grey image stands in for it", exc)
