@@ -673,7 +673,7 @@ def validate(args: argparse.Namespace) -> None:
         raise ConfigError("-e evaluates a file whose ECA kernel sizes are read off its weights, so --ksize does not "
                           "apply. Leave it out.")
     if args.ksize is not None and not args.evaluate and "arch" in explicit:
-        check_kernel_sizes(args.arch, args.ksize, "-a")
+        check_kernel_sizes(args.arch, args.ksize, "-a" if "arch" in command_line else "the config file")
     elif args.ksize is not None and not args.evaluate:
         # the sizes check well formed here; against the network once resolve knows it (a checkpoint's, or the
         # program's default)
