@@ -616,11 +616,12 @@ def check_combinations(args: argparse.Namespace, sizes_final: bool = True) -> No
                           "own augmentation).")
     if not args.synthetic and sizes_final:
         check_crop_fits(args.img_size, args.val_resize, getattr(args, "explicit", frozenset()))
-    if sizes_final and not args.evaluate and args.batch_size == 1 and args.img_size < 2 * NETWORK_STRIDE:
+    if (sizes_final and not args.evaluate and args.batch_size == 1 and args.img_size <= NETWORK_STRIDE
+            and not args.sync_bn):
         # the last stage's map is 1x1: BatchNorm in training has one value per channel and refuses it
         raise ConfigError(f"--batch-size 1 with --img-size {args.img_size} leaves the last stage's BatchNorm one "
                           f"value per channel (a 1x1 map of one image), which it cannot normalise in training. "
-                          f"Pass -b 2 or more, or --img-size {2 * NETWORK_STRIDE} or more.")
+                          f"Pass -b 2 or more, or --img-size {NETWORK_STRIDE + 1} or more.")
 
 
 def validate(args: argparse.Namespace) -> None:
@@ -669,12 +670,11 @@ def validate(args: argparse.Namespace) -> None:
     if not (args.data or args.synthetic):
         raise ConfigError(NO_DATASET_MESSAGE)
     explicit, command_line = getattr(args, "explicit", frozenset()), getattr(args, "command_line", frozenset())
-    if args.evaluate and "ksize" in command_line:
-        raise ConfigError("-e evaluates a file whose ECA kernel sizes are read off its weights, so --ksize does not "
-                          "apply. Leave it out.")
-    if args.ksize is not None and not args.evaluate and "arch" in explicit:
+    # -e reads the kernel sizes off the file's weights; the official command passes --ksize anyway, which is
+    # checked where -a says the network, and otherwise only for being kernel sizes at all
+    if args.ksize is not None and "arch" in explicit:
         check_kernel_sizes(args.arch, args.ksize, "-a" if "arch" in command_line else "the config file")
-    elif args.ksize is not None and not args.evaluate:
+    elif args.ksize is not None:
         # the sizes check well formed here; against the network once resolve knows it (a checkpoint's, or the
         # program's default)
         check_kernel_size_values(args.ksize)

@@ -242,8 +242,9 @@ def claim_run_dir(run_dir: Path, info: DistInfo, checkpoints_seen: CheckpointSta
     run read (the checkpoint it continues, or an empty directory) is out of date.
     """
     error, lock, snapshot = None, None, None
-    # every rank read the checkpoint itself: each one's view is checked
-    seen_by_rank = all_gather_objects(checkpoints_seen, info) if checkpoints_seen is not None else []
+    # Every rank read the checkpoint itself: each one's view is checked. Every rank joins the gather, whatever it
+    # found (a rank that saw no run directory gives None), so that none waits for another.
+    seen_by_rank = [seen for seen in all_gather_objects(checkpoints_seen, info) if seen is not None]
     if info.is_main:
         existed = run_dir.exists()
         try:

@@ -14,6 +14,11 @@ DEMO_TRAIN_IMAGES=${DEMO_TRAIN_IMAGES:-20000}
 DATA=data/fashion-mnist-demo
 
 no_data() {   # what to do without the files; exit 2, as for any input the user can fix
+    if [ -n "${FASHION_MNIST_SOURCE:-}" ]; then
+        echo "error: FASHION_MNIST_SOURCE=$SOURCE is not a folder. Put the four *-ubyte.gz files of" >&2
+        echo "       https://github.com/zalandoresearch/fashion-mnist in a folder and name it there." >&2
+        exit 2
+    fi
     echo "error: the Fashion-MNIST files are not installed ($SOURCE is missing)." >&2
     echo "       Run: sudo apt-get install $PACKAGE   (Debian/Ubuntu), then 'make demo' again;" >&2
     echo "       or download the four *-ubyte.gz files from https://github.com/zalandoresearch/fashion-mnist" >&2
@@ -21,9 +26,12 @@ no_data() {   # what to do without the files; exit 2, as for any input the user 
     exit 2
 }
 
-install_package() {   # apt-get (with sudo when given) install, once more after an update; quiet unless it fails
-    "$@" apt-get install -y -q "$PACKAGE" >/dev/null 2>&1 && return 0
-    "$@" apt-get update -q >/dev/null 2>&1 && "$@" apt-get install -y -q "$PACKAGE" >/dev/null 2>&1
+install_package() {   # apt-get (with sudo when given) install, once more after an update; apt's words if it fails
+    local said
+    said=$("$@" apt-get install -y -q "$PACKAGE" 2>&1) && return 0
+    said=$("$@" apt-get update -q 2>&1 && "$@" apt-get install -y -q "$PACKAGE" 2>&1) && return 0
+    echo "$said" | tail -n 3 >&2
+    return 1
 }
 
 if [ ! -d "$SOURCE" ]; then

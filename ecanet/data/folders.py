@@ -155,7 +155,8 @@ def scan_class_folder(directory: str, class_to_idx: dict[str, int], extensions: 
     images, as torchvision does.
     """
     def keep(path: str) -> bool:
-        if os.path.basename(path).startswith("."):   # hidden: macOS's "._x.png" metadata, editors' backups
+        # hidden files and folders: macOS's "._x.png" metadata and .AppleDouble, editors' backups
+        if any(part.startswith(".") for part in Path(os.path.relpath(path, directory)).parts):
             return False
         return is_valid_file(path) if is_valid_file is not None else \
             path.lower().endswith(extensions or datasets.folder.IMG_EXTENSIONS)
@@ -412,13 +413,14 @@ def pil_rgb_loader(path: str) -> Image.Image:
 
 # PIL modes of 16-bit greyscale (a 16-bit PNG opens as one of them), whose values reach 65535
 SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N")
-EIGHT_BIT_SHIFT = 8   # 16-bit values to 8-bit ones: the high byte
+EIGHT_BIT_SHIFT = 8   # 16-bit values to 8-bit ones: the high byte, as torchvision's to_dtype(uint8, scale=True)
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
-    """The image as 8-bit RGB, as the networks take it: PIL's ``convert("RGB")``, except that 16-bit greyscale
-    keeps its high byte first (``convert`` clips every value above 255 to white). Mode ``"I"`` (32-bit) is read
-    as 16-bit when its values go above 255."""
+    """The image as 8-bit RGB, as the networks take it: PIL's ``convert("RGB")``, except for 16-bit greyscale,
+    whose every image keeps its high byte (``convert`` clips every value above 255 to white), so that one scale
+    holds across a dataset. Mode ``"I"`` (32-bit integers, which some Pillow versions give 16-bit PNGs) is
+    ambiguous: it is read as 16-bit where its values go above 255, else as 8-bit."""
     if image.mode in SIXTEEN_BIT_MODES or image.mode == "I":
         values = np.asarray(image, dtype=np.int64)
         if image.mode != "I" or values.max(initial=0) > 255:

@@ -504,7 +504,7 @@ def kernel_size_values(k_size: object) -> list[int | None]:
         raise ValueError(f"invalid ECA kernel size {k_size!r}")
     try:
         sizes = [None if str(v).lower() == "adaptive" else int(v) for v in values]
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):   # OverflowError: an infinite float
         raise ValueError(f"invalid ECA kernel size {k_size!r}: expected digits such as '3557', "
                          f"a list such as [3, 5, 5, 7], an int or 'adaptive'") from None
     # int() rounds 3.5 (a float, NumPy's, a Decimal) down without a word
