@@ -211,6 +211,10 @@ def build_train_state(cfg: config.Config, info: Any, data: Any, precision: Any, 
     if cfg.sync_bn and info.distributed:
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     base_lr = build_base_lr(cfg, info)
+    if cfg.sched == "cosine" and cfg.min_lr >= base_lr:   # before the run directory is claimed: nothing written
+        raise ConfigError(f"--min-lr {cfg.min_lr:g} is not below the learning rate {base_lr:.4g} (--lr {cfg.lr:g} "
+                          f"scaled to the global batch of {cfg.batch_size * info.world_size}): the cosine schedule "
+                          f"would rise to it instead of decaying. Pass a smaller --min-lr.")
     optimizer = optim.build_optimizer(model, base_lr, cfg.momentum, cfg.weight_decay, cfg.nesterov, cfg.no_wd_bn_bias)
     factor = optim.lr_factor_fn(cfg.sched, data.steps_per_epoch, cfg.epochs, cfg.lr_decay_epochs,
                                 cfg.lr_decay_rate, cfg.warmup_epochs, cfg.min_lr / base_lr)

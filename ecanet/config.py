@@ -650,6 +650,9 @@ def validate(args: argparse.Namespace) -> None:
                           "-e --resume PATH (to evaluate it).")
     if args.arch is not None and not models.is_model(args.arch):
         raise ConfigError(f"-a: {models.unknown_model_message(args.arch)}.")
+    if args.gpu is not None and args.device == "cpu":
+        raise ConfigError(f"--gpu {args.gpu} picks a CUDA GPU, and --device cpu runs on the CPU. Leave --gpu out, or "
+                          f"pass --device cuda.")
     if args.gpu_decode_share != AUTO and not 0.0 <= args.gpu_decode_share <= 1.0:
         raise ConfigError(f"--gpu-decode-share must be a fraction between 0 and 1, got {args.gpu_decode_share}.")
     # With a checkpoint (-e, --resume, --weights) its recipe may still give the sizes: resolve checks them then.
