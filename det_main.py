@@ -127,11 +127,8 @@ def evaluate_checkpoint(cfg: Any, info: Any, precision: Any, checkpoint: dict, p
     if info.is_main:
         print(coco_eval.coco_table(result.metrics), flush=True)
         if cfg.output:
-            Path(cfg.output).mkdir(parents=True, exist_ok=True)
-            logger = metrics_lib.MetricsLogger(Path(cfg.output), tensorboard=False)
-            logger.record("eval", {"checkpoint": str(path), "images": result.images,
-                                   "eval_time_s": result.seconds, **result.metrics})
-            logger.close()
+            rundir.append_record(Path(cfg.output), "eval", {"checkpoint": str(path), "images": result.images,
+                                                            "eval_time_s": result.seconds, **result.metrics})
     return EXIT_OK
 
 

@@ -180,12 +180,9 @@ def evaluate_checkpoint(cfg: config.Config, info: Any, precision: Any, model: An
     log.info(" * top-1 %.3f  top-5 %.3f  loss %.4f  (%d images, %s img/s)", result.top1, result.top5,
              result.loss, result.images, f"{result.images_per_s:,.0f}")
     if info.is_main and cfg.output:
-        Path(cfg.output).mkdir(parents=True, exist_ok=True)
-        logger = metrics_lib.MetricsLogger(Path(cfg.output), tensorboard=False)
-        logger.record("eval", {"checkpoint": str(path), "arch": spec.arch, "val_top1": result.top1,
-                               "val_top5": result.top5, "val_loss": result.loss, "images": result.images,
-                               "images_per_s": result.images_per_s})
-        logger.close()
+        rundir.append_record(Path(cfg.output), "eval", {
+            "checkpoint": str(path), "arch": spec.arch, "val_top1": result.top1, "val_top5": result.top5,
+            "val_loss": result.loss, "images": result.images, "images_per_s": result.images_per_s})
     return EXIT_OK
 
 

@@ -29,7 +29,7 @@ import shutil
 import socket
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator, Mapping
 
 from .checkpoint import FILE_MODE, LAST_CHECKPOINT, UNFINISHED_SAVES, find_resume_checkpoint
 from .constants import RUN_CONFIG
@@ -275,6 +275,26 @@ def claim_run_dir(run_dir: Path, info: DistInfo, checkpoints_seen: CheckpointSta
     if any_rank(error is not None, info):
         raise CheckpointError(error or f"rank 0 could not claim the run directory {run_dir}")
     return RunClaim(lock, snapshot)
+
+
+def append_record(run_dir: Path, event: str, values: Mapping[str, Any]) -> bool:
+    """Add one record to ``run_dir``'s ``metrics.jsonl`` (an evaluation's, ``-e --output DIR``) under the
+    directory's lock, so that it never lands between the lines of a training run writing there: a directory in
+    use gets no record, and a warning says so. Returns whether the record was written."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        lock = RunLock(run_dir).acquire()
+    except ConfigError:
+        log.warning("%s is in use by a training run: this evaluation's record is not added to its metrics.jsonl "
+                    "(the figures above stand; pass another --output to keep them in a file)", run_dir)
+        return False
+    try:
+        metrics = MetricsLogger(run_dir, tensorboard=False)
+        metrics.record(event, values)
+        metrics.close()
+    finally:
+        lock.release()
+    return True
 
 
 # ------------------------------------------------------------------------------------------ the run's life

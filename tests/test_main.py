@@ -304,3 +304,20 @@ def test_resuming_a_runs_last_checkpoint_by_path_continues_in_its_folder(tmp_pat
     assert run_main([*small, "--epochs", "2", "--resume", out / "last.pth"]) == 0
     assert torch.load(out / "last.pth", weights_only=True)["epoch"] == 2
     assert [row["epoch"] for row in read_metrics(out / "metrics.jsonl") if row.get("event") == "epoch"] == [1, 2]
+
+
+def test_an_evaluation_adds_no_record_to_a_run_directory_in_use(trained_run, image_folder, tmp_path, caplog):
+    """-e --output DIR appends its record under DIR's lock: while a training run holds DIR, the evaluation's
+    figures are logged but not written between that run's lines."""
+    from ecanet.rundir import RunLock
+    out = tmp_path / "busy"
+    out.mkdir()
+    evaluate = [image_folder, "-e", "--resume", trained_run / "last.pth", "--output", out, *SMALL_RUN]
+    lock = RunLock(out).acquire()          # a training run holding the directory
+    try:
+        assert run_main(evaluate) == 0
+    finally:
+        lock.release()
+    assert not (out / "metrics.jsonl").exists() and "is in use by a training run" in caplog.text
+    assert run_main(evaluate) == 0
+    assert len(read_metrics(out / "metrics.jsonl", "eval")) == 1
