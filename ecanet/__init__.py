@@ -11,7 +11,8 @@ The public API::
 Submodules: :mod:`ecanet.models` (the networks), :mod:`ecanet.checkpoint` (checkpoint and export-folder
 formats), :mod:`ecanet.recipe` (what a checkpoint records about its network and preprocessing),
 :mod:`ecanet.export` (ONNX), :mod:`ecanet.config`, :mod:`ecanet.data`, :mod:`ecanet.engine`,
-:mod:`ecanet.distributed`, :mod:`ecanet.optim`, :mod:`ecanet.metrics`, :mod:`ecanet.flops`.
+:mod:`ecanet.distributed`, :mod:`ecanet.optim`, :mod:`ecanet.metrics`, :mod:`ecanet.flops`,
+:mod:`ecanet.detection` (the COCO detectors), :mod:`ecanet.bench` (the timing harness).
 """
 import importlib as _importlib
 

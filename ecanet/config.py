@@ -120,7 +120,8 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--ksize", default=None, metavar="K",
                    help="ECA kernel sizes: one digit per stage as in the official code ('3557'), "
                         "'3,5,5,7', one value, or 'adaptive' (default: the paper's psi(C) for ECA-ResNets; "
-                        "the official '13' for eca_mobilenet_v2)")
+                        "the official '13' for eca_mobilenet_v2); a config file's ksize is left out, and logged, "
+                        "for a network without ECA layers")
     g.add_argument("--num-classes", type=int, default=None, metavar="N",
                    help="classifier outputs (default: the number of class folders)")
     g.add_argument("--weights", default=None, metavar="PATH",
@@ -162,7 +163,8 @@ def _add_optim_options(p: argparse.ArgumentParser) -> None:
                    help="step schedule period in epochs (paper ResNets: 30)")
     g.add_argument("--lr-decay-rate", type=float, default=0.1, metavar="G",
                    help="step schedule factor (paper ResNets: 0.1)")
-    g.add_argument("--min-lr", type=float, default=0.0, metavar="LR", help="floor of the cosine schedule")
+    g.add_argument("--min-lr", type=float, default=0.0, metavar="LR",
+                   help="floor of the cosine schedule, below the learning rate after scaling")
     g.add_argument("--warmup-epochs", type=float, default=0.0, metavar="E",
                    help="linear warm-up from 0 over this many epochs (0 = off, paper)")
     g.add_argument("--label-smoothing", type=float, default=0.0, metavar="EPS", help="0 = off (paper)")

@@ -21,7 +21,7 @@ which thop does not see, while the official ``eca_layer`` (and PyTorch SE layers
 charge (``ThopCount.attention_pool_macs``) by default, so that its total is what thop gives for the
 official modules: ECA-ResNet-50 k3557 at 224x224 is 4,139,363,328 MACs with the charge (the paper's 3.86G)
 and 4,133,828,864 without it (``tests/test_flops.py`` checks the official layer gives the former). The
-official README's figures for ECA-ResNet-101, -152 and ECA-MobileNetV2 are 0.05-2.2% higher than this count
+official README's figures for ECA-ResNet-101, -152 and ECA-MobileNetV2 are 0.1-2.2% higher than this count
 (docs/flops.md).
 
 Units: :func:`format_si` writes decimal prefixes (``25.56 M``); :func:`format_paper_units` writes what

@@ -4,11 +4,12 @@ Before a run starts, :func:`find_run_checkpoint` names the checkpoint ``--resume
 :func:`check_run_dir_is_free` refuses a run that would overwrite another run's checkpoints.
 
 ``main.py`` and ``det_main.py`` train inside :func:`open_run_directory`: it claims the directory
-(:func:`claim_run_dir`: one run per directory, leftovers of killed saves removed), writes the configuration,
+(:func:`claim_run_dir`: one run per directory, leftovers of killed saves removed, and a refusal where the
+directory's checkpoints changed since the run read them), writes the configuration,
 adds ``train.log`` and opens ``metrics.jsonl`` and TensorBoard; it hands out the stop handler that training
 installs once it starts. On the way out it stops the loader workers (they log into ``train.log`` too), closes
-the logs and releases the lock. A run that fails before its first step puts the directory back as it found it
-(a new one is removed: :class:`RunDirSnapshot`); a diverged run's error learns whether an earlier checkpoint
+the logs and releases the lock. A run that fails before its first step puts its own files and TensorBoard
+folder back as it found them (a new directory is removed: :class:`RunDirSnapshot`); a diverged run's error learns whether an earlier checkpoint
 exists, so that its message says only what is true.
 
 One run per directory is :class:`RunLock`: ``fcntl.flock`` on ``<run dir>/.lock``. The operating system

@@ -4,7 +4,8 @@ SLURM and Kubernetes send SIGTERM (SLURM with ``--signal``: SIGUSR1 first) to th
 Ctrl-C sends SIGINT. Loader workers ignore them (:func:`ignore_stop_signals`) and leave the stop to the main
 process. Before training starts, a stop signal ends the process at once with exit code 75 and nothing saved
 (:func:`install_startup_stop_handlers`); once it has started, every rank finishes its step, one checkpoint is
-saved and the process exits with 75 (:class:`ecanet.distributed.PreemptionHandler`).
+saved and the process exits with 75 (:class:`ecanet.distributed.PreemptionHandler`). After training hands the
+signals back (its wrap-up, or an error's), a stop exits with 75 at once, the checkpoints being training's.
 """
 from __future__ import annotations
 

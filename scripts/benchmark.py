@@ -3,7 +3,7 @@
 
     python scripts/benchmark.py --released --official-code ../ECANet/models --json results/released.json
                                         # every released ECA network against its baseline: docs/performance.md
-    python scripts/benchmark.py --summarize results/benchmark_h200*.json --page docs/performance.md
+    python scripts/benchmark.py --summarize RESULTS.json ... --page docs/performance.md   # the files the page names
     python scripts/benchmark.py --released mobilenet_v2 resnet50 --cases train-compiled   # some pairs, one case
     python scripts/benchmark.py --released --cases train-compiled --inductor-option combo_kernels=True
                                         # compiled with an Inductor setting (ecanet and baselines alike)

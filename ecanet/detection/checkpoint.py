@@ -7,7 +7,9 @@ references), keys without DDP's ``module.`` prefix. The network is rebuilt from 
 ``num_classes`` and ``eca_kernel_sizes`` (every ECA layer of the backbone, by module name), the run's options
 from ``config`` (``config.yaml``'s keys). ``last.pth`` adds optimizer, schedule, gradient scaler, position
 (epoch, step in the epoch, global step), the epoch's loss sums so far, every rank's RNG states, the sampler
-seed, the number of processes and the training set's fingerprint.
+seed, the number of processes and the training set's fingerprint; at an epoch's end, that epoch's
+``metrics.jsonl`` record before its evaluation (``epoch_record``), which a run resumed after the evaluation
+failed evaluates and records.
 """
 from __future__ import annotations
 

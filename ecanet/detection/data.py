@@ -9,7 +9,8 @@ Everything a user can get wrong is checked when the dataset is built, before any
 reported as a :class:`ecanet.errors.DataError` naming the file and the fix:
 
 * a missing annotation file, a file that is not JSON or not COCO (missing keys, malformed entries), an
-  empty category list, duplicate image ids, annotations naming unknown image or category ids;
+  empty category list, duplicate image or annotation ids, validation annotation ids below 1 (COCO's
+  evaluation reads id 0 as "no match"), annotations naming unknown image or category ids;
 * boxes: a box that crosses the image border by at most :data:`BORDER_TOLERANCE_PX` is clipped to it;
   a degenerate box (width or height <= 0) or one reaching further out is invalid. Invalid boxes are left
   out of training targets with a warning naming them, as long as they are at most
