@@ -9,8 +9,8 @@ directory's checkpoints changed since the run read them), writes the configurati
 adds ``train.log`` and opens ``metrics.jsonl`` and TensorBoard; it hands out the stop handler that training
 installs once it starts. On the way out it stops the loader workers (they log into ``train.log`` too), closes
 the logs and releases the lock. A run that fails before its first step puts its own files and TensorBoard
-folder back as it found them (a new directory is removed: :class:`RunDirSnapshot`); a diverged run's error learns whether an earlier checkpoint
-exists, so that its message says only what is true.
+folder back as it found them (a new directory is removed: :class:`RunDirSnapshot`); a diverged run's error
+learns whether an earlier checkpoint exists, so that its message says only what is true.
 
 One run per directory is :class:`RunLock`: ``fcntl.flock`` on ``<run dir>/.lock``. The operating system
 releases it when the holding process exits, however it exits, so a crash leaves no stale lock behind; forked

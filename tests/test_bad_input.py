@@ -85,7 +85,8 @@ def test_train_and_val_with_different_classes(dataset, capsys):
     (["--mean", "inf", "0", "0"], ["--mean must be finite numbers"]),
     (["--world-size", "0"], ["--world-size must be at least 1, got 0"]),
     (["--gpu", "3", "--device", "cpu"], ["--gpu 3 picks a CUDA GPU, and --device cpu runs on the CPU"]),
-    (["--sched", "cosine", "--min-lr", "1.0"], ["--min-lr 1 is not below the learning rate", "Pass a smaller --min-lr"]),
+    (["--sched", "cosine", "--min-lr", "1.0"], ["--min-lr 1 is not below the learning rate",
+                                                 "Pass a smaller --min-lr"]),
     (["-b", "1"], ["--batch-size 1 with --img-size 32 leaves the last stage's BatchNorm one value per channel",
                    "-b 2 or more, or --img-size 33 or more"]),
 ])

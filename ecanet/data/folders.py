@@ -4,8 +4,9 @@ Every training sample's augmentation is seeded by (run seed, epoch, sample index
 not by which worker happens to load it, so an epoch's crops are a pure function of (seed, epoch).
 What counts as a sample: files with an image extension that are regular files, found below each class
 folder (:func:`scan_class_folder`), none hidden and in no hidden folder; hidden folders are not classes
-(:func:`find_class_folders`). 16-bit greyscale keeps its high byte (:func:`to_rgb`). Links are followed, except a link back to a folder above it (a loop,
-which would repeat the folder's images under one label without end): that is reported and not followed.
+(:func:`find_class_folders`). 16-bit greyscale keeps its high byte (:func:`to_rgb`). Links are followed,
+except a link back to a folder above it (a loop, which would repeat the folder's images under one label
+without end): that is reported and not followed.
 Special files (FIFOs, sockets, devices; reading a FIFO would block forever) and dangling links are
 skipped with a warning.
 
