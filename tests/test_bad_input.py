@@ -297,6 +297,8 @@ def test_hidden_folders_and_files_are_not_data_and_an_empty_class_folder_is_name
         hidden.mkdir()
         Image.new("RGB", (8, 8)).save(hidden / "x.png")
         (dataset / split / classes[0] / "._meta.png").write_bytes(b"\0\5\26\7 not an image")
+        (dataset / split / classes[0] / ".AppleDouble").mkdir()
+        Image.new("RGB", (8, 8)).save(dataset / split / classes[0] / ".AppleDouble" / "y.png")
     train = build_image_folder(dataset, "train")
     assert train.classes == classes
     assert not any("/." in "/" + str(Path(path).relative_to(dataset)) for path, _ in train.samples)

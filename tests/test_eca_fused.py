@@ -542,6 +542,7 @@ def test_auto_leaves_the_inference_tail_to_fused(monkeypatch):
     BatchNorm in under 'fused' only: 'auto' runs BatchNorm's module, then the fused ECA, as measured."""
     from ecanet.models import eca_fused
     monkeypatch.setattr(eca_module, "_use_fused", lambda impl, x, identity=None: True)
+    monkeypatch.setattr(eca_module, "_fused_kernels_run", lambda impl, x: True)
     monkeypatch.setattr(eca_fused, "supports_inference_tail", lambda *args, **kwargs: True)
     taken = []
     monkeypatch.setattr(eca_fused, "bn_eval_eca_scale_add_relu", lambda *args, **kwargs: taken.append("fold"))

@@ -97,7 +97,8 @@ def _image_extension(name: str) -> bool:
 
 def _walk_following_links(top: str) -> Iterator[tuple[str, list[str]]]:
     """``(folder, regular file names)`` for ``top`` and every folder below it, links followed except links
-    to a folder above the one they are in (up to the filesystem root): loops.
+    to a folder above the one they are in (up to the filesystem root): loops. Hidden entries (a name starting
+    with a dot: macOS's "._x.png" metadata, .AppleDouble, editors' backups) are neither listed nor entered.
 
     Written out instead of ``os.walk(followlinks=True)`` (what torchvision uses), which follows a link to a
     folder above it again and again, and lists FIFOs and dangling links as files.
@@ -106,7 +107,7 @@ def _walk_following_links(top: str) -> Iterator[tuple[str, list[str]]]:
     while pending:
         folder, above = pending.pop()
         try:
-            entries = sorted(os.scandir(folder), key=lambda e: e.name)
+            entries = sorted((e for e in os.scandir(folder) if not e.name.startswith(".")), key=lambda e: e.name)
         except OSError as exc:
             raise DataError(f"cannot list the folder {folder} ({exc.strerror or exc}). Make the dataset readable "
                             f"(e.g. chmod -R u+rX on it) or remove that folder.") from None
@@ -157,9 +158,6 @@ def scan_class_folder(directory: str, class_to_idx: dict[str, int], extensions: 
     images, as torchvision does.
     """
     def keep(path: str) -> bool:
-        # hidden files and folders: macOS's "._x.png" metadata and .AppleDouble, editors' backups
-        if any(part.startswith(".") for part in Path(os.path.relpath(path, directory)).parts):
-            return False
         return is_valid_file(path) if is_valid_file is not None else \
             path.lower().endswith(extensions or datasets.folder.IMG_EXTENSIONS)
 

@@ -77,17 +77,21 @@ def fused_eca_unavailable(on_cuda: bool) -> str | None:
 
 def _use_fused(impl: str, x: torch.Tensor, identity: torch.Tensor | None = None) -> bool:
     """Whether this call runs the fused kernels under the module's implementation ``impl``."""
+    return _fused_kernels_run(impl, x) and eca_fused.supports(x, identity)
+
+
+def _fused_kernels_run(impl: str, x: torch.Tensor) -> bool:
+    """Whether the fused kernels can run on x's device under ``impl`` (what they take is :func:`_use_fused`'s
+    and the tails' own checks); a RuntimeError where ``"fused"`` insists and they cannot."""
     if impl == "plain" or not isinstance(x, torch.Tensor):  # e.g. a torch.fx Proxy
         return False
     if impl == "auto":
-        if eca_fused is None or not x.is_cuda:
-            return False
-    else:
-        reason = fused_eca_unavailable(x.is_cuda)
-        if reason is not None:
-            raise RuntimeError(f"ECA implementation 'fused' cannot run: {reason}. Use 'auto' to fall back to the "
-                               f"plain code.")
-    return eca_fused.supports(x, identity)
+        return eca_fused is not None and x.is_cuda
+    reason = fused_eca_unavailable(x.is_cuda)
+    if reason is not None:
+        raise RuntimeError(f"ECA implementation 'fused' cannot run: {reason}. Use 'auto' to fall back to the "
+                           f"plain code.")
+    return True
 
 
 # How compiled training runs a block's BatchNorm+ECA tail (EcaModule.bn_scale_add_relu): written out for
@@ -204,7 +208,7 @@ class EcaModule(nn.Module):
                 and self._tail_kernels_apply(bn, x, identity) and not eca_fused.forward_ad_active()):
             return bn_eca_fused.bn_eca_tail_training(x, bn, self.conv.weight, identity, relu=relu)
         if (not bn.training and self.impl == "fused" and not torch.compiler.is_compiling()
-                and self._computes_tail_inline(bn, x) and _use_fused(self.impl, x, identity)
+                and self._computes_tail_inline(bn, x) and _fused_kernels_run(self.impl, x)
                 and eca_fused.supports_inference_tail(x, bn, identity, weight=self.conv.weight)):
             return eca_fused.bn_eval_eca_scale_add_relu(x, bn, self.conv.weight, identity, relu=relu)
         return self.scale_add_relu(bn(x), identity, relu=relu)
