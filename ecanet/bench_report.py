@@ -547,10 +547,10 @@ warm-up out of Python's garbage collector's view, as in training (`ecanet.engine
 "vs baseline" is an ECA network's images/s over its baseline's (`eca_resnet50` over `resnet50`) in the
 same run. ECA implementations: `auto` is ecanet's default (fused
 Triton kernels in eager mode, for the ResNets' training each block's BatchNorm with its ECA as the tail's
-kernels; under `torch.compile` the BatchNorm+ECA form that Inductor fuses, or for ECA-MobileNetV2's
-training the tail's own Triton kernels); `fused` insists on the Triton ECA kernels and, in all eager
-training, runs each block's BatchNorm with its ECA as the tail's kernels, and in eager inference folds each
-block's eval-mode BatchNorm into ECA's passes; `plain` is the official computation. A row's
+kernels, and in inference each block's eval-mode BatchNorm folded into ECA's passes; under `torch.compile`
+the BatchNorm+ECA form that Inductor fuses, or for ECA-MobileNetV2's training the tail's own Triton
+kernels); `fused` insists on the Triton ECA kernels and runs every network's eager training tail as those
+kernels, ECA-MobileNetV2's too; `plain` is the official computation. A row's
 implementation is what that name ran in the code its file was measured with, which the file records where
 the benchmark of its day did: `environment.code`, the commit, and `environment.code_tree`, the git tree id of
 the tracked files outside `results/`, uncommitted changes included.

@@ -11,7 +11,8 @@ CUDA tensors when Triton imports and the plain code everywhere else. A block's B
 under ``torch.compile`` as a form Inductor fuses (:func:`bn_eca_tail_decomposed`) or as the Triton kernels of
 :mod:`~ecanet.models.bn_eca_fused`, and in eager training as those kernels or as BatchNorm's module followed
 by the fused ECA, each network choosing per mode what trains it faster (``compiled_tail``, ``eager_tail``).
-``"fused"`` runs the tail's kernels in every network's eager training.
+``"fused"`` runs the tail's kernels in every network's eager training. In eager inference both fold each
+block's eval-mode BatchNorm into ECA's passes.
 """
 from __future__ import annotations
 
@@ -190,9 +191,9 @@ class EcaModule(nn.Module):
         for it with ``eager_tail="kernels"`` (one of :data:`EAGER_TAILS`; ResNets, whose eager training step
         the kernels make faster, docs/design/fused_eca.md), and otherwise runs BatchNorm as its module, then
         :meth:`scale_add_relu`. In eager inference (``bn`` in eval mode, no gradient recorded) ``"fused"``
-        folds BatchNorm's affine map into ECA's passes (:func:`~ecanet.models.eca_fused.bn_eval_eca_scale_add_relu`),
-        so BN(x) is never written out; ``"auto"`` runs BatchNorm's module, then the fused ECA, until the fold is
-        measured to be faster on a GPU (docs/design/fused_eca.md).
+        and ``"auto"`` (on CUDA tensors) fold BatchNorm's affine map into ECA's passes
+        (:func:`~ecanet.models.eca_fused.bn_eval_eca_scale_add_relu`), so BN(x) is never written out: faster
+        than BatchNorm's module followed by the fused ECA in every released network (docs/performance.md).
         """
         if compiled_tail not in COMPILED_TAILS:
             raise ValueError(f"unknown compiled tail {compiled_tail!r}; choose one of {', '.join(COMPILED_TAILS)}")
@@ -207,7 +208,7 @@ class EcaModule(nn.Module):
                 and (self.impl == "fused" or (self.impl == "auto" and eager_tail == "kernels" and x.is_cuda))
                 and self._tail_kernels_apply(bn, x, identity) and not eca_fused.forward_ad_active()):
             return bn_eca_fused.bn_eca_tail_training(x, bn, self.conv.weight, identity, relu=relu)
-        if (not bn.training and self.impl == "fused" and not torch.compiler.is_compiling()
+        if (not bn.training and self.impl != "plain" and not torch.compiler.is_compiling()
                 and self._computes_tail_inline(bn, x) and _fused_kernels_run(self.impl, x)
                 and eca_fused.supports_inference_tail(x, bn, identity, weight=self.conv.weight)):
             return eca_fused.bn_eval_eca_scale_add_relu(x, bn, self.conv.weight, identity, relu=relu)
