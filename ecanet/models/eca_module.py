@@ -193,7 +193,7 @@ class EcaModule(nn.Module):
         :meth:`scale_add_relu`. In eager inference (``bn`` in eval mode, no gradient recorded) ``"fused"``
         and ``"auto"`` (on CUDA tensors) fold BatchNorm's affine map into ECA's passes
         (:func:`~ecanet.models.eca_fused.bn_eval_eca_scale_add_relu`), so BN(x) is never written out: faster
-        than BatchNorm's module followed by the fused ECA in every released network (docs/performance.md).
+        than BatchNorm's module followed by the fused ECA in every released network (docs/design/fused_eca.md).
         """
         if compiled_tail not in COMPILED_TAILS:
             raise ValueError(f"unknown compiled tail {compiled_tail!r}; choose one of {', '.join(COMPILED_TAILS)}")
