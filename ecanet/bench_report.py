@@ -491,6 +491,15 @@ def _measured_at(run: dict) -> datetime.datetime:
     return when if when.tzinfo else when.replace(tzinfo=datetime.timezone.utc)
 
 
+def _file_label(environment: dict, with_gpu: bool) -> str:
+    """A results file's date (UTC), and its GPU's name without the vendor's where ``with_gpu``:
+    "2026-12-05, H100 80GB HBM3"."""
+    date = str(environment.get("date_utc", "?"))[:10]
+    if not with_gpu:
+        return date
+    return f"{date}, {str(environment.get('gpu', '?')).removeprefix('NVIDIA ')}"
+
+
 def summarize(paths: list[str]) -> str:
     """Merges the sections of several ``--json`` files into one short markdown summary, the files taken in
     the order they were measured (their ``environment.date_utc``; files without one first, as given)."""
@@ -516,10 +525,13 @@ def summarize(paths: list[str]) -> str:
                 parts.append("ECA cost per ResNet-50 step: " + "; ".join(
                     f"{impl} {v['train_ms']:.2f} ms train, {v['infer_ms']:.2f} ms infer"
                     for impl, v in micro["per_step"].items()))
-    # Rows from several files carry their file's date: the same pair's baseline may appear once per file.
-    dated = len([run for run in runs if run.get("released")]) > 1
+    # Rows from several files carry their file's date, and its GPU where the files name different GPUs: the
+    # same pair's baseline may appear once per file.
+    released_runs = [run for run in runs if run.get("released")]
+    dated = len(released_runs) > 1
+    several_gpus = len({run["environment"].get("gpu") for run in released_runs}) > 1
     released = [record | {"run": index} | _compile_settings(run, record["case"])
-                | ({"measured": run["environment"].get("date_utc", "?")[:10]} if dated else {})
+                | ({"measured": _file_label(run["environment"], several_gpus)} if dated else {})
                 for index, run in enumerate(runs) for record in run.get("released", [])]
     if released:
         released_ratios(released)
@@ -559,7 +571,7 @@ The released networks (`--released`) come first: each ECA network's images/s ove
 then the targets (every ECA network of ecanet at >= 0.95x of its baseline in all four cases, and timings as
 steady as the baseline's), then every measurement with its median over the repeats, the repeats' min-max,
 and the spread ((max - min) / median); where the rows come from several files, "measured" is the date of
-each row's file, which tells a pair's baselines apart. "repeats x steps" is how many timed repeats of how
+each row's file, and its GPU where the files name different GPUs, which tells a pair's baselines apart. "repeats x steps" is how many timed repeats of how
 many steps each (`--repeat-seconds` sizes the repeats, so deep networks time fewer steps). Files that recorded them add the
 GPU's SM clock (the repeats' mean clocks, a range where they differ by more than 1%), any reason NVML gave for
 a lowered clock, such as the power cap, and how busy the GPU was (the share of time a kernel ran; below 100%

@@ -205,23 +205,39 @@ def test_a_later_results_file_supersedes_the_measurements_it_repeats(tmp_path):
     assert "| 1,000 |" in summary and "| 1,010 |" in summary     # each run's resnet18 baseline its rows compare with
 
 
-def test_rows_from_several_files_show_each_files_date_and_one_file_shows_none(tmp_path):
-    """A pair's baseline measured in two runs appears twice in "Every measurement": the date of each row's file
-    tells them apart. Rows of a single file need no such column."""
+def _resnet18_pair_files(tmp_path, runs) -> list[str]:
+    """One results file per (environment, case) of ``runs``: resnet18 at 1,000 img/s, eca_resnet18 at 990."""
     import json
     paths = []
-    for date, case in (("2026-12-04T09:00:00+00:00", "train-eager"), ("2026-12-05T03:00:00+00:00", "infer-eager")):
-        path = tmp_path / f"{date[:10]}.json"
-        path.write_text(json.dumps({"environment": {"date_utc": date}, "args": {}, "released": [
+    for environment, case in runs:
+        path = tmp_path / f"{environment['date_utc'][:10]}.json"
+        path.write_text(json.dumps({"environment": environment, "args": {}, "released": [
             _row("resnet18", "resnet18", "ecanet", "baseline", case, 1000.0),
             _row("resnet18", "eca_resnet18", "ecanet", "eca", case, 990.0, "auto")]}))
         paths.append(str(path))
+    return paths
+
+
+def test_rows_from_several_files_show_each_files_date_and_one_file_shows_none(tmp_path):
+    """A pair's baseline measured in two runs appears twice in "Every measurement": the date of each row's file
+    tells them apart. Rows of a single file need no such column."""
+    paths = _resnet18_pair_files(tmp_path, [({"date_utc": "2026-12-04T09:00:00+00:00"}, "train-eager"),
+                                            ({"date_utc": "2026-12-05T03:00:00+00:00"}, "infer-eager")])
     table = bench_report.summarize(paths).split("### Every measurement")[1]
     assert "| pair | case | network | code | measured | img/s (median) |" in table
     assert "| resnet18 | train-eager | resnet18 | ecanet | 2026-12-04 | 1,000 |" in table
     assert "| resnet18 | infer-eager | eca_resnet18 (auto) | ecanet | 2026-12-05 | 990 |" in table
     alone = bench_report.summarize(paths[:1]).split("### Every measurement")[1]
     assert "measured" not in alone and "| resnet18 | train-eager | resnet18 | ecanet | 1,000 |" in alone
+
+
+def test_rows_from_files_of_different_gpus_show_each_files_gpu_beside_its_date(tmp_path):
+    paths = _resnet18_pair_files(tmp_path, [
+        ({"date_utc": "2026-12-04T09:00:00+00:00", "gpu": "NVIDIA H200"}, "train-compiled"),
+        ({"date_utc": "2026-12-05T03:00:00+00:00", "gpu": "NVIDIA H100 80GB HBM3"}, "train-eager")])
+    table = bench_report.summarize(paths).split("### Every measurement")[1]
+    assert "| resnet18 | train-compiled | resnet18 | ecanet | 2026-12-04, H200 | 1,000 |" in table
+    assert "| resnet18 | train-eager | eca_resnet18 (auto) | ecanet | 2026-12-05, H100 80GB HBM3 | 990 |" in table
 
 
 def test_the_most_recently_measured_file_supersedes_whatever_order_the_files_are_given_in(tmp_path):
