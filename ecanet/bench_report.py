@@ -559,7 +559,7 @@ warm-up out of Python's garbage collector's view, as in training (`ecanet.engine
 "vs baseline" is an ECA network's images/s over its baseline's (`eca_resnet50` over `resnet50`) in the
 same run. ECA implementations: `auto` is ecanet's default (fused
 Triton kernels in eager mode, for the ResNets' training each block's BatchNorm with its ECA as the tail's
-kernels, and in inference each block's eval-mode BatchNorm folded into ECA's passes; under `torch.compile`
+kernels, and in inference the eval-mode BatchNorm before each ECA folded into ECA's passes; under `torch.compile`
 the BatchNorm+ECA form that Inductor fuses, or for ECA-MobileNetV2's training the tail's own Triton
 kernels); `fused` insists on the Triton ECA kernels and runs every network's eager training tail as those
 kernels, ECA-MobileNetV2's too; `plain` is the official computation. A row's

@@ -11,8 +11,8 @@ CUDA tensors when Triton imports and the plain code everywhere else. A block's B
 under ``torch.compile`` as a form Inductor fuses (:func:`bn_eca_tail_decomposed`) or as the Triton kernels of
 :mod:`~ecanet.models.bn_eca_fused`, and in eager training as those kernels or as BatchNorm's module followed
 by the fused ECA, each network choosing per mode what trains it faster (``compiled_tail``, ``eager_tail``).
-``"fused"`` runs the tail's kernels in every network's eager training. In eager inference both fold each
-block's eval-mode BatchNorm into ECA's passes.
+``"fused"`` runs the tail's kernels in every network's eager training. In eager inference with no gradient
+recorded both (``"auto"`` on CUDA tensors) fold the eval-mode BatchNorm before each ECA into ECA's passes.
 """
 from __future__ import annotations
 
