@@ -567,3 +567,25 @@ def test_a_run_continued_in_another_directory_does_not_evaluate_the_epoch_its_ch
     out = tmp_path / "elsewhere"
     assert run_det([toy, *FASTER, "--epochs", "3", "--resume", straight_run / "last.pth", "--output", out]) == EXIT_OK
     assert len(evaluated) == 1 and [r["epoch"] for r in records(out)] == [3]
+
+
+@pytest.mark.parametrize("rank", [0, 1])
+def test_a_resumed_epochs_loss_sums_go_to_rank_0_alone(rank):
+    """last.pth holds the loss sums of every process: only rank 0 takes them back, so that adding the ranks' sums
+    at the next sync point counts each saved step once."""
+    from types import SimpleNamespace
+    from ecanet.detection import checkpoint as det_ckpt
+    from ecanet.detection.engine import LossTotals
+    from ecanet.distributed import DistInfo
+    from ecanet.engine import Precision
+    weight = torch.nn.Parameter(torch.zeros(1))
+    optimizer = torch.optim.SGD([weight], lr=0.1)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    state = SimpleNamespace(optimizer=optimizer, scheduler=scheduler, precision=Precision(),
+                            losses=LossTotals(torch.device("cpu")))
+    saved = {"names": ["loss_a"], "sums": torch.tensor([6.0], dtype=torch.float64), "steps": 3}
+    checkpoint = {"optimizer": optimizer.state_dict(), "lr_scheduler": scheduler.state_dict(), "epoch": 0,
+                  "step_in_epoch": 3, "global_step": 3, "epoch_losses": saved, "world_size": 2, "rng": None}
+    det_ckpt.restore_training_state(state, checkpoint, DistInfo(rank=rank, world_size=2))
+    assert state.position.step_in_epoch == 3
+    assert state.losses.steps == (3 if rank == 0 else 0)

@@ -105,8 +105,9 @@ def test_a_stop_after_training_handed_the_signals_back_does_not_say_nothing_was_
         signals.restore_signal_handlers(previous)
 
 
-def _gather_on_rank(rank: int, port: int, out_dir: str) -> None:
-    """One of two real processes: gathers an object of its own on rank 0, then another on rank 1."""
+def _on_rank(rank: int, port: int, out_dir: str, body: str) -> None:
+    """One of two real processes in a gloo group: writes what ``body(rank, info)`` (a function of this module,
+    by name) returns to ``out_dir/rank<rank>.json``."""
     import json
     import os
     import torch
@@ -116,26 +117,60 @@ def _gather_on_rank(rank: int, port: int, out_dir: str) -> None:
     dist.init_process_group("gloo", rank=rank, world_size=2)
     try:
         info = distributed.DistInfo(rank=rank, world_size=2, backend="gloo", control_group=dist.group.WORLD)
-        gathered = {"on_0": distributed.gather_objects({"rank": rank}, info),
-                    "on_1": distributed.gather_objects([rank] * (rank + 1), info, dst=1)}
         with open(os.path.join(out_dir, f"rank{rank}.json"), "w") as f:
-            json.dump(gathered, f)
+            json.dump(globals()[body](rank, info), f)
     finally:
         dist.destroy_process_group()
 
 
-def test_gather_objects_brings_every_ranks_object_to_dst_alone(tmp_path):
+def _two_ranks(body: str, out_dir) -> list:
+    """Each rank's result of ``body`` run in two forked processes (:func:`_on_rank`)."""
     import json
     import socket
     import torch.multiprocessing as mp
-    assert distributed.gather_objects("only", distributed.DistInfo()) == ["only"]   # one process: no group
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    mp.start_processes(_gather_on_rank, args=(port, str(tmp_path)), nprocs=2, start_method="fork")
-    results = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
+    mp.start_processes(_on_rank, args=(port, str(out_dir), body), nprocs=2, start_method="fork")
+    return [json.loads((out_dir / f"rank{r}.json").read_text()) for r in range(2)]
+
+
+def _gather(rank: int, info: distributed.DistInfo) -> dict:
+    return {"on_0": distributed.gather_objects({"rank": rank}, info),
+            "on_1": distributed.gather_objects([rank] * (rank + 1), info, dst=1)}
+
+
+def test_gather_objects_brings_every_ranks_object_to_dst_alone(tmp_path):
+    assert distributed.gather_objects("only", distributed.DistInfo()) == ["only"]   # one process: no group
+    results = _two_ranks("_gather", tmp_path)
     assert results[0] == {"on_0": [{"rank": 0}, {"rank": 1}], "on_1": None}
     assert results[1] == {"on_0": None, "on_1": [[0], [1, 1]]}
+
+
+def _detection_losses(rank: int, info: distributed.DistInfo) -> dict:
+    """Rank 0 steps once (losses 1 and 10), rank 1 twice (2 and 20); then a resumed epoch's totals: rank 0 holds
+    the saved sums of every process, rank 1 has not stepped yet."""
+    import torch
+    from ecanet.detection.engine import LossTotals
+    totals = LossTotals(torch.device("cpu"))
+    for _ in range(rank + 1):
+        totals.update({"loss_a": torch.tensor(rank + 1.0), "loss_b": torch.tensor(10.0 * (rank + 1))})
+    saved = totals.across_ranks(info)
+    resumed = LossTotals(torch.device("cpu"))
+    if rank == 0:
+        resumed.load_state_dict(saved.state_dict())
+    return {"epoch": saved.summary(), "steps": saved.steps, "resumed": resumed.across_ranks(info).summary()}
+
+
+def test_detection_losses_are_every_processs_steps_counted_once(tmp_path):
+    """The epoch's mean losses add every rank's steps (not rank 0's alone), and a resumed run, whose checkpoint
+    holds those sums on rank 0, counts each step once."""
+    results = _two_ranks("_detection_losses", tmp_path)
+    expected = {"loss": 55 / 3, "loss_a": 5 / 3, "loss_b": 50 / 3}   # (1 + 2 + 2) / 3 steps, (10 + 20 + 20) / 3
+    for result in results:
+        assert result["steps"] == 3
+        for summary in (result["epoch"], result["resumed"]):
+            assert summary == pytest.approx(expected)
 
 
 def test_nccl_on_the_cpu_is_refused_before_the_process_group_starts(monkeypatch):

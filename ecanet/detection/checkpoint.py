@@ -74,18 +74,21 @@ def _network_fields(model: nn.Module, record: DetectorRecord) -> dict[str, Any]:
 
 
 def training_checkpoint(state: Any, record: DetectorRecord, reason: str, rng_states: list[Any],
-                        elapsed_s: float = 0.0, epoch_record: Mapping[str, Any] | None = None) -> dict[str, Any]:
+                        elapsed_s: float = 0.0, epoch_record: Mapping[str, Any] | None = None,
+                        epoch_losses: Any = None) -> dict[str, Any]:
     """The contents of ``last.pth``; ``reason`` says why it was written ('epoch', 'step', 'preempted'),
     ``elapsed_s`` the seconds of training and evaluation so far (every segment of a resumed run).
     ``epoch_record``: at an epoch's end, the epoch's ``metrics.jsonl`` record before its evaluation, which a run
-    resumed after that evaluation failed or was killed evaluates and records."""
+    resumed after that evaluation failed or was killed evaluates and records. ``epoch_losses``: the epoch's loss
+    sums over every process (:meth:`~ecanet.detection.engine.LossTotals.across_ranks`); None: this process's."""
     position = state.position
+    epoch_losses = state.losses if epoch_losses is None else epoch_losses
     return {
         **_network_fields(state.model, record), "reason": reason,
         "optimizer": state.optimizer.state_dict(), "lr_scheduler": state.scheduler.state_dict(),
         "scaler": state.precision.scaler.state_dict() if state.precision.scaler is not None else None,
         "epoch": position.epoch, "step_in_epoch": position.step_in_epoch, "global_step": position.global_step,
-        "epoch_losses": state.losses.state_dict() if position.step_in_epoch else None,
+        "epoch_losses": epoch_losses.state_dict() if position.step_in_epoch else None,
         "rng": rng_states, "sampler_seed": record.seed, "world_size": record.world_size,
         "train_set": record.train_set, "elapsed_s": float(elapsed_s),
         "epoch_record": dict(epoch_record) if epoch_record is not None else None,
@@ -123,9 +126,10 @@ def save_training_checkpoint(state: Any, record: DetectorRecord, run_dir: Path, 
     """
     _refuse_non_finite(state, info)
     rng_states = all_gather_objects(capture_rng_state(), info)
+    epoch_losses = state.losses.across_ranks(info)
     path = run_dir / LAST_CHECKPOINT
-    _save_on_rank0(lambda: training_checkpoint(state, record, reason, rng_states, elapsed_s, epoch_record), path,
-                   info)
+    _save_on_rank0(lambda: training_checkpoint(state, record, reason, rng_states, elapsed_s, epoch_record,
+                                               epoch_losses), path, info)
     log.info("saved %s (%s; global step %d)", path, reason, state.position.global_step)
     return path
 
@@ -209,15 +213,16 @@ def load_detector_weights(model: nn.Module, obj: Mapping[str, Any], source: str)
 
 
 def restore_training_state(state: Any, obj: Mapping[str, Any], info: DistInfo) -> list[Any] | None:
-    """Load optimizer, schedule, scaler, position and the epoch's loss sums into ``state`` (the weights are
-    loaded by :func:`load_detector_weights`); returns every rank's RNG states to restore last, or None when the
-    checkpoint was written by another number of processes."""
+    """Load optimizer, schedule, scaler, position and, on rank 0, the epoch's loss sums into ``state`` (the
+    weights are loaded by :func:`load_detector_weights`); returns every rank's RNG states to restore last, or None
+    when the checkpoint was written by another number of processes. The sums are every process's, so the other
+    ranks start the epoch's from zero."""
     state.optimizer.load_state_dict(obj["optimizer"])
     state.scheduler.load_state_dict(obj["lr_scheduler"])
     if state.precision.scaler is not None and obj.get("scaler"):
         state.precision.scaler.load_state_dict(obj["scaler"])
     state.position = EpochPosition(int(obj["epoch"]), int(obj["step_in_epoch"]), int(obj["global_step"]))
-    if obj.get("epoch_losses") is not None:
+    if obj.get("epoch_losses") is not None and info.is_main:   # every process's sums: counted once, on rank 0
         state.losses.load_state_dict(obj["epoch_losses"])
     if int(obj.get("world_size", 1)) != info.world_size:
         return None

@@ -26,7 +26,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from ..distributed import DistInfo, any_rank
+from ..distributed import DistInfo, all_gather_objects, any_rank
 from ..engine import EpochPosition, LoopOptions, NonFiniteLossError, Precision, backward_and_step, use_tqdm
 from ..metrics import MetricsLogger, format_duration
 from .coco_eval import evaluate_distributed, predictions_to_coco
@@ -66,7 +66,11 @@ def lr_factor_fn(steps_per_epoch: int, lr_steps: Sequence[int], warmup_iters: in
 # ------------------------------------------------------------------------------------------------ training
 
 class LossTotals:
-    """Sums of the detector's named losses over an epoch's steps, on the device (read at sync points)."""
+    """Sums of the detector's named losses over an epoch's steps, on the device (read at sync points).
+
+    Each process sums its own steps; :meth:`across_ranks` adds every process's, which is what the logs, the
+    epoch's record and ``last.pth`` hold. A resumed run loads those into rank 0 alone, so that adding the ranks
+    again counts each step once."""
 
     def __init__(self, device: torch.device) -> None:
         self.device = device
@@ -94,6 +98,23 @@ class LossTotals:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.names, self.steps = list(state["names"]), int(state["steps"])
         self.sums = state["sums"].to(self.device, torch.float64)
+
+    def across_ranks(self, info: DistInfo) -> LossTotals:
+        """The sums and steps of every process added up, on every process (a collective: every rank calls it).
+        Gathered as small objects rather than all-reduced as one tensor: a rank that has not stepped yet has no
+        loss names, and tensors of different sizes would hang the reduction."""
+        if not info.distributed:
+            return self
+        total = LossTotals(self.device)
+        for state in all_gather_objects(self.state_dict(), info):
+            if not state["steps"]:
+                continue
+            if not total.names:
+                total.load_state_dict(state)
+            else:
+                total.sums += state["sums"].to(self.device, torch.float64)
+                total.steps += int(state["steps"])
+        return total
 
 
 @dataclass
@@ -168,9 +189,10 @@ def train_one_epoch(state: DetectionTrainState, loader: Iterable, options: LoopO
         now = time.perf_counter()
         rate = (images_done - images_last) * info.world_size / max(now - t_last, 1e-9)
         t_last, images_last = now, images_done
+        summary = totals.across_ranks(info).summary()
         if not info.is_main:
             return
-        summary, lr = totals.summary(), optimizer.param_groups[0]["lr"]
+        lr = optimizer.param_groups[0]["lr"]
         if bar is not None:
             bar.set_postfix(loss=f"{summary['loss']:.4f}", lr=f"{lr:.4g}", img_s=f"{rate:,.1f}", refresh=False)
         elif not final:
@@ -219,7 +241,8 @@ def train_one_epoch(state: DetectionTrainState, loader: Iterable, options: LoopO
             save_checkpoint()
     if bar is not None:
         bar.close()
-    return EpochResult(totals.summary(), images_done * info.world_size, time.perf_counter() - t_start, preempted)
+    return EpochResult(totals.across_ranks(info).summary(), images_done * info.world_size,
+                       time.perf_counter() - t_start, preempted)
 
 
 # ---------------------------------------------------------------------------------------------- evaluation
