@@ -106,8 +106,8 @@ def test_a_stop_after_training_handed_the_signals_back_does_not_say_nothing_was_
 
 
 def _on_rank(rank: int, port: int, out_dir: str, body: str) -> None:
-    """One of two real processes in a gloo group: writes what ``body(rank, info)`` (a function of this module,
-    by name) returns to ``out_dir/rank<rank>.json``."""
+    """One of two real processes in a gloo group: writes what ``body(rank, info, out_dir)`` (a function of this
+    module, by name) returns to ``out_dir/rank<rank>.json``."""
     import json
     import os
     import torch
@@ -118,7 +118,7 @@ def _on_rank(rank: int, port: int, out_dir: str, body: str) -> None:
     try:
         info = distributed.DistInfo(rank=rank, world_size=2, backend="gloo", control_group=dist.group.WORLD)
         with open(os.path.join(out_dir, f"rank{rank}.json"), "w") as f:
-            json.dump(globals()[body](rank, info), f)
+            json.dump(globals()[body](rank, info, out_dir), f)
     finally:
         dist.destroy_process_group()
 
@@ -135,7 +135,7 @@ def _two_ranks(body: str, out_dir) -> list:
     return [json.loads((out_dir / f"rank{r}.json").read_text()) for r in range(2)]
 
 
-def _gather(rank: int, info: distributed.DistInfo) -> dict:
+def _gather(rank: int, info: distributed.DistInfo, _out_dir: str) -> dict:
     return {"on_0": distributed.gather_objects({"rank": rank}, info),
             "on_1": distributed.gather_objects([rank] * (rank + 1), info, dst=1)}
 
@@ -147,30 +147,58 @@ def test_gather_objects_brings_every_ranks_object_to_dst_alone(tmp_path):
     assert results[1] == {"on_0": None, "on_1": [[0], [1, 1]]}
 
 
-def _detection_losses(rank: int, info: distributed.DistInfo) -> dict:
-    """Rank 0 steps once (losses 1 and 10), rank 1 twice (2 and 20); then a resumed epoch's totals: rank 0 holds
-    the saved sums of every process, rank 1 has not stepped yet."""
+def _detection_epoch(rank: int, info: distributed.DistInfo, out_dir: str) -> dict:
+    """Half of a 4-step detection epoch on each of two ranks, stopped and saved; then the other half, resumed
+    from that ``last.pth``. The losses are constants per rank and segment: rank r's loss_a is r + 1 before the
+    stop and r + 3 after it, loss_b ten times that."""
+    from pathlib import Path
     import torch
-    from ecanet.detection.engine import LossTotals
-    totals = LossTotals(torch.device("cpu"))
-    for _ in range(rank + 1):
-        totals.update({"loss_a": torch.tensor(rank + 1.0), "loss_b": torch.tensor(10.0 * (rank + 1))})
-    saved = totals.across_ranks(info)
-    resumed = LossTotals(torch.device("cpu"))
-    if rank == 0:
-        resumed.load_state_dict(saved.state_dict())
-    return {"epoch": saved.summary(), "steps": saved.steps, "resumed": resumed.across_ranks(info).summary()}
+    from torch import nn
+    from ecanet.detection import checkpoint as det_ckpt
+    from ecanet.detection.engine import DetectionTrainState, LossTotals, train_one_epoch
+    from ecanet.engine import LoopOptions
+
+    class ConstantLosses(nn.Module):
+        def __init__(self, value: float) -> None:
+            super().__init__()
+            self.weight, self.value = nn.Parameter(torch.zeros(1)), value
+            self.backbone = nn.Module()
+            self.backbone.body = nn.Sequential()
+
+        def forward(self, images, targets):
+            zero = self.weight.sum() * 0
+            return {"loss_a": zero + self.value, "loss_b": zero + 10 * self.value}
+
+    def state_of(value: float) -> DetectionTrainState:
+        model = ConstantLosses(value)
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.0)
+        return DetectionTrainState(model, optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0),
+                                   LossTotals(torch.device("cpu")))
+
+    batches = [([torch.zeros(3, 4, 4)], [{"boxes": torch.zeros(0, 4)}])] * 2
+    options = LoopOptions(epochs=1, steps_per_epoch=4, print_freq=2)
+    record = det_ckpt.DetectorRecord("constant", "none", 1, {}, 0, info.world_size, {}, "")
+    first = state_of(rank + 1.0)
+    stopped = train_one_epoch(first, batches, options, info, should_stop=lambda: first.position.step_in_epoch == 2)
+    path = det_ckpt.save_training_checkpoint(first, record, Path(out_dir), info, "preempted")
+    checkpoint = det_ckpt.read_detection_checkpoint(path)
+    second = state_of(rank + 3.0)
+    det_ckpt.restore_training_state(second, checkpoint, info)
+    finished = train_one_epoch(second, batches, options, info)
+    saved = checkpoint["epoch_losses"]
+    return {"stopped": stopped.losses, "saved": [saved["sums"].tolist(), saved["steps"]],
+            "finished": finished.losses}
 
 
-def test_detection_losses_are_every_processs_steps_counted_once(tmp_path):
-    """The epoch's mean losses add every rank's steps (not rank 0's alone), and a resumed run, whose checkpoint
-    holds those sums on rank 0, counts each step once."""
-    results = _two_ranks("_detection_losses", tmp_path)
-    expected = {"loss": 55 / 3, "loss_a": 5 / 3, "loss_b": 50 / 3}   # (1 + 2 + 2) / 3 steps, (10 + 20 + 20) / 3
+def test_detection_losses_are_the_mean_over_every_processs_steps_across_a_resume(tmp_path):
+    """Two ranks train a stopped and resumed epoch: the logged, saved and recorded losses add every rank's
+    steps (rank 0's alone would be 1 and 3), and the resumed run counts the saved steps once."""
+    results = _two_ranks("_detection_epoch", tmp_path)
     for result in results:
-        assert result["steps"] == 3
-        for summary in (result["epoch"], result["resumed"]):
-            assert summary == pytest.approx(expected)
+        # before the stop: loss_a (1 + 1 + 2 + 2) / 4 steps; after: (6 + 3 + 3 + 4 + 4) / 8 steps
+        assert result["stopped"] == pytest.approx({"loss": 16.5, "loss_a": 1.5, "loss_b": 15.0})
+        assert result["saved"] == [[6.0, 60.0], 4]
+        assert result["finished"] == pytest.approx({"loss": 27.5, "loss_a": 2.5, "loss_b": 25.0})
 
 
 def test_nccl_on_the_cpu_is_refused_before_the_process_group_starts(monkeypatch):

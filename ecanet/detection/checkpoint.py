@@ -126,7 +126,8 @@ def save_training_checkpoint(state: Any, record: DetectorRecord, run_dir: Path, 
     """
     _refuse_non_finite(state, info)
     rng_states = all_gather_objects(capture_rng_state(), info)
-    epoch_losses = state.losses.across_ranks(info)
+    # every rank agrees on the position; at an epoch's end no sums are saved
+    epoch_losses = state.losses.across_ranks(info) if state.position.step_in_epoch else state.losses
     path = run_dir / LAST_CHECKPOINT
     _save_on_rank0(lambda: training_checkpoint(state, record, reason, rng_states, elapsed_s, epoch_record,
                                                epoch_losses), path, info)

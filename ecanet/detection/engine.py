@@ -97,7 +97,7 @@ class LossTotals:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.names, self.steps = list(state["names"]), int(state["steps"])
-        self.sums = state["sums"].to(self.device, torch.float64)
+        self.sums = state["sums"].to(self.device, torch.float64, copy=True)   # updated in place from here on
 
     def across_ranks(self, info: DistInfo) -> LossTotals:
         """The sums and steps of every process added up, on every process (a collective: every rank calls it).
@@ -137,7 +137,7 @@ class DetectionTrainState:
 
 @dataclass
 class EpochResult:
-    losses: dict[str, float]     # mean per step of each named loss, and 'loss' (their sum)
+    losses: dict[str, float]     # mean of each named loss per step of every process, and 'loss' (their sum)
     images: int                  # trained on in this call, all ranks
     seconds: float
     preempted: bool = False
@@ -154,7 +154,8 @@ def train_one_epoch(state: DetectionTrainState, loader: Iterable, options: LoopO
     """Train from ``state.position`` to the end of the epoch (or until ``should_stop()``), updating ``state``.
 
     Args:
-        state: model, optimizer, schedule, position and loss sums; advanced in place.
+        state: model, optimizer, schedule, position and this process's loss sums (on rank 0 of a resumed
+            run, every process's sums saved before); advanced in place.
         loader: yields ``(images, targets)`` (tuples, :func:`~ecanet.detection.data.collate_fn`) for the steps
             still to do in this epoch.
         options: epoch length and the sync and checkpoint intervals (``clip_grad_norm`` > 0 clips).
