@@ -557,30 +557,30 @@ channels_last, batch 256, 224x224; each figure is the median of timed repeats af
 (`ecanet.bench.measure_throughput`); "heap frozen" means the timed steps ran with the objects alive after
 warm-up out of Python's garbage collector's view, as in training (`ecanet.engine.freeze_heap`).
 "vs baseline" is an ECA network's images/s over its baseline's (`eca_resnet50` over `resnet50`) in the
-same run. ECA implementations: `auto` is ecanet's default (fused
-Triton kernels in eager mode, for the ResNets' training each block's BatchNorm with its ECA as the tail's
-kernels, and in inference the eval-mode BatchNorm before each ECA folded into ECA's passes; under `torch.compile`
-the BatchNorm+ECA form that Inductor fuses, or for ECA-MobileNetV2's training the tail's own Triton
-kernels); `fused` insists on the Triton ECA kernels and runs every network's eager training tail as those
-kernels, ECA-MobileNetV2's too; `plain` is the official computation. A row's
-implementation is what that name ran in the code its file was measured with, which the file records where
-the benchmark of its day did: `environment.code`, the commit, and `environment.code_tree`, the git tree id of
-the tracked files outside `results/`, uncommitted changes included.
-How the fused ECA works: [design/fused_eca.md](design/fused_eca.md).
-The released networks (`--released`) come first: each ECA network's images/s over its baseline's per case,
-then the targets (every ECA network of ecanet at >= 0.95x of its baseline in all four cases, and timings as
-steady as the baseline's), then every measurement with its median over the repeats, the repeats' min-max,
-and the spread ((max - min) / median); where the rows come from several files, "measured" is the date of
-each row's file, and its GPU where the files name different GPUs, which tells a pair's baselines apart. "repeats x steps" is how many timed repeats of how
-many steps each (`--repeat-seconds` sizes the repeats, so deep networks time fewer steps). Files that recorded them add the
-GPU's SM clock (the repeats' mean clocks, a range where they differ by more than 1%), any reason NVML gave for
-a lowered clock, such as the power cap, and how busy the GPU was (the share of time a kernel ran; below 100%
-it waited for the host) (`ecanet.bench.GpuWatch`), and, measured with `--host-time`, the eager step's "host
-ms/step": the median time of the same step on {host_batch} images of {host_img_size} px, where each kernel
-takes the GPU microseconds, so the step takes what the host needs to issue it, or more where such small
-kernels still keep the GPU busy: an upper bound on the host's time (`ecanet.bench.measure_host_time`); where it
-nears the step's time at the real batch, the GPU waits for the host. The official code's networks
-(the official repository's `models/`) compare with ecanet's baseline, which is the same network;
+same run. ECA implementations: `auto` is ecanet's default (fused Triton kernels in eager mode, for the
+ResNets' training each block's BatchNorm with its ECA as the tail's kernels, and in inference the eval-mode
+BatchNorm before each ECA folded into ECA's passes; under `torch.compile` the BatchNorm+ECA form that Inductor
+fuses, or for ECA-MobileNetV2's training the tail's own Triton kernels); `fused` insists on the Triton ECA
+kernels and runs every network's eager training tail as those kernels, ECA-MobileNetV2's too; `plain` is the
+official computation. A row's implementation is what that name ran in the code its file was measured with,
+which the file records where the benchmark of its day did: `environment.code`, the commit, and
+`environment.code_tree`, the git tree id of the tracked files outside `results/`, uncommitted changes
+included. How the fused ECA works: [design/fused_eca.md](design/fused_eca.md). The released networks
+(`--released`) come first: each ECA network's images/s over its baseline's per case, then the targets (every
+ECA network of ecanet at >= 0.95x of its baseline in all four cases, and timings as steady as the baseline's),
+then every measurement with its median over the repeats, the repeats' min-max, and the spread ((max - min) /
+median); where the rows come from several files, "measured" is the date of each row's file, and its GPU where
+the files name different GPUs, which tells a pair's baselines apart. "repeats x steps" is how many timed
+repeats of how many steps each (`--repeat-seconds` sizes the repeats, so deep networks time fewer steps).
+Files that recorded them add the GPU's SM clock (the repeats' mean clocks, a range where they differ by more
+than 1%), any reason NVML gave for a lowered clock, such as the power cap, and how busy the GPU was (the share
+of time a kernel ran; below 100% it waited for the host) (`ecanet.bench.GpuWatch`), and, measured with
+`--host-time`, the eager step's "host ms/step": the median time of the same step on {host_batch} images of
+{host_img_size} px, where each kernel takes the GPU microseconds, so the step takes what the host needs to
+issue it, or more where such small kernels still keep the GPU busy: an upper bound on the host's time
+(`ecanet.bench.measure_host_time`); where it nears the step's time at the real batch, the GPU waits for the
+host. The official code's networks (the official repository's `models/`) compare with ecanet's baseline,
+which is the same network;
 timm's ECA-ResNets, which have the deep 'd' stem, with timm's ResNet of that stem. A case not measured
 shows "-" and is listed under the targets. `--released` times each compiled row in a fresh Python process
 (`--fresh-process`), loading graphs that parallel processes compiled first (`--compile-jobs`): a process
