@@ -8,7 +8,8 @@ installs the start-up stop handlers (a stop signal before training exits 75 at o
 * a non-finite loss or weight (:class:`ecanet.engine.NonFiniteLossError`) into exit 3 and what to do;
 * a failed save (:class:`ecanet.checkpoint.CheckpointSaveError`) into exit 4;
 
-without a traceback unless ``--debug``. Anything else is a bug and propagates. Torch-free, so that
+without a traceback unless ``--debug`` (on the command line, or ``debug: true`` in the ``--config`` file).
+Anything else is a bug and propagates. Torch-free, so that
 ``--help`` stays fast: the two torch-side error types are looked up only once their modules are loaded.
 """
 from __future__ import annotations
@@ -36,10 +37,10 @@ def _loaded_type(module: str, name: str) -> type | None:
 def run_command(command: Callable[[], int], argv: Sequence[str] | None, remedies: str) -> int:
     """``command()``'s exit code, or the exit code of the error it raised (see the module docstring).
 
-    ``argv``: the command's arguments (None: ``sys.argv[1:]``), only to see ``--debug``. ``remedies``: what
-    a diverged run may change, named in exit 3's message.
+    ``argv``: the command's arguments (None: ``sys.argv[1:]``), only to see whether tracebacks are asked for
+    (:func:`debug_requested`). ``remedies``: what a diverged run may change, named in exit 3's message.
     """
-    debug = "--debug" in (sys.argv[1:] if argv is None else argv)
+    debug = debug_requested(sys.argv[1:] if argv is None else argv)
     previous_handlers = stop_signals.stop_signal_handlers()
     try:
         stop_signals.install_startup_stop_handlers()  # until training starts: stop at once
@@ -59,6 +60,27 @@ def run_command(command: Callable[[], int], argv: Sequence[str] | None, remedies
         raise
     finally:
         stop_signals.restore_signal_handlers(previous_handlers)
+
+
+def debug_requested(argv: Sequence[str]) -> bool:
+    """Whether ``argv`` asks for tracebacks: ``--debug``, or ``debug: true`` in the file ``--config`` names. Read
+    here, before the options are parsed, so that an error in parsing them shows its traceback too; a config file
+    that cannot be read asks for nothing (the parse reports it)."""
+    argv = list(argv)
+    if "--debug" in argv:
+        return True
+    path = next((arg.split("=", 1)[1] for arg in argv if arg.startswith("--config=")), None)
+    if path is None and "--config" in argv[:-1]:
+        path = argv[argv.index("--config") + 1]
+    if path is None:
+        return False
+    import yaml  # only where a config file is given
+    try:
+        with open(path, encoding="utf-8") as f:
+            options = yaml.safe_load(f)
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return False
+    return isinstance(options, dict) and options.get("debug") is True
 
 
 def _report(exc: BaseException, debug: bool, code: int, fix: str = "") -> int:

@@ -224,7 +224,8 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
                    help="also checkpoint every N training steps (0 = only at epoch ends)")
     g.add_argument("-p", "--print-freq", type=int, default=50, metavar="N",
                    help="log/progress update every N steps (the only host syncs inside an epoch)")
-    g.add_argument("--debug", action="store_true", help="show Python tracebacks for input errors")
+    g.add_argument("--debug", action="store_true",
+                   help="show Python tracebacks for input errors (a config file may set it too: debug: true)")
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):

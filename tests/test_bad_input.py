@@ -223,6 +223,22 @@ def test_real_process_exit_code_and_no_traceback(tmp_path):
     assert "does not exist" in proc.stderr
     debug = run_script("main.py", [tmp_path / "missing", "--debug"])
     assert debug.returncode == EXIT_USAGE and "Traceback" in debug.stderr  # --debug shows where
+    (tmp_path / "debug.yaml").write_text("debug: true\n")
+    from_config = run_script("main.py", [tmp_path / "missing", "--config", tmp_path / "debug.yaml"])
+    assert from_config.returncode == EXIT_USAGE and "Traceback" in from_config.stderr
+
+
+def test_tracebacks_are_asked_for_by_debug_on_the_command_line_or_in_the_config_file(tmp_path):
+    from ecanet.cli import debug_requested
+    (tmp_path / "on.yaml").write_text("epochs: 3\ndebug: true\n")
+    (tmp_path / "off.yaml").write_text("debug: false\n")
+    (tmp_path / "broken.yaml").write_text("debug: [true\n")
+    assert debug_requested(["data", "--debug"])
+    assert debug_requested(["data", "--config", str(tmp_path / "on.yaml")])
+    assert debug_requested(["data", f"--config={tmp_path / 'on.yaml'}"])
+    for argv in (["data"], ["--config", str(tmp_path / "off.yaml")], ["--config", str(tmp_path / "broken.yaml")],
+                 ["--config", str(tmp_path / "missing.yaml")], ["data", "--config"]):
+        assert not debug_requested(argv), argv
 
 
 # ------------------------------------------------------------------------------------------ broken images

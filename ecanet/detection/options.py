@@ -158,7 +158,8 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
                    help="random seed, 0 to 4294967295 (default: drawn at random and recorded in config.yaml)")
     g.add_argument("--dist-backend", choices=cls_config.DIST_BACKENDS, default="auto",
                    help="'auto': NCCL on CUDA, gloo on CPU")
-    g.add_argument("--debug", action="store_true", help="show Python tracebacks for input errors")
+    g.add_argument("--debug", action="store_true",
+                   help="show Python tracebacks for input errors (a config file may set it too: debug: true)")
 
 
 def build_parser() -> argparse.ArgumentParser:
