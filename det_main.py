@@ -133,7 +133,7 @@ def evaluate_checkpoint(cfg: Any, info: Any, precision: Any, checkpoint: dict, p
 
 
 def train(cfg: Any, info: Any, precision: Any, resume_path: Path | None, checkpoint: dict | None,
-          checkpoints_seen: dict | None = None) -> int:
+          checkpoints_seen: rundir.CheckpointStamps | None = None) -> int:
     runtime.seed_everything(cfg.seed + info.rank, deterministic=False)
     torch.backends.cudnn.benchmark = False  # image sizes vary from batch to batch: tuning per size costs more
     data = det_data.build_data(cfg, info)

@@ -226,7 +226,7 @@ def build_train_state(cfg: config.Config, info: Any, data: Any, precision: Any, 
 
 
 def train(cfg: config.Config, info: Any, precision: Any, resume_path: Path | None, resume_obj: Any,
-          recipe: Any, checkpoints_seen: dict | None = None) -> int:
+          recipe: Any, checkpoints_seen: rundir.CheckpointStamps | None = None) -> int:
     runtime.seed_everything(cfg.seed + info.rank, cfg.deterministic)
     data = data_lib.build_data_from_config(cfg, info)
     if cfg.num_classes is not None and cfg.num_classes != data.num_classes:

@@ -42,11 +42,10 @@ from .runtime import add_run_log
 
 log = logging.getLogger(__name__)
 
-CONFIG_FILE = RUN_CONFIG
 LOCK_FILE = ".lock"
 WRITE_PROBE = ".write-probe"
 # Files a run rewrites as a whole at its start (the rest it only appends to, or creates).
-REWRITTEN_AT_START = (CONFIG_FILE, "config_history.yaml")
+REWRITTEN_AT_START = (RUN_CONFIG, "config_history.yaml")
 
 
 # ------------------------------------------------------------------------------------- before the claim
@@ -95,7 +94,7 @@ def check_run_dir_is_free(run_dir: Path | None, resume: str | None, path: Path |
 
 # {file name: (modification time in ns, size in bytes)} of a directory's *.pth. An atomic save writes a new file,
 # so its time changes; the inode would too, but FUSE mounts (sshfs, object stores) may renumber an unchanged file.
-CheckpointStamps = dict
+CheckpointStamps = dict[str, tuple[int, int]]
 
 
 def checkpoint_stamps(run_dir: Path | None) -> CheckpointStamps | None:
@@ -320,7 +319,7 @@ def open_run_directory(run_dir: Path, info: DistInfo, *, write_config: Callable[
     preemption, metrics, run_log = PreemptionHandler(info), None, None
     try:
         if info.is_main:
-            write_config(run_dir / CONFIG_FILE)
+            write_config(run_dir / RUN_CONFIG)
         run_log = add_run_log(run_dir, info)
         metrics = MetricsLogger(run_dir, enabled=info.is_main)
         yield metrics, preemption

@@ -17,12 +17,10 @@ import hashlib
 import json
 import logging
 import os
-import pickle
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
-import torch
 from torch import nn
 
 from .. import models
@@ -232,10 +230,10 @@ def restore_training_state(state: Any, obj: Mapping[str, Any], info: DistInfo) -
 
 def _global_step(path: Path) -> int | None:
     """A detection checkpoint's global step, read without loading its tensors (memory-mapped); None where the
-    file cannot be read so."""
+    file cannot be read."""
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except (OSError, RuntimeError, ValueError, pickle.UnpicklingError):
+        obj = read_checkpoint(path, mmap=True)
+    except CheckpointError:
         return None
     return int(obj["global_step"]) if isinstance(obj, Mapping) and "global_step" in obj else None
 
