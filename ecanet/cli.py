@@ -66,12 +66,10 @@ def debug_requested(argv: Sequence[str]) -> bool:
     """Whether ``argv`` asks for tracebacks: ``--debug``, or ``debug: true`` in the file ``--config`` names. Read
     here, before the options are parsed, so that an error in parsing them shows its traceback too; a config file
     that cannot be read asks for nothing (the parse reports it)."""
-    argv = list(argv)
     if "--debug" in argv:
         return True
-    path = next((arg.split("=", 1)[1] for arg in argv if arg.startswith("--config=")), None)
-    if path is None and "--config" in argv[:-1]:
-        path = argv[argv.index("--config") + 1]
+    from .config import config_file_path   # torch-free, as this module
+    path = config_file_path(argv, exit_on_error=False)
     if path is None:
         return False
     import yaml  # only where a config file is given

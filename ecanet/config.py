@@ -419,10 +419,20 @@ def config_file_options(argv: Sequence[str] | None, parser: argparse.ArgumentPar
     """``(path, {dest: value})`` of the ``--config FILE`` that ``argv`` names ((None, {}) without one), read
     before the command line is parsed, so that the file's values become defaults the command line overrides;
     ``parser`` checks the file's keys and ``example`` is the file its errors point to (:func:`load_config_file`)."""
-    pre = argparse.ArgumentParser(add_help=False)
+    path = config_file_path(argv)
+    return path, (load_config_file(path, parser, example) if path else {})
+
+
+def config_file_path(argv: Sequence[str] | None, *, exit_on_error: bool = True) -> str | None:
+    """The file ``argv``'s ``--config`` names, found as the full parser finds it (``--config PATH``,
+    ``--config=PATH``, an unambiguous abbreviation); None without one. ``--config`` with no value is a usage error
+    (exit 2), or None with ``exit_on_error=False``."""
+    pre = argparse.ArgumentParser(add_help=False, exit_on_error=exit_on_error)
     pre.add_argument("--config", default=None)
-    known, _ = pre.parse_known_args(argv)
-    return known.config, (load_config_file(known.config, parser, example) if known.config else {})
+    try:
+        return pre.parse_known_args(argv)[0].config
+    except argparse.ArgumentError:   # raised only without exit_on_error
+        return None
 
 
 def given_on_the_command_line(argv: Sequence[str] | None,
