@@ -82,7 +82,7 @@ def run(args: Any) -> int:
                              fresh_seed=dist.broadcast_object(runtime.fresh_seed(), info),
                              timestamp=dist.broadcast_object(datetime.now().strftime("%Y%m%d-%H%M%S"), info),
                              resumed_seed=resume_obj.get("sampler_seed") if resume_obj else None, recipe=recipe,
-                             recorded=resume_obj.get("config") if resume_obj else None)
+                             recorded=resume_obj.get("config") if resume_obj else None, world_size=info.world_size)
         if recipe is not None:
             log_recipe_use(cfg, recipe, described=cfg.evaluate)   # -e: load_model has said what the file holds
         if cfg.weights and not cfg.evaluate and resume_obj is None and cfg.ksize is not None:
@@ -230,7 +230,9 @@ def train(cfg: config.Config, info: Any, precision: Any, resume_path: Path | Non
     runtime.seed_everything(cfg.seed + info.rank, cfg.deterministic)
     data = data_lib.build_data_from_config(cfg, info)
     if cfg.num_classes is not None and cfg.num_classes != data.num_classes:
-        raise ConfigError(f"--num-classes {cfg.num_classes} but DATA has {data.num_classes} class folders.")
+        raise ConfigError(f"--num-classes {cfg.num_classes} but DATA has {data.num_classes} class folders: the "
+                          f"classifier needs one output per class. Leave --num-classes out (it is the number of "
+                          f"class folders), or point DATA at the dataset with {cfg.num_classes} classes.")
     state = build_train_state(cfg, info, data, precision, recipe, resuming=resume_path is not None)
     rng_states = None
     if resume_path is not None:

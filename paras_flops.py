@@ -20,9 +20,10 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from ecanet.config import DEFAULT_ARCH
+from ecanet.cli import report_user_errors
+from ecanet.config import DEFAULT_ARCH, ArgumentParser
 from ecanet.constants import IMAGENET_CLASSES, IMAGENET_IMG_SIZE, NETWORK_STRIDE
-from ecanet.errors import EXIT_OK, ConfigError, UserError, print_error
+from ecanet.errors import EXIT_OK, ConfigError
 from ecanet.lazy import lazy_import
 
 # Imported on first use, so that `--help` answers before torch has loaded.
@@ -42,7 +43,7 @@ BENCH_HEADERS = ("model", "mode", "latency, batch 1 (ms)", "throughput, batch 25
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog=PROG,
         description="Parameters and compute (thop MACs and torch FLOPs) of ecanet's networks for one image, "
                     "each figure in decimal SI units and in the paper's units (value / 1024^k, as the official "
@@ -77,6 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--all-detectors", action="store_true",
                         help="count the paper's six COCO detectors (Faster/Mask R-CNN, RetinaNet with ECA-Net50/101)")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
+    parser.add_argument("--debug", action="store_true", help="show Python tracebacks for input errors")
     return parser
 
 
@@ -88,24 +90,29 @@ def _selected(args: argparse.Namespace) -> list[tuple[str, object]]:
     return [(arch, flops.released_k_size(arch) if args.ksize == RELEASED else args.ksize)]
 
 
-def _check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+def check_args(args: argparse.Namespace) -> None:
+    """Reject options that cannot go together or cannot be counted (ConfigError), before anything is built."""
     if args.detector is not None or args.all_detectors:
         if args.detector is not None and args.all_detectors:
-            parser.error("give --detector ROW or --all-detectors, not both")
+            raise ConfigError(f"--detector {args.detector} counts one of the paper's detectors and --all-detectors "
+                              f"all six; give one of them.")
         if args.arch is not None or args.all or args.bench or args.ksize != RELEASED or \
                 args.img_size != IMAGENET_IMG_SIZE or args.num_classes != IMAGENET_CLASSES:
-            parser.error("--detector/--all-detectors count the paper's detectors at their own input (1280x800) and "
-                         "classes (COCO's); leave out -a/--arch, --all, --ksize, --bench, --img-size and "
-                         "--num-classes")
+            raise ConfigError("--detector/--all-detectors count the paper's detectors at their own input (1280x800) "
+                              "and classes (COCO's); leave out -a/--arch, --all, --ksize, --bench, --img-size and "
+                              "--num-classes.")
     if args.all and (args.arch is not None or args.ksize != RELEASED):
-        parser.error("--all counts every network as released; leave out -a/--arch and --ksize")
+        raise ConfigError("--all counts every network as released; leave out -a/--arch and --ksize, or leave out "
+                          "--all to count one network with them.")
     if args.json == STDOUT and (args.markdown or args.bench):
-        parser.error("--json - writes JSON alone to stdout; give --json a file to combine it with "
-                     "--markdown or --bench")
+        raise ConfigError("--json - writes JSON alone to stdout; give --json a file to combine it with --markdown or "
+                          "--bench.")
     if args.img_size < NETWORK_STRIDE:
-        parser.error(f"--img-size must be at least {NETWORK_STRIDE}, got {args.img_size}")
+        raise ConfigError(f"--img-size must be at least {NETWORK_STRIDE} (the networks downsample by "
+                          f"{NETWORK_STRIDE}), got {args.img_size}. Pass --img-size {NETWORK_STRIDE} or more.")
     if args.num_classes < 1:
-        parser.error(f"--num-classes must be at least 1, got {args.num_classes}")
+        raise ConfigError(f"--num-classes must be at least 1, got {args.num_classes}. Pass the classifier's number "
+                          f"of outputs (ImageNet: {IMAGENET_CLASSES}).")
 
 
 def _import_bench() -> Callable[..., Any]:
@@ -197,16 +204,17 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    """The command line: the errors a user can fix become one paragraph and exit 2 (with --debug, a traceback
+    too), as main.py's."""
+    return report_user_errors(lambda: _parse_and_run(argv), argv)
+
+
+def _parse_and_run(argv: Sequence[str] | None) -> int:
+    args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, stream=sys.stderr,
                         format=f"{PROG}: %(message)s")
-    _check_args(parser, args)
-    try:
-        return run(args)
-    except UserError as error:
-        print_error(str(error))
-        return error.exit_code
+    check_args(args)
+    return run(args)
 
 
 if __name__ == "__main__":

@@ -9,8 +9,10 @@ installs the start-up stop handlers (a stop signal before training exits 75 at o
 * a failed save (:class:`ecanet.checkpoint.CheckpointSaveError`) into exit 4;
 
 without a traceback unless ``--debug`` (on the command line, or ``debug: true`` in the ``--config`` file).
-Anything else is a bug and propagates. Torch-free, so that
-``--help`` stays fast: the two torch-side error types are looked up only once their modules are loaded.
+Anything else is a bug and propagates. :func:`report_user_errors` does the first of these alone, for commands
+that train nothing (``paras_flops.py``). The parsers' own errors (an unknown option, a missing value) are one
+paragraph too (:class:`ecanet.config.ArgumentParser`). Torch-free, so that ``--help`` stays fast: the two
+torch-side error types are looked up only once their modules are loaded.
 """
 from __future__ import annotations
 
@@ -27,6 +29,11 @@ SAVE_FAILED_FIX = ("Free disk space or fix permissions, then rerun with --resume
                    "is intact.")
 SAVE_FAILED_FIRST_FIX = ("Free disk space or fix permissions, then rerun the same command: no checkpoint of this "
                          "run was written yet.")
+
+# What argparse takes for --debug: the option, or a prefix no other option of the command shares ('--de' is
+# shared with --device, --decode, --detector, --deterministic). tests/test_bad_input.py checks this against
+# every command's parser, so that an option added later with the same start shows up there.
+DEBUG_SPELLINGS = frozenset({"--deb", "--debu", "--debug"})
 
 
 def _loaded_type(module: str, name: str) -> type | None:
@@ -62,11 +69,26 @@ def run_command(command: Callable[[], int], argv: Sequence[str] | None, remedies
         stop_signals.restore_signal_handlers(previous_handlers)
 
 
+def report_user_errors(command: Callable[[], int], argv: Sequence[str] | None) -> int:
+    """``command()``'s exit code, or a :class:`~ecanet.errors.UserError`'s, reported as :func:`run_command`
+    reports it (one paragraph; a traceback too with ``--debug``). For commands that train nothing: stop signals
+    keep Python's handling, and other errors propagate."""
+    debug = debug_requested(sys.argv[1:] if argv is None else argv)
+    try:
+        return command()
+    except UserError as exc:
+        return _report(exc, debug, exc.exit_code)
+
+
 def debug_requested(argv: Sequence[str]) -> bool:
     """Whether ``argv`` asks for tracebacks: ``--debug``, or ``debug: true`` in the file ``--config`` names. Read
     here, before the options are parsed, so that an error in parsing them shows its traceback too; a config file
-    that cannot be read asks for nothing (the parse reports it)."""
-    if "--debug" in argv:
+    that cannot be read asks for nothing (the parse reports it). ``--debug`` may be abbreviated as argparse
+    allows (:data:`DEBUG_SPELLINGS`); after ``--`` every item is an argument, not an option."""
+    options = list(argv)
+    if "--" in options:
+        options = options[:options.index("--")]
+    if any(item in DEBUG_SPELLINGS for item in options):
         return True
     from .config import config_file_path   # torch-free, as this module
     path = config_file_path(argv, exit_on_error=False)

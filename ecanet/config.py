@@ -13,13 +13,13 @@ import math
 import os
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping, NoReturn, Sequence
 
 import yaml
 
 from .constants import (ECA_IMPLEMENTATIONS, IMAGENET_IMG_SIZE, IMAGENET_MEAN, IMAGENET_STD, IMAGENET_VAL_RESIZE,
                         LAST_CHECKPOINT, NETWORK_STRIDE, RUN_CONFIG)
-from .errors import ConfigError
+from .errors import EXIT_USAGE, ConfigError, one_paragraph
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +47,16 @@ DEFAULT_GPU_DECODE_THREADS = 4    # --decode gpu: batches in flight in the main 
 _POSITIONAL_DATA = "data"
 
 
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse's parser whose own errors (an unknown option, a missing or invalid value, a bad choice) are one
+    paragraph on stderr, ``<prog>: error: <message>. See '<prog> --help' for the options.``, and exit 2,
+    without the usage block that argparse prints first: the options' list is one ``--help`` away."""
+
+    def error(self, message: str) -> NoReturn:
+        text = one_paragraph(message).rstrip(".")
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {text}. See '{self.prog} --help' for the options.\n")
+
+
 def fraction_or_auto(text: str | float) -> float | str:
     """``--gpu-decode-share``'s type: a number, or 'auto'."""
     if isinstance(text, str) and text.strip().lower() == AUTO:
@@ -62,8 +72,8 @@ def _add_data_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("data", metavar="DATA", nargs="?", default=None,
                    help="dataset root holding train/ and val/ class folders (ImageNet layout)")
     g.add_argument("-j", "--workers", type=int, default=None, metavar="N",
-                   help=f"data-loading processes per GPU (default: CPU cores / processes, at most "
-                        f"{MAX_AUTO_WORKERS})")
+                   help=f"data-loading processes per GPU (default: CPU cores / processes - 1, leaving a core to "
+                        f"the training process; at most {MAX_AUTO_WORKERS})")
     g.add_argument("--img-size", type=int, default=IMAGENET_IMG_SIZE, metavar="PX",
                    help="training and validation crop size (paper: 224; with -e, --weights or --resume, the "
                         "checkpoint's recipe decides unless this is given)")
@@ -138,12 +148,21 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
                         "the kernels and fuses BatchNorm with ECA in all eager training) or plain PyTorch")
 
 
+# The paper's ResNet batch: 256 images a step (Section 4.1, after He et al. 2016), whatever the GPU count.
+PAPER_GLOBAL_BATCH = 256
+
+
 def _add_optim_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("optimisation")
     g.add_argument("--epochs", type=int, default=100, metavar="N", help="total epochs")
     g.add_argument("--start-epoch", type=int, default=0, metavar="N",
                    help="(official flag) first epoch of a fresh run; --resume sets it from the checkpoint")
-    g.add_argument("-b", "--batch-size", type=int, default=256, metavar="N", help="images per GPU/process")
+    g.add_argument("--global-batch-size", type=int, default=PAPER_GLOBAL_BATCH, metavar="N",
+                   help="images per step over all processes, divided evenly among them, so that a recipe is "
+                        "the same on any number of GPUs")
+    g.add_argument("-b", "--batch-size", type=int, default=PAPER_GLOBAL_BATCH, metavar="N",
+                   help="images per GPU/process; given, it replaces --global-batch-size and the global batch "
+                        "is this x processes (default: --global-batch-size / processes)")
     g.add_argument("--val-batch-size", type=int, default=None, metavar="N",
                    help="validation images per process (default: --batch-size)")
     g.add_argument("--lr", "--learning-rate", type=float, default=0.1, metavar="LR",
@@ -241,7 +260,7 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
 
 def build_parser(prog: str | None = None, description: str | None = None) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog=prog, description=description or ("Train or evaluate ECA-Net and baselines on ImageNet-layout data "
                                                 "(defaults: the paper's ResNet recipe)."),
         formatter_class=HelpFormatter,
@@ -427,7 +446,7 @@ def config_file_path(argv: Sequence[str] | None, *, exit_on_error: bool = True) 
     """The file ``argv``'s ``--config`` names, found as the full parser finds it (``--config PATH``,
     ``--config=PATH``, an unambiguous abbreviation); None without one. ``--config`` with no value is a usage error
     (exit 2), or None with ``exit_on_error=False``."""
-    pre = argparse.ArgumentParser(add_help=False, exit_on_error=exit_on_error)
+    pre = ArgumentParser(add_help=False, exit_on_error=exit_on_error)
     pre.add_argument("--config", default=None)
     try:
         return pre.parse_known_args(argv)[0].config
@@ -522,7 +541,7 @@ def check_resume_changes(locked: Mapping[str, tuple[Any, Any]], free: Mapping[st
     (--resume-override), then a warning, since the run is no longer bit-identical. ``free`` changes are
     logged."""
     if locked and not resume_override:
-        raise ConfigError(f"{path} was trained with other {', '.join(locked)} than this run has "
+        raise ConfigError(f"{path} was trained with another {', '.join(locked)} than this run asks for "
                           f"({describe_changes(locked)}): resuming would change which images each step sees. "
                           f"Repeat the run's options (its config.yaml), data and number of processes, or pass "
                           f"--resume-override to continue anyway, not bit-identically.")
@@ -555,9 +574,10 @@ OPTION_DOMAINS = {
     "--ema-decay": (0, False, 1, False), "--hflip": (0, True, 1, True), "--random-erasing": (0, True, 1, False),
     "--min-crop-scale": (0, False, 1, True), "--crop-padding": (0, True, INF, False),
     "--gpu-decode-threads": (1, True, INF, False), "--seed": (0, True, MAX_SEED, True),
-    "--world-size": (1, True, INF, False),
+    "--world-size": (1, True, INF, False), "--global-batch-size": (1, True, INF, False),
 }
-OPTIONAL_NUMBERS = {"--val-batch-size", "--workers", "--num-classes", "--seed", "--world-size"}   # None: decided later
+OPTIONAL_NUMBERS = {"--val-batch-size", "--workers", "--num-classes", "--seed", "--world-size",
+                    "--global-batch-size"}   # None: decided later
 
 
 def _inside(value: float, low: float, low_inclusive: bool, high: float, high_inclusive: bool) -> bool:
@@ -686,6 +706,7 @@ def validate(args: argparse.Namespace) -> None:
     if not (args.data or args.synthetic):
         raise ConfigError(NO_DATASET_MESSAGE)
     explicit, command_line = getattr(args, "explicit", frozenset()), getattr(args, "command_line", frozenset())
+    check_batch_options(explicit, command_line)
     # -e reads the kernel sizes off the file's weights; the official command passes --ksize anyway, which is
     # checked where -a says the network, and otherwise only for being kernel sizes at all
     if args.ksize is not None and "arch" in explicit:
@@ -694,6 +715,65 @@ def validate(args: argparse.Namespace) -> None:
         # the sizes check well formed here; against the network once resolve knows it (a checkpoint's, or the
         # program's default)
         check_kernel_size_values(args.ksize)
+
+
+# Options that only act together with another: (dest, whether it acts given the options, what it needs).
+DEPENDENT_OPTIONS = (
+    ("ema_decay", lambda v: v["ema"], "--ema"),
+    ("min_lr", lambda v: v["sched"] == "cosine", "--sched cosine"),
+    ("lr_decay_epochs", lambda v: v["sched"] == "step", "--sched step"),
+    ("lr_decay_rate", lambda v: v["sched"] == "step", "--sched step"),
+    ("min_crop_scale", lambda v: v["augment"] == "rrc", "--augment rrc"),
+    ("crop_padding", lambda v: v["augment"] == "crop", "--augment crop"),
+    ("gpu_decode_share", lambda v: v["decode"] == "gpu", "--decode gpu"),
+    ("gpu_decode_threads", lambda v: v["decode"] == "gpu", "--decode gpu"),
+)
+
+
+def unused_options(values: Mapping[str, Any], explicit: frozenset[str]) -> list[str]:
+    """What the command line or the config file (``explicit``) sets that the other options leave without an
+    effect, one sentence each: a warning, not an error, since a config file may carry a recipe's settings
+    that a command-line option then switches off (``--sched cosine`` over a step recipe)."""
+    return [f"--{dest.replace('_', '-')} {values[dest]} has no effect without {needs}; it is ignored"
+            for dest, acts, needs in DEPENDENT_OPTIONS if dest in explicit and not acts(values)]
+
+
+BATCH_OPTIONS = frozenset({"batch_size", "global_batch_size"})
+
+
+def check_batch_options(explicit: frozenset[str], command_line: frozenset[str]) -> None:
+    """``-b`` (images per process) and ``--global-batch-size`` (images per step over all processes) both set
+    the batch: the command line's overrides the config file's, and both from one source is a ConfigError."""
+    if BATCH_OPTIONS <= command_line or (BATCH_OPTIONS <= explicit and not BATCH_OPTIONS & command_line):
+        where = "the command line" if BATCH_OPTIONS <= command_line else "the config file"
+        raise ConfigError(f"{where} gives both --batch-size (images per process) and --global-batch-size (images "
+                          f"per step over all processes), which both set the batch. Give one of them.")
+
+
+def batch_per_process(values: Mapping[str, Any], explicit: frozenset[str], command_line: frozenset[str],
+                      world_size: int) -> tuple[int, int | None]:
+    """(``--batch-size``, ``--global-batch-size``) as the run uses them on ``world_size`` processes.
+
+    ``--global-batch-size`` decides unless ``-b`` comes from a stronger source (the command line over a config
+    file, either over a resumed run's config.yaml); it is then dropped, so that config.yaml records the batch
+    as it was set. A global batch must divide evenly among the processes: the learning rate is scaled to the
+    global batch (main.py), and the paper's recipe is 256 images a step however many GPUs share them.
+    """
+    batch, global_batch = values["batch_size"], values["global_batch_size"]
+    if global_batch is None:
+        return batch, None
+    if ("batch_size" in command_line and "global_batch_size" not in command_line) or \
+            ("batch_size" in explicit and "global_batch_size" not in explicit):
+        if "global_batch_size" in explicit:
+            log.info("-b %d on the command line overrides the config file's global-batch-size %d", batch,
+                     global_batch)
+        return batch, None
+    if global_batch % world_size:
+        multiple = -(-global_batch // world_size) * world_size
+        raise ConfigError(f"--global-batch-size {global_batch} does not divide evenly among {world_size} processes. "
+                          f"Pass a multiple of {world_size} (e.g. --global-batch-size {multiple}), or -b N for the "
+                          f"images per process.")
+    return global_batch // world_size, global_batch
 
 
 def check_kernel_size_values(ksize: Any) -> None:
@@ -758,7 +838,8 @@ RECIPE_PREPROCESSING = ("img_size", "val_resize", "mean", "std")
 # where the run computes (workers, device, precision, compile, decoding), are this start's own.
 RESUME_INHERITED_OPTIONS = ("weights", "use-ema", "img-size", "val-resize", "augment", "min-crop-scale",
                             "crop-padding", "hflip", "random-erasing", "mean", "std", "synthetic", "synthetic-size",
-                            "ksize", "num-classes", "epochs", "batch-size", "val-batch-size", "lr", "lr-base-batch",
+                            "ksize", "num-classes", "epochs", "batch-size", "global-batch-size", "val-batch-size",
+                            "lr", "lr-base-batch",
                             "momentum", "nesterov", "weight-decay", "no-wd-bn-bias", "sched", "lr-decay-epochs",
                             "lr-decay-rate", "min-lr", "warmup-epochs", "label-smoothing", "ema", "ema-decay",
                             "clip-grad-norm", "sync-bn", "deterministic")
@@ -791,7 +872,7 @@ def inherited_options(args: argparse.Namespace, recorded: Mapping[str, Any] | No
 
 def resolve(args: argparse.Namespace, *, default_workers: int, fresh_seed: int, timestamp: str,
             resumed_seed: int | None = None, recipe: Any = None,
-            recorded: Mapping[str, Any] | None = None) -> Config:
+            recorded: Mapping[str, Any] | None = None, world_size: int = 1) -> Config:
     """Fill in what the options leave open, once, and freeze the result.
 
     Args:
@@ -807,6 +888,7 @@ def resolve(args: argparse.Namespace, *, default_workers: int, fresh_seed: int, 
         recorded: the configuration of the run being resumed (its ``config.yaml`` keys): the options of
             :data:`RESUME_INHERITED_OPTIONS` that neither the command line nor ``--config`` sets are its, so that
             the run continues as it started, and an option left out is not reported as changed.
+        world_size: the number of processes, among which ``--global-batch-size`` is divided.
     """
     values = dict(vars(args))
     explicit = getattr(args, "explicit", frozenset())
@@ -831,6 +913,13 @@ def resolve(args: argparse.Namespace, *, default_workers: int, fresh_seed: int, 
                      recipe.crop_ratio if recipe is not None else EVAL_CROP_RATIO)
             values["val_resize"] = resize_for_crop(values["img_size"], ratio)
     values["workers"] = default_workers if args.workers is None else args.workers
+    if recorded and "global-batch-size" not in recorded and "global_batch_size" not in explicit:
+        values["global_batch_size"] = None   # a config.yaml without the option recorded -b alone as the batch
+    values["batch_size"], values["global_batch_size"] = batch_per_process(
+        values, explicit, getattr(args, "command_line", frozenset()), world_size)
+    if not args.evaluate:
+        for warning in unused_options(values, explicit):
+            log.warning("%s", warning)
     # An explicit --seed that differs from a resumed run's is kept, so that the resume check refuses it (it is
     # a locked option) rather than the run ignoring it.
     values["seed"] = next(s for s in (args.seed, resumed_seed, fresh_seed) if s is not None)
@@ -845,8 +934,10 @@ def resolve(args: argparse.Namespace, *, default_workers: int, fresh_seed: int, 
         run_dir = training_run_dir(args)
         name = f"{values['arch']}-{timestamp}" + (f"-{args.action}" if args.action else "")
         values["output"] = str(run_dir if run_dir is not None else Path("runs") / name)
-    if recipe is not None or recorded or args.resume or args.evaluate or args.weights:
-        # validate left the sizes to this point, and a checkpoint may have filled in options: together, again
+    if (recipe is not None or recorded or args.resume or args.evaluate or args.weights
+            or values["batch_size"] != args.batch_size):
+        # validate left the sizes to this point, and a checkpoint or the global batch may have filled in options:
+        # together, again
         check_combinations(argparse.Namespace(**values))
     return Config(**values)
 

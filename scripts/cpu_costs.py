@@ -28,7 +28,8 @@ import torch.nn.functional as F
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from ecanet.data import RobustImageFolder, build_train_transform, load_readable, sample_seed  # noqa: E402
+from ecanet.data import RobustImageFolder, build_train_transform, sample_seed  # noqa: E402
+from ecanet.data.folders import load_readable  # noqa: E402
 
 FASHION_MNIST_MEAN, FASHION_MNIST_STD = [0.286] * 3, [0.353] * 3   # configs/fashion_mnist.yaml
 WORKER_SAMPLES = 2000

@@ -3,6 +3,7 @@
 #
 #   sbatch scripts/slurm_train.sh /path/to/imagenet
 #
+# The paper's config shares 256 images a step among the 16 GPUs (16 each); add -b N for N per GPU.
 # One task per GPU (srun starts them; ecanet reads SLURM_PROCID / SLURM_NTASKS / SLURM_LOCALID and
 # rendezvouses on the first node). The same command starts the run and continues it after every requeue:
 # --resume auto picks the newest checkpoint in --output (or starts fresh when there is none).

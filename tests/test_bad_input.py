@@ -241,6 +241,105 @@ def test_tracebacks_are_asked_for_by_debug_on_the_command_line_or_in_the_config_
         assert not debug_requested(argv), argv
 
 
+def _det_main_parser():
+    from ecanet.detection.options import build_parser
+    return build_parser()
+
+
+def _paras_flops_parser():
+    import paras_flops
+    return paras_flops.build_parser()
+
+
+def _main_parser():
+    from ecanet.config import build_parser
+    return build_parser()
+
+
+@pytest.mark.parametrize("build", [_main_parser, _det_main_parser, _paras_flops_parser])
+def test_debug_is_seen_under_every_spelling_argparse_takes_for_it(build, capsys):
+    """argparse takes a prefix of an option that no other option shares: debug_requested sees --debug in
+    exactly the spellings each command's parser reads as --debug (so '--de', shared with --device, is not)."""
+    from ecanet.cli import debug_requested
+    for length in range(3, len("--debug") + 1):
+        spelling = "--debug"[:length]
+        try:
+            parsed, rest = build().parse_known_args([spelling])
+            taken = parsed.debug is True and not rest
+        except SystemExit:   # ambiguous: argparse refuses it
+            taken = False
+        capsys.readouterr()
+        assert debug_requested(["data", spelling]) == taken, spelling
+    assert not debug_requested(["data", "--", "--debug"])   # after '--', an argument, not an option
+
+
+def test_the_command_lines_parser_takes_argparses_arguments():
+    import argparse
+    import inspect
+    from ecanet.config import ArgumentParser
+    assert inspect.signature(ArgumentParser) == inspect.signature(argparse.ArgumentParser)
+    assert issubclass(ArgumentParser, argparse.ArgumentParser)
+
+
+def _det_main(argv):
+    import det_main
+    return det_main.main(argv)
+
+
+def _paras_flops(argv):
+    import paras_flops
+    return paras_flops.main(argv)
+
+
+@pytest.mark.parametrize(("command", "prog", "argv", "phrase"), [
+    (_det_main, "det_main.py", ["data", "--nope"], "unrecognized arguments: --nope"),
+    (_det_main, "det_main.py", ["data", "--lr-steps"], "argument --lr-steps: expected at least one argument"),
+    (_det_main, "det_main.py", ["data", "--detector", "yolo"], "argument --detector: invalid choice: 'yolo'"),
+    (_paras_flops, "paras_flops.py", ["--nope"], "unrecognized arguments: --nope"),
+    (_paras_flops, "paras_flops.py", ["--img-size"], "argument --img-size: expected one argument"),
+    (_paras_flops, "paras_flops.py", ["--img-size", "big"], "argument --img-size: invalid int value: 'big'"),
+])
+def test_a_parse_error_is_one_paragraph_without_the_usage_block(command, prog, argv, phrase, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        command(argv)
+    assert exit_info.value.code == EXIT_USAGE
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.startswith(f"{prog}: error: {phrase}"), captured.err
+    assert captured.err.endswith(f". See '{prog} --help' for the options.\n")
+    assert len(captured.err.splitlines()) == 1 and "usage:" not in captured.err
+
+
+@pytest.mark.parametrize(("argv", "phrases"), [
+    (["--detector", "mask_rcnn_eca_resnet50", "--all-detectors"], ["--all-detectors all six; give one of them"]),
+    (["--detector", "mask_rcnn_eca_resnet50", "-a", "resnet50"], ["leave out -a/--arch"]),
+    (["--all", "-a", "resnet50"], ["--all counts every network as released", "leave out -a/--arch and --ksize"]),
+    (["--json", "-", "--markdown"], ["give --json a file"]),
+    (["--img-size", "8"], ["--img-size must be at least 32", "got 8", "Pass --img-size 32 or more"]),
+    (["--num-classes", "0"], ["--num-classes must be at least 1, got 0", "Pass the classifier's number"]),
+])
+def test_paras_flops_refuses_options_in_one_paragraph_with_the_fix(argv, phrases, tmp_path, capsys):
+    out = tmp_path / "costs.json"
+    argv = [*argv, "--json", str(out)] if "--json" not in argv else argv
+    assert _paras_flops(argv) == EXIT_USAGE
+    captured = capsys.readouterr()
+    assert captured.out == "" and "Traceback" not in captured.err and "usage:" not in captured.err
+    lines = captured.err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), captured.err
+    for phrase in phrases:
+        assert phrase in lines[0], lines[0]
+    assert not out.exists()
+
+
+def test_paras_flops_debug_shows_the_traceback(capsys, caplog):
+    from ecanet.errors import ConfigError
+    assert _paras_flops(["--num-classes", "0"]) == EXIT_USAGE
+    assert not [r for r in caplog.records if r.exc_info]
+    assert _paras_flops(["--num-classes", "0", "--deb"]) == EXIT_USAGE
+    assert [r for r in caplog.records if r.exc_info and isinstance(r.exc_info[1], ConfigError)]
+    assert "--num-classes must be at least 1" in capsys.readouterr().err
+
+
 # ------------------------------------------------------------------------------------------ broken images
 
 def _break(path, how):

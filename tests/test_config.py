@@ -107,7 +107,7 @@ def test_light_main_has_the_mobilenet_recipe():
     from light_main import mobilenet_recipe
     MOBILENET_RECIPE = mobilenet_recipe()
     args = parse_config(["DATA"], defaults=MOBILENET_RECIPE)
-    assert (args.arch, args.batch_size, args.lr, args.lr_base_batch, args.weight_decay, args.epochs) == \
+    assert (args.arch, args.global_batch_size, args.lr, args.lr_base_batch, args.weight_decay, args.epochs) == \
         ("eca_mobilenet_v2", 96, 0.045, 96, 4e-5, 400)
     assert (args.sched, args.lr_decay_epochs, args.lr_decay_rate) == ("step", 1, 0.98)
     assert parse_config(["DATA", "--lr", "0.09"], defaults=MOBILENET_RECIPE).lr == 0.09
@@ -178,3 +178,74 @@ def test_light_mains_default_network_does_not_judge_the_kernel_sizes_of_a_resume
     with pytest.raises(ConfigError, match="does not fit eca_mobilenet_v2"):   # -a given: checked at once
         validate(parse_config(["DATA", "-a", "eca_mobilenet_v2", "--ksize", "3555"], defaults=mobilenet_recipe(),
                               prog="light_main.py"))
+
+
+def _batches(argv, world_size=1, recorded=None, config_text=None, tmp_path=None):
+    """(per-process batch, global batch) that a run with ``argv`` (and a config file holding ``config_text``)
+    uses on ``world_size`` processes."""
+    from ecanet import config
+    if config_text is not None:
+        (tmp_path / "c.yaml").write_text(config_text)
+        argv = [*argv, "--config", str(tmp_path / "c.yaml")]
+    cfg = config.resolve(config.parse_config(["DATA", "--device", "cpu", *argv]), default_workers=1, fresh_seed=7,
+                         timestamp="T", recorded=recorded, world_size=world_size)
+    return cfg.batch_size, cfg.global_batch_size
+
+
+def test_the_global_batch_is_divided_among_the_processes_and_b_replaces_it(tmp_path):
+    """The paper's recipe is 256 images a step on any number of GPUs: --global-batch-size (default 256, and
+    in every paper config) is split among the processes; -b sets the batch per process instead; the command
+    line's setting overrides the config file's, a run's config.yaml fills in what neither gives."""
+    assert _batches([]) == (256, 256)
+    assert _batches([], world_size=8) == (32, 256)
+    assert _batches(["--global-batch-size", "96"], world_size=4) == (24, 96)
+    assert _batches(["-b", "64"], world_size=8) == (64, None)        # per process: 512 a step
+    paper = ROOT / "configs" / "eca_resnet50.yaml"
+    assert _batches(["--config", str(paper)], world_size=8) == (32, 256)
+    assert _batches(["--config", str(paper), "-b", "128"], world_size=8) == (128, None)
+    assert _batches([], world_size=2, config_text="batch-size: 48\n", tmp_path=tmp_path) == (48, None)
+    assert _batches(["--global-batch-size", "64"], world_size=2, config_text="batch-size: 48\n",
+                    tmp_path=tmp_path) == (32, 64)
+    # a resumed run keeps its global batch on another number of processes (main.py then asks for
+    # --resume-override: the data order changes), and its per-process batch when -b set it
+    assert _batches([], world_size=4, recorded={"batch-size": 32, "global-batch-size": 256}) == (64, 256)
+    assert _batches([], world_size=4, recorded={"batch-size": 32, "global-batch-size": None}) == (32, None)
+    assert _batches([], world_size=4, recorded={"batch-size": 32}) == (32, None)   # -b was the only batch option
+
+
+@pytest.mark.parametrize("argv, config_text, message", [
+    (["--global-batch-size", "100"], None, "--global-batch-size 100 does not divide evenly among 8 processes. "
+                                           "Pass a multiple of 8 \\(e.g. --global-batch-size 104\\), or -b N"),
+    (["--global-batch-size", "4"], None, "--global-batch-size 4 does not divide evenly among 8 processes"),
+    (["-b", "4", "--global-batch-size", "64"], None, "the command line gives both --batch-size"),
+    ([], "batch-size: 4\nglobal-batch-size: 64\n", "the config file gives both --batch-size"),
+])
+def test_a_batch_that_cannot_be_split_or_is_given_twice_is_refused(tmp_path, argv, config_text, message):
+    from ecanet import config
+    if config_text:
+        (tmp_path / "c.yaml").write_text(config_text)
+        argv = [*argv, "--config", str(tmp_path / "c.yaml")]
+    args = config.parse_config(["DATA", "--device", "cpu", *argv])
+    with pytest.raises(ConfigError, match=message):
+        config.validate(args)
+        config.resolve(args, default_workers=1, fresh_seed=7, timestamp="T", world_size=8)
+
+
+def test_an_option_that_another_switches_off_is_named_in_a_warning(caplog):
+    """--ema-decay without --ema (and the like) would otherwise be ignored in silence: the run believes EMA
+    is on. Defaults and a resumed run's own options are not warned about."""
+    import logging
+
+    from ecanet import config
+    with caplog.at_level(logging.WARNING, logger="ecanet.config"):
+        _batches(["--ema-decay", "0.999", "--min-lr", "0.001", "--augment", "crop", "--min-crop-scale", "0.2"])
+    assert [r.getMessage() for r in caplog.records] == [
+        "--ema-decay 0.999 has no effect without --ema; it is ignored",
+        "--min-lr 0.001 has no effect without --sched cosine; it is ignored",
+        "--min-crop-scale 0.2 has no effect without --augment rrc; it is ignored"]
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="ecanet.config"):
+        _batches(["--ema", "--ema-decay", "0.999", "--sched", "cosine", "--min-lr", "0.001"])
+    assert caplog.records == []
+    assert config.unused_options({"decode": "cpu", "gpu_decode_threads": 2}, frozenset({"gpu_decode_threads"})) == [
+        "--gpu-decode-threads 2 has no effect without --decode gpu; it is ignored"]

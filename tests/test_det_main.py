@@ -105,6 +105,57 @@ def test_help_answers_without_importing_torch():
     assert result.stdout.strip().endswith("torch not loaded")
 
 
+def test_help_lines_fit_100_columns(monkeypatch):
+    from ecanet.detection.options import DESCRIPTION, EPILOG, HELP_COLUMNS, build_parser
+    monkeypatch.setenv("COLUMNS", str(HELP_COLUMNS))   # argparse wraps the options' help to the terminal
+    text = build_parser().format_help()
+    assert DESCRIPTION.splitlines()[0] in text and EPILOG.splitlines()[-1] in text
+    too_long = [line for line in text.splitlines() if len(line) > HELP_COLUMNS]
+    assert HELP_COLUMNS == 100 and not too_long, too_long
+
+
+@pytest.mark.parametrize(("options", "phrases"), [
+    (["-b", "1", "--min-size", "16", "--max-size", "16"],
+     ["--min-size 16 is below 64 pixels", "one value per channel", "Pass --min-size and --max-size 64 or more"]),
+    (["--min-size", "64", "--max-size", "32"], ["--max-size 32 is below 64 pixels"]),
+    (["--min-size", "96", "--max-size", "80"], ["--min-size 96 is larger than --max-size 80", "Raise --max-size"]),
+    (["--lr-steps", "11", "8"], ["--lr-steps 11 8 are not increasing", "e.g. --lr-steps 8 11"]),
+    (["--lr-steps", "8", "8"], ["--lr-steps 8 8 are not increasing", "e.g. --lr-steps 8."]),
+    (["--lr-steps", "0", "8"], ["--lr-steps 0 8", "from 1 on", "Pass epochs of 1 or more"]),
+])
+def test_sizes_and_lr_steps_that_cannot_train_exit_2_before_anything_is_written(options, phrases, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert run_det([tmp_path / "toy", *TINY, *options, "--output", out]) == EXIT_USAGE
+    line = one_error_line(capsys)
+    for phrase in phrases:
+        assert phrase in line, line
+    assert not out.exists()
+
+
+def test_a_shorter_run_of_a_schedule_is_not_refused(caplog):
+    """Steps past the run's last epoch are not refused (a shorter run of the default schedule, a config file's
+    or a resumed run's, as the quick detection demo trains): the drops that do not happen are logged, as a
+    warning where the command line gives the steps."""
+    import logging
+    from ecanet.detection import options
+    paths = ["--train-images", "t", "--train-annotations", "t.json", "--val-images", "v", "--val-annotations",
+             "v.json"]
+    paper = str(ROOT / "configs" / "detection" / "mask_rcnn_eca_resnet50.yaml")
+    resolve = dict(default_workers=0, fresh_seed=0, timestamp="t")
+    for argv, recorded in ((["--epochs", "2"], None), (["--config", paper, "--epochs", "1"], None),
+                           (["--epochs", "9", "--resume", "runs/x/last.pth"], {"epochs": 12, "lr-steps": [8, 11]}),
+                           (["--epochs", "2", "--lr-steps", "8", "11"], None)):
+        args = options.parse_options([*paths, *argv])
+        options.validate(args)
+        with caplog.at_level(logging.INFO, logger=options.log.name):
+            cfg = options.resolve(args, **resolve, recorded=recorded)
+        assert cfg.lr_steps == [8, 11], argv
+        assert f"no learning-rate drop after epoch {'8 and 11' if cfg.epochs < 8 else '11'}" in caplog.text, argv
+        assert [r.levelname for r in caplog.records if "lr-steps" in r.getMessage()] == \
+            ["WARNING" if "--lr-steps" in argv else "INFO"], argv
+        caplog.clear()
+
+
 def test_the_paper_configs_load_with_their_values():
     from ecanet.detection.configs import load_detection_config
     from ecanet.detection.options import parse_options

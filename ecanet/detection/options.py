@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from .. import config as cls_config
-from ..config import AMP_CHOICES, DEVICES, Config
-from ..constants import DETECTOR_NAMES, ECA_IMPLEMENTATIONS, MAX_TRAINABLE_LAYERS
+from ..config import AMP_CHOICES, DEVICES, ArgumentParser, Config
+from ..constants import DETECTOR_NAMES, ECA_IMPLEMENTATIONS, MAX_TRAINABLE_LAYERS, NETWORK_STRIDE
 from ..errors import CheckpointError, ConfigError, DataError
 
 log = logging.getLogger(__name__)
@@ -34,29 +34,41 @@ NORMS = ("auto", "frozen", "bn")
 PAPER_BATCH = 8               # the paper configs' total batch (mmdetection's 2 images x 8 GPUs / 2)
 PAPER_BOX_BATCH_PER_IMAGE = 512   # RoIs per image in the R-CNN heads' loss (torchvision's and mmdetection's)
 CONFIG_HISTORY = cls_config.CONFIG_HISTORY
+# The smallest --min-size and --max-size: twice the backbone's stride, so that a side resized to it (rounded down,
+# then padded to a multiple of the stride) spans at least two cells of the last stage's map. At the stride or
+# less that map can be 1x1, one value per channel, which BatchNorm cannot normalise in training.
+MIN_IMAGE_SIZE = 2 * NETWORK_STRIDE
 
-DESCRIPTION = ("Train or evaluate Faster R-CNN, Mask R-CNN and RetinaNet with ECA-ResNet (or ResNet, SE-ResNet) "
-               "backbones on COCO-format detection data.")
+# The help keeps these lines as written (RawDescriptionHelpFormatter): each at most HELP_COLUMNS wide.
+HELP_COLUMNS = 100
+DESCRIPTION = """\
+Train or evaluate Faster R-CNN, Mask R-CNN and RetinaNet with ECA-ResNet (or ResNet, SE-ResNet)
+backbones on COCO-format detection data."""
 EPILOG = """\
-DATA layouts (the first that exists is used; --train-images/--train-annotations/--val-images/--val-annotations
-override either):
-  DATA/annotations/instances_train.json, DATA/train/     DATA/annotations/instances_val.json, DATA/val/
+DATA layouts (the first that exists is used; --train-images, --train-annotations, --val-images
+and --val-annotations override either):
+  DATA/annotations/instances_train.json, DATA/train/
+  DATA/annotations/instances_val.json, DATA/val/
   DATA/annotations/instances_train2017.json, DATA/train2017/   (COCO 2017, likewise val2017)
 Labels are the files' category ids; --num-classes defaults to the largest id + 1 (COCO: 91).
 
-Learning rate: --lr is for a total batch of --lr-base-batch images (default: the --config file's batch-size,
-else 8) and is scaled linearly to --batch-size, the total over all processes. Schedule: linear warm-up from
---warmup-factor x lr over --warmup-iters steps, then x0.1 after each epoch of --lr-steps.
+Learning rate: --lr is for a total batch of --lr-base-batch images (default: the --config file's
+batch-size, else 8) and is scaled linearly to --batch-size, the total over all processes.
+Schedule: linear warm-up from --warmup-factor x lr over --warmup-iters steps, then x0.1 after each
+epoch of --lr-steps.
 
-Config files: flat YAML, keys = long options (configs/detection/*.yaml, or a run's config.yaml); the command
-line overrides them. --resume continues a run with its recorded options unless options say otherwise.
-Exit codes: 0 ok, 1 unexpected error, 2 bad input, 3 loss became NaN/inf, 4 checkpoint could not be written,
-75 stopped by a signal (during training a checkpoint was saved, before it nothing was; rerun the same command
-with --resume auto).
+Config files: flat YAML, keys = long options (configs/detection/*.yaml, or a run's config.yaml);
+the command line overrides them. --resume continues a run with its recorded options unless
+options say otherwise.
+Exit codes: 0 ok, 1 unexpected error, 2 bad input, 3 loss became NaN/inf, 4 checkpoint could not
+be written, 75 stopped by a signal (during training a checkpoint was saved, before it nothing was;
+rerun the same command with --resume auto).
 
 Examples:
-  python det_main.py data/coco --config configs/detection/mask_rcnn_eca_resnet50.yaml --weights ECA_R50.pth.tar
-  torchrun --nproc_per_node 8 det_main.py data/coco --config configs/detection/retinanet_eca_resnet50.yaml ...
+  python det_main.py data/coco --config configs/detection/mask_rcnn_eca_resnet50.yaml \\
+      --weights ECA_R50.pth.tar
+  torchrun --nproc_per_node 8 det_main.py data/coco \\
+      --config configs/detection/retinanet_eca_resnet50.yaml ...
   python det_main.py data/coco -e --resume runs/det-mask_rcnn-eca_resnet50-.../model.pth
 """
 
@@ -102,8 +114,10 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
                         "random weights")
     g.add_argument("--eca-impl", choices=ECA_IMPLEMENTATIONS, default="auto",
                    help="ECA implementation: fused Triton kernels on CUDA ('auto'/'fused') or plain PyTorch")
-    g.add_argument("--min-size", type=int, default=800, metavar="PX", help="shorter image side after resizing")
-    g.add_argument("--max-size", type=int, default=1333, metavar="PX", help="longest image side after resizing")
+    g.add_argument("--min-size", type=int, default=800, metavar="PX",
+                   help=f"shorter image side after resizing, {MIN_IMAGE_SIZE} or more")
+    g.add_argument("--max-size", type=int, default=1333, metavar="PX",
+                   help=f"longest image side after resizing, {MIN_IMAGE_SIZE} or more")
     g.add_argument("--box-batch-per-image", type=int, default=PAPER_BOX_BATCH_PER_IMAGE, metavar="N",
                    help="R-CNNs: proposals sampled per image for the box and mask heads' losses (torchvision's "
                         "box_batch_size_per_image, mmdetection's rcnn sampler num)")
@@ -119,7 +133,7 @@ def _add_optim_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--lr-base-batch", type=int, default=PAPER_BATCH, metavar="N",
                    help="the total batch --lr is given for (default: the --config file's batch-size, else 8)")
     g.add_argument("--lr-steps", type=int, nargs="+", default=[8, 11], metavar="E",
-                   help="epochs after which the learning rate is multiplied by 0.1")
+                   help="epochs after which the learning rate is multiplied by 0.1, increasing")
     g.add_argument("--warmup-iters", type=int, default=500, metavar="N", help="steps of linear warm-up (0 = off)")
     g.add_argument("--warmup-factor", type=float, default=1 / 3, metavar="F",
                    help="fraction of the learning rate the warm-up starts from")
@@ -163,8 +177,7 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="det_main.py", description=DESCRIPTION, epilog=EPILOG,
-                                     formatter_class=_HelpFormatter)
+    parser = ArgumentParser(prog="det_main.py", description=DESCRIPTION, epilog=EPILOG, formatter_class=_HelpFormatter)
     _add_data_options(parser)
     _add_model_options(parser)
     _add_optim_options(parser)
@@ -237,6 +250,35 @@ def _check_domain(option: str, value: Any, low: float, low_inclusive: bool, high
                           f"{value}. Pass a value in that range.")
 
 
+def check_image_sizes(min_size: int, max_size: int) -> None:
+    """--min-size and --max-size at least :data:`MIN_IMAGE_SIZE`, and in order (ConfigError)."""
+    for option, value in (("--min-size", min_size), ("--max-size", max_size)):
+        if value < MIN_IMAGE_SIZE:
+            raise ConfigError(f"{option} {value} is below {MIN_IMAGE_SIZE} pixels: the backbone downsamples by "
+                              f"{NETWORK_STRIDE}, so an image that small can leave the last stage's BatchNorm one "
+                              f"value per channel (a 1x1 map of one image), which it cannot normalise in training, "
+                              f"and too few cells to find objects in. Pass --min-size and --max-size "
+                              f"{MIN_IMAGE_SIZE} or more.")
+    if min_size > max_size:
+        raise ConfigError(f"--min-size {min_size} is larger than --max-size {max_size}: the shorter side cannot "
+                          f"exceed the longer one's cap. Raise --max-size or lower --min-size.")
+
+
+def check_lr_steps(lr_steps: Sequence[int]) -> None:
+    """--lr-steps: increasing epochs from 1 on (ConfigError). Steps at or past the run's last epoch are allowed:
+    a shorter run of a schedule (the default's, a config file's) simply does not reach them, and
+    :func:`resolve` logs which."""
+    steps = list(lr_steps)
+    given = " ".join(str(step) for step in steps)
+    if any(step < 1 for step in steps):
+        raise ConfigError(f"--lr-steps {given}: the steps are epochs after which the learning rate drops, from 1 on. "
+                          f"Pass epochs of 1 or more, e.g. --lr-steps 8 11 for 12 epochs.")
+    if steps != sorted(set(steps)):
+        raise ConfigError(f"--lr-steps {given} are not increasing: each is the epoch after which the learning rate "
+                          f"drops once more (x0.1). Pass each epoch once, in increasing order, e.g. --lr-steps "
+                          f"{' '.join(str(step) for step in sorted(set(steps)))}.")
+
+
 PYCOCOTOOLS_MISSING = ("det_main.py reads COCO annotations and scores COCO's AP with pycocotools, which is not "
                        "installed. Install it with 'pip install pycocotools', or 'pip install \".[detection]\"' from "
                        "the checkout.")
@@ -256,12 +298,8 @@ def validate(args: argparse.Namespace) -> None:
         if value is None and option in OPTIONAL_NUMBERS:
             continue
         _check_domain(option, value, *domain)
-    if args.min_size > args.max_size:
-        raise ConfigError(f"--min-size {args.min_size} is larger than --max-size {args.max_size}: the shorter side "
-                          f"cannot exceed the longer one's cap. Raise --max-size or lower --min-size.")
-    if any(step < 1 for step in args.lr_steps):
-        raise ConfigError(f"--lr-steps are epochs after which the learning rate drops, from 1 on; got "
-                          f"{args.lr_steps}.")
+    check_image_sizes(args.min_size, args.max_size)
+    check_lr_steps(args.lr_steps)
     if args.arch not in backbone_archs():
         raise ConfigError(f"unknown detection backbone '{args.arch}'. Known: {', '.join(backbone_archs())}.")
     if args.ksize is not None and "ksize" in args.command_line and not args.arch.startswith("eca_"):
@@ -428,6 +466,13 @@ def resolve(args: argparse.Namespace, *, default_workers: int, fresh_seed: int, 
         log.info("--weights %s: its ECA kernel sizes are used, not the config file's ksize %s",
                  values["weights"], values["ksize"])
         values["ksize"] = None
+    if not args.evaluate:   # the epochs a resumed run's checkpoint gave are known only here
+        past_the_end = [step for step in values["lr_steps"] if step >= values["epochs"]]
+        if past_the_end:   # a warning where the steps were given for this run, else a shorter run of a schedule
+            log.log(logging.WARNING if "lr_steps" in args.command_line else logging.INFO,
+                    "--lr-steps %s: no learning-rate drop after epoch %s, which a run of --epochs %d does not "
+                    "finish before it ends", " ".join(map(str, values["lr_steps"])),
+                    " and ".join(map(str, past_the_end)), values["epochs"])
     values["norm"] = resolved_norm(values["norm"], values["weights"])
     values["workers"] = default_workers if args.workers is None else args.workers
     values["seed"] = fresh_seed if values["seed"] is None else values["seed"]  # a resumed run's: recorded
