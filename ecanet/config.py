@@ -706,7 +706,7 @@ def validate(args: argparse.Namespace) -> None:
     if not (args.data or args.synthetic):
         raise ConfigError(NO_DATASET_MESSAGE)
     explicit, command_line = getattr(args, "explicit", frozenset()), getattr(args, "command_line", frozenset())
-    check_batch_options(explicit, command_line)
+    check_batch_options(command_line)
     # -e reads the kernel sizes off the file's weights; the official command passes --ksize anyway, which is
     # checked where -a says the network, and otherwise only for being kernel sizes at all
     if args.ksize is not None and "arch" in explicit:
@@ -730,44 +730,44 @@ DEPENDENT_OPTIONS = (
 )
 
 
-def unused_options(values: Mapping[str, Any], explicit: frozenset[str]) -> list[str]:
-    """What the command line or the config file (``explicit``) sets that the other options leave without an
-    effect, one sentence each: a warning, not an error, since a config file may carry a recipe's settings
-    that a command-line option then switches off (``--sched cosine`` over a step recipe)."""
+def unused_options(values: Mapping[str, Any], command_line: frozenset[str]) -> list[str]:
+    """What the command line sets that the other options leave without an effect, one sentence each. A
+    warning, not an error; and not for a config file's settings, since a recipe (or a run's config.yaml, which
+    records every option) carries settings that another option then switches off (``--sched cosine`` over a
+    step recipe)."""
     return [f"--{dest.replace('_', '-')} {values[dest]} has no effect without {needs}; it is ignored"
-            for dest, acts, needs in DEPENDENT_OPTIONS if dest in explicit and not acts(values)]
+            for dest, acts, needs in DEPENDENT_OPTIONS if dest in command_line and not acts(values)]
 
 
 BATCH_OPTIONS = frozenset({"batch_size", "global_batch_size"})
 
 
-def check_batch_options(explicit: frozenset[str], command_line: frozenset[str]) -> None:
+def check_batch_options(command_line: frozenset[str]) -> None:
     """``-b`` (images per process) and ``--global-batch-size`` (images per step over all processes) both set
-    the batch: the command line's overrides the config file's, and both from one source is a ConfigError."""
-    if BATCH_OPTIONS <= command_line or (BATCH_OPTIONS <= explicit and not BATCH_OPTIONS & command_line):
-        where = "the command line" if BATCH_OPTIONS <= command_line else "the config file"
-        raise ConfigError(f"{where} gives both --batch-size (images per process) and --global-batch-size (images "
-                          f"per step over all processes), which both set the batch. Give one of them.")
+    the batch: both on the command line is a ConfigError. (A config file may hold both, as a run's config.yaml
+    does: :func:`batch_per_process` says which decides.)"""
+    if BATCH_OPTIONS <= command_line:
+        raise ConfigError("the command line gives both --batch-size (images per process) and --global-batch-size "
+                          "(images per step over all processes), which both set the batch. Give one of them.")
 
 
 def batch_per_process(values: Mapping[str, Any], explicit: frozenset[str], command_line: frozenset[str],
-                      world_size: int) -> tuple[int, int | None]:
+                      world_size: int) -> tuple[int, int]:
     """(``--batch-size``, ``--global-batch-size``) as the run uses them on ``world_size`` processes.
 
     ``--global-batch-size`` decides unless ``-b`` comes from a stronger source (the command line over a config
-    file, either over a resumed run's config.yaml); it is then dropped, so that config.yaml records the batch
-    as it was set. A global batch must divide evenly among the processes: the learning rate is scaled to the
-    global batch (main.py), and the paper's recipe is 256 images a step however many GPUs share them.
+    file, either over a resumed run's config.yaml); the global batch is then ``-b`` x processes. Either way
+    config.yaml records both, so that a resumed run, or a run given that file as ``--config``, keeps the global
+    batch. A global batch must divide evenly among the processes: the learning rate is scaled to the global
+    batch (main.py), and the paper's recipe is 256 images a step however many GPUs share them.
     """
     batch, global_batch = values["batch_size"], values["global_batch_size"]
-    if global_batch is None:
-        return batch, None
-    if ("batch_size" in command_line and "global_batch_size" not in command_line) or \
+    if global_batch is None or ("batch_size" in command_line and "global_batch_size" not in command_line) or \
             ("batch_size" in explicit and "global_batch_size" not in explicit):
-        if "global_batch_size" in explicit:
+        if global_batch is not None and "global_batch_size" in explicit:
             log.info("-b %d on the command line overrides the config file's global-batch-size %d", batch,
                      global_batch)
-        return batch, None
+        return batch, batch * world_size
     if global_batch % world_size:
         multiple = -(-global_batch // world_size) * world_size
         raise ConfigError(f"--global-batch-size {global_batch} does not divide evenly among {world_size} processes. "
@@ -914,11 +914,12 @@ def resolve(args: argparse.Namespace, *, default_workers: int, fresh_seed: int, 
             values["val_resize"] = resize_for_crop(values["img_size"], ratio)
     values["workers"] = default_workers if args.workers is None else args.workers
     if recorded and "global-batch-size" not in recorded and "global_batch_size" not in explicit:
-        values["global_batch_size"] = None   # a config.yaml without the option recorded -b alone as the batch
-    values["batch_size"], values["global_batch_size"] = batch_per_process(
-        values, explicit, getattr(args, "command_line", frozenset()), world_size)
-    if not args.evaluate:
-        for warning in unused_options(values, explicit):
+        values["global_batch_size"] = None   # a config.yaml without the option: its -b was the batch
+    if not args.evaluate:   # evaluation keeps -b: it has no optimizer step whose batch the recipe fixes
+        command_line = getattr(args, "command_line", frozenset())
+        values["batch_size"], values["global_batch_size"] = batch_per_process(values, explicit, command_line,
+                                                                              world_size)
+        for warning in unused_options(values, command_line):
             log.warning("%s", warning)
     # An explicit --seed that differs from a resumed run's is kept, so that the resume check refuses it (it is
     # a locked option) rather than the run ignoring it.

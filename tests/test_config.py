@@ -199,18 +199,25 @@ def test_the_global_batch_is_divided_among_the_processes_and_b_replaces_it(tmp_p
     assert _batches([]) == (256, 256)
     assert _batches([], world_size=8) == (32, 256)
     assert _batches(["--global-batch-size", "96"], world_size=4) == (24, 96)
-    assert _batches(["-b", "64"], world_size=8) == (64, None)        # per process: 512 a step
+    assert _batches(["-b", "64"], world_size=8) == (64, 512)         # per process
     paper = ROOT / "configs" / "eca_resnet50.yaml"
     assert _batches(["--config", str(paper)], world_size=8) == (32, 256)
-    assert _batches(["--config", str(paper), "-b", "128"], world_size=8) == (128, None)
-    assert _batches([], world_size=2, config_text="batch-size: 48\n", tmp_path=tmp_path) == (48, None)
+    assert _batches(["--config", str(paper), "-b", "128"], world_size=8) == (128, 1024)
+    assert _batches([], world_size=2, config_text="batch-size: 48\n", tmp_path=tmp_path) == (48, 96)
     assert _batches(["--global-batch-size", "64"], world_size=2, config_text="batch-size: 48\n",
                     tmp_path=tmp_path) == (32, 64)
     # a resumed run keeps its global batch on another number of processes (main.py then asks for
-    # --resume-override: the data order changes), and its per-process batch when -b set it
+    # --resume-override: the data order changes); one whose config.yaml has no global batch keeps its -b
     assert _batches([], world_size=4, recorded={"batch-size": 32, "global-batch-size": 256}) == (64, 256)
-    assert _batches([], world_size=4, recorded={"batch-size": 32, "global-batch-size": None}) == (32, None)
-    assert _batches([], world_size=4, recorded={"batch-size": 32}) == (32, None)   # -b was the only batch option
+    assert _batches([], world_size=4, recorded={"batch-size": 32}) == (32, 128)
+    # a run's config.yaml given back as --config holds both: its global batch decides
+    assert _batches([], world_size=4, config_text="batch-size: 32\nglobal-batch-size: 256\n",
+                    tmp_path=tmp_path) == (64, 256)
+    # evaluation has no optimizer step: -b stays the batch per process, whatever the number of processes
+    from ecanet import config
+    args = config.parse_config(["DATA", "--device", "cpu", "-e", "--resume", "x.pth"])
+    cfg = config.resolve(args, default_workers=1, fresh_seed=7, timestamp="T", world_size=6)
+    assert cfg.batch_size == 256
 
 
 @pytest.mark.parametrize("argv, config_text, message", [
@@ -218,7 +225,6 @@ def test_the_global_batch_is_divided_among_the_processes_and_b_replaces_it(tmp_p
                                            "Pass a multiple of 8 \\(e.g. --global-batch-size 104\\), or -b N"),
     (["--global-batch-size", "4"], None, "--global-batch-size 4 does not divide evenly among 8 processes"),
     (["-b", "4", "--global-batch-size", "64"], None, "the command line gives both --batch-size"),
-    ([], "batch-size: 4\nglobal-batch-size: 64\n", "the config file gives both --batch-size"),
 ])
 def test_a_batch_that_cannot_be_split_or_is_given_twice_is_refused(tmp_path, argv, config_text, message):
     from ecanet import config
@@ -233,7 +239,8 @@ def test_a_batch_that_cannot_be_split_or_is_given_twice_is_refused(tmp_path, arg
 
 def test_an_option_that_another_switches_off_is_named_in_a_warning(caplog):
     """--ema-decay without --ema (and the like) would otherwise be ignored in silence: the run believes EMA
-    is on. Defaults and a resumed run's own options are not warned about."""
+    is on. Defaults, a config file's settings (a recipe, or a run's config.yaml, which records every option)
+    and a resumed run's own options are not warned about."""
     import logging
 
     from ecanet import config
@@ -246,6 +253,7 @@ def test_an_option_that_another_switches_off_is_named_in_a_warning(caplog):
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="ecanet.config"):
         _batches(["--ema", "--ema-decay", "0.999", "--sched", "cosine", "--min-lr", "0.001"])
+        _batches(["--sched", "cosine", "--config", str(ROOT / "configs" / "eca_resnet50.yaml")])   # file's step options
     assert caplog.records == []
     assert config.unused_options({"decode": "cpu", "gpu_decode_threads": 2}, frozenset({"gpu_decode_threads"})) == [
         "--gpu-decode-threads 2 has no effect without --decode gpu; it is ignored"]
