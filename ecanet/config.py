@@ -502,8 +502,8 @@ def write_config(args: argparse.Namespace, path: str | os.PathLike,
 # Options that fix which images each step sees and how many steps an epoch has: changing them on resume
 # breaks the bit-identical continuation, so it needs --resume-override. Others (lr, epochs, workers, ...)
 # may change freely; the change is logged and kept in config_history.yaml.
-RESUME_LOCKED_OPTIONS = ("batch-size", "img-size", "val-resize", "augment", "min-crop-scale", "hflip",
-                         "crop-padding", "random-erasing", "seed")
+RESUME_LOCKED_OPTIONS = ("batch-size", "global-batch-size", "img-size", "val-resize", "augment", "min-crop-scale",
+                         "hflip", "crop-padding", "random-erasing", "seed")
 CONFIG_HISTORY = "config_history.yaml"
 RESUME_META_OPTIONS = ("resume", "resume-override", "output", "config", "debug")   # say how to run, not what
 NORMALISATION_DEFAULTS = {"mean": IMAGENET_MEAN, "std": IMAGENET_STD}
