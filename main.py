@@ -186,9 +186,9 @@ def evaluate_checkpoint(cfg: config.Config, info: Any, precision: Any, model: An
     return EXIT_OK
 
 
-def build_base_lr(cfg: config.Config, info: Any) -> float:
+def build_base_lr(cfg: config.Config) -> float:
     """``--lr`` for the global batch (linear scaling rule)."""
-    return optim.scaled_lr(cfg.lr, cfg.batch_size * info.world_size, cfg.lr_base_batch)
+    return optim.scaled_lr(cfg.lr, cfg.global_batch_size, cfg.lr_base_batch)
 
 
 def build_train_state(cfg: config.Config, info: Any, data: Any, precision: Any, recipe: Any,
@@ -207,10 +207,10 @@ def build_train_state(cfg: config.Config, info: Any, data: Any, precision: Any, 
     model.to(info.device, memory_format=torch.channels_last if cfg.channels_last else torch.contiguous_format)
     if cfg.sync_bn and info.distributed:
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    base_lr = build_base_lr(cfg, info)
+    base_lr = build_base_lr(cfg)
     if cfg.sched == "cosine" and cfg.min_lr >= base_lr:   # before the run directory is claimed: nothing written
         raise ConfigError(f"--min-lr {cfg.min_lr:g} is not below the learning rate {base_lr:.4g} (--lr {cfg.lr:g} "
-                          f"scaled to the global batch of {cfg.batch_size * info.world_size}): the cosine schedule "
+                          f"scaled to the global batch of {cfg.global_batch_size}): the cosine schedule "
                           f"would rise to it instead of decaying. Pass a smaller --min-lr.")
     optimizer = optim.build_optimizer(model, base_lr, cfg.momentum, cfg.weight_decay, cfg.nesterov, cfg.no_wd_bn_bias)
     factor = optim.lr_factor_fn(cfg.sched, data.steps_per_epoch, cfg.epochs, cfg.lr_decay_epochs,
@@ -246,11 +246,11 @@ def train(cfg: config.Config, info: Any, precision: Any, resume_path: Path | Non
         if recorded or {"momentum", "weight_decay", "nesterov"} & cfg.explicit:
             optim.set_sgd_options(state.optimizer, cfg.momentum, cfg.weight_decay, cfg.nesterov)
         engine.continue_rebatched(state, int(recorded.get("batch-size", cfg.batch_size)) *
-                                  int(resume_obj.get("world_size", 1)), cfg.batch_size * info.world_size,
+                                  int(resume_obj.get("world_size", 1)), cfg.global_batch_size,
                                   data.steps_per_epoch)
         # The base learning rate of --lr and the global batch (linear scaling): the run's unless either changed.
         if recorded or {"lr", "lr_base_batch"} & cfg.explicit:
-            old_lr, new_lr = optim.rebase_schedule(state.scheduler, build_base_lr(cfg, info))
+            old_lr, new_lr = optim.rebase_schedule(state.scheduler, build_base_lr(cfg))
             if new_lr != old_lr:
                 log.info("the schedule continues from base learning rate %.6g (the run had %.6g)", new_lr, old_lr)
         log.info("resumed from %s: epoch %d, step %d of %d (global step %d), best top-1 %s", resume_path,
@@ -268,7 +268,7 @@ def train(cfg: config.Config, info: Any, precision: Any, resume_path: Path | Non
                  "x batch %d = %d, lr %.4g; run directory %s", cfg.arch, f"{models.count_parameters(state.model):,}",
                  ckpt.NetworkSpec(cfg.arch, data.num_classes, models.eca_kernel_sizes(state.model)).kernel_string
                  or "-", data.train_size, data.val_size, data.num_classes, info.world_size, cfg.batch_size,
-                 cfg.batch_size * info.world_size, state.scheduler.base_lrs[0], run_dir)
+                 cfg.global_batch_size, state.scheduler.base_lrs[0], run_dir)
         if rng_states:
             ckpt.restore_rng_state(rng_states[info.rank])
         run = ckpt.RunRecord(recipe_lib.Recipe(cfg.arch, data.num_classes, models.eca_kernel_sizes(state.model),

@@ -576,8 +576,7 @@ OPTION_DOMAINS = {
     "--gpu-decode-threads": (1, True, INF, False), "--seed": (0, True, MAX_SEED, True),
     "--world-size": (1, True, INF, False), "--global-batch-size": (1, True, INF, False),
 }
-OPTIONAL_NUMBERS = {"--val-batch-size", "--workers", "--num-classes", "--seed", "--world-size",
-                    "--global-batch-size"}   # None: decided later
+OPTIONAL_NUMBERS = {"--val-batch-size", "--workers", "--num-classes", "--seed", "--world-size"}   # None: decided later
 
 
 def _inside(value: float, low: float, low_inclusive: bool, high: float, high_inclusive: bool) -> bool:
