@@ -598,6 +598,17 @@ reduce-overhead` does, so the host no longer launches each kernel.
 """
 
 
+def command_writing(command: str, path: str) -> str:
+    """``command`` (a benchmark command line as a results file records it) with its ``--json`` output replaced by
+    ``path``, where the file is kept: a results file is written on the GPU machine and copied into the
+    repository, and the command that reproduces it there writes to the kept path."""
+    words = command.split(" ")
+    for index, word in enumerate(words[:-1]):
+        if word == "--json":
+            words[index + 1] = path
+    return " ".join(words)
+
+
 def performance_page(paths: list[str], summary: str) -> str:
     """docs/performance.md: how the tables were made (each results file's command, machine and date), then
     the tables of :func:`summarize`."""
@@ -605,7 +616,7 @@ def performance_page(paths: list[str], summary: str) -> str:
     for path in paths:
         run = read_results(path)
         env = run["environment"]
-        command = env.get("command", "").replace(str(ROOT) + "/", "")
+        command = command_writing(env.get("command", "").replace(str(ROOT) + "/", ""), path)
         # results files that predate --freeze-heap were timed with the heap unfrozen
         heap = "heap frozen" if run["args"].get("freeze_heap") else "heap not frozen"
         # results files that predate --fresh-process timed every row in the one process
@@ -614,12 +625,12 @@ def performance_page(paths: list[str], summary: str) -> str:
             fresh = None   # nothing compiled: every row was timed in the one process
         processes = {"compiled": "compiled rows each in a fresh process", "all": "each row in a fresh process"}.get(
             fresh, "all rows in one process")
-        # a file may keep only some of its run's rows (e.g. one source's networks) and say which, or carry a note
-        # on how it was measured
-        notes = "; ".join(env[key] for key in ("rows_kept", "note") if env.get(key))
+        # a file may keep only some of its run's rows (e.g. one source's networks) and say which
+        notes = env.get("rows_kept", "")
         subset = f" ({notes})" if notes else ""
         # a run continued with --resume lists each continuation's date and command
-        continued = "".join(f"; continued {c['date_utc'][:10]} by `python {c['command'].replace(str(ROOT) + '/', '')}`"
+        continued = "".join(f"; continued {c['date_utc'][:10]} by "
+                            f"`python {command_writing(c['command'].replace(str(ROOT) + '/', ''), path)}`"
                             for c in env.get("continued", []))
         commands.append(f"- `{path}`{subset}: {env.get('gpu', '?')} ({env.get('gpu_count', 1)} visible), torch "
                         f"{env.get('torch')}, Triton {env.get('triton')}, {env.get('date_utc', '?')[:10]}, "

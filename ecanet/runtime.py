@@ -16,6 +16,7 @@ from .distributed import DistInfo
 from .engine import Precision
 
 log = logging.getLogger("ecanet")
+CONFIG_LOGGER = "ecanet.config"   # the logger of ecanet/config.py
 
 AMP_DTYPES = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 # Measured on the project's 2-core CPU machine with oneDNN held to AVX2 (no native bf16), 2026-12-02:
@@ -63,7 +64,8 @@ class _EarlyRecords(logging.Handler):
 
 def setup_logging(info: DistInfo, debug: bool = False) -> None:
     """Rank 0 logs INFO to stderr, and keeps what it logs until :func:`add_run_log` opens ``train.log``; other
-    ranks only warnings and errors."""
+    ranks only warnings and errors, except the configuration's warnings: every rank resolves the same options, so
+    rank 0 says them once rather than once per GPU."""
     root = logging.getLogger()
     if not getattr(root, "_ecanet_configured", False):
         handler = _StderrHandler()
@@ -71,6 +73,7 @@ def setup_logging(info: DistInfo, debug: bool = False) -> None:
         root.addHandler(handler)
         root._ecanet_configured = True  # type: ignore[attr-defined]
     root.setLevel((logging.DEBUG if debug else logging.INFO) if info.is_main else logging.WARNING)
+    logging.getLogger(CONFIG_LOGGER).setLevel(logging.NOTSET if info.is_main else logging.ERROR)
     _remove_early_records(root)   # an earlier run's in this process
     if info.is_main:
         root.addHandler(_EarlyRecords())

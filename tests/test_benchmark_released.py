@@ -508,6 +508,16 @@ def test_resume_keeps_the_measured_rows_and_measures_the_rest(tmp_path, monkeypa
     assert page.count("; continued ") == 1
 
 
+def test_the_page_gives_each_command_the_path_its_results_file_is_kept_at():
+    """A results file written elsewhere (the GPU machine's output folder) and kept in results/ is shown with
+    the command that writes it there."""
+    kept = "results/benchmark_h200_released.json"
+    command = "scripts/benchmark.py --released --json /root/out/released.json --resume"
+    assert bench_report.command_writing(command, kept) == (
+        f"scripts/benchmark.py --released --json {kept} --resume")
+    assert bench_report.command_writing("scripts/benchmark.py --released", kept) == "scripts/benchmark.py --released"
+
+
 def test_host_time_times_each_eager_step_on_a_tiny_input_and_the_page_shows_its_median(tmp_path, monkeypatch):
     """--host-time adds each eager row's step time on HOST_TIME_BATCH images of HOST_TIME_IMG_SIZE px, and the
     table a column for it that rows measured without leave out."""

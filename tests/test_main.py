@@ -267,6 +267,31 @@ def test_train_log_starts_with_what_was_logged_before_the_run_directory(tmp_path
         root.setLevel(saved_level)
 
 
+def test_configuration_warnings_come_from_rank_0_only(capsys):
+    """Every rank resolves the same options, so a configuration warning is said once (by rank 0), while other
+    ranks still report their own warnings."""
+    import logging
+    from ecanet import runtime
+    from ecanet.distributed import DistInfo
+    root, config_log = logging.getLogger(), logging.getLogger(runtime.CONFIG_LOGGER)
+    saved_handlers, saved_level, saved_config_level = list(root.handlers), root.level, config_log.level
+    saved_configured = getattr(root, "_ecanet_configured", False)
+    root._ecanet_configured = False   # so that setup_logging adds its stderr handler, which capsys sees
+    try:
+        for rank in (1, 0):
+            runtime.setup_logging(DistInfo(rank=rank, world_size=2))
+            config_log.warning("option warning from rank %d", rank)
+            logging.getLogger("ecanet.data").warning("data warning from rank %d", rank)
+        err = capsys.readouterr().err
+        assert "option warning from rank 0" in err and "option warning from rank 1" not in err
+        assert "data warning from rank 1" in err and "data warning from rank 0" in err
+    finally:
+        root.handlers[:] = saved_handlers
+        root.setLevel(saved_level)
+        config_log.setLevel(saved_config_level)
+        root._ecanet_configured = saved_configured
+
+
 def test_light_main_resumes_a_run_of_another_network_without_naming_it(tmp_path):
     """A resumed run's network comes from its checkpoint: light_main.py's default network does not count as
     asking for another one (only an -a given on the command line does)."""
