@@ -128,7 +128,7 @@ def check_resume_changes(cfg: config.Config, resume_obj: Any, path: Path, info: 
     saved_world = int(resume_obj.get("world_size", 1))
     if saved_world != info.world_size:
         locked["processes"] = (saved_world, info.world_size)
-    saved_size = resume_obj.get("train_size")   # older checkpoints do not record it
+    saved_size = resume_obj.get("train_size")   # a checkpoint without it is not checked
     if saved_size is not None and int(saved_size) != train_size:
         locked["training images"] = (int(saved_size), train_size)
     config.check_resume_changes(locked, free, path, cfg.resume_override)

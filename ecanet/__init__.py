@@ -46,4 +46,5 @@ def __getattr__(name: str) -> object:
 
 
 def __dir__() -> list[str]:
-    return sorted(__all__)
+    # tab completion and dir() show the submodules too, though they are imported on first use
+    return sorted((*__all__, *_SUBMODULES))

@@ -562,10 +562,9 @@ ResNets' training each block's BatchNorm with its ECA as the tail's kernels, and
 BatchNorm before each ECA folded into ECA's passes; under `torch.compile` the BatchNorm+ECA form that Inductor
 fuses, or for ECA-MobileNetV2's training the tail's own Triton kernels); `fused` insists on the Triton ECA
 kernels and runs every network's eager training tail as those kernels, ECA-MobileNetV2's too; `plain` is the
-official computation. A row's implementation is what that name ran in the code its file was measured with,
-which the file records where the benchmark of its day did: `environment.code`, the commit, and
-`environment.code_tree`, the git tree id of the tracked files outside `results/`, uncommitted changes
-included. How the fused ECA works: [design/fused_eca.md](design/fused_eca.md). The released networks
+official computation. A row's implementation is what that name runs in the tree its file was measured with,
+which the file records as `environment.code_tree` (the git tree id of the tracked files outside `results/`,
+uncommitted changes included). How the fused ECA works: [design/fused_eca.md](design/fused_eca.md). The released networks
 (`--released`) come first: each ECA network's images/s over its baseline's per case, then the targets (every
 ECA network of ecanet at >= 0.95x of its baseline in all four cases, and timings as steady as the baseline's),
 then every measurement with its median over the repeats, the repeats' min-max, and the spread ((max - min) /
@@ -617,9 +616,9 @@ def performance_page(paths: list[str], summary: str) -> str:
         run = read_results(path)
         env = run["environment"]
         command = command_writing(env.get("command", "").replace(str(ROOT) + "/", ""), path)
-        # results files that predate --freeze-heap were timed with the heap unfrozen
+        # a results file without freeze_heap in its args was timed with the heap unfrozen
         heap = "heap frozen" if run["args"].get("freeze_heap") else "heap not frozen"
-        # results files that predate --fresh-process timed every row in the one process
+        # one without fresh_process timed every row in the one process
         fresh = run["args"].get("fresh_process")
         if fresh == "compiled" and not any(r.get("case", "").endswith("-compiled") for r in run.get("released", [])):
             fresh = None   # nothing compiled: every row was timed in the one process

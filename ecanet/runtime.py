@@ -19,7 +19,7 @@ log = logging.getLogger("ecanet")
 CONFIG_LOGGER = "ecanet.config"   # the logger of ecanet/config.py
 
 AMP_DTYPES = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}
-# Measured on the project's 2-core CPU machine with oneDNN held to AVX2 (no native bf16), 2026-12-02:
+# Measured on a 2-core CPU machine with oneDNN held to AVX2 (no native bf16), 2026-12-02:
 #   ONEDNN_MAX_CPU_ISA=AVX2 python main.py --synthetic --synthetic-size 1024 --num-classes 10 -a eca_resnet18 \
 #       --img-size 64 -b 64 --epochs 1 --device cpu --amp off|bf16
 # one epoch took 16 s in fp32 and 6m09s with --amp bf16.

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# One GPU, one go, what docs/performance.md reports for one GPU (STEPS picks; default all, ~9 min on an H200):
+# One GPU, one go: throughput, input pipeline and training measurements (STEPS picks; default all, ~9 min on
+# an H200), and with STEPS=released the kinds of results files docs/performance.md is generated from:
 #   throughput  eca_resnet50 (k3557) against resnet50, batch 256, bf16, channels_last, same run: train and
 #               inference eager, train compiled; ECA implementation 'auto' (what ecanet runs: fused Triton
 #               kernels in eager mode, the decomposed BN+ECA form under torch.compile), and 'fused' compiled

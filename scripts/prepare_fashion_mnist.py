@@ -72,7 +72,7 @@ LABELS_NDIM = 1
 IMAGES_NDIM = 3
 
 # zlib level of the PNGs. For 28x28 images it is irrelevant: levels 1, 6 and 9 all took 160-330 us per
-# image and gave 507-527 bytes (measured 2026-11-21 on this project's 2-core machine); the time goes to
+# image and gave 507-527 bytes (measured 2026-11-21 on a 2-core machine); the time goes to
 # PIL's per-file overhead and the file system, hence the process pool. 6 is PIL's own default.
 PNG_COMPRESS_LEVEL = 6
 IMAGES_PER_TASK = 1000     # images one worker writes per task: big enough to amortise pickling

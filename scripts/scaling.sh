@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Multi-GPU scaling of main.py (docs/performance.md): per-GPU training images/s of eca_resnet50 (k3557,
+# Multi-GPU scaling of main.py: per-GPU training images/s of eca_resnet50 (k3557,
 # bf16, channels_last, fused ECA where available) with 1, 2, 4, ... processes of torchrun on one host,
 # on synthetic data and on a JPEG ImageFolder (CPU decoding and GPU decoding).
 #

@@ -147,7 +147,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, help="also write the per-run figures as JSON")
     parser.add_argument("--csv", type=Path, help="also write the table as CSV (one row per network)")
     parser.add_argument("--val-images", type=int, default=None,
-                        help="validation images per epoch, for records that do not say (older runs)")
+                        help="validation images per epoch, for runs whose records do not say")
     args = parser.parse_args(argv)
     try:
         runs = [load_run(p, args.val_images) for p in run_dirs(args.runs)]

@@ -22,7 +22,7 @@ STEM_CHANNELS = 64
 STAGE_WIDTHS = (64, 128, 256, 512)  # planes of each stage; the block's output is planes * expansion
 # Eager training (ECA implementation "auto", on a GPU) runs each block's BatchNorm with ECA as the Triton tail
 # kernels (EcaModule.bn_scale_add_relu): they train every released ECA-ResNet faster than cuDNN's BatchNorm
-# followed by the fused ECA kernels (docs/performance.md).
+# followed by the fused ECA kernels (docs/design/fused_eca.md).
 EAGER_TAIL = "kernels"
 # Builds a normalisation layer from its channel count: nn.BatchNorm2d for classification, torchvision's
 # FrozenBatchNorm2d for detection backbones (same parameter and buffer names, so checkpoints load in both).
