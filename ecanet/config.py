@@ -36,9 +36,8 @@ DEFAULT_ARCH = "eca_resnet50"     # what main.py trains without -a, --weights or
 MAX_AUTO_WORKERS = 16  # the official scripts' -j default
 AUTO = "auto"
 DEFAULT_GPU_DECODE_SHARE = AUTO   # --decode gpu: fraction of images nvJPEG decodes, the rest by CPU workers
-# What 'auto' picks (resolve_gpu_share). On one-H200 hosts with 16 cores, shares 0.6-0.8 trained
-# fastest (docs/design/input_pipeline.md). A CPU share of 0.3 at ~6,600 img/s is ~2,000 crops/s: ~7 workers at the
-# ~290 crops/s one PIL worker made there.
+# What 'auto' picks (resolve_gpu_share): the GPU decodes most images and the CPU workers the rest, a share that
+# a host of 8 or more cores can crop at the GPU's pace (docs/design/input_pipeline.md, the share table).
 AUTO_GPU_DECODE_SHARE = 0.7
 MIN_WORKERS_FOR_CPU_SHARE = 8     # fewer workers: 'auto' sends every image to the GPU
 DEFAULT_GPU_DECODE_THREADS = 4    # --decode gpu: batches in flight in the main process's decode threads
@@ -107,9 +106,9 @@ def _add_data_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--region-decode", action=argparse.BooleanOptionalAction, default=True,
                    help="CPU workers decode a training JPEG only inside its RandomResizedCrop box (--decode cpu "
                         "with --augment rrc, and --decode gpu's CPU share): the same pixels as decoding it whole "
-                        "with PIL, 1.2-1.4x as many crops per worker. Needs NVIDIA nvImageCodec (pip install "
-                        "nvidia-nvimgcodec-cu13, in requirements.txt; its CPU backend needs no GPU); without it "
-                        "PIL decodes whole images")
+                        "with PIL, in less CPU time, since only the crop's region is decoded. Needs NVIDIA "
+                        "nvImageCodec (pip install nvidia-nvimgcodec-cu13, in requirements.txt; its CPU backend "
+                        "needs no GPU); without it PIL decodes whole images")
     g.add_argument("--gpu-decode-threads", type=int, default=DEFAULT_GPU_DECODE_THREADS, metavar="N",
                    help="with --decode gpu: batches prepared at once by the main process's decode threads "
                         "(default 4)")
@@ -203,8 +202,8 @@ def _add_speed_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--compile", action=argparse.BooleanOptionalAction, default=False, help="torch.compile the model")
     g.add_argument("--compile-mode", choices=COMPILE_MODES, default="default",
                    help="with --compile: torch.compile's mode. 'reduce-overhead' and 'max-autotune' replay the "
-                        "model's forward and backward as CUDA graphs (single-process runs only; on an H200 with "
-                        "--decode gpu they are slower than 'default': docs/design/input_pipeline.md)")
+                        "model's forward and backward as CUDA graphs (single-process runs only). They cut the "
+                        "host's work per step, which is not what limits --decode gpu: docs/design/input_pipeline.md)")
     g.add_argument("--sync-bn", action=argparse.BooleanOptionalAction, default=False,
                    help="SyncBatchNorm across processes")
     g.add_argument("--deterministic", action=argparse.BooleanOptionalAction, default=False,

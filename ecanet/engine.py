@@ -141,11 +141,10 @@ class EvalResult:
 def freeze_heap() -> None:
     """Take every object alive now out of Python's cyclic garbage collector (``gc.freeze``).
 
-    Why: with a compiled eca_resnet50 the process tracks 0.8-1.0 million Python objects, and a full
-    collection walks them all. With ``--decode gpu`` the decode threads create objects fast enough that a
-    full collection came about once in 600 steps and stalled training for 0.58-0.85 s; with the heap frozen,
-    full collections took at most 3 ms (one H200, docs/design/input_pipeline.md).
-    In DDP such a pause on one rank holds up every rank at the next all-reduce. Reference counting still
+    Why: a process with a compiled network tracks about a million Python objects, and a full collection walks
+    them all, stalling the training step for a large fraction of a second. With ``--decode gpu`` the decode
+    threads create objects fast enough to trigger such collections during training; with the heap frozen a
+    full collection walks only what the epoch created. In DDP such a pause on one rank holds up every rank at the next all-reduce. Reference counting still
     frees frozen objects; only cycles among them wait for :func:`release_heap`.
     """
     gc.freeze()
@@ -153,8 +152,7 @@ def freeze_heap() -> None:
 
 def release_heap() -> None:
     """Undo :func:`freeze_heap` and collect once, so that no cyclic garbage outlives the epoch: one full
-    collection per epoch, at most 0.6 s with a compiled eca_resnet50 on an H200, against about 190 s of
-    training per ImageNet epoch on one H200."""
+    collection per epoch, a pause that an ImageNet epoch's minutes of training make negligible."""
     gc.unfreeze()
     gc.collect()
 

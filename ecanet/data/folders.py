@@ -231,8 +231,8 @@ class RegionDecoder:
 
     The pixels are PIL's decode cut to the box, exactly: both are libjpeg-turbo with the same integer IDCT
     and chroma upsampling (tests/test_gpu_decode.py checks equality crop for crop). RandomResizedCrop keeps
-    half the area on average (scale U(0.08, 1)): a worker process made 1.2-1.4x as many training crops per
-    second (about 105 kB JPEGs; H200 host and 2-core CPU host, 2026-11-21, docs/design/input_pipeline.md). Each worker
+    half the area on average (scale U(0.08, 1)), so decoding only the box decodes fewer bytes and a worker makes
+    more crops a second (docs/design/input_pipeline.md has the loader and training speeds). Each worker
     process builds its own decoder on first use (nvImageCodec objects do not cross process boundaries).
     """
 

@@ -14,12 +14,12 @@ and the offsets cut the centre crop. Each output pixel needs only its own filter
 computes the S x S pixels of the crop straight from the source, with PyTorch's antialiasing weights
 (triangle filter stretched by the shrink factor, normalised per axis; see :func:`_axis_span`).
 
-Why a hand-written kernel: per image, PyTorch launches a conversion and a resize of about 9 and 15 us, and
-the decode thread runs Python holding the interpreter lock that the training loop needs. For a 256-image
-batch that is 512 tiny kernels that fill little of the GPU, and 6.6 ms of the calling thread's CPU time
-against 0.5 ms for this kernel (one H200, 2026-11-21; docs/design/input_pipeline.md). torchvision has no
-batched crop-resize for images of different sizes (``roi_align`` takes one padded batch and averages
-instead of PyTorch's antialiasing filter). One launch per batch replaces them all.
+Why a hand-written kernel: per image, PyTorch launches a conversion and a resize, and the decode thread runs
+Python holding the interpreter lock that the training loop needs. For a 256-image batch that is 512 tiny
+kernels that fill little of the GPU, and a Python loop over the images on the calling thread
+(docs/design/input_pipeline.md). torchvision has no batched crop-resize for images of different sizes
+(``roi_align`` takes one padded batch and averages instead of PyTorch's antialiasing filter). One launch per
+batch replaces them all.
 
 The images need not be contiguous or share a size: each is read through its own data pointer and strides
 from a small int64 table (:func:`crop_table`), so the decoder's outputs and their box views are used as
@@ -28,10 +28,8 @@ they are, with no copy.
 :func:`crop_resize_into` also finishes the batch in the same pass: each crop is normalised per channel
 (``x * scale + shift``), mirrored where its plan says so, and written to its own row of the batch tensor in
 whatever layout that has (channels_last included). Why: done afterwards, the merge of the two shares' rows,
-the flip and the normalisation would be four more passes over the float32 batch (154 MB each at B = 256), in
-kernels that ran beside training only 4-8% of their time. Training speed does not measurably change (0.917x
-and 0.918x of synthetic speed against 0.912x and 0.916x; one H200, 2026-11-22, docs/design/input_pipeline.md),
-but the GPU does less work and holds fewer temporary batches.
+the flip and the normalisation would be four more passes over the float32 batch (154 MB each at B = 256).
+Fused, the GPU does less work and holds fewer temporary batches (docs/design/input_pipeline.md).
 
 The kernel runs on CUDA tensors, and on CPU tensors under Triton's interpreter (``TRITON_INTERPRET=1`` set
 before import), which is how the tests check it without a GPU.
@@ -183,10 +181,9 @@ def crop_table_boxes(images: Sequence[torch.Tensor], boxes: np.ndarray, specs: n
     meaning the whole image; ``specs``: (N, 4) int :data:`CropSpec` rows; ``rows``: (N,) the output row of
     each crop (default: 0..N-1); ``mirror``: (N,) nonzero where a crop is flipped (default: none).
 
-    Why per batch: cutting each box as a view and reading its pointer, strides and size takes 0.88 ms of
-    Python per 180-image batch (0.18 ms this way; a 2-core CPU machine, 2026-11-22) on the decode thread,
-    holding the interpreter lock the training threads wait for (docs/design/input_pipeline.md); here each
-    image costs three attribute reads and the rest is NumPy."""
+    Why per batch: cutting each box as a view and reading its pointer, strides and size image by image is
+    Python on the decode thread, holding the interpreter lock the training threads wait for
+    (docs/design/input_pipeline.md); here each image costs three attribute reads and the rest is NumPy."""
     n = len(images)
     if not (len(boxes) == len(specs) == n):
         raise ValueError(f"{n} images, {len(boxes)} boxes and {len(specs)} crop specs")

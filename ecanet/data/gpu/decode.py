@@ -13,14 +13,10 @@ training step.
 
 Why a split exists: nvJPEG's work beside training takes GPU time from the training step, and where the
 GPU's JPEG decoding is the slower side (GPUs without JPEG engines), the CPU workers can take part of the
-work, as DALI's ``hw_decoder_load`` does. On one H200 with 16 cores (2026-11-21/22) the JPEG engines alone
-are much faster than the cores (loader alone: 15,037 img/s with every image on the GPU, 6,012-6,953 with
-``--decode cpu``), yet training ran at 0.87-0.94x of synthetic-data speed with 0.6-0.8 of the images on the
-GPU against 0.74-0.90x with all of them, so the default share ('auto', :func:`ecanet.data.resolve_gpu_share`)
-is 0.7 where there are enough workers. With the training batches in the loader slots of
-:mod:`ecanet.data.gpu.slots`, steady-state epochs ran at 0.90-0.94x with share 0.7, 0.86-0.92x with 0.4-0.6,
-0.88x with 0.85 and 0.87x with 1 (``docs/design/input_pipeline.md``). Which images go where depends on the
-sample index only.
+work, as DALI's ``hw_decoder_load`` does. Even where the JPEG engines alone outpace the cores, sending every
+image to them costs the training step more GPU time than sharing the work, so the default share ('auto',
+:func:`ecanet.data.resolve_gpu_share`) is 0.7 where there are enough workers (the measured shares are in
+``docs/design/input_pipeline.md``). Which images go where depends on the sample index only.
 
 Broken files: one whose header cannot be read is skipped and counted by the worker on either side. A JPEG
 whose header reads but whose data nvJPEG and PIL both reject only surfaces on the GPU side; it is replaced
@@ -30,13 +26,12 @@ Non-JPEG files (PNG, ...) and JPEGs in modes nvJPEG cannot decode (e.g. CMYK) in
 decoded and cropped by the worker instead, exactly like the CPU share, and travel as ready crops too.
 
 Training batches cross from the workers in reusable pinned shared-memory slots (:class:`SlotCollate`,
-:mod:`ecanet.data.gpu.slots`), which spares the training process a pin-memory thread that held the interpreter
-lock 8.6% of the time. Otherwise (evaluation, a batch that does not fit a slot, no CUDA, no workers) each
+:mod:`ecanet.data.gpu.slots`), which spares the training process a pin-memory thread that holds the interpreter
+lock the training threads need. Otherwise (evaluation, a batch that does not fit a slot, no CUDA, no workers) each
 batch crosses from a worker to the main process as six tensors (:data:`EncodedBatch`): all its JPEG
 files concatenated into one byte tensor, their sizes, the stacked ready crops, the plans, the targets and
 the unreadable flags. Every tensor sent costs a shared-memory segment and a file descriptor, and the
-pin-memory thread pins each one separately: with one tensor per image the same loader delivered 4,280
-img/s instead of 15,037 (H200 host, 16 cores, ~106 kB JPEGs, 2026-11-21).
+pin-memory thread pins each one separately, so one tensor per image would make the transfer the loader's limit.
 """
 from __future__ import annotations
 
@@ -66,9 +61,9 @@ FLIP_COLUMN = 4              # the plan column that is 1 when the GPU is to flip
 READY_COLUMN = 7             # the plan column that is 1 when the row's image is a crop made on the CPU
 RRC_RATIO = [3 / 4, 4 / 3]   # RandomResizedCrop's default aspect-ratio range (torchvision)
 # Batches decoded ahead of the training step, beyond one per decode thread. Beside training, GPU decoding comes
-# in bursts: with 2, 8 of 84 mid-epoch batches came over 10 ms late; with 10, 3, and training ran 3% faster
-# (one H200, 2026-11-21, docs/design/input_pipeline.md). Each ready batch holds its (B, 3, S, S) float32
-# images on the GPU: 154 MB at B = 256, S = 224, so up to about 2 GB in all.
+# in bursts (it waits behind the training kernels), so a deeper queue keeps a slow burst from delaying the step.
+# Each ready batch holds its (B, 3, S, S) float32 images on the GPU: 154 MB at B = 256, S = 224, so up to about
+# 2 GB in all.
 PREFETCH_BATCHES = 10
 _GOLDEN_FRACTION = 0.6180339887498949  # Weyl sequence: any run of indices is split close to the share
 
@@ -293,10 +288,9 @@ class GpuAugment:
         (top, left, height, width; :data:`WHOLE_IMAGE` = the whole image) to cut from them: nvJPEG, one
         batched call; a file it cannot decode goes to :meth:`_decode_fallback`, whose image is its box already.
 
-        torchvision's nvJPEG waits on the GPU once per image (242 ``cudaEventSynchronize`` per 256-image
-        batch): on a busy GPU each wait stalls. nvImageCodec's batched decoder, the JPEG engines included,
-        fared no better there (one H200, 2026-11-21; docs/design/input_pipeline.md), so this stays with
-        torchvision.
+        torchvision's nvJPEG waits on the GPU (``cudaEventSynchronize``) about once per image: on a busy GPU
+        each wait stalls. nvImageCodec's batched decoder, the JPEG engines included,
+        waits the same way (docs/design/input_pipeline.md), so this uses torchvision's.
         """
         try:
             images = self._decode_jpeg(list(jpegs), mode=self._rgb, device=self.device)

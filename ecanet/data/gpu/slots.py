@@ -4,10 +4,9 @@ A DataLoader worker normally returns each batch as fresh tensors in shared memor
 receives one file descriptor per tensor (a socket handshake in Python), maps the memory, copies it into
 pinned memory (the DataLoader's pin-memory thread) and unmaps it when the batch is dropped. All of that runs
 in threads of the training process, and the unmapping runs while holding the interpreter lock (GIL): with
-``--decode gpu`` (about 30 MB per 256-image batch) the pin-memory thread held the GIL 8.6% of the time, more
-than the four decode threads together (6.8%), and the two training threads, which launch the compiled
-step's kernels from Python, waited for it 5-6% of theirs (one H200, 16 cores, py-spy and /proc sampling,
-2026-11-21; docs/design/input_pipeline.md).
+``--decode gpu`` (about 30 MB per 256-image batch) the pin-memory thread holds the GIL longer than the
+decode threads, and the training threads, which launch the compiled step's kernels from Python, wait for it
+(docs/design/input_pipeline.md).
 
 Here the main process allocates ``count`` slots of ``slot_bytes`` once, in shared memory registered with CUDA
 as pinned memory (``cudaHostRegister``). A worker writes its batch into a free slot and returns only a
