@@ -59,7 +59,7 @@ def run(args: Any) -> int:
         runtime.setup_logging(info, args.debug)
         # the run directory's checkpoints before one is read, checked again once training claims the directory
         checkpoints_seen = None if args.evaluate else rundir.checkpoint_stamps(training_run_dir(args))
-        checkpoint_path, checkpoint = find_checkpoint(args)
+        checkpoint_path, checkpoint = det_ckpt.checkpoint_to_use(args.resume, training_run_dir(args), args.evaluate)
         recorded = det_ckpt.recorded_config(checkpoint) if checkpoint else None
         cfg = options.resolve(args, default_workers=loaders.default_workers(info.local_world_size),
                               fresh_seed=dist.broadcast_object(runtime.fresh_seed(), info),
@@ -79,32 +79,6 @@ def run(args: Any) -> int:
             return train(cfg, info, precision, checkpoint_path, checkpoint, checkpoints_seen)
     finally:
         dist.cleanup(info)
-
-
-def find_checkpoint(args: Any) -> tuple[Path | None, dict | None]:
-    """The checkpoint that ``--resume`` names (read), or (None, None) for a new run. ``-e --resume auto``: the
-    run's model.pth, or its last.pth while it is unfinished."""
-    run_dir = training_run_dir(args)   # --output, or DIR of --resume DIR/last.pth
-    if args.evaluate and args.resume == "auto":
-        last = run_dir / det_ckpt.LAST_CHECKPOINT
-        # model.pth unless the run has trained on since it was written (extended with a larger --epochs)
-        final = None if last.is_file() and not det_ckpt.final_weights_current(run_dir, last) else \
-            run_dir / det_ckpt.FINAL_WEIGHTS
-        found = [path for path in (final, last) if path is not None and path.is_file()]
-        if not found:
-            raise CheckpointError(f"-e --resume auto: {run_dir} holds neither {det_ckpt.FINAL_WEIGHTS} nor "
-                                  f"{det_ckpt.LAST_CHECKPOINT}. Pass the checkpoint's path to --resume.")
-        path = found[0]
-    else:
-        path = det_ckpt.find_checkpoint(args.resume, run_dir, training=not args.evaluate)
-    if path is None:
-        return None, None
-    checkpoint = det_ckpt.read_detection_checkpoint(path)
-    if not args.evaluate and not det_ckpt.is_training_checkpoint(checkpoint):
-        raise CheckpointError(f"{path} holds a trained detector but no training state, so training cannot continue "
-                              f"from it. Evaluate it with -e --resume {path}, or resume the run's "
-                              f"{det_ckpt.LAST_CHECKPOINT}.")
-    return path, checkpoint
 
 
 def build_model(cfg: Any, num_classes: int, backbone_weights: str | None) -> Any:

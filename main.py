@@ -84,7 +84,9 @@ def run(args: Any) -> int:
                              resumed_seed=resume_obj.get("sampler_seed") if resume_obj else None, recipe=recipe,
                              recorded=resume_obj.get("config") if resume_obj else None, world_size=info.world_size)
         if recipe is not None:
-            log_recipe_use(cfg, recipe, described=cfg.evaluate)   # -e: load_model has said what the file holds
+            use = config.recipe_use(cfg, recipe, described=cfg.evaluate)   # -e: load_model has said what it holds
+            if use:
+                log.info("%s", use)
         if cfg.weights and not cfg.evaluate and resume_obj is None and cfg.ksize is not None:
             ckpt.check_kernel_sizes_agree(cfg.arch, cfg.ksize, recipe, cfg.weights)
         runtime.warn_about_cpu_habits(cfg, info.device)
@@ -113,44 +115,6 @@ def checkpoint_to_evaluate(args: Any) -> Path:
                               f"--resume, or the --output of a run that has saved one.")
         return path
     return Path(args.resume or args.weights)
-
-
-def check_resume_changes(cfg: config.Config, resume_obj: Any, path: Path, info: Any, train_size: int) -> None:
-    """Options that would change the data order or the step count of the run being resumed are an error
-    (unless --resume-override), and so are another number of processes or of training images; other changed
-    options are logged."""
-    locked, free = config.resume_changes(resume_obj.get("config") or {}, config.config_to_yaml_dict(cfg))
-    if "no-wd-bn-bias" in free:   # the optimizer's state is kept per parameter group, and this regroups them
-        old, new = free["no-wd-bn-bias"]
-        raise ConfigError(f"{path} was trained with{'' if old else 'out'} --no-wd-bn-bias, which changes how the "
-                          f"optimizer groups the parameters and cannot change on resume. Leave the option "
-                          f"{'in' if old else 'out'}, or start a new run from these weights with --weights {path}.")
-    saved_world = int(resume_obj.get("world_size", 1))
-    if saved_world != info.world_size:
-        locked["processes"] = (saved_world, info.world_size)
-    saved_size = resume_obj.get("train_size")   # a checkpoint without it is not checked
-    if saved_size is not None and int(saved_size) != train_size:
-        locked["training images"] = (int(saved_size), train_size)
-    config.check_resume_changes(locked, free, path, cfg.resume_override)
-
-
-def _same(option: Any, recorded: Any) -> bool:
-    """Whether an option's value is the recipe's (a list given, a tuple recorded; None: the default)."""
-    return option is None or (list(option) if isinstance(option, (list, tuple)) else option) == \
-        (list(recorded) if isinstance(recorded, (list, tuple)) else recorded)
-
-
-def log_recipe_use(cfg: config.Config, recipe: Any, described: bool) -> None:
-    """Say which preprocessing a checkpoint's recipe decided, unless ``described`` (``load_model`` has logged
-    it), and which options overrode it, with the preprocessing that runs then: one line."""
-    overridden = [f"--{dest.replace('_', '-')}" for dest in config.RECIPE_PREPROCESSING
-                  if dest in cfg.explicit and not _same(getattr(cfg, dest), getattr(recipe, dest))]
-    parts = [] if described else [f"recipe: {recipe.describe()}"]
-    if overridden:
-        parts.append(f"preprocessing overridden by {', '.join(overridden)}: Resize({cfg.val_resize}) + "
-                     f"CenterCrop({cfg.img_size}), mean {cfg.mean}, std {cfg.std}")
-    if parts:
-        log.info("; ".join(parts))
 
 
 def evaluate_checkpoint(cfg: config.Config, info: Any, precision: Any, model: Any, path: Path) -> int:
@@ -238,7 +202,7 @@ def train(cfg: config.Config, info: Any, precision: Any, resume_path: Path | Non
     if resume_path is not None:
         ckpt.check_resumable(resume_obj, resume_path, cfg.arch, models.eca_kernel_sizes(state.model),
                              data.num_classes, data.classes)
-        check_resume_changes(cfg, resume_obj, resume_path, info, data.train_size)
+        config.check_resume(cfg, resume_obj, resume_path, info.world_size, data.train_size)
         rng_states = ckpt.restore_training_state(state, resume_obj, resume_path, info)
         # The optimizer's state_dict brought back the run's momentum and weight decay: these options may change.
         # A checkpoint without a recorded configuration keeps its optimizer's values unless options are given.

@@ -551,6 +551,45 @@ def check_resume_changes(locked: Mapping[str, tuple[Any, Any]], free: Mapping[st
         log.info("resumed with changed options: %s", describe_changes(free))
 
 
+def check_resume(cfg: Config, checkpoint: Mapping[str, Any], path: str | os.PathLike, world_size: int,
+                 train_size: int) -> None:
+    """A resumed run against its ``checkpoint``: options that would change the data order or the step count are
+    an error (unless --resume-override), and so are another number of processes or of training images; other
+    changed options are logged (:func:`check_resume_changes`)."""
+    locked, free = resume_changes(checkpoint.get("config") or {}, config_to_yaml_dict(cfg))
+    if "no-wd-bn-bias" in free:   # the optimizer's state is kept per parameter group, and this regroups them
+        old, new = free["no-wd-bn-bias"]
+        raise ConfigError(f"{path} was trained with{'' if old else 'out'} --no-wd-bn-bias, which changes how the "
+                          f"optimizer groups the parameters and cannot change on resume. Leave the option "
+                          f"{'in' if old else 'out'}, or start a new run from these weights with --weights {path}.")
+    saved_world = int(checkpoint.get("world_size", 1))
+    if saved_world != world_size:
+        locked["processes"] = (saved_world, world_size)
+    saved_size = checkpoint.get("train_size")   # a checkpoint without it is not checked
+    if saved_size is not None and int(saved_size) != train_size:
+        locked["training images"] = (int(saved_size), train_size)
+    check_resume_changes(locked, free, path, cfg.resume_override)
+
+
+def _same_as_recipe(option: Any, recorded: Any) -> bool:
+    """Whether an option's value is the recipe's (a list given, a tuple recorded; None: the default)."""
+    return option is None or (list(option) if isinstance(option, (list, tuple)) else option) == \
+        (list(recorded) if isinstance(recorded, (list, tuple)) else recorded)
+
+
+def recipe_use(cfg: Config, recipe: Any, described: bool) -> str:
+    """One line on which preprocessing a checkpoint's ``recipe`` (:class:`ecanet.recipe.Recipe`) decided, unless
+    ``described`` (``load_model`` has logged it), and which options overrode it, with the preprocessing that
+    runs then; empty when there is nothing to say."""
+    overridden = [f"--{dest.replace('_', '-')}" for dest in RECIPE_PREPROCESSING
+                  if dest in cfg.explicit and not _same_as_recipe(getattr(cfg, dest), getattr(recipe, dest))]
+    parts = [] if described else [f"recipe: {recipe.describe()}"]
+    if overridden:
+        parts.append(f"preprocessing overridden by {', '.join(overridden)}: Resize({cfg.val_resize}) + "
+                     f"CenterCrop({cfg.img_size}), mean {cfg.mean}, std {cfg.std}")
+    return "; ".join(parts)
+
+
 # ----------------------------------------------------------------------------------------- option checks
 
 NO_DATASET_MESSAGE = ("no dataset given. Pass DATA (a folder with train/ and val/ class folders), e.g. "

@@ -182,6 +182,32 @@ def find_checkpoint(resume: str | None, run_dir: Path | None, training: bool = T
     return path
 
 
+def checkpoint_to_use(resume: str | None, run_dir: Path | None, evaluate: bool) -> tuple[Path | None, dict | None]:
+    """The checkpoint ``--resume`` names, as (path, its contents), or (None, None) for a new run; ``run_dir`` is
+    the run's directory (--output, or the folder of --resume DIR/last.pth). ``-e --resume auto`` takes the run's
+    model.pth, or its last.pth while the run is unfinished. Training refuses a checkpoint without a training
+    state."""
+    if evaluate and resume == "auto":
+        last = run_dir / LAST_CHECKPOINT
+        # model.pth unless the run has trained on since it was written (extended with a larger --epochs)
+        final = None if last.is_file() and not final_weights_current(run_dir, last) else run_dir / FINAL_WEIGHTS
+        found = [path for path in (final, last) if path is not None and path.is_file()]
+        if not found:
+            raise CheckpointError(f"-e --resume auto: {run_dir} holds neither {FINAL_WEIGHTS} nor "
+                                  f"{LAST_CHECKPOINT}. Pass the checkpoint's path to --resume.")
+        path = found[0]
+    else:
+        path = find_checkpoint(resume, run_dir, training=not evaluate)
+    if path is None:
+        return None, None
+    checkpoint = read_detection_checkpoint(path)
+    if not evaluate and not is_training_checkpoint(checkpoint):
+        raise CheckpointError(f"{path} holds a trained detector but no training state, so training cannot continue "
+                              f"from it. Evaluate it with -e --resume {path}, or resume the run's "
+                              f"{LAST_CHECKPOINT}.")
+    return path, checkpoint
+
+
 def recorded_config(obj: Mapping[str, Any]) -> dict[str, Any]:
     """The options a detection checkpoint records (``config.yaml``'s keys), with the number of classes its
     detector has where they left ``num-classes`` open (checkpoints that recorded it as null)."""

@@ -70,9 +70,8 @@ from .eca_fused import (INTERPRETER, NUM_WARPS, PLAN_CACHE_SIZE, POINTER_ALIGNME
 
 # The finalize and gate kernels read (BLOCK_B, BLOCK_S, BLOCK_C) tiles of the (B, splits, C) partial sums,
 # one program per BLOCK_C channels looping over the batch. Few channels a program keep enough programs
-# running: 4 to 80 for ECA-MobileNetV2's 16 to 320 channels. In a compiled ECA-MobileNetV2 training step
-# (H200, batch 256, bf16, channels_last; scripts/benchmark.py --profile) the two kernels took 1.09 ms with
-# 32 channels and 4096-element tiles, 0.28 ms with these (docs/design/fused_eca.md).
+# running: 4 to 80 for ECA-MobileNetV2's 16 to 320 channels, where 32 channels a program would leave most of
+# the GPU idle on the narrow layers (docs/design/fused_eca.md, "Launch sizes").
 FINALIZE_BLOCK_C = 4           # channels per program
 FINALIZE_TILE_ELEMENTS = 8192  # elements of one such tile
 RUNNING_STATS_BLOCK_C = 1024   # channels per program of the running statistics' update

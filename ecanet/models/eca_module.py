@@ -344,8 +344,8 @@ class _BnEcaTailTraining(torch.autograd.Function):
         dx = G' S + (dm a / P + dmu / n) + xc * 2 dvar / n                        one pointwise pass
 
     Autograd derives the same numbers from the forward alone, but Inductor then keeps a (B, C, H, W)
-    boolean ReLU mask from the forward and G' in float32 (measured on an H200: compiled eca_resnet50 at
-    0.946x of resnet50 that way, 0.990x with this function; docs/design/fused_eca.md). Written out, G' stays in
+    boolean ReLU mask from the forward and G' in float32, extra memory traffic in every block
+    (docs/design/fused_eca.md). Written out, G' stays in
     the activations' dtype and the ReLU mask is read from ``out``, which the next layer keeps anyway.
     Arithmetic is float32 (float64 for float64 inputs); outputs have the inputs' dtypes. The backward is
     not itself differentiable (no double backward).

@@ -9,7 +9,8 @@ tail, :func:`~ecanet.models.attention.conv_bn_scale_add_relu` with ``relu=False`
 a ResNet block. Under ``torch.compile`` ECA's pooling then comes out of BatchNorm's statistics pass and the
 rescale and the add join BatchNorm's pointwise pass; in training on a GPU the tail runs as the Triton kernels
 of :mod:`~ecanet.models.bn_eca_fused` (``compiled_tail="kernels"``), which launch fewer kernels than Inductor
-makes of it, because this network's compiled step waits on the host's launches (``docs/design/fused_eca.md``).
+makes of it, so that this network's small compiled steps depend less on the host's pace
+(``docs/design/fused_eca.md``).
 """
 from __future__ import annotations
 

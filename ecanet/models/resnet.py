@@ -21,7 +21,7 @@ from .heads import check_global_pool, check_num_classes, classifier_layer
 STEM_CHANNELS = 64
 STAGE_WIDTHS = (64, 128, 256, 512)  # planes of each stage; the block's output is planes * expansion
 # Eager training (ECA implementation "auto", on a GPU) runs each block's BatchNorm with ECA as the Triton tail
-# kernels (EcaModule.bn_scale_add_relu): they train every released ECA-ResNet faster than cuDNN's BatchNorm
+# kernels (EcaModule.bn_scale_add_relu), which pass over the activations fewer times than cuDNN's BatchNorm
 # followed by the fused ECA kernels (docs/design/fused_eca.md).
 EAGER_TAIL = "kernels"
 # Builds a normalisation layer from its channel count: nn.BatchNorm2d for classification, torchvision's
