@@ -418,7 +418,11 @@ def check_recipe_fits(arch: str, args: argparse.Namespace, source: str) -> None:
     """A ConfigError where ``arch`` (named by ``source``: -a, or the file of --weights) would train with the
     recipe of another family of networks (``args.recipe_arch``, from :func:`parse_config`): a MobileNetV2
     with a ResNet recipe, or the other way round."""
+    from . import models
+
     recipe_arch = getattr(args, "recipe_arch", None)
+    if arch is not None and not models.is_model(arch):   # an unknown name has no family: say it is unknown
+        raise ConfigError(f"{source}: {models.unknown_model_message(arch)}. Pass one of the known names.")
     if recipe_arch and _family(arch) != _family(recipe_arch):
         advice = " or main.py, whose defaults are the paper's ResNet recipe," if _family(arch) == "ResNet" else ""
         raise ConfigError(f"the training options come from {args.recipe_source}, the recipe of {recipe_arch}, and "
@@ -958,6 +962,9 @@ def resolve(args: argparse.Namespace, *, default_workers: int, fresh_seed: int, 
                                                                               world_size)
         for warning in unused_options(values, command_line):
             log.warning("%s", warning)
+    if values["synthetic"] and values["data"]:
+        log.warning("DATA %s is not read: --synthetic trains and evaluates on random images. Drop one of the "
+                    "two.", values["data"])
     # An explicit --seed that differs from a resumed run's is kept, so that the resume check refuses it (it is
     # a locked option) rather than the run ignoring it.
     values["seed"] = next(s for s in (args.seed, resumed_seed, fresh_seed) if s is not None)

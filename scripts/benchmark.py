@@ -56,6 +56,7 @@ from ecanet.bench_report import (CASES, ECA_PREFIX, NOISE_REFERENCE, RELEASED_PA
                                  TARGET_LAYER_VS_FLOOR, Report, models_markdown, performance_page,
                                  released_ratios, released_report, resumable_results, row_key, summarize,
                                  with_ratios)
+from ecanet import config  # noqa: E402
 from ecanet.config import HelpFormatter  # noqa: E402
 from ecanet.errors import UserError  # noqa: E402
 from ecanet.metrics import markdown_table  # noqa: E402
@@ -468,8 +469,10 @@ def run_loader(args: argparse.Namespace, report: Report) -> str | None:
     """
     if not args.loader:
         return None
-    from ecanet.data import (IMAGENET_MEAN, IMAGENET_STD, GpuDecodeOptions, build_data, build_train_transform,
-                             build_val_transform, default_workers, region_decode_available)
+    from ecanet.data import IMAGENET_MEAN, IMAGENET_STD, build_data, build_train_transform, build_val_transform
+    from ecanet.data.folders import region_decode_available
+    from ecanet.data.gpu import GpuDecodeOptions
+    from ecanet.data.loaders import default_workers
     device = torch.device(args.device)
     workers = args.workers if args.workers is not None else default_workers(1)
     sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
@@ -702,6 +705,57 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def check_output_path(option: str, path: str | None) -> None:
+    """A usage error, before anything is measured, where ``path`` cannot be written as a file: a folder, or a
+    path under a missing folder or under a file. An existing file is replaced: that is what a rerun is for."""
+    if path is None:
+        return
+    target = Path(path)
+    if target.is_dir():
+        usage_error(f"{option} {path} is a folder; it takes a file's path, e.g. {target / 'results.json'}.")
+    parent = target.parent
+    if not parent.is_dir():
+        what = "a file, not a folder" if parent.exists() else "missing"
+        usage_error(f"{option} {path}: its folder {parent} is {what}. Create the folder or pass another path.")
+
+
+def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Refuse, before measuring or writing anything, options that could only produce error rows."""
+    if args.page is not None and not args.summarize:
+        parser.error("--page writes the page of --summarize's files; add --summarize RESULTS.json ... or drop --page.")
+    check_output_path("--json", args.json)
+    check_output_path("--page", args.page)
+    if args.summarize:
+        return
+    for option in ("batch_size", "img_size", "repeats", "timed_steps", "loader_batches", "loss_batch_size"):
+        if getattr(args, option) < 1:
+            parser.error(f"--{option.replace('_', '-')} takes a positive number, got {getattr(args, option)}.")
+    if args.warmup_steps < 0 or (args.repeat_seconds is not None and args.repeat_seconds <= 0):
+        parser.error("--warmup-steps takes 0 or more steps and --repeat-seconds a positive number of seconds.")
+    try:
+        device = torch.device(args.device)
+    except RuntimeError:
+        parser.error(f"--device {args.device} is not a torch device; pass cuda, cuda:N or cpu.")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda (the default) needs a CUDA GPU, and torch sees none. Pass --device cpu to "
+                     "measure on the CPU.")
+    unknown = [arch for arch in [*args.archs, args.loss_arch] if not models.is_model(arch)]
+    if unknown:
+        usage_error(f"{models.unknown_model_message(unknown[0])}. Pass known names to --archs and --loss-arch.")
+    if args.ksize != RELEASED:
+        for arch in [a for a in args.archs if a.startswith(ECA_PREFIX)]:
+            try:
+                config.check_kernel_sizes(arch, args.ksize, "--archs")
+            except UserError as error:
+                usage_error(str(error))
+    if args.torchvision:
+        import torchvision
+        unknown = sorted(set(args.torchvision) - set(torchvision.models.list_models()))
+        if unknown:
+            parser.error(f"--torchvision {' '.join(unknown)}: not a torchvision network. Pass names that "
+                         f"torchvision.models.list_models() gives, e.g. resnet50.")
+
+
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     parser = build_parser()
@@ -714,6 +768,7 @@ def main(argv: list[str] | None = None) -> int:
         args.row = (case, int(index))
     if args.compile_jobs < 1:
         parser.error(f"--compile-jobs takes a positive number of processes, got {args.compile_jobs}.")
+    check_args(parser, args)
     previous = None
     if args.resume:
         if args.released is None or args.json is None:

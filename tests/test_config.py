@@ -257,3 +257,26 @@ def test_an_option_that_another_switches_off_is_named_in_a_warning(caplog):
     assert caplog.records == []
     assert config.unused_options({"decode": "cpu", "gpu_decode_threads": 2}, frozenset({"gpu_decode_threads"})) == [
         "--gpu-decode-threads 2 has no effect without --decode gpu; it is ignored"]
+
+
+def test_data_beside_synthetic_is_named_in_a_warning(caplog):
+    """--synthetic never reads DATA: a run given both says so, rather than training on random images while the
+    user believes it reads the dataset."""
+    import logging
+
+    from ecanet import config
+    with caplog.at_level(logging.WARNING, logger="ecanet.config"):
+        config.resolve(config.parse_config(["DATA", "--synthetic", "--device", "cpu"]), default_workers=1,
+                       fresh_seed=7, timestamp="T")
+    assert [r.getMessage() for r in caplog.records] == [
+        "DATA DATA is not read: --synthetic trains and evaluates on random images. Drop one of the two."]
+
+
+def test_an_unknown_network_under_another_recipe_is_called_unknown():
+    """light_main.py's recipe is MobileNetV2's: a misspelt -a is an unknown name, not a network of the wrong
+    family."""
+    from ecanet import config
+    from light_main import mobilenet_recipe
+    with pytest.raises(ConfigError, match="-a: unknown architecture 'eca_mobilenet_v3'; did you mean "
+                                          "eca_mobilenet_v2"):
+        config.parse_config(["DATA", "-a", "eca_mobilenet_v3"], defaults=mobilenet_recipe(), prog="light_main.py")

@@ -432,10 +432,12 @@ def to_rgb(image: Image.Image) -> Image.Image:
 def check_split_dir(root: Path, split: str) -> Path:
     path = root / split
     if not root.is_dir():
-        raise DataError(f"dataset directory {root} does not exist. Pass the folder that holds train/ and "
+        state = "is a file, not a folder" if root.exists() else "does not exist"
+        raise DataError(f"dataset directory {root} {state}. Pass the folder that holds train/ and "
                         f"val/ (ImageNet layout: DATA/train/<class>/*.JPEG, DATA/val/<class>/*.JPEG).")
     if not path.is_dir():
-        raise DataError(f"{path} does not exist. DATA must hold train/ and val/ with one folder per class "
+        state = "is a file, not a folder" if path.exists() else "does not exist"
+        raise DataError(f"{path} {state}. DATA must hold train/ and val/ with one folder per class "
                         f"(for ImageNet, sort the validation images into class folders first, e.g. with "
                         f"the valprep.sh script of the ImageNet community).")
     if not any(p.is_dir() and not p.name.startswith(".") for p in path.iterdir()):

@@ -91,7 +91,8 @@ def _examples(items: Sequence[Any]) -> str:
 def read_coco_json(annotation_file: Path) -> dict:
     """The annotation file's content, checked to be COCO's detection format at the level of its keys."""
     if not annotation_file.is_file():
-        raise DataError(f"annotation file {annotation_file} does not exist. Pass the COCO-format file of this "
+        state = "is a folder, not a file" if annotation_file.is_dir() else "does not exist"
+        raise DataError(f"annotation file {annotation_file} {state}. Pass the COCO-format file of this "
                         f"split (for COCO 2017: annotations/instances_train2017.json or instances_val2017.json "
                         f"from annotations_trainval2017.zip).")
     try:
@@ -333,7 +334,8 @@ def check_image_files(coco: COCO, image_dir: Path, mode: str) -> None:
     if mode == "none":
         return
     if not image_dir.is_dir():
-        raise DataError(f"image folder {image_dir} does not exist. Pass the folder that holds this split's images "
+        state = "is a file, not a folder" if image_dir.exists() else "does not exist"
+        raise DataError(f"image folder {image_dir} {state}. Pass the folder that holds this split's images "
                         f"(the file_name entries of the annotation file are relative to it).")
     missing, broken = [], []
     for image in coco.imgs.values():
@@ -451,12 +453,12 @@ class CocoDetectionDataset(Dataset):
             raise DataError(f"annotation file {self.annotation_file} has {len(unusable)} annotation(s) whose "
                             f"segmentation COCO's mask evaluation cannot rasterise (annotation ids "
                             f"{_examples(unusable)}): polygons need finite coordinates within reach of the image, "
-                            f"in a form pycocotools converts, and an RLE the image's [height, width] as its 'size' "
-                            f"and runs that cover it. Fix or regenerate the file; for a file without instance "
+                            f"in a form pycocotools converts, and an RLE needs the image's [height, width] as its "
+                            f"'size' and runs that cover it. Fix or regenerate the file; for a file without instance "
                             f"masks, use a box-only detector.")
         what = (f"{len(unusable)} annotation(s) without a segmentation pycocotools can rasterise (annotation ids "
                 f"{_examples(unusable)}): a polygon needs at least 3 points within reach of the image, and an RLE "
-                f"the image's [height, width] as its 'size' and runs that cover it")
+                f"needs the image's [height, width] as its 'size' and runs that cover it")
         if len(unusable) > MAX_INVALID_BOX_FRACTION * len(self.coco.anns):
             raise DataError(f"annotation file {self.annotation_file} has {what}, more than "
                             f"{MAX_INVALID_BOX_FRACTION:.1%} of its annotations. Use a box-only detector for a file "
