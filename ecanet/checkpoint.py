@@ -39,7 +39,8 @@ from . import models
 from .models.resnet import RESNET_SPECS, BasicBlock, Bottleneck
 
 from .distributed import DistInfo, all_gather_objects, any_rank
-from .constants import IMAGENET_IMG_SIZE, IMAGENET_MEAN, IMAGENET_STD, IMAGENET_VAL_RESIZE, LAST_CHECKPOINT
+from .constants import (IMAGENET_IMG_SIZE, IMAGENET_MEAN, IMAGENET_STD, IMAGENET_VAL_RESIZE, LAST_CHECKPOINT,
+                        RUN_CONFIG)
 from .errors import CheckpointError
 from .recipe import Recipe
 
@@ -354,8 +355,11 @@ def read_weights(path: str | os.PathLike, map_location: Any = "cpu", use_ema: bo
                                   f"beside them. Leave out --use-ema, or export the EMA's weights: "
                                   f"python scripts/export.py CHECKPOINT FOLDER --use-ema.")
         return read_export(path)
+    if path.is_dir():
+        raise CheckpointError(_not_a_weights_folder(path))
     obj = read_checkpoint(path, map_location, mmap)
     check_format_version(obj, source)
+    refuse_detection_checkpoint(obj, source)
     state_dict = ema_state_dict(obj, source) if use_ema else extract_state_dict(obj, source)
     spec = infer_network(state_dict, source)
     claimed = obj.get("arch") if isinstance(obj, Mapping) else None
@@ -363,6 +367,55 @@ def read_weights(path: str | os.PathLike, map_location: Any = "cpu", use_ema: bo
         log.warning("%s says arch '%s' but its weights are those of %s (k %s); loading it as %s", source, claimed,
                     spec.arch, spec.kernel_string or "-", spec.arch)
     return state_dict, recipe_of(obj, spec, source)
+
+
+# What checkpoint files are named like, for naming the ones a folder holds.
+CHECKPOINT_SUFFIXES = (".pth", ".pt", ".tar")
+
+
+def _not_a_weights_folder(folder: Path) -> str:
+    """Why a folder given for weights (``--weights``, ``-e``, ``load_model``, ``export.py``) is not read: it is
+    no export folder; the fix names the checkpoint files it holds, or says that it holds none."""
+    held = sorted(p.name for p in folder.iterdir() if p.is_file() and p.suffix in CHECKPOINT_SUFFIXES)
+    problem = (f"{folder} is a folder but not an export folder (it has no {EXPORT_CONFIG} and no {EXPORT_WEIGHTS}); "
+               f"weights are read from a checkpoint file or an export folder.")
+    if held:
+        example = BEST_CHECKPOINT if BEST_CHECKPOINT in held else held[0]
+        more = f" (+{len(held) - SHOW_KEYS} more)" if len(held) > SHOW_KEYS else ""
+        return (f"{problem} It holds {', '.join(held[:SHOW_KEYS])}{more}: give one of those files, e.g. "
+                f"{folder / example}.")
+    return (f"{problem} It holds no checkpoint file either. Give the path of a checkpoint file (.pth, .pth.tar), "
+            f"or of a folder that python scripts/export.py CHECKPOINT FOLDER wrote.")
+
+
+# Where torchvision's detectors (and so det_main.py's checkpoints) keep their backbone's weights.
+DETECTOR_BACKBONE_PREFIX = "backbone.body."
+
+
+def refuse_detection_checkpoint(obj: Any, source: str) -> None:
+    """A :class:`CheckpointError` for a detector's weights given where a classification network's are read: a
+    ``det_main.py`` checkpoint (``last.pth``, ``model.pth``) names the det_main.py command that takes it."""
+    inner = _tensor_mapping(obj, ("model", "state_dict", "model_state_dict"))
+    if inner is None:
+        inner = obj if isinstance(obj, Mapping) and obj and all(isinstance(v, torch.Tensor) for v in obj.values()) \
+            else {}
+    if not any(isinstance(key, str) and DETECTOR_BACKBONE_PREFIX in key for key in inner):
+        return
+    from .detection.checkpoint import DETECTION_FORMAT   # here: it imports this module
+    if obj.get("format") != DETECTION_FORMAT:
+        raise CheckpointError(
+            f"{source} holds a detector's weights (torchvision's layout, '{DETECTOR_BACKBONE_PREFIX}*' keys), not a "
+            f"classification network's, which this command reads. Give a classification checkpoint (a main.py "
+            f"run's best.pth, an official ECA-Net file) or an export folder.")
+    network = f" (a {obj['detector']} with a {obj['arch']} backbone)" if obj.get("detector") and obj.get("arch") \
+        else ""
+    training = "optimizer" in obj
+    continue_it = f"; continue its training with 'python det_main.py --resume {source}'" if training else ""
+    raise CheckpointError(
+        f"{source} is a detection checkpoint of det_main.py{network}, not a "
+        f"classification network's: main.py, scripts/export.py and ecanet.load_model read classification "
+        f"checkpoints. det_main.py takes it: evaluate it with 'python det_main.py -e --resume {source}'"
+        f"{continue_it}. (det_main.py's --weights takes a classification checkpoint, for the backbone.)")
 
 
 def check_format_version(obj: Any, source: str) -> None:
@@ -377,6 +430,7 @@ def check_format_version(obj: Any, source: str) -> None:
 
 def training_recipe(obj: Mapping[str, Any], source: str) -> Recipe:
     """The recipe of a training checkpoint (``last.pth``) that a run resumes from."""
+    refuse_detection_checkpoint(obj, source)
     state_dict = extract_state_dict(obj, source)
     return recipe_of(obj, infer_network(state_dict, source), source)
 
@@ -435,22 +489,62 @@ EXPORT_WEIGHTS = "model.safetensors"
 EXPORT_CONFIG = "config.json"
 
 
-def save_export(model: nn.Module, recipe: Recipe, folder: str | os.PathLike) -> Path:
-    """Write ``folder/model.safetensors`` (the weights, no pickle) and ``folder/config.json`` (the recipe).
-
-    ``folder`` must not hold an export already: nothing saved is overwritten (:class:`CheckpointError`).
-    """
-    from safetensors.torch import save
-
+def check_export_folder(folder: str | os.PathLike, also: Sequence[str] = ()) -> None:
+    """Refuse (:class:`CheckpointError`), before anything is written, an export folder that cannot be made or
+    would mix with what is there: a file, a path under a file, a folder holding any file of an export
+    (``model.safetensors``, ``config.json``, or one of ``also``: an export never overwrites one, nor joins one), or a
+    training run's directory (checkpoints, ``config.yaml``, ``metrics.jsonl``: a run directory holding
+    ``config.json`` reads as an export folder). Other files in the folder (a README, a git clone's) are left be."""
     folder = Path(folder)
     if folder.exists() and not folder.is_dir():
         raise CheckpointError(f"{folder} is a file; an export is a folder (model.safetensors and config.json). "
                               f"Pick a folder name for the export.")
-    taken = [name for name in (EXPORT_WEIGHTS, EXPORT_CONFIG) if (folder / name).exists()]
+    parent = next((p for p in folder.parents if p.exists()), None)   # the folder that mkdir would create it in
+    if not folder.exists() and parent is not None and not parent.is_dir():
+        raise CheckpointError(f"{parent} is a file, so the export folder {folder} cannot be made inside it. Pick an "
+                              f"output folder outside {parent}.")
+    if not folder.is_dir():
+        return
+    taken = [name for name in (EXPORT_WEIGHTS, EXPORT_CONFIG, *also) if (folder / name).exists()]
     if taken:
         raise CheckpointError(f"{folder} already holds {', '.join(taken)}; an export never overwrites one. "
                               f"Pick another output folder or delete the old export first.")
-    folder.mkdir(parents=True, exist_ok=True)
+    run_files = _training_run_files(folder)
+    if run_files:
+        raise CheckpointError(f"{folder} holds a training run ({', '.join(run_files)}); an export into it would mix "
+                              f"with the run's files, and the run directory would then read as an export folder. "
+                              f"Pick an output folder of its own{_sibling_example(folder)}.")
+
+
+def _training_run_files(folder: Path) -> list[str]:
+    """The files by which ``folder`` is a training run's directory (main.py's or det_main.py's): its checkpoints,
+    as :mod:`ecanet.rundir` finds them (``*.pth``), its resolved options and its records."""
+    from .metrics import METRICS_FILE
+    from .rundir import checkpoint_stamps   # here: it imports this module
+    records = [name for name in (RUN_CONFIG, METRICS_FILE) if (folder / name).is_file()]
+    return sorted(checkpoint_stamps(folder) or {}) + records
+
+
+def _sibling_example(folder: Path) -> str:
+    name = folder.resolve().name
+    return f", e.g. {folder.resolve().with_name(name + '-export')}" if name else ""
+
+
+def save_export(model: nn.Module, recipe: Recipe, folder: str | os.PathLike) -> Path:
+    """Write ``folder/model.safetensors`` (the weights, no pickle) and ``folder/config.json`` (the recipe).
+
+    ``folder`` must not hold an export already, nor a training run (:func:`check_export_folder`): nothing saved
+    is overwritten (:class:`CheckpointError`).
+    """
+    from safetensors.torch import save
+
+    folder = Path(folder)
+    check_export_folder(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise CheckpointError(f"cannot create the export folder {folder} ({exc.strerror or exc}). Pick an output "
+                              f"folder in a writable place.") from None
     state = {name: t.detach().contiguous().cpu() for name, t in strip_wrapper_prefixes(model.state_dict()).items()}
     with _atomic_file(folder / EXPORT_WEIGHTS) as f:
         f.write(save(state, metadata={"format": EXPORT_FORMAT}))

@@ -32,10 +32,17 @@ def newest_onnx_opset() -> int:
     return getattr(_constants, "ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET", _constants.ONNX_MAX_OPSET)
 
 
-def check_onnx_options(opset: int, img_size: int) -> None:
+def check_img_size(img_size: int) -> None:
+    """Refuse an ``--img-size`` that is no image size (0, negative): a :class:`ConfigError` naming the fix."""
+    if img_size < 1:
+        raise ConfigError(f"--img-size {img_size} is no image size; pass the input size to export, e.g. 224, or "
+                          f"leave it out for the recipe's crop size.")
+
+
+def check_onnx_options(opset: int, img_size: int | None) -> None:
     """Refuse what an ONNX export cannot do, before anything is written: missing packages, an opset too old
     for these networks or too new for torch's exporter, an input size that is no size (a :class:`ConfigError`
-    naming the fix)."""
+    naming the fix). ``img_size`` None: the recipe's, not checked here."""
     missing = [name for name in ("onnx", "onnxruntime") if importlib.util.find_spec(name) is None]
     if missing:
         raise ConfigError(f"--format onnx needs {' and '.join(missing)}, which is not installed. Install it with "
@@ -46,15 +53,15 @@ def check_onnx_options(opset: int, img_size: int) -> None:
     if opset > newest_onnx_opset():
         raise ConfigError(f"--opset {opset} is newer than this torch's ONNX exporter writes; use "
                           f"{MIN_ONNX_OPSET} to {newest_onnx_opset()} (default {DEFAULT_ONNX_OPSET}).")
-    if img_size < 1:
-        raise ConfigError(f"--img-size {img_size} is no image size; pass the input size to export, e.g. 224.")
+    if img_size is not None:
+        check_img_size(img_size)
 
 
 def export_onnx(model: nn.Module, recipe: Recipe, folder: str | Path, opset: int = DEFAULT_ONNX_OPSET,
                 img_size: int | None = None) -> Path:
     """Write ``folder/model.onnx``: input ``images`` (N, 3, H, W) float32 normalised as the recipe says, output
     ``logits`` (N, classes); the batch dimension is dynamic. Returns the file's path."""
-    img_size = img_size or recipe.img_size
+    img_size = recipe.img_size if img_size is None else img_size   # 0 is a size given, and refused
     check_onnx_options(opset, img_size)
     path = Path(folder) / ONNX_FILE
     if path.exists():

@@ -11,6 +11,10 @@ Prints one line per measurement:
              counting thread while decode_jpeg runs, against while the main thread sleeps)
   crop-loop  the per-image Python cost of GpuAugment's crop/resize loop, on tiny CPU tensors (so mostly
              interpreter overhead, the part that holds the GIL)
+
+The worker line needs the prepared Fashion-MNIST folder: without --data it is skipped when the default folder
+is missing; a --data that is given must hold train/ with class folders of images (else exit 2, before any
+measurement).
 """
 from __future__ import annotations
 
@@ -28,9 +32,13 @@ import torch.nn.functional as F
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from ecanet.cli import report_user_errors  # noqa: E402
+from ecanet.config import ArgumentParser  # noqa: E402
 from ecanet.data import RobustImageFolder, build_train_transform, sample_seed  # noqa: E402
-from ecanet.data.folders import load_readable  # noqa: E402
+from ecanet.data.folders import build_image_folder, load_readable  # noqa: E402
+from ecanet.errors import EXIT_OK, ConfigError  # noqa: E402
 
+DEFAULT_DATA = Path("data/fashion-mnist")
 FASHION_MNIST_MEAN, FASHION_MNIST_STD = [0.286] * 3, [0.353] * 3   # configs/fashion_mnist.yaml
 WORKER_SAMPLES = 2000
 CROP_LOOP_IMAGES = 256        # one batch
@@ -57,12 +65,23 @@ class _ForkRngSeeding(RobustImageFolder):
             return self.transform(image), target, unreadable
 
 
-def worker_rate(data: Path) -> str:
+def worker_datasets(data: Path) -> dict[str, RobustImageFolder]:
+    """``data/train`` with configs/fashion_mnist.yaml's training transform, once per way of seeding; a
+    :class:`~ecanet.errors.UserError` when ``data`` is no such folder (a file, missing, without train/ or
+    without images)."""
+    if data.exists() and not data.is_dir():
+        raise ConfigError(f"--data {data} is a file, not a folder. Pass the Fashion-MNIST folder that "
+                          f"scripts/prepare_fashion_mnist.py writes (with train/), or leave out --data.")
     transform = build_train_transform(112, "crop", crop_padding=8, hflip=0.5, random_erasing=0.5,
                                       mean=FASHION_MNIST_MEAN, std=FASHION_MNIST_STD, uint8=True)
+    return {name: build_image_folder(data, "train", make=lambda path, cls=cls: cls(path, transform=transform))
+            for name, cls in (("fork_rng + torch.manual_seed", _ForkRngSeeding),
+                              ("seeded_cpu_rng", RobustImageFolder))}
+
+
+def worker_rate(datasets: dict[str, RobustImageFolder]) -> str:
     rates = {}
-    for name, cls in (("fork_rng + torch.manual_seed", _ForkRngSeeding), ("seeded_cpu_rng", RobustImageFolder)):
-        dataset = cls(str(data / "train"), transform=transform)
+    for name, dataset in datasets.items():
         keys = [((i * 29) % len(dataset), sample_seed(0, 0, i)) for i in range(WORKER_SAMPLES)]
         t0 = time.perf_counter()
         for key in keys:
@@ -120,21 +139,30 @@ def crop_loop_cost() -> str:
             f"batch of {CROP_LOOP_IMAGES}")
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, default=Path("data/fashion-mnist"),
-                        help="prepared Fashion-MNIST ImageFolder (scripts/prepare_fashion_mnist.py)")
-    args = parser.parse_args(argv)
+def run(args: argparse.Namespace) -> int:
+    # A --data that is given must be the dataset; the default one is optional: its measurement is skipped.
+    data = DEFAULT_DATA if args.data is None else args.data
+    datasets = worker_datasets(data) if args.data is not None or (data / "train").is_dir() else None
     torch.set_num_threads(1)  # as in a DataLoader worker
     print(f"# torch {torch.__version__}, {time.strftime('%Y-%m-%d')}", flush=True)
     print(seed_cost(), flush=True)
-    if (args.data / "train").is_dir():
-        print(worker_rate(args.data), flush=True)
+    if datasets is not None:
+        print(worker_rate(datasets), flush=True)
     else:
-        print(f"worker: skipped, no {args.data}/train (run scripts/prepare_fashion_mnist.py)", flush=True)
+        print(f"worker: skipped, no {data}/train (run scripts/prepare_fashion_mnist.py, or pass --data)", flush=True)
     print(gil_release(), flush=True)
     print(crop_loop_cost(), flush=True)
-    return 0
+    return EXIT_OK
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = ArgumentParser(prog="cpu_costs.py", description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=None,
+                        help=f"prepared Fashion-MNIST ImageFolder (scripts/prepare_fashion_mnist.py; default "
+                             f"{DEFAULT_DATA}, whose measurement is skipped when it is missing)")
+    parser.add_argument("--debug", action="store_true", help="show Python tracebacks for input errors")
+    args = parser.parse_args(argv)
+    return report_user_errors(lambda: run(args), argv)
 
 
 if __name__ == "__main__":

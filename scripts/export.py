@@ -37,7 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("checkpoint", metavar="CHECKPOINT",
                         help="any file ecanet.load_model reads: an ecanet checkpoint, an official ECA-Net file, "
                              "an export folder")
-    parser.add_argument("output", metavar="FOLDER", help="the export folder to write (must not hold an export)")
+    parser.add_argument("output", metavar="FOLDER",
+                        help="the export folder to write (must not hold an export, nor be a training run's "
+                             "directory)")
     # One value per --format (repeatable), so that it may come before the two paths.
     parser.add_argument("--format", action="append", choices=FORMATS, default=None,
                         help="what to write: model.safetensors and config.json always; 'onnx' adds model.onnx "
@@ -53,16 +55,23 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     out = Path(args.output)
+    formats = args.format or ["safetensors"]
+    # Every check before anything is written: the options, the checkpoint, then the folder.
+    if args.img_size is not None:
+        export.check_img_size(args.img_size)
+    if "onnx" in formats:
+        export.check_onnx_options(args.opset, args.img_size)
+    elif args.img_size is not None:
+        log.warning("--img-size %d has no effect without --format onnx; it is ignored", args.img_size)
     model = ckpt.load_model(args.checkpoint, eca_impl="plain", use_ema=args.use_ema)
     recipe = model.recipe
-    img_size = args.img_size or recipe.img_size
-    formats = args.format or ["safetensors"]
-    if "onnx" in formats:  # every check before anything is written
-        export.check_onnx_options(args.opset, img_size)
-        if img_size != recipe.img_size:
-            log.warning("model.onnx takes %dx%d inputs, but the recipe in %s evaluates %dx%d crops: feed it what "
-                        "it takes, or export without --img-size", img_size, img_size, ckpt.EXPORT_CONFIG,
-                        recipe.img_size, recipe.img_size)
+    img_size = recipe.img_size if args.img_size is None else args.img_size
+    if "onnx" in formats and img_size != recipe.img_size:
+        log.warning("model.onnx takes %dx%d inputs, but the recipe in %s evaluates %dx%d crops: feed it what "
+                    "it takes, or export without --img-size", img_size, img_size, ckpt.EXPORT_CONFIG,
+                    recipe.img_size, recipe.img_size)
+    # model.onnx too without --format onnx: a stale one beside new weights would describe another network
+    ckpt.check_export_folder(out, also=(export.ONNX_FILE,))
     ckpt.save_export(model, recipe, out)  # every export folder is self-contained: weights and recipe
     written = [ckpt.EXPORT_WEIGHTS, ckpt.EXPORT_CONFIG]
     if "onnx" in formats:

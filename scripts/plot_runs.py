@@ -10,7 +10,12 @@ seeds) are drawn as their mean with a band over the seeds: min-max by default, o
 deviation. ``--label`` names the runs instead of ``arch``, one label per run in the order given. A directory
 without ``metrics.jsonl`` stands for the run directories directly inside it.
 
-Exit codes: 0 plot written, 2 bad input (no such run, no data for the metric, matplotlib missing).
+``--output`` is the image file to write, in any format matplotlib writes (its extension decides: .png, .svg,
+.pdf, ...); a name without an extension gets ``.png``. Every input and the output path are checked before
+anything is written.
+
+Exit codes: 0 plot written, 2 bad input (no such run, a run whose config.yaml cannot be read, no data for
+the metric, an output path that cannot be written or a format matplotlib does not write, matplotlib missing).
 """
 from __future__ import annotations
 
@@ -22,14 +27,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-import yaml
+SCRIPTS = Path(__file__).resolve().parent
+for folder in (SCRIPTS.parent, SCRIPTS):  # the ecanet package, and summarize_runs.py next to this script
+    if str(folder) not in sys.path:
+        sys.path.insert(0, str(folder))
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from ecanet.errors import EXIT_OK, EXIT_USAGE, UserError  # noqa: E402
+from ecanet.config import ArgumentParser  # noqa: E402
+from ecanet.errors import EXIT_OK, EXIT_USAGE, UserError, one_paragraph  # noqa: E402
 from ecanet.metrics import read_metrics  # noqa: E402
+from summarize_runs import check_output_file, read_run_config  # noqa: E402
 
 log = logging.getLogger("plot_runs")
 
@@ -41,6 +47,7 @@ FIGURE_SIZE_IN = (7.0, 4.5)   # width, height in inches
 FIGURE_DPI = 120              # 840 x 540 pixels
 BAND_ALPHA = 0.2              # opacity of the band around each mean line
 BANDS = ("minmax", "std", "none")
+DEFAULT_FORMAT = "png"        # of an --output without an extension, as matplotlib's savefig.format
 
 
 class PlotError(UserError):
@@ -98,18 +105,14 @@ def read_metric(path: Path, metric: str) -> dict[int, float]:
 
 
 def run_label(run_dir: Path) -> str:
-    """The run's network, ``arch`` of its config.yaml; the directory name when there is none."""
-    config_path = run_dir / CONFIG_FILE
+    """The run's network, ``arch`` of its config.yaml. A config.yaml that is missing, damaged or names no network
+    is a :class:`PlotError`, as for summarize_runs.py (the same reader): a run labelled by its directory name
+    would sit apart from its seeds unnoticed."""
     try:
-        config = yaml.safe_load(config_path.read_text()) or {}
-    except (OSError, yaml.YAMLError) as exc:
-        log.warning("%s unreadable (%s); labelling the run by its directory name", config_path, exc)
-        return run_dir.name
-    label = config.get(GROUP_KEY) if isinstance(config, dict) else None
-    if not label:
-        log.warning("%s has no '%s'; labelling the run by its directory name", config_path, GROUP_KEY)
-        return run_dir.name
-    return str(label)
+        return str(read_run_config(run_dir)[GROUP_KEY])
+    except UserError as exc:
+        raise PlotError(f"{exc} Or pass --label once per run to name the runs without reading their "
+                        f"{CONFIG_FILE}.") from None
 
 
 def load_runs(run_dirs: Sequence[Path], metric: str, labels: Sequence[str] | None) -> list[Run]:
@@ -176,11 +179,32 @@ def import_pyplot():
     return plt
 
 
+def output_file(output: Path, metric: str, run_dirs: Sequence[Path]) -> Path:
+    """The file to write for ``--output``: ``output``, or ``output.png`` without an extension (matplotlib's own
+    rule, made explicit so that the log names the real file). A :class:`UserError`, before anything is drawn,
+    when it is a folder, lies under a file, is a file of a run being read, or has an extension matplotlib does
+    not write (or matplotlib is missing)."""
+    inputs = [d / name for d in run_dirs for name in (METRICS_FILE, CONFIG_FILE)]
+    example = f"{metric}.{DEFAULT_FORMAT}"
+    check_output_file(output, "--output", example, inputs)
+    if not output.suffix:
+        output = output.with_name(f"{output.name}.{DEFAULT_FORMAT}")
+        check_output_file(output, "--output", example, inputs)
+    import_pyplot()
+    from matplotlib.backend_bases import FigureCanvasBase
+    formats = sorted(FigureCanvasBase.get_supported_filetypes())
+    extension = output.suffix[1:].lower()
+    if extension not in formats:
+        raise PlotError(f"--output {output}: matplotlib does not write '.{extension}' files. Give the file one of "
+                        f"the extensions {', '.join(formats)}, e.g. {output.with_suffix('.' + DEFAULT_FORMAT)}.")
+    return output
+
+
 BAND_NAMES = {"minmax": "band: min-max over runs", "std": "band: mean +- 1 std over runs", "none": ""}
 
 
 def draw(curves: Sequence[Curve], metric: str, title: str | None, band: str, output: Path) -> None:
-    """Write the PNG: one colour per curve, its band, a legend with the number of runs and last value."""
+    """Write the image: one colour per curve, its band, a legend with the number of runs and last value."""
     plt = import_pyplot()
     fig, ax = plt.subplots(figsize=FIGURE_SIZE_IN)
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
@@ -199,15 +223,20 @@ def draw(curves: Sequence[Curve], metric: str, title: str | None, band: str, out
     ax.legend(title=legend_title, fontsize="small", title_fontsize="small")
     ax.xaxis.get_major_locator().set_params(integer=True)  # epochs are whole numbers
     fig.tight_layout()
-    output.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(output, dpi=FIGURE_DPI)
-    plt.close(fig)
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(output, dpi=FIGURE_DPI)
+    except OSError as error:
+        raise PlotError(f"cannot write --output {output}: {error.strerror or error}. Pass a path in a writable "
+                        f"folder.") from None
+    finally:
+        plt.close(fig)
 
 
 # ---------------------------------------------------------------------------------------------- main
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="plot_runs.py",
         description="Plot a metric per epoch from runs' metrics.jsonl: one colour per network (config.yaml's "
                     "'arch'), mean over the runs (seeds) with a band.",
@@ -215,7 +244,8 @@ def build_parser() -> argparse.ArgumentParser:
                "Exit codes: 0 written, 2 bad input.")
     parser.add_argument("runs", nargs="+", type=Path,
                         help="run directories (each with metrics.jsonl and config.yaml), or folders of them")
-    parser.add_argument("--output", "-o", type=Path, required=True, help="PNG file to write")
+    parser.add_argument("--output", "-o", type=Path, required=True,
+                        help="image file to write: .png, or another extension matplotlib writes (.svg, .pdf, ...)")
     parser.add_argument("--metric", default="val_top1",
                         help="key of the epoch lines to plot (default: %(default)s)")
     parser.add_argument("--title", help="plot title (default: '<metric> per epoch')")
@@ -232,16 +262,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s")
     try:
-        runs = load_runs(expand_run_dirs(args.runs), args.metric, args.label)
+        run_dirs = expand_run_dirs(args.runs)
+        output = output_file(args.output, args.metric, run_dirs)
+        runs = load_runs(run_dirs, args.metric, args.label)
         curves = group_runs(runs, args.band)
-        draw(curves, args.metric, args.title, args.band, args.output)
-    except PlotError as exc:
-        log.error("%s", exc)
+        draw(curves, args.metric, args.title, args.band, output)
+    except UserError as exc:
+        log.error("%s", one_paragraph(str(exc)))
         return EXIT_USAGE
     for curve in curves:
         log.info("%s: %d run(s), %d epochs, last %s %.4g (band %.4g..%.4g)", curve.label, curve.runs,
                  len(curve.epochs), args.metric, curve.mean[-1], curve.low[-1], curve.high[-1])
-    log.info("wrote %s", args.output)
+    log.info("wrote %s", output)
     return EXIT_OK
 
 

@@ -13,16 +13,25 @@ the epochs after the first (the first includes warm-up and compilation), and pea
 
 ``--csv PATH`` writes the same table as CSV, one row per network, with unrounded figures (mean and sample
 standard deviation over the seeds) and each seed's top-1, so that documents can quote a file a script wrote.
+
+It summarises classification runs (main.py, light_main.py); a detection run (det_main.py) records box and mask
+AP instead of top-1 and is refused, as is any run it cannot read (an unfinished run, a damaged config.yaml):
+a table that silently left out a seed would misreport the mean. ``plot_runs.py --metric box_AP`` draws a
+detection run's AP per epoch.
+
+Exit codes: 0 done, 2 bad input (a run that cannot be summarised, an output path that cannot be written;
+checked before anything is written), 1 an unexpected error (traceback).
 """
 from __future__ import annotations
 
 import argparse
 import csv
+import io
 import json
 import statistics
 import sys
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterable, Sequence
 
 import yaml
 
@@ -30,19 +39,92 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from ecanet.errors import EXIT_OK, DataError, UserError, print_error, user_message  # noqa: E402
+from ecanet.cli import report_user_errors  # noqa: E402
+from ecanet.config import ArgumentParser  # noqa: E402
+from ecanet.errors import EXIT_OK, ConfigError, DataError  # noqa: E402
 from ecanet.metrics import format_duration, markdown_table, read_metrics  # noqa: E402
+
+METRICS_FILE = "metrics.jsonl"
+CONFIG_FILE = "config.yaml"
+RUN_FILES = (METRICS_FILE, CONFIG_FILE)
+# What the table reads of a classification run's last epoch line and summary line (main.py writes them all).
+EPOCH_KEYS = ("epoch", "val_top1", "val_top5", "epoch_time_s", "images_per_s", "val_images_per_s")
+SUMMARY_KEYS = ("parameters",)
 
 
 def run_dirs(paths: Sequence[Path]) -> list[Path]:
-    """Run directories; a folder without metrics.jsonl stands for the runs inside it."""
+    """Run directories; a folder without metrics.jsonl stands for the runs inside it. A path that is no
+    folder, or a folder with no run in or under it, is a :class:`DataError` (a mistyped run is not dropped)."""
     out = []
     for path in paths:
-        if (path / "metrics.jsonl").is_file():
+        if not path.is_dir():
+            what = "is a file, not a run directory" if path.exists() else "does not exist"
+            raise DataError(f"{path} {what}. Give run directories main.py wrote (each with {METRICS_FILE} and "
+                            f"{CONFIG_FILE}), or folders of them.")
+        if (path / METRICS_FILE).is_file():
             out.append(path)
-        elif path.is_dir():
-            out += sorted(p for p in path.iterdir() if (p / "metrics.jsonl").is_file())
+            continue
+        try:
+            children = sorted(p for p in path.iterdir() if (p / METRICS_FILE).is_file())
+        except OSError as exc:
+            raise DataError(f"cannot list {path} ({exc.strerror or exc}); make it readable, or leave it "
+                            f"out.") from None
+        if not children:
+            raise DataError(f"no run directories with {METRICS_FILE} under {path} (neither it nor its sub-folders "
+                            f"hold one); give run directories main.py wrote, or folders of them.")
+        out += children
     return out
+
+
+def _yaml_problem(exc: Exception) -> str:
+    """A YAML error in a few words and its line, not PyYAML's multi-line excerpt of the file."""
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    mark = getattr(exc, "problem_mark", None)
+    return f"{problem} at line {mark.line + 1}" if mark is not None else problem
+
+
+def read_run_config(run_dir: Path) -> dict[str, Any]:
+    """The run's config.yaml as a mapping with an ``arch``; a :class:`DataError` naming the file and the fix when
+    it is missing, unreadable, not YAML, not a mapping or without ``arch``. plot_runs.py reads it here too."""
+    path = run_dir / CONFIG_FILE
+    fix = ("main.py writes it when the run starts, with the run's options; restore it from a copy, or leave the "
+           "run out")
+    if not path.is_file():
+        raise DataError(f"{run_dir} has {METRICS_FILE} but no {CONFIG_FILE}, which names the run's network; give "
+                        f"the run directory main.py wrote, with both files.")
+    try:
+        config = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise DataError(f"cannot read {path} ({exc.strerror or exc}); make it readable, or leave the run "
+                        f"out.") from None
+    except UnicodeDecodeError:
+        raise DataError(f"{path} is not a text file, so not the config.yaml of a run ({fix}).") from None
+    except yaml.YAMLError as exc:
+        raise DataError(f"{path} is not valid YAML ({_yaml_problem(exc)}); {fix}.") from None
+    if not isinstance(config, dict) or not config.get("arch"):
+        raise DataError(f"{path} names no network (no 'arch' key), so it is not the config.yaml of a run; {fix}.")
+    return config
+
+
+def check_output_file(path: Path, option: str, example: str, inputs: Iterable[Path] = ()) -> None:
+    """Refuse (:class:`ConfigError`), before any work, an output file that cannot be written: ``path`` is a
+    folder, lies under a file, or is one of ``inputs`` (the files being read). Missing folders are created when
+    writing; an existing file is replaced. plot_runs.py checks its --output here too."""
+    if path.is_dir():
+        raise ConfigError(f"{option} {path} is a folder; {option} names the file to write. Pass a file path, e.g. "
+                          f"{path / example}.")
+    for folder in path.parents:
+        if folder.exists():
+            if not folder.is_dir():
+                raise ConfigError(f"{option} {path} cannot be written: {folder} is a file, not a folder. Pass a "
+                                  f"path in a folder (missing folders are created).")
+            break
+    resolved = path.resolve()
+    for read in inputs:
+        if read.resolve() == resolved:
+            raise ConfigError(f"{option} {path} is the {read.name} of the run {read.parent}, which is being read; "
+                              f"writing it would destroy the run's record. Pass another path, e.g. "
+                              f"{read.parent.parent / example}.")
 
 
 def _epoch_seconds(epoch: dict[str, Any], val_images: int | None) -> float:
@@ -55,17 +137,28 @@ def _epoch_seconds(epoch: dict[str, Any], val_images: int | None) -> float:
 
 
 def load_run(path: Path, val_images: int | None = None) -> dict[str, Any]:
-    records = read_metrics(path / "metrics.jsonl", event=None)
+    try:
+        records = read_metrics(path / METRICS_FILE, event=None)
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"cannot read {path / METRICS_FILE} ({getattr(exc, 'strerror', None) or exc}); make it "
+                        f"readable, or leave the run out.") from None
     epochs = [r for r in records if r.get("event") == "epoch"]
     summaries = [r for r in records if r.get("event") == "summary"]
     if not epochs or not summaries:
         raise DataError(f"{path} holds no finished run (its metrics.jsonl lacks epoch or summary lines); leave it "
                         f"out, or summarize it once the run has ended.")
-    if not (path / "config.yaml").is_file():
-        raise DataError(f"{path} has metrics.jsonl but no config.yaml, which names the run's network; give the run "
-                        f"directory main.py wrote, with both files.")
-    config = yaml.safe_load((path / "config.yaml").read_text())
+    config = read_run_config(path)
     last, summary = epochs[-1], summaries[-1]
+    detector = summary.get("detector") or config.get("detector")
+    if detector:
+        raise DataError(f"{path} is a detection run ({detector}, det_main.py): it records box and mask AP, not the "
+                        f"top-1 and top-5 accuracy this table summarises. Leave it out (plot_runs.py --metric "
+                        f"box_AP draws its AP per epoch).")
+    missing = [f"'{key}'" for key in EPOCH_KEYS if any(key not in e for e in epochs)] + \
+              [f"'{key}'" for key in SUMMARY_KEYS if key not in summary]
+    if missing:
+        raise DataError(f"{path / METRICS_FILE} lacks {', '.join(missing)} in its epoch or summary lines, so it is "
+                        f"not a classification run of main.py; leave it out.")
     steady = epochs[1:] or epochs
     return {"arch": config["arch"], "seed": config.get("seed"), "top1": last["val_top1"], "top5": last["val_top5"],
             "ema_top1": last.get("ema_val_top1"), "params": summary["parameters"],
@@ -133,37 +226,65 @@ def csv_rows(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
+def csv_text(runs: list[dict[str, Any]]) -> str:
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=CSV_FIELDS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(csv_rows(runs))
+    return out.getvalue()
+
+
 def write_csv(path: Path, runs: list[dict[str, Any]]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=CSV_FIELDS, lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(csv_rows(runs))
+    _write(path, "--csv", csv_text(runs))
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def _write(path: Path, option: str, text: str) -> None:
+    """Write ``text`` to ``path``, making its folder; an OSError (permissions, a full disk) as a ConfigError."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+    except OSError as error:
+        raise ConfigError(f"cannot write {option} {path}: {error.strerror or error}. Pass a path in a writable "
+                          f"folder.") from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = ArgumentParser(prog="summarize_runs.py", description=__doc__.splitlines()[0])
     parser.add_argument("runs", nargs="+", type=Path, help="run directories, or folders of them")
     parser.add_argument("--json", type=Path, help="also write the per-run figures as JSON")
     parser.add_argument("--csv", type=Path, help="also write the table as CSV (one row per network)")
-    parser.add_argument("--val-images", type=int, default=None,
+    parser.add_argument("--val-images", type=int, default=None, metavar="N",
                         help="validation images per epoch, for runs whose records do not say")
-    args = parser.parse_args(argv)
-    try:
-        runs = [load_run(p, args.val_images) for p in run_dirs(args.runs)]
-        if not runs:
-            raise DataError(f"no run directories with metrics.jsonl under {', '.join(map(str, args.runs))}; give "
-                            f"run directories main.py wrote, or folders of them.")
-    except UserError as exc:
-        print_error(user_message(exc))
-        return exc.exit_code
+    parser.add_argument("--debug", action="store_true", help="show Python tracebacks for input errors")
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    """Check the options and every output path, read every run, then print and write: bad input of any kind
+    stops before a file is written."""
+    if args.val_images is not None and args.val_images < 1:
+        raise ConfigError(f"--val-images must be at least 1, got {args.val_images}. Pass the number of validation "
+                          f"images each epoch of the runs evaluated, or leave it out when their records say.")
+    if args.json is not None and args.csv is not None and args.json.resolve() == args.csv.resolve():
+        raise ConfigError(f"--json and --csv both name {args.json}; pass two different files.")
+    dirs = run_dirs(args.runs)
+    inputs = [d / name for d in dirs for name in RUN_FILES]
+    if args.json is not None:
+        check_output_file(args.json, "--json", "runs.json", inputs)
+    if args.csv is not None:
+        check_output_file(args.csv, "--csv", "runs.csv", inputs)
+    runs = [load_run(p, args.val_images) for p in dirs]
     print(table(runs))
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(runs, indent=2))
-    if args.csv:
+    if args.json is not None:
+        _write(args.json, "--json", json.dumps(runs, indent=2))
+    if args.csv is not None:
         write_csv(args.csv, runs)
     return EXIT_OK
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return report_user_errors(lambda: run(args), argv)
 
 
 if __name__ == "__main__":

@@ -166,6 +166,16 @@ def torchrun_main(image_folder: Path, out: Path, port: int, extra=()) -> list[st
             str(ROOT / "main.py"), str(image_folder), *DDP_RUN, "--output", str(out), *map(str, extra)]
 
 
+def one_error_line(err: str, *phrases: str) -> str:
+    """The one 'error:' line of a refused command's stderr, holding every phrase, with no traceback."""
+    assert "Traceback" not in err
+    message = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(message) == 1, err[-2000:]
+    for phrase in phrases:
+        assert phrase in message[0], message[0]
+    return message[0]
+
+
 def run_main(argv, defaults=None) -> int:
     """main.py's main() in this process (fast: no interpreter start-up)."""
     import main
