@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""CPU-side costs of the input pipeline that docs/results.md and docs/design/input_pipeline.md quote (no GPU needed).
+"""CPU-side costs of the input pipeline (no GPU needed); docs/results.md quotes the seed and worker lines.
 
     python scripts/cpu_costs.py [--data data/fashion-mnist]
 
