@@ -23,7 +23,7 @@ from typing import Any, Sequence
 from ecanet.cli import run_command
 from ecanet.config import training_run_dir
 from ecanet.detection import options
-from ecanet.errors import EXIT_OK, EXIT_PREEMPTED, CheckpointError, ConfigError, DataError
+from ecanet.errors import EXIT_OK, EXIT_PREEMPTED, ConfigError, DataError
 from ecanet.lazy import lazy_import
 
 # Imported on first use, so that `--help` answers before torch has loaded.

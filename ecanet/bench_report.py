@@ -624,14 +624,11 @@ def performance_page(paths: list[str], summary: str) -> str:
             fresh = None   # nothing compiled: every row was timed in the one process
         processes = {"compiled": "compiled rows each in a fresh process", "all": "each row in a fresh process"}.get(
             fresh, "all rows in one process")
-        # a file may keep only some of its run's rows (e.g. one source's networks) and say which
-        notes = env.get("rows_kept", "")
-        subset = f" ({notes})" if notes else ""
         # a run continued with --resume lists each continuation's date and command
         continued = "".join(f"; continued {c['date_utc'][:10]} by "
                             f"`python {command_writing(c['command'].replace(str(ROOT) + '/', ''), path)}`"
                             for c in env.get("continued", []))
-        commands.append(f"- `{path}`{subset}: {env.get('gpu', '?')} ({env.get('gpu_count', 1)} visible), torch "
+        commands.append(f"- `{path}`: {env.get('gpu', '?')} ({env.get('gpu_count', 1)} visible), torch "
                         f"{env.get('torch')}, Triton {env.get('triton')}, {env.get('date_utc', '?')[:10]}, "
                         f"{heap}, {processes}; `python {command}`{continued}")
     return PAGE_HEADER.format(files=" ".join(paths), commands="\n".join(commands), host_batch=HOST_TIME_BATCH,

@@ -39,8 +39,8 @@ from . import models
 from .models.resnet import RESNET_SPECS, BasicBlock, Bottleneck
 
 from .distributed import DistInfo, all_gather_objects, any_rank
-from .constants import (IMAGENET_IMG_SIZE, IMAGENET_MEAN, IMAGENET_STD, IMAGENET_VAL_RESIZE, LAST_CHECKPOINT,
-                        RUN_CONFIG)
+from .constants import (DETECTION_FORMAT, DETECTOR_WEIGHTS, IMAGENET_IMG_SIZE, IMAGENET_MEAN, IMAGENET_STD,
+                        IMAGENET_VAL_RESIZE, LAST_CHECKPOINT, METRICS_FILE, RUN_CONFIG)
 from .errors import CheckpointError
 from .recipe import Recipe
 
@@ -376,7 +376,10 @@ CHECKPOINT_SUFFIXES = (".pth", ".pt", ".tar")
 def _not_a_weights_folder(folder: Path) -> str:
     """Why a folder given for weights (``--weights``, ``-e``, ``load_model``, ``export.py``) is not read: it is
     no export folder; the fix names the checkpoint files it holds, or says that it holds none."""
-    held = sorted(p.name for p in folder.iterdir() if p.is_file() and p.suffix in CHECKPOINT_SUFFIXES)
+    try:
+        held = sorted(p.name for p in folder.iterdir() if p.is_file() and p.suffix in CHECKPOINT_SUFFIXES)
+    except OSError:   # an unreadable folder: say what it is not, without listing it
+        held = []
     problem = (f"{folder} is a folder but not an export folder (it has no {EXPORT_CONFIG} and no {EXPORT_WEIGHTS}); "
                f"weights are read from a checkpoint file or an export folder.")
     if held:
@@ -401,7 +404,6 @@ def refuse_detection_checkpoint(obj: Any, source: str) -> None:
             else {}
     if not any(isinstance(key, str) and DETECTOR_BACKBONE_PREFIX in key for key in inner):
         return
-    from .detection.checkpoint import DETECTION_FORMAT   # here: it imports this module
     if obj.get("format") != DETECTION_FORMAT:
         raise CheckpointError(
             f"{source} holds a detector's weights (torchvision's layout, '{DETECTOR_BACKBONE_PREFIX}*' keys), not a "
@@ -517,12 +519,10 @@ def check_export_folder(folder: str | os.PathLike, also: Sequence[str] = ()) -> 
 
 
 def _training_run_files(folder: Path) -> list[str]:
-    """The files by which ``folder`` is a training run's directory (main.py's or det_main.py's): its checkpoints,
-    as :mod:`ecanet.rundir` finds them (``*.pth``), its resolved options and its records."""
-    from .metrics import METRICS_FILE
-    from .rundir import checkpoint_stamps   # here: it imports this module
-    records = [name for name in (RUN_CONFIG, METRICS_FILE) if (folder / name).is_file()]
-    return sorted(checkpoint_stamps(folder) or {}) + records
+    """The files by which ``folder`` is a training run's directory (main.py's or det_main.py's) that it holds:
+    the checkpoints a run saves, its resolved options and its records."""
+    run_files = (BEST_CHECKPOINT, LAST_CHECKPOINT, DETECTOR_WEIGHTS, RUN_CONFIG, METRICS_FILE)
+    return [name for name in run_files if (folder / name).is_file()]
 
 
 def _sibling_example(folder: Path) -> str:
@@ -540,17 +540,17 @@ def save_export(model: nn.Module, recipe: Recipe, folder: str | os.PathLike) -> 
 
     folder = Path(folder)
     check_export_folder(folder)
+    state = {name: t.detach().contiguous().cpu() for name, t in strip_wrapper_prefixes(model.state_dict()).items()}
+    config = {"format": EXPORT_FORMAT, "format_version": EXPORT_VERSION, "recipe": recipe.to_dict()}
     try:
         folder.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise CheckpointError(f"cannot create the export folder {folder} ({exc.strerror or exc}). Pick an output "
-                              f"folder in a writable place.") from None
-    state = {name: t.detach().contiguous().cpu() for name, t in strip_wrapper_prefixes(model.state_dict()).items()}
-    with _atomic_file(folder / EXPORT_WEIGHTS) as f:
-        f.write(save(state, metadata={"format": EXPORT_FORMAT}))
-    config = {"format": EXPORT_FORMAT, "format_version": EXPORT_VERSION, "recipe": recipe.to_dict()}
-    with _atomic_file(folder / EXPORT_CONFIG) as f:
-        f.write((json.dumps(config, indent=2) + "\n").encode())
+        with _atomic_file(folder / EXPORT_WEIGHTS) as f:
+            f.write(save(state, metadata={"format": EXPORT_FORMAT}))
+        with _atomic_file(folder / EXPORT_CONFIG) as f:
+            f.write((json.dumps(config, indent=2) + "\n").encode())
+    except OSError as exc:   # a read-only place, a full disk: _atomic_file leaves no partial file
+        raise CheckpointError(f"cannot write the export folder {folder} ({exc.strerror or exc}). Pick an output "
+                              f"folder in a writable place with room for the weights.") from None
     return folder
 
 

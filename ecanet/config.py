@@ -418,12 +418,12 @@ def check_recipe_fits(arch: str, args: argparse.Namespace, source: str) -> None:
     """A ConfigError where ``arch`` (named by ``source``: -a, or the file of --weights) would train with the
     recipe of another family of networks (``args.recipe_arch``, from :func:`parse_config`): a MobileNetV2
     with a ResNet recipe, or the other way round."""
-    from . import models
-
     recipe_arch = getattr(args, "recipe_arch", None)
-    if arch is not None and not models.is_model(arch):   # an unknown name has no family: say it is unknown
-        raise ConfigError(f"{source}: {models.unknown_model_message(arch)}. Pass one of the known names.")
     if recipe_arch and _family(arch) != _family(recipe_arch):
+        from . import models   # here, on the error path only: parsing the options does not import torch
+
+        if not models.is_model(arch):   # an unknown name has no family: say it is unknown
+            raise ConfigError(f"{source}: {models.unknown_model_message(arch)}. Pass one of the known names.")
         advice = " or main.py, whose defaults are the paper's ResNet recipe," if _family(arch) == "ResNet" else ""
         raise ConfigError(f"the training options come from {args.recipe_source}, the recipe of {recipe_arch}, and "
                           f"{source} is {arch}, not a {_family(recipe_arch)}: it would train with that recipe. Give "
@@ -723,7 +723,8 @@ def validate(args: argparse.Namespace) -> None:
                           "checkpoint yourself and pass --weights PATH (to start from it) or "
                           "-e --resume PATH (to evaluate it).")
     if args.arch is not None and not models.is_model(args.arch):
-        raise ConfigError(f"-a: {models.unknown_model_message(args.arch)}.")
+        source = "-a" if "arch" in getattr(args, "command_line", {"arch"}) else "the config file's arch"
+        raise ConfigError(f"{source}: {models.unknown_model_message(args.arch)}. Pass one of the known names.")
     if args.gpu is not None and args.device == "cpu":
         raise ConfigError(f"--gpu {args.gpu} picks a CUDA GPU, and --device cpu runs on the CPU. Leave --gpu out, or "
                           f"pass --device cuda.")

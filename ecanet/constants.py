@@ -27,6 +27,9 @@ BYTES_PER_GIB = 2 ** 30    # memory figures (peak_memory_gib and the like) are i
 # epoch's end and every --save-every-steps.
 LAST_CHECKPOINT = "last.pth"
 RUN_CONFIG = "config.yaml"   # a run directory's resolved options
+METRICS_FILE = "metrics.jsonl"    # a run directory's records, one JSON object a line
+DETECTION_FORMAT = "ecanet-detection-checkpoint"   # the "format" field of det_main.py's checkpoints
+DETECTOR_WEIGHTS = "model.pth"   # a finished det_main.py run's detector, no training state
 
 # ONNX export (ecanet.export): the opset written by default, and the oldest one accepted.
 DEFAULT_ONNX_OPSET = 17

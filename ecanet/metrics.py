@@ -16,7 +16,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import torch
 
-from .constants import BYTES_PER_GIB
+from .constants import BYTES_PER_GIB, METRICS_FILE
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +64,6 @@ class RunningTotals:
 
 
 TENSORBOARD_DIR = "tensorboard"   # the run directory's folder of TensorBoard events
-METRICS_FILE = "metrics.jsonl"    # the run directory's records, one JSON object a line
 
 
 class MetricsLogger:

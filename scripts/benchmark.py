@@ -705,26 +705,28 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def check_output_path(option: str, path: str | None) -> None:
-    """A usage error, before anything is measured, where ``path`` cannot be written as a file: a folder, or a
-    path under a missing folder or under a file. An existing file is replaced: that is what a rerun is for."""
+def check_output_path(option: str, path: str | None, makes_folders: bool) -> None:
+    """A usage error, before anything is measured, where ``path`` cannot be written as a file: a folder, a path
+    under a file, or (unless the writer ``makes_folders``) under a missing folder. An existing file is replaced:
+    that is what a rerun is for."""
     if path is None:
         return
     target = Path(path)
     if target.is_dir():
         usage_error(f"{option} {path} is a folder; it takes a file's path, e.g. {target / 'results.json'}.")
-    parent = target.parent
-    if not parent.is_dir():
-        what = "a file, not a folder" if parent.exists() else "missing"
-        usage_error(f"{option} {path}: its folder {parent} is {what}. Create the folder or pass another path.")
+    under_a_file = next((p for p in target.parents if p.exists() and not p.is_dir()), None)
+    if under_a_file is not None:
+        usage_error(f"{option} {path}: {under_a_file} is a file, not a folder. Pass a path in a folder.")
+    if not makes_folders and not target.parent.is_dir():
+        usage_error(f"{option} {path}: its folder {target.parent} is missing. Create it or pass another path.")
 
 
 def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     """Refuse, before measuring or writing anything, options that could only produce error rows."""
     if args.page is not None and not args.summarize:
         parser.error("--page writes the page of --summarize's files; add --summarize RESULTS.json ... or drop --page.")
-    check_output_path("--json", args.json)
-    check_output_path("--page", args.page)
+    check_output_path("--json", args.json, makes_folders=True)   # the results file's writer makes its folder
+    check_output_path("--page", args.page, makes_folders=False)
     if args.summarize:
         return
     for option in ("batch_size", "img_size", "repeats", "timed_steps", "loader_batches", "loss_batch_size"):

@@ -56,7 +56,10 @@ def build_parser() -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     out = Path(args.output)
     formats = args.format or ["safetensors"]
-    # Every check before anything is written: the options, the checkpoint, then the folder.
+    # Every check before anything is written: the options, the folder (before reading a large checkpoint), then
+    # the checkpoint. model.onnx too without --format onnx: a stale one beside new weights would describe another
+    # network.
+    ckpt.check_export_folder(out, also=(export.ONNX_FILE,))
     if args.img_size is not None:
         export.check_img_size(args.img_size)
     if "onnx" in formats:
@@ -70,8 +73,6 @@ def run(args: argparse.Namespace) -> int:
         log.warning("model.onnx takes %dx%d inputs, but the recipe in %s evaluates %dx%d crops: feed it what "
                     "it takes, or export without --img-size", img_size, img_size, ckpt.EXPORT_CONFIG,
                     recipe.img_size, recipe.img_size)
-    # model.onnx too without --format onnx: a stale one beside new weights would describe another network
-    ckpt.check_export_folder(out, also=(export.ONNX_FILE,))
     ckpt.save_export(model, recipe, out)  # every export folder is self-contained: weights and recipe
     written = [ckpt.EXPORT_WEIGHTS, ckpt.EXPORT_CONFIG]
     if "onnx" in formats:

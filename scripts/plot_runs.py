@@ -34,12 +34,12 @@ for folder in (SCRIPTS.parent, SCRIPTS):  # the ecanet package, and summarize_ru
 
 from ecanet.config import ArgumentParser  # noqa: E402
 from ecanet.errors import EXIT_OK, EXIT_USAGE, UserError, one_paragraph  # noqa: E402
+from ecanet.constants import METRICS_FILE  # noqa: E402
 from ecanet.metrics import read_metrics  # noqa: E402
 from summarize_runs import check_output_file, read_run_config  # noqa: E402
 
 log = logging.getLogger("plot_runs")
 
-METRICS_FILE = "metrics.jsonl"
 CONFIG_FILE = "config.yaml"
 EPOCH_EVENT = "epoch"
 GROUP_KEY = "arch"

@@ -44,12 +44,11 @@ def test_the_default_cuda_device_without_a_gpu_is_refused(capsys, monkeypatch):
     assert "needs a CUDA GPU" in err and "--device cpu" in err
 
 
-@pytest.mark.parametrize("where", ["under_a_file", "a_folder", "missing_folder"])
+@pytest.mark.parametrize("where", ["under_a_file", "a_folder"])
 def test_output_paths_that_cannot_be_written_are_refused_first(tmp_path, capsys, where):
     a_file = tmp_path / "afile"
     a_file.write_text("kept")
-    path = {"under_a_file": a_file / "x.json", "a_folder": tmp_path,
-            "missing_folder": tmp_path / "missing" / "x.json"}[where]
+    path = {"under_a_file": a_file / "x.json", "a_folder": tmp_path}[where]
     err = _refused(["--archs", "resnet18", *CPU_RUN, "--json", str(path)], capsys)
     assert str(path) in err and "Traceback" not in err
     assert a_file.read_text() == "kept"
@@ -57,6 +56,15 @@ def test_output_paths_that_cannot_be_written_are_refused_first(tmp_path, capsys,
     results.write_text("{}")
     err = _refused(["--summarize", str(results), "--page", str(path)], capsys)
     assert "--page" in err
+
+
+def test_a_results_file_may_go_to_a_new_folder_but_a_page_needs_an_existing_one(tmp_path, capsys):
+    """The results file's writer makes its folder (a benchmark run names a fresh one); the page's does not."""
+    results = tmp_path / "new" / "results.json"
+    assert benchmark.main(["--archs", "resnet18", *CPU_RUN, "--modes", "infer", "--json", str(results)]) == 0
+    assert results.is_file()
+    err = _refused(["--summarize", str(results), "--page", str(tmp_path / "missing" / "page.md")], capsys)
+    assert "is missing" in err
 
 
 def test_the_input_pipeline_alone_is_timed_on_a_jpeg_folder(image_folder, capsys):

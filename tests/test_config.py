@@ -277,6 +277,9 @@ def test_an_unknown_network_under_another_recipe_is_called_unknown():
     family."""
     from ecanet import config
     from light_main import mobilenet_recipe
+    with pytest.raises(ConfigError, match="-a: unknown architecture 'eca_resnet5'; did you mean eca_resnet50"):
+        config.parse_config(["DATA", "-a", "eca_resnet5"], defaults=mobilenet_recipe(), prog="light_main.py")
+    args = config.parse_config(["DATA", "-a", "eca_mobilenet_v3"], defaults=mobilenet_recipe(), prog="light_main.py")
     with pytest.raises(ConfigError, match="-a: unknown architecture 'eca_mobilenet_v3'; did you mean "
                                           "eca_mobilenet_v2"):
-        config.parse_config(["DATA", "-a", "eca_mobilenet_v3"], defaults=mobilenet_recipe(), prog="light_main.py")
+        config.validate(args)

@@ -26,7 +26,7 @@ from torch import nn
 from .. import models
 from ..checkpoint import (CheckpointSaveError, capture_rng_state, check_state_dict, library_versions,
                           read_checkpoint, save_checkpoint, strip_wrapper_prefixes)
-from ..constants import LAST_CHECKPOINT
+from ..constants import DETECTION_FORMAT, DETECTOR_WEIGHTS, LAST_CHECKPOINT
 from ..distributed import DistInfo, all_gather_objects, any_rank
 from ..engine import EpochPosition, NonFiniteLossError, first_non_finite
 from ..errors import CheckpointError
@@ -34,9 +34,8 @@ from ..rundir import check_run_dir_is_free
 
 log = logging.getLogger(__name__)
 
-DETECTION_FORMAT = "ecanet-detection-checkpoint"
 DETECTION_FORMAT_VERSION = 1
-FINAL_WEIGHTS = "model.pth"      # the finished run's detector, no training state
+FINAL_WEIGHTS = DETECTOR_WEIGHTS  # the finished run's detector, no training state
 
 
 @dataclass(frozen=True)
