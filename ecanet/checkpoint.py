@@ -42,6 +42,7 @@ from .distributed import DistInfo, all_gather_objects, any_rank
 from .constants import (DETECTION_FORMAT, DETECTOR_WEIGHTS, IMAGENET_IMG_SIZE, IMAGENET_MEAN, IMAGENET_STD,
                         IMAGENET_VAL_RESIZE, LAST_CHECKPOINT, METRICS_FILE, RUN_CONFIG)
 from .errors import CheckpointError
+from .outputs import blocking_file
 from .recipe import Recipe
 
 if TYPE_CHECKING:
@@ -501,8 +502,8 @@ def check_export_folder(folder: str | os.PathLike, also: Sequence[str] = ()) -> 
     if folder.exists() and not folder.is_dir():
         raise CheckpointError(f"{folder} is a file; an export is a folder (model.safetensors and config.json). "
                               f"Pick a folder name for the export.")
-    parent = next((p for p in folder.parents if p.exists()), None)   # the folder that mkdir would create it in
-    if not folder.exists() and parent is not None and not parent.is_dir():
+    parent = None if folder.exists() else blocking_file(folder)
+    if parent is not None:
         raise CheckpointError(f"{parent} is a file, so the export folder {folder} cannot be made inside it. Pick an "
                               f"output folder outside {parent}.")
     if not folder.is_dir():

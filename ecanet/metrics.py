@@ -15,8 +15,10 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 import torch
+import yaml
 
-from .constants import BYTES_PER_GIB, METRICS_FILE
+from .constants import BYTES_PER_GIB, METRICS_FILE, RUN_CONFIG
+from .errors import DataError
 
 log = logging.getLogger(__name__)
 
@@ -130,6 +132,36 @@ def has_epoch_record(run_dir: Path, epoch: int) -> bool:
     """Whether the run directory's ``metrics.jsonl`` holds the record of ``epoch``."""
     path = Path(run_dir) / METRICS_FILE
     return path.is_file() and any(row.get("epoch") == epoch for row in read_metrics(path))
+
+
+def _yaml_problem(exc: Exception) -> str:
+    """A YAML error in a few words and its line, not PyYAML's multi-line excerpt of the file."""
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    mark = getattr(exc, "problem_mark", None)
+    return f"{problem} at line {mark.line + 1}" if mark is not None else problem
+
+
+def read_run_config(run_dir: Path) -> dict[str, Any]:
+    """The run's config.yaml as a mapping with an ``arch``; a :class:`DataError` naming the file and the fix when
+    it is missing, unreadable, not YAML, not a mapping or without ``arch``: scripts/summarize_runs.py and plot_runs.py read runs' networks here."""
+    path = run_dir / RUN_CONFIG
+    fix = ("main.py writes it when the run starts, with the run's options; restore it from a copy, or leave the "
+           "run out")
+    if not path.is_file():
+        raise DataError(f"{run_dir} has {METRICS_FILE} but no {RUN_CONFIG}, which names the run's network; give "
+                        f"the run directory main.py wrote, with both files.")
+    try:
+        config = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise DataError(f"cannot read {path} ({exc.strerror or exc}); make it readable, or leave the run "
+                        f"out.") from None
+    except UnicodeDecodeError:
+        raise DataError(f"{path} is not a text file, so not the config.yaml of a run ({fix}).") from None
+    except yaml.YAMLError as exc:
+        raise DataError(f"{path} is not valid YAML ({_yaml_problem(exc)}); {fix}.") from None
+    if not isinstance(config, dict) or not config.get("arch"):
+        raise DataError(f"{path} names no network (no 'arch' key), so it is not the config.yaml of a run; {fix}.")
+    return config
 
 
 def read_metrics(path: str | Path, event: str | None = "epoch") -> list[dict[str, Any]]:

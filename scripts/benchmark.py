@@ -60,6 +60,7 @@ from ecanet import config  # noqa: E402
 from ecanet.config import HelpFormatter  # noqa: E402
 from ecanet.errors import UserError  # noqa: E402
 from ecanet.metrics import markdown_table  # noqa: E402
+from ecanet.outputs import check_output_file  # noqa: E402
 from ecanet.models import fused_eca_available  # noqa: E402
 
 log = logging.getLogger("benchmark")
@@ -712,11 +713,10 @@ def check_output_path(option: str, path: str | None, makes_folders: bool) -> Non
     if path is None:
         return
     target = Path(path)
-    if target.is_dir():
-        usage_error(f"{option} {path} is a folder; it takes a file's path, e.g. {target / 'results.json'}.")
-    under_a_file = next((p for p in target.parents if p.exists() and not p.is_dir()), None)
-    if under_a_file is not None:
-        usage_error(f"{option} {path}: {under_a_file} is a file, not a folder. Pass a path in a folder.")
+    try:
+        check_output_file(target, option, "results.json")
+    except UserError as error:
+        usage_error(str(error))
     if not makes_folders and not target.parent.is_dir():
         usage_error(f"{option} {path}: its folder {target.parent} is missing. Create it or pass another path.")
 

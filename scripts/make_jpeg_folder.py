@@ -20,8 +20,6 @@ from __future__ import annotations
 import argparse
 import logging
 import multiprocessing
-import os
-import shutil
 import sys
 from pathlib import Path
 
@@ -35,6 +33,7 @@ if str(ROOT) not in sys.path:
 from ecanet.cli import report_user_errors  # noqa: E402
 from ecanet.config import ArgumentParser  # noqa: E402
 from ecanet.errors import EXIT_OK, ConfigError  # noqa: E402
+from ecanet.outputs import blocking_file, folder_written_whole  # noqa: E402
 
 log = logging.getLogger("make_jpeg_folder")
 
@@ -71,12 +70,10 @@ def check_output(output: Path, force: bool) -> None:
     the current folder or one above it (replacing it would delete the folder this command runs in)."""
     if output.exists() and not output.is_dir():
         raise ConfigError(f"{output} is a file, not a folder; choose another output folder.")
-    for folder in output.parents:
-        if folder.exists():
-            if not folder.is_dir():
-                raise ConfigError(f"{output} cannot be created: {folder} is a file, not a folder. Choose another "
-                                  f"output folder.")
-            break
+    blocker = blocking_file(output)
+    if blocker is not None:
+        raise ConfigError(f"{output} cannot be created: {blocker} is a file, not a folder. Choose another "
+                          f"output folder.")
     if not output.is_dir() or not any(output.iterdir()):
         return
     if not force:
@@ -91,40 +88,25 @@ def check_output(output: Path, force: bool) -> None:
 def write_folder(args: argparse.Namespace) -> list[int]:
     """Write the JPEGs into a temporary sibling of OUTPUT, then put it in OUTPUT's place (an empty OUTPUT
     receives its train/ and val/; a non-empty one, which :func:`check_output` let through with --force, is
-    replaced); the file sizes."""
+    replaced: :func:`ecanet.outputs.folder_written_whole`); the file sizes."""
     output = args.output.resolve()   # '.', 'a/..' or a link: the folder they name
-    partial = output.parent / f".{output.name}.partial-{os.getpid()}"
+    if output.is_dir() and any(output.iterdir()):
+        log.info("replacing %s (--force)", args.output)
     try:
-        output.parent.mkdir(parents=True, exist_ok=True)
-        shutil.rmtree(partial, ignore_errors=True)
-        partial.mkdir()
-    except OSError as error:
+        with folder_written_whole(output) as partial:
+            tasks = []
+            for split, per_class in (("train", args.train_per_class), ("val", args.val_per_class)):
+                for c in range(args.classes):
+                    folder = partial / split / f"class{c:04d}"
+                    folder.mkdir(parents=True)
+                    offset = 0 if split == "train" else 10_000_000
+                    tasks += [(str(folder / f"{i:05d}.jpg"), offset + c * 100_003 + i, args.size_scale)
+                              for i in range(per_class)]
+            with multiprocessing.Pool(args.workers) as pool:
+                sizes = pool.map(_write, tasks, chunksize=64)
+    except OSError as error:   # a read-only place, a full disk: nothing is left half-written
         raise ConfigError(f"cannot create {output}: {error.strerror or error}. Choose an output folder in a "
                           f"writable place.") from None
-    try:
-        tasks = []
-        for split, per_class in (("train", args.train_per_class), ("val", args.val_per_class)):
-            for c in range(args.classes):
-                folder = partial / split / f"class{c:04d}"
-                folder.mkdir(parents=True)
-                offset = 0 if split == "train" else 10_000_000
-                tasks += [(str(folder / f"{i:05d}.jpg"), offset + c * 100_003 + i, args.size_scale)
-                          for i in range(per_class)]
-        with multiprocessing.Pool(args.workers) as pool:
-            sizes = pool.map(_write, tasks, chunksize=64)
-        if not output.exists():
-            partial.rename(output)
-        elif not any(output.iterdir()):
-            for split in sorted(partial.iterdir()):
-                split.rename(output / split.name)
-            partial.rmdir()
-        else:
-            log.info("replacing %s (--force)", args.output)
-            shutil.rmtree(output)
-            partial.rename(output)
-    except BaseException:
-        shutil.rmtree(partial, ignore_errors=True)
-        raise
     return sizes
 
 

@@ -27,20 +27,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-SCRIPTS = Path(__file__).resolve().parent
-for folder in (SCRIPTS.parent, SCRIPTS):  # the ecanet package, and summarize_runs.py next to this script
-    if str(folder) not in sys.path:
-        sys.path.insert(0, str(folder))
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
 
 from ecanet.config import ArgumentParser  # noqa: E402
 from ecanet.errors import EXIT_OK, EXIT_USAGE, UserError, one_paragraph  # noqa: E402
-from ecanet.constants import METRICS_FILE  # noqa: E402
-from ecanet.metrics import read_metrics  # noqa: E402
-from summarize_runs import check_output_file, read_run_config  # noqa: E402
+from ecanet.constants import METRICS_FILE, RUN_CONFIG as CONFIG_FILE  # noqa: E402
+from ecanet.metrics import read_metrics, read_run_config  # noqa: E402
+from ecanet.outputs import check_output_file  # noqa: E402
 
 log = logging.getLogger("plot_runs")
 
-CONFIG_FILE = "config.yaml"
 EPOCH_EVENT = "epoch"
 GROUP_KEY = "arch"
 FIGURE_SIZE_IN = (7.0, 4.5)   # width, height in inches

@@ -31,9 +31,7 @@ import json
 import statistics
 import sys
 from pathlib import Path
-from typing import Any, Iterable, Sequence
-
-import yaml
+from typing import Any, Sequence
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
@@ -42,10 +40,10 @@ if str(ROOT) not in sys.path:
 from ecanet.cli import report_user_errors  # noqa: E402
 from ecanet.config import ArgumentParser  # noqa: E402
 from ecanet.errors import EXIT_OK, ConfigError, DataError  # noqa: E402
-from ecanet.metrics import format_duration, markdown_table, read_metrics  # noqa: E402
+from ecanet.constants import METRICS_FILE, RUN_CONFIG as CONFIG_FILE  # noqa: E402
+from ecanet.metrics import format_duration, markdown_table, read_metrics, read_run_config  # noqa: E402
+from ecanet.outputs import check_output_file  # noqa: E402
 
-METRICS_FILE = "metrics.jsonl"
-CONFIG_FILE = "config.yaml"
 RUN_FILES = (METRICS_FILE, CONFIG_FILE)
 # What the table reads of a classification run's last epoch line and summary line (main.py writes them all).
 EPOCH_KEYS = ("epoch", "val_top1", "val_top5", "epoch_time_s", "images_per_s", "val_images_per_s")
@@ -74,57 +72,6 @@ def run_dirs(paths: Sequence[Path]) -> list[Path]:
                             f"hold one); give run directories main.py wrote, or folders of them.")
         out += children
     return out
-
-
-def _yaml_problem(exc: Exception) -> str:
-    """A YAML error in a few words and its line, not PyYAML's multi-line excerpt of the file."""
-    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-    mark = getattr(exc, "problem_mark", None)
-    return f"{problem} at line {mark.line + 1}" if mark is not None else problem
-
-
-def read_run_config(run_dir: Path) -> dict[str, Any]:
-    """The run's config.yaml as a mapping with an ``arch``; a :class:`DataError` naming the file and the fix when
-    it is missing, unreadable, not YAML, not a mapping or without ``arch``. plot_runs.py reads it here too."""
-    path = run_dir / CONFIG_FILE
-    fix = ("main.py writes it when the run starts, with the run's options; restore it from a copy, or leave the "
-           "run out")
-    if not path.is_file():
-        raise DataError(f"{run_dir} has {METRICS_FILE} but no {CONFIG_FILE}, which names the run's network; give "
-                        f"the run directory main.py wrote, with both files.")
-    try:
-        config = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise DataError(f"cannot read {path} ({exc.strerror or exc}); make it readable, or leave the run "
-                        f"out.") from None
-    except UnicodeDecodeError:
-        raise DataError(f"{path} is not a text file, so not the config.yaml of a run ({fix}).") from None
-    except yaml.YAMLError as exc:
-        raise DataError(f"{path} is not valid YAML ({_yaml_problem(exc)}); {fix}.") from None
-    if not isinstance(config, dict) or not config.get("arch"):
-        raise DataError(f"{path} names no network (no 'arch' key), so it is not the config.yaml of a run; {fix}.")
-    return config
-
-
-def check_output_file(path: Path, option: str, example: str, inputs: Iterable[Path] = ()) -> None:
-    """Refuse (:class:`ConfigError`), before any work, an output file that cannot be written: ``path`` is a
-    folder, lies under a file, or is one of ``inputs`` (the files being read). Missing folders are created when
-    writing; an existing file is replaced. plot_runs.py checks its --output here too."""
-    if path.is_dir():
-        raise ConfigError(f"{option} {path} is a folder; {option} names the file to write. Pass a file path, e.g. "
-                          f"{path / example}.")
-    for folder in path.parents:
-        if folder.exists():
-            if not folder.is_dir():
-                raise ConfigError(f"{option} {path} cannot be written: {folder} is a file, not a folder. Pass a "
-                                  f"path in a folder (missing folders are created).")
-            break
-    resolved = path.resolve()
-    for read in inputs:
-        if read.resolve() == resolved:
-            raise ConfigError(f"{option} {path} is the {read.name} of the run {read.parent}, which is being read; "
-                              f"writing it would destroy the run's record. Pass another path, e.g. "
-                              f"{read.parent.parent / example}.")
 
 
 def _epoch_seconds(epoch: dict[str, Any], val_images: int | None) -> float:

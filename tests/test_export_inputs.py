@@ -19,7 +19,7 @@ TINY_RUN = ["--synthetic", "--synthetic-size", "16", "--num-classes", "3", "-a",
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory) -> Path:
     """A finished main.py run directory: best.pth, last.pth, config.yaml, metrics.jsonl, train.log."""
-    out = tmp_path_factory.mktemp("export-inputs") / "run1"
+    out = tmp_path_factory.mktemp("export-inputs") / "trained-run"
     assert run_main([*TINY_RUN, "--output", out]) == EXIT_OK
     return out
 

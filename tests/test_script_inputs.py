@@ -56,7 +56,7 @@ def snapshot(root: Path) -> dict[str, bytes | None]:
 @pytest.fixture
 def work(tmp_path: Path) -> Path:
     """A classification run, a regular file, an empty folder and a folder with a file of its own."""
-    make_run(tmp_path / "run1")
+    make_run(tmp_path / "trained-run")
     (tmp_path / "afile").write_text("not a folder\n")
     (tmp_path / "somedir").mkdir()
     (tmp_path / "full").mkdir()
@@ -89,28 +89,28 @@ def summarize_fails(argv, capsys, root: Path, *phrases) -> str:
 @pytest.mark.parametrize("option, target, phrases", [
     ("--json", "afile/x.json", ["afile is a file, not a folder"]),
     ("--csv", "somedir", ["somedir is a folder", "--csv names the file to write", "somedir/runs.csv"]),
-    ("--json", "run1/metrics.jsonl", ["is the metrics.jsonl of the run", "Pass another path"]),
-    ("--csv", "run1/config.yaml", ["is the config.yaml of the run"]),
+    ("--json", "trained-run/metrics.jsonl", ["is the metrics.jsonl of the run", "Pass another path"]),
+    ("--csv", "trained-run/config.yaml", ["is the config.yaml of the run"]),
 ])
 def test_summarize_refuses_an_output_path_it_cannot_write(work, capsys, option, target, phrases):
-    summarize_fails([work / "run1", option, work / target], capsys, work, f"{option} {work / target}", *phrases)
+    summarize_fails([work / "trained-run", option, work / target], capsys, work, f"{option} {work / target}", *phrases)
 
 
 def test_summarize_refuses_json_and_csv_to_one_file_and_writes_neither(work, capsys):
-    summarize_fails([work / "run1", "--json", work / "out.txt", "--csv", work / "out.txt"], capsys, work,
+    summarize_fails([work / "trained-run", "--json", work / "out.txt", "--csv", work / "out.txt"], capsys, work,
                     "--json and --csv both name")
 
 
 def test_summarize_checks_every_output_before_writing_any(work, capsys):
     """A good --json and a bad --csv: the --json file is not written either."""
-    summarize_fails([work / "run1", "--json", work / "new" / "runs.json", "--csv", work / "somedir"], capsys, work,
+    summarize_fails([work / "trained-run", "--json", work / "new" / "runs.json", "--csv", work / "somedir"], capsys, work,
                     "somedir is a folder")
     assert not (work / "new").exists()
 
 
 def test_summarize_refuses_a_detection_run_alone_and_among_classification_runs(work, capsys):
     det = make_detection_run(work / "det")
-    for argv in ([det], [work / "run1", det], [work]):
+    for argv in ([det], [work / "trained-run", det], [work]):
         summarize_fails(argv, capsys, work, f"{det} is a detection run (faster_rcnn", "box and mask AP",
                         "Leave it out", "plot_runs.py --metric box_AP")
 
@@ -148,14 +148,14 @@ def test_a_damaged_config_yaml_is_refused_alike_by_summarize_and_plot(work, caps
 
 @pytest.mark.parametrize("value", ["-5", "0"])
 def test_summarize_rejects_a_non_positive_val_images(work, capsys, value):
-    summarize_fails([work / "run1", "--val-images", value], capsys, work,
+    summarize_fails([work / "trained-run", "--val-images", value], capsys, work,
                     f"--val-images must be at least 1, got {value}")
 
 
 @pytest.mark.parametrize("name, phrase", [("missing", "does not exist"), ("afile", "is a file, not a run directory"),
                                           ("somedir", "no run directories with metrics.jsonl under")])
 def test_summarize_refuses_a_run_argument_that_names_no_run_beside_good_ones(work, capsys, name, phrase):
-    summarize_fails([work / "run1", work / name], capsys, work, f"{work / name}", phrase)
+    summarize_fails([work / "trained-run", work / name], capsys, work, f"{work / name}", phrase)
 
 
 # --------------------------------------------------------------------------------------------- plot_runs.py
@@ -175,22 +175,22 @@ def plot_fails(argv, caplog, root: Path, *phrases) -> str:
 @pytest.mark.parametrize("target, phrases", [
     ("afile/x.png", ["afile is a file, not a folder"]),
     ("somedir", ["somedir is a folder", "--output names the file to write", "somedir/val_top1.png"]),
-    ("run1/metrics.jsonl", ["is the metrics.jsonl of the run"]),
+    ("trained-run/metrics.jsonl", ["is the metrics.jsonl of the run"]),
 ])
 def test_plot_refuses_an_output_path_it_cannot_write(work, caplog, target, phrases):
-    plot_fails([work / "run1", "--output", work / target], caplog, work, f"--output {work / target}", *phrases)
+    plot_fails([work / "trained-run", "--output", work / target], caplog, work, f"--output {work / target}", *phrases)
 
 
 def test_plot_refuses_a_format_matplotlib_does_not_write_before_drawing(work, caplog):
     pytest.importorskip("matplotlib")
-    plot_fails([work / "run1", "--output", work / "p.txtx"], caplog, work, "matplotlib does not write '.txtx' files",
+    plot_fails([work / "trained-run", "--output", work / "p.txtx"], caplog, work, "matplotlib does not write '.txtx' files",
                "png", "svg", f"e.g. {work / 'p.png'}")
 
 
 def test_plot_names_the_file_it_wrote_for_an_output_without_extension(work, caplog):
     pytest.importorskip("matplotlib")
     caplog.set_level(logging.INFO, logger="plot_runs")
-    assert plot.main([str(work / "run1"), "--output", str(work / "plots" / "curve")]) == 0
+    assert plot.main([str(work / "trained-run"), "--output", str(work / "plots" / "curve")]) == 0
     written = work / "plots" / "curve.png"
     assert written.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert f"wrote {written}" in caplog.text and not (work / "plots" / "curve").exists()
@@ -206,7 +206,7 @@ SMALL_SET = ["--classes", "1", "--train-per-class", "1", "--val-per-class", "1",
     ("afile/x", ["afile/x cannot be created", "afile is a file, not a folder", "Choose another output folder"]),
     ("afile", ["afile is a file, not a folder"]),
     ("full", ["full exists and is not empty", "choose another output folder, or allow replacing it (--force)"]),
-    ("run1", ["run1 exists and is not empty", "(--force)"]),
+    ("trained-run", ["trained-run exists and is not empty", "(--force)"]),
 ])
 def test_jpeg_folder_refuses_an_output_that_is_not_a_new_or_empty_folder(work, capsys, target, phrases):
     before = snapshot(work)

@@ -26,8 +26,6 @@ output is identical for a given seed.
 from __future__ import annotations
 
 import json
-import os
-import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -37,6 +35,7 @@ from PIL import Image
 from pycocotools import mask as mask_util
 
 from ..errors import ConfigError
+from ..outputs import folder_written_whole
 
 # The label names of Fashion-MNIST's README, for label ids 0..9.
 FASHION_MNIST_CLASS_NAMES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
@@ -203,21 +202,12 @@ def make_toy_set(output: Path, sources: dict[str, tuple[np.ndarray, np.ndarray]]
     if output.exists() and not overwrite and (not output.is_dir() or any(output.iterdir())):
         raise ConfigError(f"{output} exists and is not empty; choose another output folder, or allow replacing "
                           f"it (--force).")
-    output.parent.mkdir(parents=True, exist_ok=True)
-    partial = output.parent / f".{output.name}.partial-{os.getpid()}"
-    shutil.rmtree(partial, ignore_errors=True)
-    try:
-        (partial / "annotations").mkdir(parents=True)
+    with folder_written_whole(output) as partial:
+        (partial / "annotations").mkdir()
         statistics = {}
         for split, count in counts.items():
             pictures, labels = sources[split]
             coco = write_split(partial, split, pictures, labels, count, seed, config)
             (partial / "annotations" / f"instances_{split}.json").write_text(json.dumps(coco))
             statistics[split] = split_statistics(coco)
-        if output.exists():
-            shutil.rmtree(output)
-        partial.rename(output)
-    except BaseException:
-        shutil.rmtree(partial, ignore_errors=True)
-        raise
     return statistics
